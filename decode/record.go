@@ -1,0 +1,166 @@
+package decode
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+)
+
+// Layout of the raw record the BPF programs emit through bpf_perf_event_output.
+// The programs are built from these offsets (package probes), so this block is
+// the single definition of the format; all integers are in host byte order
+// except EchoID and Seq, which are copied from the packet in network order.
+const (
+	OffTime     = 0  // u64 bpf_ktime_get_ns (CLOCK_MONOTONIC)
+	OffSkb      = 8  // u64 skb address
+	OffNetns    = 16 // u32 network namespace inode of skb->dev
+	OffIfindex  = 20 // u32 skb->dev->ifindex
+	OffLen      = 24 // u32 skb->len
+	OffCPU      = 28 // u32 bpf_get_smp_processor_id
+	OffProbe    = 32 // u16 probe id
+	OffFamily   = 34 // u8 4 or 6
+	OffICMPType = 35 // u8
+	OffEchoID   = 36 // u16, network byte order
+	OffSeq      = 38 // u16, network byte order
+	OffIfname   = 40 // [16]byte skb->dev->name
+	OffSrc      = 56 // [16]byte; IPv4 uses the first 4
+	OffDst      = 72 // [16]byte
+	OffCapLen   = 88 // u16 valid bytes in Packet
+	OffPacket   = 96 // [PacketBytes]byte from the network header on
+	PacketBytes = 128
+	RecordSize  = OffPacket + PacketBytes
+)
+
+// Record is one probe hit: a packet of our echo seen at one point in the kernel.
+type Record struct {
+	Time     uint64 // kernel CLOCK_MONOTONIC, ns
+	Skb      uint64
+	Netns    uint32
+	Ifindex  uint32
+	Len      uint32
+	CPU      uint32
+	Probe    Probe
+	Family   uint8
+	ICMPType uint8
+	EchoID   uint16
+	Seq      uint16
+	Ifname   [16]byte
+	Src, Dst netip.Addr
+	CapLen   uint16
+	Packet   [PacketBytes]byte
+	// Lost, when not zero, makes this a notice from the ring of CPU that
+	// it dropped that many records; the other fields are then unset.
+	Lost uint64
+}
+
+// ErrShortRecord is returned for a record smaller than RecordSize.
+var ErrShortRecord = errors.New("short record")
+
+// Decode parses a raw record into r. Trailing bytes (perf pads raw samples to
+// 8 bytes) are ignored.
+func (r *Record) Decode(b []byte) error {
+	if len(b) < RecordSize {
+		return fmt.Errorf("%w: %d bytes, want %d", ErrShortRecord, len(b), RecordSize)
+	}
+	ne := binary.NativeEndian
+	r.Lost = 0
+	r.Time = ne.Uint64(b[OffTime:])
+	r.Skb = ne.Uint64(b[OffSkb:])
+	r.Netns = ne.Uint32(b[OffNetns:])
+	r.Ifindex = ne.Uint32(b[OffIfindex:])
+	r.Len = ne.Uint32(b[OffLen:])
+	r.CPU = ne.Uint32(b[OffCPU:])
+	r.Probe = Probe(ne.Uint16(b[OffProbe:]))
+	r.Family = b[OffFamily]
+	r.ICMPType = b[OffICMPType]
+	r.EchoID = binary.BigEndian.Uint16(b[OffEchoID:])
+	r.Seq = binary.BigEndian.Uint16(b[OffSeq:])
+	copy(r.Ifname[:], b[OffIfname:OffIfname+16])
+	switch r.Family {
+	case 4:
+		r.Src = netip.AddrFrom4([4]byte(b[OffSrc : OffSrc+4]))
+		r.Dst = netip.AddrFrom4([4]byte(b[OffDst : OffDst+4]))
+	case 6:
+		r.Src = netip.AddrFrom16([16]byte(b[OffSrc : OffSrc+16]))
+		r.Dst = netip.AddrFrom16([16]byte(b[OffDst : OffDst+16]))
+	default:
+		return fmt.Errorf("bad address family %d", r.Family)
+	}
+	r.CapLen = ne.Uint16(b[OffCapLen:])
+	if r.CapLen > PacketBytes {
+		return fmt.Errorf("captured length %d exceeds %d", r.CapLen, PacketBytes)
+	}
+	copy(r.Packet[:], b[OffPacket:OffPacket+PacketBytes])
+	return nil
+}
+
+// IfName is the interface name as the kernel had it when the probe fired.
+func (r *Record) IfName() string {
+	n := bytes.IndexByte(r.Ifname[:], 0)
+	if n < 0 {
+		n = len(r.Ifname)
+	}
+	return string(r.Ifname[:n])
+}
+
+// IsRequest reports whether the record carries an echo request (else a reply).
+func (r *Record) IsRequest() bool {
+	return r.ICMPType == 8 || r.ICMPType == 128
+}
+
+// Probe identifies where in the kernel a record was taken.
+type Probe uint16
+
+// Probes. The numbers are part of the record format: never reuse one.
+const (
+	ProbeNetDevQueue     Probe = 1 // net:net_dev_queue, a device is handed a packet to send
+	ProbeNetifReceiveSkb Probe = 2 // net:netif_receive_skb, a device's packet enters the stack
+)
+
+// Direction says whether a probe sees packets leaving or entering a device.
+type Direction uint8
+
+const (
+	Out Direction = iota
+	In
+)
+
+func (d Direction) String() string {
+	if d == In {
+		return "in"
+	}
+	return "out"
+}
+
+type probeInfo struct {
+	group, event string
+	dir          Direction
+}
+
+var probes = map[Probe]probeInfo{
+	ProbeNetDevQueue:     {"net", "net_dev_queue", Out},
+	ProbeNetifReceiveSkb: {"net", "netif_receive_skb", In},
+}
+
+// Probes lists every known probe in id order.
+func Probes() []Probe {
+	return []Probe{ProbeNetDevQueue, ProbeNetifReceiveSkb}
+}
+
+// Tracepoint returns the tracefs group and event of the probe.
+func (p Probe) Tracepoint() (group, event string) {
+	i := probes[p]
+	return i.group, i.event
+}
+
+// Direction is the way packets cross the device where the probe fires.
+func (p Probe) Direction() Direction { return probes[p].dir }
+
+func (p Probe) String() string {
+	if i, ok := probes[p]; ok {
+		return i.event
+	}
+	return fmt.Sprintf("probe%d", uint16(p))
+}

@@ -1,0 +1,121 @@
+package probes
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/cilium/ebpf/btf"
+)
+
+// Offsets are the byte offsets of the kernel struct members the BPF programs
+// read. They differ between kernel builds, so they come from the running
+// kernel's BTF at load time.
+type Offsets struct {
+	SkbHead          uint32 // sk_buff.head (unsigned char *)
+	SkbData          uint32 // sk_buff.data (unsigned char *)
+	SkbNetworkHeader uint32 // sk_buff.network_header (__u16)
+	SkbLen           uint32 // sk_buff.len (unsigned int)
+	SkbDataLen       uint32 // sk_buff.data_len (unsigned int)
+	SkbDev           uint32 // sk_buff.dev (struct net_device *)
+	DevName          uint32 // net_device.name (char[16])
+	DevIfindex       uint32 // net_device.ifindex (int)
+	DevNet           uint32 // net_device.nd_net.net (struct net *)
+	NetInum          uint32 // net.ns.inum (unsigned int)
+}
+
+// ErrNoBTF is returned when the running kernel exposes no BTF.
+var ErrNoBTF = errors.New("kernel BTF not available (is CONFIG_DEBUG_INFO_BTF set? /sys/kernel/btf/vmlinux)")
+
+// KernelOffsets loads the running kernel's BTF and looks the offsets up.
+func KernelOffsets() (Offsets, error) {
+	spec, err := btf.LoadKernelSpec()
+	if err != nil {
+		return Offsets{}, fmt.Errorf("%w: %w", ErrNoBTF, err)
+	}
+	return LookupOffsets(spec)
+}
+
+// LookupOffsets finds every member the programs read in spec, checking sizes.
+func LookupOffsets(spec *btf.Spec) (Offsets, error) {
+	var o Offsets
+	fields := []struct {
+		dst   *uint32
+		strct string
+		path  string
+		size  uint32
+	}{
+		{&o.SkbHead, "sk_buff", "head", 8},
+		{&o.SkbData, "sk_buff", "data", 8},
+		{&o.SkbNetworkHeader, "sk_buff", "network_header", 2},
+		{&o.SkbLen, "sk_buff", "len", 4},
+		{&o.SkbDataLen, "sk_buff", "data_len", 4},
+		{&o.SkbDev, "sk_buff", "dev", 8},
+		{&o.DevName, "net_device", "name", 16},
+		{&o.DevIfindex, "net_device", "ifindex", 4},
+		{&o.DevNet, "net_device", "nd_net.net", 8},
+		{&o.NetInum, "net", "ns.inum", 4},
+	}
+	for _, f := range fields {
+		var s *btf.Struct
+		if err := spec.TypeByName(f.strct, &s); err != nil {
+			return Offsets{}, fmt.Errorf("btf: struct %s: %w", f.strct, err)
+		}
+		off, size, err := memberOffset(s, f.path)
+		if err != nil {
+			return Offsets{}, fmt.Errorf("btf: %s.%s: %w", f.strct, f.path, err)
+		}
+		if size != f.size {
+			return Offsets{}, fmt.Errorf("btf: %s.%s is %d bytes, want %d", f.strct, f.path, size, f.size)
+		}
+		*f.dst = off
+	}
+	return o, nil
+}
+
+// memberOffset resolves a dotted member path in a struct or union, descending
+// into anonymous members (sk_buff.dev sits inside unnamed unions and structs),
+// and returns its byte offset and size.
+func memberOffset(typ btf.Type, path string) (offset, size uint32, err error) {
+	for _, name := range strings.Split(path, ".") {
+		off, member, ok := findMember(typ, name)
+		if !ok {
+			return 0, 0, fmt.Errorf("no member %q", name)
+		}
+		if member.BitfieldSize != 0 || (off+member.Offset)%8 != 0 {
+			return 0, 0, fmt.Errorf("member %q is a bitfield", name)
+		}
+		offset += uint32((off + member.Offset) / 8)
+		typ = member.Type
+	}
+	sz, err := btf.Sizeof(typ)
+	if err != nil {
+		return 0, 0, err
+	}
+	return offset, uint32(sz), nil
+}
+
+// findMember looks name up among typ's members, depth first through unnamed
+// members; the returned Bits are the offset of the unnamed container(s).
+func findMember(typ btf.Type, name string) (btf.Bits, btf.Member, bool) {
+	var members []btf.Member
+	switch t := btf.UnderlyingType(typ).(type) {
+	case *btf.Struct:
+		members = t.Members
+	case *btf.Union:
+		members = t.Members
+	default:
+		return 0, btf.Member{}, false
+	}
+	for _, m := range members {
+		if m.Name == name {
+			return 0, m, true
+		}
+		if m.Name == "" {
+			if off, inner, ok := findMember(m.Type, name); ok {
+				return m.Offset + off, inner, true
+			}
+		}
+	}
+	return 0, btf.Member{}, false
+}

@@ -1,0 +1,335 @@
+package probes
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/elastic/go-perf"
+	"golang.org/x/sys/unix"
+
+	"github.com/tracepkt/tracepkt-perf/decode"
+	"github.com/tracepkt/tracepkt-perf/tracefs"
+)
+
+// Config selects what a Tracer attaches.
+type Config struct {
+	EchoID uint16
+	// Probes to attach; nil means decode.Probes().
+	Probes []decode.Probe
+	// RingPages is the data size of each per-CPU ring in pages (a power of two).
+	RingPages int
+}
+
+// Tracer owns the BPF programs, the perf events they are attached to and the
+// per-CPU rings their records are read from. Read it like a cilium/ebpf
+// perf.Reader: ReadInto with a deadline; Close unblocks a pending read.
+type Tracer struct {
+	mu       sync.Mutex // held by ReadInto, so Close waits for it
+	closed   bool
+	events   *ebpf.Map
+	rings    []*perf.Event
+	progs    []*ebpf.Program
+	attached []*perf.Event
+	epfd     int
+	wakefd   int
+	deadline time.Time
+	next     int
+	raw      perf.RawRecord
+	expired  context.Context
+	lost     uint64
+}
+
+// Open attaches the probes for one echo id. On error, nothing stays attached.
+func Open(fs *tracefs.FS, offsets Offsets, cfg Config) (_ *Tracer, err error) {
+	if cfg.Probes == nil {
+		cfg.Probes = decode.Probes()
+	}
+	if cfg.RingPages == 0 {
+		cfg.RingPages = 8
+	}
+	expired, cancel := context.WithDeadline(context.Background(), time.Unix(0, 0))
+	cancel()
+	t := &Tracer{epfd: -1, wakefd: -1, expired: expired}
+	defer func() {
+		if err != nil {
+			t.teardown()
+		}
+	}()
+
+	if err := t.openRings(cfg.RingPages); err != nil {
+		return nil, err
+	}
+	online, err := cpuList("online")
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range cfg.Probes {
+		if err := t.attach(fs, offsets, p, cfg.EchoID, online[0]); err != nil {
+			return nil, err
+		}
+	}
+	return t, nil
+}
+
+// openRings opens one BPF-output perf event per online CPU, maps its ring and
+// stores it in the events map under its CPU number.
+func (t *Tracer) openRings(pages int) error {
+	possible, err := cpuList("possible")
+	if err != nil {
+		return err
+	}
+	online, err := cpuList("online")
+	if err != nil {
+		return err
+	}
+	t.events, err = ebpf.NewMap(&ebpf.MapSpec{
+		Name:       "tracepkt_events",
+		Type:       ebpf.PerfEventArray,
+		KeySize:    4,
+		ValueSize:  4,
+		MaxEntries: uint32(possible[len(possible)-1] + 1),
+	})
+	if err != nil {
+		return fmt.Errorf("create perf event array: %w", err)
+	}
+	if t.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
+		return fmt.Errorf("epoll_create1: %w", err)
+	}
+	if t.wakefd, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
+		return fmt.Errorf("eventfd: %w", err)
+	}
+	if err := t.poll(t.wakefd); err != nil {
+		return err
+	}
+	for _, cpu := range online {
+		attr := &perf.Attr{
+			Label:        "tracepkt-output",
+			Type:         perf.SoftwareEvent,
+			Config:       uint64(perf.BPFOutput),
+			Sample:       1,
+			Wakeup:       1,
+			SampleFormat: perf.SampleFormat{Raw: true},
+		}
+		ev, err := perf.Open(attr, perf.AllThreads, cpu, nil)
+		if err != nil {
+			return fmt.Errorf("open bpf-output event on cpu %d: %w", cpu, err)
+		}
+		t.rings = append(t.rings, ev)
+		if err := ev.MapRingNumPages(pages); err != nil {
+			return fmt.Errorf("map ring of cpu %d: %w", cpu, err)
+		}
+		fd, err := ev.FD()
+		if err != nil {
+			return err
+		}
+		if err := t.events.Put(uint32(cpu), uint32(fd)); err != nil {
+			return fmt.Errorf("store ring of cpu %d: %w", cpu, err)
+		}
+		if err := t.poll(fd); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (t *Tracer) poll(fd int) error {
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}
+	if err := unix.EpollCtl(t.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		return fmt.Errorf("epoll add: %w", err)
+	}
+	return nil
+}
+
+// attach loads the program for one probe and attaches it to the tracepoint
+// through a single perf event: the program then runs for hits on every CPU.
+func (t *Tracer) attach(fs *tracefs.FS, offsets Offsets, p decode.Probe, id uint16, cpu int) error {
+	group, event := p.Tracepoint()
+	tpID, err := fs.EventID(group, event)
+	if err != nil {
+		return fmt.Errorf("open tracepoint %s/%s: %w", group, event, err)
+	}
+	skbOff, err := fs.FieldOffset(group, event, "skbaddr")
+	if err != nil {
+		return fmt.Errorf("open tracepoint %s/%s: %w", group, event, err)
+	}
+	insns := TracepointProgram(ProgramParams{Offsets: offsets, SkbAddrOffset: int16(skbOff), Probe: p, EchoID: id})
+	if err := associate(insns, EventsMap, t.events); err != nil {
+		return err
+	}
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Name:         "tracepkt_" + event[:min(len(event), 6)],
+		Type:         ebpf.TracePoint,
+		Instructions: insns,
+		License:      "Dual MIT/GPL",
+	})
+	if err != nil {
+		return fmt.Errorf("load program for %s/%s: %w", group, event, err)
+	}
+	t.progs = append(t.progs, prog)
+	attr := &perf.Attr{
+		Label:        group + ":" + event,
+		Type:         perf.TracepointEvent,
+		Config:       tpID,
+		Sample:       1,
+		Wakeup:       1,
+		SampleFormat: perf.SampleFormat{Raw: true},
+		Options:      perf.Options{Disabled: true},
+	}
+	ev, err := perf.Open(attr, perf.AllThreads, cpu, nil)
+	if err != nil {
+		return fmt.Errorf("open tracepoint %s/%s: %w", group, event, err)
+	}
+	t.attached = append(t.attached, ev)
+	if err := ev.SetBPF(uint32(prog.FD())); err != nil {
+		return fmt.Errorf("attach program to %s/%s: %w", group, event, err)
+	}
+	if err := ev.Enable(); err != nil {
+		return fmt.Errorf("enable %s/%s: %w", group, event, err)
+	}
+	return nil
+}
+
+func associate(insns asm.Instructions, ref string, m *ebpf.Map) error {
+	for i := range insns {
+		if insns[i].Reference() == ref {
+			if err := insns[i].AssociateMap(m); err != nil {
+				return fmt.Errorf("associate map %s: %w", ref, err)
+			}
+		}
+	}
+	return nil
+}
+
+// SetDeadline bounds the next ReadInto calls; the zero time means none, a
+// time in the past makes ReadInto return only what is already in the rings.
+func (t *Tracer) SetDeadline(d time.Time) {
+	t.mu.Lock()
+	t.deadline = d
+	t.mu.Unlock()
+}
+
+// Lost is the number of records the kernel dropped because a ring was full.
+func (t *Tracer) Lost() uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.lost
+}
+
+// ReadInto reads the next record into rec, reusing rec's storage. A record
+// with Lost set reports dropped records. It returns an error wrapping
+// os.ErrDeadlineExceeded at the deadline and os.ErrClosed after Close.
+func (t *Tracer) ReadInto(rec *decode.Record) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var events [4]unix.EpollEvent
+	for {
+		if t.closed {
+			return os.ErrClosed
+		}
+		for i := range t.rings {
+			idx := (t.next + i) % len(t.rings)
+			if !t.rings[idx].HasRecord() {
+				continue
+			}
+			t.next = idx + 1
+			if err := t.rings[idx].ReadRawRecord(t.expired, &t.raw); err != nil {
+				if errors.Is(err, context.DeadlineExceeded) {
+					continue
+				}
+				return fmt.Errorf("read ring: %w", err)
+			}
+			ok, err := t.decodeRaw(rec)
+			if ok || err != nil {
+				return err
+			}
+		}
+		timeout := -1
+		if !t.deadline.IsZero() {
+			left := time.Until(t.deadline)
+			if left <= 0 {
+				return os.ErrDeadlineExceeded
+			}
+			timeout = int((left + time.Millisecond - 1) / time.Millisecond)
+		}
+		t.mu.Unlock()
+		_, err := unix.EpollWait(t.epfd, events[:], timeout)
+		t.mu.Lock()
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			return fmt.Errorf("epoll_wait: %w", err)
+		}
+	}
+}
+
+// decodeRaw turns the raw perf record in t.raw into rec; false means the
+// record was of a kind we skip.
+func (t *Tracer) decodeRaw(rec *decode.Record) (bool, error) {
+	switch t.raw.Header.Type {
+	case perf.RecordTypeSample:
+		// Must match PERF_SAMPLE_RAW: u32 size, then size bytes.
+		if len(t.raw.Data) < 4 {
+			return false, fmt.Errorf("%w: raw sample of %d bytes", decode.ErrShortRecord, len(t.raw.Data))
+		}
+		size := int(binary.NativeEndian.Uint32(t.raw.Data))
+		if size > len(t.raw.Data)-4 {
+			return false, fmt.Errorf("%w: raw size %d exceeds sample", decode.ErrShortRecord, size)
+		}
+		return true, rec.Decode(t.raw.Data[4 : 4+size])
+	case perf.RecordTypeLost:
+		// Must match PERF_RECORD_LOST: u64 id, u64 lost.
+		if len(t.raw.Data) < 16 {
+			return false, fmt.Errorf("%w: lost record of %d bytes", decode.ErrShortRecord, len(t.raw.Data))
+		}
+		*rec = decode.Record{Lost: binary.NativeEndian.Uint64(t.raw.Data[8:])}
+		t.lost += rec.Lost
+		return true, nil
+	}
+	return false, nil
+}
+
+// Close detaches every program and releases every ring; a pending ReadInto
+// returns os.ErrClosed.
+func (t *Tracer) Close() error {
+	if t.wakefd >= 0 {
+		var one [8]byte
+		binary.NativeEndian.PutUint64(one[:], 1)
+		unix.Write(t.wakefd, one[:])
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return nil
+	}
+	t.closed = true
+	return t.teardown()
+}
+
+func (t *Tracer) teardown() error {
+	var errs []error
+	for _, ev := range t.attached {
+		errs = append(errs, ev.Disable(), ev.Close())
+	}
+	for _, p := range t.progs {
+		errs = append(errs, p.Close())
+	}
+	for _, ev := range t.rings {
+		errs = append(errs, ev.Close())
+	}
+	if t.events != nil {
+		errs = append(errs, t.events.Close())
+	}
+	for _, fd := range []int{t.epfd, t.wakefd} {
+		if fd >= 0 {
+			errs = append(errs, unix.Close(fd))
+		}
+	}
+	t.attached, t.progs, t.rings, t.events = nil, nil, nil, nil
+	t.epfd, t.wakefd = -1, -1
+	return errors.Join(errs...)
+}
