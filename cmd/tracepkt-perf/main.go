@@ -1,0 +1,203 @@
+// Command tracepkt-perf sends an ICMP echo and shows, hop by hop, the journey
+// of the request and the reply through the machine's interfaces and network
+// namespaces.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+)
+
+const usageText = `usage: tracepkt-perf [flags] TARGET
+       tracepkt-perf --demo [flags]
+
+Sends ICMP echo requests to TARGET (an IPv4 or IPv6 address or a host name)
+and shows every interface and network namespace the request and the reply
+crossed, in kernel time order. Needs root.
+
+Flags:
+  -c, --count N        echo requests to send (default 1)
+  -i, --interval D     time between requests (default 1s)
+  -W, --timeout D      how long to wait for each reply (default 1s)
+  -4, -6               resolve TARGET to IPv4 / IPv6 only
+      --json           one JSON object per echo, one per line
+      --demo           build a throwaway bridge + namespace topology, trace an
+                       IPv4 and an IPv6 echo into it, remove it
+  -h, --help           this help
+
+Exit status: 0 when every echo got a reply, 1 when one did not, 2 for usage
+or environment errors.
+
+Examples:
+  sudo tracepkt-perf 172.17.0.2
+  sudo tracepkt-perf -6 -c 3 --json fd00::2
+  sudo tracepkt-perf --demo
+`
+
+// Exit codes are decided in one place, exitCode.
+var (
+	// errUnanswered: at least one echo got no reply (exit 1).
+	errUnanswered = errors.New("an echo got no reply")
+	// errHelp: the user asked for the help text (exit 0).
+	errHelp = errors.New("help requested")
+)
+
+// usageError is bad command-line input (exit 2, with a hint).
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func main() {
+	os.Exit(exitCode(run(os.Args[1:], os.Stdout, os.Stderr), os.Stderr))
+}
+
+func exitCode(err error, stderr io.Writer) int {
+	var ue usageError
+	switch {
+	case err == nil, errors.Is(err, errHelp):
+		return 0
+	case errors.Is(err, errUnanswered):
+		return 1
+	case errors.As(err, &ue):
+		fmt.Fprintf(stderr, "tracepkt-perf: %v\nrun 'tracepkt-perf --help' for usage\n", err)
+		return 2
+	default:
+		fmt.Fprintf(stderr, "tracepkt-perf: %v\n", err)
+		return 2
+	}
+}
+
+type options struct {
+	count    int
+	interval time.Duration
+	timeout  time.Duration
+	only4    bool
+	only6    bool
+	jsonOut  bool
+	demo     bool
+	target   string
+}
+
+func parseArgs(args []string, stdout io.Writer) (options, error) {
+	o := options{count: 1, interval: time.Second, timeout: time.Second}
+	fs := flag.NewFlagSet("tracepkt-perf", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	for _, name := range []string{"c", "count"} {
+		fs.IntVar(&o.count, name, o.count, "")
+	}
+	for _, name := range []string{"i", "interval"} {
+		fs.DurationVar(&o.interval, name, o.interval, "")
+	}
+	for _, name := range []string{"W", "timeout"} {
+		fs.DurationVar(&o.timeout, name, o.timeout, "")
+	}
+	fs.BoolVar(&o.only4, "4", false, "")
+	fs.BoolVar(&o.only6, "6", false, "")
+	fs.BoolVar(&o.jsonOut, "json", false, "")
+	fs.BoolVar(&o.demo, "demo", false, "")
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				fmt.Fprint(stdout, usageText)
+				return o, errHelp
+			}
+			return o, usageError{err.Error()}
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			break
+		}
+		// Flags may follow the target, as with ping.
+		positional = append(positional, args[0])
+		args = args[1:]
+	}
+	switch {
+	case o.count < 1:
+		return o, usageError{fmt.Sprintf("--count must be at least 1, not %d", o.count)}
+	case o.interval < 0:
+		return o, usageError{"--interval must not be negative"}
+	case o.timeout <= 0:
+		return o, usageError{"--timeout must be positive"}
+	case o.only4 && o.only6:
+		return o, usageError{"-4 and -6 exclude each other"}
+	case o.demo && len(positional) > 0:
+		return o, usageError{"--demo takes no target"}
+	case !o.demo && len(positional) == 0:
+		return o, usageError{"missing target"}
+	case len(positional) > 1:
+		return o, usageError{fmt.Sprintf("one target only, got %s", strings.Join(positional, " "))}
+	}
+	if len(positional) == 1 {
+		o.target = positional[0]
+	}
+	return o, nil
+}
+
+func run(args []string, stdout, stderr io.Writer) error {
+	o, err := parseArgs(args, stdout)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	var w journeyWriter = tableWriter{stdout}
+	if o.jsonOut {
+		w = newJSONWriter(stdout)
+	}
+	if os.Geteuid() != 0 {
+		return errors.New("tracing needs root (BPF, perf events and a raw socket): run it with sudo")
+	}
+	if o.demo {
+		return runDemo(ctx, o, w, stderr)
+	}
+	target, err := resolve(ctx, o.target, o.only4, o.only6)
+	if err != nil {
+		return err
+	}
+	return trace(ctx, target, o, w)
+}
+
+// resolve turns TARGET into one address, preferring IPv4 like ping.
+func resolve(ctx context.Context, target string, only4, only6 bool) (netip.Addr, error) {
+	if a, err := netip.ParseAddr(target); err == nil {
+		a = a.Unmap()
+		if only4 && !a.Is4() {
+			return netip.Addr{}, usageError{fmt.Sprintf("-4 given, but %s is not an IPv4 address", target)}
+		}
+		if only6 && !a.Is6() {
+			return netip.Addr{}, usageError{fmt.Sprintf("-6 given, but %s is not an IPv6 address", target)}
+		}
+		return a, nil
+	}
+	if strings.ContainsAny(target, ":/") || strings.Trim(target, "0123456789.") == "" {
+		return netip.Addr{}, usageError{fmt.Sprintf("malformed address %q", target)}
+	}
+	network := "ip"
+	if only4 {
+		network = "ip4"
+	} else if only6 {
+		network = "ip6"
+	}
+	addrs, err := net.DefaultResolver.LookupNetIP(ctx, network, target)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("unknown host %s: %w", target, err)
+	}
+	for _, a := range addrs {
+		if a.Unmap().Is4() {
+			return a.Unmap(), nil
+		}
+	}
+	return addrs[0], nil
+}
