@@ -1,0 +1,121 @@
+package probes
+
+import (
+	"bytes"
+	"testing"
+
+	"github.com/cilium/ebpf/btf"
+)
+
+// syntheticSpec builds the structs the programs read with the awkward parts
+// of real kernels: members inside anonymous unions and structs, a typedef'd
+// struct member (possible_net_t) and members at odd offsets.
+func syntheticSpec(t *testing.T) *btf.Spec {
+	t.Helper()
+	u8 := &btf.Int{Name: "unsigned char", Size: 1}
+	u16 := &btf.Int{Name: "__u16", Size: 2}
+	u32 := &btf.Int{Name: "unsigned int", Size: 4}
+	i32 := &btf.Int{Name: "int", Size: 4, Encoding: btf.Signed}
+	u64 := &btf.Int{Name: "long unsigned int", Size: 8}
+	ptr := func(t btf.Type) btf.Type { return &btf.Pointer{Target: t} }
+	bits := func(bytes uint32) btf.Bits { return btf.Bits(bytes * 8) }
+
+	nsCommon := &btf.Struct{Name: "ns_common", Size: 32, Members: []btf.Member{
+		{Name: "stashed", Type: u64, Offset: 0},
+		{Name: "inum", Type: u32, Offset: bits(24)},
+	}}
+	net := &btf.Struct{Name: "net", Size: 256, Members: []btf.Member{
+		{Name: "passive", Type: u32, Offset: 0},
+		{Name: "ns", Type: nsCommon, Offset: bits(152)},
+	}}
+	possibleNet := &btf.Typedef{Name: "possible_net_t", Type: &btf.Struct{Size: 8, Members: []btf.Member{
+		{Name: "net", Type: ptr(net), Offset: 0},
+	}}}
+	dev := &btf.Struct{Name: "net_device", Size: 512, Members: []btf.Member{
+		{Name: "name", Type: &btf.Array{Type: u8, Index: u32, Nelems: 16}, Offset: bits(280)},
+		{Name: "ifindex", Type: i32, Offset: bits(224)},
+		{Name: "nd_net", Type: possibleNet, Offset: bits(264)},
+	}}
+	skb := &btf.Struct{Name: "sk_buff", Size: 232, Members: []btf.Member{
+		{Name: "", Type: &btf.Union{Size: 24, Members: []btf.Member{
+			{Name: "", Type: &btf.Struct{Size: 24, Members: []btf.Member{
+				{Name: "next", Type: ptr(u8), Offset: 0},
+				{Name: "prev", Type: ptr(u8), Offset: bits(8)},
+				{Name: "", Type: &btf.Union{Size: 8, Members: []btf.Member{
+					{Name: "dev", Type: ptr(dev), Offset: 0},
+					{Name: "dev_scratch", Type: u64, Offset: 0},
+				}}, Offset: bits(16)},
+			}}, Offset: 0},
+		}}, Offset: 0},
+		{Name: "len", Type: u32, Offset: bits(112)},
+		{Name: "data_len", Type: u32, Offset: bits(116)},
+		{Name: "", Type: &btf.Struct{Size: 8, Members: []btf.Member{
+			{Name: "transport_header", Type: u16, Offset: 0},
+			{Name: "network_header", Type: u16, Offset: bits(2)},
+		}}, Offset: bits(178)},
+		{Name: "head", Type: ptr(u8), Offset: bits(192)},
+		{Name: "data", Type: ptr(u8), Offset: bits(200)},
+	}}
+
+	b, err := btf.NewBuilder([]btf.Type{skb, dev, net}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := b.Marshal(nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec, err := btf.LoadSpecFromReader(bytes.NewReader(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return spec
+}
+
+func TestLookupOffsets(t *testing.T) {
+	got, err := LookupOffsets(syntheticSpec(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Offsets{
+		SkbHead: 192, SkbData: 200, SkbNetworkHeader: 180, SkbLen: 112, SkbDataLen: 116, SkbDev: 16,
+		DevName: 280, DevIfindex: 224, DevNet: 264, NetInum: 176,
+	}
+	if got != want {
+		t.Errorf("offsets\n got %+v\nwant %+v", got, want)
+	}
+}
+
+func TestMemberOffsetErrors(t *testing.T) {
+	spec := syntheticSpec(t)
+	var skb *btf.Struct
+	if err := spec.TypeByName("sk_buff", &skb); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{"nope", "dev.nope", "len.x"} {
+		if _, _, err := memberOffset(skb, path); err == nil {
+			t.Errorf("memberOffset(sk_buff, %q) succeeded", path)
+		}
+	}
+}
+
+func TestParseCPUList(t *testing.T) {
+	got, err := parseCPUList("0-2,5,7-8\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []int{0, 1, 2, 5, 7, 8}
+	if len(got) != len(want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("got %v, want %v", got, want)
+		}
+	}
+	for _, bad := range []string{"", "a", "3-1", "1-x"} {
+		if _, err := parseCPUList(bad); err == nil {
+			t.Errorf("parseCPUList(%q) succeeded", bad)
+		}
+	}
+}
