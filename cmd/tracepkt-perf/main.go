@@ -152,7 +152,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
-	var w journeyWriter = tableWriter{stdout}
+	var w journeyWriter = &tableWriter{w: stdout}
 	if o.jsonOut {
 		w = newJSONWriter(stdout)
 	}

@@ -21,11 +21,19 @@ type journeyWriter interface {
 	Journey(j *decode.Journey) error
 }
 
-// tableWriter prints one table per echo, then a summary line.
-type tableWriter struct{ w io.Writer }
+// tableWriter prints one table per echo, then a summary line; a blank line
+// separates echoes.
+type tableWriter struct {
+	w       io.Writer
+	written bool
+}
 
-func (t tableWriter) Journey(j *decode.Journey) error {
+func (t *tableWriter) Journey(j *decode.Journey) error {
 	var buf bytes.Buffer
+	if t.written {
+		buf.WriteByte('\n')
+	}
+	t.written = true
 	table := tablewriter.NewTable(&buf,
 		tablewriter.WithRenderer(renderer.NewBlueprint(tw.Rendition{
 			Borders:  tw.BorderNone,

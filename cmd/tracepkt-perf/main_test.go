@@ -1,0 +1,76 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseArgs(t *testing.T) {
+	o, err := parseArgs([]string{"-c", "3", "fd00::2", "--json", "-W", "250ms", "-i=10ms", "-6"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := options{count: 3, interval: 10 * time.Millisecond, timeout: 250 * time.Millisecond, only6: true, jsonOut: true, target: "fd00::2"}
+	if o != want {
+		t.Errorf("got %+v\nwant %+v", o, want)
+	}
+	o, err = parseArgs([]string{"--count=2", "--interval", "1ms", "--timeout", "2s", "--demo"}, nil)
+	if err != nil || o.count != 2 || o.interval != time.Millisecond || o.timeout != 2*time.Second || !o.demo {
+		t.Errorf("long flags: %+v, %v", o, err)
+	}
+}
+
+func TestParseArgsErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{}, {"-c", "0", "x"}, {"-W", "0s", "x"}, {"-i", "-1s", "x"}, {"-4", "-6", "x"},
+		{"--demo", "x"}, {"a", "b"}, {"--nope", "x"}, {"-c", "many", "x"},
+	} {
+		_, err := parseArgs(args, nil)
+		var ue usageError
+		if !errors.As(err, &ue) {
+			t.Errorf("parseArgs(%q) = %v, want a usage error", args, err)
+		}
+		var stderr bytes.Buffer
+		if code := exitCode(err, &stderr); code != 2 || !strings.Contains(stderr.String(), "--help") {
+			t.Errorf("parseArgs(%q): exit %d, stderr %q", args, code, stderr.String())
+		}
+	}
+}
+
+func TestHelp(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	err := run([]string{"--help"}, &stdout, &stderr)
+	if code := exitCode(err, &stderr); code != 0 {
+		t.Fatalf("--help exits %d", code)
+	}
+	if !strings.Contains(stdout.String(), "usage: tracepkt-perf") || stderr.Len() != 0 {
+		t.Errorf("--help printed %q, stderr %q", stdout.String(), stderr.String())
+	}
+}
+
+func TestResolveMalformed(t *testing.T) {
+	for _, target := range []string{"1.2.3", "300.1.1.1", "fd00:::1:::", "10.0.0.0/8"} {
+		if _, err := resolve(t.Context(), target, false, false); err == nil {
+			t.Errorf("resolve(%q) succeeded", target)
+		}
+	}
+	if _, err := resolve(t.Context(), "::1", true, false); err == nil {
+		t.Error("resolve(::1) with -4 succeeded")
+	}
+	if a, err := resolve(t.Context(), "::ffff:127.0.0.1", false, false); err != nil || a.String() != "127.0.0.1" {
+		t.Errorf("resolve of a mapped address: %v, %v", a, err)
+	}
+}
+
+func TestExitCodes(t *testing.T) {
+	var stderr bytes.Buffer
+	if exitCode(nil, &stderr) != 0 || exitCode(errUnanswered, &stderr) != 1 || stderr.Len() != 0 {
+		t.Errorf("nil/unanswered: stderr %q", stderr.String())
+	}
+	if exitCode(errors.New("open tracepoint net/x: boom"), &stderr) != 2 || stderr.String() != "tracepkt-perf: open tracepoint net/x: boom\n" {
+		t.Errorf("environment error: stderr %q", stderr.String())
+	}
+}

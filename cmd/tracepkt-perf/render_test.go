@@ -1,0 +1,101 @@
+package main
+
+import (
+	"bytes"
+	"flag"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/tracepkt/tracepkt-perf/decode"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/*.golden")
+
+func golden(t *testing.T, name string, got []byte) {
+	t.Helper()
+	path := filepath.Join("testdata", name+".golden")
+	if *update {
+		if err := os.MkdirAll("testdata", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("output differs from %s (go test -update rewrites it):\n%s", path, got)
+	}
+}
+
+func record(ts uint64, netns, ifindex uint32, ifname string, p decode.Probe, icmpType uint8, src, dst string) decode.Record {
+	r := decode.Record{
+		Time: ts, Netns: netns, Ifindex: ifindex, Probe: p, Family: 4, ICMPType: icmpType,
+		EchoID: 0x1234, Seq: 1, Src: netip.MustParseAddr(src), Dst: netip.MustParseAddr(dst), Len: 98, CPU: uint32(ts % 2),
+	}
+	copy(r.Ifname[:], ifname)
+	return r
+}
+
+// bridgeJourney is a docker-like journey: bridge, veth, container and back.
+func bridgeJourney() decode.Journey {
+	const root, ctr = 4026531833, 4026532400
+	out, in := decode.ProbeNetDevQueue, decode.ProbeNetifReceiveSkb
+	return decode.Journey{
+		Target: netip.MustParseAddr("172.31.250.2"), EchoID: 0x1234, Seq: 1, Replied: true, RTT: 96300 * time.Nanosecond,
+		Hops: []decode.Record{
+			record(1000000, root, 9, "tpdemo0", out, 8, "172.31.250.1", "172.31.250.2"),
+			record(1003100, root, 10, "tpdemoh", out, 8, "172.31.250.1", "172.31.250.2"),
+			record(1009800, ctr, 2, "eth0", in, 8, "172.31.250.1", "172.31.250.2"),
+			record(1021000, ctr, 2, "eth0", out, 0, "172.31.250.2", "172.31.250.1"),
+			record(1027500, root, 10, "tpdemoh", in, 0, "172.31.250.2", "172.31.250.1"),
+			record(1048000, root, 9, "tpdemo0", in, 0, "172.31.250.2", "172.31.250.1"),
+		},
+	}
+}
+
+func lostJourney() decode.Journey {
+	j := bridgeJourney()
+	j.Replied, j.RTT, j.Timeout, j.Lost = false, 0, time.Second, 12
+	j.Hops = j.Hops[:2]
+	return j
+}
+
+func TestTableGolden(t *testing.T) {
+	var buf bytes.Buffer
+	tw := &tableWriter{w: &buf}
+	for _, j := range []decode.Journey{bridgeJourney(), lostJourney(), {Target: netip.MustParseAddr("fd00::9"), Seq: 2, Timeout: 2 * time.Second}} {
+		if err := tw.Journey(&j); err != nil {
+			t.Fatal(err)
+		}
+	}
+	golden(t, "table", buf.Bytes())
+}
+
+func TestJSONGolden(t *testing.T) {
+	var buf bytes.Buffer
+	w := newJSONWriter(&buf)
+	for _, j := range []decode.Journey{bridgeJourney(), lostJourney()} {
+		if err := w.Journey(&j); err != nil {
+			t.Fatal(err)
+		}
+	}
+	golden(t, "json", buf.Bytes())
+}
+
+func TestShortDuration(t *testing.T) {
+	for d, want := range map[time.Duration]string{
+		0: "0ns", 850: "850ns", 3100: "3.1µs", 21000: "21µs", 123456: "123µs",
+		1500 * time.Microsecond: "1.5ms", 2 * time.Second: "2s",
+	} {
+		if got := shortDuration(d); got != want {
+			t.Errorf("shortDuration(%d) = %q, want %q", d, got, want)
+		}
+	}
+}

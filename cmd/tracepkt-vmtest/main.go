@@ -1,0 +1,123 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"slices"
+	"syscall"
+	"time"
+
+	"github.com/tracepkt/tracepkt-perf/internal/vmtest"
+)
+
+func main() {
+	err := run(os.Args[1:], os.Stdout, os.Stderr)
+	if err == nil || errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	fmt.Fprintln(os.Stderr, "vm:", err)
+	var ce *commandError
+	if errors.As(err, &ce) {
+		os.Exit(ce.status)
+	}
+	os.Exit(1)
+}
+
+// commandError is a command in the guest that exited non-zero; the runner
+// exits with the same status.
+type commandError struct {
+	index, total, status int
+	release              string
+	elapsed              time.Duration
+}
+
+func (e *commandError) Error() string {
+	return fmt.Sprintf("command %d of %d failed (exit status %d) on %s in %.1fs",
+		e.index, e.total, e.status, e.release, e.elapsed.Seconds())
+}
+
+func run(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("tracepkt-vmtest", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: tracepkt-vmtest [flags] -- command [args...] [-- command [args...]]...")
+		fs.PrintDefaults()
+	}
+	kernel := fs.String("kernel", "", "bzImage to boot (default: newest /boot/vmlinuz-*)")
+	timeout := fs.Duration("timeout", 15*time.Minute, "kill the guest after this long")
+	mem := fs.String("mem", "2048", "guest memory, as qemu -m takes it")
+	workdir := fs.String("workdir", "", "directory each command starts in, inside the guest (default: the current directory)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	commands, err := splitCommands(fs.Args())
+	if err != nil {
+		fs.Usage()
+		return err
+	}
+	if *kernel == "" {
+		if *kernel, err = vmtest.NewestKernel("/boot"); err != nil {
+			return err
+		}
+	}
+	if *workdir == "" {
+		if *workdir, err = os.Getwd(); err != nil {
+			return fmt.Errorf("find working directory: %w", err)
+		}
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	fmt.Fprintf(stdout, "vm: booting %s (qemu, tcg), %d command(s)\n", *kernel, len(commands))
+	res, err := vmtest.Run(ctx, vmtest.Config{
+		Kernel:      *kernel,
+		ModulesRoot: "/lib/modules",
+		Busybox:     "/bin/busybox",
+		Mem:         *mem,
+		Timeout:     *timeout,
+		Workdir:     *workdir,
+		Commands:    commands,
+		Env:         vmtest.CommandEnv(os.LookupEnv),
+		Stdout:      stdout,
+		Stderr:      stderr,
+	})
+	if err != nil {
+		if res.Release == "" {
+			return err
+		}
+		return fmt.Errorf("%w (kernel %s, %.1fs)", err, res.Release, res.Elapsed.Seconds())
+	}
+	for i, status := range res.Statuses {
+		if status != 0 {
+			return &commandError{index: i + 1, total: len(commands), status: status, release: res.Release, elapsed: res.Elapsed}
+		}
+	}
+	fmt.Fprintf(stdout, "vm: %d command(s) passed on %s in %.1fs\n", len(commands), res.Release, res.Elapsed.Seconds())
+	return nil
+}
+
+// splitCommands splits the arguments after the flags into commands at each
+// "--", so a command cannot itself take a "--" argument (wrap it in sh -c).
+func splitCommands(args []string) ([][]string, error) {
+	var commands [][]string
+	for len(args) > 0 {
+		i := slices.Index(args, "--")
+		if i < 0 {
+			i = len(args)
+		}
+		if i == 0 {
+			return nil, errors.New("empty command between \"--\" separators")
+		}
+		commands = append(commands, args[:i])
+		args = args[min(i+1, len(args)):]
+	}
+	if len(commands) == 0 {
+		return nil, errors.New("no command to run in the guest")
+	}
+	return commands, nil
+}
