@@ -3,9 +3,62 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"net/netip"
+
+	"github.com/tracepkt/tracepkt-perf/internal/topology"
 )
 
-func runDemo(ctx context.Context, o options, w journeyWriter, stderr io.Writer) error {
-	return errors.New("--demo: not yet")
+// runDemo builds a docker-like topology (bridge tpdemo0 in this namespace, a
+// container namespace behind a veth pair), traces one IPv4 and one IPv6 echo
+// into it and removes it on every way out. A demo killed with SIGKILL leaves
+// its links behind; the next demo sweeps them.
+func runDemo(ctx context.Context, o options, w journeyWriter, stderr io.Writer) (err error) {
+	if err := topology.SweepDemo(topology.DemoBridge); err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
+	topo := topology.New()
+	defer func() {
+		if cerr := topo.Close(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("demo: remove topology: %w", cerr))
+		}
+	}()
+	n, err := topo.DockerBridge(topology.Demo())
+	if err != nil {
+		return fmt.Errorf("demo: build topology: %w", err)
+	}
+	targets := []netip.Addr{n.Target4, n.Target6}
+	if o.only4 {
+		targets = targets[:1]
+	} else if o.only6 {
+		targets = targets[1:]
+	}
+	// Never send anything that would leave through a link we did not create.
+	for _, target := range targets {
+		if err := topo.CheckOwnRoute(n.Source, target); err != nil {
+			return fmt.Errorf("demo: refusing to send: %w", err)
+		}
+	}
+	fmt.Fprintf(stderr, "demo: bridge %s (%s) in this namespace, veth %s to namespace %s (inode %d); removed on exit\n",
+		n.Bridge, n.Gateway4, n.HostVeth, n.Container.Name, n.Container.Inode)
+	if ctx.Err() != nil {
+		return fmt.Errorf("interrupted")
+	}
+	s, err := openSession()
+	if err != nil {
+		return err
+	}
+	var unanswered error
+	for _, target := range targets {
+		err := s.trace(ctx, target, o, w)
+		if errors.Is(err, errUnanswered) {
+			unanswered = err
+			continue
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return unanswered
 }
