@@ -42,9 +42,6 @@ func runDemo(ctx context.Context, o options, w journeyWriter, stderr io.Writer) 
 	}
 	fmt.Fprintf(stderr, "demo: bridge %s (%s) in this namespace, veth %s to namespace %s (inode %d); removed on exit\n",
 		n.Bridge, n.Gateway4, n.HostVeth, n.Container.Name, n.Container.Inode)
-	if ctx.Err() != nil {
-		return fmt.Errorf("interrupted")
-	}
 	s, err := openSession()
 	if err != nil {
 		return err

@@ -8,8 +8,6 @@ import (
 	"os"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/tracepkt/tracepkt-perf/decode"
 	"github.com/tracepkt/tracepkt-perf/probes"
 	"github.com/tracepkt/tracepkt-perf/probes/ping"
@@ -67,6 +65,8 @@ func (s *session) trace(ctx context.Context, target netip.Addr, o options, w jou
 	})
 	defer interrupted()
 
+	// Like ping, a signal ends the run early: the echoes completed so far
+	// decide the exit status.
 	var recs []decode.Record
 	unanswered := 0
 	for seq := uint16(1); int(seq) <= o.count; seq++ {
@@ -77,11 +77,11 @@ func (s *session) trace(ctx context.Context, target netip.Addr, o options, w jou
 			}
 		}
 		if ctx.Err() != nil {
-			return fmt.Errorf("interrupted")
+			break
 		}
 		j, err := echo(pinger, tracer, target, seq, o.timeout, &recs)
 		if ctx.Err() != nil {
-			return fmt.Errorf("interrupted")
+			break
 		}
 		if err != nil {
 			return err
@@ -104,7 +104,7 @@ func (s *session) trace(ctx context.Context, target netip.Addr, o options, w jou
 func echo(p *ping.Pinger, t *probes.Tracer, target netip.Addr, seq uint16, timeout time.Duration, recs *[]decode.Record) (decode.Journey, error) {
 	sent, err := p.Send(seq)
 	if err != nil {
-		if errors.Is(err, unix.ENETUNREACH) || errors.Is(err, unix.EHOSTUNREACH) {
+		if errors.Is(err, ping.ErrNoRoute) {
 			return decode.Journey{}, fmt.Errorf("no route to %s", target)
 		}
 		return decode.Journey{}, err

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"syscall"
 	"time"
@@ -65,15 +66,13 @@ func run(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
-	if *workdir == "" {
-		if *workdir, err = os.Getwd(); err != nil {
-			return fmt.Errorf("find working directory: %w", err)
-		}
+	// Absolute, because the guest resolves it from its own starting directory.
+	if *workdir, err = filepath.Abs(*workdir); err != nil {
+		return fmt.Errorf("find working directory: %w", err)
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	fmt.Fprintf(stdout, "vm: booting %s (qemu, tcg), %d command(s)\n", *kernel, len(commands))
 	res, err := vmtest.Run(ctx, vmtest.Config{
 		Kernel:      *kernel,
 		ModulesRoot: "/lib/modules",
@@ -87,7 +86,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		Stderr:      stderr,
 	})
 	if err != nil {
-		if res.Release == "" {
+		if res.Elapsed == 0 {
 			return err
 		}
 		return fmt.Errorf("%w (kernel %s, %.1fs)", err, res.Release, res.Elapsed.Seconds())
@@ -97,7 +96,11 @@ func run(args []string, stdout, stderr io.Writer) error {
 			return &commandError{index: i + 1, total: len(commands), status: status, release: res.Release, elapsed: res.Elapsed}
 		}
 	}
-	fmt.Fprintf(stdout, "vm: %d command(s) passed on %s in %.1fs\n", len(commands), res.Release, res.Elapsed.Seconds())
+	noun := "commands"
+	if len(commands) == 1 {
+		noun = "command"
+	}
+	fmt.Fprintf(stdout, "vm: %d %s passed on %s in %.1fs\n", len(commands), noun, res.Release, res.Elapsed.Seconds())
 	return nil
 }
 

@@ -16,6 +16,18 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// ErrNoRoute matches Send errors saying the kernel has no way to send to the
+// target: no route (ENETUNREACH, EHOSTUNREACH) or no source address to send
+// from (EADDRNOTAVAIL). The errno stays available to errors.Is.
+var ErrNoRoute = errors.New("no route to target")
+
+// noRouteError marks an errno as ErrNoRoute.
+type noRouteError struct{ errno unix.Errno }
+
+func (e noRouteError) Error() string        { return "no route: " + e.errno.Error() }
+func (e noRouteError) Unwrap() error        { return e.errno }
+func (e noRouteError) Is(target error) bool { return target == ErrNoRoute }
+
 // recvBufLen holds any reply to our 64-byte requests, IPv4 options included,
 // with room to spare; longer packets are truncated and ignored.
 const recvBufLen = 2048
@@ -190,7 +202,8 @@ func (p *Pinger) ID() uint16 { return p.id }
 func (p *Pinger) Ignored() uint64 { return p.ignored.Load() }
 
 // Send sends echo request seq with the payload cookie; returns the time it
-// was sent.
+// was sent. When the target cannot be reached from here at all, the error
+// matches ErrNoRoute.
 func (p *Pinger) Send(seq uint16) (time.Time, error) {
 	sent := time.Now()
 	msg := marshalEchoRequest(p.v6, p.id, seq, p.cookie, sent)
@@ -205,6 +218,10 @@ func (p *Pinger) Send(seq uint16) (time.Time, error) {
 	})
 	if err == nil {
 		err = serr
+	}
+	switch err {
+	case unix.ENETUNREACH, unix.EHOSTUNREACH, unix.EADDRNOTAVAIL:
+		err = noRouteError{err.(unix.Errno)}
 	}
 	if err != nil {
 		return time.Time{}, fmt.Errorf("send echo request %d to %s: %w", seq, p.target, p.closedErr(err))

@@ -328,8 +328,8 @@ func TestSendNoRoute(t *testing.T) {
 				_, err = p.Send(1)
 				return err
 			})
-			if !errors.Is(err, tc.wantErr) {
-				t.Fatalf("Send error = %v, want %v", err, tc.wantErr)
+			if !errors.Is(err, tc.wantErr) || !errors.Is(err, ErrNoRoute) {
+				t.Fatalf("Send error = %v, want %v matching ErrNoRoute", err, tc.wantErr)
 			}
 			t.Log(err)
 		})

@@ -1,0 +1,396 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/tracepkt/tracepkt-perf/internal/testenv"
+	"github.com/tracepkt/tracepkt-perf/internal/topology"
+)
+
+// The test binary doubles as the tool: with this variable set it runs main,
+// so end-to-end tests can run it inside `ip netns exec` and in the test VM.
+const asToolEnv = "TRACEPKT_PERF_RUN_MAIN"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(asToolEnv) == "1" {
+		main()
+	}
+	os.Exit(m.Run())
+}
+
+type toolResult struct {
+	stdout, stderr string
+	code           int
+}
+
+// runTool runs the tool with args inside netns (this namespace when nil).
+func runTool(t *testing.T, netns *topology.Netns, args ...string) toolResult {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	argv := append([]string{self}, args...)
+	if netns != nil && netns.Name != "" {
+		testenv.RequireCommands(t, "ip")
+		argv = append([]string{"ip", "netns", "exec", netns.Name}, argv...)
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = append(os.Environ(), asToolEnv+"=1")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err = cmd.Run()
+	res := toolResult{stdout.String(), stderr.String(), cmd.ProcessState.ExitCode()}
+	if err != nil && res.code < 0 {
+		t.Fatalf("run %v: %v", argv, err)
+	}
+	return res
+}
+
+// traceJSON traces count echoes to target from inside src and returns them.
+func traceJSON(t *testing.T, topo *topology.Topology, src *topology.Netns, target netip.Addr, extra ...string) []jsonEcho {
+	t.Helper()
+	if err := topo.CheckOwnRoute(src, target); err != nil {
+		t.Fatalf("not tracing: %v", err)
+	}
+	res := runTool(t, src, append([]string{"--json", "-W", "3s", "-i", "20ms", target.String()}, extra...)...)
+	if res.code != 0 {
+		t.Fatalf("exit %d, stderr:\n%s\nstdout:\n%s", res.code, res.stderr, res.stdout)
+	}
+	var echoes []jsonEcho
+	dec := json.NewDecoder(strings.NewReader(res.stdout))
+	for dec.More() {
+		var e jsonEcho
+		if err := dec.Decode(&e); err != nil {
+			t.Fatalf("decode %q: %v", res.stdout, err)
+		}
+		echoes = append(echoes, e)
+	}
+	return echoes
+}
+
+// row is what an end-to-end test asserts of each hop.
+func row(netns uint64, ifname, dir, typ string) string {
+	return fmt.Sprintf("%d %s %s %s", netns, ifname, dir, typ)
+}
+
+func rows(e jsonEcho) []string {
+	var out []string
+	for _, h := range e.Hops {
+		out = append(out, row(uint64(h.Netns), h.Ifname, h.Dir, h.Type))
+	}
+	return out
+}
+
+func assertJourney(t *testing.T, e jsonEcho, target netip.Addr, want []string) {
+	t.Helper()
+	if e.Result != "reply" || e.Target != target.String() || e.LostSamples != 0 || e.RTTNs <= 0 {
+		t.Errorf("echo %d: result %q target %q lost %d rtt %d", e.Seq, e.Result, e.Target, e.LostSamples, e.RTTNs)
+	}
+	got := rows(e)
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("echo %d rows:\n%s\nwant:\n%s", e.Seq, strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	for i, h := range e.Hops {
+		if i > 0 && h.TNs < e.Hops[i-1].TNs {
+			t.Errorf("hop %d at %dns is before hop %d", i, h.TNs, i-1)
+		}
+		dst := h.Dst
+		if h.Type == "reply" {
+			dst = h.Src
+		}
+		if dst != target.String() {
+			t.Errorf("hop %d: %s -> %s, want the echo to be to %s", i, h.Src, h.Dst, target)
+		}
+	}
+}
+
+// inode reads a namespace's inode through a process living in it, not
+// through the topology code that made it.
+func inode(t *testing.T, ns *topology.Netns) uint64 {
+	t.Helper()
+	if ns.Name == "" {
+		cmd := exec.Command("sleep", "30")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		return testenv.NetnsInodeOfPid(t, cmd.Process.Pid)
+	}
+	cmd := testenv.StartInNetns(t, ns.Name, "sleep", "30")
+	return testenv.NetnsInodeOfPid(t, cmd.Process.Pid)
+}
+
+func families(t *testing.T, target4, target6 netip.Addr, f func(t *testing.T, target netip.Addr)) {
+	t.Run("ipv4", func(t *testing.T) { f(t, target4) })
+	t.Run("ipv6", func(t *testing.T) { f(t, target6) })
+}
+
+func TestE2EVethPair(t *testing.T) {
+	topo := testenv.Topology(t)
+	v4, v6 := topology.TestNets()
+	n, err := topo.VethPair(topology.UniqueName("tp"), v4, v6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, peer := inode(t, n.Root), inode(t, n.Netns)
+	families(t, n.Target4, n.Target6, func(t *testing.T, target netip.Addr) {
+		echoes := traceJSON(t, topo, n.Source, target, "-c", "2")
+		if len(echoes) != 2 {
+			t.Fatalf("%d echoes, want 2", len(echoes))
+		}
+		for _, e := range echoes {
+			assertJourney(t, e, target, []string{
+				row(root, n.HostLink, "out", "request"),
+				row(peer, "eth0", "in", "request"),
+				row(peer, "eth0", "out", "reply"),
+				row(root, n.HostLink, "in", "reply"),
+			})
+		}
+	})
+}
+
+func TestE2EDockerBridge(t *testing.T) {
+	topo := testenv.Topology(t)
+	v4, v6 := topology.TestNets()
+	name := topology.UniqueName("tp")
+	n, err := topo.DockerBridge(topology.DockerBridgeConfig{Bridge: name + "b", HostVeth: name + "h", Netns: name, V4: v4, V6: v6})
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, ctr := inode(t, n.Root), inode(t, n.Container)
+	families(t, n.Target4, n.Target6, func(t *testing.T, target netip.Addr) {
+		echoes := traceJSON(t, topo, n.Source, target)
+		if len(echoes) != 1 {
+			t.Fatalf("%d echoes, want 1", len(echoes))
+		}
+		assertJourney(t, echoes[0], target, []string{
+			row(root, n.Bridge, "out", "request"),
+			row(root, n.HostVeth, "out", "request"),
+			row(ctr, "eth0", "in", "request"),
+			row(ctr, "eth0", "out", "reply"),
+			row(root, n.HostVeth, "in", "reply"),
+			row(root, n.Bridge, "in", "reply"),
+		})
+	})
+}
+
+// TestE2ERouter runs the tool inside namespace A (under `ip netns exec`,
+// which hides the host's tracefs: the tool must mount its own).
+func TestE2ERouter(t *testing.T) {
+	topo := testenv.Topology(t)
+	v4, v6 := topology.TestNets()
+	n, err := topo.Router(topology.UniqueName("tp"), v4, v6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, r, b := inode(t, n.A), inode(t, n.R), inode(t, n.B)
+	families(t, n.Target4, n.Target6, func(t *testing.T, target netip.Addr) {
+		echoes := traceJSON(t, topo, n.Source, target)
+		if len(echoes) != 1 {
+			t.Fatalf("%d echoes, want 1", len(echoes))
+		}
+		assertJourney(t, echoes[0], target, []string{
+			row(a, "eth0", "out", "request"),
+			row(r, "eth0", "in", "request"),
+			row(r, "eth1", "out", "request"),
+			row(b, "eth0", "in", "request"),
+			row(b, "eth0", "out", "reply"),
+			row(r, "eth1", "in", "reply"),
+			row(r, "eth0", "out", "reply"),
+			row(a, "eth0", "in", "reply"),
+		})
+	})
+}
+
+// TestE2ENoRoute traces from a namespace with nothing but lo: the echo cannot
+// leave it, and the tool must say so and exit 2.
+func TestE2ENoRoute(t *testing.T) {
+	topo := testenv.Topology(t)
+	ns, err := topo.Netns(topology.UniqueName("tp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v4, v6 := topology.TestNets()
+	for _, target := range []netip.Addr{v4.Addr().Next(), v6.Addr().Next()} {
+		res := runTool(t, ns, target.String())
+		want := fmt.Sprintf("tracepkt-perf: no route to %s\n", target)
+		if res.code != 2 || res.stderr != want || res.stdout != "" {
+			t.Errorf("%s: exit %d, stderr %q, stdout %q; want exit 2, stderr %q", target, res.code, res.stderr, res.stdout, want)
+		}
+	}
+}
+
+// TestE2EParallelRuns traces the same target from two runs at once: each
+// must see exactly its own echoes, with its own id.
+func TestE2EParallelRuns(t *testing.T) {
+	topo := testenv.Topology(t)
+	v4, v6 := topology.TestNets()
+	n, err := topo.VethPair(topology.UniqueName("tp"), v4, v6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, peer := inode(t, n.Root), inode(t, n.Netns)
+	var wg sync.WaitGroup
+	results := make([][]jsonEcho, 2)
+	for i := range results {
+		wg.Go(func() { results[i] = traceJSON(t, topo, n.Source, n.Target4, "-c", "5") })
+	}
+	wg.Wait()
+	if results[0][0].EchoID == results[1][0].EchoID {
+		t.Fatalf("both runs used echo id %d", results[0][0].EchoID)
+	}
+	for _, echoes := range results {
+		if len(echoes) != 5 {
+			t.Fatalf("%d echoes, want 5", len(echoes))
+		}
+		for _, e := range echoes {
+			if e.EchoID != echoes[0].EchoID {
+				t.Errorf("echo id changed within a run: %d then %d", echoes[0].EchoID, e.EchoID)
+			}
+			assertJourney(t, e, n.Target4, []string{
+				row(root, n.HostLink, "out", "request"),
+				row(peer, "eth0", "in", "request"),
+				row(peer, "eth0", "out", "reply"),
+				row(root, n.HostLink, "in", "reply"),
+			})
+		}
+	}
+}
+
+// assertDemoRemoved checks that a demo left no link and no namespace behind.
+func assertDemoRemoved(t *testing.T) {
+	t.Helper()
+	if _, err := os.Stat("/sys/class/net/" + topology.DemoBridge); err == nil {
+		t.Errorf("demo bridge %s still exists", topology.DemoBridge)
+	}
+	entries, _ := os.ReadDir("/run/netns")
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), topology.DemoBridge+"-") {
+			t.Errorf("demo namespace %s still exists", e.Name())
+		}
+	}
+}
+
+func TestE2EDemo(t *testing.T) {
+	testenv.RequireRoot(t)
+	root := inode(t, &topology.Netns{})
+	res := runTool(t, nil, "--demo", "--json")
+	if res.code != 0 {
+		t.Fatalf("exit %d, stderr:\n%s", res.code, res.stderr)
+	}
+	var echoes []jsonEcho
+	dec := json.NewDecoder(strings.NewReader(res.stdout))
+	for dec.More() {
+		var e jsonEcho
+		if err := dec.Decode(&e); err != nil {
+			t.Fatal(err)
+		}
+		echoes = append(echoes, e)
+	}
+	targets := []netip.Addr{netip.MustParseAddr("172.31.250.2"), netip.MustParseAddr("fd00:7470::2")}
+	if len(echoes) != len(targets) {
+		t.Fatalf("%d echoes, want %d:\n%s", len(echoes), len(targets), res.stdout)
+	}
+	for i, e := range echoes {
+		// The container namespace is gone by now; its inode is the one eth0 showed.
+		ctr := uint64(0)
+		if len(e.Hops) > 2 {
+			ctr = uint64(e.Hops[2].Netns)
+		}
+		if ctr == root {
+			t.Errorf("container rows in the root namespace")
+		}
+		assertJourney(t, e, targets[i], []string{
+			row(root, "tpdemo0", "out", "request"),
+			row(root, "tpdemo0h", "out", "request"),
+			row(ctr, "eth0", "in", "request"),
+			row(ctr, "eth0", "out", "reply"),
+			row(root, "tpdemo0h", "in", "reply"),
+			row(root, "tpdemo0", "in", "reply"),
+		})
+	}
+	assertDemoRemoved(t)
+}
+
+// TestE2EDemoInterrupted stops a long demo with SIGINT after its first echo:
+// it must exit like ping (0, the echoes so far were answered) and remove
+// everything it built.
+func TestE2EDemoInterrupted(t *testing.T) {
+	testenv.RequireRoot(t)
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(self, "--demo", "-c", "100", "-i", "50ms")
+	cmd.Env = append(os.Environ(), asToolEnv+"=1")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4096)
+	var out []byte
+	for !bytes.Contains(out, []byte("reply from")) {
+		n, err := stdout.Read(buf)
+		if err != nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+			t.Fatalf("demo ended before its first reply: %v\n%s%s", err, out, stderr.String())
+		}
+		out = append(out, buf[:n]...)
+	}
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	drained := make(chan struct{})
+	go func() { _, _ = io.Copy(io.Discard, stdout); close(drained) }()
+	<-drained
+	err = cmd.Wait()
+	if code := cmd.ProcessState.ExitCode(); code != 0 {
+		t.Errorf("interrupted demo exited %d (%v), stderr:\n%s", code, err, stderr.String())
+	}
+	assertDemoRemoved(t)
+	assertNoPrograms(t)
+}
+
+// assertNoPrograms checks that no tracepkt BPF program is still loaded; the
+// tool runs in child processes, so only a leak in the kernel would keep one.
+func assertNoPrograms(t *testing.T) {
+	t.Helper()
+	var id ebpf.ProgramID
+	for {
+		next, err := ebpf.ProgramGetNextID(id)
+		if errors.Is(err, os.ErrNotExist) {
+			return
+		}
+		if err != nil {
+			t.Fatalf("list BPF programs: %v", err)
+		}
+		id = next
+		p, err := ebpf.NewProgramFromID(id)
+		if err != nil {
+			continue // unloaded meanwhile
+		}
+		info, err := p.Info()
+		p.Close()
+		if err == nil && strings.HasPrefix(info.Name, "tracepkt_") {
+			t.Errorf("BPF program %d (%s) still loaded", id, info.Name)
+		}
+	}
+}
