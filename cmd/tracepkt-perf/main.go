@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -27,7 +28,7 @@ crossed, in kernel time order. Needs root.
 
 Flags:
   -c, --count N        echo requests to send (default 1)
-  -i, --interval D     time between requests (default 1s)
+  -i, --interval D     time between requests: 0.2, 200ms (default 1s)
   -W, --timeout D      how long to wait for each reply (default 1s)
   -4, -6               resolve TARGET to IPv4 / IPv6 only
       --json           one JSON object per echo, one per line
@@ -96,15 +97,16 @@ func parseArgs(args []string, stdout io.Writer) (options, error) {
 		fs.IntVar(&o.count, name, o.count, "")
 	}
 	for _, name := range []string{"i", "interval"} {
-		fs.DurationVar(&o.interval, name, o.interval, "")
+		fs.Var((*seconds)(&o.interval), name, "")
 	}
 	for _, name := range []string{"W", "timeout"} {
-		fs.DurationVar(&o.timeout, name, o.timeout, "")
+		fs.Var((*seconds)(&o.timeout), name, "")
 	}
 	fs.BoolVar(&o.only4, "4", false, "")
 	fs.BoolVar(&o.only6, "6", false, "")
 	fs.BoolVar(&o.jsonOut, "json", false, "")
 	fs.BoolVar(&o.demo, "demo", false, "")
+	args = splitShortValues(args)
 	var positional []string
 	for {
 		if err := fs.Parse(args); err != nil {
@@ -142,6 +144,37 @@ func parseArgs(args []string, stdout io.Writer) (options, error) {
 		o.target = positional[0]
 	}
 	return o, nil
+}
+
+// splitShortValues turns ping-style "-c3" into "-c", "3".
+func splitShortValues(args []string) []string {
+	out := make([]string, 0, len(args))
+	for _, a := range args {
+		if len(a) > 2 && a[0] == '-' && strings.ContainsRune("ciW", rune(a[1])) && a[2] != '=' {
+			out = append(out, a[:2], a[2:])
+			continue
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+// seconds is a duration flag that also takes a plain number of seconds, as ping does.
+type seconds time.Duration
+
+func (s *seconds) String() string { return time.Duration(*s).String() }
+
+func (s *seconds) Set(v string) error {
+	if f, err := strconv.ParseFloat(v, 64); err == nil {
+		*s = seconds(f * float64(time.Second))
+		return nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return fmt.Errorf("want a duration such as 1s, 200ms or 0.5, not %q", v)
+	}
+	*s = seconds(d)
+	return nil
 }
 
 func run(args []string, stdout, stderr io.Writer) error {

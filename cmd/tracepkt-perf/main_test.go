@@ -17,6 +17,10 @@ func TestParseArgs(t *testing.T) {
 	if o != want {
 		t.Errorf("got %+v\nwant %+v", o, want)
 	}
+	o, err = parseArgs([]string{"-c5", "-W", "2", "-i0.25", "::1"}, nil)
+	if err != nil || o.count != 5 || o.timeout != 2*time.Second || o.interval != 250*time.Millisecond || o.target != "::1" {
+		t.Errorf("ping-style flags: %+v, %v", o, err)
+	}
 	o, err = parseArgs([]string{"--count=2", "--interval", "1ms", "--timeout", "2s", "--demo"}, nil)
 	if err != nil || o.count != 2 || o.interval != time.Millisecond || o.timeout != 2*time.Second || !o.demo {
 		t.Errorf("long flags: %+v, %v", o, err)
@@ -26,7 +30,7 @@ func TestParseArgs(t *testing.T) {
 func TestParseArgsErrors(t *testing.T) {
 	for _, args := range [][]string{
 		{}, {"-c", "0", "x"}, {"-W", "0s", "x"}, {"-i", "-1s", "x"}, {"-4", "-6", "x"},
-		{"--demo", "x"}, {"a", "b"}, {"--nope", "x"}, {"-c", "many", "x"},
+		{"--demo", "x"}, {"a", "b"}, {"--nope", "x"}, {"-c", "many", "x"}, {"-W", "soon", "x"}, {"-cx", "y"},
 	} {
 		_, err := parseArgs(args, nil)
 		var ue usageError
