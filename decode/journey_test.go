@@ -18,8 +18,8 @@ func TestNewJourneyMergesCPUsInTimeOrder(t *testing.T) {
 		{CPU: 1, Lost: 3},
 		hop(100, 0, 10, 5, 8, 1),
 		hop(200, 0, 20, 2, 8, 1),
-		hop(200, 0, 20, 3, 8, 1), // same instant: keeps ring order
-		hop(150, 0, 10, 5, 8, 2), // another echo
+		hop(200, 0, 20, 3, 8, 1),                   // same instant: keeps ring order
+		hop(150, 0, 10, 5, 8, 2),                   // another echo
 		{Time: 50, EchoID: 8, Seq: 1, ICMPType: 8}, // another run's id
 	}
 	j := NewJourney(netip.MustParseAddr("10.0.0.2"), 7, 1, recs)

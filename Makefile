@@ -1,0 +1,49 @@
+# tracepkt-perf: `make demo` builds and traces into a throwaway topology,
+# `make test` runs every test (unit, root end-to-end, and the kernel matrix
+# under QEMU). Both need root.
+
+GO ?= go
+export CGO_ENABLED := 0
+BIN := bin/tracepkt-perf
+
+# Debian packages the tests and the demo use; `make deps` installs the missing ones.
+DEB_PACKAGES := iproute2 iputils-ping nftables iptables qemu-system-x86 linux-image-amd64 busybox-static cpio
+
+# Root test packages that also run inside the distro kernel.
+VM_TEST_PKGS := ./internal/vmtest ./cmd/tracepkt-perf ./probes/ping ./internal/topology
+
+.PHONY: all build demo test test-unit test-host bench deps lint clean
+all: build
+
+build:
+	$(GO) build -trimpath -o $(BIN) ./cmd/tracepkt-perf
+
+demo: build
+	./$(BIN) --demo
+
+deps:
+	@missing=$$(for p in $(DEB_PACKAGES); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:" $$missing; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+lint:
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt would change: $$out"; exit 1; fi
+
+# Unit tests and root end-to-end tests on the running kernel.
+test-host: build
+	$(GO) test -count=1 ./...
+
+test: deps lint test-host test-vm
+
+bench: build
+	$(GO) run ./cmd/tracepkt-bench -tool $(BIN)
+
+clean:
+	rm -rf bin .vmtest
+
+include vmtest.mk
