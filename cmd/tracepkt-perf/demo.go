@@ -26,6 +26,10 @@ func runDemo(ctx context.Context, o options, w journeyWriter, stderr io.Writer) 
 	}()
 	n, err := topo.DockerBridge(topology.Demo())
 	if err != nil {
+		// Another demo may have started between the sweep and now: say so.
+		if serr := topology.SweepDemo(topology.DemoBridge); errors.Is(serr, topology.ErrDemoInUse) {
+			return fmt.Errorf("demo: %w", serr)
+		}
 		return fmt.Errorf("demo: build topology: %w", err)
 	}
 	targets := []netip.Addr{n.Target4, n.Target6}

@@ -1,0 +1,265 @@
+package topology
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// netnsRunDir is where `ip netns add` bind-mounts named namespaces.
+const netnsRunDir = "/run/netns"
+
+// Netns is a network namespace: one this package created (named, under /run/netns) or the
+// caller's own (RootNetns).
+type Netns struct {
+	// Name is the name under /run/netns ("ip netns exec <Name>"); empty for RootNetns.
+	Name string
+	// Path is the bind mount, /run/netns/<Name>; empty for RootNetns.
+	Path string
+	// Inode is the inode of the nsfs file, as shown by /proc/<pid>/ns/net ("net:[Inode]")
+	// of any process inside.
+	Inode uint64
+
+	f     *os.File  // open nsfs file: keeps the namespace alive and is what setns needs
+	owner *Topology // nil when not created by a Topology
+}
+
+func (n *Netns) String() string {
+	if n.Name == "" {
+		return fmt.Sprintf("netns net:[%d]", n.Inode)
+	}
+	return fmt.Sprintf("netns %s (net:[%d])", n.Name, n.Inode)
+}
+
+// RootNetns returns the network namespace of the calling thread, which is the whole
+// process's unless the caller is inside Do. It is not owned by any Topology; its open file
+// is released when it is garbage collected (Topology.Root gives one that Close releases).
+func RootNetns() (*Netns, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	return openNetns("/proc/thread-self/ns/net", "", "")
+}
+
+func openNetns(procPath, name, path string) (*Netns, error) {
+	f, err := os.OpenFile(procPath, os.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", procPath, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("stat %s: %w", procPath, err)
+	}
+	return &Netns{Name: name, Path: path, Inode: st.Ino, f: f}, nil
+}
+
+// fd returns the namespace file descriptor; callers keep n alive (runtime.KeepAlive) until
+// they are done with it.
+func (n *Netns) fd() (int, error) {
+	if n == nil {
+		return -1, errors.New("nil netns")
+	}
+	if n.f == nil {
+		return -1, fmt.Errorf("%v: %w", n, ErrClosed)
+	}
+	return int(n.f.Fd()), nil
+}
+
+// handle returns a netlink handle whose socket lives in n. The caller closes it.
+func (n *Netns) handle() (*netlink.Handle, error) {
+	fd, err := n.fd()
+	if err != nil {
+		return nil, err
+	}
+	h, err := netlink.NewHandleAt(netns.NsHandle(fd), unix.NETLINK_ROUTE)
+	runtime.KeepAlive(n)
+	if err != nil {
+		return nil, fmt.Errorf("netlink socket in %v: %w", n, err)
+	}
+	return h, nil
+}
+
+// Do runs fn on a locked OS thread inside n and returns its error. Goroutines that fn starts
+// do not run inside n. A panic in fn is re-raised in the caller.
+func (n *Netns) Do(fn func() error) error {
+	type result struct {
+		err   error
+		panic any
+	}
+	fd, err := n.fd()
+	if err != nil {
+		return err
+	}
+	done := make(chan result, 1)
+	go func() {
+		// The thread is given back to the runtime only once it is back in its own namespace.
+		// Otherwise the goroutine exits locked, and the runtime discards the thread (or, if it
+		// is the main thread, parks it for good).
+		runtime.LockOSThread()
+		orig, err := os.OpenFile("/proc/thread-self/ns/net", os.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			runtime.UnlockOSThread()
+			done <- result{err: fmt.Errorf("open current netns: %w", err)}
+			return
+		}
+		defer orig.Close()
+		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
+			done <- result{err: fmt.Errorf("enter %v: %w", n, err)}
+			return
+		}
+		var r result
+		func() {
+			defer func() {
+				if p := recover(); p != nil {
+					r.panic = p
+				}
+			}()
+			r.err = fn()
+		}()
+		if unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		}
+		done <- r
+	}()
+	r := <-done
+	runtime.KeepAlive(n)
+	if r.panic != nil {
+		panic(r.panic)
+	}
+	return r.err
+}
+
+// Forwarding turns net.ipv4.ip_forward and net.ipv6.conf.all.forwarding on or off inside n.
+// Only namespaces created by a Topology may be changed.
+func (n *Netns) Forwarding(on bool) error {
+	if n.owner == nil {
+		return fmt.Errorf("set forwarding in %v: refusing to change a namespace no topology created", n)
+	}
+	val := []byte("0\n")
+	if on {
+		val = []byte("1\n")
+	}
+	return n.Do(func() error {
+		// /proc/sys/net shows the namespace of the thread that opens it.
+		for _, p := range []string{"/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding"} {
+			if err := os.WriteFile(p, val, 0); err != nil {
+				return fmt.Errorf("set forwarding in %v: %w", n, err)
+			}
+		}
+		return nil
+	})
+}
+
+// netnsDirMu serialises preparing /run/netns within this process, so that two goroutines do
+// not both bind-mount it onto itself.
+var netnsDirMu sync.Mutex
+
+// prepareNetnsDir makes /run/netns a shared mount point, as `ip netns add` does, so that
+// namespace mounts made later propagate to mount namespaces created by `ip netns exec`.
+func prepareNetnsDir() error {
+	netnsDirMu.Lock()
+	defer netnsDirMu.Unlock()
+	if err := os.MkdirAll(netnsRunDir, 0o755); err != nil {
+		return fmt.Errorf("create %s: %w", netnsRunDir, err)
+	}
+	bound := false
+	for {
+		err := unix.Mount("", netnsRunDir, "none", unix.MS_SHARED|unix.MS_REC, "")
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, unix.EINVAL) || bound {
+			return fmt.Errorf("make %s a shared mount: %w", netnsRunDir, err)
+		}
+		// Not a mount point yet: bind-mount it onto itself first.
+		if err := unix.Mount(netnsRunDir, netnsRunDir, "none", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			return fmt.Errorf("bind-mount %s onto itself: %w", netnsRunDir, err)
+		}
+		bound = true
+	}
+}
+
+func validNetnsName(name string) error {
+	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
+		return fmt.Errorf("invalid netns name %q", name)
+	}
+	return nil
+}
+
+// createNamedNetns does what `ip netns add <name>` does: an empty file under /run/netns with
+// a new network namespace bind-mounted on it.
+func createNamedNetns(name string) (*Netns, error) {
+	if err := validNetnsName(name); err != nil {
+		return nil, err
+	}
+	if err := prepareNetnsDir(); err != nil {
+		return nil, err
+	}
+	path := filepath.Join(netnsRunDir, name)
+	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE|os.O_EXCL, 0)
+	if err != nil {
+		return nil, fmt.Errorf("create netns %s: %w", name, err)
+	}
+	f.Close()
+
+	type result struct {
+		ns  *Netns
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		// The thread goes back to its own namespace before it is unlocked. If it cannot,
+		// it stays locked and the runtime discards it with this goroutine (or, if it is the
+		// main thread, parks it for good).
+		runtime.LockOSThread()
+		orig, err := os.OpenFile("/proc/thread-self/ns/net", os.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			runtime.UnlockOSThread()
+			done <- result{err: fmt.Errorf("open current netns: %w", err)}
+			return
+		}
+		defer orig.Close()
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread() // unshare failed: still in the original namespace
+			done <- result{err: fmt.Errorf("unshare network namespace: %w", err)}
+			return
+		}
+		var r result
+		if err := unix.Mount("/proc/thread-self/ns/net", path, "none", unix.MS_BIND, ""); err != nil {
+			r.err = fmt.Errorf("bind-mount netns on %s: %w", path, err)
+		} else {
+			r.ns, r.err = openNetns("/proc/thread-self/ns/net", name, path)
+		}
+		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err == nil {
+			runtime.UnlockOSThread()
+		}
+		done <- r
+	}()
+	r := <-done
+	if r.err != nil {
+		_ = removeNamedNetns(path)
+		return nil, fmt.Errorf("create netns %s: %w", name, r.err)
+	}
+	return r.ns, nil
+}
+
+// removeNamedNetns does what `ip netns del` does. The kernel frees the namespace, and the
+// links inside it, once no process or open file refers to it any more.
+func removeNamedNetns(path string) error {
+	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("unmount %s: %w", path, err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove %s: %w", path, err)
+	}
+	return nil
+}
