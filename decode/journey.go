@@ -18,14 +18,23 @@ type Journey struct {
 	Timeout time.Duration
 	// Hops are the records of this echo in kernel time order.
 	Hops []Record
+	// Netfilter are the chain verdicts on this echo, in the order they came.
+	Netfilter []NetfilterEvent
 	// Lost counts records the rings dropped while this echo was traced.
 	Lost uint64
 }
 
-// NewJourney keeps the records of echo (id, seq) among recs, merged across
-// CPUs in kernel time order; records of the same instant keep their order.
-func NewJourney(target netip.Addr, id, seq uint16, recs []Record) Journey {
+// NewJourney keeps the records and netfilter events of echo (id, seq) among
+// recs and nf. Records are merged across CPUs in kernel time order (records
+// of the same instant keep their order); of the netfilter events, the rules
+// that only let the packet continue (counters, logs) are left out.
+func NewJourney(target netip.Addr, id, seq uint16, recs []Record, nf []NetfilterEvent) Journey {
 	j := Journey{Target: target, EchoID: id, Seq: seq}
+	for _, e := range nf {
+		if e.EchoID == id && e.Seq == seq && !(e.Type == TraceRule && e.Verdict == "CONTINUE") {
+			j.Netfilter = append(j.Netfilter, e)
+		}
+	}
 	for i := range recs {
 		r := &recs[i]
 		switch {
@@ -72,4 +81,90 @@ func (j *Journey) LastRequest() (Record, bool) {
 		}
 	}
 	return Record{}, false
+}
+
+// Row is one line of a journey: a device hop or a netfilter verdict.
+type Row struct {
+	Hop *Record
+	NF  *NetfilterEvent
+	// Time is the row's kernel time: its own, or for a netfilter event
+	// without one, the time of the hop it is placed next to.
+	Time uint64
+}
+
+// Rows merges hops and netfilter events in the order the packet met them.
+// Events with a kernel time are ordered by it. Events without one (nftrace)
+// are placed by hook: PREROUTING, INPUT and FORWARD right after the packet
+// entered that namespace through the input interface, OUTPUT and POSTROUTING
+// right before it left through the output interface.
+func (j *Journey) Rows() []Row {
+	type keyed struct {
+		row Row
+		key int // twice the hop index, minus one before it or plus one after it
+		ord int
+	}
+	rows := make([]keyed, 0, len(j.Hops)+len(j.Netfilter))
+	for i := range j.Hops {
+		rows = append(rows, keyed{Row{Hop: &j.Hops[i], Time: j.Hops[i].Time}, 2 * i, len(rows)})
+	}
+	for i := range j.Netfilter {
+		e := &j.Netfilter[i]
+		key, t := j.place(e)
+		rows = append(rows, keyed{Row{NF: e, Time: t}, key, len(rows)})
+	}
+	slices.SortStableFunc(rows, func(a, b keyed) int {
+		if a.key != b.key {
+			return a.key - b.key
+		}
+		return a.ord - b.ord
+	})
+	out := make([]Row, len(rows))
+	for i, r := range rows {
+		out[i] = r.row
+	}
+	return out
+}
+
+// place returns the sort key of a netfilter event among the hops, and the
+// time shown for it.
+func (j *Journey) place(e *NetfilterEvent) (int, uint64) {
+	if e.Time != 0 {
+		i, _ := slices.BinarySearchFunc(j.Hops, e.Time, func(h Record, t uint64) int {
+			if h.Time <= t {
+				return -1
+			}
+			return 1
+		})
+		return 2*i - 1, e.Time
+	}
+	matches := func(h *Record, dir Direction, ifindex uint32) bool {
+		return h.Netns == e.Netns && h.IsRequest() == e.IsRequest() && h.Probe.Direction() == dir &&
+			(ifindex == 0 || h.Ifindex == ifindex)
+	}
+	if e.Hook == HookOutput || e.Hook == HookPostrouting {
+		for i := range j.Hops {
+			if matches(&j.Hops[i], Out, e.Oif) {
+				return 2*i - 1, j.Hops[i].Time
+			}
+		}
+	}
+	// Input side, or an output hook whose packet never left: right after
+	// the packet entered this namespace.
+	for i := range j.Hops {
+		if matches(&j.Hops[i], In, e.Iif) {
+			return 2*i + 1, j.Hops[i].Time
+		}
+	}
+	// No hop to anchor to: the packet died in this namespace after its last
+	// hop here; or it never had one, because it was born here and died
+	// before leaving (a request first, a reply last).
+	for i := len(j.Hops) - 1; i >= 0; i-- {
+		if j.Hops[i].Netns == e.Netns {
+			return 2*i + 1, j.Hops[i].Time
+		}
+	}
+	if e.IsRequest() {
+		return -1, 0
+	}
+	return 2 * len(j.Hops), 0
 }

@@ -45,21 +45,24 @@ func (t *tableWriter) Journey(j *decode.Journey) error {
 		tablewriter.WithRowAlignment(tw.AlignLeft),
 		tablewriter.WithPadding(tw.Padding{Right: "  ", Overwrite: true}),
 	)
-	table.Header([]string{"NETWORK NS", "INTERFACE", "DIR", "TYPE", "ADDRESSES", "+TIME"})
-	for i, h := range j.Hops {
-		err := table.Append([]string{
-			strconv.FormatUint(uint64(h.Netns), 10),
-			h.IfName(),
-			h.Probe.Direction().String(),
-			echoType(&h),
-			h.Src.String() + " -> " + h.Dst.String(),
-			sinceFirst(j.Since(i)),
-		})
-		if err != nil {
+	withNF := len(j.Netfilter) > 0
+	header := []string{"NETWORK NS", "INTERFACE", "DIR", "TYPE", "ADDRESSES", "+TIME"}
+	if withNF {
+		header = append(header, "NETFILTER", "VERDICT", "RULE")
+	}
+	table.Header(header)
+	first := firstTime(j)
+	for _, r := range j.Rows() {
+		v := viewOf(j, r, first)
+		cells := []string{strconv.FormatUint(uint64(v.netns), 10), v.ifname, v.dir, v.typ, v.src + " -> " + v.dst, v.since}
+		if withNF {
+			cells = append(cells, v.chain, v.verdict, v.rule)
+		}
+		if err := table.Append(cells); err != nil {
 			return err
 		}
 	}
-	if len(j.Hops) > 0 {
+	if len(j.Hops)+len(j.Netfilter) > 0 {
 		if err := table.Render(); err != nil {
 			return err
 		}
@@ -77,11 +80,92 @@ func (t *tableWriter) Journey(j *decode.Journey) error {
 	return err
 }
 
-func echoType(r *decode.Record) string {
-	if r.IsRequest() {
+func echoType(request bool) string {
+	if request {
 		return "request"
 	}
 	return "reply"
+}
+
+// rowView is one row as both renderers show it.
+type rowView struct {
+	netns                     uint32
+	ifname                    string
+	ifindex                   uint32
+	dir, typ, src, dst, since string
+	tNs                       int64
+	chain, verdict, rule      string
+	nf                        *decode.NetfilterEvent
+	hop                       *decode.Record
+}
+
+func firstTime(j *decode.Journey) uint64 {
+	if len(j.Hops) > 0 {
+		return j.Hops[0].Time
+	}
+	return 0
+}
+
+func viewOf(j *decode.Journey, r decode.Row, first uint64) rowView {
+	var v rowView
+	if r.Time != 0 {
+		v.tNs = int64(r.Time - first)
+	}
+	if h := r.Hop; h != nil {
+		v.hop = h
+		v.netns, v.ifname, v.ifindex = h.Netns, h.IfName(), h.Ifindex
+		v.dir, v.typ = h.Probe.Direction().String(), echoType(h.IsRequest())
+		v.src, v.dst = h.Src.String(), h.Dst.String()
+		v.since = sinceFirst(time.Duration(v.tNs))
+		return v
+	}
+	e := r.NF
+	v.nf = e
+	v.netns, v.typ = e.Netns, echoType(e.IsRequest())
+	v.src, v.dst = e.Src.String(), e.Dst.String()
+	v.ifindex = e.Oif
+	if e.Hook != decode.HookOutput && e.Hook != decode.HookPostrouting || e.Oif == 0 {
+		v.ifindex = e.Iif
+	}
+	v.ifname = ifName(j, e.Netns, v.ifindex)
+	if e.Time != 0 {
+		v.since = sinceFirst(time.Duration(v.tNs))
+	}
+	v.chain = e.Table + "." + e.Chain
+	v.verdict = e.Verdict
+	if e.Target != "" {
+		v.verdict += " " + e.Target
+	}
+	v.rule = ruleText(e)
+	return v
+}
+
+// ifName names an interface of a netfilter row after the hops that crossed it.
+func ifName(j *decode.Journey, netns, ifindex uint32) string {
+	for i := range j.Hops {
+		if h := &j.Hops[i]; h.Netns == netns && h.Ifindex == ifindex && ifindex != 0 {
+			return h.IfName()
+		}
+	}
+	if ifindex == 0 {
+		return ""
+	}
+	return "if" + strconv.FormatUint(uint64(ifindex), 10)
+}
+
+// ruleText says what decided: the chain's policy, or the rule.
+func ruleText(e *decode.NetfilterEvent) string {
+	switch {
+	case e.Type == decode.TracePolicy:
+		return "policy"
+	case e.Type == decode.TraceReturn:
+		return "end of chain"
+	case e.Rule != "":
+		return fmt.Sprintf("rule %d: %s", e.RuleHandle, e.Rule)
+	case e.RuleHandle != 0:
+		return fmt.Sprintf("rule %d", e.RuleHandle)
+	}
+	return ""
 }
 
 // sinceFirst formats a hop's time since the first hop: "0", "+850ns", "+3.1µs".
@@ -135,7 +219,9 @@ func summary(j *decode.Journey) string {
 			plural(nss, "network namespace", "network namespaces"), plural(ifs, "interface", "interfaces"))
 	} else {
 		fmt.Fprintf(&b, "no reply from %s (seq %d) within %s", j.Target, j.Seq, shortDuration(j.Timeout))
-		if last, ok := j.LastRequest(); ok {
+		if drop, ok := lastDrop(j); ok {
+			fmt.Fprintf(&b, ": the %s was dropped by %s.%s (%s) in network namespace %d", echoType(drop.IsRequest()), drop.Table, drop.Chain, ruleText(&drop), drop.Netns)
+		} else if last, ok := j.LastRequest(); ok {
 			verb := "leaving"
 			if last.Probe.Direction() == decode.In {
 				verb = "entering"
@@ -149,6 +235,17 @@ func summary(j *decode.Journey) string {
 		fmt.Fprintf(&b, "\n%s lost: the kernel's rings overflowed, rows may be missing", plural(int(j.Lost), "event", "events"))
 	}
 	return b.String()
+}
+
+// lastDrop returns the netfilter verdict that ended the journey, if one did.
+func lastDrop(j *decode.Journey) (decode.NetfilterEvent, bool) {
+	rows := j.Rows()
+	if len(rows) > 0 {
+		if e := rows[len(rows)-1].NF; e != nil && e.Verdict == "DROP" {
+			return *e, true
+		}
+	}
+	return decode.NetfilterEvent{}, false
 }
 
 // jsonWriter prints one JSON object per echo, each on its own line.
@@ -181,6 +278,21 @@ type jsonHop struct {
 	KtimeNs uint64 `json:"ktime_ns"`
 	CPU     uint32 `json:"cpu"`
 	Len     uint32 `json:"len"`
+	// Netfilter is set on rows with probe "netfilter".
+	Netfilter *jsonNetfilter `json:"netfilter,omitempty"`
+}
+
+type jsonNetfilter struct {
+	Family     string `json:"family"`
+	Table      string `json:"table"`
+	Chain      string `json:"chain"`
+	Hook       string `json:"hook"`
+	Verdict    string `json:"verdict"`
+	Target     string `json:"target,omitempty"`
+	RuleHandle uint64 `json:"rule_handle"`
+	Rule       string `json:"rule"`
+	Policy     bool   `json:"policy"`
+	Source     string `json:"source"`
 }
 
 func (w jsonWriter) Journey(j *decode.Journey) error {
@@ -199,21 +311,24 @@ func (w jsonWriter) Journey(j *decode.Journey) error {
 	if j.Replied {
 		e.Result, e.RTTNs = "reply", j.RTT.Nanoseconds()
 	}
-	for i, h := range j.Hops {
-		e.Hops = append(e.Hops, jsonHop{
-			TNs:     j.Since(i).Nanoseconds(),
-			Netns:   h.Netns,
-			Ifname:  h.IfName(),
-			Ifindex: h.Ifindex,
-			Probe:   h.Probe.String(),
-			Type:    echoType(&h),
-			Src:     h.Src.String(),
-			Dst:     h.Dst.String(),
-			Dir:     h.Probe.Direction().String(),
-			KtimeNs: h.Time,
-			CPU:     h.CPU,
-			Len:     h.Len,
-		})
+	first := firstTime(j)
+	for _, r := range j.Rows() {
+		v := viewOf(j, r, first)
+		h := jsonHop{
+			TNs: v.tNs, Netns: v.netns, Ifname: v.ifname, Ifindex: v.ifindex,
+			Type: v.typ, Src: v.src, Dst: v.dst, Dir: v.dir, KtimeNs: r.Time,
+		}
+		if v.hop != nil {
+			h.Probe, h.CPU, h.Len = v.hop.Probe.String(), v.hop.CPU, v.hop.Len
+		} else {
+			nf := v.nf
+			h.Probe, h.KtimeNs = "netfilter", nf.Time // t_ns places an nftrace row; ktime_ns is its own time, if known
+			h.Netfilter = &jsonNetfilter{
+				Family: nf.Family, Table: nf.Table, Chain: nf.Chain, Hook: nf.Hook.String(), Verdict: nf.Verdict,
+				Target: nf.Target, RuleHandle: nf.RuleHandle, Rule: nf.Rule, Policy: nf.Type == decode.TracePolicy, Source: nf.Source,
+			}
+		}
+		e.Hops = append(e.Hops, h)
 	}
 	return w.enc.Encode(e)
 }

@@ -67,10 +67,49 @@ func lostJourney() decode.Journey {
 	return j
 }
 
+func nfRow(netns uint32, table, chain string, hook decode.Hook, typ decode.TraceType, verdict string, handle uint64, rule string, icmpType uint8, iif, oif uint32) decode.NetfilterEvent {
+	src, dst := "172.31.250.1", "172.31.250.2"
+	if icmpType == 0 {
+		src, dst = dst, src
+	}
+	return decode.NetfilterEvent{Netns: netns, Family: "ip", Table: table, Chain: chain, Hook: hook, Type: typ, Verdict: verdict,
+		RuleHandle: handle, Rule: rule, ICMPType: icmpType, EchoID: 0x1234, Seq: 1, Iif: iif, Oif: oif, Source: "nftrace",
+		Src: netip.MustParseAddr(src), Dst: netip.MustParseAddr(dst)}
+}
+
+// netfilterJourney is bridgeJourney with iptables-nft chains on both sides.
+func netfilterJourney() decode.Journey {
+	const root, ctr = 4026531833, 4026532400
+	j := bridgeJourney()
+	j.Netfilter = []decode.NetfilterEvent{
+		nfRow(root, "nat", "OUTPUT", decode.HookOutput, decode.TracePolicy, "ACCEPT", 0, "", 8, 0, 9),
+		nfRow(root, "filter", "OUTPUT", decode.HookOutput, decode.TraceRule, "ACCEPT", 3, "ip daddr 172.31.250.0/24 accept", 8, 0, 9),
+		nfRow(root, "nat", "POSTROUTING", decode.HookPostrouting, decode.TracePolicy, "ACCEPT", 0, "", 8, 0, 9),
+		nfRow(ctr, "filter", "INPUT", decode.HookInput, decode.TracePolicy, "ACCEPT", 0, "", 8, 2, 0),
+		nfRow(root, "filter", "INPUT", decode.HookInput, decode.TraceRule, "JUMP", 5, "jump ICMP", 0, 9, 0),
+	}
+	j.Netfilter[4].Target = "ICMP"
+	return j
+}
+
+// droppedJourney ends at a FORWARD rule of a router namespace.
+func droppedJourney() decode.Journey {
+	const a, r = 4026532500, 4026532501
+	j := decode.Journey{Target: netip.MustParseAddr("172.31.250.2"), EchoID: 0x1234, Seq: 1, Timeout: time.Second,
+		Hops: []decode.Record{
+			record(1000000, a, 2, "eth0", decode.ProbeNetDevQueue, 8, "172.31.250.1", "172.31.250.2"),
+			record(1004000, r, 2, "eth0", decode.ProbeNetifReceiveSkb, 8, "172.31.250.1", "172.31.250.2"),
+		},
+		Netfilter: []decode.NetfilterEvent{nfRow(r, "filt", "fwd", decode.HookForward, decode.TraceRule, "DROP", 7, "icmp type echo-request drop", 8, 2, 3)},
+	}
+	j.Netfilter[0].Family = "inet"
+	return j
+}
+
 func TestTableGolden(t *testing.T) {
 	var buf bytes.Buffer
 	tw := &tableWriter{w: &buf}
-	for _, j := range []decode.Journey{bridgeJourney(), lostJourney(), {Target: netip.MustParseAddr("fd00::9"), Seq: 2, Timeout: 2 * time.Second}} {
+	for _, j := range []decode.Journey{bridgeJourney(), lostJourney(), netfilterJourney(), droppedJourney(), {Target: netip.MustParseAddr("fd00::9"), Seq: 2, Timeout: 2 * time.Second}} {
 		if err := tw.Journey(&j); err != nil {
 			t.Fatal(err)
 		}
@@ -81,7 +120,7 @@ func TestTableGolden(t *testing.T) {
 func TestJSONGolden(t *testing.T) {
 	var buf bytes.Buffer
 	w := newJSONWriter(&buf)
-	for _, j := range []decode.Journey{bridgeJourney(), lostJourney()} {
+	for _, j := range []decode.Journey{bridgeJourney(), lostJourney(), netfilterJourney(), droppedJourney()} {
 		if err := w.Journey(&j); err != nil {
 			t.Fatal(err)
 		}

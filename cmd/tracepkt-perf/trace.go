@@ -136,7 +136,7 @@ func echo(p *ping.Pinger, t *probes.Tracer, target netip.Addr, seq uint16, timeo
 		}
 		*recs = append(*recs, r)
 	}
-	j := decode.NewJourney(target, p.ID(), seq, *recs)
+	j := decode.NewJourney(target, p.ID(), seq, *recs, nil)
 	j.Replied, j.Timeout = replied, timeout
 	if replied {
 		j.RTT = reply.Received.Sub(sent)
