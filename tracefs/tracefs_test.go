@@ -48,3 +48,29 @@ print fmt: "dev=%s", __get_str(name)
 		t.Error("parseFormat accepted a non-numeric offset")
 	}
 }
+
+func TestKprobeDefinition(t *testing.T) {
+	if got := KprobeDefinition("tracepkt_1_ab", "ipt_do_table", "ipt_do_table", false); got != "p:tracepkt_1_ab/ipt_do_table ipt_do_table" {
+		t.Errorf("entry probe: %q", got)
+	}
+	if got := KprobeDefinition("tracepkt_1_ab", "nft_ret", "nft_do_chain", true); got != "r:tracepkt_1_ab/nft_ret nft_do_chain" {
+		t.Errorf("return probe: %q", got)
+	}
+}
+
+func TestStaleProbe(t *testing.T) {
+	alive := func(pid int) bool { return pid == 100 }
+	for line, want := range map[string]string{
+		"p:tracepkt_200_0a1b2c3d/ipt_do_table ipt_do_table":     "tracepkt_200_0a1b2c3d/ipt_do_table",
+		"r:tracepkt_200_0a1b2c3d/nft_ret nft_do_chain arg1=%ax": "tracepkt_200_0a1b2c3d/nft_ret",
+		"p:tracepkt_100_0a1b2c3d/ipt_do_table ipt_do_table":     "", // its process lives
+		"p:kprobes/do_sys_open do_sys_open":                     "", // not ours
+		"p:tracepkt_x_0a/ipt ipt_do_table":                      "",
+		"garbage":                                               "",
+	} {
+		got, ok := staleProbe(line, alive)
+		if got != want || ok != (want != "") {
+			t.Errorf("staleProbe(%q) = %q, %v; want %q", line, got, ok, want)
+		}
+	}
+}
