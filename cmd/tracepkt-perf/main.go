@@ -34,6 +34,8 @@ Flags:
       --json           one JSON object per echo, one per line
       --demo           build a throwaway bridge + namespace topology, trace an
                        IPv4 and an IPv6 echo into it, remove it
+      --check          print what this kernel supports; exit 0 when the
+                       trace can run
   -h, --help           this help
 
 Exit status: 0 when every echo got a reply, 1 when one did not, 2 for usage
@@ -86,6 +88,7 @@ type options struct {
 	only6    bool
 	jsonOut  bool
 	demo     bool
+	check    bool
 	target   string
 }
 
@@ -106,6 +109,7 @@ func parseArgs(args []string, stdout io.Writer) (options, error) {
 	fs.BoolVar(&o.only6, "6", false, "")
 	fs.BoolVar(&o.jsonOut, "json", false, "")
 	fs.BoolVar(&o.demo, "demo", false, "")
+	fs.BoolVar(&o.check, "check", false, "")
 	args = splitShortValues(args)
 	var positional []string
 	for {
@@ -133,9 +137,11 @@ func parseArgs(args []string, stdout io.Writer) (options, error) {
 		return o, usageError{"--timeout must be positive"}
 	case o.only4 && o.only6:
 		return o, usageError{"-4 and -6 exclude each other"}
-	case o.demo && len(positional) > 0:
-		return o, usageError{"--demo takes no target"}
-	case !o.demo && len(positional) == 0:
+	case (o.demo || o.check) && len(positional) > 0:
+		return o, usageError{"--demo and --check take no target"}
+	case o.demo && o.check:
+		return o, usageError{"--demo and --check exclude each other"}
+	case !o.demo && !o.check && len(positional) == 0:
 		return o, usageError{"missing target"}
 	case len(positional) > 1:
 		return o, usageError{fmt.Sprintf("one target only, got %s", strings.Join(positional, " "))}
@@ -188,6 +194,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 	var w journeyWriter = &tableWriter{w: stdout}
 	if o.jsonOut {
 		w = newJSONWriter(stdout)
+	}
+	if o.check {
+		return check(stdout)
 	}
 	if os.Geteuid() != 0 {
 		return errors.New("tracing needs root (BPF, perf events and a raw socket): run it with sudo")

@@ -1,0 +1,90 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tracepkt/tracepkt-perf/decode"
+	"github.com/tracepkt/tracepkt-perf/probes"
+	"github.com/tracepkt/tracepkt-perf/tracefs"
+)
+
+// errCoreMissing: --check found that the core trace cannot run (exit 2).
+var errCoreMissing = fmt.Errorf("the core trace cannot run on this kernel")
+
+// check prints the capability matrix of the running kernel: what the core
+// trace needs, and which netfilter source auto would pick.
+func check(stdout io.Writer) error {
+	var uts unix.Utsname
+	_ = unix.Uname(&uts)
+	fmt.Fprintf(stdout, "tracepkt-perf capabilities of kernel %s\n\n", unix.ByteSliceToString(uts.Release[:]))
+	core := true
+	line := func(name string, err error, okText string, required bool) {
+		status := "ok     " + okText
+		if err != nil {
+			status = "no     " + err.Error()
+			if required {
+				core = false
+				status = "MISSING " + err.Error()
+			}
+		}
+		fmt.Fprintf(stdout, "  %-24s %s\n", name, strings.TrimSpace(status))
+	}
+
+	fs, fsErr := tracefs.Open()
+	mount := ""
+	if fsErr == nil {
+		mount = fs.Root
+	}
+	line("tracefs", fsErr, mount, true)
+	offsets, btfErr := probes.KernelOffsets()
+	line("BTF", btfErr, "/sys/kernel/btf/vmlinux", true)
+	for _, p := range decode.Probes() {
+		group, event := p.Tracepoint()
+		err := fsErr
+		if err == nil && btfErr == nil {
+			err = probes.CheckProgram(fs, offsets, p)
+		} else if err == nil {
+			_, err = fs.EventID(group, event)
+		}
+		line(group+":"+event, err, "tracepoint + BPF program load", true)
+	}
+	kprobes := fsErr
+	if kprobes == nil {
+		kprobes = fs.KprobesSupported()
+	}
+	line("kprobes", kprobes, "kprobe_events", false)
+	line("iptables backend", nil, iptablesBackend(), false)
+	if core {
+		fmt.Fprintln(stdout, "\ncore trace: ready")
+		return nil
+	}
+	fmt.Fprintln(stdout, "\ncore trace: cannot run here")
+	return errCoreMissing
+}
+
+// iptablesBackend says which iptables the system's command drives, and
+// whether legacy tables are loaded in this namespace.
+func iptablesBackend() string {
+	backend := "no iptables command"
+	if out, err := exec.Command("iptables", "-V").Output(); err == nil {
+		v := strings.TrimSpace(string(out))
+		switch {
+		case strings.Contains(v, "nf_tables"):
+			backend = "nf_tables (" + v + ")"
+		case strings.Contains(v, "legacy"):
+			backend = "legacy (" + v + ")"
+		default:
+			backend = v
+		}
+	}
+	if b, err := os.ReadFile("/proc/net/ip_tables_names"); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+		backend += "; legacy tables loaded: " + strings.Join(strings.Fields(string(b)), ", ")
+	}
+	return backend
+}
