@@ -1,0 +1,107 @@
+package vmtest
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// guestTracefs is where the guest's /init mounts tracefs.
+const guestTracefs = "/sys/kernel/tracing"
+
+// requireGuest skips tb unless it runs inside a tracepkt-vmtest guest: the
+// checks below load modules and add kprobes, which the development machine's
+// kernel cannot do and another host should not have done to it.
+func requireGuest(tb testing.TB) {
+	tb.Helper()
+	if os.Getenv(GuestEnvVar) != "1" {
+		tb.Skipf("not inside a tracepkt-vmtest guest (%s is not 1): run it with make test-vm", GuestEnvVar)
+	}
+}
+
+// TestGuestCapabilities asserts what the kprobe tests run in the guest rely
+// on: kprobe_events, the iptables and nftables modules, and their functions.
+func TestGuestCapabilities(t *testing.T) {
+	requireGuest(t)
+	kprobeEvents := filepath.Join(guestTracefs, "kprobe_events")
+	if _, err := os.Stat(kprobeEvents); err != nil {
+		t.Fatalf("kernel has no kprobe events: %v", err)
+	}
+
+	t.Run("kprobe on ipt_do_table", func(t *testing.T) {
+		modprobe(t, "ip_tables")
+		group := fmt.Sprintf("tracepkt_vmtest_%d", os.Getpid())
+		eventDir := filepath.Join(guestTracefs, "events", group, "ipt")
+		t.Cleanup(func() {
+			if _, err := os.Stat(eventDir); err == nil {
+				appendLine(t, kprobeEvents, "-:"+group+"/ipt")
+			}
+		})
+		appendLine(t, kprobeEvents, "p:"+group+"/ipt ipt_do_table")
+		id, err := os.ReadFile(filepath.Join(eventDir, "id"))
+		if err != nil {
+			t.Fatalf("kprobe event was not created: %v", err)
+		}
+		if _, err := strconv.ParseUint(strings.TrimSpace(string(id)), 10, 32); err != nil {
+			t.Errorf("event id %q: %v", id, err)
+		}
+		appendLine(t, kprobeEvents, "-:"+group+"/ipt")
+		if _, err := os.Stat(eventDir); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("kprobe event still there after removal: stat: %v", err)
+		}
+	})
+
+	t.Run("nft_do_chain", func(t *testing.T) {
+		modprobe(t, "nf_tables")
+		if !kallsymsHas(t, "nft_do_chain") {
+			t.Error("nft_do_chain not in /proc/kallsyms after modprobe nf_tables")
+		}
+	})
+}
+
+func modprobe(tb testing.TB, module string) {
+	tb.Helper()
+	if out, err := exec.Command("modprobe", module).CombinedOutput(); err != nil {
+		tb.Fatalf("modprobe %s: %v: %s", module, err, out)
+	}
+}
+
+// appendLine writes a command to a tracefs control file; appending matters,
+// as truncating kprobe_events would remove every kprobe.
+func appendLine(tb testing.TB, file, line string) {
+	tb.Helper()
+	f, err := os.OpenFile(file, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString(line + "\n"); err != nil {
+		tb.Fatalf("write %q to %s: %v", line, file, err)
+	}
+}
+
+func kallsymsHas(tb testing.TB, symbol string) bool {
+	tb.Helper()
+	f, err := os.Open("/proc/kallsyms")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		// "address type name [module]"
+		if fields := strings.Fields(sc.Text()); len(fields) >= 3 && fields[2] == symbol {
+			return true
+		}
+	}
+	if err := sc.Err(); err != nil {
+		tb.Fatalf("read /proc/kallsyms: %v", err)
+	}
+	return false
+}

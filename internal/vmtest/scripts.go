@@ -1,0 +1,91 @@
+package vmtest
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Paths the two guest scripts share with the host and with each other.
+const (
+	guestOutDir    = "/run/vmtest"           // the writable "out" share, seen from inside the chroot
+	guestRunScript = guestOutDir + "/run.sh" // written by the host before boot
+	guestStatus    = guestOutDir + "/status" // one "index exit-code" line per finished command
+	runScriptName  = "run.sh"
+	statusName     = "status"
+	msize          = 512 << 10 // 9p message size: the 8 KiB default makes reading test binaries slow
+)
+
+// busyboxApplets are the commands initScript uses; each is a symlink to
+// /bin/busybox in the initramfs.
+var busyboxApplets = []string{"sh", "mount", "mkdir", "insmod", "ip", "env", "chroot", "sync", "poweroff"}
+
+// initScript is the guest's /init, run by busybox sh: it inserts modules in
+// order, mounts the host root and the out share, and runs the run script
+// chrooted into the host root. It powers the guest off on every path so a
+// failed set-up ends the boot at once instead of waiting for the timeout.
+func initScript(modules []Module) string {
+	var b strings.Builder
+	b.WriteString(`#!/bin/sh
+export PATH=/bin
+halt() {
+	sync
+	poweroff -f
+}
+fail() {
+	echo "vm: $*" >&2
+	halt
+}
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+`)
+	for _, m := range modules {
+		fmt.Fprintf(&b, "insmod /lib/modules/%s.ko || fail 'insmod %s failed'\n", m.Name, m.Name)
+	}
+	fmt.Fprintf(&b, `opts=trans=virtio,version=9p2000.L,msize=%d
+mount -t 9p -o ro,$opts host /host || fail 'mount the host root over 9p failed'
+mount -t proc proc /host/proc || fail 'mount proc failed'
+mount -t sysfs sysfs /host/sys || fail 'mount sysfs failed'
+mount -t devtmpfs devtmpfs /host/dev || fail 'mount devtmpfs failed'
+mount -t tracefs tracefs /host/sys/kernel/tracing || fail 'mount tracefs failed'
+mount -t bpf bpf /host/sys/fs/bpf || fail 'mount bpffs failed'
+mount -t tmpfs tmpfs /host/tmp || fail 'mount tmpfs on /tmp failed'
+mount -t tmpfs tmpfs /host/run || fail 'mount tmpfs on /run failed'
+mkdir /host%[2]s
+mount -t 9p -o $opts out /host%[2]s || fail 'mount the out share failed'
+ip link set lo up || fail 'bring up lo failed'
+env -i /bin/chroot /host /bin/sh %[3]s
+halt
+`, msize, guestOutDir, guestRunScript)
+	return b.String()
+}
+
+// runScript is the run script: POSIX sh run by the host's own /bin/sh inside
+// the chroot. Each command runs in a subshell in workdir with only env set and
+// stdin from /dev/null, and its exit status is appended to the status file
+// as soon as it ends, so a crash part-way shows which command it hit.
+func runScript(commands [][]string, workdir string, env []string) string {
+	var b strings.Builder
+	b.WriteString("#!/bin/sh\n")
+	for _, kv := range env {
+		k, v, _ := strings.Cut(kv, "=")
+		fmt.Fprintf(&b, "export %s=%s\n", k, shellQuote(v))
+	}
+	for i, argv := range commands {
+		quoted := make([]string, len(argv))
+		for j, a := range argv {
+			quoted[j] = shellQuote(a)
+		}
+		line := strings.Join(quoted, " ")
+		fmt.Fprintf(&b, "printf '%%s\\n' %s\n", shellQuote(fmt.Sprintf("vm: [%d/%d] %s", i+1, len(commands), strings.Join(argv, " "))))
+		fmt.Fprintf(&b, "(cd %s && exec %s) </dev/null\n", shellQuote(workdir), line)
+		fmt.Fprintf(&b, "echo \"%d $?\" >>%s\n", i+1, guestStatus)
+	}
+	return b.String()
+}
+
+// shellQuote quotes s for POSIX sh: in single quotes, where each quote inside s
+// closes the quoting, adds an escaped quote and reopens it.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}

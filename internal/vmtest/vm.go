@@ -1,0 +1,265 @@
+package vmtest
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// GuestEnvVar is set to "1" for every command run in the guest, so tests can
+// tell they run there.
+const GuestEnvVar = "TRACEPKT_VM"
+
+// ErrTimeout means the guest did not power off within Config.Timeout and was
+// killed.
+var ErrTimeout = errors.New("guest timed out")
+
+// Modules the initramfs needs to mount a 9p share over virtio-pci; modules.dep
+// adds their dependencies, whose names change between kernel builds.
+var bootModules = []string{"virtio_pci", "9pnet_virtio", "9p"}
+
+// Config says what to boot and what to run in the guest.
+type Config struct {
+	Kernel      string        // bzImage to boot
+	ModulesRoot string        // holds <release>/modules.dep; "/lib/modules" on the host
+	Busybox     string        // a static busybox for the initramfs
+	Mem         string        // guest memory, as qemu's -m takes it
+	Timeout     time.Duration // after it the guest is killed
+	Workdir     string        // each command starts here, a path in the host root
+	Commands    [][]string    // argv of each command, run in order
+	Env         []string      // KEY=value: the commands' whole environment
+	Stdout      io.Writer     // the guest's serial console
+	Stderr      io.Writer     // qemu's own messages
+}
+
+// Result says how a boot went, as far as it got.
+type Result struct {
+	Release  string        // the booted kernel's release, as uname -r prints it
+	Statuses []int         // exit status of each command that finished
+	Elapsed  time.Duration // wall time of the guest, boot to power-off
+}
+
+// CommandEnv returns the environment of commands in the guest: GuestEnvVar,
+// HOME=/tmp (the guest's tmpfs) and the host's PATH and, where set, CI, so
+// tests that fail rather than skip under CI keep doing so.
+func CommandEnv(lookup func(string) (string, bool)) []string {
+	path, ok := lookup("PATH")
+	if !ok || path == "" {
+		path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	}
+	env := []string{GuestEnvVar + "=1", "PATH=" + path, "HOME=/tmp"}
+	if ci, ok := lookup("CI"); ok {
+		env = append(env, "CI="+ci)
+	}
+	return env
+}
+
+// Run boots cfg.Kernel under QEMU (TCG: a KVM guest hangs in early boot on
+// the Firecracker machines this runs on), runs cfg.Commands in it and returns
+// their exit statuses. An error means the guest did not report a status for
+// every command; a command's failure is a status, not an error.
+func Run(ctx context.Context, cfg Config) (Result, error) {
+	var res Result
+	if dir, ok := hiddenInGuest(cfg.Workdir); ok {
+		return res, fmt.Errorf("workdir %s is under %s, which the guest mounts a fresh file system over: use a directory elsewhere", cfg.Workdir, dir)
+	}
+	release, err := KernelRelease(cfg.Kernel)
+	if err != nil {
+		return res, err
+	}
+	res.Release = release
+	modulesDir := filepath.Join(cfg.ModulesRoot, release)
+	depFile, err := os.Open(filepath.Join(modulesDir, "modules.dep"))
+	if err != nil {
+		// The guest also runs modprobe against this directory through the host root.
+		return res, fmt.Errorf("find modules of kernel %s: %w (install its linux-image package)", release, err)
+	}
+	deps, err := ParseModulesDep(depFile)
+	depFile.Close()
+	if err != nil {
+		return res, err
+	}
+
+	tmp, err := os.MkdirTemp("", "tracepkt-vmtest-")
+	if err != nil {
+		return res, fmt.Errorf("create temp dir: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+	initrd := filepath.Join(tmp, "initramfs.cpio")
+	if err := writeInitramfsFile(initrd, cfg.Busybox, modulesDir, deps.LoadOrder(bootModules...)); err != nil {
+		return res, err
+	}
+	outDir := filepath.Join(tmp, "out")
+	if err := os.Mkdir(outDir, 0o755); err != nil {
+		return res, fmt.Errorf("create out share: %w", err)
+	}
+	script := runScript(cfg.Commands, cfg.Workdir, cfg.Env)
+	if err := os.WriteFile(filepath.Join(outDir, runScriptName), []byte(script), 0o644); err != nil {
+		return res, fmt.Errorf("write run script: %w", err)
+	}
+
+	fmt.Fprintf(cfg.Stdout, "vm: booting %s (%s) under qemu (tcg), %d command(s)\n", release, cfg.Kernel, len(cfg.Commands))
+	runCtx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	defer cancel()
+	console := &crlfWriter{w: cfg.Stdout}
+	cmd := exec.CommandContext(runCtx, "qemu-system-x86_64", qemuArgs(cfg.Kernel, initrd, outDir, cfg.Mem)...)
+	cmd.Stdout = console
+	cmd.Stderr = cfg.Stderr
+	// Own process group: a terminal's ^C reaches only the runner, which then
+	// kills qemu and cleans up. Pdeathsig: qemu must not outlive a killed runner.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.WaitDelay = 5 * time.Second
+	start := time.Now()
+	qemuErr := cmd.Run()
+	res.Elapsed = time.Since(start)
+	if err := console.Flush(); err != nil {
+		return res, fmt.Errorf("write console output: %w", err)
+	}
+
+	switch {
+	case ctx.Err() != nil:
+		return res, fmt.Errorf("interrupted, killed qemu: %w", ctx.Err())
+	case runCtx.Err() != nil:
+		return res, fmt.Errorf("%w: still running after %v, killed qemu", ErrTimeout, cfg.Timeout)
+	}
+	var exitErr *exec.ExitError
+	if qemuErr != nil && !errors.As(qemuErr, &exitErr) {
+		return res, fmt.Errorf("run qemu: %w", qemuErr)
+	}
+	status, err := os.ReadFile(filepath.Join(outDir, statusName))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return res, fmt.Errorf("read guest status: %w", err)
+	}
+	res.Statuses, err = parseStatus(status)
+	if err != nil {
+		return res, err
+	}
+	if n := len(res.Statuses); n < len(cfg.Commands) {
+		// qemu's own exit status says little (a power-off and a panic reboot
+		// both end it), so it is only a hint here.
+		hint := ""
+		if qemuErr != nil {
+			hint = ", qemu: " + qemuErr.Error()
+		}
+		return res, fmt.Errorf("guest stopped after %d of %d commands without an exit status for command %d (it crashed or failed to boot: see its console output above%s)",
+			n, len(cfg.Commands), n+1, hint)
+	}
+	return res, nil
+}
+
+// hiddenInGuest says whether the guest's own mounts over the host root (see
+// initScript) hide path, and under which of them.
+func hiddenInGuest(path string) (string, bool) {
+	for _, dir := range []string{"/tmp", "/run", "/proc", "/sys", "/dev"} {
+		if rel, err := filepath.Rel(dir, path); err == nil && filepath.IsLocal(rel) {
+			return dir, true
+		}
+	}
+	return "", false
+}
+
+func writeInitramfsFile(name, busybox, modulesDir string, modules []Module) error {
+	f, err := os.Create(name)
+	if err != nil {
+		return fmt.Errorf("create initramfs: %w", err)
+	}
+	w := bufio.NewWriter(f)
+	err = WriteInitramfs(w, busybox, modulesDir, modules)
+	if err == nil {
+		err = w.Flush()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("write initramfs: %w", err)
+	}
+	return nil
+}
+
+func qemuArgs(kernel, initrd, outDir, mem string) []string {
+	return []string{
+		"-accel", "tcg", "-cpu", "max", "-m", mem, "-smp", "2",
+		// What -nographic does, less SeaBIOS's serial console, whose
+		// terminal-reset escapes would land in the output.
+		"-display", "none", "-vga", "none", "-serial", "stdio", "-monitor", "none",
+		"-no-reboot", "-nic", "none",
+		"-kernel", kernel, "-initrd", initrd,
+		// panic=-1 turns a panic (init exiting, say) into a reboot, which
+		// -no-reboot turns into qemu exiting instead of a hang.
+		"-append", "console=ttyS0 panic=-1 quiet",
+		// The root share spans several host file systems: remap keeps their
+		// inode numbers from colliding in the guest.
+		"-virtfs", "local,path=/,mount_tag=host,security_model=none,readonly=on,multidevs=remap",
+		"-virtfs", "local,path=" + qemuOptEscape(outDir) + ",mount_tag=out,security_model=none",
+	}
+}
+
+// qemuOptEscape escapes a value inside a qemu option list, where ',' separates
+// options and ",," stands for a literal comma.
+func qemuOptEscape(s string) string {
+	return strings.ReplaceAll(s, ",", ",,")
+}
+
+// parseStatus reads the status file: one "index exit-status" line per
+// finished command, index counting from 1.
+func parseStatus(data []byte) ([]int, error) {
+	var statuses []int
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		if line == "" {
+			continue
+		}
+		idx, code, ok := strings.Cut(line, " ")
+		i, err1 := strconv.Atoi(idx)
+		c, err2 := strconv.Atoi(code)
+		if !ok || err1 != nil || err2 != nil || i != len(statuses)+1 {
+			return nil, fmt.Errorf("parse guest status line %q", line)
+		}
+		statuses = append(statuses, c)
+	}
+	return statuses, nil
+}
+
+// crlfWriter turns the serial console's "\r\n" line ends into "\n", keeping
+// any other '\r'.
+type crlfWriter struct {
+	w  io.Writer
+	cr bool // the last byte written was a '\r' not yet passed on
+}
+
+func (c *crlfWriter) Write(p []byte) (int, error) {
+	var out bytes.Buffer
+	for _, b := range p {
+		if c.cr && b != '\n' {
+			out.WriteByte('\r')
+		}
+		c.cr = b == '\r'
+		if !c.cr {
+			out.WriteByte(b)
+		}
+	}
+	if _, err := c.w.Write(out.Bytes()); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// Flush passes on a '\r' held back at the end of the output.
+func (c *crlfWriter) Flush() error {
+	if !c.cr {
+		return nil
+	}
+	c.cr = false
+	_, err := c.w.Write([]byte{'\r'})
+	return err
+}
