@@ -7,12 +7,13 @@ export CGO_ENABLED := 0
 BIN := bin/tracepkt-perf
 
 # Debian packages the tests and the demo use; `make deps` installs the missing ones.
-DEB_PACKAGES := iproute2 iputils-ping nftables iptables qemu-system-x86 linux-image-amd64 busybox-static cpio
+DEB_PACKAGES := iproute2 iputils-ping nftables iptables qemu-system-x86 busybox-static cpio xz-utils \
+	linux-image-amd64 linux-image-6.12-amd64
 
 # Root test packages that also run inside the distro kernel.
 VM_TEST_PKGS := ./internal/vmtest ./cmd/tracepkt-perf ./probes/ping ./internal/topology
 
-.PHONY: all build demo test test-unit test-host bench deps lint clean
+.PHONY: all build demo test test-host test-matrix bench deps lint clean
 all: build
 
 build:
@@ -38,7 +39,15 @@ lint:
 test-host: build
 	$(GO) test -count=1 ./...
 
-test: deps lint test-host test-vm
+# The kernel matrix: the root tests inside every Debian amd64 kernel in /boot
+# (make deps installs 6.1 and 6.12), one guest boot per kernel. Listed when
+# the recipe runs, since make deps may have just installed them.
+test-matrix:
+	@kernels=$$(ls /boot/vmlinuz-*-amd64 2>/dev/null); \
+	if [ -z "$$kernels" ]; then echo "no distro kernel in /boot for the matrix: run make deps"; exit 1; fi; \
+	for k in $$kernels; do $(MAKE) --no-print-directory test-vm KERNEL=$$k || exit 1; done
+
+test: deps lint test-host test-matrix
 
 bench: build
 	$(GO) run ./cmd/tracepkt-bench -tool $(BIN)

@@ -73,7 +73,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	res, err := vmtest.Run(ctx, vmtest.Config{
+	cfg := vmtest.Config{
 		Kernel:      *kernel,
 		ModulesRoot: "/lib/modules",
 		Busybox:     "/bin/busybox",
@@ -84,7 +84,15 @@ func run(args []string, stdout, stderr io.Writer) error {
 		Env:         vmtest.CommandEnv(os.LookupEnv),
 		Stdout:      stdout,
 		Stderr:      stderr,
-	})
+	}
+	res, err := vmtest.Run(ctx, cfg)
+	// A guest that died before its first command never ran our code: a rare
+	// early-boot crash of TCG guests seen here. One more boot, said loudly;
+	// a crash once a command has run is never retried.
+	if errors.Is(err, vmtest.ErrGuestDied) && len(res.Statuses) == 0 && ctx.Err() == nil {
+		fmt.Fprintf(stderr, "vm: WARNING: the guest died before its first command (%v); booting it once more\n", err)
+		res, err = vmtest.Run(ctx, cfg)
+	}
 	if err != nil {
 		if res.Elapsed == 0 {
 			return err

@@ -468,7 +468,7 @@ func (t *Topology) AddRoute(ns *Netns, dst netip.Prefix, via netip.Addr) error {
 	defer h.Close()
 	routes, err := h.RouteGet(via.AsSlice())
 	if err != nil || len(routes) == 0 {
-		return fmt.Errorf("add route to %v via %v in %v: no route to the gateway: %v", dst, via, ns, err)
+		return fmt.Errorf("add route to %v via %v in %v: no route to the gateway (%v): %w", dst, via, ns, err, ErrNotOwned)
 	}
 	r := routes[0]
 	if r.Type != unix.RTN_UNICAST || r.Gw != nil || !t.owns(ns, r.LinkIndex) {

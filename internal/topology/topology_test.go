@@ -353,6 +353,7 @@ func TestCloseLeavesNothing(t *testing.T) {
 		t.Errorf("%d open files before, %d after Close", len(fdsBefore), len(fdsAfter))
 	}
 	wantGone(t, []string{vp.HostLink, db.Bridge, db.HostVeth}, vp.Netns, db.Container, rt.A, rt.R, rt.B)
+	wantNotHeld(t, vp.Netns, db.Container, rt.A, rt.R, rt.B)
 }
 
 func TestNetnsDo(t *testing.T) {

@@ -10,6 +10,10 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
 )
 
 // guestTracefs is where the guest's /init mounts tracefs.
@@ -26,7 +30,8 @@ func requireGuest(tb testing.TB) {
 }
 
 // TestGuestCapabilities asserts what the kprobe tests run in the guest rely
-// on: kprobe_events, the iptables and nftables modules, and their functions.
+// on: kprobe_events, fentry, the iptables and nftables modules, and their
+// functions. In the guest a missing capability is a failure, never a skip.
 func TestGuestCapabilities(t *testing.T) {
 	requireGuest(t)
 	kprobeEvents := filepath.Join(guestTracefs, "kprobe_events")
@@ -54,6 +59,27 @@ func TestGuestCapabilities(t *testing.T) {
 		appendLine(t, kprobeEvents, "-:"+group+"/ipt")
 		if _, err := os.Stat(eventDir); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("kprobe event still there after removal: stat: %v", err)
+		}
+	})
+
+	t.Run("fentry on nf_hook_slow", func(t *testing.T) {
+		prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+			Type:         ebpf.Tracing,
+			AttachType:   ebpf.AttachTraceFEntry,
+			AttachTo:     "nf_hook_slow",
+			Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
+			License:      "GPL",
+		})
+		if err != nil {
+			t.Fatalf("load fentry program: %v", err)
+		}
+		defer prog.Close()
+		l, err := link.AttachTracing(link.TracingOptions{Program: prog})
+		if err != nil {
+			t.Fatalf("attach fentry: %v", err)
+		}
+		if err := l.Close(); err != nil {
+			t.Fatal(err)
 		}
 	})
 

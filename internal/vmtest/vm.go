@@ -64,6 +64,10 @@ func CommandEnv(lookup func(string) (string, bool)) []string {
 	return env
 }
 
+// ErrGuestDied is returned when the guest stopped without reporting the exit
+// status of every command: a crash, or a failed boot.
+var ErrGuestDied = errors.New("guest died")
+
 // Run boots cfg.Kernel under QEMU (TCG: a KVM guest hangs in early boot on
 // the Firecracker machines this runs on), runs cfg.Commands in it and returns
 // their exit statuses. An error means the guest did not report a status for
@@ -151,8 +155,8 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		if qemuErr != nil {
 			hint = ", qemu: " + qemuErr.Error()
 		}
-		return res, fmt.Errorf("guest stopped after %d of %d commands without an exit status for command %d (it crashed or failed to boot: see its console output above%s)",
-			n, len(cfg.Commands), n+1, hint)
+		return res, fmt.Errorf("guest stopped after %d of %d commands without an exit status for command %d (it crashed or failed to boot: see its console output above%s): %w",
+			n, len(cfg.Commands), n+1, hint, ErrGuestDied)
 	}
 	return res, nil
 }
