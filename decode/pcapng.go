@@ -1,0 +1,271 @@
+package decode
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// pcapng block types, option codes and the link type, from the pcapng
+// specification (draft-ietf-opsawg-pcapng) and the tcpdump.org link-type list.
+// Blocks are written little-endian, which the byte-order magic announces.
+const (
+	pcapngSHB       = 0x0a0d0d0a
+	pcapngIDB       = 0x00000001
+	pcapngEPB       = 0x00000006
+	pcapngByteOrder = 0x1a2b3c4d
+
+	linktypeRaw = 101 // LINKTYPE_RAW: the packet starts at the IPv4 or IPv6 header
+
+	optEndOfOpt   = 0
+	optComment    = 1
+	optShbOS      = 3
+	optShbUserApp = 4
+	optIfName     = 2
+	optIfDesc     = 3
+	optIfTsresol  = 9
+	optEpbFlags   = 2
+
+	epbFlagInbound  = 1 // epb_flags bits 0-1: the packet's direction
+	epbFlagOutbound = 2
+)
+
+// PcapngWriter exports hop records as a pcapng file for Wireshark: one
+// interface per (network namespace, ifindex) seen, one packet per hop.
+type PcapngWriter struct {
+	w         *bufio.Writer
+	wallBase  int64 // StartWall - StartKtime, in ns since the epoch
+	netns     map[uint32]*Namespace
+	ifaces    map[ifaceID]uint32
+	buf, opts []byte
+	err       error
+}
+
+type ifaceID struct{ netns, ifindex uint32 }
+
+// NewPcapngWriter writes a pcapng section header describing the run of h
+// (which may be nil: timestamps are then the records' CLOCK_MONOTONIC times)
+// to w. Interfaces are described with the names of s, if not nil.
+func NewPcapngWriter(w io.Writer, h *Header, s *Snapshot) (*PcapngWriter, error) {
+	p := &PcapngWriter{
+		w:      bufio.NewWriterSize(w, 64<<10),
+		ifaces: make(map[ifaceID]uint32),
+	}
+	p.SetSnapshot(s)
+	b := binary.LittleEndian.AppendUint32(nil, pcapngByteOrder)
+	b = binary.LittleEndian.AppendUint16(b, 1) // major version
+	b = binary.LittleEndian.AppendUint16(b, 0) // minor version
+	b = binary.LittleEndian.AppendUint64(b, ^uint64(0))
+	var o []byte
+	if h != nil {
+		if !h.StartWall.IsZero() {
+			p.wallBase = h.StartWall.UnixNano() - int64(h.StartKtime)
+		}
+		o = appendOption(o, optShbUserApp, "tracepkt-perf "+h.ToolVersion)
+		if h.KernelRelease != "" {
+			o = appendOption(o, optShbOS, "Linux "+h.KernelRelease)
+		}
+		c := "recorded on " + h.Hostname
+		if h.BootID != "" {
+			c += " (boot " + h.BootID + ")"
+		}
+		if !h.StartWall.IsZero() {
+			c += " at " + h.StartWall.UTC().Format(time.RFC3339Nano)
+		}
+		if len(h.Args) > 0 {
+			c += ": " + strings.Join(h.Args, " ")
+		}
+		o = appendOption(o, optComment, c)
+	}
+	p.writeBlock(pcapngSHB, b, o)
+	return p, p.err
+}
+
+// SetSnapshot makes s describe the interfaces first seen from now on.
+func (p *PcapngWriter) SetSnapshot(s *Snapshot) {
+	p.netns = make(map[uint32]*Namespace)
+	if s == nil {
+		return
+	}
+	for i := range s.Namespaces {
+		p.netns[s.Namespaces[i].Inode] = &s.Namespaces[i]
+	}
+}
+
+// WriteRecord writes the packet of hop record r, preceded by the description
+// of its interface the first time it is seen. Lost-sample notices have no
+// packet and are skipped.
+func (p *PcapngWriter) WriteRecord(r *Record) error {
+	if p.err != nil || r.Lost != 0 {
+		return p.err
+	}
+	if r.CapLen > PacketBytes {
+		return fmt.Errorf("pcapng: captured length %d exceeds %d", r.CapLen, PacketBytes)
+	}
+	id, ok := p.ifaces[ifaceID{r.Netns, r.Ifindex}]
+	if !ok {
+		id = uint32(len(p.ifaces))
+		p.ifaces[ifaceID{r.Netns, r.Ifindex}] = id
+		p.writeInterface(r)
+	}
+	pkt := r.Packet[:r.CapLen]
+	ts := uint64(p.wallBase + int64(r.Time))
+	b := binary.LittleEndian.AppendUint32(p.buf[:0], id)
+	b = binary.LittleEndian.AppendUint32(b, uint32(ts>>32))
+	b = binary.LittleEndian.AppendUint32(b, uint32(ts))
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(pkt)))
+	b = binary.LittleEndian.AppendUint32(b, ipLength(pkt))
+	b = append(b, pkt...)
+	b = append(b, make([]byte, pad4(len(pkt)))...)
+	p.buf = b
+
+	dir, flags := r.Probe.Direction(), uint32(epbFlagOutbound)
+	if dir == In {
+		flags = epbFlagInbound
+	}
+	kind := "reply"
+	if r.IsRequest() {
+		kind = "request"
+	}
+	o := appendOption(p.opts[:0], optComment,
+		fmt.Sprintf("%s %s %s (%s) netns %d", kind, dir, r.IfName(), r.Probe, r.Netns))
+	o = appendOptionBytes(o, optEpbFlags, binary.LittleEndian.AppendUint32(nil, flags))
+	p.opts = o
+	p.writeBlock(pcapngEPB, b, o)
+	return p.err
+}
+
+// Close writes out what is buffered; it does not close the underlying writer.
+func (p *PcapngWriter) Close() error {
+	if p.err != nil {
+		return p.err
+	}
+	if err := p.w.Flush(); err != nil {
+		p.err = fmt.Errorf("write pcapng: %w", err)
+	}
+	return p.err
+}
+
+// writeInterface describes the interface of r: its name when the probe fired
+// and its namespace, with the snapshot's names for it.
+func (p *PcapngWriter) writeInterface(r *Record) {
+	name := r.IfName()
+	desc := "netns " + strconv.FormatUint(uint64(r.Netns), 10)
+	if ns := p.netns[r.Netns]; ns != nil {
+		if len(ns.Names) > 0 {
+			desc += " (" + strings.Join(ns.Names, ", ") + ")"
+		}
+		if name == "" {
+			for _, ifc := range ns.Interfaces {
+				if ifc.Ifindex == r.Ifindex {
+					name = ifc.Name
+				}
+			}
+		}
+	}
+	if name == "" {
+		name = "if" + strconv.FormatUint(uint64(r.Ifindex), 10)
+	}
+	b := binary.LittleEndian.AppendUint16(nil, linktypeRaw)
+	b = binary.LittleEndian.AppendUint16(b, 0) // reserved
+	b = binary.LittleEndian.AppendUint32(b, PacketBytes)
+	o := appendOption(nil, optIfName, name)
+	o = appendOption(o, optIfDesc, desc)
+	o = appendOptionBytes(o, optIfTsresol, []byte{9}) // 10^-9 s: nanoseconds
+	p.writeBlock(pcapngIDB, b, o)
+}
+
+// writeBlock writes a block: type, total length, body, options (each already
+// padded to 32 bits), end of options, total length.
+func (p *PcapngWriter) writeBlock(typ uint32, body, opts []byte) {
+	if p.err != nil {
+		return
+	}
+	total := 12 + len(body) + len(opts) + 4
+	var hdr [8]byte
+	binary.LittleEndian.PutUint32(hdr[0:], typ)
+	binary.LittleEndian.PutUint32(hdr[4:], uint32(total))
+	var end [8]byte // opt_endofopt, then the total length again
+	binary.LittleEndian.PutUint16(end[0:], optEndOfOpt)
+	binary.LittleEndian.PutUint32(end[4:], uint32(total))
+	_, err1 := p.w.Write(hdr[:])
+	_, err2 := p.w.Write(body)
+	_, err3 := p.w.Write(opts)
+	_, err4 := p.w.Write(end[:])
+	if err := errors.Join(err1, err2, err3, err4); err != nil {
+		p.err = fmt.Errorf("write pcapng: %w", err)
+	}
+}
+
+func appendOption(b []byte, code uint16, s string) []byte {
+	return appendOptionBytes(b, code, []byte(s))
+}
+
+// appendOptionBytes appends an option, cutting a value too long for its
+// 16-bit length.
+func appendOptionBytes(b []byte, code uint16, v []byte) []byte {
+	v = v[:min(len(v), 0xfff0)]
+	b = binary.LittleEndian.AppendUint16(b, code)
+	b = binary.LittleEndian.AppendUint16(b, uint16(len(v)))
+	b = append(b, v...)
+	return append(b, make([]byte, pad4(len(v)))...)
+}
+
+func pad4(n int) int { return -n & 3 }
+
+// ipLength is the length of the IP packet that starts pkt, as its header
+// says, or len(pkt) when the header is cut short or says less.
+func ipLength(pkt []byte) uint32 {
+	n := len(pkt)
+	switch {
+	case n >= 4 && pkt[0]>>4 == 4:
+		n = max(n, int(binary.BigEndian.Uint16(pkt[2:])))
+	case n >= 6 && pkt[0]>>4 == 6:
+		n = max(n, 40+int(binary.BigEndian.Uint16(pkt[4:])))
+	}
+	return uint32(n)
+}
+
+// ExportPcapng writes the hop records of the recording read by r to w as
+// pcapng, describing interfaces with the recording's latest snapshot, and
+// returns the number of packets written.
+func ExportPcapng(w io.Writer, r *Reader) (int, error) {
+	h := r.Header()
+	p, err := NewPcapngWriter(w, &h, nil)
+	if err != nil {
+		return 0, err
+	}
+	var (
+		rec  Record
+		snap Snapshot
+		n    int
+	)
+	for {
+		kind, err := r.Next(&rec, &snap, nil)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return n, errors.Join(err, p.Close())
+		}
+		switch kind {
+		case KindSnapshot:
+			s := snap // the next snapshot is decoded into new slices
+			p.SetSnapshot(&s)
+		case KindRecord:
+			if rec.Lost != 0 {
+				continue
+			}
+			if err := p.WriteRecord(&rec); err != nil {
+				return n, err
+			}
+			n++
+		}
+	}
+	return n, p.Close()
+}

@@ -1,0 +1,276 @@
+package decode
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tracepkt/tracepkt-perf/internal/testenv"
+)
+
+// pcapngHops are the records of the pcapng tests: an IPv4 echo, a lost
+// notice, an IPv6 echo and a packet longer than the probes keep.
+func pcapngHops() []Record {
+	v4, _ := demoEcho(4, 1)
+	v6, _ := demoEcho(6, 2)
+	recs := append(v4, Record{CPU: 1, Lost: 2})
+	recs = append(recs, v6...)
+	big := icmpEchoSize(host6, ctr6, true, echoID, 3, 0, time.Unix(0, 0), 156)
+	return append(recs, hopRecord(3_000_000_000, 1, ctrNetns, 2, "eth0", ProbeNetifReceiveSkb, 0, big[:PacketBytes]))
+}
+
+func writePcapng(tb testing.TB, h *Header, s *Snapshot, recs []Record) []byte {
+	tb.Helper()
+	var buf bytes.Buffer
+	p, err := NewPcapngWriter(&buf, h, s)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for i := range recs {
+		if err := p.WriteRecord(&recs[i]); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	if err := p.Close(); err != nil {
+		tb.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+type pcapngBlock struct {
+	typ  uint32
+	body []byte // between the leading and the trailing total length
+}
+
+// parsePcapng splits a little-endian pcapng file into blocks, checking their lengths.
+func parsePcapng(tb testing.TB, b []byte) []pcapngBlock {
+	tb.Helper()
+	var blocks []pcapngBlock
+	for len(b) > 0 {
+		if len(b) < 12 {
+			tb.Fatalf("%d bytes after the last block", len(b))
+		}
+		typ, total := binary.LittleEndian.Uint32(b), int(binary.LittleEndian.Uint32(b[4:]))
+		if total%4 != 0 || total < 12 || total > len(b) {
+			tb.Fatalf("block %#x of total length %d, %d bytes left", typ, total, len(b))
+		}
+		if trailer := int(binary.LittleEndian.Uint32(b[total-4:])); trailer != total {
+			tb.Fatalf("block %#x: total length %d, trailer %d", typ, total, trailer)
+		}
+		blocks = append(blocks, pcapngBlock{typ, b[8 : total-4]})
+		b = b[total:]
+	}
+	return blocks
+}
+
+// pcapngOptions parses options up to opt_endofopt, which must end b.
+func pcapngOptions(tb testing.TB, b []byte) map[uint16]string {
+	tb.Helper()
+	opts := map[uint16]string{}
+	for {
+		if len(b) < 4 {
+			tb.Fatalf("options end without opt_endofopt")
+		}
+		code, n := binary.LittleEndian.Uint16(b), int(binary.LittleEndian.Uint16(b[2:]))
+		if code == 0 {
+			if n != 0 || len(b) != 4 {
+				tb.Fatalf("opt_endofopt of length %d followed by %d bytes", n, len(b)-4)
+			}
+			return opts
+		}
+		padded := n + -n&3
+		if 4+padded > len(b) {
+			tb.Fatalf("option %d of %d bytes overruns its block", code, n)
+		}
+		opts[code] = string(b[4 : 4+n])
+		b = b[4+padded:]
+	}
+}
+
+func TestPcapng(t *testing.T) {
+	h := testHeader()
+	recs := pcapngHops()
+	blocks := parsePcapng(t, writePcapng(t, &h, testSnapshot(), recs))
+
+	shb := blocks[0]
+	if shb.typ != pcapngSHB || binary.LittleEndian.Uint32(shb.body) != pcapngByteOrder ||
+		binary.LittleEndian.Uint16(shb.body[4:]) != 1 || binary.LittleEndian.Uint16(shb.body[6:]) != 0 {
+		t.Fatalf("section header % x", shb.body)
+	}
+	opts := pcapngOptions(t, shb.body[16:])
+	wantComment := "recorded on tracehost (boot 5b3cbe5e-2b4a-4f69-9c1e-0d6a4e1c0a7e) at 2025-03-14T15:09:26.535897932Z: " +
+		"tracepkt-perf --record incident.tpk 172.31.250.2"
+	if opts[optShbUserApp] != "tracepkt-perf v0.4.0-test" || opts[optShbOS] != "Linux 6.1.0-28-amd64" || opts[optComment] != wantComment {
+		t.Errorf("section header options %v", opts)
+	}
+
+	type iface struct{ name, desc string }
+	var ifaces []iface
+	var got []string
+	for _, b := range blocks[1:] {
+		switch b.typ {
+		case pcapngIDB:
+			if lt, snap := binary.LittleEndian.Uint16(b.body), binary.LittleEndian.Uint32(b.body[4:]); lt != linktypeRaw || snap != PacketBytes {
+				t.Errorf("interface with link type %d, snap length %d", lt, snap)
+			}
+			o := pcapngOptions(t, b.body[8:])
+			if o[optIfTsresol] != "\x09" {
+				t.Errorf("if_tsresol %q", o[optIfTsresol])
+			}
+			ifaces = append(ifaces, iface{o[optIfName], o[optIfDesc]})
+		case pcapngEPB:
+			le := binary.LittleEndian
+			id, capLen, origLen := le.Uint32(b.body), int(le.Uint32(b.body[12:])), le.Uint32(b.body[16:])
+			ts := uint64(le.Uint32(b.body[4:]))<<32 | uint64(le.Uint32(b.body[8:]))
+			data := b.body[20 : 20+capLen]
+			o := pcapngOptions(t, b.body[20+capLen+(-capLen&3):])
+			if int(id) >= len(ifaces) {
+				t.Fatalf("packet on interface %d of %d", id, len(ifaces))
+			}
+			got = append(got, fmt.Sprintf("%s|%s|%s|%d|%d|%d|% x|%q|%x",
+				ifaces[id].name, ifaces[id].desc, time.Unix(0, int64(ts)).UTC().Format(time.RFC3339Nano),
+				capLen, origLen, len(data), data[:min(len(data), 2)], o[optComment], o[optEpbFlags]))
+		default:
+			t.Errorf("unexpected block type %#x", b.typ)
+		}
+	}
+	want := []string{
+		"tpdemo0|netns 4026531833|2025-03-14T15:09:27.536900851Z|84|84|84|45 00|\"request out tpdemo0 (net_dev_queue) netns 4026531833\"|02000000",
+		"tpdemoh|netns 4026531833|2025-03-14T15:09:27.536903951Z|84|84|84|45 00|\"request out tpdemoh (net_dev_queue) netns 4026531833\"|02000000",
+		"eth0|netns 4026532400 (tpdemo0-1234)|2025-03-14T15:09:27.536910651Z|84|84|84|45 00|\"request in eth0 (netif_receive_skb) netns 4026532400\"|01000000",
+		"eth0|netns 4026532400 (tpdemo0-1234)|2025-03-14T15:09:27.536921851Z|84|84|84|45 00|\"reply out eth0 (net_dev_queue) netns 4026532400\"|02000000",
+		"tpdemoh|netns 4026531833|2025-03-14T15:09:27.536928351Z|84|84|84|45 00|\"reply in tpdemoh (netif_receive_skb) netns 4026531833\"|01000000",
+		"tpdemo0|netns 4026531833|2025-03-14T15:09:27.536948851Z|84|84|84|45 00|\"reply in tpdemo0 (netif_receive_skb) netns 4026531833\"|01000000",
+		"tpdemo0|netns 4026531833|2025-03-14T15:09:28.53689877Z|104|104|104|60 00|\"request out tpdemo0 (net_dev_queue) netns 4026531833\"|02000000",
+		"tpdemoh|netns 4026531833|2025-03-14T15:09:28.53690187Z|104|104|104|60 00|\"request out tpdemoh (net_dev_queue) netns 4026531833\"|02000000",
+		"eth0|netns 4026532400 (tpdemo0-1234)|2025-03-14T15:09:28.53690857Z|104|104|104|60 00|\"request in eth0 (netif_receive_skb) netns 4026532400\"|01000000",
+		"eth0|netns 4026532400 (tpdemo0-1234)|2025-03-14T15:09:28.53691977Z|104|104|104|60 00|\"reply out eth0 (net_dev_queue) netns 4026532400\"|02000000",
+		"tpdemoh|netns 4026531833|2025-03-14T15:09:28.53692627Z|104|104|104|60 00|\"reply in tpdemoh (netif_receive_skb) netns 4026531833\"|01000000",
+		"tpdemo0|netns 4026531833|2025-03-14T15:09:28.53694677Z|104|104|104|60 00|\"reply in tpdemo0 (netif_receive_skb) netns 4026531833\"|01000000",
+		"eth0|netns 4026532400 (tpdemo0-1234)|2025-03-14T15:09:29.534897932Z|128|204|128|60 00|\"request in eth0 (netif_receive_skb) netns 4026532400\"|01000000",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("packets:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if len(ifaces) != 3 {
+		t.Errorf("%d interfaces, want 3: %v", len(ifaces), ifaces)
+	}
+}
+
+// TestPcapngWithoutHeader: without a header or snapshot, timestamps are the
+// kernel's and interfaces are named by what the records say.
+func TestPcapngWithoutHeader(t *testing.T) {
+	r := hopRecord(1_500_000_000, 1, 7, 42, "", ProbeNetDevQueue, 0, icmpEcho(host4, ctr4, true, 1, 1, 1, time.Unix(0, 0)))
+	r.CapLen = 2 // too short to read the IP length
+	blocks := parsePcapng(t, writePcapng(t, nil, nil, []Record{r}))
+	if len(blocks) != 3 {
+		t.Fatalf("%d blocks", len(blocks))
+	}
+	if o := pcapngOptions(t, blocks[0].body[16:]); len(o) != 0 {
+		t.Errorf("section header options %v", o)
+	}
+	if o := pcapngOptions(t, blocks[1].body[8:]); o[optIfName] != "if42" || o[optIfDesc] != "netns 7" {
+		t.Errorf("interface options %v", o)
+	}
+	le := binary.LittleEndian
+	epb := blocks[2].body
+	ts := uint64(le.Uint32(epb[4:]))<<32 | uint64(le.Uint32(epb[8:]))
+	if ts != 1_500_000_000 || le.Uint32(epb[12:]) != 2 || le.Uint32(epb[16:]) != 2 {
+		t.Errorf("packet at %d, captured %d of %d bytes", ts, le.Uint32(epb[12:]), le.Uint32(epb[16:]))
+	}
+}
+
+// TestExportPcapng exports a recording: the same packets as writing its
+// records, with the interfaces described by its snapshot.
+func TestExportPcapng(t *testing.T) {
+	h := testHeader()
+	rec := newRecording(t, h)
+	rec.snapshot(testSnapshot())
+	recs := pcapngHops()
+	rec.records(recs...)
+	rec.flush()
+	r, err := NewReader(bytes.NewReader(rec.bytes()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	n, err := ExportPcapng(&buf, r)
+	if err != nil || n != len(recs)-1 {
+		t.Fatalf("exported %d packets: %v", n, err)
+	}
+	if want := writePcapng(t, &h, testSnapshot(), recs); !bytes.Equal(buf.Bytes(), want) {
+		t.Error("exporting the recording differs from writing its records")
+	}
+}
+
+// requireTshark skips the test when tshark is missing, and fails it in CI.
+func requireTshark(tb testing.TB) {
+	tb.Helper()
+	testenv.RequireCommands(tb, "tshark")
+}
+
+// TestPcapngTshark has Wireshark read the export: every hop shows its echo
+// request or reply, with valid checksums, on its interface, with its comment.
+func TestPcapngTshark(t *testing.T) {
+	requireTshark(t)
+	h := testHeader()
+	path := filepath.Join(t.TempDir(), "out.pcapng")
+	if err := os.WriteFile(path, writePcapng(t, &h, testSnapshot(), pcapngHops()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("tshark", "-r", path, "-n", "-o", "ip.check_checksum:TRUE",
+		"-T", "fields", "-E", "separator=|",
+		"-e", "frame.interface_name", "-e", "frame.interface_description", "-e", "frame.time_epoch",
+		"-e", "frame.len", "-e", "frame.cap_len", "-e", "frame.packet_flags_direction",
+		"-e", "ip.checksum.status", "-e", "icmp.type", "-e", "icmp.checksum.status",
+		"-e", "icmpv6.type", "-e", "icmpv6.checksum.status", "-e", "icmpv6.echo.sequence_number", "-e", "frame.comment")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("%v: %v\n%s", cmd.Args, err, stderr.String())
+	}
+	t.Logf("%s", out)
+	want := `tpdemo0|netns 4026531833|1741964967.536900851|84|84|0x00000002|1|8|1||||request out tpdemo0 (net_dev_queue) netns 4026531833
+tpdemoh|netns 4026531833|1741964967.536903951|84|84|0x00000002|1|8|1||||request out tpdemoh (net_dev_queue) netns 4026531833
+eth0|netns 4026532400 (tpdemo0-1234)|1741964967.536910651|84|84|0x00000001|1|8|1||||request in eth0 (netif_receive_skb) netns 4026532400
+eth0|netns 4026532400 (tpdemo0-1234)|1741964967.536921851|84|84|0x00000002|1|0|1||||reply out eth0 (net_dev_queue) netns 4026532400
+tpdemoh|netns 4026531833|1741964967.536928351|84|84|0x00000001|1|0|1||||reply in tpdemoh (netif_receive_skb) netns 4026531833
+tpdemo0|netns 4026531833|1741964967.536948851|84|84|0x00000001|1|0|1||||reply in tpdemo0 (netif_receive_skb) netns 4026531833
+tpdemo0|netns 4026531833|1741964968.536898770|104|104|0x00000002||||128|1|2|request out tpdemo0 (net_dev_queue) netns 4026531833
+tpdemoh|netns 4026531833|1741964968.536901870|104|104|0x00000002||||128|1|2|request out tpdemoh (net_dev_queue) netns 4026531833
+eth0|netns 4026532400 (tpdemo0-1234)|1741964968.536908570|104|104|0x00000001||||128|1|2|request in eth0 (netif_receive_skb) netns 4026532400
+eth0|netns 4026532400 (tpdemo0-1234)|1741964968.536919770|104|104|0x00000002||||129|1|2|reply out eth0 (net_dev_queue) netns 4026532400
+tpdemoh|netns 4026531833|1741964968.536926270|104|104|0x00000001||||129|1|2|reply in tpdemoh (netif_receive_skb) netns 4026531833
+tpdemo0|netns 4026531833|1741964968.536946770|104|104|0x00000001||||129|1|2|reply in tpdemo0 (netif_receive_skb) netns 4026531833
+eth0|netns 4026532400 (tpdemo0-1234)|1741964969.534897932|204|128|0x00000001||||128|2|3|request in eth0 (netif_receive_skb) netns 4026532400
+`
+	if string(out) != want {
+		t.Errorf("tshark read:\n%s\nwant:\n%s", out, want)
+	}
+}
+
+func BenchmarkPcapng(b *testing.B) {
+	h := testHeader()
+	recs := pcapngHops()
+	p, err := NewPcapngWriter(io.Discard, &h, testSnapshot())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		for i := range recs {
+			if err := p.WriteRecord(&recs[i]); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(recs)), "ns/packet")
+}
