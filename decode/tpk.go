@@ -137,18 +137,22 @@ type EchoOutcome struct {
 	Replied bool
 	RTT     time.Duration
 	Timeout time.Duration
+	// Netfilter are the netfilter events collected for this echo, as the
+	// source delivered them (files without them decode with none).
+	Netfilter []NetfilterEvent
 }
 
-// NewEchoOutcome is the outcome of j, to record after the records j was built from.
-func NewEchoOutcome(j *Journey) EchoOutcome {
-	return EchoOutcome{Target: j.Target, EchoID: j.EchoID, Seq: j.Seq, Replied: j.Replied, RTT: j.RTT, Timeout: j.Timeout}
+// NewEchoOutcome is the outcome of j, to record after the records j was built
+// from; nf are the netfilter events j was built from.
+func NewEchoOutcome(j *Journey, nf []NetfilterEvent) EchoOutcome {
+	return EchoOutcome{Target: j.Target, EchoID: j.EchoID, Seq: j.Seq, Replied: j.Replied, RTT: j.RTT, Timeout: j.Timeout, Netfilter: nf}
 }
 
 // Journey rebuilds the journey of the echo from the records recorded before
-// its outcome (and netfilter events, which this version does not record): the
-// live run's journey, from the same records.
-func (o *EchoOutcome) Journey(recs []Record, nf []NetfilterEvent) Journey {
-	j := NewJourney(o.Target, o.EchoID, o.Seq, recs, nf)
+// its outcome and its netfilter events: the live run's journey, from the
+// same inputs.
+func (o *EchoOutcome) Journey(recs []Record) Journey {
+	j := NewJourney(o.Target, o.EchoID, o.Seq, recs, o.Netfilter)
 	j.Replied, j.RTT, j.Timeout = o.Replied, o.RTT, o.Timeout
 	return j
 }
@@ -639,7 +643,58 @@ func encodeOutcome(b []byte, o *EchoOutcome) []byte {
 	}
 	b = append(b, replied)
 	b = binary.AppendVarint(b, int64(o.RTT))
-	return binary.AppendVarint(b, int64(o.Timeout))
+	b = binary.AppendVarint(b, int64(o.Timeout))
+	// Appended fields, only when there are events: older readers stop
+	// before them, and files without them stay as version 1 first wrote them.
+	if len(o.Netfilter) == 0 {
+		return b
+	}
+	b = binary.AppendUvarint(b, uint64(len(o.Netfilter)))
+	for i := range o.Netfilter {
+		b = appendNetfilter(b, &o.Netfilter[i])
+	}
+	return b
+}
+
+func appendNetfilter(b []byte, e *NetfilterEvent) []byte {
+	b = binary.AppendUvarint(b, e.Time)
+	b = binary.AppendUvarint(b, uint64(e.Netns))
+	for _, s := range []string{e.Family, e.Table, e.Chain, e.Verdict, e.Target, e.Rule, e.Source} {
+		b = appendString(b, s)
+	}
+	b = append(b, byte(e.Hook), byte(e.Type), e.ICMPType)
+	b = binary.AppendUvarint(b, e.RuleHandle)
+	b = binary.AppendUvarint(b, uint64(e.Iif))
+	b = binary.AppendUvarint(b, uint64(e.Oif))
+	b = binary.AppendUvarint(b, uint64(e.TraceID))
+	b = binary.AppendUvarint(b, uint64(e.EchoID))
+	b = binary.AppendUvarint(b, uint64(e.Seq))
+	b = appendAddr(b, unzoned(e.Src))
+	return appendAddr(b, unzoned(e.Dst))
+}
+
+// decodeNetfilterList decodes the netfilter events appended to an outcome
+// frame. Its own cursor keeps the outcome's on the stack when there are none.
+func decodeNetfilterList(b []byte) ([]NetfilterEvent, bool) {
+	c := frameCursor{b: b}
+	budget := maxItems
+	nf := readList(&c, &budget, 20, (*frameCursor).netfilter)
+	return nf, !c.bad
+}
+
+func (c *frameCursor) netfilter() NetfilterEvent {
+	var e NetfilterEvent
+	e.Time = c.uvarint()
+	e.Netns = c.uvarint32()
+	for _, s := range []*string{&e.Family, &e.Table, &e.Chain, &e.Verdict, &e.Target, &e.Rule, &e.Source} {
+		*s = c.string()
+	}
+	e.Hook, e.Type, e.ICMPType = Hook(c.byte()), TraceType(c.byte()), c.byte()
+	e.RuleHandle = c.uvarint()
+	e.Iif, e.Oif, e.TraceID = c.uvarint32(), c.uvarint32(), c.uvarint32()
+	e.EchoID, e.Seq = c.uvarint16(), c.uvarint16()
+	e.Src, e.Dst = c.addr(), c.addr()
+	return e
 }
 
 // Reader reads a recording written by Writer, item by item, decoding records
@@ -1011,6 +1066,13 @@ func (r *Reader) decodeOutcome(body []byte, o *EchoOutcome) error {
 	o.Replied = c.byte() != 0
 	o.RTT = time.Duration(c.varint())
 	o.Timeout = time.Duration(c.varint())
+	o.Netfilter = nil
+	if !c.bad && c.off < len(c.b) {
+		var ok bool
+		if o.Netfilter, ok = decodeNetfilterList(c.b[c.off:]); !ok {
+			return r.corrupt("bad netfilter events in outcome frame")
+		}
+	}
 	if c.bad {
 		return r.corrupt("bad outcome frame")
 	}

@@ -424,7 +424,7 @@ func TestReplayRebuildsJourneys(t *testing.T) {
 			j.RTT = time.Duration(seq) * time.Microsecond
 		}
 		live = append(live, j)
-		o := NewEchoOutcome(&j)
+		o := NewEchoOutcome(&j, nil)
 		if err := rec.w.WriteEcho(recs, &o); err != nil {
 			t.Fatal(err)
 		}
@@ -453,7 +453,7 @@ func TestReplayRebuildsJourneys(t *testing.T) {
 		case KindRecord:
 			recs = append(recs, x)
 		case KindOutcome:
-			if j := out.Journey(recs, nil); !reflect.DeepEqual(j, live[i]) {
+			if j := out.Journey(recs); !reflect.DeepEqual(j, live[i]) {
 				t.Fatalf("journey %d:\n got %+v\nwant %+v", i, j, live[i])
 			}
 			recs, i = recs[:0], i+1
@@ -998,5 +998,39 @@ func TestHeaderRoundTripEdgeCases(t *testing.T) {
 			t.Fatal(err)
 		}
 		checkHeader(t, r.Header(), h)
+	}
+}
+
+func TestOutcomeKeepsNetfilterEvents(t *testing.T) {
+	nf := []NetfilterEvent{
+		{Netns: 4026532500, Family: "inet", Table: "filt", Chain: "forward", Hook: HookForward, Type: TraceRule,
+			Verdict: "DROP", RuleHandle: 6, Rule: "icmp type echo-request drop", Iif: 2, Oif: 3, TraceID: 0xdeadbeef,
+			ICMPType: 8, EchoID: 7, Seq: 1, Src: netip.MustParseAddr("198.18.0.2"), Dst: netip.MustParseAddr("198.18.0.130"), Source: "nftrace"},
+		{Time: 12345, Netns: 1, Family: "ip6", Table: "filter", Chain: "INPUT", Hook: HookInput, Type: TracePolicy,
+			Verdict: "JUMP", Target: "X", ICMPType: 129, EchoID: 7, Seq: 1, Src: netip.MustParseAddr("fd00::2"), Dst: netip.MustParseAddr("fd00::1"), Source: "kprobe"},
+	}
+	var buf bytes.Buffer
+	w, err := NewWriter(&buf, Header{ToolVersion: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := Journey{Target: netip.MustParseAddr("198.18.0.130"), EchoID: 7, Seq: 1, Timeout: time.Second}
+	o := NewEchoOutcome(&j, nf)
+	if err := w.WriteEcho(nil, &o); err != nil {
+		t.Fatal(err)
+	}
+	r, err := NewReader(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out EchoOutcome
+	if k, err := r.Next(nil, nil, &out); k != KindOutcome || err != nil {
+		t.Fatalf("Next = %v, %v", k, err)
+	}
+	if !reflect.DeepEqual(out.Netfilter, nf) {
+		t.Errorf("netfilter events\n got %+v\nwant %+v", out.Netfilter, nf)
+	}
+	if got := out.Journey(nil); len(got.Netfilter) != 2 {
+		t.Errorf("journey keeps %d netfilter events, want 2", len(got.Netfilter))
 	}
 }
