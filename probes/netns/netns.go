@@ -1,0 +1,252 @@
+package netns
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Netns is a network namespace the tracer can enter.
+type Netns struct {
+	// Inode is the inode of the namespace's nsfs file, as in /proc/<pid>/ns/net -> net:[Inode].
+	Inode uint32
+	// Path is a file that open(2) resolves to the namespace: a bind mount or
+	// /proc/<pid>/ns/net. Open checks that it still names Inode.
+	Path string
+	// Names are the namespace's bind mounts: "<name>" under /run/netns (ip netns),
+	// "docker/<id>" under /var/run/docker/netns.
+	Names []string
+}
+
+func (n Netns) String() string {
+	if len(n.Names) > 0 {
+		return fmt.Sprintf("netns %s (net:[%d])", strings.Join(n.Names, ","), n.Inode)
+	}
+	return fmt.Sprintf("netns net:[%d]", n.Inode)
+}
+
+// Where named network namespaces are bind-mounted.
+var netnsDirs = []struct{ dir, prefix string }{
+	{"/run/netns", ""},
+	{"/var/run/docker/netns", "docker/"},
+}
+
+// List lists the network namespaces the tool can reach, each once: its own first,
+// then those bind-mounted under /run/netns and /var/run/docker/netns, then those of
+// running processes (/proc/<pid>/ns/net; threads in a namespace of their own are not
+// looked at). Processes that cannot be looked at (gone, or not ours without root) are
+// skipped.
+func List() ([]Netns, error) {
+	self, err := At("/proc/self/ns/net")
+	if err != nil {
+		return nil, err
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(self.Path, &st); err != nil {
+		return nil, fmt.Errorf("stat %s: %w", self.Path, err)
+	}
+	nsfsDev := st.Dev
+
+	out := []Netns{self}
+	index := map[uint32]int{self.Inode: 0}
+	for _, d := range netnsDirs {
+		names, err := readDirNames(d.dir)
+		if err != nil {
+			return nil, err
+		}
+		sort.Strings(names)
+		for _, name := range names {
+			p := filepath.Join(d.dir, name)
+			// A bind mount shows the nsfs file; a stale entry shows an ordinary empty file.
+			if unix.Stat(p, &st) != nil || st.Dev != nsfsDev {
+				continue
+			}
+			ino := uint32(st.Ino)
+			if i, ok := index[ino]; ok {
+				out[i].Names = append(out[i].Names, d.prefix+name)
+				continue
+			}
+			index[ino] = len(out)
+			out = append(out, Netns{Inode: ino, Path: p, Names: []string{d.prefix + name}})
+		}
+	}
+
+	pids, err := readDirNames("/proc")
+	if err != nil {
+		return nil, err
+	}
+	var link [64]byte
+	for _, pid := range pids {
+		if pid[0] < '0' || pid[0] > '9' {
+			continue
+		}
+		p := "/proc/" + pid + "/ns/net"
+		// readlink gives "net:[<inode>]" without resolving the namespace file.
+		n, err := unix.Readlink(p, link[:])
+		if err != nil {
+			continue
+		}
+		ino, ok := parseNsLink(string(link[:n]))
+		if !ok {
+			continue
+		}
+		if _, ok := index[ino]; ok {
+			continue
+		}
+		index[ino] = len(out)
+		out = append(out, Netns{Inode: ino, Path: p})
+	}
+	return out, nil
+}
+
+// readDirNames returns the names in dir; none if it does not exist.
+func readDirNames(dir string) ([]string, error) {
+	f, err := os.Open(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list network namespaces: %w", err)
+	}
+	defer f.Close()
+	names, err := f.Readdirnames(-1)
+	if err != nil {
+		return nil, fmt.Errorf("list network namespaces: read %s: %w", dir, err)
+	}
+	return names, nil
+}
+
+// parseNsLink parses the target of a /proc/<pid>/ns/net link, "net:[<inode>]".
+func parseNsLink(s string) (uint32, bool) {
+	s, ok := strings.CutPrefix(s, "net:[")
+	if !ok {
+		return 0, false
+	}
+	s, ok = strings.CutSuffix(s, "]")
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(s, 10, 32)
+	return uint32(n), err == nil
+}
+
+// At returns the network namespace that path (a bind mount such as /run/netns/<name>,
+// or /proc/<pid>/ns/net) names.
+func At(path string) (Netns, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return Netns{}, fmt.Errorf("open netns: %w", err)
+	}
+	defer f.Close()
+	ino, err := netnsInode(f)
+	if err != nil {
+		return Netns{}, err
+	}
+	n := Netns{Inode: ino, Path: path}
+	for _, d := range netnsDirs {
+		if filepath.Dir(path) == d.dir {
+			n.Names = []string{d.prefix + filepath.Base(path)}
+		}
+	}
+	return n, nil
+}
+
+// netnsInode checks that f is a network namespace file and returns its inode.
+func netnsInode(f *os.File) (uint32, error) {
+	// NS_GET_NSTYPE: _IO(0xb7, 0x3) in <linux/nsfs.h>.
+	const nsGetNstype = 0xb703
+	typ, err := unix.IoctlRetInt(int(f.Fd()), nsGetNstype)
+	if err != nil {
+		return 0, fmt.Errorf("%s is not a namespace: %w", f.Name(), err)
+	}
+	if typ != unix.CLONE_NEWNET {
+		return 0, fmt.Errorf("%s is not a network namespace", f.Name())
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return 0, fmt.Errorf("stat %s: %w", f.Name(), err)
+	}
+	return uint32(st.Ino), nil
+}
+
+// ErrGone says that a namespace's path no longer leads to it: its process exited.
+var ErrGone = errors.New("network namespace gone")
+
+// Open opens ns.Path and checks that it still names ns; if the path vanished or was
+// reused for another namespace, the error wraps ErrGone.
+func (ns Netns) Open() (*os.File, error) {
+	f, err := os.OpenFile(ns.Path, os.O_RDONLY|unix.O_CLOEXEC, 0)
+	if errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ESRCH) {
+		return nil, fmt.Errorf("open %v: %w", ns, ErrGone)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open %v: %w", ns, err)
+	}
+	ino, err := netnsInode(f)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("open %v: %w", ns, err)
+	}
+	if ino != ns.Inode {
+		f.Close()
+		return nil, fmt.Errorf("open %v: %s is now net:[%d]: %w", ns, ns.Path, ino, ErrGone)
+	}
+	return f, nil
+}
+
+// Dedup returns nss without repeated inodes, keeping the first.
+func Dedup(nss []Netns) []Netns {
+	seen := make(map[uint32]bool, len(nss))
+	out := make([]Netns, 0, len(nss))
+	for _, ns := range nss {
+		if !seen[ns.Inode] {
+			seen[ns.Inode] = true
+			out = append(out, ns)
+		}
+	}
+	return out
+}
+
+// Do runs fn(i) for each i, in order, on one locked OS thread that has entered
+// the network namespace of files[i]; sockets fn creates live in that namespace, and so
+// does any child process it starts. It stops at the first error. Goroutines fn starts do
+// not run inside the namespace.
+func Do(files []*os.File, fn func(i int) error) error {
+	done := make(chan error, 1)
+	go func() {
+		// The thread goes back to the runtime only once it is back in its own namespace;
+		// otherwise the goroutine exits locked and the runtime discards the thread.
+		runtime.LockOSThread()
+		orig, err := os.OpenFile("/proc/thread-self/ns/net", os.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			runtime.UnlockOSThread()
+			done <- fmt.Errorf("open current netns: %w", err)
+			return
+		}
+		defer orig.Close()
+		var ferr error
+		for i, f := range files {
+			if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+				ferr = fmt.Errorf("enter netns %s: %w", f.Name(), err)
+				break
+			}
+			if ferr = fn(i); ferr != nil {
+				break
+			}
+		}
+		if unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		}
+		done <- ferr
+	}()
+	err := <-done
+	runtime.KeepAlive(files)
+	return err
+}

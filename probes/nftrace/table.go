@@ -1,0 +1,391 @@
+package nftrace
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/tracepkt/tracepkt-perf/probes/netns"
+)
+
+// tablePrefix starts the name of every table this package installs:
+// tracepkt_<pid>_<8 hex digits>.
+const tablePrefix = "tracepkt_"
+
+// Names of the helper table's base chains.
+const (
+	chainPrerouting = "prerouting"
+	chainOutput     = "output"
+)
+
+// tableFlagOwner is NFT_TABLE_F_OWNER from <linux/netfilter/nf_tables.h> (Linux 5.12): the
+// table belongs to the netlink socket that created it, only that socket may change it, and
+// the kernel deletes it when the socket is closed, so a run killed with SIGKILL leaves
+// nothing behind.
+const tableFlagOwner = 0x2
+
+// batchTimeout bounds the wait for the kernel's answer to a batch.
+const batchTimeout = 5 * time.Second
+
+// newTableName returns a fresh helper table name for this process.
+func newTableName() (string, error) {
+	var b [4]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("read random table suffix: %w", err)
+	}
+	return fmt.Sprintf("%s%d_%08x", tablePrefix, os.Getpid(), binary.BigEndian.Uint32(b[:])), nil
+}
+
+// helperTablePid returns the pid in a helper table name, tracepkt_<pid>_<hex>, and whether
+// name is one.
+func helperTablePid(name string) (int, bool) {
+	rest, ok := strings.CutPrefix(name, tablePrefix)
+	if !ok {
+		return 0, false
+	}
+	pid, suffix, ok := strings.Cut(rest, "_")
+	if !ok || suffix == "" || strings.Trim(suffix, "0123456789abcdef") != "" {
+		return 0, false
+	}
+	n, err := strconv.Atoi(pid)
+	if err != nil || n <= 0 || pid != strconv.Itoa(n) {
+		return 0, false
+	}
+	return n, true
+}
+
+// isHelperTable reports whether a trace message comes from a table of this package, ours or
+// another run's: those rules are our machinery, not the user's ruleset.
+func isHelperTable(family uint8, name string) bool {
+	_, ok := helperTablePid(name)
+	return ok && family == unix.NFPROTO_INET
+}
+
+// traceRules returns the expressions of the two rules of each helper chain:
+//
+//	meta l4proto icmp      @th,32,16 <id> meta nftrace set 1
+//	meta l4proto ipv6-icmp @th,32,16 <id> meta nftrace set 1
+//
+// Bytes 4-5 of an ICMP or ICMPv6 echo message are its identifier.
+func traceRules(echoID uint16) [][]expr.Any {
+	var id [2]byte
+	binary.BigEndian.PutUint16(id[:], echoID)
+	rule := func(proto byte) []expr.Any {
+		return []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 4, Len: 2},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: id[:]},
+			&expr.Immediate{Register: 1, Data: []byte{1}},
+			&expr.Meta{Key: expr.MetaKeyNFTRACE, SourceRegister: true, Register: 1},
+		}
+	}
+	return [][]expr.Any{rule(unix.IPPROTO_ICMP), rule(unix.IPPROTO_ICMPV6)}
+}
+
+// buildBatch returns the netlink messages, batch begin and end included, that google/nftables
+// would send for the changes fn makes. They are sent on a socket of our own (sendBatch):
+// google/nftables v0.3.0 can neither set table flags nor return the kernel's errno.
+func buildBatch(fn func(c *nftables.Conn)) ([]netlink.Message, error) {
+	var msgs []netlink.Message
+	ack := []netlink.Message{{Header: netlink.Header{Type: netlink.Error}, Data: make([]byte, 4)}}
+	c, err := nftables.New(nftables.WithTestDial(func(req []netlink.Message) ([]netlink.Message, error) {
+		msgs = append(msgs, req...)
+		return ack, nil
+	}))
+	if err != nil {
+		return nil, err
+	}
+	fn(c)
+	if err := c.Flush(); err != nil {
+		return nil, err
+	}
+	for i := range msgs {
+		// google/nftables asks for rules to be echoed back, to learn their handles; we
+		// do not need them.
+		msgs[i].Header.Flags &^= netlink.Echo
+	}
+	return msgs, nil
+}
+
+// helperTable returns the table of the given name and its chains.
+func helperTable(name string) (*nftables.Table, []*nftables.Chain) {
+	t := &nftables.Table{Name: name, Family: nftables.TableFamilyINet}
+	// math.MinInt32 (NF_IP_PRI_FIRST): before every other chain of the hook, so the packet
+	// is marked before any of them sees it.
+	first := nftables.ChainPriorityRef(math.MinInt32)
+	return t, []*nftables.Chain{
+		{Name: chainPrerouting, Table: t, Type: nftables.ChainTypeFilter, Hooknum: nftables.ChainHookPrerouting, Priority: first},
+		{Name: chainOutput, Table: t, Type: nftables.ChainTypeFilter, Hooknum: nftables.ChainHookOutput, Priority: first},
+	}
+}
+
+// installMessages returns the batch that creates the helper table; owner sets
+// NFT_TABLE_F_OWNER on it.
+func installMessages(name string, echoID uint16, owner bool) ([]netlink.Message, error) {
+	msgs, err := buildBatch(func(c *nftables.Conn) {
+		t, chains := helperTable(name)
+		c.AddTable(t)
+		for _, ch := range chains {
+			c.AddChain(ch)
+			for _, exprs := range traceRules(echoID) {
+				c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: exprs})
+			}
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("build table %s: %w", name, err)
+	}
+	if owner {
+		if err := setTableFlags(msgs, tableFlagOwner); err != nil {
+			return nil, fmt.Errorf("build table %s: %w", name, err)
+		}
+	}
+	return msgs, nil
+}
+
+// deleteMessages returns the batch that deletes the table name of family.
+func deleteMessages(name string, family nftables.TableFamily) ([]netlink.Message, error) {
+	msgs, err := buildBatch(func(c *nftables.Conn) {
+		c.DelTable(&nftables.Table{Name: name, Family: family})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("build deletion of table %s: %w", name, err)
+	}
+	return msgs, nil
+}
+
+// setTableFlags sets NFTA_TABLE_FLAGS of the NFT_MSG_NEWTABLE message in msgs.
+func setTableFlags(msgs []netlink.Message, flags uint32) error {
+	newTable := netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_NEWTABLE)
+	for i := range msgs {
+		m := &msgs[i]
+		if m.Header.Type != newTable || len(m.Data) < nfgenMsgLen {
+			continue
+		}
+		attrs, err := netlink.UnmarshalAttributes(m.Data[nfgenMsgLen:])
+		if err != nil {
+			return fmt.Errorf("set table flags: %w", err)
+		}
+		found := false
+		for j := range attrs {
+			if attrs[j].Type == unix.NFTA_TABLE_FLAGS {
+				attrs[j].Data = binary.BigEndian.AppendUint32(nil, flags)
+				found = true
+			}
+		}
+		if !found {
+			attrs = append(attrs, netlink.Attribute{Type: unix.NFTA_TABLE_FLAGS, Data: binary.BigEndian.AppendUint32(nil, flags)})
+		}
+		b, err := netlink.MarshalAttributes(attrs)
+		if err != nil {
+			return fmt.Errorf("set table flags: %w", err)
+		}
+		m.Data = append(m.Data[:nfgenMsgLen:nfgenMsgLen], b...)
+		return nil
+	}
+	return errors.New("set table flags: no NFT_MSG_NEWTABLE message in batch")
+}
+
+// sendBatch sends msgs on c and waits for the kernel to acknowledge each message that asks
+// for it, skipping any other reply. A failure comes back as an error wrapping the kernel's errno.
+func sendBatch(c *netlink.Conn, msgs []netlink.Message) error {
+	want := 0
+	for _, m := range msgs {
+		if m.Header.Flags&netlink.Acknowledge != 0 {
+			want++
+		}
+	}
+	if err := c.SetReadDeadline(time.Now().Add(batchTimeout)); err != nil {
+		return err
+	}
+	if _, err := c.SendMessages(msgs); err != nil {
+		return err
+	}
+	for got := 0; got < want; {
+		replies, err := c.Receive()
+		if err != nil {
+			return err
+		}
+		for _, r := range replies {
+			if r.Header.Type == netlink.Error {
+				got++
+			}
+		}
+	}
+	return nil
+}
+
+// ownerFlag says whether installTable asks for NFT_TABLE_F_OWNER; tests turn it off to
+// play a kernel older than 5.12.
+var ownerFlag = true
+
+// installTable creates the helper table in the calling thread's network namespace, on a
+// new netlink socket that it returns: the table's owner when owned is true. Kernels older
+// than 5.12 refuse NFT_TABLE_F_OWNER; the table is then created without it, and Sweep is
+// what removes it after a SIGKILL.
+func installTable(name string, echoID uint16) (conn *netlink.Conn, owned bool, err error) {
+	conn, err = tryInstall(name, echoID, ownerFlag)
+	if err == nil {
+		return conn, ownerFlag, nil
+	}
+	if ownerFlag && errors.Is(err, unix.EOPNOTSUPP) {
+		if conn, err = tryInstall(name, echoID, false); err == nil {
+			return conn, false, nil
+		}
+	}
+	return nil, false, fmt.Errorf("add table inet %s: %w", name, err)
+}
+
+// tryInstall sends the batch that creates the helper table on a new socket, which it
+// returns; the socket is closed on failure, and the batch either applies whole or not at
+// all.
+func tryInstall(name string, echoID uint16, owner bool) (*netlink.Conn, error) {
+	msgs, err := installMessages(name, echoID, owner)
+	if err != nil {
+		return nil, err
+	}
+	// NetNS 0: the socket is created in the calling thread's namespace.
+	c, err := netlink.Dial(unix.NETLINK_NETFILTER, nil)
+	if err != nil {
+		return nil, fmt.Errorf("open nftables socket: %w", err)
+	}
+	if err := sendBatch(c, msgs); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// Sweep deletes, in each namespace given, the helper tables (inet tracepkt_<pid>_<hex>)
+// left by runs that were killed before they could delete them: those whose process no longer
+// exists. Tables owned by a netlink socket (NFT_TABLE_F_OWNER) belong to a live process and
+// are kept, whatever their pid says. The errors of all namespaces are joined.
+func Sweep(nss []netns.Netns) error {
+	var errs []error
+	for _, ns := range netns.Dedup(nss) {
+		f, err := ns.Open()
+		if errors.Is(err, netns.ErrGone) {
+			continue
+		}
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		err = netns.Do([]*os.File{f}, func(int) error { return sweepHere() })
+		f.Close()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("sweep %v: %w", ns, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// sweepHere deletes stale helper tables in the calling thread's network namespace.
+func sweepHere() error {
+	tables, err := listTables(unix.NFPROTO_INET)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, t := range tables {
+		pid, ok := helperTablePid(t.Name)
+		if !ok || t.Flags&tableFlagOwner != 0 || processExists(pid) {
+			continue
+		}
+		if err := deleteTable(t.Name); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// tableInfo is a table as NFT_MSG_GETTABLE lists it.
+type tableInfo struct {
+	Name  string
+	Flags uint32
+}
+
+// listTables lists the tables of family in the calling thread's network namespace.
+// (google/nftables v0.3.0 decodes NFTA_TABLE_FLAGS in host byte order.)
+func listTables(family uint8) ([]tableInfo, error) {
+	c, err := netlink.Dial(unix.NETLINK_NETFILTER, nil)
+	if err != nil {
+		return nil, fmt.Errorf("open nftables socket: %w", err)
+	}
+	defer c.Close()
+	if err := c.SetReadDeadline(time.Now().Add(batchTimeout)); err != nil {
+		return nil, err
+	}
+	replies, err := c.Execute(netlink.Message{
+		Header: netlink.Header{
+			Type:  netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETTABLE),
+			Flags: netlink.Request | netlink.Dump,
+		},
+		Data: []byte{family, unix.NFNETLINK_V0, 0, 0}, // struct nfgenmsg
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list tables: %w", err)
+	}
+	var tables []tableInfo
+	for _, m := range replies {
+		if len(m.Data) < nfgenMsgLen {
+			continue
+		}
+		ad, err := netlink.NewAttributeDecoder(m.Data[nfgenMsgLen:])
+		if err != nil {
+			return nil, fmt.Errorf("list tables: %w", err)
+		}
+		ad.ByteOrder = binary.BigEndian
+		var t tableInfo
+		for ad.Next() {
+			switch ad.Type() {
+			case unix.NFTA_TABLE_NAME:
+				t.Name = ad.String()
+			case unix.NFTA_TABLE_FLAGS:
+				t.Flags = ad.Uint32()
+			}
+		}
+		if err := ad.Err(); err != nil {
+			return nil, fmt.Errorf("list tables: %w", err)
+		}
+		tables = append(tables, t)
+	}
+	return tables, nil
+}
+
+// deleteTable deletes the inet table name, not owned by any socket, in the calling thread's
+// network namespace. A table already gone is not an error.
+func deleteTable(name string) error {
+	msgs, err := deleteMessages(name, nftables.TableFamilyINet)
+	if err != nil {
+		return err
+	}
+	c, err := netlink.Dial(unix.NETLINK_NETFILTER, nil)
+	if err != nil {
+		return fmt.Errorf("open nftables socket: %w", err)
+	}
+	defer c.Close()
+	if err := sendBatch(c, msgs); err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("delete table inet %s: %w", name, err)
+	}
+	return nil
+}
+
+// processExists reports whether pid names a process of our pid namespace. EPERM means it
+// exists under another user.
+func processExists(pid int) bool {
+	err := unix.Kill(pid, 0)
+	return err == nil || errors.Is(err, unix.EPERM)
+}

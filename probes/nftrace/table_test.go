@@ -1,0 +1,224 @@
+package nftrace
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"strings"
+	"testing"
+
+	"github.com/google/nftables/expr"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/tracepkt/tracepkt-perf/decode"
+)
+
+// listExprs renders expressions as `nft --debug=netlink` does (libnftnl's expression
+// printers), for the kinds traceRules uses.
+func listExprs(t *testing.T, exprs []expr.Any) string {
+	t.Helper()
+	words := func(b []byte) string {
+		// libnftnl prints register data as 32-bit host-endian words.
+		var out []string
+		for i := 0; i < len(b); i += 4 {
+			var w [4]byte
+			copy(w[:], b[i:])
+			out = append(out, fmt.Sprintf("0x%08x", binary.LittleEndian.Uint32(w[:])))
+		}
+		return strings.Join(out, " ")
+	}
+	metaKeys := map[expr.MetaKey]string{expr.MetaKeyL4PROTO: "l4proto", expr.MetaKeyNFTRACE: "nftrace"}
+	bases := map[expr.PayloadBase]string{expr.PayloadBaseLLHeader: "link", expr.PayloadBaseNetworkHeader: "network", expr.PayloadBaseTransportHeader: "transport"}
+	var b strings.Builder
+	for _, e := range exprs {
+		switch e := e.(type) {
+		case *expr.Meta:
+			if e.SourceRegister {
+				fmt.Fprintf(&b, "  [ meta set %s with reg %d ]\n", metaKeys[e.Key], e.Register)
+			} else {
+				fmt.Fprintf(&b, "  [ meta load %s => reg %d ]\n", metaKeys[e.Key], e.Register)
+			}
+		case *expr.Cmp:
+			if e.Op != expr.CmpOpEq {
+				t.Fatalf("cmp op %v", e.Op)
+			}
+			fmt.Fprintf(&b, "  [ cmp eq reg %d %s ]\n", e.Register, words(e.Data))
+		case *expr.Payload:
+			fmt.Fprintf(&b, "  [ payload load %db @ %s header + %d => reg %d ]\n", e.Len, bases[e.Base], e.Offset, e.DestRegister)
+		case *expr.Immediate:
+			fmt.Fprintf(&b, "  [ immediate reg %d %s ]\n", e.Register, words(e.Data))
+		default:
+			t.Fatalf("unexpected expression %T", e)
+		}
+	}
+	return b.String()
+}
+
+// TestTraceRules compares the helper rules to what nft 1.0.6 generates (nft --debug=netlink)
+// for
+//
+//	meta l4proto icmp @th,32,16 0x4242 meta nftrace set 1
+//	meta l4proto ipv6-icmp @th,32,16 0x4242 meta nftrace set 1
+func TestTraceRules(t *testing.T) {
+	want := []string{`  [ meta load l4proto => reg 1 ]
+  [ cmp eq reg 1 0x00000001 ]
+  [ payload load 2b @ transport header + 4 => reg 1 ]
+  [ cmp eq reg 1 0x00004242 ]
+  [ immediate reg 1 0x00000001 ]
+  [ meta set nftrace with reg 1 ]
+`, `  [ meta load l4proto => reg 1 ]
+  [ cmp eq reg 1 0x0000003a ]
+  [ payload load 2b @ transport header + 4 => reg 1 ]
+  [ cmp eq reg 1 0x00004242 ]
+  [ immediate reg 1 0x00000001 ]
+  [ meta set nftrace with reg 1 ]
+`}
+	rules := traceRules(0x4242)
+	if len(rules) != len(want) {
+		t.Fatalf("%d rules, want %d", len(rules), len(want))
+	}
+	for i, r := range rules {
+		if got := listExprs(t, r); got != want[i] {
+			t.Errorf("rule %d:\n%s\nwant:\n%s", i, got, want[i])
+		}
+	}
+	// The echo id is compared in network byte order.
+	if got := listExprs(t, traceRules(0x1234)[0]); !strings.Contains(got, "cmp eq reg 1 0x00003412") {
+		t.Errorf("echo id 0x1234:\n%s", got)
+	}
+}
+
+// TestInstallMessages checks the batch that creates the helper table: message order,
+// acknowledgements, the owner flag and the chains' hooks and priority.
+func TestInstallMessages(t *testing.T) {
+	const name = "tracepkt_42_0badcafe"
+	nft := func(m uint16) netlink.HeaderType { return netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | m) }
+	wantTypes := []netlink.HeaderType{
+		unix.NFNL_MSG_BATCH_BEGIN,
+		nft(unix.NFT_MSG_NEWTABLE),
+		nft(unix.NFT_MSG_NEWCHAIN), nft(unix.NFT_MSG_NEWRULE), nft(unix.NFT_MSG_NEWRULE),
+		nft(unix.NFT_MSG_NEWCHAIN), nft(unix.NFT_MSG_NEWRULE), nft(unix.NFT_MSG_NEWRULE),
+		unix.NFNL_MSG_BATCH_END,
+	}
+	for _, owner := range []bool{true, false} {
+		msgs, err := installMessages(name, 0x4242, owner)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(msgs) != len(wantTypes) {
+			t.Fatalf("owner=%v: %d messages, want %d", owner, len(msgs), len(wantTypes))
+		}
+		var chains []chainKey
+		for i, m := range msgs {
+			if m.Header.Type != wantTypes[i] {
+				t.Errorf("owner=%v: message %d has type %v, want %v", owner, i, m.Header.Type, wantTypes[i])
+			}
+			inBatch := i > 0 && i < len(msgs)-1
+			if ack := m.Header.Flags&netlink.Acknowledge != 0; ack != inBatch || m.Header.Flags&netlink.Echo != 0 {
+				t.Errorf("owner=%v: message %d has flags %v", owner, i, m.Header.Flags)
+			}
+			switch m.Header.Type {
+			case nft(unix.NFT_MSG_NEWTABLE):
+				attrs, err := netlink.UnmarshalAttributes(m.Data[nfgenMsgLen:])
+				if err != nil {
+					t.Fatal(err)
+				}
+				want := uint32(0)
+				if owner {
+					want = tableFlagOwner
+				}
+				for _, a := range attrs {
+					switch a.Type {
+					case unix.NFTA_TABLE_NAME:
+						if got := strings.TrimRight(string(a.Data), "\x00"); got != name {
+							t.Errorf("table name %q", got)
+						}
+					case unix.NFTA_TABLE_FLAGS:
+						if got := binary.BigEndian.Uint32(a.Data); got != want {
+							t.Errorf("owner=%v: table flags %#x, want %#x", owner, got, want)
+						}
+					}
+				}
+				if m.Data[0] != unix.NFPROTO_INET {
+					t.Errorf("table family %d", m.Data[0])
+				}
+			case nft(unix.NFT_MSG_NEWCHAIN):
+				k, info, err := parseChain(m.Data)
+				if err != nil {
+					t.Fatal(err)
+				}
+				chains = append(chains, k)
+				wantHook := map[string]decode.Hook{chainPrerouting: decode.HookPrerouting, chainOutput: decode.HookOutput}[k.Chain]
+				if !info.Base || info.Hook != wantHook {
+					t.Errorf("chain %+v: %+v, want a base chain at %v", k, info, wantHook)
+				}
+				if prio := chainPriority(t, m.Data); prio != math.MinInt32 {
+					t.Errorf("chain %s priority %d, want %d", k.Chain, prio, math.MinInt32)
+				}
+			}
+		}
+		want := []chainKey{{unix.NFPROTO_INET, name, chainPrerouting}, {unix.NFPROTO_INET, name, chainOutput}}
+		if fmt.Sprint(chains) != fmt.Sprint(want) {
+			t.Errorf("chains %v, want %v", chains, want)
+		}
+	}
+}
+
+// chainPriority returns NFTA_HOOK_PRIORITY of an NFT_MSG_NEWCHAIN message.
+func chainPriority(t *testing.T, b []byte) int32 {
+	t.Helper()
+	ad, err := netlink.NewAttributeDecoder(b[nfgenMsgLen:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	ad.ByteOrder = binary.BigEndian
+	var prio int32
+	for ad.Next() {
+		if ad.Type() == unix.NFTA_CHAIN_HOOK {
+			ad.Nested(func(nad *netlink.AttributeDecoder) error {
+				for nad.Next() {
+					if nad.Type() == unix.NFTA_HOOK_PRIORITY {
+						prio = nad.Int32()
+					}
+				}
+				return nil
+			})
+		}
+	}
+	if err := ad.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return prio
+}
+
+func TestHelperTablePid(t *testing.T) {
+	for name, want := range map[string]int{
+		"tracepkt_1234_0badcafe": 1234,
+		"tracepkt_1_a":           1,
+		"tracepkt_1234_":         0,
+		"tracepkt__0badcafe":     0,
+		"tracepkt_0_0badcafe":    0,
+		"tracepkt_01_0badcafe":   0,
+		"tracepkt_12_0BADCAFE":   0,
+		"tracepkt_12_0bad_cafe":  0,
+		"tracepkt_-1_0badcafe":   0,
+		"filter":                 0,
+		"xtracepkt_12_ab":        0,
+	} {
+		pid, ok := helperTablePid(name)
+		if pid != want || ok != (want != 0) {
+			t.Errorf("helperTablePid(%q) = %d, %v; want %d", name, pid, ok, want)
+		}
+	}
+	if !isHelperTable(unix.NFPROTO_INET, "tracepkt_1234_0badcafe") || isHelperTable(unix.NFPROTO_IPV4, "tracepkt_1234_0badcafe") {
+		t.Error("isHelperTable: only inet tables are helper tables")
+	}
+	name, err := newTableName()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := helperTablePid(name); !ok || len(name) > 32 {
+		t.Errorf("newTableName() = %q: not a helper table name of at most 32 bytes", name)
+	}
+}

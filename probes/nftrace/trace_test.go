@@ -1,0 +1,403 @@
+package nftrace
+
+import (
+	"encoding/hex"
+	"errors"
+	"net/netip"
+	"slices"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tracepkt/tracepkt-perf/decode"
+)
+
+func mustHex(s string) []byte {
+	b, err := hex.DecodeString(s)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// parseOne decodes the single trace message of a datagram.
+func parseOne(t *testing.T, b []byte) traceMsg {
+	t.Helper()
+	var msgs []traceMsg
+	if err := parseTraceMessages(b, func(m *traceMsg) { msgs = append(msgs, *m) }); err != nil {
+		t.Fatal(err)
+	}
+	if len(msgs) != 1 {
+		t.Fatalf("%d trace messages, want 1", len(msgs))
+	}
+	return msgs[0]
+}
+
+const capturedTable = "tracepkt_17596_dff9dad6"
+
+var (
+	capturedA4Addr = netip.MustParseAddr("198.19.84.2")
+	capturedB4Addr = netip.MustParseAddr("198.19.84.130")
+	capturedA6Addr = netip.MustParseAddr("fd00:7470:1233:8f2a::2")
+	capturedB6Addr = netip.MustParseAddr("fd00:7470:1233:8f2a:8000::2")
+)
+
+func TestParseTrace(t *testing.T) {
+	echoRequest := packet{Src: capturedA4Addr, Dst: capturedB4Addr, Echo: true, ICMPType: 8, EchoID: 0x4242, Seq: 1}
+	for _, tc := range []struct {
+		name string
+		msg  []byte
+		want traceMsg
+	}{
+		{"helper rule with headers", capturedA4[0], traceMsg{
+			Family: unix.NFPROTO_INET, NFProto: unix.NFPROTO_IPV4, Table: capturedTable, Chain: "output",
+			RuleHandle: 5, Type: unix.NFT_TRACETYPE_RULE, Verdict: unix.NFT_CONTINUE, HasVerdict: true,
+			ID: 0xe1248abe, Oif: 2, Packet: echoRequest, HasPacket: true,
+		}},
+		{"end of base chain", capturedA4[1], traceMsg{
+			Family: unix.NFPROTO_INET, NFProto: unix.NFPROTO_IPV4, Table: capturedTable, Chain: "output",
+			Type: unix.NFT_TRACETYPE_RULE, Verdict: unix.NFT_CONTINUE, HasVerdict: true, ID: 0xe1248abe,
+		}},
+		{"policy", capturedA4[2], traceMsg{
+			Family: unix.NFPROTO_INET, NFProto: unix.NFPROTO_IPV4, Table: capturedTable, Chain: "output",
+			Type: unix.NFT_TRACETYPE_POLICY, Policy: 1, HasPolicy: true, ID: 0xe1248abe,
+		}},
+		{"iptables-nft jump", capturedA4[3], traceMsg{
+			Family: unix.NFPROTO_IPV4, NFProto: unix.NFPROTO_IPV4, Table: "filter", Chain: "OUTPUT",
+			RuleHandle: 3, Type: unix.NFT_TRACETYPE_RULE, Verdict: unix.NFT_JUMP, HasVerdict: true, Target: "TP_OUT",
+			ID: 0xe1248abe, Oif: 2, Packet: echoRequest, HasPacket: true,
+		}},
+		{"iptables-nft return, no headers", capturedA4[4], traceMsg{
+			Family: unix.NFPROTO_IPV4, NFProto: unix.NFPROTO_IPV4, Table: "filter", Chain: "TP_OUT",
+			RuleHandle: 4, Type: unix.NFT_TRACETYPE_RULE, Verdict: unix.NFT_RETURN, HasVerdict: true, ID: 0xe1248abe,
+		}},
+		{"iptables-nft accept", capturedA4[5], traceMsg{
+			Family: unix.NFPROTO_IPV4, NFProto: unix.NFPROTO_IPV4, Table: "filter", Chain: "OUTPUT",
+			RuleHandle: 5, Type: unix.NFT_TRACETYPE_RULE, Verdict: 1, HasVerdict: true, ID: 0xe1248abe,
+		}},
+		{"reply at prerouting with link-layer header", capturedA4[6], traceMsg{
+			Family: unix.NFPROTO_INET, NFProto: unix.NFPROTO_IPV4, Table: capturedTable, Chain: "prerouting",
+			RuleHandle: 2, Type: unix.NFT_TRACETYPE_RULE, Verdict: unix.NFT_CONTINUE, HasVerdict: true,
+			ID: 0x8613874f, Iif: 2, HasPacket: true,
+			Packet: packet{Src: capturedB4Addr, Dst: capturedA4Addr, Echo: true, ICMPType: 0, EchoID: 0x4242, Seq: 1},
+		}},
+		{"end of regular chain", capturedR4[4], traceMsg{
+			Family: unix.NFPROTO_INET, NFProto: unix.NFPROTO_IPV4, Table: "filt", Chain: "chk",
+			Type: unix.NFT_TRACETYPE_RULE, Verdict: unix.NFT_CONTINUE, HasVerdict: true, ID: 0xe4c79fba,
+		}},
+		{"forwarded ipv6", capturedR6[3], traceMsg{
+			Family: unix.NFPROTO_INET, NFProto: unix.NFPROTO_IPV6, Table: "filt", Chain: "forward",
+			RuleHandle: 4, Type: unix.NFT_TRACETYPE_RULE, Verdict: 1, HasVerdict: true,
+			ID: 0x9f383026, Iif: 2, Oif: 3, HasPacket: true,
+			Packet: packet{Src: capturedA6Addr, Dst: capturedB6Addr, Echo: true, ICMPType: 128, EchoID: 0x4242, Seq: 2},
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := parseOne(t, tc.msg); got != tc.want {
+				t.Errorf("parsed\n%+v\nwant\n%+v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseTraceMalformed(t *testing.T) {
+	msg := capturedA4[0]
+	for _, tc := range []struct {
+		name string
+		b    []byte
+	}{
+		{"length beyond datagram", msg[:len(msg)-8]},
+		{"header only", msg[:nlmsgHdrLen+2]},
+		{"attribute cut", func() []byte {
+			b := slices.Clone(msg[:nlmsgHdrLen+nfgenMsgLen+6])
+			b[0] = byte(len(b)) // nlmsg_len: the datagram, which ends inside an attribute
+			b[1], b[2], b[3] = 0, 0, 0
+			return b
+		}()},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := parseTraceMessages(tc.b, func(*traceMsg) { t.Error("callback called on a malformed message") })
+			if err == nil {
+				t.Error("no error")
+			}
+		})
+	}
+	other := slices.Clone(capturedA4[1])
+	other[4] = unix.NFT_MSG_NEWRULE // another nf_tables message type is skipped
+	if err := parseTraceMessages(other, func(*traceMsg) { t.Error("callback called on a NEWRULE message") }); err != nil {
+		t.Error(err)
+	}
+	two := slices.Concat(capturedA4[1], capturedA4[2])
+	var n int
+	if err := parseTraceMessages(two, func(*traceMsg) { n++ }); err != nil || n != 2 {
+		t.Errorf("two messages in a datagram: %d decoded, error %v", n, err)
+	}
+	if !errors.Is(parseTrace(nil, new(traceMsg)), errShortMessage) {
+		t.Error("parseTrace(nil) does not report a short message")
+	}
+}
+
+func TestParsePacket(t *testing.T) {
+	v4 := mustHex("4500005439f440004001cc09c6135402c6135482")
+	icmp := mustHex("08000d934242000180b6c47cd9946cd018eb1d54")
+	v6 := slices.Concat(mustHex("600000000040"+"3a"+"40"), capturedA6Addr.AsSlice(), capturedB6Addr.AsSlice())
+	icmp6 := mustHex("80000000424200020000")
+	for _, tc := range []struct {
+		name               string
+		network, transport []byte
+		want               packet
+	}{
+		{"ipv4 echo request", v4, icmp, packet{capturedA4Addr, capturedB4Addr, true, 8, 0x4242, 1}},
+		{"ipv4 not icmp", slices.Concat(v4[:9], []byte{6}, v4[10:]), icmp, packet{Src: capturedA4Addr, Dst: capturedB4Addr}},
+		{"ipv4 icmp not echo", v4, slices.Concat([]byte{3}, icmp[1:]), packet{Src: capturedA4Addr, Dst: capturedB4Addr}},
+		{"ipv4 icmpv6 echo type", v4, slices.Concat([]byte{128}, icmp[1:]), packet{Src: capturedA4Addr, Dst: capturedB4Addr}},
+		{"ipv4 transport cut", v4, icmp[:7], packet{Src: capturedA4Addr, Dst: capturedB4Addr}},
+		{"ipv4 cut", v4[:19], icmp, packet{}},
+		{"ipv6 echo request", v6, icmp6, packet{capturedA6Addr, capturedB6Addr, true, 128, 0x4242, 2}},
+		{"ipv6 echo reply behind a hop-by-hop header", slices.Concat(v6[:6], []byte{0}, v6[7:]), slices.Concat([]byte{129}, icmp6[1:]), packet{capturedA6Addr, capturedB6Addr, true, 129, 0x4242, 2}},
+		{"ipv6 udp", slices.Concat(v6[:6], []byte{17}, v6[7:]), icmp6, packet{Src: capturedA6Addr, Dst: capturedB6Addr}},
+		{"ipv6 icmpv4 echo type", v6, slices.Concat([]byte{8}, icmp6[1:]), packet{Src: capturedA6Addr, Dst: capturedB6Addr}},
+		{"ipv6 cut", v6[:39], icmp6, packet{}},
+		{"not ip", []byte{0x20}, icmp, packet{}},
+		{"empty", nil, nil, packet{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := parsePacket(tc.network, tc.transport); got != tc.want {
+				t.Errorf("parsePacket = %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestVerdictName(t *testing.T) {
+	for code, want := range map[int32]string{
+		0: "DROP", 1: "ACCEPT", 2: "STOLEN", 3: "QUEUE", 4: "REPEAT", 5: "STOP",
+		-1: "CONTINUE", -2: "BREAK", -3: "JUMP", -4: "GOTO", -5: "RETURN",
+		3 | 7<<16:         "QUEUE", // NF_QUEUE_NR(7)
+		(1 << 16) | 0:     "DROP",  // NF_DROP_ERR(-EPERM)
+		-6:                "VERDICT(-6)",
+		6:                 "VERDICT(6)",
+		int32(0x7fffff06): "VERDICT(2147483398)",
+	} {
+		if got := verdictName(code); got != want {
+			t.Errorf("verdictName(%d) = %q, want %q", code, got, want)
+		}
+	}
+}
+
+func TestFamilyAndHookNames(t *testing.T) {
+	for f, want := range map[uint8]string{1: "inet", 2: "ip", 3: "arp", 5: "netdev", 7: "bridge", 10: "ip6", 42: "family(42)"} {
+		if got := familyName(f); got != want {
+			t.Errorf("familyName(%d) = %q, want %q", f, got, want)
+		}
+		if code, ok := familyCodes[want]; ok && code != f {
+			t.Errorf("familyCodes[%q] = %d, want %d", want, code, f)
+		}
+	}
+	for _, tc := range []struct {
+		family  uint8
+		hooknum uint32
+		want    decode.Hook
+	}{
+		{unix.NFPROTO_INET, 0, decode.HookPrerouting},
+		{unix.NFPROTO_IPV4, 1, decode.HookInput},
+		{unix.NFPROTO_IPV6, 2, decode.HookForward},
+		{unix.NFPROTO_BRIDGE, 3, decode.HookOutput},
+		{unix.NFPROTO_INET, 4, decode.HookPostrouting},
+		{unix.NFPROTO_INET, 5, decode.HookUnknown},
+		{unix.NFPROTO_NETDEV, 0, decode.HookUnknown}, // ingress
+		{unix.NFPROTO_ARP, 1, decode.HookUnknown},
+	} {
+		if got := hookOf(tc.family, tc.hooknum); got != tc.want {
+			t.Errorf("hookOf(%d, %d) = %v, want %v", tc.family, tc.hooknum, got, tc.want)
+		}
+	}
+}
+
+// capturedChains is what NFT_MSG_GETCHAIN lists in A and R of the capture.
+var capturedChains = map[chainKey]chainInfo{
+	{unix.NFPROTO_INET, capturedTable, "prerouting"}: {true, decode.HookPrerouting},
+	{unix.NFPROTO_INET, capturedTable, "output"}:     {true, decode.HookOutput},
+	{unix.NFPROTO_IPV4, "filter", "OUTPUT"}:          {true, decode.HookOutput},
+	{unix.NFPROTO_IPV4, "filter", "TP_OUT"}:          {},
+	{unix.NFPROTO_IPV6, "filter", "OUTPUT"}:          {true, decode.HookOutput},
+	{unix.NFPROTO_INET, "filt", "forward"}:           {true, decode.HookForward},
+	{unix.NFPROTO_INET, "filt", "chk"}:               {},
+}
+
+// assembleCaptured runs captured datagrams of one namespace through receive and assemble.
+func assembleCaptured(t *testing.T, netns uint32, echoID uint16, chains map[chainKey]chainInfo, datagrams ...[]byte) []decode.NetfilterEvent {
+	t.Helper()
+	st := &nsState{}
+	for _, d := range datagrams {
+		if err := parseTraceMessages(d, func(m *traceMsg) { st.receive(m, echoID) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return assemble(netns, st.pending, map[uint32]decode.Hook{}, func(k chainKey) (chainInfo, bool) {
+		c, ok := chains[k]
+		return c, ok
+	})
+}
+
+func TestAssembleCaptured(t *testing.T) {
+	const a, r = 1001, 1002
+	for _, tc := range []struct {
+		name      string
+		netns     uint32
+		datagrams [][]byte
+		want      []row
+	}{
+		{"A ipv4", a, capturedA4, []row{
+			{a, "ip", "filter", "OUTPUT", decode.HookOutput, decode.TraceRule, "JUMP", "TP_OUT", 3, "", true},
+			{a, "ip", "filter", "TP_OUT", decode.HookOutput, decode.TraceRule, "RETURN", "", 4, "", true},
+			{a, "ip", "filter", "OUTPUT", decode.HookOutput, decode.TraceRule, "ACCEPT", "", 5, "", true},
+		}},
+		{"R ipv4", r, capturedR4, []row{
+			{r, "inet", "filt", "forward", decode.HookForward, decode.TraceRule, "JUMP", "chk", 3, "", true},
+			{r, "inet", "filt", "chk", decode.HookForward, decode.TraceReturn, "CONTINUE", "", 0, "", true},
+			{r, "inet", "filt", "forward", decode.HookForward, decode.TracePolicy, "ACCEPT", "", 0, "", true},
+			{r, "inet", "filt", "forward", decode.HookForward, decode.TraceRule, "JUMP", "chk", 3, "", false},
+			{r, "inet", "filt", "chk", decode.HookForward, decode.TraceReturn, "CONTINUE", "", 0, "", false},
+			{r, "inet", "filt", "forward", decode.HookForward, decode.TracePolicy, "ACCEPT", "", 0, "", false},
+		}},
+		{"A ipv6", a, capturedA6, []row{
+			{a, "ip6", "filter", "OUTPUT", decode.HookOutput, decode.TraceRule, "ACCEPT", "", 2, "", true},
+		}},
+		{"R ipv6", r, capturedR6, []row{
+			{r, "inet", "filt", "forward", decode.HookForward, decode.TraceRule, "ACCEPT", "", 4, "", true},
+			{r, "inet", "filt", "forward", decode.HookForward, decode.TraceRule, "ACCEPT", "", 4, "", false},
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			checkRows(t, assembleCaptured(t, tc.netns, 0x4242, capturedChains, tc.datagrams...), tc.want)
+			if ev := assembleCaptured(t, tc.netns, 0x4243, capturedChains, tc.datagrams...); len(ev) != 0 {
+				t.Errorf("another echo id: %d events, want none:\n%s", len(ev), rowsString(rows(ev)))
+			}
+		})
+	}
+}
+
+// TestAssembleUnknownChains: when the chains cannot be listed, events keep everything but
+// the hook, and the end of chk still shows (its base chain is not known to be one).
+func TestAssembleUnknownChains(t *testing.T) {
+	got := assembleCaptured(t, 7, 0x4242, nil, capturedR4[:7]...)
+	want := []row{
+		{7, "inet", "filt", "forward", decode.HookUnknown, decode.TraceRule, "JUMP", "chk", 3, "", true},
+		{7, "inet", "filt", "chk", decode.HookUnknown, decode.TraceReturn, "CONTINUE", "", 0, "", true},
+		{7, "inet", "filt", "forward", decode.HookUnknown, decode.TracePolicy, "ACCEPT", "", 0, "", true},
+	}
+	checkRows(t, got, want)
+}
+
+// TestReceiveWithoutHeaders: a message whose trace id was never seen with headers cannot be
+// tied to a packet and is dropped.
+func TestReceiveWithoutHeaders(t *testing.T) {
+	if ev := assembleCaptured(t, 7, 0x4242, capturedChains, capturedA4[4:6]...); len(ev) != 0 {
+		t.Errorf("%d events from messages without headers, want none", len(ev))
+	}
+}
+
+func TestEventFields(t *testing.T) {
+	ev := assembleCaptured(t, 1001, 0x4242, capturedChains, capturedR6...)
+	want := decode.NetfilterEvent{
+		Netns: 1001, Family: "inet", Table: "filt", Chain: "forward", Hook: decode.HookForward,
+		Type: decode.TraceRule, Verdict: "ACCEPT", RuleHandle: 4, Iif: 2, Oif: 3, TraceID: 0x9f383026,
+		ICMPType: 128, EchoID: 0x4242, Seq: 2, Src: capturedA6Addr, Dst: capturedB6Addr, Source: "nftrace",
+	}
+	if len(ev) == 0 || ev[0] != want {
+		t.Errorf("first event %+v, want %+v", ev, want)
+	}
+}
+
+// capturedA4: messages read in namespace A during an IPv4 echo with id 0x4242.
+var capturedA4 = [][]byte{
+	// tracepkt_17596_dff9dad6 output type 3 handle 5 id e1248abe
+	mustHex("ac000000110a000000000000000000000100000008000f0000000002080004000000000308000600e1248abe0b0002006f757470757400001c0001007472616365706b745f31373539365f6466663964616436000c00030000000000000000050c00050008000100ffffffff08000c000000000206000d0000010000180008004500005439f440004001cc09c6135402c61354821800090008000d934242000180b6c47cd9946cd018eb1d54"),
+	// tracepkt_17596_dff9dad6 output type 3 handle 0 id e1248abe
+	mustHex("60000000110a000000000000000000000100000008000f0000000002080004000000000308000600e1248abe0b0002006f757470757400001c0001007472616365706b745f31373539365f6466663964616436000c00050008000100ffffffff"),
+	// tracepkt_17596_dff9dad6 output type 1 handle 0 id e1248abe
+	mustHex("5c000000110a000000000000000000000100000008000f0000000002080004000000000108000600e1248abe0b0002006f757470757400001c0001007472616365706b745f31373539365f6466663964616436000800100000000001"),
+	// filter OUTPUT type 3 handle 3 id e1248abe
+	mustHex("a8000000110a000000000000000000000200000008000f0000000002080004000000000308000600e1248abe0b0002004f555450555400000b00010066696c74657200000c00030000000000000000031800050008000100fffffffd0b00020054505f4f5554000008000c000000000206000d0000010000180008004500005439f440004001cc09c6135402c61354821800090008000d934242000180b6c47cd9946cd018eb1d54"),
+	// filter TP_OUT type 3 handle 4 id e1248abe
+	mustHex("5c000000110a000000000000000000000200000008000f0000000002080004000000000308000600e1248abe0b00020054505f4f555400000b00010066696c74657200000c00030000000000000000040c00050008000100fffffffb"),
+	// filter OUTPUT type 3 handle 5 id e1248abe
+	mustHex("5c000000110a000000000000000000000200000008000f0000000002080004000000000308000600e1248abe0b0002004f555450555400000b00010066696c74657200000c00030000000000000000050c0005000800010000000001"),
+	// tracepkt_17596_dff9dad6 prerouting type 3 handle 2 id 8613874f
+	mustHex("c4000000110a000000000000000000000100000008000f00000000020800040000000003080006008613874f0f000200707265726f7574696e6700001c0001007472616365706b745f31373539365f6466663964616436000c00030000000000000000020c00050008000100ffffffff08000a000000000206000b0000010000180008004500005492fd00003f01b400c6135482c613540218000900000015934242000180b6c47cd9946cd018eb1d5412000700c2298637e8dd76d27a3a34df08000000"),
+	// tracepkt_17596_dff9dad6 prerouting type 3 handle 0 id 8613874f
+	mustHex("64000000110a000000000000000000000100000008000f00000000020800040000000003080006008613874f0f000200707265726f7574696e6700001c0001007472616365706b745f31373539365f6466663964616436000c00050008000100ffffffff"),
+	// tracepkt_17596_dff9dad6 prerouting type 1 handle 0 id 8613874f
+	mustHex("60000000110a000000000000000000000100000008000f00000000020800040000000001080006008613874f0f000200707265726f7574696e6700001c0001007472616365706b745f31373539365f6466663964616436000800100000000001"),
+}
+
+// capturedR4: messages read in namespace R during an IPv4 echo with id 0x4242.
+var capturedR4 = [][]byte{
+	// tracepkt_17596_dff9dad6 prerouting type 3 handle 2 id e4c79fba
+	mustHex("c4000000110a000000000000000000000100000008000f0000000002080004000000000308000600e4c79fba0f000200707265726f7574696e6700001c0001007472616365706b745f31373539365f6466663964616436000c00030000000000000000020c00050008000100ffffffff08000a000000000206000b0000010000180008004500005439f440004001cc09c6135402c61354821800090008000d934242000180b6c47cd9946cd018eb1d541200070076d27a3a34dfc2298637e8dd08000000"),
+	// tracepkt_17596_dff9dad6 prerouting type 3 handle 0 id e4c79fba
+	mustHex("64000000110a000000000000000000000100000008000f0000000002080004000000000308000600e4c79fba0f000200707265726f7574696e6700001c0001007472616365706b745f31373539365f6466663964616436000c00050008000100ffffffff"),
+	// tracepkt_17596_dff9dad6 prerouting type 1 handle 0 id e4c79fba
+	mustHex("60000000110a000000000000000000000100000008000f0000000002080004000000000108000600e4c79fba0f000200707265726f7574696e6700001c0001007472616365706b745f31373539365f6466663964616436000800100000000001"),
+	// filt forward type 3 handle 3 id e4c79fba
+	mustHex("c8000000110a000000000000000000000100000008000f0000000002080004000000000308000600e4c79fba0c000200666f7277617264000900010066696c74000000000c00030000000000000000031400050008000100fffffffd0800020063686b0008000a000000000206000b000001000008000c000000000306000d0000010000180008004500005439f440003f01cd09c6135402c61354821800090008000d934242000180b6c47cd9946cd018eb1d541200070076d27a3a34dfc2298637e8dd08000000"),
+	// filt chk type 3 handle 0 id e4c79fba
+	mustHex("4c000000110a000000000000000000000100000008000f0000000002080004000000000308000600e4c79fba0800020063686b000900010066696c74000000000c00050008000100ffffffff"),
+	// filt forward type 3 handle 0 id e4c79fba
+	mustHex("50000000110a000000000000000000000100000008000f0000000002080004000000000308000600e4c79fba0c000200666f7277617264000900010066696c74000000000c00050008000100ffffffff"),
+	// filt forward type 1 handle 0 id e4c79fba
+	mustHex("4c000000110a000000000000000000000100000008000f0000000002080004000000000108000600e4c79fba0c000200666f7277617264000900010066696c74000000000800100000000001"),
+	// tracepkt_17596_dff9dad6 prerouting type 3 handle 2 id ffdeafa4
+	mustHex("c4000000110a000000000000000000000100000008000f0000000002080004000000000308000600ffdeafa40f000200707265726f7574696e6700001c0001007472616365706b745f31373539365f6466663964616436000c00030000000000000000020c00050008000100ffffffff08000a000000000306000b0000010000180008004500005492fd00004001b300c6135482c613540218000900000015934242000180b6c47cd9946cd018eb1d54120007003e2acdf2e2797e9a516ccfb008000000"),
+	// tracepkt_17596_dff9dad6 prerouting type 3 handle 0 id ffdeafa4
+	mustHex("64000000110a000000000000000000000100000008000f0000000002080004000000000308000600ffdeafa40f000200707265726f7574696e6700001c0001007472616365706b745f31373539365f6466663964616436000c00050008000100ffffffff"),
+	// tracepkt_17596_dff9dad6 prerouting type 1 handle 0 id ffdeafa4
+	mustHex("60000000110a000000000000000000000100000008000f0000000002080004000000000108000600ffdeafa40f000200707265726f7574696e6700001c0001007472616365706b745f31373539365f6466663964616436000800100000000001"),
+	// filt forward type 3 handle 3 id ffdeafa4
+	mustHex("c8000000110a000000000000000000000100000008000f0000000002080004000000000308000600ffdeafa40c000200666f7277617264000900010066696c74000000000c00030000000000000000031400050008000100fffffffd0800020063686b0008000a000000000306000b000001000008000c000000000206000d0000010000180008004500005492fd00003f01b400c6135482c613540218000900000015934242000180b6c47cd9946cd018eb1d54120007003e2acdf2e2797e9a516ccfb008000000"),
+	// filt chk type 3 handle 0 id ffdeafa4
+	mustHex("4c000000110a000000000000000000000100000008000f0000000002080004000000000308000600ffdeafa40800020063686b000900010066696c74000000000c00050008000100ffffffff"),
+	// filt forward type 3 handle 0 id ffdeafa4
+	mustHex("50000000110a000000000000000000000100000008000f0000000002080004000000000308000600ffdeafa40c000200666f7277617264000900010066696c74000000000c00050008000100ffffffff"),
+	// filt forward type 1 handle 0 id ffdeafa4
+	mustHex("4c000000110a000000000000000000000100000008000f0000000002080004000000000108000600ffdeafa40c000200666f7277617264000900010066696c74000000000800100000000001"),
+}
+
+// capturedA6: messages read in namespace A during an IPv6 echo with id 0x4242.
+var capturedA6 = [][]byte{
+	// tracepkt_17596_dff9dad6 output type 3 handle 6 id e64b9d08
+	mustHex("c0000000110a000000000000000000000100000008000f000000000a080004000000000308000600e64b9d080b0002006f757470757400001c0001007472616365706b745f31373539365f6466663964616436000c00030000000000000000060c00050008000100ffffffff08000c000000000206000d00000100002c000800600f92c100403a40fd00747012338f2a0000000000000002fd00747012338f2a800000000000000218000900800003e0424200026b305b85c6d73a2718eb1d54"),
+	// tracepkt_17596_dff9dad6 output type 3 handle 0 id e64b9d08
+	mustHex("60000000110a000000000000000000000100000008000f000000000a080004000000000308000600e64b9d080b0002006f757470757400001c0001007472616365706b745f31373539365f6466663964616436000c00050008000100ffffffff"),
+	// tracepkt_17596_dff9dad6 output type 1 handle 0 id e64b9d08
+	mustHex("5c000000110a000000000000000000000100000008000f000000000a080004000000000108000600e64b9d080b0002006f757470757400001c0001007472616365706b745f31373539365f6466663964616436000800100000000001"),
+	// filter OUTPUT type 3 handle 2 id e64b9d08
+	mustHex("b0000000110a000000000000000000000a00000008000f000000000a080004000000000308000600e64b9d080b0002004f555450555400000b00010066696c74657200000c00030000000000000000020c000500080001000000000108000c000000000206000d00000100002c000800600f92c100403a40fd00747012338f2a0000000000000002fd00747012338f2a800000000000000218000900800003e0424200026b305b85c6d73a2718eb1d54"),
+	// tracepkt_17596_dff9dad6 prerouting type 3 handle 3 id d7e6a712
+	mustHex("d8000000110a000000000000000000000100000008000f000000000a080004000000000308000600d7e6a7120f000200707265726f7574696e6700001c0001007472616365706b745f31373539365f6466663964616436000c00030000000000000000030c00050008000100ffffffff08000a000000000206000b00000100002c0008006009ea0d00403a3ffd00747012338f2a8000000000000002fd00747012338f2a000000000000000218000900810002e0424200026b305b85c6d73a2718eb1d5412000700c2298637e8dd76d27a3a34df86dd0000"),
+	// tracepkt_17596_dff9dad6 prerouting type 3 handle 0 id d7e6a712
+	mustHex("64000000110a000000000000000000000100000008000f000000000a080004000000000308000600d7e6a7120f000200707265726f7574696e6700001c0001007472616365706b745f31373539365f6466663964616436000c00050008000100ffffffff"),
+	// tracepkt_17596_dff9dad6 prerouting type 1 handle 0 id d7e6a712
+	mustHex("60000000110a000000000000000000000100000008000f000000000a080004000000000108000600d7e6a7120f000200707265726f7574696e6700001c0001007472616365706b745f31373539365f6466663964616436000800100000000001"),
+}
+
+// capturedR6: messages read in namespace R during an IPv6 echo with id 0x4242.
+var capturedR6 = [][]byte{
+	// tracepkt_17596_dff9dad6 prerouting type 3 handle 3 id 9f383026
+	mustHex("d8000000110a000000000000000000000100000008000f000000000a0800040000000003080006009f3830260f000200707265726f7574696e6700001c0001007472616365706b745f31373539365f6466663964616436000c00030000000000000000030c00050008000100ffffffff08000a000000000206000b00000100002c000800600f92c100403a40fd00747012338f2a0000000000000002fd00747012338f2a800000000000000218000900800003e0424200026b305b85c6d73a2718eb1d541200070076d27a3a34dfc2298637e8dd86dd0000"),
+	// tracepkt_17596_dff9dad6 prerouting type 3 handle 0 id 9f383026
+	mustHex("64000000110a000000000000000000000100000008000f000000000a0800040000000003080006009f3830260f000200707265726f7574696e6700001c0001007472616365706b745f31373539365f6466663964616436000c00050008000100ffffffff"),
+	// tracepkt_17596_dff9dad6 prerouting type 1 handle 0 id 9f383026
+	mustHex("60000000110a000000000000000000000100000008000f000000000a0800040000000001080006009f3830260f000200707265726f7574696e6700001c0001007472616365706b745f31373539365f6466663964616436000800100000000001"),
+	// filt forward type 3 handle 4 id 9f383026
+	mustHex("d4000000110a000000000000000000000100000008000f000000000a0800040000000003080006009f3830260c000200666f7277617264000900010066696c74000000000c00030000000000000000040c000500080001000000000108000a000000000206000b000001000008000c000000000306000d00000100002c000800600f92c100403a3ffd00747012338f2a0000000000000002fd00747012338f2a800000000000000218000900800003e0424200026b305b85c6d73a2718eb1d541200070076d27a3a34dfc2298637e8dd86dd0000"),
+	// tracepkt_17596_dff9dad6 prerouting type 3 handle 3 id 9f466ab6
+	mustHex("d8000000110a000000000000000000000100000008000f000000000a0800040000000003080006009f466ab60f000200707265726f7574696e6700001c0001007472616365706b745f31373539365f6466663964616436000c00030000000000000000030c00050008000100ffffffff08000a000000000306000b00000100002c0008006009ea0d00403a40fd00747012338f2a8000000000000002fd00747012338f2a000000000000000218000900810002e0424200026b305b85c6d73a2718eb1d54120007003e2acdf2e2797e9a516ccfb086dd0000"),
+	// tracepkt_17596_dff9dad6 prerouting type 3 handle 0 id 9f466ab6
+	mustHex("64000000110a000000000000000000000100000008000f000000000a0800040000000003080006009f466ab60f000200707265726f7574696e6700001c0001007472616365706b745f31373539365f6466663964616436000c00050008000100ffffffff"),
+	// tracepkt_17596_dff9dad6 prerouting type 1 handle 0 id 9f466ab6
+	mustHex("60000000110a000000000000000000000100000008000f000000000a0800040000000001080006009f466ab60f000200707265726f7574696e6700001c0001007472616365706b745f31373539365f6466663964616436000800100000000001"),
+	// filt forward type 3 handle 4 id 9f466ab6
+	mustHex("d4000000110a000000000000000000000100000008000f000000000a0800040000000003080006009f466ab60c000200666f7277617264000900010066696c74000000000c00030000000000000000040c000500080001000000000108000a000000000306000b000001000008000c000000000206000d00000100002c0008006009ea0d00403a3ffd00747012338f2a8000000000000002fd00747012338f2a000000000000000218000900810002e0424200026b305b85c6d73a2718eb1d54120007003e2acdf2e2797e9a516ccfb086dd0000"),
+}
