@@ -1,0 +1,115 @@
+package probes
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+	vnetns "github.com/vishvananda/netns"
+
+	"github.com/tracepkt/tracepkt-perf/decode"
+	"github.com/tracepkt/tracepkt-perf/probes/netns"
+)
+
+// pidsPerNamespace bounds the processes a snapshot lists for each namespace.
+const pidsPerNamespace = 3
+
+// Snapshot records what a run can see of the machine: every reachable
+// network namespace with its names, a few processes living in it and its
+// interfaces, so a replay shows the live run's names anywhere. Namespaces
+// that vanish while it looks are left out.
+func Snapshot() (*decode.Snapshot, error) {
+	nss, err := netns.List()
+	if err != nil {
+		return nil, fmt.Errorf("snapshot: %w", err)
+	}
+	pids := processesByNamespace()
+	s := &decode.Snapshot{}
+	for _, ns := range nss {
+		n := decode.Namespace{Inode: ns.Inode, Names: ns.Names}
+		for _, pid := range pids[ns.Inode] {
+			comm, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
+			n.Pids = append(n.Pids, pid)
+			n.Comms = append(n.Comms, strings.TrimSpace(string(comm)))
+		}
+		ifaces, err := interfaces(ns)
+		if errors.Is(err, netns.ErrGone) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("snapshot of %v: %w", ns, err)
+		}
+		n.Interfaces = ifaces
+		s.Namespaces = append(s.Namespaces, n)
+	}
+	return s, nil
+}
+
+// processesByNamespace maps namespace inodes to the first few processes in them.
+func processesByNamespace() map[uint32][]int {
+	out := map[uint32][]int{}
+	links, _ := filepath.Glob("/proc/[0-9]*/ns/net")
+	for _, l := range links {
+		target, err := os.Readlink(l)
+		if err != nil {
+			continue
+		}
+		var ino uint32
+		if _, err := fmt.Sscanf(target, "net:[%d]", &ino); err != nil || len(out[ino]) >= pidsPerNamespace {
+			continue
+		}
+		pid, _ := strconv.Atoi(strings.Split(l, "/")[2])
+		out[ino] = append(out[ino], pid)
+	}
+	return out
+}
+
+func interfaces(ns netns.Netns) ([]decode.Interface, error) {
+	f, err := ns.Open()
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	h, err := netlink.NewHandleAt(vnetns.NsHandle(f.Fd()))
+	if err != nil {
+		return nil, fmt.Errorf("netlink: %w", err)
+	}
+	defer h.Close()
+	links, err := h.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("list links: %w", err)
+	}
+	names := map[int]string{}
+	for _, l := range links {
+		names[l.Attrs().Index] = l.Attrs().Name
+	}
+	var out []decode.Interface
+	for _, l := range links {
+		a := l.Attrs()
+		iface := decode.Interface{Ifindex: uint32(a.Index), Name: a.Name, Kind: l.Type(), Master: names[a.MasterIndex]}
+		if iface.Kind == "device" && a.Flags&net.FlagLoopback != 0 {
+			iface.Kind = "loopback"
+		}
+		if _, ok := l.(*netlink.Veth); ok {
+			iface.PeerIfindex = uint32(a.ParentIndex)
+		}
+		addrs, err := h.AddrList(l, netlink.FAMILY_ALL)
+		if err != nil {
+			return nil, fmt.Errorf("list addresses of %s: %w", a.Name, err)
+		}
+		for _, ad := range addrs {
+			if ip, ok := netip.AddrFromSlice(ad.IP); ok {
+				ones, _ := ad.Mask.Size()
+				iface.Addrs = append(iface.Addrs, netip.PrefixFrom(ip.Unmap(), ones))
+			}
+		}
+		out = append(out, iface)
+	}
+	return out, nil
+}
