@@ -37,7 +37,7 @@ lint:
 
 # Unit tests and root end-to-end tests on the running kernel.
 test-host: build
-	$(GO) test -count=1 ./...
+	$(GO) test -count=1 -p 1 ./...
 
 # The kernel matrix: the root tests inside every Debian amd64 kernel in /boot
 # (make deps installs 6.1 and 6.12), one guest boot per kernel. Listed when

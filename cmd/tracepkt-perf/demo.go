@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"os"
 
 	"github.com/tracepkt/tracepkt-perf/internal/topology"
 )
@@ -14,7 +15,7 @@ import (
 // container namespace behind a veth pair), traces one IPv4 and one IPv6 echo
 // into it and removes it on every way out. A demo killed with SIGKILL leaves
 // its links behind; the next demo sweeps them.
-func runDemo(ctx context.Context, o options, w journeyWriter, stderr io.Writer) (err error) {
+func runDemo(ctx context.Context, o options, recFile *os.File, newWriter func(*renderContext) journeyWriter, stderr io.Writer) (err error) {
 	if err := topology.SweepDemo(topology.DemoBridge); err != nil {
 		return fmt.Errorf("demo: %w", err)
 	}
@@ -46,13 +47,13 @@ func runDemo(ctx context.Context, o options, w journeyWriter, stderr io.Writer) 
 	}
 	fmt.Fprintf(stderr, "demo: bridge %s (%s) in this namespace, veth %s to namespace %s (inode %d); removed on exit\n",
 		n.Bridge, n.Gateway4, n.HostVeth, n.Container.Name, n.Container.Inode)
-	s, err := openSession()
+	s, err := openSession(o, recFile, newWriter)
 	if err != nil {
 		return err
 	}
 	var unanswered error
 	for _, target := range targets {
-		err := s.trace(ctx, target, o, w)
+		err := s.trace(ctx, target, o)
 		if errors.Is(err, errUnanswered) {
 			unanswered = err
 			continue

@@ -36,6 +36,11 @@ Flags:
                        IPv4 and an IPv6 echo into it, remove it
       --check          print what this kernel supports; exit 0 when the
                        trace can run
+      --netfilter S    netfilter source: auto, kprobe, nftrace or off
+                       (default auto: nftrace, which needs no kprobes)
+      --record FILE    also record the run to FILE (a .tpk recording)
+      --replay FILE    show a recording, on any machine, without root
+      --pcapng OUT     with --replay: export the packets to OUT for Wireshark
   -h, --help           this help
 
 Exit status: 0 when every echo got a reply, 1 when one did not, 2 for usage
@@ -45,6 +50,9 @@ Examples:
   sudo tracepkt-perf 172.17.0.2
   sudo tracepkt-perf -6 -c 3 --json fd00::2
   sudo tracepkt-perf --demo
+  sudo tracepkt-perf --record incident.tpk 172.17.0.2
+  tracepkt-perf --replay incident.tpk --json
+  tracepkt-perf --replay incident.tpk --pcapng incident.pcapng
 `
 
 // Exit codes are decided in one place, exitCode.
@@ -81,19 +89,23 @@ func exitCode(err error, stderr io.Writer) int {
 }
 
 type options struct {
-	count    int
-	interval time.Duration
-	timeout  time.Duration
-	only4    bool
-	only6    bool
-	jsonOut  bool
-	demo     bool
-	check    bool
-	target   string
+	count     int
+	interval  time.Duration
+	timeout   time.Duration
+	only4     bool
+	only6     bool
+	jsonOut   bool
+	demo      bool
+	check     bool
+	netfilter string
+	record    string
+	replay    string
+	pcapng    string
+	target    string
 }
 
 func parseArgs(args []string, stdout io.Writer) (options, error) {
-	o := options{count: 1, interval: time.Second, timeout: time.Second}
+	o := options{count: 1, interval: time.Second, timeout: time.Second, netfilter: "auto"}
 	fs := flag.NewFlagSet("tracepkt-perf", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	for _, name := range []string{"c", "count"} {
@@ -110,6 +122,10 @@ func parseArgs(args []string, stdout io.Writer) (options, error) {
 	fs.BoolVar(&o.jsonOut, "json", false, "")
 	fs.BoolVar(&o.demo, "demo", false, "")
 	fs.BoolVar(&o.check, "check", false, "")
+	fs.StringVar(&o.netfilter, "netfilter", o.netfilter, "")
+	fs.StringVar(&o.record, "record", "", "")
+	fs.StringVar(&o.replay, "replay", "", "")
+	fs.StringVar(&o.pcapng, "pcapng", "", "")
 	args = splitShortValues(args)
 	var positional []string
 	for {
@@ -137,11 +153,17 @@ func parseArgs(args []string, stdout io.Writer) (options, error) {
 		return o, usageError{"--timeout must be positive"}
 	case o.only4 && o.only6:
 		return o, usageError{"-4 and -6 exclude each other"}
-	case (o.demo || o.check) && len(positional) > 0:
-		return o, usageError{"--demo and --check take no target"}
+	case o.netfilter != "auto" && o.netfilter != "kprobe" && o.netfilter != "nftrace" && o.netfilter != "off":
+		return o, usageError{fmt.Sprintf("--netfilter takes auto, kprobe, nftrace or off, not %q", o.netfilter)}
+	case o.pcapng != "" && o.replay == "":
+		return o, usageError{"--pcapng exports a recording: use it with --replay FILE"}
+	case o.replay != "" && (o.record != "" || o.demo || o.check):
+		return o, usageError{"--replay excludes --record, --demo and --check"}
+	case (o.demo || o.check || o.replay != "") && len(positional) > 0:
+		return o, usageError{"--demo, --check and --replay take no target"}
 	case o.demo && o.check:
 		return o, usageError{"--demo and --check exclude each other"}
-	case !o.demo && !o.check && len(positional) == 0:
+	case !o.demo && !o.check && o.replay == "" && len(positional) == 0:
 		return o, usageError{"missing target"}
 	case len(positional) > 1:
 		return o, usageError{fmt.Sprintf("one target only, got %s", strings.Join(positional, " "))}
@@ -188,12 +210,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-
-	var w journeyWriter = &tableWriter{w: stdout}
-	if o.jsonOut {
-		w = newJSONWriter(stdout)
+	if o.replay != "" {
+		return replay(o, stdout, stderr)
 	}
 	if o.check {
 		return check(stdout)
@@ -201,14 +219,32 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if os.Geteuid() != 0 {
 		return errors.New("tracing needs root (BPF, perf events and a raw socket): run it with sudo")
 	}
+	// A recording that cannot be written fails before anything is attached.
+	var recFile *os.File
+	if o.record != "" {
+		f, err := os.Create(o.record)
+		if err != nil {
+			return fmt.Errorf("record: %w", err)
+		}
+		defer f.Close()
+		recFile = f
+	}
+	newWriter := func(rc *renderContext) journeyWriter { return newJourneyWriter(o.jsonOut, stdout, rc) }
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
 	if o.demo {
-		return runDemo(ctx, o, w, stderr)
+		return runDemo(ctx, o, recFile, newWriter, stderr)
 	}
 	target, err := resolve(ctx, o.target, o.only4, o.only6)
 	if err != nil {
 		return err
 	}
-	return trace(ctx, target, o, w)
+	s, err := openSession(o, recFile, newWriter)
+	if err != nil {
+		return err
+	}
+	return s.trace(ctx, target, o)
 }
 
 // resolve turns TARGET into one address, preferring IPv4 like ping.

@@ -13,7 +13,7 @@ func TestParseArgs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := options{count: 3, interval: 10 * time.Millisecond, timeout: 250 * time.Millisecond, only6: true, jsonOut: true, target: "fd00::2"}
+	want := options{count: 3, interval: 10 * time.Millisecond, timeout: 250 * time.Millisecond, only6: true, jsonOut: true, netfilter: "auto", target: "fd00::2"}
 	if o != want {
 		t.Errorf("got %+v\nwant %+v", o, want)
 	}
@@ -31,6 +31,8 @@ func TestParseArgsErrors(t *testing.T) {
 	for _, args := range [][]string{
 		{}, {"-c", "0", "x"}, {"-W", "0s", "x"}, {"-i", "-1s", "x"}, {"-4", "-6", "x"},
 		{"--demo", "x"}, {"a", "b"}, {"--nope", "x"}, {"-c", "many", "x"}, {"-W", "soon", "x"}, {"-cx", "y"},
+		{"--netfilter", "iptables", "x"}, {"--pcapng", "o.pcapng", "x"}, {"--replay", "a.tpk", "--record", "b.tpk"},
+		{"--replay", "a.tpk", "x"}, {"--check", "--demo"},
 	} {
 		_, err := parseArgs(args, nil)
 		var ue usageError

@@ -21,10 +21,19 @@ type journeyWriter interface {
 	Journey(j *decode.Journey) error
 }
 
+// newJourneyWriter returns the table or the JSON writer.
+func newJourneyWriter(jsonOut bool, w io.Writer, rc *renderContext) journeyWriter {
+	if jsonOut {
+		return jsonWriter{json.NewEncoder(w), rc}
+	}
+	return &tableWriter{w: w, rc: rc}
+}
+
 // tableWriter prints one table per echo, then a summary line; a blank line
-// separates echoes.
+// separates echoes. The run's notes follow the first summary.
 type tableWriter struct {
 	w       io.Writer
+	rc      *renderContext
 	written bool
 }
 
@@ -33,7 +42,6 @@ func (t *tableWriter) Journey(j *decode.Journey) error {
 	if t.written {
 		buf.WriteByte('\n')
 	}
-	t.written = true
 	table := tablewriter.NewTable(&buf,
 		tablewriter.WithRenderer(renderer.NewBlueprint(tw.Rendition{
 			Borders:  tw.BorderNone,
@@ -54,7 +62,7 @@ func (t *tableWriter) Journey(j *decode.Journey) error {
 	first := firstTime(j)
 	for _, r := range j.Rows() {
 		v := viewOf(j, r, first)
-		cells := []string{strconv.FormatUint(uint64(v.netns), 10), v.ifname, v.dir, v.typ, v.src + " -> " + v.dst, v.since}
+		cells := []string{t.rc.netnsCell(v.netns), v.ifname, v.dir, v.typ, v.src + " -> " + v.dst, v.since}
 		if withNF {
 			cells = append(cells, v.chain, v.verdict, v.rule)
 		}
@@ -76,6 +84,12 @@ func (t *tableWriter) Journey(j *decode.Journey) error {
 		}
 	}
 	out.WriteString(summary(j) + "\n")
+	if !t.written {
+		for _, n := range t.rc.notes {
+			out.WriteString(n + "\n")
+		}
+	}
+	t.written = true
 	_, err := io.WriteString(t.w, out.String())
 	return err
 }
@@ -249,9 +263,10 @@ func lastDrop(j *decode.Journey) (decode.NetfilterEvent, bool) {
 }
 
 // jsonWriter prints one JSON object per echo, each on its own line.
-type jsonWriter struct{ enc *json.Encoder }
-
-func newJSONWriter(w io.Writer) jsonWriter { return jsonWriter{json.NewEncoder(w)} }
+type jsonWriter struct {
+	enc *json.Encoder
+	rc  *renderContext
+}
 
 // jsonEcho is the --json schema; its field names are a contract with users' scripts.
 type jsonEcho struct {
@@ -263,21 +278,26 @@ type jsonEcho struct {
 	RTTNs       int64     `json:"rtt_ns"`
 	LostSamples uint64    `json:"lost_samples"`
 	Hops        []jsonHop `json:"hops"`
+	// NetfilterSource is "nftrace", "kprobe" or "off"; Notes say what the
+	// run could not see.
+	NetfilterSource string   `json:"netfilter_source,omitempty"`
+	Notes           []string `json:"notes,omitempty"`
 }
 
 type jsonHop struct {
-	TNs     int64  `json:"t_ns"`
-	Netns   uint32 `json:"netns"`
-	Ifname  string `json:"ifname"`
-	Ifindex uint32 `json:"ifindex"`
-	Probe   string `json:"probe"`
-	Type    string `json:"type"`
-	Src     string `json:"src"`
-	Dst     string `json:"dst"`
-	Dir     string `json:"dir"`
-	KtimeNs uint64 `json:"ktime_ns"`
-	CPU     uint32 `json:"cpu"`
-	Len     uint32 `json:"len"`
+	TNs       int64  `json:"t_ns"`
+	Netns     uint32 `json:"netns"`
+	NetnsName string `json:"netns_name,omitempty"`
+	Ifname    string `json:"ifname"`
+	Ifindex   uint32 `json:"ifindex"`
+	Probe     string `json:"probe"`
+	Type      string `json:"type"`
+	Src       string `json:"src"`
+	Dst       string `json:"dst"`
+	Dir       string `json:"dir"`
+	KtimeNs   uint64 `json:"ktime_ns"`
+	CPU       uint32 `json:"cpu"`
+	Len       uint32 `json:"len"`
 	// Netfilter is set on rows with probe "netfilter".
 	Netfilter *jsonNetfilter `json:"netfilter,omitempty"`
 }
@@ -297,13 +317,15 @@ type jsonNetfilter struct {
 
 func (w jsonWriter) Journey(j *decode.Journey) error {
 	e := jsonEcho{
-		Target:      j.Target.String(),
-		Family:      "ipv4",
-		EchoID:      j.EchoID,
-		Seq:         j.Seq,
-		Result:      "timeout",
-		LostSamples: j.Lost,
-		Hops:        []jsonHop{},
+		Target:          j.Target.String(),
+		Family:          "ipv4",
+		EchoID:          j.EchoID,
+		Seq:             j.Seq,
+		Result:          "timeout",
+		LostSamples:     j.Lost,
+		Hops:            []jsonHop{},
+		NetfilterSource: w.rc.netfilter,
+		Notes:           w.rc.notes,
 	}
 	if j.Target.Is6() {
 		e.Family = "ipv6"
@@ -315,7 +337,7 @@ func (w jsonWriter) Journey(j *decode.Journey) error {
 	for _, r := range j.Rows() {
 		v := viewOf(j, r, first)
 		h := jsonHop{
-			TNs: v.tNs, Netns: v.netns, Ifname: v.ifname, Ifindex: v.ifindex,
+			TNs: v.tNs, Netns: v.netns, NetnsName: w.rc.names[v.netns], Ifname: v.ifname, Ifindex: v.ifindex,
 			Type: v.typ, Src: v.src, Dst: v.dst, Dir: v.dir, KtimeNs: r.Time,
 		}
 		if v.hop != nil {

@@ -106,9 +106,17 @@ func droppedJourney() decode.Journey {
 	return j
 }
 
+// goldenContext names the container namespace and notes legacy tables, as a
+// run on a kernel without kprobes would.
+func goldenContext() *renderContext {
+	rc := newRenderContext([]string{"probe:net:net_dev_queue", "netfilter:nftrace", "kprobes:no", "legacy-tables:filter,nat"})
+	rc.setSnapshot(&decode.Snapshot{Namespaces: []decode.Namespace{{Inode: 4026532400, Names: []string{"tpdemo0-1234"}}, {Inode: 4026531833}}})
+	return rc
+}
+
 func TestTableGolden(t *testing.T) {
 	var buf bytes.Buffer
-	tw := &tableWriter{w: &buf}
+	tw := newJourneyWriter(false, &buf, goldenContext())
 	for _, j := range []decode.Journey{bridgeJourney(), lostJourney(), netfilterJourney(), droppedJourney(), {Target: netip.MustParseAddr("fd00::9"), Seq: 2, Timeout: 2 * time.Second}} {
 		if err := tw.Journey(&j); err != nil {
 			t.Fatal(err)
@@ -119,7 +127,7 @@ func TestTableGolden(t *testing.T) {
 
 func TestJSONGolden(t *testing.T) {
 	var buf bytes.Buffer
-	w := newJSONWriter(&buf)
+	w := newJourneyWriter(true, &buf, goldenContext())
 	for _, j := range []decode.Journey{bridgeJourney(), lostJourney(), netfilterJourney(), droppedJourney()} {
 		if err := w.Journey(&j); err != nil {
 			t.Fatal(err)

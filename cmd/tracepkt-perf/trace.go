@@ -10,17 +10,31 @@ import (
 
 	"github.com/tracepkt/tracepkt-perf/decode"
 	"github.com/tracepkt/tracepkt-perf/probes"
+	"github.com/tracepkt/tracepkt-perf/probes/netns"
+	"github.com/tracepkt/tracepkt-perf/probes/nftrace"
 	"github.com/tracepkt/tracepkt-perf/probes/ping"
 	"github.com/tracepkt/tracepkt-perf/tracefs"
 )
 
-// session is what a live trace needs from the kernel, opened once per run.
+// nftraceQuiet is how long the netfilter source waits for more trace
+// messages after the last one: the kernel sends them before the packet
+// moves on, so they are queued by the time the echo is over.
+const nftraceQuiet = 2 * time.Millisecond
+
+// session is what a live run opens once: the kernel facts, the netfilter
+// source, the snapshot of namespaces, the recording and the output.
 type session struct {
-	fs      *tracefs.FS
-	offsets probes.Offsets
+	fs        *tracefs.FS
+	offsets   probes.Offsets
+	netfilter string // "nftrace" or "off"
+	rec       *decode.Writer
+	w         journeyWriter
 }
 
-func openSession() (*session, error) {
+// openSession prepares a live run. recFile, when not nil, receives the
+// recording; the snapshot is taken now, so a demo must have built its
+// topology before.
+func openSession(o options, recFile *os.File, newWriter func(*renderContext) journeyWriter) (*session, error) {
 	fs, err := tracefs.Open()
 	if err != nil {
 		return nil, err
@@ -29,19 +43,48 @@ func openSession() (*session, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &session{fs: fs, offsets: offsets}, nil
+	s := &session{fs: fs, offsets: offsets}
+	if s.netfilter, err = netfilterSource(o.netfilter, fs); err != nil {
+		return nil, err
+	}
+	snap, err := probes.Snapshot()
+	if err != nil {
+		return nil, err
+	}
+	hdr := newHeader(s.netfilter, fs)
+	rc := newRenderContext(hdr.Capabilities)
+	rc.setSnapshot(snap)
+	s.w = newWriter(rc)
+	if recFile != nil {
+		if s.rec, err = decode.NewWriter(recFile, hdr); err != nil {
+			return nil, fmt.Errorf("record: %w", err)
+		}
+		if err := s.rec.WriteSnapshot(snap); err != nil {
+			return nil, fmt.Errorf("record: %w", err)
+		}
+		if err := s.rec.Flush(); err != nil {
+			return nil, fmt.Errorf("record: %w", err)
+		}
+	}
+	return s, nil
+}
+
+// netfilterSource resolves --netfilter on this kernel.
+func netfilterSource(want string, fs *tracefs.FS) (string, error) {
+	switch want {
+	case "off", "nftrace":
+		return want, nil
+	case "kprobe":
+		if err := fs.KprobesSupported(); err != nil {
+			return "", fmt.Errorf("--netfilter kprobe: %w; --netfilter nftrace works on every kernel with nftables", err)
+		}
+		return "", errors.New("--netfilter kprobe: the kprobe source is not built yet; --netfilter nftrace covers nftables and iptables-nft rules")
+	}
+	return "nftrace", nil // auto
 }
 
 // trace sends o.count echoes to target and writes each journey as it completes.
-func trace(ctx context.Context, target netip.Addr, o options, w journeyWriter) error {
-	s, err := openSession()
-	if err != nil {
-		return err
-	}
-	return s.trace(ctx, target, o, w)
-}
-
-func (s *session) trace(ctx context.Context, target netip.Addr, o options, w journeyWriter) (err error) {
+func (s *session) trace(ctx context.Context, target netip.Addr, o options) (err error) {
 	id, err := ping.RandomID()
 	if err != nil {
 		return err
@@ -51,17 +94,31 @@ func (s *session) trace(ctx context.Context, target netip.Addr, o options, w jou
 		return err
 	}
 	defer func() { err = errors.Join(err, tracer.Close()) }()
+	var nf *nftrace.Tracer
+	if s.netfilter == "nftrace" {
+		nss, err := netns.List()
+		if err != nil {
+			return err
+		}
+		if nf, err = nftrace.Open(nss, id); err != nil {
+			return fmt.Errorf("netfilter: %w", err)
+		}
+		defer func() { err = errors.Join(err, nf.Close()) }()
+	}
 	pinger, err := ping.Open(target, id)
 	if err != nil {
 		return err
 	}
 	defer pinger.Close()
 
-	// A signal closes both: blocked reads return at once and the deferred
-	// closes above release everything.
+	// A signal closes the sources: blocked reads return at once and the
+	// deferred closes above release everything.
 	interrupted := context.AfterFunc(ctx, func() {
 		pinger.Close()
 		tracer.Close()
+		if nf != nil {
+			nf.Close()
+		}
 	})
 	defer interrupted()
 
@@ -79,7 +136,7 @@ func (s *session) trace(ctx context.Context, target netip.Addr, o options, w jou
 		if ctx.Err() != nil {
 			break
 		}
-		j, err := echo(pinger, tracer, target, seq, o.timeout, &recs)
+		j, events, err := echo(pinger, tracer, nf, target, seq, o.timeout, &recs)
 		if ctx.Err() != nil {
 			break
 		}
@@ -89,7 +146,13 @@ func (s *session) trace(ctx context.Context, target netip.Addr, o options, w jou
 		if !j.Replied {
 			unanswered++
 		}
-		if err := w.Journey(&j); err != nil {
+		if s.rec != nil {
+			out := decode.NewEchoOutcome(&j, events)
+			if err := s.rec.WriteEcho(recs, &out); err != nil {
+				return fmt.Errorf("record: %w", err)
+			}
+		}
+		if err := s.w.Journey(&j); err != nil {
 			return err
 		}
 	}
@@ -100,14 +163,15 @@ func (s *session) trace(ctx context.Context, target netip.Addr, o options, w jou
 }
 
 // echo sends one request, waits for its reply or the timeout, then collects
-// what the rings hold: every probe fired before the reply reached our socket.
-func echo(p *ping.Pinger, t *probes.Tracer, target netip.Addr, seq uint16, timeout time.Duration, recs *[]decode.Record) (decode.Journey, error) {
+// what the sources hold: every probe fired before the reply reached our
+// socket, and every trace message was sent before the packet moved on.
+func echo(p *ping.Pinger, t *probes.Tracer, nf *nftrace.Tracer, target netip.Addr, seq uint16, timeout time.Duration, recs *[]decode.Record) (decode.Journey, []decode.NetfilterEvent, error) {
 	sent, err := p.Send(seq)
 	if err != nil {
 		if errors.Is(err, ping.ErrNoRoute) {
-			return decode.Journey{}, fmt.Errorf("no route to %s", target)
+			return decode.Journey{}, nil, fmt.Errorf("no route to %s", target)
 		}
-		return decode.Journey{}, err
+		return decode.Journey{}, nil, err
 	}
 	deadline := sent.Add(timeout)
 	var reply ping.Reply
@@ -118,7 +182,7 @@ func echo(p *ping.Pinger, t *probes.Tracer, target netip.Addr, seq uint16, timeo
 			break
 		}
 		if err != nil {
-			return decode.Journey{}, err
+			return decode.Journey{}, nil, err
 		}
 		replied = reply.Seq == seq // a late reply to an earlier echo is skipped
 	}
@@ -132,14 +196,20 @@ func echo(p *ping.Pinger, t *probes.Tracer, target netip.Addr, seq uint16, timeo
 			break
 		}
 		if err != nil {
-			return decode.Journey{}, err
+			return decode.Journey{}, nil, err
 		}
 		*recs = append(*recs, r)
 	}
-	j := decode.NewJourney(target, p.ID(), seq, *recs, nil)
+	var events []decode.NetfilterEvent
+	if nf != nil {
+		if events, err = nf.Drain(nftraceQuiet); err != nil {
+			return decode.Journey{}, nil, fmt.Errorf("netfilter: %w", err)
+		}
+	}
+	j := decode.NewJourney(target, p.ID(), seq, *recs, events)
 	j.Replied, j.Timeout = replied, timeout
 	if replied {
 		j.RTT = reply.Received.Sub(sent)
 	}
-	return j, nil
+	return j, events, nil
 }
