@@ -80,6 +80,10 @@ func traceJSON(t *testing.T, topo *topology.Topology, src *topology.Netns, targe
 	return echoes
 }
 
+func jsonUnmarshal(s string, v any) error {
+	return json.NewDecoder(strings.NewReader(s)).Decode(v)
+}
+
 // row is what an end-to-end test asserts of each hop.
 func row(netns uint64, ifname, dir, typ string) string {
 	return fmt.Sprintf("%d %s %s %s", netns, ifname, dir, typ)
@@ -329,6 +333,7 @@ func TestE2EDemo(t *testing.T) {
 // everything it built.
 func TestE2EDemoInterrupted(t *testing.T) {
 	testenv.RequireRoot(t)
+	before := ruleset(t, &topology.Netns{})
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -367,6 +372,9 @@ func TestE2EDemoInterrupted(t *testing.T) {
 	}
 	assertDemoRemoved(t)
 	assertNoPrograms(t)
+	if after := ruleset(t, &topology.Netns{}); after != before {
+		t.Errorf("ruleset changed by an interrupted run:\n%s\nwas:\n%s", after, before)
+	}
 }
 
 // assertNoPrograms checks that no tracepkt BPF program is still loaded; the

@@ -64,7 +64,7 @@ type nsState struct {
 	owned bool          // the table has NFT_TABLE_F_OWNER: closing owner deletes it
 	fd    int           // NFNLGRP_NFTRACE socket; -1 when not open
 
-	packets  map[uint32]packet      // trace id -> packet of its latest message with headers
+	packets  map[uint32]firstMsg    // trace id -> packet and interfaces of its latest message with headers
 	lastHook map[uint32]decode.Hook // trace id -> hook of its latest base chain
 	pending  []traceMsg             // messages on our echo, not yet returned by Drain
 	gen      uint32                 // ruleset generation of chains and rules
@@ -272,16 +272,23 @@ func (t *Tracer) readAll() error {
 	return nil
 }
 
+// firstMsg is what the kernel sends only in the first message of a packet's
+// pass through a hook: its headers and interfaces.
+type firstMsg struct {
+	packet   packet
+	iif, oif uint32
+}
+
 // receive keeps m if it is about our echo and not from a helper table. Messages without
-// headers are tied to their packet by trace id.
+// headers are tied to their packet, and its interfaces, by trace id.
 func (st *nsState) receive(m *traceMsg, echoID uint16) {
 	if st.packets == nil || len(st.packets) >= maxTraceIDs {
-		st.packets = make(map[uint32]packet)
+		st.packets = make(map[uint32]firstMsg)
 	}
 	if m.HasPacket {
-		st.packets[m.ID] = m.Packet
-	} else if p, ok := st.packets[m.ID]; ok {
-		m.Packet = p
+		st.packets[m.ID] = firstMsg{m.Packet, m.Iif, m.Oif}
+	} else if f, ok := st.packets[m.ID]; ok {
+		m.Packet, m.Iif, m.Oif = f.packet, f.iif, f.oif
 	} else {
 		return
 	}
