@@ -49,8 +49,8 @@ mount -t sysfs sysfs /host/sys || fail 'mount sysfs failed'
 mount -t devtmpfs devtmpfs /host/dev || fail 'mount devtmpfs failed'
 mount -t tracefs tracefs /host/sys/kernel/tracing || fail 'mount tracefs failed'
 mount -t bpf bpf /host/sys/fs/bpf || fail 'mount bpffs failed'
-mount -t tmpfs tmpfs /host/tmp || fail 'mount tmpfs on /tmp failed'
 mount -t tmpfs tmpfs /host/run || fail 'mount tmpfs on /run failed'
+mkdir /host%[4]s
 mkdir /host%[2]s
 mount -t 9p -o $opts out /host%[2]s || fail 'mount the out share failed'
 ip link set lo up || fail 'bring up lo failed'
@@ -61,7 +61,7 @@ chmod 755 /bin/modprobe-host
 echo /bin/modprobe-host >/proc/sys/kernel/modprobe || fail 'set the module loader failed'
 env -i /bin/chroot /host /bin/sh %[3]s
 halt
-`, msize, guestOutDir, guestRunScript)
+`, msize, guestOutDir, guestRunScript, GuestTmp)
 	return b.String()
 }
 

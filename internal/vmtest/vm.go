@@ -50,19 +50,24 @@ type Result struct {
 }
 
 // CommandEnv returns the environment of commands in the guest: GuestEnvVar,
-// HOME=/tmp (the guest's tmpfs) and the host's PATH and, where set, CI, so
+// HOME and TMPDIR in GuestTmp (a tmpfs: the host root, /tmp included, is
+// read-only in the guest, and stays visible so a checkout under /tmp works)
+// and the host's PATH and, where set, CI, so
 // tests that fail rather than skip under CI keep doing so.
 func CommandEnv(lookup func(string) (string, bool)) []string {
 	path, ok := lookup("PATH")
 	if !ok || path == "" {
 		path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 	}
-	env := []string{GuestEnvVar + "=1", "PATH=" + path, "HOME=/tmp"}
+	env := []string{GuestEnvVar + "=1", "PATH=" + path, "HOME=" + GuestTmp, "TMPDIR=" + GuestTmp}
 	if ci, ok := lookup("CI"); ok {
 		env = append(env, "CI="+ci)
 	}
 	return env
 }
+
+// GuestTmp is the guest commands' writable HOME and TMPDIR.
+const GuestTmp = "/run/tmp"
 
 // ErrGuestDied is returned when the guest stopped without reporting the exit
 // status of every command: a crash, or a failed boot.
@@ -164,7 +169,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 // hiddenInGuest says whether the guest's own mounts over the host root (see
 // initScript) hide path, and under which of them.
 func hiddenInGuest(path string) (string, bool) {
-	for _, dir := range []string{"/tmp", "/run", "/proc", "/sys", "/dev"} {
+	for _, dir := range []string{"/run", "/proc", "/sys", "/dev"} {
 		if rel, err := filepath.Rel(dir, path); err == nil && filepath.IsLocal(rel) {
 			return dir, true
 		}

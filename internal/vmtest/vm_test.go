@@ -46,11 +46,11 @@ func TestCommandEnv(t *testing.T) {
 		return func(k string) (string, bool) { v, ok := vars[k]; return v, ok }
 	}
 	got := CommandEnv(env(map[string]string{"PATH": "/p", "CI": "true", "SECRET": "x"}))
-	if want := []string{"TRACEPKT_VM=1", "PATH=/p", "HOME=/tmp", "CI=true"}; !slices.Equal(got, want) {
+	if want := []string{"TRACEPKT_VM=1", "PATH=/p", "HOME=/run/tmp", "TMPDIR=/run/tmp", "CI=true"}; !slices.Equal(got, want) {
 		t.Errorf("env = %v, want %v", got, want)
 	}
 	got = CommandEnv(env(nil))
-	if want := []string{"TRACEPKT_VM=1", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/tmp"}; !slices.Equal(got, want) {
+	if want := []string{"TRACEPKT_VM=1", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/run/tmp", "TMPDIR=/run/tmp"}; !slices.Equal(got, want) {
 		t.Errorf("env = %v, want %v", got, want)
 	}
 }
@@ -63,8 +63,7 @@ func TestQEMUOptEscape(t *testing.T) {
 
 func TestHiddenInGuest(t *testing.T) {
 	for path, want := range map[string]string{
-		"/tmp/repo":  "/tmp",
-		"/tmp":       "/tmp",
+		"/tmp/repo":  "", // the host's /tmp stays visible, read-only
 		"/run/x/y":   "/run",
 		"/work/main": "",
 		"/tmpfoo":    "",
