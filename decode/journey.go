@@ -1,6 +1,7 @@
 package decode
 
 import (
+	"cmp"
 	"net/netip"
 	"slices"
 	"time"
@@ -40,7 +41,10 @@ func NewJourney(target netip.Addr, id, seq uint16, recs []Record, nf []Netfilter
 		switch {
 		case r.Lost != 0:
 			j.Lost += r.Lost
-		case r.EchoID == id && r.Seq == seq:
+		case r.EchoID != id || r.Seq != seq:
+		case r.IsNetfilter():
+			j.Netfilter = append(j.Netfilter, r.NetfilterEvent())
+		default:
 			j.Hops = append(j.Hops, *r)
 		}
 	}
@@ -115,6 +119,11 @@ func (j *Journey) Rows() []Row {
 	slices.SortStableFunc(rows, func(a, b keyed) int {
 		if a.key != b.key {
 			return a.key - b.key
+		}
+		// Between the same hops: kernel time where both have their own
+		// (kprobe records come in ring order), else the order they came in.
+		if a.row.NF != nil && b.row.NF != nil && a.row.NF.Time != 0 && b.row.NF.Time != 0 && a.row.Time != b.row.Time {
+			return cmp.Compare(a.row.Time, b.row.Time)
 		}
 		return a.ord - b.ord
 	})

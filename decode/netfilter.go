@@ -1,6 +1,11 @@
 package decode
 
-import "net/netip"
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+)
 
 // Hook is a netfilter hook, in the order a packet meets them within one
 // network namespace.
@@ -32,6 +37,9 @@ const (
 	TraceRule   TraceType = 3 // a rule matched; Verdict is its verdict
 	TraceReturn TraceType = 2 // the end of a non-base chain was reached
 	TracePolicy TraceType = 1 // the end of a base chain: its policy decided
+	// TraceChain is a whole table's or base chain's verdict, as a kprobe on
+	// its function sees it: which rule decided is not known.
+	TraceChain TraceType = 4
 )
 
 // NetfilterEvent is one step of an iptables or nftables chain on our echo:
@@ -67,4 +75,47 @@ type NetfilterEvent struct {
 // IsRequest reports whether the event is about the echo request.
 func (e *NetfilterEvent) IsRequest() bool {
 	return e.ICMPType == 8 || e.ICMPType == 128
+}
+
+// NFPROTO_* values of <linux/netfilter.h>, as nftables names the families.
+var nfprotoNames = map[uint8]string{1: "inet", 2: "ip", 3: "arp", 5: "netdev", 7: "bridge", 10: "ip6"}
+
+// Verdicts by their NF_* value in <linux/netfilter.h>.
+var nfVerdicts = [...]string{"DROP", "ACCEPT", "STOLEN", "QUEUE", "REPEAT", "STOP"}
+
+// IsNetfilter reports whether the record comes from a netfilter probe.
+func (r *Record) IsNetfilter() bool { return r.Probe.Kprobe() != "" }
+
+// NetfilterEvent reads a netfilter probe's record.
+func (r *Record) NetfilterEvent() NetfilterEvent {
+	ne := binary.NativeEndian
+	cstr := func(b []byte) string {
+		if i := bytes.IndexByte(b, 0); i >= 0 {
+			b = b[:i]
+		}
+		return string(b)
+	}
+	e := NetfilterEvent{
+		Time: r.Time, Netns: r.Netns, Type: TraceChain, Source: "kprobe",
+		Table:    cstr(r.Packet[OffNFTable-OffPacket : OffNFChain-OffPacket]),
+		Chain:    cstr(r.Packet[OffNFChain-OffPacket : OffNFVerdict-OffPacket]),
+		Iif:      ne.Uint32(r.Packet[OffNFIif-OffPacket:]),
+		Oif:      ne.Uint32(r.Packet[OffNFOif-OffPacket:]),
+		ICMPType: r.ICMPType, EchoID: r.EchoID, Seq: r.Seq, Src: r.Src, Dst: r.Dst,
+	}
+	if h := r.Packet[OffNFHook-OffPacket]; h < 5 {
+		e.Hook = Hook(h + 1) // NF_INET_PRE_ROUTING is 0
+	}
+	e.Family = nfprotoNames[r.Packet[OffNFFamily-OffPacket]]
+	// iptables tables have no chain of their own to name: the hook's is the base chain.
+	if e.Chain == "" {
+		e.Chain = e.Hook.String()
+	}
+	v := ne.Uint32(r.Packet[OffNFVerdict-OffPacket:]) & 0xff // NF_VERDICT_MASK
+	if int(v) < len(nfVerdicts) {
+		e.Verdict = nfVerdicts[v]
+	} else {
+		e.Verdict = fmt.Sprintf("VERDICT%d", v)
+	}
+	return e
 }

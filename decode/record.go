@@ -33,6 +33,19 @@ const (
 	RecordSize  = OffPacket + PacketBytes
 )
 
+// Netfilter records (the kprobe probes) carry, instead of packet bytes, what
+// the netfilter function saw; CapLen is NFInfoBytes so recordings keep it.
+const (
+	OffNFTable   = OffPacket      // [32]byte table name
+	OffNFChain   = OffPacket + 32 // [32]byte chain name (nftables; empty for iptables)
+	OffNFVerdict = OffPacket + 64 // u32 the function's return value (NF_DROP, NF_ACCEPT...)
+	OffNFHook    = OffPacket + 68 // u8 nf_hook_state.hook (NF_INET_*)
+	OffNFFamily  = OffPacket + 69 // u8 table family (NFPROTO_*)
+	OffNFIif     = OffPacket + 72 // u32 ifindex of nf_hook_state.in, 0 if none
+	OffNFOif     = OffPacket + 76 // u32 ifindex of nf_hook_state.out, 0 if none
+	NFInfoBytes  = 80
+)
+
 // Record is one probe hit: a packet of our echo seen at one point in the kernel.
 type Record struct {
 	Time     uint64 // kernel CLOCK_MONOTONIC, ns
@@ -117,6 +130,9 @@ type Probe uint16
 const (
 	ProbeNetDevQueue     Probe = 1 // net:net_dev_queue, a device is handed a packet to send
 	ProbeNetifReceiveSkb Probe = 2 // net:netif_receive_skb, a device's packet enters the stack
+	ProbeIptDoTable      Probe = 3 // kprobe ipt_do_table: an iptables-legacy IPv4 table
+	ProbeIp6tDoTable     Probe = 4 // kprobe ip6t_do_table: an iptables-legacy IPv6 table
+	ProbeNftDoChain      Probe = 5 // kprobe nft_do_chain: an nftables base chain
 )
 
 // Direction says whether a probe sees packets leaving or entering a device.
@@ -135,19 +151,31 @@ func (d Direction) String() string {
 }
 
 type probeInfo struct {
-	group, event string
+	group, event string // tracepoint
 	dir          Direction
+	kprobe       string // kernel function, for netfilter probes
 }
 
 var probes = map[Probe]probeInfo{
-	ProbeNetDevQueue:     {"net", "net_dev_queue", Out},
-	ProbeNetifReceiveSkb: {"net", "netif_receive_skb", In},
+	ProbeNetDevQueue:     {group: "net", event: "net_dev_queue", dir: Out},
+	ProbeNetifReceiveSkb: {group: "net", event: "netif_receive_skb", dir: In},
+	ProbeIptDoTable:      {kprobe: "ipt_do_table"},
+	ProbeIp6tDoTable:     {kprobe: "ip6t_do_table"},
+	ProbeNftDoChain:      {kprobe: "nft_do_chain"},
 }
 
-// Probes lists every known probe in id order.
+// Probes lists the device probes (tracepoints) in id order.
 func Probes() []Probe {
 	return []Probe{ProbeNetDevQueue, ProbeNetifReceiveSkb}
 }
+
+// NetfilterProbes lists the netfilter probes (kprobes) in id order.
+func NetfilterProbes() []Probe {
+	return []Probe{ProbeIptDoTable, ProbeIp6tDoTable, ProbeNftDoChain}
+}
+
+// Kprobe returns the kernel function of a netfilter probe, "" for others.
+func (p Probe) Kprobe() string { return probes[p].kprobe }
 
 // Tracepoint returns the tracefs group and event of the probe.
 func (p Probe) Tracepoint() (group, event string) {
@@ -160,6 +188,9 @@ func (p Probe) Direction() Direction { return probes[p].dir }
 
 func (p Probe) String() string {
 	if i, ok := probes[p]; ok {
+		if i.kprobe != "" {
+			return i.kprobe
+		}
 		return i.event
 	}
 	return fmt.Sprintf("probe%d", uint16(p))

@@ -96,3 +96,49 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+func TestNetfilterRecord(t *testing.T) {
+	b := rawRecord(t, 4, netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.2"), 8, 3, 5000)
+	ne := binary.NativeEndian
+	ne.PutUint16(b[OffProbe:], uint16(ProbeIptDoTable))
+	ne.PutUint16(b[OffCapLen:], NFInfoBytes)
+	clear(b[OffPacket : OffPacket+PacketBytes])
+	copy(b[OffNFTable:], "filter")
+	ne.PutUint32(b[OffNFVerdict:], 0) // NF_DROP
+	b[OffNFHook] = 2                  // NF_INET_FORWARD
+	b[OffNFFamily] = 2                // NFPROTO_IPV4
+	ne.PutUint32(b[OffNFIif:], 7)
+	ne.PutUint32(b[OffNFOif:], 9)
+	var r Record
+	if err := r.Decode(b); err != nil {
+		t.Fatal(err)
+	}
+	if !r.IsNetfilter() || r.Probe.String() != "ipt_do_table" {
+		t.Fatalf("probe %v netfilter %v", r.Probe, r.IsNetfilter())
+	}
+	got := r.NetfilterEvent()
+	want := NetfilterEvent{Time: 5000, Netns: 4026532281, Family: "ip", Table: "filter", Chain: "FORWARD", Hook: HookForward,
+		Type: TraceChain, Verdict: "DROP", Iif: 7, Oif: 9, ICMPType: 8, EchoID: 0xbeef, Seq: 3,
+		Src: netip.MustParseAddr("10.0.0.1"), Dst: netip.MustParseAddr("10.0.0.2"), Source: "kprobe"}
+	if got != want {
+		t.Errorf("event\n got %+v\nwant %+v", got, want)
+	}
+
+	// nftables: the chain is named, the family is the table's, a verdict
+	// with a queue number in its upper bits is still ACCEPT/QUEUE by its low byte.
+	copy(b[OffNFTable:], "tpfilt\x00")
+	copy(b[OffNFChain:], "forward")
+	b[OffNFFamily] = 1 // NFPROTO_INET
+	ne.PutUint32(b[OffNFVerdict:], 3|5<<16)
+	ne.PutUint16(b[OffProbe:], uint16(ProbeNftDoChain))
+	if err := r.Decode(b); err != nil {
+		t.Fatal(err)
+	}
+	if e := r.NetfilterEvent(); e.Table != "tpfilt" || e.Chain != "forward" || e.Family != "inet" || e.Verdict != "QUEUE" {
+		t.Errorf("nft event %+v", e)
+	}
+	j := NewJourney(netip.MustParseAddr("10.0.0.2"), 0xbeef, 3, []Record{r}, nil)
+	if len(j.Hops) != 0 || len(j.Netfilter) != 1 {
+		t.Errorf("journey: %d hops, %d netfilter events; want the record as a netfilter event", len(j.Hops), len(j.Netfilter))
+	}
+}

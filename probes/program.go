@@ -44,49 +44,65 @@ const (
 	rL4  = asm.R9 // offset of the L4 header from rNet, then the device pointer
 )
 
+// rec is the stack offset of a record field.
+func rec(off int) int16 { return int16(recOff + off) }
+
+// pkt is the stack offset of a captured packet byte.
+func pkt(off int) int16 { return rec(decode.OffPacket + off) }
+
+// wire turns a network-order u16 constant into the value a native load of it yields.
+func wire(v uint16) int32 {
+	var b [2]byte
+	binary.BigEndian.PutUint16(b[:], v)
+	return int32(binary.NativeEndian.Uint16(b[:]))
+}
+
+// read copies size bytes from kernel address src+off to the stack.
+func read(dst int16, size int32, src asm.Register, off int32, fail string) asm.Instructions {
+	return asm.Instructions{
+		asm.Mov.Reg(asm.R1, asm.RFP),
+		asm.Add.Imm(asm.R1, int32(dst)),
+		asm.Mov.Imm(asm.R2, size),
+		asm.Mov.Reg(asm.R3, src),
+		asm.Add.Imm(asm.R3, off),
+		asm.FnProbeReadKernel.Call(),
+		asm.JNE.Imm(asm.R0, 0, fail),
+	}
+}
+
+// readL4 copies size bytes at the current L4 offset (rNet + rL4) to the stack.
+func readL4(dst int16, size int32, fail string) asm.Instructions {
+	insns := read(dst, size, rNet, 0, fail)
+	insns[4] = asm.Add.Reg(asm.R3, rL4)
+	return insns
+}
+
 // TracepointProgram builds the program for one net tracepoint: it finds the
 // network header of skbaddr, keeps only ICMP or ICMPv6 echo requests and
 // replies carrying EchoID, and emits one decode.Record for each.
 func TracepointProgram(p ProgramParams) asm.Instructions {
-	o := p.Offsets
-	rec := func(off int) int16 { return int16(recOff + off) }
-	pkt := func(off int) int16 { return rec(decode.OffPacket + off) }
-	// wire turns a network-order u16 constant into the value a native load of it yields.
-	wire := func(v uint16) int32 {
-		var b [2]byte
-		binary.BigEndian.PutUint16(b[:], v)
-		return int32(binary.NativeEndian.Uint16(b[:]))
-	}
-	// read copies size bytes from kernel address src+off to the stack.
-	read := func(dst int16, size int32, src asm.Register, off int32, fail string) asm.Instructions {
-		return asm.Instructions{
-			asm.Mov.Reg(asm.R1, asm.RFP),
-			asm.Add.Imm(asm.R1, int32(dst)),
-			asm.Mov.Imm(asm.R2, size),
-			asm.Mov.Reg(asm.R3, src),
-			asm.Add.Imm(asm.R3, off),
-			asm.FnProbeReadKernel.Call(),
-			asm.JNE.Imm(asm.R0, 0, fail),
-		}
-	}
-	// readL4 copies size bytes at the current L4 offset (rNet + rL4) to the stack.
-	readL4 := func(dst int16, size int32, fail string) asm.Instructions {
-		insns := read(dst, size, rNet, 0, fail)
-		insns[4] = asm.Add.Reg(asm.R3, rL4)
-		return insns
-	}
-
 	insns := asm.Instructions{
 		asm.Mov.Reg(rCtx, asm.R1).WithSource(asm.Comment("probe " + p.Probe.String())),
 		asm.LoadMem(rSkb, rCtx, p.SkbAddrOffset, asm.DWord).WithSource(asm.Comment("skb = ctx->skbaddr")),
 	}
-	insns = append(insns, asm.Mov.Imm(asm.R1, 0).WithSource(asm.Comment("zero the stack we use")))
+	insns = append(insns, echoFilter(p.Offsets, p.EchoID, p.Probe.Direction())...)
+	insns = append(insns, recordHeader(p.Probe)...)
+	insns = append(insns, deviceFields(p.Offsets)...)
+	return append(insns, perfOutput()...)
+}
+
+// echoFilter zeroes the stack, finds the network header of the skb in rSkb
+// (dir says where: transmit and receive paths set it differently), copies up
+// to PacketBytes from it into the record and goes on at "match" only for an
+// ICMP or ICMPv6 echo request or reply carrying echoID, with the family,
+// addresses and ICMP type filled in; anything else jumps to "exit".
+func echoFilter(o Offsets, echoID uint16, dir decode.Direction) asm.Instructions {
+	insns := asm.Instructions{asm.Mov.Imm(asm.R1, 0).WithSource(asm.Comment("zero the stack we use"))}
 	for off := int16(scratch0); off < 0; off += 8 {
 		insns = append(insns, asm.StoreMem(asm.RFP, off, asm.R1, asm.DWord))
 	}
-
 	insns = append(insns, note("skb->data", read(scratch0, 8, rSkb, int32(o.SkbData), "exit"))...)
-	if p.Probe.Direction() == decode.Out {
+	if dir == decode.Out {
 		// On transmit, data points at the link-layer header the device sends.
 		insns = append(insns, note("skb->head + skb->network_header", read(scratch1, 8, rSkb, int32(o.SkbHead), "exit"))...)
 		insns = append(insns, read(scratch2, 2, rSkb, int32(o.SkbNetworkHeader), "exit")...)
@@ -204,7 +220,7 @@ func TracepointProgram(p ProgramParams) asm.Instructions {
 	insns = append(insns, label("icmp", note("ICMP header: echo request or reply with our id", readL4(scratch2, 8, "exit")))...)
 	insns = append(insns,
 		asm.LoadMem(asm.R1, asm.RFP, scratch2+4, asm.Half),
-		asm.JNE.Imm(asm.R1, wire(p.EchoID), "exit"),
+		asm.JNE.Imm(asm.R1, wire(echoID), "exit"),
 		asm.LoadMem(asm.R1, asm.RFP, scratch2, asm.Byte),
 		asm.StoreMem(asm.RFP, rec(decode.OffICMPType), asm.R1, asm.Byte),
 		asm.LoadMem(asm.R2, asm.RFP, rec(decode.OffFamily), asm.Byte),
@@ -215,17 +231,28 @@ func TracepointProgram(p ProgramParams) asm.Instructions {
 		asm.JEq.Imm(asm.R1, 128, "match").WithSymbol("icmp6"),
 		asm.JEq.Imm(asm.R1, 129, "match"),
 		asm.Ja.Label("exit"),
+	)
+	return insns
+}
 
+// recordHeader fills the record's identity at "match": echo id and sequence,
+// skb, probe, time and CPU.
+func recordHeader(p decode.Probe) asm.Instructions {
+	return asm.Instructions{
 		asm.LoadMem(asm.R1, asm.RFP, scratch2+4, asm.Word).WithSymbol("match").WithSource(asm.Comment("ours: fill in the record")),
 		asm.StoreMem(asm.RFP, rec(decode.OffEchoID), asm.R1, asm.Word),
 		asm.StoreMem(asm.RFP, rec(decode.OffSkb), rSkb, asm.DWord),
-		asm.StoreImm(asm.RFP, rec(decode.OffProbe), int64(p.Probe), asm.Half),
+		asm.StoreImm(asm.RFP, rec(decode.OffProbe), int64(p), asm.Half),
 		asm.FnKtimeGetNs.Call(),
 		asm.StoreMem(asm.RFP, rec(decode.OffTime), asm.R0, asm.DWord),
 		asm.FnGetSmpProcessorId.Call(),
 		asm.StoreMem(asm.RFP, rec(decode.OffCPU), asm.R0, asm.Word),
-	)
-	// The device fields are best effort: a record without them still counts.
+	}
+}
+
+// deviceFields reads skb->dev into the record; a record without them still counts.
+func deviceFields(o Offsets) asm.Instructions {
+	var insns asm.Instructions
 	insns = append(insns, note("skb->dev: name, ifindex, nd_net.net->ns.inum", read(scratch0, 8, rSkb, int32(o.SkbDev), "output"))...)
 	insns = append(insns,
 		asm.LoadMem(rL4, asm.RFP, scratch0, asm.DWord),
@@ -239,7 +266,12 @@ func TracepointProgram(p ProgramParams) asm.Instructions {
 		asm.JEq.Imm(rL4, 0, "output"),
 	)
 	insns = append(insns, read(rec(decode.OffNetns), 4, rL4, int32(o.NetInum), "output")...)
-	insns = append(insns,
+	return insns
+}
+
+// perfOutput emits the record at "output" and ends the program at "exit".
+func perfOutput() asm.Instructions {
+	return asm.Instructions{
 		asm.Mov.Reg(asm.R1, rCtx).WithSymbol("output"),
 		asm.LoadMapPtr(asm.R2, 0).WithReference(EventsMap),
 		asm.LoadImm(asm.R3, 0xffffffff, asm.DWord).WithSource(asm.Comment("BPF_F_CURRENT_CPU")),
@@ -249,8 +281,7 @@ func TracepointProgram(p ProgramParams) asm.Instructions {
 		asm.FnPerfEventOutput.Call(),
 		asm.Mov.Imm(asm.R0, 0).WithSymbol("exit"),
 		asm.Return(),
-	)
-	return insns
+	}
 }
 
 // note attaches a comment to the first instruction of a sequence.
