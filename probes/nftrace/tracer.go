@@ -499,7 +499,8 @@ func (t *Tracer) listRules(st *nsState) (map[ruleKey]string, error) {
 // them, into events. lastHook carries, per trace id, the hook of the latest base chain: a
 // regular chain, entered by a jump or goto, runs at the hook of the base chain before it.
 //
-// A message without a rule handle that is not a policy reports the end of a chain: before
+// A message with a rule handle is about that rule (decode.TraceRule, whatever type the kernel
+// gave it). A message without a rule handle that is not a policy reports the end of a chain: before
 // a base chain's policy message it is left out (the policy says it all), otherwise it is
 // the end of a regular chain, returned as decode.TraceReturn.
 func assemble(netns uint32, msgs []traceMsg, lastHook map[uint32]decode.Hook, chain func(chainKey) (chainInfo, bool)) []decode.NetfilterEvent {
@@ -515,7 +516,11 @@ func assemble(netns uint32, msgs []traceMsg, lastHook map[uint32]decode.Hook, ch
 			hook = lastHook[m.ID]
 		}
 		typ := decode.TraceType(m.Type)
-		if m.RuleHandle == 0 && m.Type != unix.NFT_TRACETYPE_POLICY {
+		if m.RuleHandle != 0 {
+			// A rule decided. Kernels differ in how they type a rule whose
+			// verdict is return (6.1 says return, 6.18 says rule).
+			typ = decode.TraceRule
+		} else if m.Type != unix.NFT_TRACETYPE_POLICY {
 			if beforePolicy(msgs[i+1:], m) {
 				continue
 			}
