@@ -111,11 +111,22 @@ func (r *Record) NetfilterEvent() NetfilterEvent {
 	if e.Chain == "" {
 		e.Chain = e.Hook.String()
 	}
-	v := ne.Uint32(r.Packet[OffNFVerdict-OffPacket:]) & 0xff // NF_VERDICT_MASK
-	if int(v) < len(nfVerdicts) {
-		e.Verdict = nfVerdicts[v]
-	} else {
-		e.Verdict = fmt.Sprintf("VERDICT%d", v)
-	}
+	e.Verdict = nfVerdict(ne.Uint32(r.Packet[OffNFVerdict-OffPacket:]))
 	return e
+}
+
+// nfVerdict names a netfilter function's return value. Its low byte is the
+// verdict (NF_VERDICT_MASK); the rest carries a queue number or an errno.
+// Kernels that free a dropped packet themselves (NF_DROP_REASON) return
+// NF_STOLEN with the errno: that is a drop.
+func nfVerdict(v uint32) string {
+	const nfStolen = 2
+	code := v & 0xff
+	if code == nfStolen && v>>16 != 0 {
+		return "DROP"
+	}
+	if int(code) < len(nfVerdicts) {
+		return nfVerdicts[code]
+	}
+	return fmt.Sprintf("VERDICT%d", code)
 }

@@ -137,6 +137,21 @@ func TestNetfilterRecord(t *testing.T) {
 	if e := r.NetfilterEvent(); e.Table != "tpfilt" || e.Chain != "forward" || e.Family != "inet" || e.Verdict != "QUEUE" {
 		t.Errorf("nft event %+v", e)
 	}
+	// A packet dropped with a reason: NF_STOLEN with the errno above.
+	ne.PutUint32(b[OffNFVerdict:], 1<<16|2)
+	if err := r.Decode(b); err != nil {
+		t.Fatal(err)
+	}
+	if e := r.NetfilterEvent(); e.Verdict != "DROP" {
+		t.Errorf("NF_DROP_REASON verdict read as %s", e.Verdict)
+	}
+	ne.PutUint32(b[OffNFVerdict:], 2)
+	if err := r.Decode(b); err != nil {
+		t.Fatal(err)
+	}
+	if e := r.NetfilterEvent(); e.Verdict != "STOLEN" {
+		t.Errorf("NF_STOLEN read as %s", e.Verdict)
+	}
 	j := NewJourney(netip.MustParseAddr("10.0.0.2"), 0xbeef, 3, []Record{r}, nil)
 	if len(j.Hops) != 0 || len(j.Netfilter) != 1 {
 		t.Errorf("journey: %d hops, %d netfilter events; want the record as a netfilter event", len(j.Hops), len(j.Netfilter))

@@ -25,6 +25,10 @@ type Config struct {
 	Probes []decode.Probe
 	// RingPages is the data size of each per-CPU ring in pages (a power of two).
 	RingPages int
+	// Netfilter are the netfilter probes (kprobes) to attach; those whose
+	// function is not in the kernel (module not loaded) are skipped and
+	// listed by Skipped.
+	Netfilter []decode.Probe
 }
 
 // Tracer owns the BPF programs, the perf events they are attached to and the
@@ -34,6 +38,9 @@ type Tracer struct {
 	mu       sync.Mutex // held by ReadInto, so Close waits for it
 	closed   bool
 	events   *ebpf.Map
+	pending  *ebpf.Map
+	kprobes  *tracefs.KprobeGroup
+	skipped  []SkippedProbe
 	rings    []*perf.Event
 	progs    []*ebpf.Program
 	attached []*perf.Event
@@ -75,7 +82,63 @@ func Open(fs *tracefs.FS, offsets Offsets, cfg Config) (_ *Tracer, err error) {
 			return nil, err
 		}
 	}
+	if len(cfg.Netfilter) > 0 {
+		if err := t.attachNetfilter(fs, offsets, cfg.Netfilter, cfg.EchoID, online[0]); err != nil {
+			return nil, err
+		}
+	}
 	return t, nil
+}
+
+// SkippedProbe is a netfilter probe that could not be attached, and why.
+type SkippedProbe struct {
+	Probe decode.Probe
+	Err   error
+}
+
+// Skipped lists the netfilter probes left out.
+func (t *Tracer) Skipped() []SkippedProbe { return t.skipped }
+
+// attachNetfilter puts a kprobe and a kretprobe on each netfilter function:
+// the entry program parks a record per task in the pending map, the return
+// program adds the verdict and emits it.
+func (t *Tracer) attachNetfilter(fs *tracefs.FS, offsets Offsets, nfProbes []decode.Probe, id uint16, cpu int) error {
+	var err error
+	if t.kprobes, err = fs.NewKprobeGroup(); err != nil {
+		return err
+	}
+	if t.pending, err = ebpf.NewMap(&ebpf.MapSpec{
+		Name: "tracepkt_pend", Type: ebpf.Hash, KeySize: 8, ValueSize: decode.RecordSize, MaxEntries: 4096,
+	}); err != nil {
+		return fmt.Errorf("create pending map: %w", err)
+	}
+	for _, p := range nfProbes {
+		fn := p.Kprobe()
+		entryID, err := t.kprobes.Add(fn, fn, false)
+		if err != nil {
+			t.skipped = append(t.skipped, SkippedProbe{p, err})
+			continue
+		}
+		nf, err := KernelNetfilterOffsets(p)
+		if err != nil {
+			return fmt.Errorf("kprobe %s: %w", fn, err)
+		}
+		retID, err := t.kprobes.Add(fn+"_ret", fn, true)
+		if err != nil {
+			return err
+		}
+		params := KprobeParams{Offsets: offsets, NF: nf, Probe: p, EchoID: id}
+		for _, k := range []struct {
+			id    uint64
+			name  string
+			insns asm.Instructions
+		}{{entryID, fn, KprobeEntryProgram(params)}, {retID, fn + "_ret", KprobeReturnProgram(params)}} {
+			if err := t.attachProgram(k.insns, ebpf.Kprobe, "tracepkt_"+fn[:min(len(fn), 6)], "kprobe:"+k.name, k.id, cpu); err != nil {
+				return fmt.Errorf("kprobe %s: %w", k.name, err)
+			}
+		}
+	}
+	return nil
 }
 
 // openRings opens one BPF-output perf event per online CPU, maps its ring and
@@ -160,21 +223,36 @@ func (t *Tracer) attach(fs *tracefs.FS, offsets Offsets, p decode.Probe, id uint
 		return fmt.Errorf("open tracepoint %s/%s: %w", group, event, err)
 	}
 	insns := TracepointProgram(ProgramParams{Offsets: offsets, SkbAddrOffset: int16(skbOff), Probe: p, EchoID: id})
+	if err := t.attachProgram(insns, ebpf.TracePoint, "tracepkt_"+event[:min(len(event), 6)], group+":"+event, tpID, cpu); err != nil {
+		return fmt.Errorf("%s/%s: %w", group, event, err)
+	}
+	return nil
+}
+
+// attachProgram loads insns and attaches them to the perf tracepoint event
+// tpID (a tracepoint, or a kprobe created through tracefs) through one perf
+// event: the program then runs for hits on every CPU.
+func (t *Tracer) attachProgram(insns asm.Instructions, typ ebpf.ProgramType, name, label string, tpID uint64, cpu int) error {
 	if err := associate(insns, EventsMap, t.events); err != nil {
 		return err
 	}
+	if t.pending != nil {
+		if err := associate(insns, PendingMap, t.pending); err != nil {
+			return err
+		}
+	}
 	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Name:         "tracepkt_" + event[:min(len(event), 6)],
-		Type:         ebpf.TracePoint,
+		Name:         name,
+		Type:         typ,
 		Instructions: insns,
 		License:      "Dual MIT/GPL",
 	})
 	if err != nil {
-		return fmt.Errorf("load program for %s/%s: %w", group, event, err)
+		return fmt.Errorf("load program: %w", err)
 	}
 	t.progs = append(t.progs, prog)
 	attr := &perf.Attr{
-		Label:        group + ":" + event,
+		Label:        label,
 		Type:         perf.TracepointEvent,
 		Config:       tpID,
 		Sample:       1,
@@ -184,14 +262,14 @@ func (t *Tracer) attach(fs *tracefs.FS, offsets Offsets, p decode.Probe, id uint
 	}
 	ev, err := perf.Open(attr, perf.AllThreads, cpu, nil)
 	if err != nil {
-		return fmt.Errorf("open tracepoint %s/%s: %w", group, event, err)
+		return fmt.Errorf("open perf event: %w", err)
 	}
 	t.attached = append(t.attached, ev)
 	if err := ev.SetBPF(uint32(prog.FD())); err != nil {
-		return fmt.Errorf("attach program to %s/%s: %w", group, event, err)
+		return fmt.Errorf("attach program: %w", err)
 	}
 	if err := ev.Enable(); err != nil {
-		return fmt.Errorf("enable %s/%s: %w", group, event, err)
+		return fmt.Errorf("enable: %w", err)
 	}
 	return nil
 }
@@ -323,6 +401,13 @@ func (t *Tracer) teardown() error {
 	for _, p := range t.progs {
 		errs = append(errs, p.Close())
 	}
+	// Kprobe definitions are busy until their perf events are closed.
+	if t.kprobes != nil {
+		errs = append(errs, t.kprobes.Close())
+	}
+	if t.pending != nil {
+		errs = append(errs, t.pending.Close())
+	}
 	for _, ev := range t.rings {
 		errs = append(errs, ev.Close())
 	}
@@ -334,7 +419,7 @@ func (t *Tracer) teardown() error {
 			errs = append(errs, unix.Close(fd))
 		}
 	}
-	t.attached, t.progs, t.rings, t.events = nil, nil, nil, nil
+	t.attached, t.progs, t.rings, t.events, t.kprobes, t.pending = nil, nil, nil, nil, nil, nil
 	t.epfd, t.wakefd = -1, -1
 	return errors.Join(errs...)
 }

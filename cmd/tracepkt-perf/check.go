@@ -59,7 +59,12 @@ func check(stdout io.Writer) error {
 		kprobes = fs.KprobesSupported()
 	}
 	line("kprobes", kprobes, "kprobe_events", false)
+	line("nftrace", nftraceSupported(), "NFNLGRP_NFTRACE", false)
 	line("iptables backend", nil, iptablesBackend(), false)
+	if fsErr == nil {
+		plan, err := netfilterSource("auto", fs)
+		line("netfilter source", err, "auto picks "+plan.name, false)
+	}
 	if core {
 		fmt.Fprintln(stdout, "\ncore trace: ready")
 		return nil
@@ -87,4 +92,21 @@ func iptablesBackend() string {
 		backend += "; legacy tables loaded: " + strings.Join(strings.Fields(string(b)), ", ")
 	}
 	return backend
+}
+
+// nftraceSupported returns nil when this process can listen to nftables
+// trace events.
+func nftraceSupported() error {
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_NETFILTER)
+	if err != nil {
+		return fmt.Errorf("netlink netfilter socket: %w", err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return fmt.Errorf("bind netlink socket: %w", err)
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_NETLINK, unix.NETLINK_ADD_MEMBERSHIP, unix.NFNLGRP_NFTRACE); err != nil {
+		return fmt.Errorf("join NFNLGRP_NFTRACE: %w", err)
+	}
+	return nil
 }

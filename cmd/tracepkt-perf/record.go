@@ -90,12 +90,15 @@ func newRenderContext(caps []string) *renderContext {
 			legacy = strings.TrimPrefix(c, capLegacyTables)
 		}
 	}
-	if legacy != "" && rc.netfilter == "nftrace" {
+	if legacy != "" && !strings.Contains(rc.netfilter, "kprobe") && rc.netfilter != "off" {
 		why := "nftables tracing cannot see them"
 		if noKprobes {
 			why += ", and this kernel has no kprobes"
 		}
 		rc.notes = append(rc.notes, fmt.Sprintf("netfilter: iptables-legacy rules (tables %s) are not shown: %s", legacy, why))
+	}
+	if rc.netfilter == "kprobe" {
+		rc.notes = append(rc.notes, "netfilter: kprobes show each table's or chain's verdict; --netfilter nftrace (or auto) shows the nftables rule that decided")
 	}
 	return rc
 }

@@ -26,9 +26,16 @@ const nftraceQuiet = 2 * time.Millisecond
 type session struct {
 	fs        *tracefs.FS
 	offsets   probes.Offsets
-	netfilter string // "nftrace" or "off"
+	netfilter netfilterPlan
 	rec       *decode.Writer
 	w         journeyWriter
+}
+
+// netfilterPlan is what --netfilter resolved to on this kernel.
+type netfilterPlan struct {
+	name    string         // "kprobe+nftrace", "kprobe", "nftrace" or "off"
+	kprobes []decode.Probe // netfilter functions to put kprobes on
+	nftrace bool
 }
 
 // openSession prepares a live run. recFile, when not nil, receives the
@@ -47,11 +54,17 @@ func openSession(o options, recFile *os.File, newWriter func(*renderContext) jou
 	if s.netfilter, err = netfilterSource(o.netfilter, fs); err != nil {
 		return nil, err
 	}
+	if len(s.netfilter.kprobes) > 0 {
+		// Probes a run killed with SIGKILL left behind.
+		if err := fs.SweepKprobes(); err != nil {
+			return nil, err
+		}
+	}
 	snap, err := probes.Snapshot()
 	if err != nil {
 		return nil, err
 	}
-	hdr := newHeader(s.netfilter, fs)
+	hdr := newHeader(s.netfilter.name, fs)
 	rc := newRenderContext(hdr.Capabilities)
 	rc.setSnapshot(snap)
 	s.w = newWriter(rc)
@@ -69,18 +82,28 @@ func openSession(o options, recFile *os.File, newWriter func(*renderContext) jou
 	return s, nil
 }
 
-// netfilterSource resolves --netfilter on this kernel.
-func netfilterSource(want string, fs *tracefs.FS) (string, error) {
+// netfilterSource resolves --netfilter on this kernel. auto takes kprobes
+// for iptables-legacy, which nothing else sees, and nftables tracing for
+// nftables and iptables-nft rules, which it shows down to the rule; on a
+// kernel without kprobes, nftables tracing alone.
+func netfilterSource(want string, fs *tracefs.FS) (netfilterPlan, error) {
+	kprobes := fs.KprobesSupported()
+	legacy := []decode.Probe{decode.ProbeIptDoTable, decode.ProbeIp6tDoTable}
 	switch want {
-	case "off", "nftrace":
-		return want, nil
+	case "off":
+		return netfilterPlan{name: "off"}, nil
+	case "nftrace":
+		return netfilterPlan{name: "nftrace", nftrace: true}, nil
 	case "kprobe":
-		if err := fs.KprobesSupported(); err != nil {
-			return "", fmt.Errorf("--netfilter kprobe: %w; --netfilter nftrace works on every kernel with nftables", err)
+		if kprobes != nil {
+			return netfilterPlan{}, fmt.Errorf("--netfilter kprobe: %w; --netfilter nftrace works on every kernel with nftables", kprobes)
 		}
-		return "", errors.New("--netfilter kprobe: the kprobe source is not built yet; --netfilter nftrace covers nftables and iptables-nft rules")
+		return netfilterPlan{name: "kprobe", kprobes: decode.NetfilterProbes()}, nil
 	}
-	return "nftrace", nil // auto
+	if kprobes != nil {
+		return netfilterPlan{name: "nftrace", nftrace: true}, nil
+	}
+	return netfilterPlan{name: "kprobe+nftrace", kprobes: legacy, nftrace: true}, nil
 }
 
 // trace sends o.count echoes to target and writes each journey as it completes.
@@ -89,13 +112,13 @@ func (s *session) trace(ctx context.Context, target netip.Addr, o options) (err 
 	if err != nil {
 		return err
 	}
-	tracer, err := probes.Open(s.fs, s.offsets, probes.Config{EchoID: id})
+	tracer, err := probes.Open(s.fs, s.offsets, probes.Config{EchoID: id, Netfilter: s.netfilter.kprobes})
 	if err != nil {
 		return err
 	}
 	defer func() { err = errors.Join(err, tracer.Close()) }()
 	var nf *nftrace.Tracer
-	if s.netfilter == "nftrace" {
+	if s.netfilter.nftrace {
 		nss, err := netns.List()
 		if err != nil {
 			return err

@@ -17,7 +17,7 @@ const (
 
 // busyboxApplets are the commands initScript uses; each is a symlink to
 // /bin/busybox in the initramfs.
-var busyboxApplets = []string{"sh", "mount", "mkdir", "insmod", "ip", "env", "chroot", "sync", "poweroff", "chmod"}
+var busyboxApplets = []string{"sh", "mount", "mkdir", "insmod", "ip", "env", "chroot", "sync", "poweroff", "chmod", "cp"}
 
 // initScript is the guest's /init, run by busybox sh: it inserts modules in
 // order, mounts the host root and the out share, and runs the run script
@@ -54,11 +54,15 @@ mkdir /host%[4]s
 mkdir /host%[2]s
 mount -t 9p -o $opts out /host%[2]s || fail 'mount the out share failed'
 ip link set lo up || fail 'bring up lo failed'
-# The kernel runs its module loader from this root, not the chroot's: hand
-# requests (veth, bridge, nf_tables expressions...) to the host's modprobe.
-printf '#!/bin/sh\nexec /bin/chroot /host /sbin/modprobe "$@"\n' >/bin/modprobe-host
-chmod 755 /bin/modprobe-host
-echo /bin/modprobe-host >/proc/sys/kernel/modprobe || fail 'set the module loader failed'
+# The kernel runs its module loader from this root, tools such as
+# iptables-legacy run it from the chroot: one wrapper, at a path both roots
+# have, hands requests (veth, bridge, nf_tables, iptable_filter...) to the
+# host's modprobe.
+mkdir -p /run
+printf '#!/bin/sh\nif [ -d /host/sbin ]; then exec /bin/chroot /host /sbin/modprobe "$@"; fi\nexec /sbin/modprobe "$@"\n' >/run/modprobe
+chmod 755 /run/modprobe
+cp /run/modprobe /host/run/modprobe
+echo /run/modprobe >/proc/sys/kernel/modprobe || fail 'set the module loader failed'
 env -i /bin/chroot /host /bin/sh %[3]s
 halt
 `, msize, guestOutDir, guestRunScript, GuestTmp)

@@ -1,0 +1,205 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/tracepkt/tracepkt-perf/internal/testenv"
+	"github.com/tracepkt/tracepkt-perf/internal/topology"
+	"github.com/tracepkt/tracepkt-perf/internal/vmtest"
+	"github.com/tracepkt/tracepkt-perf/tracefs"
+)
+
+// requireKprobes skips on a kernel without kprobes, such as the
+// development machines'; these tests run in the distro kernels of the test
+// matrix, where kprobes are required and their absence is a failure.
+func requireKprobes(t *testing.T) *tracefs.FS {
+	t.Helper()
+	testenv.RequireRoot(t)
+	fs, err := tracefs.Open()
+	if err == nil {
+		err = fs.KprobesSupported()
+	}
+	if err != nil {
+		if os.Getenv(vmtest.GuestEnvVar) == "1" {
+			t.Fatalf("kprobes are required in the test VM: %v", err)
+		}
+		t.Skipf("this kernel has no kprobes (%v): the kprobe tests run in make test-matrix", err)
+	}
+	return fs
+}
+
+// legacyRules adds iptables-legacy rules of the target's family.
+func legacyRules(t *testing.T, ns *topology.Netns, target netip.Addr, rules ...[]string) {
+	t.Helper()
+	cmd, proto, typ := "iptables-legacy", "icmp", "--icmp-type"
+	if target.Is6() {
+		cmd, proto, typ = "ip6tables-legacy", "ipv6-icmp", "--icmpv6-type"
+	}
+	for _, r := range rules {
+		args := []string{cmd}
+		for _, a := range r {
+			switch a {
+			case "PROTO":
+				a = proto
+			case "TYPE":
+				a = typ
+			}
+			args = append(args, a)
+		}
+		inNetns(t, ns, args...)
+	}
+}
+
+func traceDrop(t *testing.T, topo *topology.Topology, n *topology.RouterNet, target netip.Addr, args ...string) jsonEcho {
+	t.Helper()
+	if err := topo.CheckOwnRoute(n.Source, target); err != nil {
+		t.Fatal(err)
+	}
+	res := runTool(t, n.Source, append([]string{"--json", "-W", "500ms", target.String()}, args...)...)
+	if res.code != 1 {
+		t.Fatalf("exit %d, want 1 (no reply); stderr:\n%s", res.code, res.stderr)
+	}
+	var e jsonEcho
+	if err := jsonUnmarshal(res.stdout, &e); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func assertRows(t *testing.T, e jsonEcho, want []string) {
+	t.Helper()
+	if got := rowsWithNetfilter(e); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("rows:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// TestE2EKprobeLegacy traces iptables-legacy tables, which only kprobes see:
+// an ACCEPT in the source's OUTPUT and a DROP in the router's FORWARD.
+func TestE2EKprobeLegacy(t *testing.T) {
+	requireKprobes(t)
+	topo := testenv.Topology(t)
+	v4, v6 := topology.TestNets()
+	n, err := topo.Router(topology.UniqueName("tk"), v4, v6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, r := inode(t, n.A), inode(t, n.R)
+	families(t, n.Target4, n.Target6, func(t *testing.T, target netip.Addr) {
+		legacyRules(t, n.A, target, []string{"-A", "OUTPUT", "-p", "PROTO", "-j", "ACCEPT"})
+		legacyRules(t, n.R, target, []string{"-A", "FORWARD", "-p", "PROTO", "TYPE", "echo-request", "-j", "DROP"})
+		for _, mode := range []string{"kprobe", "auto"} {
+			e := traceDrop(t, topo, n, target, "--netfilter", mode)
+			assertRows(t, e, []string{
+				nfWant(a, "eth0", "filter.OUTPUT", "ACCEPT", ""),
+				row(a, "eth0", "out", "request"),
+				row(r, "eth0", "in", "request"),
+				nfWant(r, "eth0", "filter.FORWARD", "DROP", ""),
+			})
+			for _, h := range e.Hops {
+				if h.Netfilter != nil && (h.Netfilter.Source != "kprobe" || h.KtimeNs == 0) {
+					t.Errorf("%s: netfilter row %+v: want source kprobe with a kernel time", mode, *h.Netfilter)
+				}
+			}
+		}
+	})
+}
+
+// TestE2EKprobeNftables traces an nftables chain through nft_do_chain.
+func TestE2EKprobeNftables(t *testing.T) {
+	requireKprobes(t)
+	topo := testenv.Topology(t)
+	v4, v6 := topology.TestNets()
+	n, err := topo.Router(topology.UniqueName("tk"), v4, v6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inNetns(t, n.R, "nft", "add table inet tpfilt; add chain inet tpfilt forward { type filter hook forward priority 0; }; "+
+		"add rule inet tpfilt forward icmp type echo-request drop; add rule inet tpfilt forward icmpv6 type echo-request drop")
+	a, r := inode(t, n.A), inode(t, n.R)
+	families(t, n.Target4, n.Target6, func(t *testing.T, target netip.Addr) {
+		e := traceDrop(t, topo, n, target, "--netfilter", "kprobe")
+		assertRows(t, e, []string{
+			row(a, "eth0", "out", "request"),
+			row(r, "eth0", "in", "request"),
+			nfWant(r, "eth0", "tpfilt.forward", "DROP", ""),
+		})
+		if nf := e.Hops[2].Netfilter; nf == nil || nf.Family != "inet" || nf.Hook != "FORWARD" {
+			t.Errorf("netfilter row %+v: want family inet, hook FORWARD", nf)
+		}
+	})
+}
+
+// TestE2EKprobeCleanup kills a run with SIGKILL, which leaves its kprobes
+// behind, and checks that the next run sweeps them.
+func TestE2EKprobeCleanup(t *testing.T) {
+	fs := requireKprobes(t)
+	topo := testenv.Topology(t)
+	v4, v6 := topology.TestNets()
+	n, err := topo.VethPair(topology.UniqueName("tk"), v4, v6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := topo.CheckOwnRoute(n.Source, n.Target4); err != nil {
+		t.Fatal(err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(self, "--netfilter", "kprobe", "-c", "100", "-i", "50ms", n.Target4.String())
+	cmd.Env = append(os.Environ(), asToolEnv+"=1")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	s := bufio.NewScanner(out)
+	for s.Scan() && !strings.Contains(s.Text(), "reply from") {
+	}
+	// Lines read "p:group/event symbol", or "r<maxactive>:..." for return probes.
+	group := regexp.MustCompile(fmt.Sprintf(`^[pr][0-9]*:tracepkt_%d_[0-9a-f]{8}/`, cmd.Process.Pid))
+	ours := func() (n int, all []string) {
+		b, err := os.ReadFile(filepath.Join(fs.Root, "kprobe_events"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			if strings.Contains(l, "tracepkt_") {
+				all = append(all, l)
+				if group.MatchString(l) {
+					n++
+				}
+			}
+		}
+		return n, all
+	}
+	if n, all := ours(); n < 2 || n != len(all) {
+		t.Errorf("while running: %d probes in the run's own group, of tracepkt probes %q", n, all)
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	if n, _ := ours(); n == 0 {
+		t.Fatal("SIGKILL left no probe behind: nothing for the sweep to do")
+	}
+	res := runTool(t, n.Source, "--netfilter", "kprobe", n.Target4.String())
+	if res.code != 0 {
+		t.Fatalf("second run: exit %d\n%s", res.code, res.stderr)
+	}
+	if _, all := ours(); len(all) != 0 {
+		t.Errorf("after the second run, kprobe_events still holds %q", all)
+	}
+	if b, _ := os.ReadFile(filepath.Join(fs.Root, "kprobe_events")); bytes.Contains(b, []byte("tracepkt_")) {
+		t.Errorf("kprobe_events: %s", b)
+	}
+}
