@@ -61,10 +61,18 @@ func run(args []string, stdout io.Writer) (err error) {
 		if err != nil {
 			return err
 		}
+		core, err := measure(*runs, "reply from", *tool, "--netfilter", "off", "-c1", "-W1", target.String())
+		if err != nil {
+			return err
+		}
 		for _, m := range []struct {
 			name string
 			t    timings
-		}{{"ping -c1 " + target.String(), base}, {"tracepkt-perf -c1 " + target.String(), ours}} {
+		}{
+			{"ping -c1 " + target.String(), base},
+			{"tracepkt-perf -c1 " + target.String(), ours},
+			{"  same, --netfilter off", core},
+		} {
 			fmt.Fprintf(stdout, "%-44s %18s %18s %7.1fx\n", m.name, m.t.answer, m.t.exit,
 				float64(median(m.t.exit))/float64(median(base.exit)))
 		}
