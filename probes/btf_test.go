@@ -57,7 +57,13 @@ func syntheticSpec(t *testing.T) *btf.Spec {
 		{Name: "data", Type: ptr(u8), Offset: bits(200)},
 	}}
 
-	b, err := btf.NewBuilder([]btf.Type{skb, dev, net}, nil)
+	return buildSpec(t, skb, dev, net)
+}
+
+// buildSpec marshals types into BTF and loads it back, as the kernel's would be.
+func buildSpec(t *testing.T, types ...btf.Type) *btf.Spec {
+	t.Helper()
+	b, err := btf.NewBuilder(types, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,6 @@
 package probes
 
 import (
-	"bytes"
 	"fmt"
 	"testing"
 
@@ -63,19 +62,7 @@ func netfilterSpec(t *testing.T, before516 bool) *btf.Spec {
 			{Name: "pkt", Type: ptr(pktinfo)}, {Name: "priv", Type: &btf.Pointer{Target: &btf.Void{}}},
 		}}, Linkage: btf.GlobalFunc},
 	}
-	b, err := btf.NewBuilder(types, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := b.Marshal(nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	spec, err := btf.LoadSpecFromReader(bytes.NewReader(raw))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return spec
+	return buildSpec(t, types...)
 }
 
 func TestLookupNetfilterOffsets(t *testing.T) {

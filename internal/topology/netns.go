@@ -10,8 +10,10 @@ import (
 	"sync"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
+	vnetns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	pnetns "github.com/tracepkt/tracepkt-perf/probes/netns"
 )
 
 // netnsRunDir is where `ip netns add` bind-mounts named namespaces.
@@ -79,7 +81,7 @@ func (n *Netns) handle() (*netlink.Handle, error) {
 	if err != nil {
 		return nil, err
 	}
-	h, err := netlink.NewHandleAt(netns.NsHandle(fd), unix.NETLINK_ROUTE)
+	h, err := netlink.NewHandleAt(vnetns.NsHandle(fd), unix.NETLINK_ROUTE)
 	runtime.KeepAlive(n)
 	if err != nil {
 		return nil, fmt.Errorf("netlink socket in %v: %w", n, err)
@@ -90,52 +92,18 @@ func (n *Netns) handle() (*netlink.Handle, error) {
 // Do runs fn on a locked OS thread inside n and returns its error. Goroutines that fn starts
 // do not run inside n. A panic in fn is re-raised in the caller.
 func (n *Netns) Do(fn func() error) error {
-	type result struct {
-		err   error
-		panic any
-	}
 	fd, err := n.fd()
 	if err != nil {
 		return err
 	}
-	done := make(chan result, 1)
-	go func() {
-		// The thread is given back to the runtime only once it is back in its own namespace.
-		// Otherwise the goroutine exits locked, and the runtime discards the thread (or, if it
-		// is the main thread, parks it for good).
-		runtime.LockOSThread()
-		orig, err := os.OpenFile("/proc/thread-self/ns/net", os.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			runtime.UnlockOSThread()
-			done <- result{err: fmt.Errorf("open current netns: %w", err)}
-			return
-		}
-		defer orig.Close()
+	err = pnetns.OnThread(func() error {
 		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			done <- result{err: fmt.Errorf("enter %v: %w", n, err)}
-			return
+			return fmt.Errorf("enter %v: %w", n, err)
 		}
-		var r result
-		func() {
-			defer func() {
-				if p := recover(); p != nil {
-					r.panic = p
-				}
-			}()
-			r.err = fn()
-		}()
-		if unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) == nil {
-			runtime.UnlockOSThread()
-		}
-		done <- r
-	}()
-	r := <-done
+		return fn()
+	})
 	runtime.KeepAlive(n)
-	if r.panic != nil {
-		panic(r.panic)
-	}
-	return r.err
+	return err
 }
 
 // Forwarding turns net.ipv4.ip_forward and net.ipv6.conf.all.forwarding on or off inside n.
@@ -211,45 +179,22 @@ func createNamedNetns(name string) (*Netns, error) {
 	}
 	f.Close()
 
-	type result struct {
-		ns  *Netns
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		// The thread goes back to its own namespace before it is unlocked. If it cannot,
-		// it stays locked and the runtime discards it with this goroutine (or, if it is the
-		// main thread, parks it for good).
-		runtime.LockOSThread()
-		orig, err := os.OpenFile("/proc/thread-self/ns/net", os.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			runtime.UnlockOSThread()
-			done <- result{err: fmt.Errorf("open current netns: %w", err)}
-			return
-		}
-		defer orig.Close()
+	var ns *Netns
+	err = pnetns.OnThread(func() error {
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread() // unshare failed: still in the original namespace
-			done <- result{err: fmt.Errorf("unshare network namespace: %w", err)}
-			return
+			return fmt.Errorf("unshare network namespace: %w", err)
 		}
-		var r result
 		if err := unix.Mount("/proc/thread-self/ns/net", path, "none", unix.MS_BIND, ""); err != nil {
-			r.err = fmt.Errorf("bind-mount netns on %s: %w", path, err)
-		} else {
-			r.ns, r.err = openNetns("/proc/thread-self/ns/net", name, path)
+			return fmt.Errorf("bind-mount netns on %s: %w", path, err)
 		}
-		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err == nil {
-			runtime.UnlockOSThread()
-		}
-		done <- r
-	}()
-	r := <-done
-	if r.err != nil {
+		ns, err = openNetns("/proc/thread-self/ns/net", name, path)
+		return err
+	})
+	if err != nil {
 		_ = removeNamedNetns(path)
-		return nil, fmt.Errorf("create netns %s: %w", name, r.err)
+		return nil, fmt.Errorf("create netns %s: %w", name, err)
 	}
-	return r.ns, nil
+	return ns, nil
 }
 
 // removeNamedNetns does what `ip netns del` does. The kernel frees the namespace, and the

@@ -214,39 +214,64 @@ func Dedup(nss []Netns) []Netns {
 	return out
 }
 
-// Do runs fn(i) for each i, in order, on one locked OS thread that has entered
-// the network namespace of files[i]; sockets fn creates live in that namespace, and so
-// does any child process it starts. It stops at the first error. Goroutines fn starts do
-// not run inside the namespace.
-func Do(files []*os.File, fn func(i int) error) error {
-	done := make(chan error, 1)
+// OnThread runs fn on a locked OS thread that fn may move to other network
+// namespaces (setns, unshare); the thread goes back to the namespace it
+// started in afterwards. It is given back to the runtime only once it is
+// back: otherwise the goroutine exits locked and the runtime discards the
+// thread (or, for the main thread, parks it for good), so no goroutine ever
+// runs in a namespace it did not ask for. Goroutines fn starts do not run on
+// its thread. A panic in fn is re-raised in the caller.
+func OnThread(fn func() error) error {
+	type result struct {
+		err   error
+		panic any
+	}
+	done := make(chan result, 1)
 	go func() {
-		// The thread goes back to the runtime only once it is back in its own namespace;
-		// otherwise the goroutine exits locked and the runtime discards the thread.
 		runtime.LockOSThread()
 		orig, err := os.OpenFile("/proc/thread-self/ns/net", os.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			runtime.UnlockOSThread()
-			done <- fmt.Errorf("open current netns: %w", err)
+			done <- result{err: fmt.Errorf("open current netns: %w", err)}
 			return
 		}
 		defer orig.Close()
-		var ferr error
-		for i, f := range files {
-			if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
-				ferr = fmt.Errorf("enter netns %s: %w", f.Name(), err)
-				break
-			}
-			if ferr = fn(i); ferr != nil {
-				break
-			}
-		}
+		var r result
+		func() {
+			defer func() {
+				if p := recover(); p != nil {
+					r.panic = p
+				}
+			}()
+			r.err = fn()
+		}()
 		if unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) == nil {
 			runtime.UnlockOSThread()
 		}
-		done <- ferr
+		done <- r
 	}()
-	err := <-done
+	r := <-done
+	if r.panic != nil {
+		panic(r.panic)
+	}
+	return r.err
+}
+
+// Do runs fn(i) for each i, in order, on one locked OS thread that has entered
+// the network namespace of files[i]; sockets fn creates live in that namespace,
+// and so does any child process it starts. It stops at the first error.
+func Do(files []*os.File, fn func(i int) error) error {
+	err := OnThread(func() error {
+		for i, f := range files {
+			if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+				return fmt.Errorf("enter netns %s: %w", f.Name(), err)
+			}
+			if err := fn(i); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 	runtime.KeepAlive(files)
 	return err
 }
