@@ -136,18 +136,37 @@ func inode(t *testing.T, ns *topology.Netns) uint64 {
 	return testenv.NetnsInodeOfPid(t, cmd.Process.Pid)
 }
 
-func families(t *testing.T, target4, target6 netip.Addr, f func(t *testing.T, target netip.Addr)) {
-	t.Run("ipv4", func(t *testing.T) { f(t, target4) })
-	t.Run("ipv6", func(t *testing.T) { f(t, target6) })
-}
-
-func TestE2EVethPair(t *testing.T) {
+// vethPair builds the root namespace joined to a new one, removed with t.
+func vethPair(t *testing.T) (*topology.Topology, *topology.VethPairNet) {
+	t.Helper()
 	topo := testenv.Topology(t)
 	v4, v6 := topology.TestNets()
 	n, err := topo.VethPair(topology.UniqueName("tp"), v4, v6)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return topo, n
+}
+
+// router builds A -> R -> B, removed with t.
+func router(t *testing.T) (*topology.Topology, *topology.RouterNet) {
+	t.Helper()
+	topo := testenv.Topology(t)
+	v4, v6 := topology.TestNets()
+	n, err := topo.Router(topology.UniqueName("tp"), v4, v6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return topo, n
+}
+
+func families(t *testing.T, target4, target6 netip.Addr, f func(t *testing.T, target netip.Addr)) {
+	t.Run("ipv4", func(t *testing.T) { f(t, target4) })
+	t.Run("ipv6", func(t *testing.T) { f(t, target6) })
+}
+
+func TestE2EVethPair(t *testing.T) {
+	topo, n := vethPair(t)
 	root, peer := inode(t, n.Root), inode(t, n.Netns)
 	families(t, n.Target4, n.Target6, func(t *testing.T, target netip.Addr) {
 		echoes := traceJSON(t, topo, n.Source, target, "-c", "2")
@@ -193,12 +212,7 @@ func TestE2EDockerBridge(t *testing.T) {
 // TestE2ERouter runs the tool inside namespace A (under `ip netns exec`,
 // which hides the host's tracefs: the tool must mount its own).
 func TestE2ERouter(t *testing.T) {
-	topo := testenv.Topology(t)
-	v4, v6 := topology.TestNets()
-	n, err := topo.Router(topology.UniqueName("tp"), v4, v6)
-	if err != nil {
-		t.Fatal(err)
-	}
+	topo, n := router(t)
 	a, r, b := inode(t, n.A), inode(t, n.R), inode(t, n.B)
 	families(t, n.Target4, n.Target6, func(t *testing.T, target netip.Addr) {
 		echoes := traceJSON(t, topo, n.Source, target)
@@ -239,12 +253,7 @@ func TestE2ENoRoute(t *testing.T) {
 // TestE2EParallelRuns traces the same target from two runs at once: each
 // must see exactly its own echoes, with its own id.
 func TestE2EParallelRuns(t *testing.T) {
-	topo := testenv.Topology(t)
-	v4, v6 := topology.TestNets()
-	n, err := topo.VethPair(topology.UniqueName("tp"), v4, v6)
-	if err != nil {
-		t.Fatal(err)
-	}
+	topo, n := vethPair(t)
 	root, peer := inode(t, n.Root), inode(t, n.Netns)
 	var wg sync.WaitGroup
 	results := make([][]jsonEcho, 2)

@@ -86,12 +86,7 @@ func assertRows(t *testing.T, e jsonEcho, want []string) {
 // an ACCEPT in the source's OUTPUT and a DROP in the router's FORWARD.
 func TestE2EKprobeLegacy(t *testing.T) {
 	requireKprobes(t)
-	topo := testenv.Topology(t)
-	v4, v6 := topology.TestNets()
-	n, err := topo.Router(topology.UniqueName("tk"), v4, v6)
-	if err != nil {
-		t.Fatal(err)
-	}
+	topo, n := router(t)
 	a, r := inode(t, n.A), inode(t, n.R)
 	families(t, n.Target4, n.Target6, func(t *testing.T, target netip.Addr) {
 		legacyRules(t, n.A, target, []string{"-A", "OUTPUT", "-p", "PROTO", "-j", "ACCEPT"})
@@ -116,12 +111,7 @@ func TestE2EKprobeLegacy(t *testing.T) {
 // TestE2EKprobeNftables traces an nftables chain through nft_do_chain.
 func TestE2EKprobeNftables(t *testing.T) {
 	requireKprobes(t)
-	topo := testenv.Topology(t)
-	v4, v6 := topology.TestNets()
-	n, err := topo.Router(topology.UniqueName("tk"), v4, v6)
-	if err != nil {
-		t.Fatal(err)
-	}
+	topo, n := router(t)
 	inNetns(t, n.R, "nft", "add table inet tpfilt; add chain inet tpfilt forward { type filter hook forward priority 0; }; "+
 		"add rule inet tpfilt forward icmp type echo-request drop; add rule inet tpfilt forward icmpv6 type echo-request drop")
 	a, r := inode(t, n.A), inode(t, n.R)
@@ -142,12 +132,7 @@ func TestE2EKprobeNftables(t *testing.T) {
 // behind, and checks that the next run sweeps them.
 func TestE2EKprobeCleanup(t *testing.T) {
 	fs := requireKprobes(t)
-	topo := testenv.Topology(t)
-	v4, v6 := topology.TestNets()
-	n, err := topo.VethPair(topology.UniqueName("tk"), v4, v6)
-	if err != nil {
-		t.Fatal(err)
-	}
+	topo, n := vethPair(t)
 	if err := topo.CheckOwnRoute(n.Source, n.Target4); err != nil {
 		t.Fatal(err)
 	}

@@ -61,13 +61,8 @@ func rowsWithNetfilter(e jsonEcho) []string {
 // rRules are nft commands for R's forward chain, applied before the rulesets
 // are taken as the reference.
 func routerWithRules(t *testing.T, rRules string) (*topology.Topology, *topology.RouterNet) {
-	topo := testenv.Topology(t)
+	topo, n := router(t)
 	testenv.RequireCommands(t, "nft", "iptables", "ip6tables")
-	v4, v6 := topology.TestNets()
-	n, err := topo.Router(topology.UniqueName("tp"), v4, v6)
-	if err != nil {
-		t.Fatal(err)
-	}
 	for _, cmd := range [][]string{{"iptables", "-A", "OUTPUT", "-p", "icmp", "-j", "ACCEPT"}, {"ip6tables", "-A", "OUTPUT", "-p", "ipv6-icmp", "-j", "ACCEPT"}} {
 		inNetns(t, n.A, cmd...)
 	}
@@ -161,12 +156,7 @@ func TestE2ENetfilterDropInForward(t *testing.T) {
 // TestE2ERecordReplay records a run and replays it, as a user without
 // privileges: the replay must print exactly what the live run printed.
 func TestE2ERecordReplay(t *testing.T) {
-	topo := testenv.Topology(t)
-	v4, v6 := topology.TestNets()
-	n, err := topo.VethPair(topology.UniqueName("tp"), v4, v6)
-	if err != nil {
-		t.Fatal(err)
-	}
+	topo, n := vethPair(t)
 	// Open to the unprivileged replaying user (t.TempDir's parent is not).
 	dir, err := os.MkdirTemp("", "tracepkt-replay-")
 	if err != nil {
