@@ -21,10 +21,10 @@ import (
 const pidsPerNamespace = 3
 
 // Snapshot records what a run can see of the machine: every reachable
-// network namespace with its names, a few processes living in it and its
-// interfaces, so a replay shows the live run's names anywhere. Namespaces
-// that vanish while it looks are left out.
-func Snapshot() (*decode.Snapshot, error) {
+// network namespace with its names, a few processes living in it and, with
+// interfaces, its interfaces, so a replay shows the live run's names
+// anywhere. Namespaces that vanish while it looks are left out.
+func Snapshot(interfaces bool) (*decode.Snapshot, error) {
 	nss, err := netns.List()
 	if err != nil {
 		return nil, fmt.Errorf("snapshot: %w", err)
@@ -38,14 +38,16 @@ func Snapshot() (*decode.Snapshot, error) {
 			n.Pids = append(n.Pids, pid)
 			n.Comms = append(n.Comms, strings.TrimSpace(string(comm)))
 		}
-		ifaces, err := interfaces(ns)
-		if errors.Is(err, netns.ErrGone) {
-			continue
+		if interfaces {
+			ifaces, err := interfacesOf(ns)
+			if errors.Is(err, netns.ErrGone) {
+				continue
+			}
+			if err != nil {
+				return nil, fmt.Errorf("snapshot of %v: %w", ns, err)
+			}
+			n.Interfaces = ifaces
 		}
-		if err != nil {
-			return nil, fmt.Errorf("snapshot of %v: %w", ns, err)
-		}
-		n.Interfaces = ifaces
 		s.Namespaces = append(s.Namespaces, n)
 	}
 	return s, nil
@@ -70,7 +72,7 @@ func processesByNamespace() map[uint32][]int {
 	return out
 }
 
-func interfaces(ns netns.Netns) ([]decode.Interface, error) {
+func interfacesOf(ns netns.Netns) ([]decode.Interface, error) {
 	f, err := ns.Open()
 	if err != nil {
 		return nil, err

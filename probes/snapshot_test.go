@@ -21,7 +21,7 @@ func TestSnapshot(t *testing.T) {
 		t.Fatal(err)
 	}
 	sleeper := testenv.StartInNetns(t, n.Netns.Name, "sleep", "30")
-	s, err := Snapshot()
+	s, err := Snapshot(true)
 	if err != nil {
 		t.Fatal(err)
 	}

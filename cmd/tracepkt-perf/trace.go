@@ -60,7 +60,8 @@ func openSession(o options, recFile *os.File, newWriter func(*renderContext) jou
 			return nil, err
 		}
 	}
-	snap, err := probes.Snapshot()
+	// The table needs the namespaces' names; a recording keeps their interfaces too.
+	snap, err := probes.Snapshot(recFile != nil)
 	if err != nil {
 		return nil, err
 	}
@@ -116,8 +117,22 @@ func (s *session) trace(ctx context.Context, target netip.Addr, o options) (err 
 	if err != nil {
 		return err
 	}
-	defer func() { err = errors.Join(err, tracer.Close()) }()
 	var nf *nftrace.Tracer
+	// Both sources wait for RCU grace periods as they close: together, the
+	// waits overlap.
+	defer func() {
+		var nfErr error
+		closed := make(chan struct{})
+		go func() {
+			if nf != nil {
+				nfErr = nf.Close()
+			}
+			close(closed)
+		}()
+		err = errors.Join(err, tracer.Close())
+		<-closed
+		err = errors.Join(err, nfErr)
+	}()
 	if s.netfilter.nftrace {
 		nss, err := netns.List()
 		if err != nil {
@@ -126,7 +141,6 @@ func (s *session) trace(ctx context.Context, target netip.Addr, o options) (err 
 		if nf, err = nftrace.Open(nss, id); err != nil {
 			return fmt.Errorf("netfilter: %w", err)
 		}
-		defer func() { err = errors.Join(err, nf.Close()) }()
 	}
 	pinger, err := ping.Open(target, id)
 	if err != nil {
