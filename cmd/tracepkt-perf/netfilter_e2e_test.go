@@ -216,3 +216,86 @@ func runToolAs(t *testing.T, uid uint32, dir string, args ...string) toolResult 
 	}
 	return toolResult{stdout.String(), stderr.String(), cmd.ProcessState.ExitCode()}
 }
+
+// TestE2ENetfilterDockerNAT traces a ping from a docker-like host (a namespace
+// of the test's own, so the real root ruleset is never touched) into its
+// container through a bridge, with a docker-like nat and filter ruleset:
+// every chain shows, in hook order, with its verdict and the deciding rule.
+func TestE2ENetfilterDockerNAT(t *testing.T) {
+	topo := testenv.Topology(t)
+	testenv.RequireCommands(t, "iptables", "ip6tables")
+	name := topology.UniqueName("tp")
+	host, err := topo.Netns(name + "-h")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctr, err := topo.Netns(name + "-c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v4, v6 := topology.TestNets()
+	gw4, c4 := netip.PrefixFrom(v4.Addr().Next(), v4.Bits()), netip.PrefixFrom(v4.Addr().Next().Next(), v4.Bits())
+	gw6, c6 := netip.PrefixFrom(v6.Addr().Next(), v6.Bits()), netip.PrefixFrom(v6.Addr().Next().Next(), v6.Bits())
+	for _, step := range []func() error{
+		func() error { return topo.Bridge("docker0", host) },
+		func() error { return topo.Veth("vethc", host, "eth0", ctr) },
+		func() error { return topo.SetMaster("vethc", host, "docker0") },
+		func() error { return topo.AddAddr("docker0", host, gw4) },
+		func() error { return topo.AddAddr("docker0", host, gw6) },
+		func() error { return topo.AddAddr("eth0", ctr, c4) },
+		func() error { return topo.AddAddr("eth0", ctr, c6) },
+		func() error { return topo.AddRoute(ctr, netip.MustParsePrefix("0.0.0.0/0"), gw4.Addr()) },
+		func() error { return topo.AddRoute(ctr, netip.MustParsePrefix("::/0"), gw6.Addr()) },
+	} {
+		if err := step(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, cmd := range []string{"iptables", "ip6tables"} {
+		net, proto := v4.String(), "icmp"
+		if cmd == "ip6tables" {
+			net, proto = v6.String(), "ipv6-icmp"
+		}
+		for _, rule := range [][]string{
+			{"-t", "nat", "-A", "POSTROUTING", "-s", net, "!", "-o", "docker0", "-j", "MASQUERADE"},
+			{"-t", "nat", "-A", "OUTPUT", "-d", "192.0.2.0/24", "-j", "RETURN"},
+			{"-A", "FORWARD", "-o", "docker0", "-j", "ACCEPT"},
+			{"-A", "OUTPUT", "-p", proto, "-j", "ACCEPT"},
+			{"-A", "INPUT", "-p", proto, "-j", "ACCEPT"},
+		} {
+			if cmd == "ip6tables" && rule[len(rule)-1] == "RETURN" {
+				rule = []string{"-t", "nat", "-A", "OUTPUT", "-d", "2001:db8::/32", "-j", "RETURN"}
+			}
+			inNetns(t, host, append([]string{cmd}, rule...)...)
+		}
+	}
+	h, c := inode(t, host), inode(t, ctr)
+	families(t, c4.Addr(), c6.Addr(), func(t *testing.T, target netip.Addr) {
+		icmp := "icmp"
+		if target.Is6() {
+			icmp = "ipv6-icmp"
+		}
+		echoes := traceJSON(t, topo, host, target)
+		if len(echoes) != 1 {
+			t.Fatalf("%d echoes", len(echoes))
+		}
+		want := []string{
+			nfWant(h, "docker0", "nat.OUTPUT", "ACCEPT", ""),
+			nfWant(h, "docker0", "filter.OUTPUT", "ACCEPT", "meta l4proto "+icmp+" counter accept"),
+			nfWant(h, "docker0", "nat.POSTROUTING", "ACCEPT", ""),
+			row(h, "docker0", "out", "request"),
+			row(h, "vethc", "out", "request"),
+			row(c, "eth0", "in", "request"),
+			row(c, "eth0", "out", "reply"),
+			row(h, "vethc", "in", "reply"),
+			row(h, "docker0", "in", "reply"),
+			nfWant(h, "docker0", "filter.INPUT", "ACCEPT", "meta l4proto "+icmp+" counter accept"),
+		}
+		assertRows(t, echoes[0], want)
+		for _, hop := range echoes[0].Hops {
+			if nf := hop.Netfilter; nf != nil && nf.Rule == "" && !nf.Policy {
+				t.Errorf("%s.%s decided without a rule and not by policy", nf.Table, nf.Chain)
+			}
+		}
+	})
+}
