@@ -138,6 +138,10 @@ func (s *session) trace(ctx context.Context, target netip.Addr, o options) (err 
 		if err != nil {
 			return err
 		}
+		// Tables of runs killed where the kernel has no owner flag (before 5.12).
+		if err := nftrace.Sweep(nss); err != nil {
+			return fmt.Errorf("netfilter: %w", err)
+		}
 		if nf, err = nftrace.Open(nss, id); err != nil {
 			return fmt.Errorf("netfilter: %w", err)
 		}
