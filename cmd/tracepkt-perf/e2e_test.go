@@ -46,14 +46,19 @@ func runTool(t *testing.T, netns *topology.Netns, args ...string) toolResult {
 		testenv.RequireCommands(t, "ip")
 		argv = append([]string{"ip", "netns", "exec", netns.Name}, argv...)
 	}
-	cmd := exec.Command(argv[0], argv[1:]...)
+	return runCmd(t, exec.Command(argv[0], argv[1:]...))
+}
+
+// runCmd runs the tool's command line and collects what it printed.
+func runCmd(t *testing.T, cmd *exec.Cmd) toolResult {
+	t.Helper()
 	cmd.Env = append(os.Environ(), asToolEnv+"=1")
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err = cmd.Run()
+	err := cmd.Run()
 	res := toolResult{stdout.String(), stderr.String(), cmd.ProcessState.ExitCode()}
 	if err != nil && res.code < 0 {
-		t.Fatalf("run %v: %v", argv, err)
+		t.Fatalf("run %v: %v", cmd.Args, err)
 	}
 	return res
 }
@@ -148,6 +153,20 @@ func vethPair(t *testing.T) (*topology.Topology, *topology.VethPairNet) {
 	return topo, n
 }
 
+// dockerBridge builds a bridge in this namespace and a container namespace
+// behind a veth port, removed with t.
+func dockerBridge(t *testing.T) (*topology.Topology, *topology.DockerBridgeNet) {
+	t.Helper()
+	topo := testenv.Topology(t)
+	v4, v6 := topology.TestNets()
+	name := topology.UniqueName("tp")
+	n, err := topo.DockerBridge(topology.DockerBridgeConfig{Bridge: name + "b", HostVeth: name + "h", Netns: name, V4: v4, V6: v6})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return topo, n
+}
+
 // router builds A -> R -> B, removed with t.
 func router(t *testing.T) (*topology.Topology, *topology.RouterNet) {
 	t.Helper()
@@ -185,13 +204,7 @@ func TestE2EVethPair(t *testing.T) {
 }
 
 func TestE2EDockerBridge(t *testing.T) {
-	topo := testenv.Topology(t)
-	v4, v6 := topology.TestNets()
-	name := topology.UniqueName("tp")
-	n, err := topo.DockerBridge(topology.DockerBridgeConfig{Bridge: name + "b", HostVeth: name + "h", Netns: name, V4: v4, V6: v6})
-	if err != nil {
-		t.Fatal(err)
-	}
+	topo, n := dockerBridge(t)
 	root, ctr := inode(t, n.Root), inode(t, n.Container)
 	families(t, n.Target4, n.Target6, func(t *testing.T, target netip.Addr) {
 		echoes := traceJSON(t, topo, n.Source, target)

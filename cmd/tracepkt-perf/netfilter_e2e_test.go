@@ -207,14 +207,8 @@ func runToolAs(t *testing.T, uid uint32, dir string, args ...string) toolResult 
 		t.Fatal(err)
 	}
 	cmd := exec.Command(tool, args...)
-	cmd.Env = append(os.Environ(), asToolEnv+"=1")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid}}
-	var stdout, stderr strings.Builder
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil && cmd.ProcessState == nil {
-		t.Fatalf("run as %d: %v", uid, err)
-	}
-	return toolResult{stdout.String(), stderr.String(), cmd.ProcessState.ExitCode()}
+	return runCmd(t, cmd)
 }
 
 // TestE2ENetfilterDockerNAT traces a ping from a docker-like host (a namespace

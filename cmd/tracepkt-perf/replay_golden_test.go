@@ -26,13 +26,7 @@ var replayCases = []struct {
 		return topo, n.Source, n.Target6, nil
 	}},
 	{"bridge-ipv4", func(t *testing.T) (*topology.Topology, *topology.Netns, netip.Addr, []string) {
-		topo := testenv.Topology(t)
-		v4, v6 := topology.TestNets()
-		name := topology.UniqueName("tp")
-		n, err := topo.DockerBridge(topology.DockerBridgeConfig{Bridge: name + "b", HostVeth: name + "h", Netns: name, V4: v4, V6: v6})
-		if err != nil {
-			t.Fatal(err)
-		}
+		topo, n := dockerBridge(t)
 		return topo, n.Source, n.Target4, nil
 	}},
 	{"router-ipv6", func(t *testing.T) (*topology.Topology, *topology.Netns, netip.Addr, []string) {
