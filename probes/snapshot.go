@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -17,23 +16,15 @@ import (
 	"github.com/tracepkt/tracepkt-perf/probes/netns"
 )
 
-// pidsPerNamespace bounds the processes a snapshot lists for each namespace.
-const pidsPerNamespace = 3
-
-// Snapshot records what a run can see of the machine: every reachable
-// network namespace with its names, a few processes living in it and, with
-// interfaces, its interfaces, so a replay shows the live run's names
-// anywhere. Namespaces that vanish while it looks are left out.
-func Snapshot(interfaces bool) (*decode.Snapshot, error) {
-	nss, err := netns.List()
-	if err != nil {
-		return nil, fmt.Errorf("snapshot: %w", err)
-	}
-	pids := processesByNamespace()
+// Snapshot records what a run can see of the machine: the network
+// namespaces nss (from netns.List) with their names, the processes List saw
+// in them and, with interfaces, their interfaces, so a replay shows the live
+// run's names anywhere. Namespaces that vanish while it looks are left out.
+func Snapshot(nss []netns.Netns, interfaces bool) (*decode.Snapshot, error) {
 	s := &decode.Snapshot{}
 	for _, ns := range nss {
 		n := decode.Namespace{Inode: ns.Inode, Names: ns.Names}
-		for _, pid := range pids[ns.Inode] {
+		for _, pid := range ns.Pids {
 			comm, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
 			n.Pids = append(n.Pids, pid)
 			n.Comms = append(n.Comms, strings.TrimSpace(string(comm)))
@@ -51,25 +42,6 @@ func Snapshot(interfaces bool) (*decode.Snapshot, error) {
 		s.Namespaces = append(s.Namespaces, n)
 	}
 	return s, nil
-}
-
-// processesByNamespace maps namespace inodes to the first few processes in them.
-func processesByNamespace() map[uint32][]int {
-	out := map[uint32][]int{}
-	links, _ := filepath.Glob("/proc/[0-9]*/ns/net")
-	for _, l := range links {
-		target, err := os.Readlink(l)
-		if err != nil {
-			continue
-		}
-		var ino uint32
-		if _, err := fmt.Sscanf(target, "net:[%d]", &ino); err != nil || len(out[ino]) >= pidsPerNamespace {
-			continue
-		}
-		pid, _ := strconv.Atoi(strings.Split(l, "/")[2])
-		out[ino] = append(out[ino], pid)
-	}
-	return out
 }
 
 func interfacesOf(ns netns.Netns) ([]decode.Interface, error) {

@@ -9,6 +9,7 @@ import (
 	"github.com/tracepkt/tracepkt-perf/decode"
 	"github.com/tracepkt/tracepkt-perf/internal/testenv"
 	"github.com/tracepkt/tracepkt-perf/internal/topology"
+	"github.com/tracepkt/tracepkt-perf/probes/netns"
 )
 
 // TestSnapshot builds a veth pair and checks that the snapshot names its
@@ -21,7 +22,11 @@ func TestSnapshot(t *testing.T) {
 		t.Fatal(err)
 	}
 	sleeper := testenv.StartInNetns(t, n.Netns.Name, "sleep", "30")
-	s, err := Snapshot(true)
+	nss, err := netns.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Snapshot(nss, true)
 	if err != nil {
 		t.Fatal(err)
 	}

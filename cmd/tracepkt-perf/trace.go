@@ -27,6 +27,7 @@ type session struct {
 	fs        *tracefs.FS
 	offsets   probes.Offsets
 	netfilter netfilterPlan
+	nss       []netns.Netns // the namespaces the tool can reach, listed once
 	rec       *decode.Writer
 	w         journeyWriter
 }
@@ -60,8 +61,17 @@ func openSession(o options, recFile *os.File, newWriter func(*renderContext) jou
 			return nil, err
 		}
 	}
+	if s.nss, err = netns.List(); err != nil {
+		return nil, err
+	}
+	if s.netfilter.nftrace {
+		// Tables of runs killed where the kernel has no owner flag (before 5.12).
+		if err := nftrace.Sweep(s.nss); err != nil {
+			return nil, fmt.Errorf("netfilter: %w", err)
+		}
+	}
 	// The table needs the namespaces' names; a recording keeps their interfaces too.
-	snap, err := probes.Snapshot(recFile != nil)
+	snap, err := probes.Snapshot(s.nss, recFile != nil)
 	if err != nil {
 		return nil, err
 	}
@@ -134,15 +144,7 @@ func (s *session) trace(ctx context.Context, target netip.Addr, o options) (err 
 		err = errors.Join(err, nfErr)
 	}()
 	if s.netfilter.nftrace {
-		nss, err := netns.List()
-		if err != nil {
-			return err
-		}
-		// Tables of runs killed where the kernel has no owner flag (before 5.12).
-		if err := nftrace.Sweep(nss); err != nil {
-			return fmt.Errorf("netfilter: %w", err)
-		}
-		if nf, err = nftrace.Open(nss, id); err != nil {
+		if nf, err = nftrace.Open(s.nss, id); err != nil {
 			return fmt.Errorf("netfilter: %w", err)
 		}
 	}

@@ -23,7 +23,12 @@ type Netns struct {
 	// Names are the namespace's bind mounts: "<name>" under /run/netns (ip netns),
 	// "docker/<id>" under /var/run/docker/netns.
 	Names []string
+	// Pids are the first few processes List found living in it.
+	Pids []int
 }
+
+// pidsPerNamespace bounds Netns.Pids.
+const pidsPerNamespace = 3
 
 func (n Netns) String() string {
 	if len(n.Names) > 0 {
@@ -97,11 +102,17 @@ func List() ([]Netns, error) {
 		if !ok {
 			continue
 		}
-		if _, ok := index[ino]; ok {
-			continue
+		i, ok := index[ino]
+		if !ok {
+			i = len(out)
+			index[ino] = i
+			out = append(out, Netns{Inode: ino, Path: p})
 		}
-		index[ino] = len(out)
-		out = append(out, Netns{Inode: ino, Path: p})
+		if len(out[i].Pids) < pidsPerNamespace {
+			if n, err := strconv.Atoi(pid); err == nil {
+				out[i].Pids = append(out[i].Pids, n)
+			}
+		}
 	}
 	return out, nil
 }
