@@ -12,11 +12,7 @@ import (
 // CheckProgram loads the program of probe p into the kernel and unloads it:
 // nil means the verifier accepts what we generate for this kernel.
 func CheckProgram(fs *tracefs.FS, offsets Offsets, p decode.Probe) error {
-	group, event := p.Tracepoint()
-	if _, err := fs.EventID(group, event); err != nil {
-		return err
-	}
-	skbOff, err := fs.FieldOffset(group, event, "skbaddr")
+	insns, _, err := tracepointProgram(fs, offsets, p, 1)
 	if err != nil {
 		return err
 	}
@@ -25,13 +21,10 @@ func CheckProgram(fs *tracefs.FS, offsets Offsets, p decode.Probe) error {
 		return fmt.Errorf("create perf event array: %w", err)
 	}
 	defer m.Close()
-	insns := TracepointProgram(ProgramParams{Offsets: offsets, SkbAddrOffset: int16(skbOff), Probe: p, EchoID: 1})
-	if err := associate(insns, EventsMap, m); err != nil {
-		return err
-	}
-	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.TracePoint, Instructions: insns, License: "Dual MIT/GPL"})
+	prog, err := loadProgram(insns, ebpf.TracePoint, "", map[string]*ebpf.Map{EventsMap: m})
 	if err != nil {
-		return fmt.Errorf("load program for %s/%s: %w", group, event, err)
+		group, event := p.Tracepoint()
+		return fmt.Errorf("%s/%s: %w", group, event, err)
 	}
 	return prog.Close()
 }

@@ -26,8 +26,8 @@ type Config struct {
 	// RingPages is the data size of each per-CPU ring in pages (a power of two).
 	RingPages int
 	// Netfilter are the netfilter probes (kprobes) to attach; those whose
-	// function is not in the kernel (module not loaded) are skipped and
-	// listed by Skipped.
+	// function is not in the kernel are left out: its module is not loaded,
+	// so there are no such rules to see.
 	Netfilter []decode.Probe
 }
 
@@ -40,7 +40,6 @@ type Tracer struct {
 	events   *ebpf.Map
 	pending  *ebpf.Map
 	kprobes  *tracefs.KprobeGroup
-	skipped  []SkippedProbe
 	rings    []*perf.Event
 	progs    []*ebpf.Program
 	attached []*perf.Event
@@ -70,11 +69,11 @@ func Open(fs *tracefs.FS, offsets Offsets, cfg Config) (_ *Tracer, err error) {
 		}
 	}()
 
-	if err := t.openRings(cfg.RingPages); err != nil {
-		return nil, err
-	}
 	online, err := cpuList("online")
 	if err != nil {
+		return nil, err
+	}
+	if err := t.openRings(cfg.RingPages, online); err != nil {
 		return nil, err
 	}
 	for _, p := range cfg.Probes {
@@ -89,15 +88,6 @@ func Open(fs *tracefs.FS, offsets Offsets, cfg Config) (_ *Tracer, err error) {
 	}
 	return t, nil
 }
-
-// SkippedProbe is a netfilter probe that could not be attached, and why.
-type SkippedProbe struct {
-	Probe decode.Probe
-	Err   error
-}
-
-// Skipped lists the netfilter probes left out.
-func (t *Tracer) Skipped() []SkippedProbe { return t.skipped }
 
 // attachNetfilter puts a kprobe and a kretprobe on each netfilter function:
 // the entry program parks a record per task in the pending map, the return
@@ -116,8 +106,7 @@ func (t *Tracer) attachNetfilter(fs *tracefs.FS, offsets Offsets, nfProbes []dec
 		fn := p.Kprobe()
 		entryID, err := t.kprobes.Add(fn, fn, false)
 		if err != nil {
-			t.skipped = append(t.skipped, SkippedProbe{p, err})
-			continue
+			continue // not in this kernel: no module, no rules of that kind
 		}
 		nf, err := KernelNetfilterOffsets(p)
 		if err != nil {
@@ -143,12 +132,8 @@ func (t *Tracer) attachNetfilter(fs *tracefs.FS, offsets Offsets, nfProbes []dec
 
 // openRings opens one BPF-output perf event per online CPU, maps its ring and
 // stores it in the events map under its CPU number.
-func (t *Tracer) openRings(pages int) error {
+func (t *Tracer) openRings(pages int, online []int) error {
 	possible, err := cpuList("possible")
-	if err != nil {
-		return err
-	}
-	online, err := cpuList("online")
 	if err != nil {
 		return err
 	}
@@ -213,42 +198,55 @@ func (t *Tracer) poll(fd int) error {
 // attach loads the program for one probe and attaches it to the tracepoint
 // through a single perf event: the program then runs for hits on every CPU.
 func (t *Tracer) attach(fs *tracefs.FS, offsets Offsets, p decode.Probe, id uint16, cpu int) error {
+	insns, tpID, err := tracepointProgram(fs, offsets, p, id)
+	if err != nil {
+		return err
+	}
 	group, event := p.Tracepoint()
-	tpID, err := fs.EventID(group, event)
-	if err != nil {
-		return fmt.Errorf("open tracepoint %s/%s: %w", group, event, err)
-	}
-	skbOff, err := fs.FieldOffset(group, event, "skbaddr")
-	if err != nil {
-		return fmt.Errorf("open tracepoint %s/%s: %w", group, event, err)
-	}
-	insns := TracepointProgram(ProgramParams{Offsets: offsets, SkbAddrOffset: int16(skbOff), Probe: p, EchoID: id})
 	if err := t.attachProgram(insns, ebpf.TracePoint, "tracepkt_"+event[:min(len(event), 6)], group+":"+event, tpID, cpu); err != nil {
 		return fmt.Errorf("%s/%s: %w", group, event, err)
 	}
 	return nil
 }
 
+// tracepointProgram builds the program of probe p for this kernel's
+// tracepoint format, and returns the tracepoint's perf id with it.
+func tracepointProgram(fs *tracefs.FS, offsets Offsets, p decode.Probe, id uint16) (asm.Instructions, uint64, error) {
+	group, event := p.Tracepoint()
+	tpID, err := fs.EventID(group, event)
+	if err != nil {
+		return nil, 0, fmt.Errorf("open tracepoint %s/%s: %w", group, event, err)
+	}
+	skbOff, err := fs.FieldOffset(group, event, "skbaddr")
+	if err != nil {
+		return nil, 0, fmt.Errorf("open tracepoint %s/%s: %w", group, event, err)
+	}
+	return TracepointProgram(ProgramParams{Offsets: offsets, SkbAddrOffset: int16(skbOff), Probe: p, EchoID: id}), tpID, nil
+}
+
+// loadProgram associates insns with the maps they reference and loads them.
+func loadProgram(insns asm.Instructions, typ ebpf.ProgramType, name string, maps map[string]*ebpf.Map) (*ebpf.Program, error) {
+	for ref, m := range maps {
+		if m != nil {
+			if err := associate(insns, ref, m); err != nil {
+				return nil, err
+			}
+		}
+	}
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Name: name, Type: typ, Instructions: insns, License: "Dual MIT/GPL"})
+	if err != nil {
+		return nil, fmt.Errorf("load program: %w", err)
+	}
+	return prog, nil
+}
+
 // attachProgram loads insns and attaches them to the perf tracepoint event
 // tpID (a tracepoint, or a kprobe created through tracefs) through one perf
 // event: the program then runs for hits on every CPU.
 func (t *Tracer) attachProgram(insns asm.Instructions, typ ebpf.ProgramType, name, label string, tpID uint64, cpu int) error {
-	if err := associate(insns, EventsMap, t.events); err != nil {
-		return err
-	}
-	if t.pending != nil {
-		if err := associate(insns, PendingMap, t.pending); err != nil {
-			return err
-		}
-	}
-	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Name:         name,
-		Type:         typ,
-		Instructions: insns,
-		License:      "Dual MIT/GPL",
-	})
+	prog, err := loadProgram(insns, typ, name, map[string]*ebpf.Map{EventsMap: t.events, PendingMap: t.pending})
 	if err != nil {
-		return fmt.Errorf("load program: %w", err)
+		return err
 	}
 	t.progs = append(t.progs, prog)
 	attr := &perf.Attr{
