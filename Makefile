@@ -52,8 +52,8 @@ test: deps lint test-host test-matrix
 # Time to answer next to ping, then recording size and replay throughput.
 bench: build
 	$(GO) run ./cmd/tracepkt-bench -tool $(BIN)
-	$(GO) test -run 'BytesPerEvent' -v ./decode | grep -E 'bytes|ok'
-	$(GO) test -run '^$$' -bench . -benchmem -cpu 1 ./decode
+	$(GO) test -run 'BytesPerEvent' -v ./decode/tpk | grep -E 'bytes|ok'
+	$(GO) test -run '^$$' -bench . -benchmem -cpu 1 ./decode/tpk ./decode/pcapng
 
 clean:
 	rm -rf bin .vmtest

@@ -1,4 +1,4 @@
-// Package decode turns raw probe records into events and echo journeys, and
-// reads and writes them as .tpk recordings (and pcapng). It is pure: nothing
-// here touches the kernel, so live runs and replays share it.
+// Package decode turns raw probe records into events and echo journeys: the
+// record layout the BPF programs write, the netfilter model, and the snapshot
+// of namespaces a run shows. It is pure: nothing here touches the kernel.
 package decode

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tracepkt/tracepkt-perf/decode"
+	"github.com/tracepkt/tracepkt-perf/decode/tpk"
 	"github.com/tracepkt/tracepkt-perf/probes"
 	"github.com/tracepkt/tracepkt-perf/probes/netns"
 	"github.com/tracepkt/tracepkt-perf/probes/nftrace"
@@ -28,7 +29,7 @@ type session struct {
 	offsets   probes.Offsets
 	netfilter netfilterPlan
 	nss       []netns.Netns // the namespaces the tool can reach, listed once
-	rec       *decode.Writer
+	rec       *tpk.Writer
 	w         journeyWriter
 }
 
@@ -80,7 +81,7 @@ func openSession(o options, recFile *os.File, newWriter func(*renderContext) jou
 	rc.setSnapshot(snap)
 	s.w = newWriter(rc)
 	if recFile != nil {
-		if s.rec, err = decode.NewWriter(recFile, hdr); err != nil {
+		if s.rec, err = tpk.NewWriter(recFile, hdr); err != nil {
 			return nil, fmt.Errorf("record: %w", err)
 		}
 		if err := s.rec.WriteSnapshot(snap); err != nil {
@@ -190,7 +191,7 @@ func (s *session) trace(ctx context.Context, target netip.Addr, o options) (err 
 			unanswered++
 		}
 		if s.rec != nil {
-			out := decode.NewEchoOutcome(&j, events)
+			out := tpk.NewEchoOutcome(&j, events)
 			if err := s.rec.WriteEcho(recs, &out); err != nil {
 				return fmt.Errorf("record: %w", err)
 			}

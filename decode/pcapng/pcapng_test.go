@@ -1,4 +1,4 @@
-package decode
+package pcapng
 
 import (
 	"bytes"
@@ -12,24 +12,36 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tracepkt/tracepkt-perf/decode"
+	"github.com/tracepkt/tracepkt-perf/decode/tpk"
 	"github.com/tracepkt/tracepkt-perf/internal/testenv"
+	"github.com/tracepkt/tracepkt-perf/internal/testrecord"
 )
 
 // pcapngHops are the records of the pcapng tests: an IPv4 echo, a lost
 // notice, an IPv6 echo and a packet longer than the probes keep.
-func pcapngHops() []Record {
-	v4, _ := demoEcho(4, 1)
-	v6, _ := demoEcho(6, 2)
-	recs := append(v4, Record{CPU: 1, Lost: 2})
+func pcapngHops() []decode.Record {
+	v4, _ := testrecord.DemoEcho(4, 1)
+	v6, _ := testrecord.DemoEcho(6, 2)
+	recs := append(v4, decode.Record{CPU: 1, Lost: 2})
 	recs = append(recs, v6...)
-	big := icmpEchoSize(host6, ctr6, true, echoID, 3, 0, time.Unix(0, 0), 156)
-	return append(recs, hopRecord(3_000_000_000, 1, ctrNetns, 2, "eth0", ProbeNetifReceiveSkb, 0, big[:PacketBytes]))
+	big := testrecord.ICMPEchoSize(testrecord.Host6, testrecord.Ctr6, true, testrecord.EchoID, 3, 0, time.Unix(0, 0), 156)
+	return append(recs, testrecord.HopRecord(3_000_000_000, 1, testrecord.CtrNetns, 2, "eth0", decode.ProbeNetifReceiveSkb, 0, big[:decode.PacketBytes]))
 }
 
-func writePcapng(tb testing.TB, h *Header, s *Snapshot, recs []Record) []byte {
+// testHeader is the header of the recording tests, which the section header
+// describes.
+func testHeader() tpk.Header {
+	h := tpk.Header{ToolVersion: "v0.4.0-test", KernelRelease: "6.1.0-28-amd64", Hostname: "tracehost",
+		BootID: "5b3cbe5e-2b4a-4f69-9c1e-0d6a4e1c0a7e", StartWall: testrecord.StartWall, StartKtime: testrecord.StartKtime}
+	h.Args = []string{"tracepkt-perf", "--record", "incident.tpk", "172.31.250.2"}
+	return h
+}
+
+func writePcapng(tb testing.TB, h *tpk.Header, s *decode.Snapshot, recs []decode.Record) []byte {
 	tb.Helper()
 	var buf bytes.Buffer
-	p, err := NewPcapngWriter(&buf, h, s)
+	p, err := NewWriter(&buf, h, s)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -97,7 +109,7 @@ func pcapngOptions(tb testing.TB, b []byte) map[uint16]string {
 func TestPcapng(t *testing.T) {
 	h := testHeader()
 	recs := pcapngHops()
-	blocks := parsePcapng(t, writePcapng(t, &h, testSnapshot(), recs))
+	blocks := parsePcapng(t, writePcapng(t, &h, testrecord.Snapshot(), recs))
 
 	shb := blocks[0]
 	if shb.typ != pcapngSHB || binary.LittleEndian.Uint32(shb.body) != pcapngByteOrder ||
@@ -117,7 +129,7 @@ func TestPcapng(t *testing.T) {
 	for _, b := range blocks[1:] {
 		switch b.typ {
 		case pcapngIDB:
-			if lt, snap := binary.LittleEndian.Uint16(b.body), binary.LittleEndian.Uint32(b.body[4:]); lt != linktypeRaw || snap != PacketBytes {
+			if lt, snap := binary.LittleEndian.Uint16(b.body), binary.LittleEndian.Uint32(b.body[4:]); lt != linktypeRaw || snap != decode.PacketBytes {
 				t.Errorf("interface with link type %d, snap length %d", lt, snap)
 			}
 			o := pcapngOptions(t, b.body[8:])
@@ -167,9 +179,9 @@ func TestPcapng(t *testing.T) {
 // TestPcapngWithoutHeader: without a header or snapshot, timestamps are the
 // kernel's and interfaces are named by what the records say.
 func TestPcapngWithoutHeader(t *testing.T) {
-	r := hopRecord(1_500_000_000, 1, 7, 42, "", ProbeNetDevQueue, 0, icmpEcho(host4, ctr4, true, 1, 1, 1, time.Unix(0, 0)))
+	r := testrecord.HopRecord(1_500_000_000, 1, 7, 42, "", decode.ProbeNetDevQueue, 0, testrecord.ICMPEcho(testrecord.Host4, testrecord.Ctr4, true, 1, 1, 1, time.Unix(0, 0)))
 	r.CapLen = 2 // too short to read the IP length
-	blocks := parsePcapng(t, writePcapng(t, nil, nil, []Record{r}))
+	blocks := parsePcapng(t, writePcapng(t, nil, nil, []decode.Record{r}))
 	if len(blocks) != 3 {
 		t.Fatalf("%d blocks", len(blocks))
 	}
@@ -191,21 +203,33 @@ func TestPcapngWithoutHeader(t *testing.T) {
 // records, with the interfaces described by its snapshot.
 func TestExportPcapng(t *testing.T) {
 	h := testHeader()
-	rec := newRecording(t, h)
-	rec.snapshot(testSnapshot())
+	var file bytes.Buffer
+	w, err := tpk.NewWriter(&file, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.WriteSnapshot(testrecord.Snapshot()); err != nil {
+		t.Fatal(err)
+	}
 	recs := pcapngHops()
-	rec.records(recs...)
-	rec.flush()
-	r, err := NewReader(bytes.NewReader(rec.bytes()))
+	for i := range recs {
+		if err := w.WriteRecord(&recs[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	r, err := tpk.NewReader(&file)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var buf bytes.Buffer
-	n, err := ExportPcapng(&buf, r)
+	n, err := Export(&buf, r)
 	if err != nil || n != len(recs)-1 {
 		t.Fatalf("exported %d packets: %v", n, err)
 	}
-	if want := writePcapng(t, &h, testSnapshot(), recs); !bytes.Equal(buf.Bytes(), want) {
+	if want := writePcapng(t, &h, testrecord.Snapshot(), recs); !bytes.Equal(buf.Bytes(), want) {
 		t.Error("exporting the recording differs from writing its records")
 	}
 }
@@ -222,7 +246,7 @@ func TestPcapngTshark(t *testing.T) {
 	requireTshark(t)
 	h := testHeader()
 	path := filepath.Join(t.TempDir(), "out.pcapng")
-	if err := os.WriteFile(path, writePcapng(t, &h, testSnapshot(), pcapngHops()), 0o644); err != nil {
+	if err := os.WriteFile(path, writePcapng(t, &h, testrecord.Snapshot(), pcapngHops()), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command("tshark", "-r", path, "-n", "-o", "ip.check_checksum:TRUE",
@@ -260,7 +284,7 @@ eth0|netns 4026532400 (tpdemo0-1234)|1741964969.534897932|204|128|0x00000001||||
 func BenchmarkPcapng(b *testing.B) {
 	h := testHeader()
 	recs := pcapngHops()
-	p, err := NewPcapngWriter(io.Discard, &h, testSnapshot())
+	p, err := NewWriter(io.Discard, &h, testrecord.Snapshot())
 	if err != nil {
 		b.Fatal(err)
 	}

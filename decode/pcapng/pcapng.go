@@ -1,4 +1,4 @@
-package decode
+package pcapng
 
 import (
 	"bufio"
@@ -9,6 +9,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tracepkt/tracepkt-perf/decode"
+	"github.com/tracepkt/tracepkt-perf/decode/tpk"
 )
 
 // pcapng block types, option codes and the link type, from the pcapng
@@ -35,12 +38,12 @@ const (
 	epbFlagOutbound = 2
 )
 
-// PcapngWriter exports hop records as a pcapng file for Wireshark: one
+// Writer exports hop records as a pcapng file for Wireshark: one
 // interface per (network namespace, ifindex) seen, one packet per hop.
-type PcapngWriter struct {
+type Writer struct {
 	w         *bufio.Writer
 	wallBase  int64 // StartWall - StartKtime, in ns since the epoch
-	netns     map[uint32]*Namespace
+	netns     map[uint32]*decode.Namespace
 	ifaces    map[ifaceID]uint32
 	buf, opts []byte
 	err       error
@@ -48,11 +51,11 @@ type PcapngWriter struct {
 
 type ifaceID struct{ netns, ifindex uint32 }
 
-// NewPcapngWriter writes a pcapng section header describing the run of h
+// NewWriter writes a pcapng section header describing the run of h
 // (which may be nil: timestamps are then the records' CLOCK_MONOTONIC times)
 // to w. Interfaces are described with the names of s, if not nil.
-func NewPcapngWriter(w io.Writer, h *Header, s *Snapshot) (*PcapngWriter, error) {
-	p := &PcapngWriter{
+func NewWriter(w io.Writer, h *tpk.Header, s *decode.Snapshot) (*Writer, error) {
+	p := &Writer{
 		w:      bufio.NewWriterSize(w, 64<<10),
 		ifaces: make(map[ifaceID]uint32),
 	}
@@ -87,8 +90,8 @@ func NewPcapngWriter(w io.Writer, h *Header, s *Snapshot) (*PcapngWriter, error)
 }
 
 // SetSnapshot makes s describe the interfaces first seen from now on.
-func (p *PcapngWriter) SetSnapshot(s *Snapshot) {
-	p.netns = make(map[uint32]*Namespace)
+func (p *Writer) SetSnapshot(s *decode.Snapshot) {
+	p.netns = make(map[uint32]*decode.Namespace)
 	if s == nil {
 		return
 	}
@@ -100,12 +103,12 @@ func (p *PcapngWriter) SetSnapshot(s *Snapshot) {
 // WriteRecord writes the packet of hop record r, preceded by the description
 // of its interface the first time it is seen. Lost-sample notices have no
 // packet and are skipped.
-func (p *PcapngWriter) WriteRecord(r *Record) error {
+func (p *Writer) WriteRecord(r *decode.Record) error {
 	if p.err != nil || r.Lost != 0 {
 		return p.err
 	}
-	if r.CapLen > PacketBytes {
-		return fmt.Errorf("pcapng: captured length %d exceeds %d", r.CapLen, PacketBytes)
+	if r.CapLen > decode.PacketBytes {
+		return fmt.Errorf("pcapng: captured length %d exceeds %d", r.CapLen, decode.PacketBytes)
 	}
 	id, ok := p.ifaces[ifaceID{r.Netns, r.Ifindex}]
 	if !ok {
@@ -125,7 +128,7 @@ func (p *PcapngWriter) WriteRecord(r *Record) error {
 	p.buf = b
 
 	dir, flags := r.Probe.Direction(), uint32(epbFlagOutbound)
-	if dir == In {
+	if dir == decode.In {
 		flags = epbFlagInbound
 	}
 	kind := "reply"
@@ -141,7 +144,7 @@ func (p *PcapngWriter) WriteRecord(r *Record) error {
 }
 
 // Close writes out what is buffered; it does not close the underlying writer.
-func (p *PcapngWriter) Close() error {
+func (p *Writer) Close() error {
 	if p.err != nil {
 		return p.err
 	}
@@ -153,7 +156,7 @@ func (p *PcapngWriter) Close() error {
 
 // writeInterface describes the interface of r: its name when the probe fired
 // and its namespace, with the snapshot's names for it.
-func (p *PcapngWriter) writeInterface(r *Record) {
+func (p *Writer) writeInterface(r *decode.Record) {
 	name := r.IfName()
 	desc := "netns " + strconv.FormatUint(uint64(r.Netns), 10)
 	if ns := p.netns[r.Netns]; ns != nil {
@@ -173,7 +176,7 @@ func (p *PcapngWriter) writeInterface(r *Record) {
 	}
 	b := binary.LittleEndian.AppendUint16(nil, linktypeRaw)
 	b = binary.LittleEndian.AppendUint16(b, 0) // reserved
-	b = binary.LittleEndian.AppendUint32(b, PacketBytes)
+	b = binary.LittleEndian.AppendUint32(b, decode.PacketBytes)
 	o := appendOption(nil, optIfName, name)
 	o = appendOption(o, optIfDesc, desc)
 	o = appendOptionBytes(o, optIfTsresol, []byte{9}) // 10^-9 s: nanoseconds
@@ -182,7 +185,7 @@ func (p *PcapngWriter) writeInterface(r *Record) {
 
 // writeBlock writes a block: type, total length, body, options (each already
 // padded to 32 bits), end of options, total length.
-func (p *PcapngWriter) writeBlock(typ uint32, body, opts []byte) {
+func (p *Writer) writeBlock(typ uint32, body, opts []byte) {
 	if p.err != nil {
 		return
 	}
@@ -231,18 +234,18 @@ func ipLength(pkt []byte) uint32 {
 	return uint32(n)
 }
 
-// ExportPcapng writes the hop records of the recording read by r to w as
+// Export writes the hop records of the recording read by r to w as
 // pcapng, describing interfaces with the recording's latest snapshot, and
 // returns the number of packets written.
-func ExportPcapng(w io.Writer, r *Reader) (int, error) {
+func Export(w io.Writer, r *tpk.Reader) (int, error) {
 	h := r.Header()
-	p, err := NewPcapngWriter(w, &h, nil)
+	p, err := NewWriter(w, &h, nil)
 	if err != nil {
 		return 0, err
 	}
 	var (
-		rec  Record
-		snap Snapshot
+		rec  decode.Record
+		snap decode.Snapshot
 		n    int
 	)
 	for {
@@ -254,10 +257,10 @@ func ExportPcapng(w io.Writer, r *Reader) (int, error) {
 			return n, errors.Join(err, p.Close())
 		}
 		switch kind {
-		case KindSnapshot:
+		case tpk.KindSnapshot:
 			s := snap // the next snapshot is decoded into new slices
 			p.SetSnapshot(&s)
-		case KindRecord:
+		case tpk.KindRecord:
 			if rec.Lost != 0 {
 				continue
 			}

@@ -1,4 +1,4 @@
-package decode
+package tpk
 
 import (
 	"bytes"
@@ -8,12 +8,14 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tracepkt/tracepkt-perf/decode"
 )
 
 // demoEchoes returns n consecutive echoes of the demo, sequence numbers
 // wrapping as the pinger's do while kernel time keeps going.
-func demoEchoes(family, n int, stripPackets bool) ([][]Record, []EchoOutcome) {
-	recs := make([][]Record, n)
+func demoEchoes(family, n int, stripPackets bool) ([][]decode.Record, []EchoOutcome) {
+	recs := make([][]decode.Record, n)
 	outs := make([]EchoOutcome, n)
 	for k := range n {
 		seq := uint16(k + 1)
@@ -36,7 +38,7 @@ func demoEchoes(family, n int, stripPackets bool) ([][]Record, []EchoOutcome) {
 // encodeEchoes writes a recording of echoes as the live run does, one block
 // per echo, and returns it with the number of records and the size of its
 // preamble and header block.
-func encodeEchoes(tb testing.TB, recs [][]Record, outs []EchoOutcome) (data []byte, nrec, headerSize int) {
+func encodeEchoes(tb testing.TB, recs [][]decode.Record, outs []EchoOutcome) (data []byte, nrec, headerSize int) {
 	tb.Helper()
 	var buf bytes.Buffer
 	w, err := NewWriter(&buf, testHeader())
@@ -92,7 +94,7 @@ func BenchmarkReplay(b *testing.B) {
 					b.Fatal(err)
 				}
 				var (
-					rec Record
+					rec decode.Record
 					out EchoOutcome
 				)
 				n := 0

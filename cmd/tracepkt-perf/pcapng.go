@@ -1,0 +1,35 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/tracepkt/tracepkt-perf/decode/pcapng"
+	"github.com/tracepkt/tracepkt-perf/decode/tpk"
+)
+
+// exportPcapng writes the packets of the recording r to o.pcapng.
+func exportPcapng(o options, r *tpk.Reader, stderr io.Writer) error {
+	out, err := os.Create(o.pcapng)
+	if err != nil {
+		return fmt.Errorf("pcapng: %w", err)
+	}
+	bw := bufio.NewWriter(out)
+	n, err := pcapng.Export(bw, r)
+	if err == nil {
+		err = bw.Flush()
+	}
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("pcapng %s: %w", o.pcapng, err)
+	}
+	fmt.Fprintf(stderr, "wrote %d packets to %s\n", n, o.pcapng)
+	if t := r.Truncated(); t > 0 {
+		fmt.Fprintf(stderr, "tracepkt-perf: %s was cut off: the last %d bytes are an incomplete block and were ignored\n", o.replay, t)
+	}
+	return nil
+}

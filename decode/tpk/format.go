@@ -1,0 +1,152 @@
+package tpk
+
+import (
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"net/netip"
+	"time"
+
+	"github.com/tracepkt/tracepkt-perf/decode"
+)
+
+// A .tpk recording holds what a live run saw, so that a replay on any machine,
+// without root, feeds the same records to the same decoder and renderer.
+//
+// On-disk format, version 1. Fixed-width integers are little-endian; uvarint is
+// encoding/binary's unsigned varint and varint its zigzag signed varint.
+//
+//	file     = magic version:u16 block*
+//	magic    = "\x89TPK\r\n\x1a\n" (the \x89, CR-LF and ^Z catch text-mode transfers)
+//	block    = length:u32 crc:u32 payload[length]   1 <= length <= MaxBlockSize
+//	           crc is CRC-32C (Castagnoli) of the 4 length bytes, then the payload
+//	payload  = frame*
+//	frame    = type:uvarint length:uvarint body[length]
+//	string   = length:uvarint bytes
+//	addr     = 0 (none) | 4 [4]byte | 6 [16]byte    (zones are not kept)
+//	prefix   = addr bits:u8 (0xff when the prefix is invalid)
+//	list(x)  = count:uvarint x*
+//
+// Frames (the body layouts are at encodeHeader, encodeSnapshot and
+// encodeOutcome in frames.go, and at fTime in record.go):
+//
+//	1 header    first frame of the first block, exactly once
+//	2 snapshot  namespaces and interfaces; each entry is length-prefixed
+//	3 records   Records back to back, see appendRecord
+//	4 outcome   one echo's outcome, after its records
+//
+// Compatibility: a reader skips frames of types it does not know and ignores
+// bytes past the fields it knows at the end of a header, snapshot entry or
+// outcome, so later writers may add frame types (netfilter events) and append
+// fields without changing the version. A record has no room for new fields
+// (an unknown mask bit is corruption): they take a new version or frame type.
+// The version changes only when a reader of the old version would misread the
+// file; readers keep reading every older version.
+//
+// Blocks make the file durable: the writer emits whole blocks, so a crash loses
+// at most the block being written, and the reader stops at an incomplete last
+// block, reporting its size (Truncated). A tail of zero bytes (a file extended
+// but never written, as after a power cut) is reported as truncated too.
+// Records are delta-encoded against the previous record of the file and
+// interfaces and address pairs are interned file-wide, so blocks decode only in
+// order, from the start.
+const (
+	// FormatVersion is the version this package writes and the newest it reads.
+	FormatVersion = 1
+	// MaxBlockSize bounds a block's payload; a reader refuses larger ones.
+	MaxBlockSize = 4 << 20
+
+	magicLen      = 8
+	preambleLen   = magicLen + 2
+	blockHdrLen   = 8
+	blockSoftSize = 256 << 10 // the writer ends a block past this size
+
+	// maxItems bounds the list entries (strings, pids, namespaces, interfaces,
+	// addresses, all together) of one header or snapshot frame. With the block
+	// limit it bounds what a hostile file can make a reader allocate.
+	maxItems    = 64 << 10
+	internLimit = 4096 // interned interfaces and address pairs, each
+)
+
+var tpkMagic = [magicLen]byte{0x89, 'T', 'P', 'K', '\r', '\n', 0x1a, '\n'}
+
+// Errors the Reader returns; test with errors.Is.
+var (
+	// ErrNotTPK is returned for a file that does not start with the .tpk magic.
+	ErrNotTPK = errors.New("not a tracepkt-perf recording")
+	// ErrUnsupportedVersion is returned for a format version this build cannot read.
+	ErrUnsupportedVersion = errors.New("unsupported recording version")
+	// ErrCorrupt is returned for a block that fails its checksum or does not parse.
+	ErrCorrupt = errors.New("corrupt recording")
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// Frame types; the numbers are part of the format: never reuse one.
+const (
+	frameHeader   = 1
+	frameSnapshot = 2
+	frameRecords  = 3
+	frameOutcome  = 4
+)
+
+// Header describes the run a recording comes from.
+type Header struct {
+	ToolVersion   string
+	KernelRelease string
+	Hostname      string
+	BootID        string
+	StartWall     time.Time // wall clock at start; read back in UTC
+	StartKtime    uint64    // CLOCK_MONOTONIC ns at the same instant (the clock records use)
+	Args          []string  // command line
+	Capabilities  []string  // e.g. "probe:net_dev_queue", "netfilter:nftrace"
+}
+
+// EchoOutcome is what the pinger saw of one echo; it follows the echo's records.
+type EchoOutcome struct {
+	Target  netip.Addr
+	EchoID  uint16
+	Seq     uint16
+	Replied bool
+	RTT     time.Duration
+	Timeout time.Duration
+	// Netfilter are the netfilter events collected for this echo, as the
+	// source delivered them (files without them decode with none).
+	Netfilter []decode.NetfilterEvent
+}
+
+// NewEchoOutcome is the outcome of j, to record after the records j was built
+// from; nf are the netfilter events j was built from.
+func NewEchoOutcome(j *decode.Journey, nf []decode.NetfilterEvent) EchoOutcome {
+	return EchoOutcome{Target: j.Target, EchoID: j.EchoID, Seq: j.Seq, Replied: j.Replied, RTT: j.RTT, Timeout: j.Timeout, Netfilter: nf}
+}
+
+// Journey rebuilds the journey of the echo from the records recorded before
+// its outcome and its netfilter events: the live run's journey, from the
+// same inputs.
+func (o *EchoOutcome) Journey(recs []decode.Record) decode.Journey {
+	j := decode.NewJourney(o.Target, o.EchoID, o.Seq, recs, o.Netfilter)
+	j.Replied, j.RTT, j.Timeout = o.Replied, o.RTT, o.Timeout
+	return j
+}
+
+// Kind says which item Reader.Next decoded.
+type Kind uint8
+
+const (
+	KindRecord Kind = iota + 1
+	KindSnapshot
+	KindOutcome
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindRecord:
+		return "record"
+	case KindSnapshot:
+		return "snapshot"
+	case KindOutcome:
+		return "outcome"
+	}
+	return fmt.Sprintf("kind%d", uint8(k))
+}

@@ -1,0 +1,249 @@
+package tpk
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"time"
+
+	"github.com/tracepkt/tracepkt-perf/decode"
+)
+
+func unzoned(a netip.Addr) netip.Addr {
+	if a.Zone() != "" {
+		return a.WithZone("")
+	}
+	return a
+}
+
+func appendAddr(b []byte, a netip.Addr) []byte {
+	switch {
+	case a.Is4():
+		a4 := a.As4()
+		return append(append(b, 4), a4[:]...)
+	case a.Is6():
+		a16 := a.As16()
+		return append(append(b, 6), a16[:]...)
+	}
+	return append(b, 0)
+}
+
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+func appendStrings(b []byte, ss []string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(ss)))
+	for _, s := range ss {
+		b = appendString(b, s)
+	}
+	return b
+}
+
+// appendEntry appends a length-prefixed entry built by f, so that readers can
+// skip fields appended to it later.
+func appendEntry(b []byte, tmp *[]byte, f func([]byte) []byte) []byte {
+	*tmp = f((*tmp)[:0])
+	b = binary.AppendUvarint(b, uint64(len(*tmp)))
+	return append(b, *tmp...)
+}
+
+// encodeHeader: ToolVersion KernelRelease Hostname BootID:string
+// StartWall:(seconds:varint nanoseconds:uvarint) StartKtime:uvarint
+// Args Capabilities:list(string).
+func encodeHeader(b []byte, h *Header) []byte {
+	b = appendString(b, h.ToolVersion)
+	b = appendString(b, h.KernelRelease)
+	b = appendString(b, h.Hostname)
+	b = appendString(b, h.BootID)
+	b = binary.AppendVarint(b, h.StartWall.Unix())
+	b = binary.AppendUvarint(b, uint64(h.StartWall.Nanosecond()))
+	b = binary.AppendUvarint(b, h.StartKtime)
+	b = appendStrings(b, h.Args)
+	return appendStrings(b, h.Capabilities)
+}
+
+// encodeSnapshot: list(length:uvarint namespace), namespace = Inode:uvarint
+// Names:list(string) Pids:list(varint) Comms:list(string)
+// Interfaces:list(length:uvarint interface), interface = Ifindex:uvarint
+// Name Kind:string PeerIfindex PeerNetns:uvarint Master:string Addrs:list(prefix).
+func encodeSnapshot(b []byte, s *decode.Snapshot) []byte {
+	var nsBuf, ifBuf []byte
+	b = binary.AppendUvarint(b, uint64(len(s.Namespaces)))
+	for i := range s.Namespaces {
+		ns := &s.Namespaces[i]
+		b = appendEntry(b, &nsBuf, func(b []byte) []byte {
+			b = binary.AppendUvarint(b, uint64(ns.Inode))
+			b = appendStrings(b, ns.Names)
+			b = binary.AppendUvarint(b, uint64(len(ns.Pids)))
+			for _, p := range ns.Pids {
+				b = binary.AppendVarint(b, int64(p))
+			}
+			b = appendStrings(b, ns.Comms)
+			b = binary.AppendUvarint(b, uint64(len(ns.Interfaces)))
+			for j := range ns.Interfaces {
+				ifc := &ns.Interfaces[j]
+				b = appendEntry(b, &ifBuf, func(b []byte) []byte {
+					b = binary.AppendUvarint(b, uint64(ifc.Ifindex))
+					b = appendString(b, ifc.Name)
+					b = appendString(b, ifc.Kind)
+					b = binary.AppendUvarint(b, uint64(ifc.PeerIfindex))
+					b = binary.AppendUvarint(b, uint64(ifc.PeerNetns))
+					b = appendString(b, ifc.Master)
+					b = binary.AppendUvarint(b, uint64(len(ifc.Addrs)))
+					for _, p := range ifc.Addrs {
+						b = appendAddr(b, p.Addr())
+						b = append(b, byte(p.Bits())) // -1 (invalid) becomes 0xff
+					}
+					return b
+				})
+			}
+			return b
+		})
+	}
+	return b
+}
+
+// encodeOutcome: Target:addr EchoID Seq:uvarint Replied:u8 RTT Timeout:varint ns.
+func encodeOutcome(b []byte, o *EchoOutcome) []byte {
+	b = appendAddr(b, unzoned(o.Target))
+	b = binary.AppendUvarint(b, uint64(o.EchoID))
+	b = binary.AppendUvarint(b, uint64(o.Seq))
+	replied := byte(0)
+	if o.Replied {
+		replied = 1
+	}
+	b = append(b, replied)
+	b = binary.AppendVarint(b, int64(o.RTT))
+	b = binary.AppendVarint(b, int64(o.Timeout))
+	// Appended fields, only when there are events: older readers stop
+	// before them, and files without them stay as version 1 first wrote them.
+	if len(o.Netfilter) == 0 {
+		return b
+	}
+	b = binary.AppendUvarint(b, uint64(len(o.Netfilter)))
+	for i := range o.Netfilter {
+		b = appendNetfilter(b, &o.Netfilter[i])
+	}
+	return b
+}
+
+func appendNetfilter(b []byte, e *decode.NetfilterEvent) []byte {
+	b = binary.AppendUvarint(b, e.Time)
+	b = binary.AppendUvarint(b, uint64(e.Netns))
+	for _, s := range []string{e.Family, e.Table, e.Chain, e.Verdict, e.Target, e.Rule, e.Source} {
+		b = appendString(b, s)
+	}
+	b = append(b, byte(e.Hook), byte(e.Type), e.ICMPType)
+	b = binary.AppendUvarint(b, e.RuleHandle)
+	b = binary.AppendUvarint(b, uint64(e.Iif))
+	b = binary.AppendUvarint(b, uint64(e.Oif))
+	b = binary.AppendUvarint(b, uint64(e.TraceID))
+	b = binary.AppendUvarint(b, uint64(e.EchoID))
+	b = binary.AppendUvarint(b, uint64(e.Seq))
+	b = appendAddr(b, unzoned(e.Src))
+	return appendAddr(b, unzoned(e.Dst))
+}
+
+// decodeNetfilterList decodes the netfilter events appended to an outcome
+// frame. Its own cursor keeps the outcome's on the stack when there are none.
+func decodeNetfilterList(b []byte) ([]decode.NetfilterEvent, bool) {
+	c := frameCursor{b: b}
+	budget := maxItems
+	nf := readList(&c, &budget, 20, (*frameCursor).netfilter)
+	return nf, !c.bad
+}
+
+func (c *frameCursor) netfilter() decode.NetfilterEvent {
+	var e decode.NetfilterEvent
+	e.Time = c.uvarint()
+	e.Netns = c.uvarint32()
+	for _, s := range []*string{&e.Family, &e.Table, &e.Chain, &e.Verdict, &e.Target, &e.Rule, &e.Source} {
+		*s = c.string()
+	}
+	e.Hook, e.Type, e.ICMPType = decode.Hook(c.byte()), decode.TraceType(c.byte()), c.byte()
+	e.RuleHandle = c.uvarint()
+	e.Iif, e.Oif, e.TraceID = c.uvarint32(), c.uvarint32(), c.uvarint32()
+	e.EchoID, e.Seq = c.uvarint16(), c.uvarint16()
+	e.Src, e.Dst = c.addr(), c.addr()
+	return e
+}
+
+func (r *Reader) decodeHeader(body []byte, h *Header) error {
+	c := frameCursor{b: body}
+	h.ToolVersion = c.string()
+	h.KernelRelease = c.string()
+	h.Hostname = c.string()
+	h.BootID = c.string()
+	sec := c.varint()
+	nsec := c.uvarint()
+	if nsec >= 1e9 {
+		c.bad = true
+	}
+	h.StartWall = time.Unix(sec, int64(nsec)).UTC()
+	h.StartKtime = c.uvarint()
+	budget := maxItems
+	h.Args = readList(&c, &budget, 1, (*frameCursor).string)
+	h.Capabilities = readList(&c, &budget, 1, (*frameCursor).string)
+	if c.bad {
+		return r.corrupt("bad header frame")
+	}
+	return nil
+}
+
+func (r *Reader) decodeOutcome(body []byte, o *EchoOutcome) error {
+	c := frameCursor{b: body}
+	o.Target = c.addr()
+	o.EchoID = c.uvarint16()
+	o.Seq = c.uvarint16()
+	o.Replied = c.byte() != 0
+	o.RTT = time.Duration(c.varint())
+	o.Timeout = time.Duration(c.varint())
+	o.Netfilter = nil
+	if !c.bad && c.off < len(c.b) {
+		var ok bool
+		if o.Netfilter, ok = decodeNetfilterList(c.b[c.off:]); !ok {
+			return r.corrupt("bad netfilter events in outcome frame")
+		}
+	}
+	if c.bad {
+		return r.corrupt("bad outcome frame")
+	}
+	return nil
+}
+
+func (r *Reader) decodeSnapshot(body []byte, s *decode.Snapshot) error {
+	c := frameCursor{b: body}
+	budget := maxItems
+	// The minimum sizes are those of entries with empty lists and strings.
+	s.Namespaces = readList(&c, &budget, 6, func(c *frameCursor) decode.Namespace {
+		e := c.entry()
+		var ns decode.Namespace
+		ns.Inode = e.uvarint32()
+		ns.Names = readList(&e, &budget, 1, (*frameCursor).string)
+		ns.Pids = readList(&e, &budget, 1, func(e *frameCursor) int { return int(e.varint()) })
+		ns.Comms = readList(&e, &budget, 1, (*frameCursor).string)
+		ns.Interfaces = readList(&e, &budget, 8, func(e *frameCursor) decode.Interface {
+			f := e.entry()
+			var ifc decode.Interface
+			ifc.Ifindex = f.uvarint32()
+			ifc.Name = f.string()
+			ifc.Kind = f.string()
+			ifc.PeerIfindex = f.uvarint32()
+			ifc.PeerNetns = f.uvarint32()
+			ifc.Master = f.string()
+			ifc.Addrs = readList(&f, &budget, 2, (*frameCursor).prefix)
+			e.bad = e.bad || f.bad
+			return ifc
+		})
+		c.bad = c.bad || e.bad
+		return ns
+	})
+	if c.bad {
+		*s = decode.Snapshot{}
+		return r.corrupt("bad snapshot frame")
+	}
+	return nil
+}
+
+// list decodes a list of entries that take at least minSize bytes each: a

@@ -1,0 +1,171 @@
+package tpk
+
+import (
+	"encoding/binary"
+	"fmt"
+	"hash/crc32"
+	"io"
+
+	"github.com/tracepkt/tracepkt-perf/decode"
+)
+
+// Writer writes a recording. Records and outcomes go to the current block,
+// which Flush writes out in one Write call; the caller flushes after each
+// echo so that a crash loses at most the echo in progress.
+type Writer struct {
+	w        io.Writer
+	blk      []byte // preamble (first block only), block header room, frames
+	blkStart int    // offset of the block header in blk
+	recs     []byte // body of the records frame being built
+	tmp      []byte
+	prev     decode.Record // base of the next record, see fTime
+	ifaces   map[ifaceKey]uint64
+	addrs    map[addrPair]uint64
+	err      error
+}
+
+// NewWriter writes the file's preamble and h to w, at once.
+func NewWriter(w io.Writer, h Header) (*Writer, error) {
+	wr := &Writer{
+		w:      w,
+		ifaces: make(map[ifaceKey]uint64),
+		addrs:  make(map[addrPair]uint64),
+	}
+	if n := len(h.Args) + len(h.Capabilities); n > maxItems {
+		return nil, fmt.Errorf("write recording header: %d arguments and capabilities exceed %d", n, maxItems)
+	}
+	wr.prev.Time = h.StartKtime
+	wr.blk = append(wr.blk, tpkMagic[:]...)
+	wr.blk = binary.LittleEndian.AppendUint16(wr.blk, FormatVersion)
+	wr.blkStart = len(wr.blk)
+	wr.blk = append(wr.blk, make([]byte, blockHdrLen)...)
+	wr.tmp = encodeHeader(wr.tmp[:0], &h)
+	wr.blk = appendFrame(wr.blk, frameHeader, wr.tmp)
+	if len(wr.blk)-wr.blkStart-blockHdrLen > MaxBlockSize {
+		return nil, fmt.Errorf("write recording header: %d bytes exceed the block limit", len(wr.tmp))
+	}
+	if err := wr.Flush(); err != nil {
+		return nil, err
+	}
+	return wr, nil
+}
+
+// WriteSnapshot adds s to the current block; flush to have it on disk before
+// the first echo completes.
+func (w *Writer) WriteSnapshot(s *decode.Snapshot) error {
+	if w.err != nil {
+		return w.err
+	}
+	if n := snapshotItems(s); n > maxItems {
+		return fmt.Errorf("write snapshot: %d entries exceed %d", n, maxItems)
+	}
+	w.tmp = encodeSnapshot(w.tmp[:0], s)
+	return w.writeFrame(frameSnapshot, w.tmp)
+}
+
+// snapshotItems counts the list entries of s, see maxItems.
+func snapshotItems(s *decode.Snapshot) int {
+	n := len(s.Namespaces)
+	for i := range s.Namespaces {
+		ns := &s.Namespaces[i]
+		n += len(ns.Names) + len(ns.Pids) + len(ns.Comms) + len(ns.Interfaces)
+		for j := range ns.Interfaces {
+			n += len(ns.Interfaces[j].Addrs)
+		}
+	}
+	return n
+}
+
+// WriteOutcome adds o to the current block, after the records written so far.
+func (w *Writer) WriteOutcome(o *EchoOutcome) error {
+	if w.err != nil {
+		return w.err
+	}
+	w.tmp = encodeOutcome(w.tmp[:0], o)
+	return w.writeFrame(frameOutcome, w.tmp)
+}
+
+// WriteRecord adds r to the current block. A block that grows past a few
+// hundred KiB is written out without waiting for Flush.
+func (w *Writer) WriteRecord(r *decode.Record) error {
+	if w.err != nil {
+		return w.err
+	}
+	if r.CapLen > decode.PacketBytes {
+		return fmt.Errorf("write record: captured length %d exceeds %d", r.CapLen, decode.PacketBytes)
+	}
+	w.recs = w.appendRecord(w.recs, r)
+	if len(w.blk)+len(w.recs) > blockSoftSize {
+		return w.Flush()
+	}
+	return nil
+}
+
+// WriteEcho writes one echo's records and outcome as one block and flushes it.
+func (w *Writer) WriteEcho(recs []decode.Record, o *EchoOutcome) error {
+	for i := range recs {
+		if err := w.WriteRecord(&recs[i]); err != nil {
+			return err
+		}
+	}
+	if err := w.WriteOutcome(o); err != nil {
+		return err
+	}
+	return w.Flush()
+}
+
+// Flush ends the current block and writes it to the underlying writer. It
+// writes nothing when the block is empty.
+func (w *Writer) Flush() error {
+	if w.err != nil {
+		return w.err
+	}
+	w.endRecords()
+	payload := len(w.blk) - w.blkStart - blockHdrLen
+	if payload == 0 {
+		return nil
+	}
+	hdr := w.blk[w.blkStart : w.blkStart+blockHdrLen]
+	binary.LittleEndian.PutUint32(hdr[0:], uint32(payload))
+	sum := crc32.Update(crc32.Checksum(hdr[:4], castagnoli), castagnoli, w.blk[w.blkStart+blockHdrLen:])
+	binary.LittleEndian.PutUint32(hdr[4:], sum)
+	if _, err := w.w.Write(w.blk); err != nil {
+		// The interning state now counts what never reached the file.
+		w.err = fmt.Errorf("write recording: %w", err)
+		return w.err
+	}
+	w.blkStart = 0
+	w.blk = append(w.blk[:0], make([]byte, blockHdrLen)...)
+	return nil
+}
+
+func (w *Writer) writeFrame(typ uint64, body []byte) error {
+	w.endRecords()
+	size := binary.MaxVarintLen64*2 + len(body)
+	if size > MaxBlockSize {
+		return fmt.Errorf("write recording: a frame of %d bytes exceeds the block limit", len(body))
+	}
+	if len(w.blk)-w.blkStart-blockHdrLen+size > MaxBlockSize {
+		if err := w.Flush(); err != nil {
+			return err
+		}
+	}
+	w.blk = appendFrame(w.blk, typ, body)
+	if len(w.blk) > blockSoftSize {
+		return w.Flush()
+	}
+	return nil
+}
+
+func (w *Writer) endRecords() {
+	if len(w.recs) > 0 {
+		w.blk = appendFrame(w.blk, frameRecords, w.recs)
+		w.recs = w.recs[:0]
+	}
+}
+
+func appendFrame(b []byte, typ uint64, body []byte) []byte {
+	b = binary.AppendUvarint(b, typ)
+	b = binary.AppendUvarint(b, uint64(len(body)))
+	return append(b, body...)
+}

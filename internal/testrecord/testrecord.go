@@ -1,0 +1,196 @@
+package testrecord
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"time"
+
+	"github.com/tracepkt/tracepkt-perf/decode"
+)
+
+// The demo topology of cmd/tracepkt-perf: bridge tpdemo0 and veth tpdemoh in
+// the root namespace, the container's eth0 in its own.
+const (
+	RootNetns = 4026531833
+	CtrNetns  = 4026532400
+	EchoID    = 0x1234
+)
+
+var (
+	Host4, Ctr4 = netip.MustParseAddr("172.31.250.1"), netip.MustParseAddr("172.31.250.2")
+	Host6, Ctr6 = netip.MustParseAddr("fd00:7470::1"), netip.MustParseAddr("fd00:7470::2")
+)
+
+// StartWall and StartKtime are the clocks of the test recordings' header:
+// DemoEcho's packets carry timestamps that agree with them.
+var StartWall = time.Date(2025, 3, 14, 15, 9, 26, 535897932, time.UTC)
+
+const StartKtime = 1_000_000
+
+// Snapshot is the demo topology's namespaces and interfaces.
+func Snapshot() *decode.Snapshot {
+	return &decode.Snapshot{Namespaces: []decode.Namespace{
+		{
+			Inode: RootNetns,
+			Pids:  []int{1},
+			Comms: []string{"systemd"},
+			Interfaces: []decode.Interface{
+				{Ifindex: 1, Name: "lo", Kind: "loopback", Addrs: []netip.Prefix{
+					netip.MustParsePrefix("127.0.0.1/8"), netip.MustParsePrefix("::1/128")}},
+				{Ifindex: 9, Name: "tpdemo0", Kind: "bridge", Addrs: []netip.Prefix{
+					netip.MustParsePrefix("172.31.250.1/24"), netip.MustParsePrefix("fd00:7470::1/64")}},
+				{Ifindex: 10, Name: "tpdemoh", Kind: "veth", PeerIfindex: 2, PeerNetns: CtrNetns, Master: "tpdemo0"},
+			},
+		},
+		{
+			Inode: CtrNetns,
+			Names: []string{"tpdemo0-1234"},
+			Pids:  []int{1234, 1240},
+			Comms: []string{"sleep", "sh"},
+			Interfaces: []decode.Interface{
+				{Ifindex: 1, Name: "lo", Kind: "loopback"},
+				{Ifindex: 2, Name: "eth0", Kind: "veth", PeerIfindex: 10, PeerNetns: RootNetns, Addrs: []netip.Prefix{
+					netip.MustParsePrefix("172.31.250.2/24"), netip.MustParsePrefix("fd00:7470::2/64")}},
+			},
+		},
+	}}
+}
+
+// ICMPEcho builds an IPv4 or IPv6 ICMP echo request or reply with valid
+// checksums, as ping(8) sends it: the payload starts with a timestamp.
+func ICMPEcho(src, dst netip.Addr, request bool, id, seq uint16, ipID uint16, sent time.Time) []byte {
+	return ICMPEchoSize(src, dst, request, id, seq, ipID, sent, 56)
+}
+
+// ICMPEchoSize is ICMPEcho with size bytes of payload.
+func ICMPEchoSize(src, dst netip.Addr, request bool, id, seq uint16, ipID uint16, sent time.Time, size int) []byte {
+	payload := make([]byte, size)
+	binary.LittleEndian.PutUint64(payload[0:], uint64(sent.Unix()))
+	binary.LittleEndian.PutUint64(payload[8:], uint64(sent.Nanosecond()/1000))
+	for i := 16; i < len(payload); i++ {
+		payload[i] = byte(i)
+	}
+	icmp := make([]byte, 8, 8+len(payload))
+	switch {
+	case src.Is4() && request:
+		icmp[0] = 8
+	case src.Is4():
+		icmp[0] = 0
+	case request:
+		icmp[0] = 128
+	default:
+		icmp[0] = 129
+	}
+	binary.BigEndian.PutUint16(icmp[4:], id)
+	binary.BigEndian.PutUint16(icmp[6:], seq)
+	icmp = append(icmp, payload...)
+	if src.Is4() {
+		binary.BigEndian.PutUint16(icmp[2:], inetChecksum(icmp, 0))
+		ip := make([]byte, 20, 20+len(icmp))
+		ip[0] = 0x45
+		binary.BigEndian.PutUint16(ip[2:], uint16(20+len(icmp)))
+		binary.BigEndian.PutUint16(ip[4:], ipID)
+		ip[6] = 0x40 // don't fragment
+		ip[8] = 64   // TTL
+		ip[9] = 1    // ICMP
+		s, d := src.As4(), dst.As4()
+		copy(ip[12:], s[:])
+		copy(ip[16:], d[:])
+		binary.BigEndian.PutUint16(ip[10:], inetChecksum(ip, 0))
+		return append(ip, icmp...)
+	}
+	ip := make([]byte, 40, 40+len(icmp))
+	ip[0] = 0x60
+	binary.BigEndian.PutUint16(ip[4:], uint16(len(icmp)))
+	ip[6] = 58 // ICMPv6
+	ip[7] = 64 // hop limit
+	s, d := src.As16(), dst.As16()
+	copy(ip[8:], s[:])
+	copy(ip[24:], d[:])
+	// The ICMPv6 checksum covers a pseudo-header: addresses, length, next header.
+	var pseudo uint32
+	for _, a := range [][]byte{ip[8:24], ip[24:40]} {
+		for i := 0; i < len(a); i += 2 {
+			pseudo += uint32(binary.BigEndian.Uint16(a[i:]))
+		}
+	}
+	pseudo += uint32(len(icmp)) + 58
+	binary.BigEndian.PutUint16(icmp[2:], inetChecksum(icmp, pseudo))
+	return append(ip, icmp...)
+}
+
+// checksum is the Internet checksum (RFC 1071) of b, starting from sum.
+func inetChecksum(b []byte, sum uint32) uint16 {
+	for i := 0; i+1 < len(b); i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(b[i:]))
+	}
+	if len(b)%2 == 1 {
+		sum += uint32(b[len(b)-1]) << 8
+	}
+	for sum > 0xffff {
+		sum = sum>>16 + sum&0xffff
+	}
+	return ^uint16(sum)
+}
+
+// HopRecord is the record a probe takes of pkt, as Record.Decode returns it.
+func HopRecord(ts, skb uint64, netns, ifindex uint32, ifname string, probe decode.Probe, cpu uint32, pkt []byte) decode.Record {
+	r := decode.Record{Time: ts, Skb: skb, Netns: netns, Ifindex: ifindex, Len: uint32(len(pkt)) + 14, CPU: cpu, Probe: probe}
+	copy(r.Ifname[:], ifname)
+	var icmp []byte
+	if pkt[0]>>4 == 4 {
+		r.Family = 4
+		r.Src = netip.AddrFrom4([4]byte(pkt[12:16]))
+		r.Dst = netip.AddrFrom4([4]byte(pkt[16:20]))
+		icmp = pkt[20:]
+	} else {
+		r.Family = 6
+		r.Src = netip.AddrFrom16([16]byte(pkt[8:24]))
+		r.Dst = netip.AddrFrom16([16]byte(pkt[24:40]))
+		icmp = pkt[40:]
+	}
+	r.ICMPType = icmp[0]
+	r.EchoID = binary.BigEndian.Uint16(icmp[4:])
+	r.Seq = binary.BigEndian.Uint16(icmp[6:])
+	r.CapLen = uint16(copy(r.Packet[:], pkt))
+	return r
+}
+
+// DemoEcho returns what the rings hold after echo seq of the demo, in the
+// order they are drained (CPU by CPU), and its target. Every tenth echo has
+// a lost-sample notice; every third runs the request on CPU 1, so its records
+// come after the reply's.
+func DemoEcho(family int, seq uint16) (recs []decode.Record, target netip.Addr) {
+	src, dst := Host4, Ctr4
+	if family == 6 {
+		src, dst = Host6, Ctr6
+	}
+	t0 := 2_000_000 + uint64(seq)*1_000_000_000 + uint64(seq)*7919%5000
+	sent := StartWall.Add(time.Duration(t0 - StartKtime))
+	req := ICMPEcho(src, dst, true, EchoID, seq, 0x4000+seq*3, sent)
+	rep := ICMPEcho(dst, src, false, EchoID, seq, 0x9000+seq*5, sent)
+	skbReq := 0xffff888004a1c300 + uint64(seq%64)*0x1900
+	skbRep := 0xffff888012f40a00 - uint64(seq%32)*0x0d00
+	reqCPU := uint32(0)
+	if seq%3 == 0 {
+		reqCPU = 1
+	}
+	request := []decode.Record{
+		HopRecord(t0, skbReq, RootNetns, 9, "tpdemo0", decode.ProbeNetDevQueue, reqCPU, req),
+		HopRecord(t0+3100, skbReq, RootNetns, 10, "tpdemoh", decode.ProbeNetDevQueue, reqCPU, req),
+		HopRecord(t0+9800, skbReq, CtrNetns, 2, "eth0", decode.ProbeNetifReceiveSkb, reqCPU, req),
+	}
+	reply := []decode.Record{
+		HopRecord(t0+21000, skbRep, CtrNetns, 2, "eth0", decode.ProbeNetDevQueue, 0, rep),
+		HopRecord(t0+27500, skbRep, RootNetns, 10, "tpdemoh", decode.ProbeNetifReceiveSkb, 0, rep),
+		HopRecord(t0+48000, skbRep, RootNetns, 9, "tpdemo0", decode.ProbeNetifReceiveSkb, 0, rep),
+	}
+	recs = append(request, reply...)
+	if reqCPU == 1 {
+		recs = append(reply, request...)
+	}
+	if seq%10 == 0 {
+		recs = append(recs, decode.Record{CPU: 1, Lost: uint64(seq/10) + 1})
+	}
+	return recs, dst
+}
