@@ -11,7 +11,7 @@ DEB_PACKAGES := iproute2 iputils-ping nftables iptables tshark qemu-system-x86 b
 	linux-image-amd64 linux-image-6.12-amd64
 
 # Root test packages that also run inside the distro kernel.
-VM_TEST_PKGS := ./internal/vmtest ./cmd/tracepkt-perf ./probes/ping ./internal/topology ./probes/nftrace ./probes
+VM_TEST_PKGS := ./internal/vmtest ./cmd/tracepkt-perf ./probes/ping ./internal/topology ./probes/nftrace ./probes ./probes/netns
 
 .PHONY: all build demo test test-host test-matrix bench deps lint clean
 all: build

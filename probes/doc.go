@@ -1,4 +1,4 @@
 // Package probes turns the running kernel into a source of packet records:
-// BTF offsets, BPF programs built from them, perf events, and the rings the
-// records are read from.
+// BTF offsets, BPF programs built from them, their attachment to tracepoints
+// and kprobes, and the per-CPU rings the records are read from.
 package probes

@@ -72,7 +72,7 @@ func openSession(o options, recFile *os.File, newWriter func(*renderContext) jou
 		}
 	}
 	// The table needs the namespaces' names; a recording keeps their interfaces too.
-	snap, err := probes.Snapshot(s.nss, recFile != nil)
+	snap, err := netns.Snapshot(s.nss, recFile != nil)
 	if err != nil {
 		return nil, err
 	}

@@ -1,3 +1,4 @@
-// Package netns finds the network namespaces the tool can reach and runs
-// code inside them.
+// Package netns finds the network namespaces the tool can reach, runs code
+// inside them, and describes them (names, processes, interfaces) for a run's
+// snapshot.
 package netns

@@ -1,4 +1,4 @@
-package probes
+package netns_test
 
 import (
 	"net/netip"
@@ -26,7 +26,7 @@ func TestSnapshot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := Snapshot(nss, true)
+	s, err := netns.Snapshot(nss, true)
 	if err != nil {
 		t.Fatal(err)
 	}

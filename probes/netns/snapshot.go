@@ -1,4 +1,4 @@
-package probes
+package netns
 
 import (
 	"errors"
@@ -13,14 +13,13 @@ import (
 	vnetns "github.com/vishvananda/netns"
 
 	"github.com/tracepkt/tracepkt-perf/decode"
-	"github.com/tracepkt/tracepkt-perf/probes/netns"
 )
 
 // Snapshot records what a run can see of the machine: the network
-// namespaces nss (from netns.List) with their names, the processes List saw
+// namespaces nss (from List) with their names, the processes List saw
 // in them and, with interfaces, their interfaces, so a replay shows the live
 // run's names anywhere. Namespaces that vanish while it looks are left out.
-func Snapshot(nss []netns.Netns, interfaces bool) (*decode.Snapshot, error) {
+func Snapshot(nss []Netns, interfaces bool) (*decode.Snapshot, error) {
 	s := &decode.Snapshot{}
 	for _, ns := range nss {
 		n := decode.Namespace{Inode: ns.Inode, Names: ns.Names}
@@ -31,7 +30,7 @@ func Snapshot(nss []netns.Netns, interfaces bool) (*decode.Snapshot, error) {
 		}
 		if interfaces {
 			ifaces, err := interfacesOf(ns)
-			if errors.Is(err, netns.ErrGone) {
+			if errors.Is(err, ErrGone) {
 				continue
 			}
 			if err != nil {
@@ -44,7 +43,7 @@ func Snapshot(nss []netns.Netns, interfaces bool) (*decode.Snapshot, error) {
 	return s, nil
 }
 
-func interfacesOf(ns netns.Netns) ([]decode.Interface, error) {
+func interfacesOf(ns Netns) ([]decode.Interface, error) {
 	f, err := ns.Open()
 	if err != nil {
 		return nil, err
