@@ -130,3 +130,19 @@ func nfVerdict(v uint32) string {
 	}
 	return fmt.Sprintf("VERDICT%d", code)
 }
+
+// RuleText says what decided: the chain's policy, the end of a chain, or
+// the rule (its handle, and its text where known).
+func (e *NetfilterEvent) RuleText() string {
+	switch {
+	case e.Type == TracePolicy:
+		return "policy"
+	case e.Type == TraceReturn:
+		return "end of chain"
+	case e.Rule != "":
+		return fmt.Sprintf("rule %d: %s", e.RuleHandle, e.Rule)
+	case e.RuleHandle != 0:
+		return fmt.Sprintf("rule %d", e.RuleHandle)
+	}
+	return ""
+}

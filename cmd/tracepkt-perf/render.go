@@ -150,7 +150,7 @@ func viewOf(j *decode.Journey, r decode.Row, first uint64) rowView {
 	if e.Target != "" {
 		v.verdict += " " + e.Target
 	}
-	v.rule = ruleText(e)
+	v.rule = e.RuleText()
 	return v
 }
 
@@ -165,21 +165,6 @@ func ifName(j *decode.Journey, netns, ifindex uint32) string {
 		return ""
 	}
 	return "if" + strconv.FormatUint(uint64(ifindex), 10)
-}
-
-// ruleText says what decided: the chain's policy, or the rule.
-func ruleText(e *decode.NetfilterEvent) string {
-	switch {
-	case e.Type == decode.TracePolicy:
-		return "policy"
-	case e.Type == decode.TraceReturn:
-		return "end of chain"
-	case e.Rule != "":
-		return fmt.Sprintf("rule %d: %s", e.RuleHandle, e.Rule)
-	case e.RuleHandle != 0:
-		return fmt.Sprintf("rule %d", e.RuleHandle)
-	}
-	return ""
 }
 
 // sinceFirst formats a hop's time since the first hop: "0", "+850ns", "+3.1µs".
@@ -234,7 +219,7 @@ func summary(j *decode.Journey) string {
 	} else {
 		fmt.Fprintf(&b, "no reply from %s (seq %d) within %s", j.Target, j.Seq, shortDuration(j.Timeout))
 		if drop, ok := lastDrop(j); ok {
-			fmt.Fprintf(&b, ": the %s was dropped by %s.%s (%s) in network namespace %d", echoType(drop.IsRequest()), drop.Table, drop.Chain, ruleText(&drop), drop.Netns)
+			fmt.Fprintf(&b, ": the %s was dropped by %s.%s (%s) in network namespace %d", echoType(drop.IsRequest()), drop.Table, drop.Chain, drop.RuleText(), drop.Netns)
 		} else if last, ok := j.LastRequest(); ok {
 			verb := "leaving"
 			if last.Probe.Direction() == decode.In {
