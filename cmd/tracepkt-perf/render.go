@@ -14,6 +14,7 @@ import (
 	"github.com/olekukonko/tablewriter/tw"
 
 	"github.com/tracepkt/tracepkt-perf/decode"
+	"github.com/tracepkt/tracepkt-perf/decode/stats"
 )
 
 // journeyWriter prints journeys as they complete; live runs and replays share it.
@@ -172,34 +173,7 @@ func sinceFirst(d time.Duration) string {
 	if d == 0 {
 		return "0"
 	}
-	return "+" + shortDuration(d)
-}
-
-var durationUnits = []struct {
-	unit   time.Duration
-	suffix string
-}{{time.Second, "s"}, {time.Millisecond, "ms"}, {time.Microsecond, "µs"}}
-
-// shortDuration keeps three significant digits, which is what a reader compares.
-func shortDuration(d time.Duration) string {
-	for _, u := range durationUnits {
-		if d < u.unit {
-			continue
-		}
-		v := float64(d) / float64(u.unit)
-		prec := 2
-		if v >= 100 {
-			prec = 0
-		} else if v >= 10 {
-			prec = 1
-		}
-		s := strconv.FormatFloat(v, 'f', prec, 64)
-		if strings.Contains(s, ".") {
-			s = strings.TrimRight(strings.TrimRight(s, "0"), ".")
-		}
-		return s + u.suffix
-	}
-	return strconv.FormatInt(int64(d), 10) + "ns"
+	return "+" + stats.FormatDuration(d)
 }
 
 func plural(n int, one, many string) string {
@@ -214,10 +188,10 @@ func summary(j *decode.Journey) string {
 	var b strings.Builder
 	if j.Replied {
 		nss, ifs := j.Crossed()
-		fmt.Fprintf(&b, "reply from %s in %s: crossed %s, %s", j.Target, shortDuration(j.RTT),
+		fmt.Fprintf(&b, "reply from %s in %s: crossed %s, %s", j.Target, stats.FormatDuration(j.RTT),
 			plural(nss, "network namespace", "network namespaces"), plural(ifs, "interface", "interfaces"))
 	} else {
-		fmt.Fprintf(&b, "no reply from %s (seq %d) within %s", j.Target, j.Seq, shortDuration(j.Timeout))
+		fmt.Fprintf(&b, "no reply from %s (seq %d) within %s", j.Target, j.Seq, stats.FormatDuration(j.Timeout))
 		if drop, ok := lastDrop(j); ok {
 			fmt.Fprintf(&b, ": the %s was dropped by %s.%s (%s) in network namespace %d", echoType(drop.IsRequest()), drop.Table, drop.Chain, drop.RuleText(), drop.Netns)
 		} else if last, ok := j.LastRequest(); ok {

@@ -135,14 +135,3 @@ func TestJSONGolden(t *testing.T) {
 	}
 	golden(t, "json", buf.Bytes())
 }
-
-func TestShortDuration(t *testing.T) {
-	for d, want := range map[time.Duration]string{
-		0: "0ns", 850: "850ns", 3100: "3.1µs", 21000: "21µs", 123456: "123µs",
-		1500 * time.Microsecond: "1.5ms", 2 * time.Second: "2s",
-	} {
-		if got := shortDuration(d); got != want {
-			t.Errorf("shortDuration(%d) = %q, want %q", d, got, want)
-		}
-	}
-}

@@ -188,3 +188,14 @@ func TestOutlier(t *testing.T) {
 		}
 	}
 }
+
+func TestFormatDuration(t *testing.T) {
+	for d, want := range map[time.Duration]string{
+		0: "0ns", 850: "850ns", 3100: "3.1µs", 21000: "21µs", 123456: "123µs",
+		1500 * time.Microsecond: "1.5ms", 2 * time.Second: "2s",
+	} {
+		if got := FormatDuration(d); got != want {
+			t.Errorf("FormatDuration(%d) = %q, want %q", d, got, want)
+		}
+	}
+}

@@ -1,0 +1,127 @@
+package svg
+
+import (
+	"fmt"
+	"io"
+
+	"github.com/tracepkt/tracepkt-perf/decode/stats"
+)
+
+// Journey draws the path of a group of echoes: with one echo, the time of
+// each hop; with more, the median and p99.
+func Journey(w io.Writer, h Header, g *stats.Group) error {
+	l := &ladder{divider: -1}
+	l.layout(g.Hops)
+	prev := -1
+	for i := range g.Hops {
+		hop := &g.Hops[i]
+		r := row{hop: *hop, num: i + 1, from: prev, to: l.col(hop), time: hopTime(hop), outlier: hop.Outlier,
+			notes: hopNotes(hop, g.Echoes, "verdict")}
+		l.rows = append(l.rows, r)
+		prev = r.to
+	}
+	return l.draw(w, h)
+}
+
+// Diff draws the main paths of runs A and B over the same namespaces: the
+// hops both took once, then where they part, the rest of A's and of B's.
+func Diff(w io.Writer, h Header, a, b *stats.Group, d *stats.Diff) error {
+	l := &ladder{divider: -1, diff: true}
+	l.layout(a.Hops, b.Hops)
+	common := len(a.Hops)
+	if d.Divergence != nil {
+		common = d.Divergence.Common
+	}
+	prev := -1
+	for i := range common {
+		ha, hb := &a.Hops[i], &b.Hops[i]
+		r := row{hop: *ha, num: i + 1, from: prev, to: l.col(ha), time: "A " + hopTime(ha) + " · B " + hopTime(hb)}
+		if i == 0 {
+			r.time = ""
+		}
+		r.notes = hopNotes(ha, a.Echoes, "verdict")
+		for _, v := range d.Verdicts {
+			if v.Run == "B" && v.Hop.Place == ha.Place {
+				r.notes = append(r.notes, verdictNote(v.Verdict, b.Echoes, "B only: ", "only"))
+			}
+		}
+		l.rows = append(l.rows, r)
+		prev = r.to
+	}
+	if d.Divergence != nil {
+		l.divider = len(l.rows)
+		l.divText = "Where they part: " + d.Divergence.Text
+	}
+	for _, side := range []struct {
+		run string
+		g   *stats.Group
+	}{{"A", a}, {"B", b}} {
+		from := prev
+		for i := common; i < len(side.g.Hops); i++ {
+			hop := &side.g.Hops[i]
+			r := row{hop: *hop, num: i + 1, from: from, to: l.col(hop), run: side.run, time: hopTime(hop),
+				notes: hopNotes(hop, side.g.Echoes, "verdict")}
+			l.rows = append(l.rows, r)
+			from = r.to
+		}
+	}
+	return l.draw(w, h)
+}
+
+// hopTime is the time since the previous hop: its value for one echo, the
+// median and p99 for more.
+func hopTime(h *stats.Hop) string {
+	switch {
+	case h.Delta.N == 0:
+		return ""
+	case h.Delta.N == 1:
+		return "+" + stats.FormatDuration(h.Delta.P50)
+	}
+	return fmt.Sprintf("p50 %s · p99 %s", stats.FormatDuration(h.Delta.P50), stats.FormatDuration(h.Delta.P99))
+}
+
+// hopNotes are the lines under a hop: its verdicts, its drops, and the
+// echoes lost after it.
+func hopNotes(h *stats.Hop, echoes int, kind string) []note {
+	var out []note
+	dropped := 0
+	for _, v := range h.Verdicts {
+		out = append(out, verdictNote(v, echoes, "", kind))
+		if v.Verdict == "DROP" {
+			dropped += v.Count
+		}
+	}
+	for _, c := range h.Drops {
+		if c.Reason != "NETFILTER_DROP" {
+			out = append(out, note{text: "✕ dropped: " + c.Reason + times(c.Count, echoes), kind: "drop"})
+			dropped += c.Count
+		}
+	}
+	if lost := h.LostAfter - dropped; lost > 0 {
+		text := "✕ last seen here: no reply"
+		if echoes > 1 {
+			text = fmt.Sprintf("✕ %d of %d echoes last seen here, no reply", lost, echoes)
+		}
+		out = append(out, note{text: text, kind: "drop"})
+	}
+	return out
+}
+
+func verdictNote(v stats.Verdict, echoes int, prefix, kind string) note {
+	text := prefix + v.Chain + " " + v.Verdict
+	if v.Rule != "" {
+		text += " (" + v.Rule + ")"
+	}
+	if v.Verdict == "DROP" {
+		return note{text: "✕ " + prefix + "dropped by " + v.Chain + " (" + v.Rule + ")" + times(v.Count, echoes), kind: "drop"}
+	}
+	return note{text: text + times(v.Count, echoes), kind: kind}
+}
+
+// times says how many echoes a note is about, when not all of them.
+func times(n, echoes int) string {
+	if n == echoes {
+		return ""
+	}
+	return fmt.Sprintf(" ×%d", n)
+}
