@@ -21,6 +21,7 @@ import (
 
 const usageText = `usage: tracepkt-perf [flags] TARGET
        tracepkt-perf --demo [flags]
+       tracepkt-perf --diff A.tpk B.tpk [--json] [--svg OUT]
 
 Sends ICMP echo requests to TARGET (an IPv4 or IPv6 address or a host name)
 and shows every interface and network namespace the request and the reply
@@ -41,6 +42,11 @@ Flags:
       --record FILE    also record the run to FILE (a .tpk recording)
       --replay FILE    show a recording, on any machine, without root
       --pcapng OUT     with --replay: export the packets to OUT for Wireshark
+      --stats          per-hop latency percentiles, losses, drops and verdicts
+                       over every echo (with -c N, or --replay), grouped by path
+      --diff A B       compare two recordings hop by hop: where B's path left
+                       A's; exit 0 same path, 1 different, 2 unreadable
+      --svg OUT        also draw the journey (or with --diff, both) to OUT
   -h, --help           this help
 
 Exit status: 0 when every echo got a reply, 1 when one did not, 2 for usage
@@ -53,6 +59,8 @@ Examples:
   sudo tracepkt-perf --record incident.tpk 172.17.0.2
   tracepkt-perf --replay incident.tpk --json
   tracepkt-perf --replay incident.tpk --pcapng incident.pcapng
+  sudo tracepkt-perf -c 100 -i 0.01 --stats 172.17.0.2
+  tracepkt-perf --diff yesterday.tpk today.tpk --svg diff.svg
 `
 
 // Exit codes are decided in one place, exitCode.
@@ -77,7 +85,7 @@ func exitCode(err error, stderr io.Writer) int {
 	switch {
 	case err == nil, errors.Is(err, errHelp):
 		return 0
-	case errors.Is(err, errUnanswered):
+	case errors.Is(err, errUnanswered), errors.Is(err, errDiffer):
 		return 1
 	case errors.As(err, &ue):
 		fmt.Fprintf(stderr, "tracepkt-perf: %v\nrun 'tracepkt-perf --help' for usage\n", err)
@@ -101,6 +109,10 @@ type options struct {
 	record    string
 	replay    string
 	pcapng    string
+	stats     bool
+	diff      bool
+	diffFiles [2]string // A and B of --diff
+	svg       string
 	target    string
 }
 
@@ -126,6 +138,9 @@ func parseArgs(args []string, stdout io.Writer) (options, error) {
 	fs.StringVar(&o.record, "record", "", "")
 	fs.StringVar(&o.replay, "replay", "", "")
 	fs.StringVar(&o.pcapng, "pcapng", "", "")
+	fs.BoolVar(&o.stats, "stats", false, "")
+	fs.BoolVar(&o.diff, "diff", false, "")
+	fs.StringVar(&o.svg, "svg", "", "")
 	args = splitShortValues(args)
 	var positional []string
 	for {
@@ -144,6 +159,16 @@ func parseArgs(args []string, stdout io.Writer) (options, error) {
 		positional = append(positional, args[0])
 		args = args[1:]
 	}
+	if o.diff {
+		if len(positional) != 2 {
+			return o, usageError{fmt.Sprintf("--diff takes two recordings, A.tpk B.tpk, not %d", len(positional))}
+		}
+		o.diffFiles = [2]string(positional)
+		if o.replay != "" || o.record != "" || o.demo || o.check || o.stats || o.pcapng != "" {
+			return o, usageError{"--diff excludes --replay, --record, --demo, --check, --stats and --pcapng"}
+		}
+		return o, nil
+	}
 	switch {
 	case o.count < 1:
 		return o, usageError{fmt.Sprintf("--count must be at least 1, not %d", o.count)}
@@ -161,6 +186,8 @@ func parseArgs(args []string, stdout io.Writer) (options, error) {
 		return o, usageError{"--replay excludes --record, --demo and --check"}
 	case (o.demo || o.check || o.replay != "") && len(positional) > 0:
 		return o, usageError{"--demo, --check and --replay take no target"}
+	case (o.stats || o.svg != "") && (o.demo || o.check || o.pcapng != ""):
+		return o, usageError{"--stats and --svg work with a target or --replay, not with --demo, --check or --pcapng"}
 	case o.demo && o.check:
 		return o, usageError{"--demo and --check exclude each other"}
 	case !o.demo && !o.check && o.replay == "" && len(positional) == 0:
@@ -210,6 +237,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if o.diff {
+		return diffRuns(o, stdout, stderr)
+	}
 	if o.replay != "" {
 		return replay(o, stdout, stderr)
 	}
@@ -229,22 +259,32 @@ func run(args []string, stdout, stderr io.Writer) error {
 		defer f.Close()
 		recFile = f
 	}
-	newWriter := func(rc *renderContext) journeyWriter { return newJourneyWriter(o.jsonOut, stdout, rc) }
+	ro, err := newRunOutput(o, stdout)
+	if err != nil {
+		return err
+	}
+	defer ro.close()
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if o.demo {
-		return runDemo(ctx, o, recFile, newWriter, stderr)
+		return runDemo(ctx, o, recFile, ro.writer, stderr)
 	}
 	target, err := resolve(ctx, o.target, o.only4, o.only6)
 	if err != nil {
 		return err
 	}
-	s, err := openSession(o, recFile, newWriter)
+	s, err := openSession(o, recFile, ro.writer)
 	if err != nil {
 		return err
 	}
-	return s.trace(ctx, target, o)
+	if err := s.trace(ctx, target, o); err != nil && !errors.Is(err, errUnanswered) {
+		return err
+	} else if ferr := ro.finish(); ferr != nil {
+		return ferr
+	} else {
+		return err
+	}
 }
 
 // resolve turns TARGET into one address, preferring IPv4 like ping.

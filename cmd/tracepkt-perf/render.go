@@ -43,17 +43,7 @@ func (t *tableWriter) Journey(j *decode.Journey) error {
 	if t.written {
 		buf.WriteByte('\n')
 	}
-	table := tablewriter.NewTable(&buf,
-		tablewriter.WithRenderer(renderer.NewBlueprint(tw.Rendition{
-			Borders:  tw.BorderNone,
-			Symbols:  tw.NewSymbols(tw.StyleNone),
-			Settings: tw.Settings{Separators: tw.Separators{BetweenColumns: tw.On}, Lines: tw.LinesNone},
-		})),
-		tablewriter.WithHeaderAutoFormat(tw.Off),
-		tablewriter.WithHeaderAlignment(tw.AlignLeft),
-		tablewriter.WithRowAlignment(tw.AlignLeft),
-		tablewriter.WithPadding(tw.Padding{Right: "  ", Overwrite: true}),
-	)
+	table := plainTable(&buf)
 	withNF := len(j.Netfilter) > 0
 	header := []string{"NETWORK NS", "INTERFACE", "DIR", "TYPE", "ADDRESSES", "+TIME"}
 	if withNF {
@@ -76,14 +66,8 @@ func (t *tableWriter) Journey(j *decode.Journey) error {
 			return err
 		}
 	}
-	// The renderer pads the last column; trailing blanks only get in the way of copy and paste.
 	var out strings.Builder
-	for _, line := range strings.SplitAfter(buf.String(), "\n") {
-		out.WriteString(strings.TrimRight(line, " \n"))
-		if strings.HasSuffix(line, "\n") {
-			out.WriteByte('\n')
-		}
-	}
+	out.WriteString(trimLines(buf.String()))
 	out.WriteString(summary(j) + "\n")
 	if !t.written {
 		for _, n := range t.rc.notes {
@@ -93,6 +77,34 @@ func (t *tableWriter) Journey(j *decode.Journey) error {
 	t.written = true
 	_, err := io.WriteString(t.w, out.String())
 	return err
+}
+
+// plainTable is a table without borders, columns two spaces apart.
+func plainTable(w io.Writer) *tablewriter.Table {
+	return tablewriter.NewTable(w,
+		tablewriter.WithRenderer(renderer.NewBlueprint(tw.Rendition{
+			Borders:  tw.BorderNone,
+			Symbols:  tw.NewSymbols(tw.StyleNone),
+			Settings: tw.Settings{Separators: tw.Separators{BetweenColumns: tw.On}, Lines: tw.LinesNone},
+		})),
+		tablewriter.WithHeaderAutoFormat(tw.Off),
+		tablewriter.WithHeaderAlignment(tw.AlignLeft),
+		tablewriter.WithRowAlignment(tw.AlignLeft),
+		tablewriter.WithPadding(tw.Padding{Right: "  ", Overwrite: true}),
+	)
+}
+
+// trimLines drops the blanks the renderer pads the last column with; they
+// only get in the way of copy and paste.
+func trimLines(s string) string {
+	var out strings.Builder
+	for _, line := range strings.SplitAfter(s, "\n") {
+		out.WriteString(strings.TrimRight(line, " \n"))
+		if strings.HasSuffix(line, "\n") {
+			out.WriteByte('\n')
+		}
+	}
+	return out.String()
 }
 
 func echoType(request bool) string {
@@ -277,7 +289,7 @@ type jsonNetfilter struct {
 func (w jsonWriter) Journey(j *decode.Journey) error {
 	e := jsonEcho{
 		Target:          j.Target.String(),
-		Family:          "ipv4",
+		Family:          family(j.Target),
 		EchoID:          j.EchoID,
 		Seq:             j.Seq,
 		Result:          "timeout",
@@ -285,9 +297,6 @@ func (w jsonWriter) Journey(j *decode.Journey) error {
 		Hops:            []jsonHop{},
 		NetfilterSource: w.rc.netfilter,
 		Notes:           w.rc.notes,
-	}
-	if j.Target.Is6() {
-		e.Family = "ipv6"
 	}
 	if j.Replied {
 		e.Result, e.RTTNs = "reply", j.RTT.Nanoseconds()

@@ -25,22 +25,43 @@ func replay(o options, stdout, stderr io.Writer) error {
 	if o.pcapng != "" {
 		return exportPcapng(o, r, stderr)
 	}
+	ro, err := newRunOutput(o, stdout)
+	if err != nil {
+		return err
+	}
+	defer ro.close()
+	unanswered, err := replayJourneys(r, o.replay, ro.writer, stderr)
+	if err != nil {
+		return err
+	}
+	if err := ro.finish(); err != nil {
+		return err
+	}
+	if unanswered > 0 {
+		return errUnanswered
+	}
+	return nil
+}
+
+// replayJourneys rebuilds the journeys of the recording r (read from path)
+// and hands them to the writer newWriter makes once the header is known. It
+// returns how many echoes got no reply.
+func replayJourneys(r *tpk.Reader, path string, newWriter func(*renderContext) journeyWriter, stderr io.Writer) (unanswered int, err error) {
 	rc := newRenderContext(r.Header().Capabilities)
-	w := newJourneyWriter(o.jsonOut, stdout, rc)
+	w := newWriter(rc)
 	var (
 		rec  decode.Record
 		recs []decode.Record
 		snap decode.Snapshot
 		out  tpk.EchoOutcome
 	)
-	unanswered := 0
 	for {
 		kind, err := r.Next(&rec, &snap, &out)
 		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
-			return fmt.Errorf("replay %s: %w", o.replay, err)
+			return unanswered, fmt.Errorf("replay %s: %w", path, err)
 		}
 		switch kind {
 		case tpk.KindSnapshot:
@@ -53,16 +74,13 @@ func replay(o options, stdout, stderr io.Writer) error {
 				unanswered++
 			}
 			if err := w.Journey(&j); err != nil {
-				return err
+				return unanswered, err
 			}
 			recs = recs[:0]
 		}
 	}
 	if n := r.Truncated(); n > 0 {
-		fmt.Fprintf(stderr, "tracepkt-perf: %s was cut off: the last %d bytes are an incomplete block and were ignored\n", o.replay, n)
+		fmt.Fprintf(stderr, "tracepkt-perf: %s was cut off: the last %d bytes are an incomplete block and were ignored\n", path, n)
 	}
-	if unanswered > 0 {
-		return errUnanswered
-	}
-	return nil
+	return unanswered, nil
 }

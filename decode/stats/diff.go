@@ -93,7 +93,7 @@ func Compare(a, b *Run) Diff {
 	} else if a.Origin.BootID != b.Origin.BootID {
 		d.Notes = append(d.Notes, "A and B were recorded in different boots of the machine: hops are matched by namespace name, interface, direction and type, not by inode or ifindex")
 	}
-	ga, gb := mainGroup(&a.Summary), mainGroup(&b.Summary)
+	ga, gb := a.Summary.Main(), b.Summary.Main()
 	n := 0
 	for n < len(ga.Hops) && n < len(gb.Hops) && ga.Hops[n].Place == gb.Hops[n].Place {
 		n++
@@ -113,9 +113,9 @@ func Compare(a, b *Run) Diff {
 	return d
 }
 
-// mainGroup is the group most echoes took; an empty one when no echo
-// reached a device.
-func mainGroup(s *Summary) *Group {
+// Main is the group most echoes took; an empty one when no echo reached a
+// device.
+func (s *Summary) Main() *Group {
 	if len(s.Groups) == 0 {
 		return &Group{}
 	}
@@ -145,10 +145,19 @@ func divergence(ga, gb *Group, n int) *Divergence {
 		dv.Text = fmt.Sprintf("B stops %s%s, where %s", after, why(dv.B), went("A", dv.A))
 	case dv.A.Next == nil && dv.B.Next != nil || dv.A.Next == nil && dv.B.Replied && !dv.A.Replied:
 		dv.Text = fmt.Sprintf("A stops %s%s, where %s", after, why(dv.A), went("B", dv.B))
+	case dv.After == nil:
+		dv.Text = fmt.Sprintf("the paths differ from the first hop: A starts with %s, B with %s", hopOrNothing(dv.A.Next), hopOrNothing(dv.B.Next))
 	default:
 		dv.Text = fmt.Sprintf("the runs part %s: %s, %s", after, went("A", dv.A), went("B", dv.B))
 	}
 	return dv
+}
+
+func hopOrNothing(h *Hop) string {
+	if h == nil {
+		return "no hop"
+	}
+	return HopText(h)
 }
 
 func why(b Branch) string {

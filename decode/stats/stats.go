@@ -108,10 +108,10 @@ type Summary struct {
 	Groups []Group
 }
 
-// outlierFactor: a hop is an outlier when its p99 is more than this many
+// OutlierFactor: a hop is an outlier when its p99 is more than this many
 // times the median p99 of the hops of its path (at least minTimedHops).
 const (
-	outlierFactor = 3
+	OutlierFactor = 3
 	minTimedHops  = 3
 )
 
@@ -301,7 +301,7 @@ func sortedCounts(m map[string]int) []Count {
 	return out
 }
 
-// markOutliers marks the hops whose p99 is more than outlierFactor times the
+// markOutliers marks the hops whose p99 is more than OutlierFactor times the
 // median p99 of the path's timed hops.
 func markOutliers(hops []Hop) {
 	var p99s []time.Duration
@@ -315,7 +315,7 @@ func markOutliers(hops []Hop) {
 	}
 	median := percentiles(p99s).P50
 	for i := range hops {
-		if hops[i].Delta.N > 0 && hops[i].Delta.P99 > outlierFactor*median {
+		if hops[i].Delta.N > 0 && hops[i].Delta.P99 > OutlierFactor*median {
 			hops[i].Outlier = true
 		}
 	}

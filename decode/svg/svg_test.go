@@ -2,13 +2,7 @@ package svg
 
 import (
 	"bytes"
-	"encoding/xml"
 	"fmt"
-	"image/png"
-	"io"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -60,67 +54,10 @@ func droppedAtRouter() stats.Group {
 	return stats.Group{Hops: hops, Echoes: 1}
 }
 
-// element is an SVG element with a class, as the tests look for them.
-type element struct {
-	name  string
-	attrs map[string]string
-	text  string
-}
-
-// parse reads doc as XML and returns its elements that have a class, in
-// document order, with the text inside them.
-func parse(t *testing.T, doc []byte) []element {
-	t.Helper()
-	dec := xml.NewDecoder(bytes.NewReader(doc))
-	var out []element
-	var open []int // indices in out of the classed elements being read, -1 for others
-	for {
-		tok, err := dec.Token()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatalf("the SVG does not parse: %v\n%s", err, doc)
-		}
-		switch tok := tok.(type) {
-		case xml.StartElement:
-			e := element{name: tok.Name.Local, attrs: map[string]string{}}
-			for _, a := range tok.Attr {
-				e.attrs[a.Name.Local] = a.Value
-			}
-			if e.attrs["class"] == "" {
-				open = append(open, -1)
-				continue
-			}
-			open = append(open, len(out))
-			out = append(out, e)
-		case xml.CharData:
-			for _, i := range open {
-				if i >= 0 {
-					out[i].text += string(tok)
-				}
-			}
-		case xml.EndElement:
-			open = open[:len(open)-1]
-		}
-	}
-	return out
-}
-
-func classed(els []element, class string) []element {
-	var out []element
-	for _, e := range els {
-		if e.attrs["class"] == class {
-			out = append(out, e)
-		}
-	}
-	return out
-}
-
-func hopsOf(els []element) []string {
+func hopsOf(els []testenv.SVGElement) []string {
 	var out []string
-	for _, e := range classed(els, "hop") {
-		out = append(out, fmt.Sprintf("%s %s %s %s %s %s", e.attrs["data-num"], e.attrs["data-run"], e.attrs["data-netns"], e.attrs["data-ifname"], e.attrs["data-dir"], e.attrs["data-type"]))
+	for _, e := range testenv.Classed(els, "hop") {
+		out = append(out, fmt.Sprintf("%s %s %s %s %s %s", e.Attrs["data-num"], e.Attrs["data-run"], e.Attrs["data-netns"], e.Attrs["data-ifname"], e.Attrs["data-dir"], e.Attrs["data-type"]))
 	}
 	return out
 }
@@ -137,65 +74,14 @@ func wantHops(run string, first int, hops []stats.Hop) []string {
 	return out
 }
 
-func boxes(els []element) []string {
+func boxes(els []testenv.SVGElement) []string {
 	var out []string
-	for _, e := range classed(els, "netns") {
-		if e.name == "rect" {
-			out = append(out, e.attrs["data-netns"])
+	for _, e := range testenv.Classed(els, "netns") {
+		if e.Name == "rect" {
+			out = append(out, e.Attrs["data-netns"])
 		}
 	}
 	return out
-}
-
-// render turns the SVG into a PNG with librsvg and checks the PNG decodes
-// to a picture of the SVG's size with something drawn on it.
-func render(t *testing.T, name string, doc []byte) {
-	t.Helper()
-	testenv.RequireCommands(t, "rsvg-convert")
-	dir := t.TempDir()
-	in, out := filepath.Join(dir, name+".svg"), filepath.Join(dir, name+".png")
-	if err := os.WriteFile(in, doc, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if b, err := exec.Command("rsvg-convert", "-o", out, in).CombinedOutput(); err != nil || len(b) > 0 {
-		t.Fatalf("rsvg-convert: %v %s", err, b)
-	}
-	f, err := os.Open(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	img, err := png.Decode(f)
-	if err != nil {
-		t.Fatalf("the PNG rsvg-convert wrote: %v", err)
-	}
-	var root struct {
-		Width  int `xml:"width,attr"`
-		Height int `xml:"height,attr"`
-	}
-	if err := xml.Unmarshal(doc, &root); err != nil {
-		t.Fatal(err)
-	}
-	b := img.Bounds()
-	if b.Dx() != root.Width || b.Dy() != root.Height {
-		t.Errorf("PNG is %dx%d, the SVG %dx%d", b.Dx(), b.Dy(), root.Width, root.Height)
-	}
-	colours := map[[3]uint32]bool{}
-	for y := b.Min.Y; y < b.Max.Y; y += 3 {
-		for x := b.Min.X; x < b.Max.X; x += 3 {
-			r, g, bl, _ := img.At(x, y).RGBA()
-			colours[[3]uint32{r >> 12, g >> 12, bl >> 12}] = true
-		}
-	}
-	if len(colours) < 8 {
-		t.Errorf("the PNG has %d colours: nothing was drawn", len(colours))
-	}
-	if dir := os.Getenv("TRACEPKT_SVG_OUT"); dir != "" {
-		// To look at the pictures: TRACEPKT_SVG_OUT=/tmp/x go test ./decode/svg
-		os.WriteFile(filepath.Join(dir, name+".svg"), doc, 0o644)
-		pngb, _ := os.ReadFile(out)
-		os.WriteFile(filepath.Join(dir, name+".png"), pngb, 0o644)
-	}
 }
 
 func TestJourney(t *testing.T) {
@@ -205,20 +91,20 @@ func TestJourney(t *testing.T) {
 	if err := Journey(&buf, Header{Title: "echo to 10.0.2.9", Lines: []string{"reply in 175µs"}}, &g); err != nil {
 		t.Fatal(err)
 	}
-	els := parse(t, buf.Bytes())
+	els := testenv.SVGElements(t, buf.Bytes())
 	if got, want := hopsOf(els), wantHops("", 1, g.Hops); !slices.Equal(got, want) {
 		t.Errorf("hops:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 	if got := boxes(els); !slices.Equal(got, []string{"web-1", "host", "router", "db-1"}) {
 		t.Errorf("namespace boxes %v", got)
 	}
-	if d := classed(els, "drop"); len(d) != 0 {
+	if d := testenv.Classed(els, "drop"); len(d) != 0 {
 		t.Errorf("drops in a journey that had none: %v", d)
 	}
-	if v := classed(els, "verdict"); len(v) != 1 || v[0].text != "filter.OUTPUT ACCEPT (policy)" {
+	if v := testenv.Classed(els, "verdict"); len(v) != 1 || v[0].Text != "filter.OUTPUT ACCEPT (policy)" {
 		t.Errorf("verdicts %v", v)
 	}
-	render(t, "journey", buf.Bytes())
+	testenv.RenderSVG(t, "journey", buf.Bytes())
 }
 
 func TestJourneyDrop(t *testing.T) {
@@ -227,20 +113,20 @@ func TestJourneyDrop(t *testing.T) {
 	if err := Journey(&buf, Header{Title: "echo to 10.0.2.9"}, &g); err != nil {
 		t.Fatal(err)
 	}
-	els := parse(t, buf.Bytes())
+	els := testenv.SVGElements(t, buf.Bytes())
 	if got, want := hopsOf(els), wantHops("", 1, g.Hops); !slices.Equal(got, want) {
 		t.Errorf("hops:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
-	drops := classed(els, "drop")
-	if len(drops) != 1 || !strings.Contains(drops[0].text, "dropped by filter.FORWARD (rule 7:") {
+	drops := testenv.Classed(els, "drop")
+	if len(drops) != 1 || !strings.Contains(drops[0].Text, "dropped by filter.FORWARD (rule 7:") {
 		t.Fatalf("drops %v", drops)
 	}
 	// The drop is drawn under the hop it followed.
-	hops := classed(els, "hop")
-	if last := hops[len(hops)-1]; !strings.Contains(last.text, "dropped by filter.FORWARD") {
-		t.Errorf("the drop is not under the last hop: %q", last.text)
+	hops := testenv.Classed(els, "hop")
+	if last := hops[len(hops)-1]; !strings.Contains(last.Text, "dropped by filter.FORWARD") {
+		t.Errorf("the drop is not under the last hop: %q", last.Text)
 	}
-	render(t, "journey-drop", buf.Bytes())
+	testenv.RenderSVG(t, "journey-drop", buf.Bytes())
 }
 
 func TestDiff(t *testing.T) {
@@ -253,18 +139,18 @@ func TestDiff(t *testing.T) {
 	if err := Diff(&buf, Header{Title: "A: ok.tpk, B: broken.tpk"}, &a, &b, &d); err != nil {
 		t.Fatal(err)
 	}
-	els := parse(t, buf.Bytes())
+	els := testenv.SVGElements(t, buf.Bytes())
 	// The common part once, then the rest of A; B has no hop of its own.
 	want := append(wantHops("", 1, a.Hops[:5]), wantHops("A", 6, a.Hops[5:])...)
 	if got := hopsOf(els); !slices.Equal(got, want) {
 		t.Errorf("hops:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
-	div := classed(els, "divergence")
-	if len(div) != 1 || !strings.Contains(div[0].text, "B stops after the request entering eth0 in router: dropped by filter.FORWARD") {
+	div := testenv.Classed(els, "divergence")
+	if len(div) != 1 || !strings.Contains(div[0].Text, "B stops after the request entering eth0 in router: dropped by filter.FORWARD") {
 		t.Errorf("divergence %v", div)
 	}
-	if drops := classed(els, "drop"); len(drops) != 1 || !strings.Contains(drops[0].text, "B only: dropped by filter.FORWARD") {
+	if drops := testenv.Classed(els, "drop"); len(drops) != 1 || !strings.Contains(drops[0].Text, "B only: dropped by filter.FORWARD") {
 		t.Errorf("drops %v", drops)
 	}
-	render(t, "diff", buf.Bytes())
+	testenv.RenderSVG(t, "diff", buf.Bytes())
 }

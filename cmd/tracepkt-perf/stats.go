@@ -1,0 +1,254 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"github.com/tracepkt/tracepkt-perf/decode"
+	"github.com/tracepkt/tracepkt-perf/decode/stats"
+)
+
+// collector keeps the journeys of a run for --stats and --svg, which need
+// them all; it prints nothing as they come.
+type collector struct {
+	journeys []decode.Journey
+}
+
+func (c *collector) Journey(j *decode.Journey) error {
+	c.journeys = append(c.journeys, *j)
+	return nil
+}
+
+// statsNames are the namespace names of a run, as stats aligns them.
+func (rc *renderContext) statsNames() stats.Names {
+	n := stats.Names{}
+	for inode, name := range rc.names {
+		n[inode] = stats.Name{Name: name}
+	}
+	return n
+}
+
+// writeStats prints the statistics of a run: a table per path, or one
+// JSON object.
+func writeStats(w io.Writer, s *stats.Summary, rc *renderContext, jsonOut bool) error {
+	if jsonOut {
+		return json.NewEncoder(w).Encode(statsJSON(s, rc))
+	}
+	var out strings.Builder
+	fmt.Fprintf(&out, "%s to %s: %s", plural(s.Echoes, "echo", "echoes"), s.Target, plural(s.Replied, "reply", "replies"))
+	if lost := s.Echoes - s.Replied; lost > 0 {
+		fmt.Fprintf(&out, ", %d without", lost)
+	}
+	if len(s.Groups) > 1 {
+		fmt.Fprintf(&out, "; they took %d paths", len(s.Groups))
+	}
+	out.WriteString("\n")
+	if s.Unseen > 0 {
+		fmt.Fprintf(&out, "%s never reached a network device\n", plural(s.Unseen, "request", "requests"))
+	}
+	for i := range s.Groups {
+		g := &s.Groups[i]
+		out.WriteString("\n")
+		if len(s.Groups) > 1 {
+			fmt.Fprintf(&out, "path %d of %d: %s (seq %s), %s\n", i+1, len(s.Groups), plural(g.Echoes, "echo", "echoes"),
+				seqRanges(g.Seqs), plural(g.Replied, "reply", "replies"))
+		}
+		table, err := statsTable(g, rc)
+		if err != nil {
+			return err
+		}
+		out.WriteString(table)
+		if g.Replied > 0 {
+			fmt.Fprintf(&out, "round trip p50 %s, p99 %s; kernel path p50 %s, p99 %s: %.0f%% of the round trip\n",
+				stats.FormatDuration(g.RTT.P50), stats.FormatDuration(g.RTT.P99),
+				stats.FormatDuration(g.Kernel.P50), stats.FormatDuration(g.Kernel.P99), 100*g.KernelShare())
+		}
+		for j := range g.Hops {
+			if h := &g.Hops[j]; h.Outlier {
+				fmt.Fprintf(&out, "! hop %d (%s): p99 %s stands out, over %d times the median p99 of the path's hops\n",
+					j+1, stats.HopText(h), stats.FormatDuration(h.Delta.P99), stats.OutlierFactor)
+			}
+		}
+	}
+	if s.Lost > 0 {
+		fmt.Fprintf(&out, "%s lost: the kernel's rings overflowed, hops may be missing\n", plural(int(s.Lost), "event", "events"))
+	}
+	for _, n := range rc.notes {
+		out.WriteString(n + "\n")
+	}
+	_, err := io.WriteString(w, out.String())
+	return err
+}
+
+func statsTable(g *stats.Group, rc *renderContext) (string, error) {
+	var buf bytes.Buffer
+	table := plainTable(&buf)
+	withDrops, withVerdicts := false, false
+	for _, h := range g.Hops {
+		withDrops = withDrops || len(h.Drops) > 0
+		withVerdicts = withVerdicts || len(h.Verdicts) > 0
+	}
+	header := []string{"#", "NETWORK NS", "INTERFACE", "DIR", "TYPE", "ECHOES", "P50", "P90", "P99", "MAX", "LOST AFTER"}
+	if withDrops {
+		header = append(header, "DROPS")
+	}
+	if withVerdicts {
+		header = append(header, "NETFILTER VERDICTS")
+	}
+	table.Header(header)
+	for i := range g.Hops {
+		h := &g.Hops[i]
+		cells := []string{strconv.Itoa(i + 1), rc.netnsCell(h.Inode), h.Ifname, h.Dir.String(), echoType(h.Request), strconv.Itoa(h.Count)}
+		if h.Delta.N == 0 {
+			cells = append(cells, "-", "-", "-", "-")
+		} else {
+			p99 := stats.FormatDuration(h.Delta.P99)
+			if h.Outlier {
+				p99 += " !"
+			}
+			cells = append(cells, stats.FormatDuration(h.Delta.P50), stats.FormatDuration(h.Delta.P90), p99, stats.FormatDuration(h.Delta.Max))
+		}
+		cells = append(cells, strconv.Itoa(h.LostAfter))
+		if withDrops {
+			var drops []string
+			for _, d := range h.Drops {
+				drops = append(drops, fmt.Sprintf("%s ×%d", d.Reason, d.Count))
+			}
+			cells = append(cells, strings.Join(drops, ", "))
+		}
+		if withVerdicts {
+			var vs []string
+			for _, v := range h.Verdicts {
+				text := fmt.Sprintf("%s %s (%s)", v.Chain, v.Verdict, v.Rule)
+				if v.Count != h.Count {
+					text += fmt.Sprintf(" ×%d", v.Count)
+				}
+				vs = append(vs, text)
+			}
+			cells = append(cells, strings.Join(vs, "; "))
+		}
+		if err := table.Append(cells); err != nil {
+			return "", err
+		}
+	}
+	if err := table.Render(); err != nil {
+		return "", err
+	}
+	return trimLines(buf.String()), nil
+}
+
+// seqRanges writes sequence numbers as ranges: "1-12, 15, 20-50".
+func seqRanges(seqs []uint16) string {
+	var parts []string
+	for i := 0; i < len(seqs); {
+		j := i
+		for j+1 < len(seqs) && seqs[j+1] == seqs[j]+1 {
+			j++
+		}
+		if j == i {
+			parts = append(parts, strconv.Itoa(int(seqs[i])))
+		} else {
+			parts = append(parts, fmt.Sprintf("%d-%d", seqs[i], seqs[j]))
+		}
+		i = j + 1
+	}
+	return strings.Join(parts, ", ")
+}
+
+// jsonStats is the --stats --json schema; its field names are a contract.
+type jsonStats struct {
+	Target          string     `json:"target"`
+	Family          string     `json:"family"`
+	Echoes          int        `json:"echoes"`
+	Replied         int        `json:"replied"`
+	Unseen          int        `json:"unseen"`
+	LostSamples     uint64     `json:"lost_samples"`
+	Paths           []jsonPath `json:"paths"`
+	NetfilterSource string     `json:"netfilter_source,omitempty"`
+	Notes           []string   `json:"notes,omitempty"`
+}
+
+type jsonPath struct {
+	Echoes      int           `json:"echoes"`
+	Replied     int           `json:"replied"`
+	Seqs        []uint16      `json:"seqs"`
+	RTTP50Ns    int64         `json:"rtt_p50_ns"`
+	RTTP99Ns    int64         `json:"rtt_p99_ns"`
+	KernelP50Ns int64         `json:"kernel_p50_ns"`
+	KernelP99Ns int64         `json:"kernel_p99_ns"`
+	KernelShare float64       `json:"kernel_share"`
+	Hops        []jsonStatHop `json:"hops"`
+}
+
+type jsonStatHop struct {
+	Netns     uint32        `json:"netns"`
+	NetnsName string        `json:"netns_name,omitempty"`
+	Ifname    string        `json:"ifname"`
+	Dir       string        `json:"dir"`
+	Type      string        `json:"type"`
+	Echoes    int           `json:"echoes"`
+	P50Ns     int64         `json:"p50_ns"`
+	P90Ns     int64         `json:"p90_ns"`
+	P99Ns     int64         `json:"p99_ns"`
+	MaxNs     int64         `json:"max_ns"`
+	LostAfter int           `json:"lost_after"`
+	Outlier   bool          `json:"outlier"`
+	Drops     []jsonDrop    `json:"drops"`
+	Verdicts  []jsonVerdict `json:"verdicts"`
+}
+
+type jsonDrop struct {
+	Reason string `json:"reason"`
+	Count  int    `json:"count"`
+}
+
+type jsonVerdict struct {
+	Chain   string `json:"chain"`
+	Verdict string `json:"verdict"`
+	Rule    string `json:"rule"`
+	Count   int    `json:"count"`
+}
+
+func statsJSON(s *stats.Summary, rc *renderContext) jsonStats {
+	out := jsonStats{
+		Target: s.Target.String(), Family: family(s.Target), Echoes: s.Echoes, Replied: s.Replied, Unseen: s.Unseen,
+		LostSamples: s.Lost, Paths: []jsonPath{}, NetfilterSource: rc.netfilter, Notes: rc.notes,
+	}
+	for i := range s.Groups {
+		g := &s.Groups[i]
+		p := jsonPath{
+			Echoes: g.Echoes, Replied: g.Replied, Seqs: g.Seqs,
+			RTTP50Ns: int64(g.RTT.P50), RTTP99Ns: int64(g.RTT.P99),
+			KernelP50Ns: int64(g.Kernel.P50), KernelP99Ns: int64(g.Kernel.P99), KernelShare: g.KernelShare(),
+		}
+		for j := range g.Hops {
+			h := &g.Hops[j]
+			jh := jsonStatHop{
+				Netns: h.Inode, NetnsName: rc.names[h.Inode], Ifname: h.Ifname, Dir: h.Dir.String(), Type: echoType(h.Request),
+				Echoes: h.Count, P50Ns: h.Delta.P50.Nanoseconds(), P90Ns: h.Delta.P90.Nanoseconds(), P99Ns: h.Delta.P99.Nanoseconds(), MaxNs: h.Delta.Max.Nanoseconds(),
+				LostAfter: h.LostAfter, Outlier: h.Outlier, Drops: []jsonDrop{}, Verdicts: []jsonVerdict{},
+			}
+			for _, d := range h.Drops {
+				jh.Drops = append(jh.Drops, jsonDrop{d.Reason, d.Count})
+			}
+			for _, v := range h.Verdicts {
+				jh.Verdicts = append(jh.Verdicts, jsonVerdict{v.Chain, v.Verdict, v.Rule, v.Count})
+			}
+			p.Hops = append(p.Hops, jh)
+		}
+		out.Paths = append(out.Paths, p)
+	}
+	return out
+}
+
+func family(a netip.Addr) string {
+	if a.Is6() {
+		return "ipv6"
+	}
+	return "ipv4"
+}
