@@ -170,9 +170,15 @@ func dockerBridge(t *testing.T) (*topology.Topology, *topology.DockerBridgeNet) 
 // router builds A -> R -> B, removed with t.
 func router(t *testing.T) (*topology.Topology, *topology.RouterNet) {
 	t.Helper()
-	topo := testenv.Topology(t)
 	v4, v6 := topology.TestNets()
-	n, err := topo.Router(topology.UniqueName("tp"), v4, v6)
+	return routerNamed(t, topology.UniqueName("tp"), v4, v6)
+}
+
+// routerNamed builds A -> R -> B with the given prefix and networks, removed with t.
+func routerNamed(t *testing.T, prefix string, v4, v6 netip.Prefix) (*topology.Topology, *topology.RouterNet) {
+	t.Helper()
+	topo := testenv.Topology(t)
+	n, err := topo.Router(prefix, v4, v6)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -41,7 +41,8 @@ type row struct {
 	from    int // column of the previous hop; -1 for the first hop
 	to      int
 	run     string // "A" or "B" for a hop of one run only, in a diff
-	time    string
+	time    string // above the arrow
+	sub     string // below it
 	outlier bool
 	notes   []note
 }
@@ -299,6 +300,13 @@ func (l *ladder) legend(s *svgWriter, y float64) {
 	}
 	s.printf(`<text x="%.0f" y="%.0f" font-size="11" fill="%s">✕ drop</text>`+"\n", x, y, colDrop)
 	x += 60
+	for _, r := range l.rows {
+		if r.outlier {
+			s.printf(`<text x="%.0f" y="%.0f" font-size="11" font-weight="bold" fill="%s">⚠ p99 stands out</text>`+"\n", x, y, colText)
+			x += 125
+			break
+		}
+	}
 	s.printf(`<text x="%.0f" y="%.0f" font-size="11" fill="%s">numbers: hop order; time since the previous hop</text>`+"\n", x, y, colMuted)
 }
 
@@ -326,6 +334,8 @@ func (l *ladder) drawRow(s *svgWriter, r *row, y, prevY, width float64) {
 		label = "⚠ " + label
 		weight = ` font-weight="bold"`
 	}
+	// The direction goes beside the badge, on the side no arrow comes from.
+	dirX, dirAnchor := x-badgeR-3, "end"
 	switch {
 	case r.from < 0:
 		s.printf(`<text x="%.0f" y="%.0f" font-size="11" fill="%s"`+halo+`>%s</text>`+"\n", x+badgeR+4, y-8, colMuted, esc(strings.TrimSpace(r.run+" sent here")))
@@ -337,20 +347,25 @@ func (l *ladder) drawRow(s *svgWriter, r *row, y, prevY, width float64) {
 		}
 		s.printf(`<path d="M%.0f,%.0f H%.0f V%.0f H%.0f" fill="none" stroke="%s" stroke-width="2"%s marker-end="url(#ah-%s)"/>`+"\n",
 			x+4, top, x+30, y, x+badgeR+2, color, dash, marker)
-		s.printf(`<text x="%.0f" y="%.0f" font-size="11" fill="%s"%s`+halo+`>%s</text>`+"\n", x+36, y-(y-top)/2+4, color, weight, esc(label))
+		mid := y - (y-top)/2
+		s.printf(`<text x="%.0f" y="%.0f" font-size="11" fill="%s"%s`+halo+`>%s</text>`+"\n", x+36, mid-1, color, weight, esc(label))
+		s.printf(`<text x="%.0f" y="%.0f" font-size="10" fill="%s"%s`+halo+`>%s</text>`+"\n", x+36, mid+11, color, weight, esc(r.sub))
 	default:
 		x0 := colX(r.from)
 		x1 := x - badgeR - 2
 		if r.from > r.to {
 			x1 = x + badgeR + 2
+		} else {
+			dirX, dirAnchor = x+badgeR+3, "start"
 		}
 		s.printf(`<line x1="%.0f" y1="%.0f" x2="%.0f" y2="%.0f" stroke="%s" stroke-width="2"%s marker-end="url(#ah-%s)"/>`+"\n", x0, y, x1, y, color, dash, marker)
 		s.printf(`<text x="%.0f" y="%.0f" font-size="11" text-anchor="middle" fill="%s"%s`+halo+`>%s</text>`+"\n", (x0+x)/2, y-6, color, weight, esc(label))
+		s.printf(`<text x="%.0f" y="%.0f" font-size="10" text-anchor="middle" fill="%s"%s`+halo+`>%s</text>`+"\n", (x0+x)/2, y+14, color, weight, esc(r.sub))
 	}
 	s.printf(`<circle cx="%.0f" cy="%.0f" r="%d" fill="%s"/>`+"\n", x, y, badgeR, color)
 	s.printf(`<text x="%.0f" y="%.0f" font-size="11" font-weight="bold" text-anchor="middle" fill="white">%d</text>`+"\n", x, y+4, r.num)
-	s.printf(`<text x="%.0f" y="%.0f" font-size="9" text-anchor="end" fill="%s">%s</text>`+"\n", x-badgeR-3, y+12, colMuted, dir)
-	ny := y + 24
+	s.printf(`<text x="%.0f" y="%.0f" font-size="9" text-anchor="%s" fill="%s">%s</text>`+"\n", dirX, y+3, dirAnchor, colMuted, dir)
+	ny := y + 30
 	for _, n := range r.notes {
 		fill, weight, class := colMuted, "", "verdict"
 		switch n.kind {

@@ -15,8 +15,8 @@ func Journey(w io.Writer, h Header, g *stats.Group) error {
 	prev := -1
 	for i := range g.Hops {
 		hop := &g.Hops[i]
-		r := row{hop: *hop, num: i + 1, from: prev, to: l.col(hop), time: hopTime(hop), outlier: hop.Outlier,
-			notes: hopNotes(hop, g.Echoes, "verdict")}
+		r := row{hop: *hop, num: i + 1, from: prev, to: l.col(hop), outlier: hop.Outlier, notes: hopNotes(hop, g.Echoes, "verdict")}
+		r.time, r.sub = hopTime(hop)
 		l.rows = append(l.rows, r)
 		prev = r.to
 	}
@@ -35,9 +35,9 @@ func Diff(w io.Writer, h Header, a, b *stats.Group, d *stats.Diff) error {
 	prev := -1
 	for i := range common {
 		ha, hb := &a.Hops[i], &b.Hops[i]
-		r := row{hop: *ha, num: i + 1, from: prev, to: l.col(ha), time: "A " + hopTime(ha) + " · B " + hopTime(hb)}
-		if i == 0 {
-			r.time = ""
+		r := row{hop: *ha, num: i + 1, from: prev, to: l.col(ha)}
+		if i > 0 {
+			r.time, r.sub = "A "+median(ha), "B "+median(hb)
 		}
 		r.notes = hopNotes(ha, a.Echoes, "verdict")
 		for _, v := range d.Verdicts {
@@ -59,8 +59,8 @@ func Diff(w io.Writer, h Header, a, b *stats.Group, d *stats.Diff) error {
 		from := prev
 		for i := common; i < len(side.g.Hops); i++ {
 			hop := &side.g.Hops[i]
-			r := row{hop: *hop, num: i + 1, from: from, to: l.col(hop), run: side.run, time: hopTime(hop),
-				notes: hopNotes(hop, side.g.Echoes, "verdict")}
+			r := row{hop: *hop, num: i + 1, from: from, to: l.col(hop), run: side.run, notes: hopNotes(hop, side.g.Echoes, "verdict")}
+			r.time, r.sub = hopTime(hop)
 			l.rows = append(l.rows, r)
 			from = r.to
 		}
@@ -69,15 +69,24 @@ func Diff(w io.Writer, h Header, a, b *stats.Group, d *stats.Diff) error {
 }
 
 // hopTime is the time since the previous hop: its value for one echo, the
-// median and p99 for more.
-func hopTime(h *stats.Hop) string {
-	switch {
-	case h.Delta.N == 0:
+// median above and the p99 below for more.
+func hopTime(h *stats.Hop) (above, below string) {
+	if h.Delta.N > 1 {
+		return "p50 " + stats.FormatDuration(h.Delta.P50), "p99 " + stats.FormatDuration(h.Delta.P99)
+	}
+	return median(h), ""
+}
+
+// median is the time since the previous hop: "+12.5µs" for one echo, the
+// median of more.
+func median(h *stats.Hop) string {
+	switch h.Delta.N {
+	case 0:
 		return ""
-	case h.Delta.N == 1:
+	case 1:
 		return "+" + stats.FormatDuration(h.Delta.P50)
 	}
-	return fmt.Sprintf("p50 %s · p99 %s", stats.FormatDuration(h.Delta.P50), stats.FormatDuration(h.Delta.P99))
+	return "p50 " + stats.FormatDuration(h.Delta.P50)
 }
 
 // hopNotes are the lines under a hop: its verdicts, its drops, and the

@@ -1,0 +1,362 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/tracepkt/tracepkt-perf/internal/testenv"
+)
+
+func testdata(name string) string { return filepath.Join("testdata", name+".tpk") }
+
+// replayEchoes replays a recording to its per-echo JSON.
+func replayEchoes(t *testing.T, name string) []jsonEcho {
+	t.Helper()
+	res := runTool(t, nil, "--replay", testdata(name), "--json")
+	if res.code > 1 || res.stderr != "" {
+		t.Fatalf("replay %s: exit %d, stderr %q", name, res.code, res.stderr)
+	}
+	var echoes []jsonEcho
+	dec := json.NewDecoder(strings.NewReader(res.stdout))
+	for dec.More() {
+		var e jsonEcho
+		if err := dec.Decode(&e); err != nil {
+			t.Fatal(err)
+		}
+		echoes = append(echoes, e)
+	}
+	return echoes
+}
+
+// replayStats replays a recording with --stats --json; wantCode is the exit
+// status the replay must have.
+func replayStats(t *testing.T, name string, wantCode int) (jsonStats, string) {
+	t.Helper()
+	res := runTool(t, nil, "--replay", testdata(name), "--stats", "--json")
+	if res.code != wantCode || res.stderr != "" {
+		t.Fatalf("replay %s --stats: exit %d, stderr %q", name, res.code, res.stderr)
+	}
+	var s jsonStats
+	if err := jsonUnmarshal(res.stdout, &s); err != nil {
+		t.Fatal(err)
+	}
+	return s, res.stdout
+}
+
+// deviceHops are the rows of an echo that are device hops, not netfilter ones.
+func deviceHops(e jsonEcho) []jsonHop {
+	var out []jsonHop
+	for _, h := range e.Hops {
+		if h.Probe != "netfilter" {
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
+// nearestRank is the p-th percentile of vals by counting: the smallest value
+// that at least p% of the values do not exceed.
+func nearestRank(vals []int64, p int) int64 {
+	best := int64(-1)
+	for _, v := range vals {
+		n := 0
+		for _, w := range vals {
+			if w <= v {
+				n++
+			}
+		}
+		if n*100 >= p*len(vals) && (best < 0 || v < best) {
+			best = v
+		}
+	}
+	return best
+}
+
+func TestStatsRouter(t *testing.T) {
+	if *update {
+		recordStatsRouter(t)
+	}
+	res := runTool(t, nil, "--replay", testdata("stats-router-ipv4"), "--stats")
+	if res.code != 0 || res.stderr != "" {
+		t.Fatalf("exit %d, stderr %q", res.code, res.stderr)
+	}
+	golden(t, "stats-router-ipv4.stats", []byte(res.stdout))
+	s, out := replayStats(t, "stats-router-ipv4", 0)
+	golden(t, "stats-router-ipv4.stats.json", []byte(out))
+
+	echoes := replayEchoes(t, "stats-router-ipv4")
+	if len(echoes) != 50 || s.Echoes != 50 || s.Replied != 50 || len(s.Paths) != 1 {
+		t.Fatalf("%d echoes replayed; stats: %d echoes, %d replies, %d paths", len(echoes), s.Echoes, s.Replied, len(s.Paths))
+	}
+	p := s.Paths[0]
+	var want []string
+	for _, h := range p.Hops {
+		want = append(want, row(uint64(h.Netns), h.Ifname, h.Dir, h.Type))
+	}
+	if len(want) != 8 {
+		t.Fatalf("path of %d hops through the router:\n%s", len(want), strings.Join(want, "\n"))
+	}
+	// The percentiles again, from the times each echo recorded.
+	deltas := make([][]int64, len(p.Hops))
+	var rtts, kernel []int64
+	for _, e := range echoes {
+		hops := deviceHops(e)
+		var got []string
+		for i, h := range hops {
+			got = append(got, row(uint64(h.Netns), h.Ifname, h.Dir, h.Type))
+			if i > 0 {
+				deltas[i] = append(deltas[i], h.TNs-hops[i-1].TNs)
+			}
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("echo %d took another path:\n%s", e.Seq, strings.Join(got, "\n"))
+		}
+		rtts = append(rtts, e.RTTNs)
+		kernel = append(kernel, hops[len(hops)-1].TNs-hops[0].TNs)
+	}
+	for i, h := range p.Hops {
+		if i == 0 {
+			if h.P50Ns != 0 || h.MaxNs != 0 || h.Echoes != 50 {
+				t.Errorf("first hop: %+v", h)
+			}
+			continue
+		}
+		wantP := [4]int64{nearestRank(deltas[i], 50), nearestRank(deltas[i], 90), nearestRank(deltas[i], 99), slices.Max(deltas[i])}
+		if got := [4]int64{h.P50Ns, h.P90Ns, h.P99Ns, h.MaxNs}; got != wantP || h.Echoes != 50 || h.LostAfter != 0 {
+			t.Errorf("hop %d: p50/p90/p99/max %v, want %v (echoes %d, lost after %d)", i+1, got, wantP, h.Echoes, h.LostAfter)
+		}
+	}
+	if p.RTTP50Ns != nearestRank(rtts, 50) || p.RTTP99Ns != nearestRank(rtts, 99) ||
+		p.KernelP50Ns != nearestRank(kernel, 50) || p.KernelP99Ns != nearestRank(kernel, 99) {
+		t.Errorf("round trip %d/%d kernel %d/%d, want %d/%d and %d/%d", p.RTTP50Ns, p.RTTP99Ns, p.KernelP50Ns, p.KernelP99Ns,
+			nearestRank(rtts, 50), nearestRank(rtts, 99), nearestRank(kernel, 50), nearestRank(kernel, 99))
+	}
+}
+
+func TestStatsReroute(t *testing.T) {
+	if *update {
+		recordReroute(t)
+	}
+	res := runTool(t, nil, "--replay", testdata("stats-reroute-ipv4"), "--stats")
+	if res.code != 0 || res.stderr != "" {
+		t.Fatalf("exit %d, stderr %q", res.code, res.stderr)
+	}
+	golden(t, "stats-reroute-ipv4.stats", []byte(res.stdout))
+	s, _ := replayStats(t, "stats-reroute-ipv4", 0)
+	if len(s.Paths) != 2 || s.Paths[0].Echoes+s.Paths[1].Echoes != 12 {
+		t.Fatalf("%d paths: %+v", len(s.Paths), s.Paths)
+	}
+	// The first five echoes went through R's eth1, the route changed, the
+	// rest went through eth2; each path's third hop is R's output.
+	for _, p := range s.Paths {
+		out := p.Hops[2]
+		before := p.Seqs[0] == 1
+		want := "eth2"
+		if before {
+			want = "eth1"
+		}
+		if out.Ifname != want || out.Dir != "out" || out.Type != "request" || len(p.Hops) != 8 {
+			t.Errorf("path of seqs %v: third hop %+v, want %s out", p.Seqs, out, want)
+		}
+		for _, seq := range p.Seqs {
+			if before != (seq <= 5) {
+				t.Errorf("path through %s has echo %d", want, seq)
+			}
+		}
+	}
+}
+
+func TestDiff(t *testing.T) {
+	if *update {
+		recordDiffs(t)
+	}
+	ok, drop, again := testdata("diff-ok-ipv4"), testdata("diff-drop-ipv4"), testdata("diff-ok-again-ipv4")
+
+	t.Run("drop", func(t *testing.T) {
+		res := runTool(t, nil, "--diff", ok, drop)
+		if res.code != 1 || res.stderr != "" {
+			t.Fatalf("exit %d, stderr %q", res.code, res.stderr)
+		}
+		golden(t, "diff-drop", []byte(res.stdout))
+		// The router is the namespace of the second hop of the working run.
+		r := deviceHops(replayEchoes(t, "diff-ok-ipv4")[0])[1].NetnsName
+		want := fmt.Sprintf("the paths differ: B stops after the request entering eth0 in %s: dropped by tpstats.forward (rule ", r)
+		wantEnd := fmt.Sprintf(": icmp type echo-request drop), where A went on to the request leaving eth1 in %s\n", r)
+		line := strings.SplitAfter(res.stdout, "\n")[2]
+		if r == "" || !strings.HasPrefix(line, want) || !strings.HasSuffix(line, wantEnd) {
+			t.Errorf("divergence line %q\nwant %q ... %q", line, want, wantEnd)
+		}
+		res = runTool(t, nil, "--diff", ok, drop, "--json")
+		if res.code != 1 {
+			t.Fatalf("--json: exit %d", res.code)
+		}
+		golden(t, "diff-drop.json", []byte(res.stdout))
+		var d jsonDiff
+		if err := jsonUnmarshal(res.stdout, &d); err != nil {
+			t.Fatal(err)
+		}
+		dv := d.Divergence
+		if d.SamePath || dv == nil || dv.CommonHops != 2 || dv.BNext != nil || dv.ANext == nil || dv.ANext.Ifname != "eth1" ||
+			dv.ANext.NetnsName != r || !dv.AReplied || dv.BReplied || !strings.HasPrefix(dv.BWhy, "dropped by tpstats.forward") {
+			t.Errorf("divergence %+v", dv)
+		}
+	})
+	t.Run("other-inodes", func(t *testing.T) {
+		a, b := deviceHops(replayEchoes(t, "diff-ok-ipv4")[0]), deviceHops(replayEchoes(t, "diff-ok-again-ipv4")[0])
+		if len(a) != 8 || len(b) != 8 {
+			t.Fatalf("%d and %d hops", len(a), len(b))
+		}
+		for i := range a {
+			if a[i].Netns == b[i].Netns || a[i].NetnsName != b[i].NetnsName || a[i].NetnsName == "" {
+				t.Errorf("hop %d: %d (%s) and %d (%s): want the same name on other inodes", i+1, a[i].Netns, a[i].NetnsName, b[i].Netns, b[i].NetnsName)
+			}
+		}
+		res := runTool(t, nil, "--diff", ok, again)
+		if res.code != 0 || !strings.Contains(res.stdout, "\nsame path: 8 hops, ") {
+			t.Errorf("exit %d:\n%s%s", res.code, res.stdout, res.stderr)
+		}
+	})
+	t.Run("same-file", func(t *testing.T) {
+		for _, f := range []string{ok, drop} {
+			res := runTool(t, nil, "--diff", f, f)
+			if res.code != 0 || !strings.Contains(res.stdout, "\nsame path: ") {
+				t.Errorf("%s against itself: exit %d:\n%s%s", f, res.code, res.stdout, res.stderr)
+			}
+		}
+	})
+	t.Run("unreadable", func(t *testing.T) {
+		dir := t.TempDir()
+		garbage := filepath.Join(dir, "garbage.tpk")
+		if err := os.WriteFile(garbage, []byte("GIF89a and then some bytes that are not a recording"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		for _, args := range [][]string{
+			{"--diff", ok, garbage}, {"--diff", garbage, ok, "--json"}, {"--diff", ok, filepath.Join(dir, "missing.tpk")},
+		} {
+			res := runTool(t, nil, args...)
+			if res.code != 2 || res.stdout != "" || strings.Count(res.stderr, "\n") != 1 || !strings.HasPrefix(res.stderr, "tracepkt-perf: diff") {
+				t.Errorf("%v: exit %d, stdout %q, stderr %q", args, res.code, res.stdout, res.stderr)
+			}
+		}
+	})
+}
+
+// svgHops are the hops an SVG drew, as "netns ifname dir type".
+func svgHops(els []testenv.SVGElement, run string) []string {
+	var out []string
+	for _, e := range testenv.Classed(els, "hop") {
+		if e.Attrs["data-run"] == run || e.Attrs["data-run"] == "" {
+			out = append(out, strings.Join([]string{e.Attrs["data-netns"], e.Attrs["data-ifname"], e.Attrs["data-dir"], e.Attrs["data-type"]}, " "))
+		}
+	}
+	return out
+}
+
+// pathHops are the hops of the main path of a run, as svgHops names them.
+func pathHops(t *testing.T, hops []jsonStatHop) (out, namespaces []string) {
+	t.Helper()
+	for _, h := range hops {
+		if h.NetnsName == "" {
+			t.Fatalf("hop in unnamed namespace %d: the recordings here name every namespace", h.Netns)
+		}
+		out = append(out, strings.Join([]string{h.NetnsName, h.Ifname, h.Dir, h.Type}, " "))
+		if !slices.Contains(namespaces, h.NetnsName) {
+			namespaces = append(namespaces, h.NetnsName)
+		}
+	}
+	return out, namespaces
+}
+
+func svgBoxes(els []testenv.SVGElement) []string {
+	var out []string
+	for _, e := range testenv.Classed(els, "netns") {
+		if e.Name == "rect" {
+			out = append(out, e.Attrs["data-netns"])
+		}
+	}
+	return out
+}
+
+func TestSVG(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		code int
+		drop bool
+	}{
+		{"stats-router-ipv4", 0, false},
+		{"stats-reroute-ipv4", 0, false},
+		{"diff-drop-ipv4", 1, true},
+		{"svg-example-ipv4", 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.name == "svg-example-ipv4" && *update {
+				recordSVGExample(t)
+			}
+			out := filepath.Join(t.TempDir(), "journey.svg")
+			res := runTool(t, nil, "--replay", testdata(tc.name), "--svg", out, "--stats")
+			if res.code != tc.code || res.stderr != "" {
+				t.Fatalf("exit %d, stderr %q", res.code, res.stderr)
+			}
+			doc, err := os.ReadFile(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, _ := replayStats(t, tc.name, tc.code)
+			els := testenv.SVGElements(t, doc)
+			want, namespaces := pathHops(t, s.Paths[0].Hops)
+			if got := svgHops(els, ""); !slices.Equal(got, want) {
+				t.Errorf("hops drawn:\n%s\nthe main path:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+			}
+			if got := svgBoxes(els); !slices.Equal(got, namespaces) {
+				t.Errorf("namespace boxes %v, want %v", got, namespaces)
+			}
+			if drops := testenv.Classed(els, "drop"); (len(drops) > 0) != tc.drop {
+				t.Errorf("drops drawn: %v", drops)
+			}
+			testenv.RenderSVG(t, tc.name, doc)
+			if tc.name == "svg-example-ipv4" {
+				// The README's picture.
+				readme := filepath.Join("..", "..", "docs", "journey.svg")
+				if *update {
+					if err := os.WriteFile(readme, doc, 0o644); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if want, err := os.ReadFile(readme); err != nil || string(want) != string(doc) {
+					t.Errorf("%s is not the picture of %s (go test -update rewrites it): %v", readme, testdata(tc.name), err)
+				}
+			}
+		})
+	}
+	t.Run("diff", func(t *testing.T) {
+		out := filepath.Join(t.TempDir(), "diff.svg")
+		res := runTool(t, nil, "--diff", testdata("diff-ok-ipv4"), testdata("diff-drop-ipv4"), "--svg", out)
+		if res.code != 1 || res.stderr != "" {
+			t.Fatalf("exit %d, stderr %q", res.code, res.stderr)
+		}
+		doc, err := os.ReadFile(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, _ := replayStats(t, "diff-ok-ipv4", 0)
+		want, namespaces := pathHops(t, a.Paths[0].Hops)
+		els := testenv.SVGElements(t, doc)
+		if got := svgHops(els, "A"); !slices.Equal(got, want) {
+			t.Errorf("A's hops drawn:\n%s\nA's path:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
+		if got := svgBoxes(els); !slices.Equal(got, namespaces) {
+			t.Errorf("namespace boxes %v, want %v", got, namespaces)
+		}
+		div := testenv.Classed(els, "divergence")
+		drops := testenv.Classed(els, "drop")
+		if len(div) != 1 || !strings.Contains(div[0].Text, "B stops after the request entering eth0") || len(drops) != 1 {
+			t.Errorf("divergence %v, drops %v", div, drops)
+		}
+		testenv.RenderSVG(t, "diff", doc)
+	})
+}

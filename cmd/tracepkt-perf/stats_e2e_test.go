@@ -1,0 +1,165 @@
+package main
+
+import (
+	"bufio"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/tracepkt/tracepkt-perf/internal/testenv"
+	"github.com/tracepkt/tracepkt-perf/internal/topology"
+)
+
+// Recordings of real runs for --stats, --diff and --svg live in testdata;
+// go test -update (as root) records them again from live runs. These
+// functions make them; the tests that read them need no root.
+
+// recordRun records a live run from src to target into testdata/name.tpk.
+func recordRun(t *testing.T, topo *topology.Topology, src *topology.Netns, target netip.Addr, name string, args ...string) {
+	t.Helper()
+	if err := topo.CheckOwnRoute(src, target); err != nil {
+		t.Fatal(err)
+	}
+	res := runTool(t, src, append(append([]string{"--record", filepath.Join("testdata", name+".tpk")}, args...), target.String())...)
+	if res.code > 1 {
+		t.Fatalf("live run: exit %d\n%s", res.code, res.stderr)
+	}
+}
+
+// recordStatsRouter records 50 echoes through a router namespace.
+func recordStatsRouter(t *testing.T) {
+	topo, n := router(t)
+	recordRun(t, topo, n.Source, n.Target4, "stats-router-ipv4", "-c", "50", "-i", "0.01")
+}
+
+// recordReroute records echoes through a router that, after the fifth
+// reply, routes the target over a second link (R eth2 -> B eth1); the
+// replies keep coming back over the first.
+func recordReroute(t *testing.T) {
+	topo, n := router(t)
+	second, _ := topology.TestNets()
+	if err := topo.Veth("eth2", n.R, "eth1", n.B); err != nil {
+		t.Fatal(err)
+	}
+	rAddr := netip.PrefixFrom(second.Addr().Next(), second.Bits())
+	bAddr := netip.PrefixFrom(rAddr.Addr().Next(), second.Bits())
+	if err := topo.AddAddr("eth2", n.R, rAddr); err != nil {
+		t.Fatal(err)
+	}
+	if err := topo.AddAddr("eth1", n.B, bAddr); err != nil {
+		t.Fatal(err)
+	}
+	if err := topo.CheckOwnRoute(n.Source, n.Target4); err != nil {
+		t.Fatal(err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("ip", "netns", "exec", n.Source.Name, self, "--record", filepath.Join("testdata", "stats-reroute-ipv4.tpk"),
+		"-c", "12", "-i", "100ms", n.Target4.String())
+	cmd.Env = append(os.Environ(), asToolEnv+"=1")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	replies := 0
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		if strings.HasPrefix(sc.Text(), "reply from") {
+			if replies++; replies == 5 {
+				if err := topo.AddRoute(n.R, netip.PrefixFrom(n.Target4, 32), bAddr.Addr()); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	if err := cmd.Wait(); err != nil || replies != 12 {
+		t.Fatalf("live run: %v, %d replies", err, replies)
+	}
+}
+
+// recordDiffs records a router path working (diff-ok), then with a rule in
+// R that drops echo requests (diff-drop), then working again on the same
+// topology built anew, with the same names and other namespace inodes
+// (diff-ok-again).
+func recordDiffs(t *testing.T) {
+	prefix := topology.UniqueName("tp")
+	v4, _ := topology.TestNets()
+	t.Run("first", func(t *testing.T) {
+		topo, n := routerNamed(t, prefix, v4, netip.Prefix{})
+		recordRun(t, topo, n.Source, n.Target4, "diff-ok-ipv4", "-c", "5", "-i", "0.01")
+		inNetns(t, n.R, "nft", "add table inet tpstats; add chain inet tpstats forward { type filter hook forward priority 0; policy accept; }; add rule inet tpstats forward icmp type echo-request drop")
+		recordRun(t, topo, n.Source, n.Target4, "diff-drop-ipv4", "-c", "2", "-i", "0.01", "-W", "300ms")
+	})
+	t.Run("again", func(t *testing.T) {
+		topo, n := routerNamed(t, prefix, v4, netip.Prefix{})
+		recordRun(t, topo, n.Source, n.Target4, "diff-ok-again-ipv4", "-c", "5", "-i", "0.01")
+	})
+}
+
+// recordSVGExample records the README's picture: a container on a
+// docker-like bridge reaching a database behind a router namespace, with a
+// second container on the bridge. The namespaces have the names the
+// picture shows; a run fails when one of them exists already.
+func recordSVGExample(t *testing.T) {
+	topo := testenv.Topology(t)
+	names := []string{"tp-host", "tp-web-1", "tp-web-2", "tp-router", "tp-db-1"}
+	nss := map[string]*topology.Netns{}
+	for _, name := range names {
+		if _, err := os.Stat(filepath.Join("/run/netns", name)); err == nil {
+			t.Fatalf("namespace %s exists: remove it to record the example", name)
+		}
+		ns, err := topo.Netns(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nss[name] = ns
+	}
+	host, rtr, db := nss["tp-host"], nss["tp-router"], nss["tp-db-1"]
+	lan, _ := topology.TestNets()
+	link, _ := topology.TestNets()
+	dbNet, _ := topology.TestNets()
+	nth := func(p netip.Prefix, i int) netip.Prefix {
+		a := p.Masked().Addr()
+		for range i {
+			a = a.Next()
+		}
+		return netip.PrefixFrom(a, p.Bits())
+	}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(topo.Bridge("br0", host))
+	must(topo.AddAddr("br0", host, nth(lan, 1)))
+	for i, web := range []string{"web-1", "web-2"} {
+		ns := nss["tp-"+web]
+		veth := "veth-" + strings.ReplaceAll(web, "-", "")
+		must(topo.Veth(veth, host, "eth0", ns))
+		must(topo.SetMaster(veth, host, "br0"))
+		must(topo.AddAddr("eth0", ns, nth(lan, 2+i)))
+		must(topo.AddRoute(ns, netip.MustParsePrefix("0.0.0.0/0"), nth(lan, 1).Addr()))
+	}
+	must(topo.Veth("veth-rtr", host, "eth0", rtr))
+	must(topo.AddAddr("veth-rtr", host, nth(link, 1)))
+	must(topo.AddAddr("eth0", rtr, nth(link, 2)))
+	must(topo.Veth("eth1", rtr, "eth0", db))
+	must(topo.AddAddr("eth1", rtr, nth(dbNet, 1)))
+	must(topo.AddAddr("eth0", db, nth(dbNet, 2)))
+	must(topo.AddRoute(host, dbNet, nth(link, 2).Addr()))
+	must(topo.AddRoute(rtr, lan, nth(link, 1).Addr()))
+	must(topo.AddRoute(db, netip.MustParsePrefix("0.0.0.0/0"), nth(dbNet, 1).Addr()))
+	must(host.Forwarding(true))
+	must(rtr.Forwarding(true))
+	recordRun(t, topo, nss["tp-web-1"], nth(dbNet, 2).Addr(), "svg-example-ipv4", "-c", "20", "-i", "0.01")
+}
