@@ -7,7 +7,7 @@ export CGO_ENABLED := 0
 BIN := bin/tracepkt-perf
 
 # Debian packages the tests and the demo use; `make deps` installs the missing ones.
-DEB_PACKAGES := iproute2 iputils-ping nftables iptables tshark qemu-system-x86 busybox-static cpio xz-utils \
+DEB_PACKAGES := iproute2 iputils-ping nftables iptables tshark qemu-system-x86 busybox-static cpio xz-utils librsvg2-bin \
 	linux-image-amd64 linux-image-6.12-amd64
 
 # Root test packages that also run inside the distro kernel.

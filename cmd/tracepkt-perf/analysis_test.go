@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -21,16 +20,7 @@ func replayEchoes(t *testing.T, name string) []jsonEcho {
 	if res.code > 1 || res.stderr != "" {
 		t.Fatalf("replay %s: exit %d, stderr %q", name, res.code, res.stderr)
 	}
-	var echoes []jsonEcho
-	dec := json.NewDecoder(strings.NewReader(res.stdout))
-	for dec.More() {
-		var e jsonEcho
-		if err := dec.Decode(&e); err != nil {
-			t.Fatal(err)
-		}
-		echoes = append(echoes, e)
-	}
-	return echoes
+	return decodeEchoes(t, res.stdout)
 }
 
 // replayStats replays a recording with --stats --json; wantCode is the exit
@@ -77,15 +67,22 @@ func nearestRank(vals []int64, p int) int64 {
 	return best
 }
 
-func TestStatsRouter(t *testing.T) {
+// statsGolden checks --stats over a recording against its golden, after
+// recording it again with record under -update.
+func statsGolden(t *testing.T, name string, record func(t *testing.T)) {
+	t.Helper()
 	if *update {
-		recordStatsRouter(t)
+		record(t)
 	}
-	res := runTool(t, nil, "--replay", testdata("stats-router-ipv4"), "--stats")
+	res := runTool(t, nil, "--replay", testdata(name), "--stats")
 	if res.code != 0 || res.stderr != "" {
 		t.Fatalf("exit %d, stderr %q", res.code, res.stderr)
 	}
-	golden(t, "stats-router-ipv4.stats", []byte(res.stdout))
+	golden(t, name+".stats", []byte(res.stdout))
+}
+
+func TestStatsRouter(t *testing.T) {
+	statsGolden(t, "stats-router-ipv4", recordStatsRouter)
 	s, out := replayStats(t, "stats-router-ipv4", 0)
 	golden(t, "stats-router-ipv4.stats.json", []byte(out))
 
@@ -139,14 +136,7 @@ func TestStatsRouter(t *testing.T) {
 }
 
 func TestStatsReroute(t *testing.T) {
-	if *update {
-		recordReroute(t)
-	}
-	res := runTool(t, nil, "--replay", testdata("stats-reroute-ipv4"), "--stats")
-	if res.code != 0 || res.stderr != "" {
-		t.Fatalf("exit %d, stderr %q", res.code, res.stderr)
-	}
-	golden(t, "stats-reroute-ipv4.stats", []byte(res.stdout))
+	statsGolden(t, "stats-reroute-ipv4", recordReroute)
 	s, _ := replayStats(t, "stats-reroute-ipv4", 0)
 	if len(s.Paths) != 2 || s.Paths[0].Echoes+s.Paths[1].Echoes != 12 {
 		t.Fatalf("%d paths: %+v", len(s.Paths), s.Paths)
@@ -272,16 +262,6 @@ func pathHops(t *testing.T, hops []jsonStatHop) (out, namespaces []string) {
 	return out, namespaces
 }
 
-func svgBoxes(els []testenv.SVGElement) []string {
-	var out []string
-	for _, e := range testenv.Classed(els, "netns") {
-		if e.Name == "rect" {
-			out = append(out, e.Attrs["data-netns"])
-		}
-	}
-	return out
-}
-
 func TestSVG(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -312,7 +292,7 @@ func TestSVG(t *testing.T) {
 			if got := svgHops(els, ""); !slices.Equal(got, want) {
 				t.Errorf("hops drawn:\n%s\nthe main path:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 			}
-			if got := svgBoxes(els); !slices.Equal(got, namespaces) {
+			if got := testenv.SVGBoxes(els); !slices.Equal(got, namespaces) {
 				t.Errorf("namespace boxes %v, want %v", got, namespaces)
 			}
 			if drops := testenv.Classed(els, "drop"); (len(drops) > 0) != tc.drop {
@@ -349,7 +329,7 @@ func TestSVG(t *testing.T) {
 		if got := svgHops(els, "A"); !slices.Equal(got, want) {
 			t.Errorf("A's hops drawn:\n%s\nA's path:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 		}
-		if got := svgBoxes(els); !slices.Equal(got, namespaces) {
+		if got := testenv.SVGBoxes(els); !slices.Equal(got, namespaces) {
 			t.Errorf("namespace boxes %v, want %v", got, namespaces)
 		}
 		div := testenv.Classed(els, "divergence")

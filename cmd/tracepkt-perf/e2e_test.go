@@ -73,12 +73,18 @@ func traceJSON(t *testing.T, topo *topology.Topology, src *topology.Netns, targe
 	if res.code != 0 {
 		t.Fatalf("exit %d, stderr:\n%s\nstdout:\n%s", res.code, res.stderr, res.stdout)
 	}
+	return decodeEchoes(t, res.stdout)
+}
+
+// decodeEchoes reads the JSON objects --json printed, one per echo.
+func decodeEchoes(t *testing.T, stdout string) []jsonEcho {
+	t.Helper()
 	var echoes []jsonEcho
-	dec := json.NewDecoder(strings.NewReader(res.stdout))
+	dec := json.NewDecoder(strings.NewReader(stdout))
 	for dec.More() {
 		var e jsonEcho
 		if err := dec.Decode(&e); err != nil {
-			t.Fatalf("decode %q: %v", res.stdout, err)
+			t.Fatalf("decode %q: %v", stdout, err)
 		}
 		echoes = append(echoes, e)
 	}
@@ -322,15 +328,7 @@ func TestE2EDemo(t *testing.T) {
 	if res.code != 0 {
 		t.Fatalf("exit %d, stderr:\n%s", res.code, res.stderr)
 	}
-	var echoes []jsonEcho
-	dec := json.NewDecoder(strings.NewReader(res.stdout))
-	for dec.More() {
-		var e jsonEcho
-		if err := dec.Decode(&e); err != nil {
-			t.Fatal(err)
-		}
-		echoes = append(echoes, e)
-	}
+	echoes := decodeEchoes(t, res.stdout)
 	targets := []netip.Addr{netip.MustParseAddr("172.31.250.2"), netip.MustParseAddr("fd00:7470::2")}
 	if len(echoes) != len(targets) {
 		t.Fatalf("%d echoes, want %d:\n%s", len(echoes), len(targets), res.stdout)

@@ -17,6 +17,10 @@ func TestParseArgs(t *testing.T) {
 	if o != want {
 		t.Errorf("got %+v\nwant %+v", o, want)
 	}
+	o, err = parseArgs([]string{"--diff", "a.tpk", "b.tpk", "--json", "--svg", "d.svg"}, nil)
+	if err != nil || !o.diff || o.diffFiles != [2]string{"a.tpk", "b.tpk"} || !o.jsonOut || o.svg != "d.svg" {
+		t.Errorf("--diff: %+v, %v", o, err)
+	}
 	o, err = parseArgs([]string{"-c5", "-W", "2", "-i0.25", "::1"}, nil)
 	if err != nil || o.count != 5 || o.timeout != 2*time.Second || o.interval != 250*time.Millisecond || o.target != "::1" {
 		t.Errorf("ping-style flags: %+v, %v", o, err)
@@ -33,6 +37,9 @@ func TestParseArgsErrors(t *testing.T) {
 		{"--demo", "x"}, {"a", "b"}, {"--nope", "x"}, {"-c", "many", "x"}, {"-W", "soon", "x"}, {"-cx", "y"},
 		{"--netfilter", "iptables", "x"}, {"--pcapng", "o.pcapng", "x"}, {"--replay", "a.tpk", "--record", "b.tpk"},
 		{"--replay", "a.tpk", "x"}, {"--check", "--demo"},
+		{"--diff", "a.tpk"}, {"--diff", "a.tpk", "b.tpk", "c.tpk"}, {"--diff", "a.tpk", "b.tpk", "--stats"},
+		{"--diff", "a.tpk", "b.tpk", "--replay", "c.tpk"}, {"--stats", "--demo"}, {"--svg", "o.svg", "--check"},
+		{"--replay", "a.tpk", "--pcapng", "o.pcapng", "--stats"},
 	} {
 		_, err := parseArgs(args, nil)
 		var ue usageError

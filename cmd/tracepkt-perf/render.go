@@ -249,10 +249,18 @@ type jsonEcho struct {
 	RTTNs       int64     `json:"rtt_ns"`
 	LostSamples uint64    `json:"lost_samples"`
 	Hops        []jsonHop `json:"hops"`
-	// NetfilterSource is "nftrace", "kprobe" or "off"; Notes say what the
-	// run could not see.
+	jsonRunNotes
+}
+
+// jsonRunNotes say how the run traced netfilter, and what it could not see.
+type jsonRunNotes struct {
+	// NetfilterSource is "nftrace", "kprobe" or "off".
 	NetfilterSource string   `json:"netfilter_source,omitempty"`
 	Notes           []string `json:"notes,omitempty"`
+}
+
+func (rc *renderContext) jsonNotes() jsonRunNotes {
+	return jsonRunNotes{NetfilterSource: rc.netfilter, Notes: rc.notes}
 }
 
 type jsonHop struct {
@@ -288,15 +296,14 @@ type jsonNetfilter struct {
 
 func (w jsonWriter) Journey(j *decode.Journey) error {
 	e := jsonEcho{
-		Target:          j.Target.String(),
-		Family:          family(j.Target),
-		EchoID:          j.EchoID,
-		Seq:             j.Seq,
-		Result:          "timeout",
-		LostSamples:     j.Lost,
-		Hops:            []jsonHop{},
-		NetfilterSource: w.rc.netfilter,
-		Notes:           w.rc.notes,
+		Target:       j.Target.String(),
+		Family:       family(j.Target),
+		EchoID:       j.EchoID,
+		Seq:          j.Seq,
+		Result:       "timeout",
+		LostSamples:  j.Lost,
+		Hops:         []jsonHop{},
+		jsonRunNotes: w.rc.jsonNotes(),
 	}
 	if j.Replied {
 		e.Result, e.RTTNs = "reply", j.RTT.Nanoseconds()

@@ -162,15 +162,14 @@ func seqRanges(seqs []uint16) string {
 
 // jsonStats is the --stats --json schema; its field names are a contract.
 type jsonStats struct {
-	Target          string     `json:"target"`
-	Family          string     `json:"family"`
-	Echoes          int        `json:"echoes"`
-	Replied         int        `json:"replied"`
-	Unseen          int        `json:"unseen"`
-	LostSamples     uint64     `json:"lost_samples"`
-	Paths           []jsonPath `json:"paths"`
-	NetfilterSource string     `json:"netfilter_source,omitempty"`
-	Notes           []string   `json:"notes,omitempty"`
+	Target      string     `json:"target"`
+	Family      string     `json:"family"`
+	Echoes      int        `json:"echoes"`
+	Replied     int        `json:"replied"`
+	Unseen      int        `json:"unseen"`
+	LostSamples uint64     `json:"lost_samples"`
+	Paths       []jsonPath `json:"paths"`
+	jsonRunNotes
 }
 
 type jsonPath struct {
@@ -217,7 +216,7 @@ type jsonVerdict struct {
 func statsJSON(s *stats.Summary, rc *renderContext) jsonStats {
 	out := jsonStats{
 		Target: s.Target.String(), Family: family(s.Target), Echoes: s.Echoes, Replied: s.Replied, Unseen: s.Unseen,
-		LostSamples: s.Lost, Paths: []jsonPath{}, NetfilterSource: rc.netfilter, Notes: rc.notes,
+		LostSamples: s.Lost, Paths: []jsonPath{}, jsonRunNotes: rc.jsonNotes(),
 	}
 	for i := range s.Groups {
 		g := &s.Groups[i]

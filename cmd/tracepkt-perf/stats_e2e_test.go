@@ -2,10 +2,12 @@ package main
 
 import (
 	"bufio"
+	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -162,4 +164,61 @@ func recordSVGExample(t *testing.T) {
 	must(host.Forwarding(true))
 	must(rtr.Forwarding(true))
 	recordRun(t, topo, nss["tp-web-1"], nth(dbNet, 2).Addr(), "svg-example-ipv4", "-c", "20", "-i", "0.01")
+}
+
+// TestE2EStats runs --stats live through a router: the table with 100
+// echoes, and the JSON object and the picture with 20.
+func TestE2EStats(t *testing.T) {
+	topo, n := router(t)
+	a, r, b := inode(t, n.A), inode(t, n.R), inode(t, n.B)
+	if err := topo.CheckOwnRoute(n.Source, n.Target4); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		row(a, "eth0", "out", "request"), row(r, "eth0", "in", "request"), row(r, "eth1", "out", "request"), row(b, "eth0", "in", "request"),
+		row(b, "eth0", "out", "reply"), row(r, "eth1", "in", "reply"), row(r, "eth0", "out", "reply"), row(a, "eth0", "in", "reply"),
+	}
+
+	names := []string{n.A.Name, n.R.Name, n.R.Name, n.B.Name, n.B.Name, n.R.Name, n.R.Name, n.A.Name}
+	res := runTool(t, n.Source, "-c", "100", "-i", "0.01", "--stats", n.Target4.String())
+	lines := strings.Split(res.stdout, "\n")
+	if res.code != 0 || len(lines) < 11 || lines[0] != fmt.Sprintf("100 echoes to %s: 100 replies", n.Target4) ||
+		!strings.HasPrefix(lines[2], "#  NETWORK NS") || !strings.HasPrefix(lines[11], "round trip p50 ") {
+		t.Fatalf("exit %d:\n%s%s", res.code, res.stdout, res.stderr)
+	}
+	for i, w := range want {
+		f := strings.Fields(lines[3+i])
+		if got := strings.Join([]string{f[1], f[3], f[4], f[5]}, " "); got != w || f[2] != "("+names[i]+")" || f[6] != "100" {
+			t.Errorf("row %d: %q, want %s with 100 echoes", i+1, lines[3+i], w)
+		}
+	}
+
+	svgOut := filepath.Join(t.TempDir(), "live.svg")
+	res = runTool(t, n.Source, "-c", "20", "-i", "0.01", "--stats", "--json", "--svg", svgOut, n.Target4.String())
+	var s jsonStats
+	if err := jsonUnmarshal(res.stdout, &s); err != nil || res.code != 0 {
+		t.Fatalf("exit %d, %v:\n%s%s", res.code, err, res.stdout, res.stderr)
+	}
+	if s.Echoes != 20 || s.Replied != 20 || len(s.Paths) != 1 || s.Paths[0].RTTP50Ns <= 0 {
+		t.Fatalf("%+v", s)
+	}
+	var got []string
+	for i, h := range s.Paths[0].Hops {
+		got = append(got, row(uint64(h.Netns), h.Ifname, h.Dir, h.Type))
+		if i > 0 && !(h.P50Ns > 0 && h.P50Ns <= h.P90Ns && h.P90Ns <= h.P99Ns && h.P99Ns <= h.MaxNs) || h.Echoes != 20 {
+			t.Errorf("hop %d: %+v", i+1, h)
+		}
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("path:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	doc, err := os.ReadFile(svgOut)
+	if err != nil {
+		t.Fatal(err)
+	}
+	els := testenv.SVGElements(t, doc)
+	if hops, boxes := testenv.Classed(els, "hop"), testenv.SVGBoxes(els); len(hops) != 8 || !slices.Equal(boxes, []string{n.A.Name, n.R.Name, n.B.Name}) {
+		t.Errorf("%d hops drawn, boxes %v", len(hops), boxes)
+	}
+	testenv.RenderSVG(t, "live", doc)
 }

@@ -74,16 +74,6 @@ func wantHops(run string, first int, hops []stats.Hop) []string {
 	return out
 }
 
-func boxes(els []testenv.SVGElement) []string {
-	var out []string
-	for _, e := range testenv.Classed(els, "netns") {
-		if e.Name == "rect" {
-			out = append(out, e.Attrs["data-netns"])
-		}
-	}
-	return out
-}
-
 func TestJourney(t *testing.T) {
 	g := stats.Group{Hops: webToDB(), Echoes: 1, Replied: 1}
 	g.Hops[0].Verdicts = []stats.Verdict{{Chain: "filter.OUTPUT", Verdict: "ACCEPT", Rule: "policy", Count: 1}}
@@ -95,7 +85,7 @@ func TestJourney(t *testing.T) {
 	if got, want := hopsOf(els), wantHops("", 1, g.Hops); !slices.Equal(got, want) {
 		t.Errorf("hops:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
-	if got := boxes(els); !slices.Equal(got, []string{"web-1", "host", "router", "db-1"}) {
+	if got := testenv.SVGBoxes(els); !slices.Equal(got, []string{"web-1", "host", "router", "db-1"}) {
 		t.Errorf("namespace boxes %v", got)
 	}
 	if d := testenv.Classed(els, "drop"); len(d) != 0 {

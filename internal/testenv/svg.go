@@ -70,6 +70,17 @@ func Classed(els []SVGElement, class string) []SVGElement {
 	return out
 }
 
+// SVGBoxes lists the namespaces an SVG of decode/svg draws as boxes, in order.
+func SVGBoxes(els []SVGElement) []string {
+	var out []string
+	for _, e := range Classed(els, "netns") {
+		if e.Name == "rect" {
+			out = append(out, e.Attrs["data-netns"])
+		}
+	}
+	return out
+}
+
 // RenderSVG renders doc to PNG with librsvg's rsvg-convert (a real
 // renderer) and checks that the PNG decodes to a picture of the SVG's size
 // with something drawn on it. With TRACEPKT_SVG_OUT set to a directory, the
