@@ -23,6 +23,16 @@ type Journey struct {
 	Netfilter []NetfilterEvent
 	// Lost counts records the rings dropped while this echo was traced.
 	Lost uint64
+	// Frees are the drop probe's records of this echo's packets, in kernel
+	// time order; most are not drops (see DropRecord).
+	Frees []Record
+	// Error is the ICMP error about the request that reached the pinger.
+	Error *ICMPError
+	// Drop is the free that ended the journey, when one did.
+	Drop *Drop
+	// Hint is the state that explains a loss, read at the time in the
+	// namespace where it happened (route lookup, sysctls, neighbour, link).
+	Hint string
 }
 
 // NewJourney keeps the records and netfilter events of echo (id, seq) among
@@ -44,25 +54,66 @@ func NewJourney(target netip.Addr, id, seq uint16, recs []Record, nf []Netfilter
 		case r.EchoID != id || r.Seq != seq:
 		case r.IsNetfilter():
 			j.Netfilter = append(j.Netfilter, r.NetfilterEvent())
+		case r.IsFree():
+			j.Frees = append(j.Frees, *r)
 		default:
 			j.Hops = append(j.Hops, *r)
 		}
 	}
-	slices.SortStableFunc(j.Hops, func(a, b Record) int {
-		switch {
-		case a.Time < b.Time:
-			return -1
-		case a.Time > b.Time:
-			return 1
-		}
-		return 0
-	})
+	byTime := func(a, b Record) int { return cmp.Compare(a.Time, b.Time) }
+	slices.SortStableFunc(j.Hops, byTime)
+	slices.SortStableFunc(j.Frees, byTime)
 	return j
 }
 
-// Since is the time of hop i since the first hop.
-func (j *Journey) Since(i int) time.Duration {
-	return time.Duration(j.Hops[i].Time - j.Hops[0].Time)
+// Start is the kernel time of the journey's first timed row of any kind
+// (hop, netfilter event with a time, drop), which times are counted from;
+// 0 when none has one.
+func (j *Journey) Start() uint64 {
+	var start uint64
+	earliest := func(t uint64) {
+		if t != 0 && (start == 0 || t < start) {
+			start = t
+		}
+	}
+	if len(j.Hops) > 0 {
+		earliest(j.Hops[0].Time)
+	}
+	for i := range j.Netfilter {
+		earliest(j.Netfilter[i].Time)
+	}
+	if j.Drop != nil {
+		earliest(j.Drop.Time)
+	}
+	return start
+}
+
+// Split divides the round trip the hops show into the request's path (first
+// to last request hop), the target's own stack (last request hop to first
+// reply hop) and the reply's path (first to last reply hop); ok is false
+// without both request and reply hops.
+func (j *Journey) Split() (request, target, reply time.Duration, ok bool) {
+	var firstReq, lastReq, firstRep, lastRep *Record
+	for i := range j.Hops {
+		h := &j.Hops[i]
+		switch {
+		case h.IsRequest():
+			if firstReq == nil {
+				firstReq = h
+			}
+			lastReq = h
+		case !h.IsError():
+			if firstRep == nil {
+				firstRep = h
+			}
+			lastRep = h
+		}
+	}
+	if firstReq == nil || firstRep == nil || firstRep.Time < lastReq.Time {
+		return 0, 0, 0, false
+	}
+	return time.Duration(lastReq.Time - firstReq.Time), time.Duration(firstRep.Time - lastReq.Time),
+		time.Duration(lastRep.Time - firstRep.Time), true
 }
 
 // Crossed counts the distinct network namespaces and interfaces of the hops.
@@ -87,10 +138,11 @@ func (j *Journey) LastRequest() (Record, bool) {
 	return Record{}, false
 }
 
-// Row is one line of a journey: a device hop or a netfilter verdict.
+// Row is one line of a journey: a device hop, a netfilter verdict or the drop.
 type Row struct {
-	Hop *Record
-	NF  *NetfilterEvent
+	Hop  *Record
+	NF   *NetfilterEvent
+	Drop *Drop
 	// Time is the row's kernel time: its own, or for a netfilter event
 	// without one, the time of the hop it is placed next to.
 	Time uint64
@@ -107,7 +159,7 @@ func (j *Journey) Rows() []Row {
 		key int // twice the hop index, minus one before it or plus one after it
 		ord int
 	}
-	rows := make([]keyed, 0, len(j.Hops)+len(j.Netfilter))
+	rows := make([]keyed, 0, len(j.Hops)+len(j.Netfilter)+1)
 	for i := range j.Hops {
 		rows = append(rows, keyed{Row{Hop: &j.Hops[i], Time: j.Hops[i].Time}, 2 * i, len(rows)})
 	}
@@ -115,6 +167,11 @@ func (j *Journey) Rows() []Row {
 		e := &j.Netfilter[i]
 		key, t := j.place(e)
 		rows = append(rows, keyed{Row{NF: e, Time: t}, key, len(rows)})
+	}
+	if d := j.Drop; d != nil {
+		// After the hops before it, and after any verdict placed there: the
+		// verdict comes first, the free follows.
+		rows = append(rows, keyed{Row{Drop: d, Time: d.Time}, 2*j.hopsUntil(d.Time) - 1, len(rows)})
 	}
 	slices.SortStableFunc(rows, func(a, b keyed) int {
 		if a.key != b.key {
@@ -134,17 +191,22 @@ func (j *Journey) Rows() []Row {
 	return out
 }
 
+// hopsUntil counts the hops at or before kernel time t.
+func (j *Journey) hopsUntil(t uint64) int {
+	i, _ := slices.BinarySearchFunc(j.Hops, t, func(h Record, t uint64) int {
+		if h.Time <= t {
+			return -1
+		}
+		return 1
+	})
+	return i
+}
+
 // place returns the sort key of a netfilter event among the hops, and the
 // time shown for it.
 func (j *Journey) place(e *NetfilterEvent) (int, uint64) {
 	if e.Time != 0 {
-		i, _ := slices.BinarySearchFunc(j.Hops, e.Time, func(h Record, t uint64) int {
-			if h.Time <= t {
-				return -1
-			}
-			return 1
-		})
-		return 2*i - 1, e.Time
+		return 2*j.hopsUntil(e.Time) - 1, e.Time
 	}
 	matches := func(h *Record, dir Direction, ifindex uint32) bool {
 		return h.Netns == e.Netns && h.IsRequest() == e.IsRequest() && h.Probe.Direction() == dir &&

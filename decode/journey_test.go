@@ -44,8 +44,8 @@ func TestNewJourneyMergesCPUsInTimeOrder(t *testing.T) {
 	if nss, ifs := j.Crossed(); nss != 2 || ifs != 3 {
 		t.Errorf("crossed %d namespaces %d interfaces, want 2 and 3", nss, ifs)
 	}
-	if d := j.Since(4); d != 300*time.Nanosecond {
-		t.Errorf("Since(4) = %v", d)
+	if d := time.Duration(j.Hops[4].Time - j.Start()); d != 300*time.Nanosecond {
+		t.Errorf("hop 4 at %v since the start", d)
 	}
 	last, ok := j.LastRequest()
 	if !ok || last.Time != 200 || last.Ifindex != 3 {

@@ -30,7 +30,10 @@ const (
 	OffCapLen   = 88 // u16 valid bytes in Packet
 	OffPacket   = 96 // [PacketBytes]byte from the network header on
 	PacketBytes = 128
-	RecordSize  = OffPacket + PacketBytes
+	// The drop probe's fields; zero in the records of other probes.
+	OffDropLocation = OffPacket + PacketBytes // u64 kernel address that freed the skb
+	OffDropReason   = OffDropLocation + 8     // u32 enum skb_drop_reason; 0 where the kernel has none
+	RecordSize      = OffDropReason + 8       // 4 bytes of padding keep records 8-byte aligned
 )
 
 // Netfilter records (the kprobe probes) carry, instead of packet bytes, what
@@ -63,6 +66,12 @@ type Record struct {
 	Src, Dst netip.Addr
 	CapLen   uint16
 	Packet   [PacketBytes]byte
+	// Location and Reason are what skb:kfree_skb said of a freed packet
+	// (ProbeKfreeSkb): the kernel address that freed it and the enum
+	// skb_drop_reason value, 0 on kernels without reasons. Recordings do not
+	// keep them: the journey's Drop holds them resolved to names.
+	Location uint64
+	Reason   uint32
 	// Lost, when not zero, makes this a notice from the ring of CPU that
 	// it dropped that many records; the other fields are then unset.
 	Lost uint64
@@ -106,6 +115,8 @@ func (r *Record) Decode(b []byte) error {
 		return fmt.Errorf("captured length %d exceeds %d", r.CapLen, PacketBytes)
 	}
 	copy(r.Packet[:], b[OffPacket:OffPacket+PacketBytes])
+	r.Location = ne.Uint64(b[OffDropLocation:])
+	r.Reason = ne.Uint32(b[OffDropReason:])
 	return nil
 }
 
@@ -118,10 +129,17 @@ func (r *Record) IfName() string {
 	return string(r.Ifname[:n])
 }
 
-// IsRequest reports whether the record carries an echo request (else a reply).
+// IsRequest reports whether the record carries an echo request (else a
+// reply, or an ICMP error quoting one).
 func (r *Record) IsRequest() bool {
 	return r.ICMPType == 8 || r.ICMPType == 128
 }
+
+// IsError reports whether the record carries an ICMP error quoting our echo.
+func (r *Record) IsError() bool { return isICMPError(r.Family, r.ICMPType) }
+
+// IsFree reports whether the record comes from the drop probe.
+func (r *Record) IsFree() bool { return r.Probe == ProbeKfreeSkb }
 
 // Probe identifies where in the kernel a record was taken.
 type Probe uint16
@@ -133,6 +151,7 @@ const (
 	ProbeIptDoTable      Probe = 3 // kprobe ipt_do_table: an iptables-legacy IPv4 table
 	ProbeIp6tDoTable     Probe = 4 // kprobe ip6t_do_table: an iptables-legacy IPv6 table
 	ProbeNftDoChain      Probe = 5 // kprobe nft_do_chain: an nftables base chain
+	ProbeKfreeSkb        Probe = 6 // skb:kfree_skb, a packet is freed (dropped, or a copy discarded)
 )
 
 // Direction says whether a probe sees packets leaving or entering a device.
@@ -141,11 +160,16 @@ type Direction uint8
 const (
 	Out Direction = iota
 	In
+	// Freed is the drop probe's: the packet is freed wherever it was.
+	Freed
 )
 
 func (d Direction) String() string {
-	if d == In {
+	switch d {
+	case In:
 		return "in"
+	case Freed:
+		return "drop"
 	}
 	return "out"
 }
@@ -162,11 +186,13 @@ var probes = map[Probe]probeInfo{
 	ProbeIptDoTable:      {kprobe: "ipt_do_table"},
 	ProbeIp6tDoTable:     {kprobe: "ip6t_do_table"},
 	ProbeNftDoChain:      {kprobe: "nft_do_chain"},
+	ProbeKfreeSkb:        {group: "skb", event: "kfree_skb", dir: Freed},
 }
 
-// Probes lists the device probes (tracepoints) in id order.
+// Probes lists the tracepoint probes in id order: the device probes, then
+// the drop probe.
 func Probes() []Probe {
-	return []Probe{ProbeNetDevQueue, ProbeNetifReceiveSkb}
+	return []Probe{ProbeNetDevQueue, ProbeNetifReceiveSkb, ProbeKfreeSkb}
 }
 
 // NetfilterProbes lists the netfilter probes (kprobes) in id order.

@@ -73,7 +73,13 @@ func tracepointProgram(fs *tracefs.FS, offsets Offsets, p decode.Probe, id uint1
 	if err != nil {
 		return nil, 0, fmt.Errorf("open tracepoint %s/%s: %w", group, event, err)
 	}
-	return TracepointProgram(ProgramParams{Offsets: offsets, SkbAddrOffset: int16(skbOff), Probe: p, EchoID: id}), tpID, nil
+	params := ProgramParams{Offsets: offsets, SkbAddrOffset: int16(skbOff), Probe: p, EchoID: id}
+	if p == decode.ProbeKfreeSkb {
+		if params.Drop, err = kernelDropFields(fs); err != nil {
+			return nil, 0, fmt.Errorf("open tracepoint %s/%s: %w", group, event, err)
+		}
+	}
+	return TracepointProgram(params), tpID, nil
 }
 
 // loadProgram associates insns with the maps they reference and loads them.

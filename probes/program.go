@@ -20,12 +20,23 @@ type ProgramParams struct {
 	Probe         decode.Probe
 	// EchoID is the ICMP echo id to keep; everything else is dropped in the kernel.
 	EchoID uint16
+	// Drop is where skb:kfree_skb's raw record holds the drop's location and
+	// reason, for the drop probe only.
+	Drop DropFields
+}
+
+// DropFields are the offsets of skb:kfree_skb's location and reason fields
+// in its raw record, read from the tracepoint's format: they move between
+// kernels (rx_sk came before reason in 6.11). Reason is -1 on kernels
+// without drop reasons (before 5.17).
+type DropFields struct {
+	Location, Reason int16
 }
 
 // Stack layout: four 8-byte scratch slots, then the record handed to
 // bpf_perf_event_output.
 const (
-	stackSize = 256
+	stackSize = decode.RecordSize + 32
 	recOff    = -decode.RecordSize
 	scratch0  = -stackSize
 	scratch1  = scratch0 + 8
@@ -86,24 +97,81 @@ func TracepointProgram(p ProgramParams) asm.Instructions {
 		asm.LoadMem(rSkb, rCtx, p.SkbAddrOffset, asm.DWord).WithSource(asm.Comment("skb = ctx->skbaddr")),
 	}
 	insns = append(insns, echoFilter(p.Offsets, p.EchoID, p.Probe.Direction())...)
+	insns = append(insns, quotedEcho()...)
 	insns = append(insns, recordHeader(p.Probe)...)
+	if p.Probe == decode.ProbeKfreeSkb {
+		insns = append(insns, dropFields(p.Drop)...)
+	}
 	insns = append(insns, deviceFields(p.Offsets)...)
 	return append(insns, perfOutput()...)
 }
 
+// dropFields copies skb:kfree_skb's location and, where the kernel has one,
+// its reason from the raw record into the record.
+func dropFields(f DropFields) asm.Instructions {
+	insns := asm.Instructions{
+		asm.LoadMem(asm.R1, rCtx, f.Location, asm.DWord).WithSource(asm.Comment("drop location and reason")),
+		asm.StoreMem(asm.RFP, rec(decode.OffDropLocation), asm.R1, asm.DWord),
+	}
+	if f.Reason >= 0 {
+		insns = append(insns,
+			asm.LoadMem(asm.R1, rCtx, f.Reason, asm.Word),
+			asm.StoreMem(asm.RFP, rec(decode.OffDropReason), asm.R1, asm.Word),
+		)
+	}
+	return insns
+}
+
+// quotedEcho goes on at "match" for an ICMP or ICMPv6 error (at "error4",
+// "error6", its ICMP header at scratch2) whose quoted packet is an ICMP
+// echo request or reply carrying our id, with the quoted echo header at
+// scratch2 (so the record takes its id and sequence), else jumps to "exit".
+func quotedEcho() asm.Instructions {
+	var insns asm.Instructions
+	insns = append(insns, label("error4", note("IPv4 error: the quoted IPv4 header, then its ICMP header", asm.Instructions{asm.Add.Imm(rL4, 8)}))...)
+	insns = append(insns, readL4(scratch0, 16, "exit")...)
+	insns = append(insns,
+		asm.LoadMem(asm.R1, asm.RFP, scratch0+9, asm.Byte),
+		asm.JNE.Imm(asm.R1, 1, "exit"),
+		asm.LoadMem(asm.R1, asm.RFP, scratch0, asm.Byte),
+		asm.And.Imm(asm.R1, 0xf),
+		asm.LSh.Imm(asm.R1, 2),
+		asm.Add.Reg(rL4, asm.R1),
+		asm.Ja.Label("quoted"),
+	)
+	insns = append(insns, label("error6", note("IPv6 error: the quoted IPv6 header, then its ICMPv6 header", asm.Instructions{asm.Add.Imm(rL4, 8)}))...)
+	insns = append(insns, readL4(scratch0, 8, "exit")...)
+	insns = append(insns,
+		asm.LoadMem(asm.R1, asm.RFP, scratch0+6, asm.Byte),
+		asm.JNE.Imm(asm.R1, 58, "exit"),
+		asm.Add.Imm(rL4, 40),
+	)
+	insns = append(insns, label("quoted", readL4(scratch2, 8, "exit"))...)
+	return append(insns,
+		asm.LoadMem(asm.R1, asm.RFP, scratch2, asm.Byte),
+		asm.JEq.Imm(asm.R1, 8, "echo"),
+		asm.JEq.Imm(asm.R1, 0, "echo"),
+		asm.JEq.Imm(asm.R1, 128, "echo"),
+		asm.JEq.Imm(asm.R1, 129, "echo"),
+		asm.Ja.Label("exit"),
+	)
+}
+
 // echoFilter zeroes the stack, finds the network header of the skb in rSkb
 // (dir says where: transmit and receive paths set it differently), copies up
-// to PacketBytes from it into the record and goes on at "match" only for an
-// ICMP or ICMPv6 echo request or reply carrying echoID, with the family,
-// addresses and ICMP type filled in; anything else jumps to "exit".
+// to PacketBytes from it into the record and goes on at "match" for an ICMP
+// or ICMPv6 echo request or reply carrying echoID, or at "error4"/"error6"
+// (see quotedEcho) for an ICMP error, with the family, addresses and ICMP
+// type filled in; anything else jumps to "exit".
 func echoFilter(o Offsets, echoID uint16, dir decode.Direction) asm.Instructions {
 	insns := asm.Instructions{asm.Mov.Imm(asm.R1, 0).WithSource(asm.Comment("zero the stack we use"))}
 	for off := int16(scratch0); off < 0; off += 8 {
 		insns = append(insns, asm.StoreMem(asm.RFP, off, asm.R1, asm.DWord))
 	}
 	insns = append(insns, note("skb->data", read(scratch0, 8, rSkb, int32(o.SkbData), "exit"))...)
-	if dir == decode.Out {
-		// On transmit, data points at the link-layer header the device sends.
+	if dir != decode.In {
+		// On transmit, data points at the link-layer header the device
+		// sends; a freed packet may be anywhere in the stack.
 		insns = append(insns, note("skb->head + skb->network_header", read(scratch1, 8, rSkb, int32(o.SkbHead), "exit"))...)
 		insns = append(insns, read(scratch2, 2, rSkb, int32(o.SkbNetworkHeader), "exit")...)
 		insns = append(insns,
@@ -217,20 +285,26 @@ func echoFilter(o Offsets, echoID uint16, dir decode.Direction) asm.Instructions
 		)
 	}
 
-	insns = append(insns, label("icmp", note("ICMP header: echo request or reply with our id", readL4(scratch2, 8, "exit")))...)
+	insns = append(insns, label("icmp", note("ICMP header: echo request or reply with our id, or an error", readL4(scratch2, 8, "exit")))...)
 	insns = append(insns,
-		asm.LoadMem(asm.R1, asm.RFP, scratch2+4, asm.Half),
-		asm.JNE.Imm(asm.R1, wire(echoID), "exit"),
 		asm.LoadMem(asm.R1, asm.RFP, scratch2, asm.Byte),
 		asm.StoreMem(asm.RFP, rec(decode.OffICMPType), asm.R1, asm.Byte),
 		asm.LoadMem(asm.R2, asm.RFP, rec(decode.OffFamily), asm.Byte),
 		asm.JEq.Imm(asm.R2, 6, "icmp6"),
-		asm.JEq.Imm(asm.R1, 8, "match"),
-		asm.JEq.Imm(asm.R1, 0, "match"),
+		asm.JEq.Imm(asm.R1, 8, "echo"),
+		asm.JEq.Imm(asm.R1, 0, "echo"),
+		asm.JEq.Imm(asm.R1, 3, "error4"),
+		asm.JEq.Imm(asm.R1, 11, "error4"),
+		asm.JEq.Imm(asm.R1, 12, "error4"),
 		asm.Ja.Label("exit"),
-		asm.JEq.Imm(asm.R1, 128, "match").WithSymbol("icmp6"),
-		asm.JEq.Imm(asm.R1, 129, "match"),
+		asm.JEq.Imm(asm.R1, 128, "echo").WithSymbol("icmp6"),
+		asm.JEq.Imm(asm.R1, 129, "echo"),
+		asm.JGT.Imm(asm.R1, 4, "exit"),
+		asm.JNE.Imm(asm.R1, 0, "error6"),
 		asm.Ja.Label("exit"),
+		asm.LoadMem(asm.R1, asm.RFP, scratch2+4, asm.Half).WithSymbol("echo"),
+		asm.JNE.Imm(asm.R1, wire(echoID), "exit"),
+		asm.Ja.Label("match"),
 	)
 	return insns
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/tracepkt/tracepkt-perf/decode"
+	"github.com/tracepkt/tracepkt-perf/tracefs"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden")
@@ -41,8 +42,33 @@ func golden(t *testing.T, name, got string) {
 
 func TestTracepointProgramGolden(t *testing.T) {
 	for _, p := range decode.Probes() {
-		insns := TracepointProgram(ProgramParams{Offsets: goldenOffsets, SkbAddrOffset: 8, Probe: p, EchoID: 0xbeef})
+		// skb:kfree_skb as on 6.18: location at 16, reason at 36 after rx_sk.
+		insns := TracepointProgram(ProgramParams{Offsets: goldenOffsets, SkbAddrOffset: 8, Probe: p, EchoID: 0xbeef, Drop: DropFields{16, 36}})
 		golden(t, "program_"+p.String(), fmt.Sprintf("%v", insns))
+	}
+	// A kernel without drop reasons (5.10) records the location alone.
+	insns := TracepointProgram(ProgramParams{Offsets: goldenOffsets, SkbAddrOffset: 8, Probe: decode.ProbeKfreeSkb, EchoID: 0xbeef, Drop: DropFields{16, -1}})
+	golden(t, "program_kfree_skb_no_reason", fmt.Sprintf("%v", insns))
+}
+
+func TestDropFieldsOf(t *testing.T) {
+	common := []tracefs.Field{{Name: "common_type", Size: 2}, {Name: "skbaddr", Offset: 8, Size: 8}, {Name: "location", Offset: 16, Size: 8}}
+	for _, tc := range []struct {
+		kernel string
+		more   []tracefs.Field
+		want   DropFields
+	}{
+		{"5.10", []tracefs.Field{{Name: "protocol", Offset: 24, Size: 2}}, DropFields{16, -1}},
+		{"6.1", []tracefs.Field{{Name: "protocol", Offset: 24, Size: 2}, {Name: "reason", Offset: 28, Size: 4}}, DropFields{16, 28}},
+		{"6.18", []tracefs.Field{{Name: "rx_sk", Offset: 24, Size: 8}, {Name: "protocol", Offset: 32, Size: 2}, {Name: "reason", Offset: 36, Size: 4}}, DropFields{16, 36}},
+	} {
+		got, err := dropFieldsOf(append(append([]tracefs.Field{}, common...), tc.more...))
+		if err != nil || got != tc.want {
+			t.Errorf("%s: dropFieldsOf = %+v, %v; want %+v", tc.kernel, got, err, tc.want)
+		}
+	}
+	if _, err := dropFieldsOf(common[:2]); err == nil {
+		t.Error("dropFieldsOf without location: no error")
 	}
 }
 

@@ -102,12 +102,9 @@ type Field struct {
 
 // Format returns the fields of group:event's raw record, from its format file.
 func (fs *FS) Format(group, event string) ([]Field, error) {
-	f, err := os.Open(filepath.Join(fs.eventDir(group, event), "format"))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("%s:%s: %w", group, event, ErrNoEvent)
-	}
+	f, err := fs.openFormat(group, event)
 	if err != nil {
-		return nil, fmt.Errorf("read format of %s:%s: %w", group, event, err)
+		return nil, err
 	}
 	defer f.Close()
 	fields, err := parseFormat(f)
@@ -115,6 +112,18 @@ func (fs *FS) Format(group, event string) ([]Field, error) {
 		return nil, fmt.Errorf("parse format of %s:%s: %w", group, event, err)
 	}
 	return fields, nil
+}
+
+// openFormat opens group:event's format file.
+func (fs *FS) openFormat(group, event string) (*os.File, error) {
+	f, err := os.Open(filepath.Join(fs.eventDir(group, event), "format"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("%s:%s: %w", group, event, ErrNoEvent)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read format of %s:%s: %w", group, event, err)
+	}
+	return f, nil
 }
 
 // FieldOffset returns the offset of one field in group:event's raw record.

@@ -113,6 +113,10 @@ func assertJourney(t *testing.T, e jsonEcho, target netip.Addr, want []string) {
 	if e.Result != "reply" || e.Target != target.String() || e.LostSamples != 0 || e.RTTNs <= 0 {
 		t.Errorf("echo %d: result %q target %q lost %d rtt %d", e.Seq, e.Result, e.Target, e.LostSamples, e.RTTNs)
 	}
+	// The copies the kernel frees after delivering them are not drops.
+	if e.Drop != nil || e.ICMPError != nil || e.Hint != "" {
+		t.Errorf("echo %d got its reply, yet drop %+v, icmp_error %+v, hint %q", e.Seq, e.Drop, e.ICMPError, e.Hint)
+	}
 	got := rows(e)
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("echo %d rows:\n%s\nwant:\n%s", e.Seq, strings.Join(got, "\n"), strings.Join(want, "\n"))

@@ -17,6 +17,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/tracepkt/tracepkt-perf/probes/ping"
 )
 
 const usageText = `usage: tracepkt-perf [flags] TARGET
@@ -32,6 +34,13 @@ Flags:
   -i, --interval D     time between requests: 0.2, 200ms (default 1s)
   -W, --timeout D      how long to wait for each reply (default 1s)
   -4, -6               resolve TARGET to IPv4 / IPv6 only
+  -s, --size N         payload bytes of each request (default 56, at least 16)
+  -t, --ttl N          IPv4 TTL / IPv6 hop limit of the requests
+  -M, --pmtudisc M     path MTU discovery: do (set DF, never fragment),
+                       dont (fragment), want (DF unless the route's MTU is
+                       smaller)
+  -I, --interface I    send through interface I, or from source address I
+  -m, --mark N         mark the requests with fwmark N (policy routing, rules)
       --json           one JSON object per echo, one per line
       --demo           build a throwaway bridge + namespace topology, trace an
                        IPv4 and an IPv6 echo into it, remove it
@@ -49,8 +58,8 @@ Flags:
       --svg OUT        also draw the journey (or with --diff, both) to OUT
   -h, --help           this help
 
-Exit status: 0 when every echo got a reply, 1 when one did not, 2 for usage
-or environment errors.
+Exit status: 0 when every echo got a reply, 1 when one did not (dropped, an
+ICMP error, or no answer), 2 for usage or environment errors.
 
 Examples:
   sudo tracepkt-perf 172.17.0.2
@@ -114,6 +123,7 @@ type options struct {
 	diffFiles [2]string // A and B of --diff
 	svg       string
 	target    string
+	ping      ping.Options
 }
 
 func parseArgs(args []string, stdout io.Writer) (options, error) {
@@ -128,6 +138,23 @@ func parseArgs(args []string, stdout io.Writer) (options, error) {
 	}
 	for _, name := range []string{"W", "timeout"} {
 		fs.Var((*seconds)(&o.timeout), name, "")
+	}
+	for _, name := range []string{"s", "size"} {
+		fs.IntVar(&o.ping.Size, name, 0, "")
+	}
+	for _, name := range []string{"t", "ttl"} {
+		fs.IntVar(&o.ping.TTL, name, 0, "")
+	}
+	for _, name := range []string{"M", "pmtudisc"} {
+		fs.StringVar(&o.ping.PMTUDisc, name, "", "")
+	}
+	var iface string
+	for _, name := range []string{"I", "interface"} {
+		fs.StringVar(&iface, name, "", "")
+	}
+	var mark uint64
+	for _, name := range []string{"m", "mark"} {
+		fs.Uint64Var(&mark, name, 0, "")
 	}
 	fs.BoolVar(&o.only4, "4", false, "")
 	fs.BoolVar(&o.only6, "6", false, "")
@@ -178,6 +205,14 @@ func parseArgs(args []string, stdout io.Writer) (options, error) {
 		return o, usageError{"--timeout must be positive"}
 	case o.only4 && o.only6:
 		return o, usageError{"-4 and -6 exclude each other"}
+	case o.ping.Size != 0 && (o.ping.Size < ping.MinSize || o.ping.Size > maxPayload):
+		return o, usageError{fmt.Sprintf("--size must be between %d and %d, not %d", ping.MinSize, maxPayload, o.ping.Size)}
+	case o.ping.TTL < 0 || o.ping.TTL > 255:
+		return o, usageError{fmt.Sprintf("--ttl must be between 1 and 255, not %d", o.ping.TTL)}
+	case o.ping.PMTUDisc != "" && o.ping.PMTUDisc != "do" && o.ping.PMTUDisc != "dont" && o.ping.PMTUDisc != "want":
+		return o, usageError{fmt.Sprintf("--pmtudisc takes do, dont or want, not %q", o.ping.PMTUDisc)}
+	case mark > 0xffffffff:
+		return o, usageError{fmt.Sprintf("--mark must fit in 32 bits, not %d", mark)}
 	case o.netfilter != "auto" && o.netfilter != "kprobe" && o.netfilter != "nftrace" && o.netfilter != "off":
 		return o, usageError{fmt.Sprintf("--netfilter takes auto, kprobe, nftrace or off, not %q", o.netfilter)}
 	case o.pcapng != "" && o.replay == "":
@@ -198,14 +233,23 @@ func parseArgs(args []string, stdout io.Writer) (options, error) {
 	if len(positional) == 1 {
 		o.target = positional[0]
 	}
+	o.ping.Mark = uint32(mark)
+	if a, err := netip.ParseAddr(iface); err == nil {
+		o.ping.Source = a.Unmap()
+	} else {
+		o.ping.Interface = iface
+	}
 	return o, nil
 }
+
+// maxPayload is the largest ICMP echo payload in an IPv4 packet, as ping's.
+const maxPayload = 65507
 
 // splitShortValues turns ping-style "-c3" into "-c", "3".
 func splitShortValues(args []string) []string {
 	out := make([]string, 0, len(args))
 	for _, a := range args {
-		if len(a) > 2 && a[0] == '-' && strings.ContainsRune("ciW", rune(a[1])) && a[2] != '=' {
+		if len(a) > 2 && a[0] == '-' && strings.ContainsRune("ciWstMIm", rune(a[1])) && a[2] != '=' {
 			out = append(out, a[:2], a[2:])
 			continue
 		}

@@ -141,8 +141,12 @@ func TestE2ENetfilterDropInForward(t *testing.T) {
 			row(a, "eth0", "out", "request"),
 			row(r, "eth0", "in", "request"),
 			nfWant(r, "eth0", "tpfilt.forward", "DROP", rule),
+			row(r, "eth0", "drop", "request"),
 		}
-		if got := rowsWithNetfilter(e); e.Result != "timeout" || strings.Join(got, "\n") != strings.Join(want, "\n") {
+		if d := e.Drop; d == nil || d.Reason != "NETFILTER_DROP" || uint64(d.Netns) != r || d.Ifname != "eth0" {
+			t.Errorf("drop %+v, want NETFILTER_DROP in %d after eth0", d, r)
+		}
+		if got := rowsWithNetfilter(e); e.Result != "dropped" || strings.Join(got, "\n") != strings.Join(want, "\n") {
 			t.Errorf("result %s, rows:\n%s\nwant:\n%s", e.Result, strings.Join(got, "\n"), strings.Join(want, "\n"))
 		}
 		table := runTool(t, n.Source, "-W", "500ms", target.String())

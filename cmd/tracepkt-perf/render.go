@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -45,30 +46,35 @@ func (t *tableWriter) Journey(j *decode.Journey) error {
 	}
 	table := plainTable(&buf)
 	withNF := len(j.Netfilter) > 0
-	header := []string{"NETWORK NS", "INTERFACE", "DIR", "TYPE", "ADDRESSES", "+TIME"}
+	header := []string{"NETWORK NS", "INTERFACE", "DIR", "TYPE", "ADDRESSES", "+TIME", "+HOP"}
 	if withNF {
 		header = append(header, "NETFILTER", "VERDICT", "RULE")
 	}
+	if j.Drop != nil {
+		header = append(header, "DROP")
+	}
 	table.Header(header)
-	first := firstTime(j)
-	for _, r := range j.Rows() {
-		v := viewOf(j, r, first)
-		cells := []string{t.rc.netnsCell(v.netns), v.ifname, v.dir, v.typ, v.src + " -> " + v.dst, v.since}
+	rows := j.Rows()
+	for _, v := range viewsOf(j, rows) {
+		cells := []string{t.rc.netnsCell(v.netns), v.ifname, v.dir, v.typ, v.src + " -> " + v.dst, v.since, v.delta}
 		if withNF {
 			cells = append(cells, v.chain, v.verdict, v.rule)
+		}
+		if j.Drop != nil {
+			cells = append(cells, v.drop)
 		}
 		if err := table.Append(cells); err != nil {
 			return err
 		}
 	}
-	if len(j.Hops)+len(j.Netfilter) > 0 {
+	if len(rows) > 0 {
 		if err := table.Render(); err != nil {
 			return err
 		}
 	}
 	var out strings.Builder
 	out.WriteString(trimLines(buf.String()))
-	out.WriteString(summary(j) + "\n")
+	out.WriteString(summary(j, t.rc) + "\n")
 	if !t.written {
 		for _, n := range t.rc.notes {
 			out.WriteString(n + "\n")
@@ -114,41 +120,83 @@ func echoType(request bool) string {
 	return "reply"
 }
 
+// packetType is the TYPE column: which packet of the echo a row is about.
+func packetType(family, icmpType uint8) string {
+	switch {
+	case icmpType == 8 || icmpType == 128:
+		return "request"
+	case icmpType == 0 || icmpType == 129:
+		return "reply"
+	}
+	e := decode.ICMPError{Family: family, Type: icmpType}
+	return e.Result()
+}
+
+func familyOf(a netip.Addr) uint8 {
+	if a.Is4() {
+		return 4
+	}
+	return 6
+}
+
 // rowView is one row as both renderers show it.
 type rowView struct {
-	netns                     uint32
-	ifname                    string
-	ifindex                   uint32
-	dir, typ, src, dst, since string
-	tNs                       int64
-	chain, verdict, rule      string
-	nf                        *decode.NetfilterEvent
-	hop                       *decode.Record
+	netns                            uint32
+	ifname                           string
+	ifindex                          uint32
+	dir, typ, src, dst, since, delta string
+	tNs, dtNs                        int64
+	timed                            bool
+	chain, verdict, rule, drop       string
+	nf                               *decode.NetfilterEvent
+	hop                              *decode.Record
 }
 
-func firstTime(j *decode.Journey) uint64 {
-	if len(j.Hops) > 0 {
-		return j.Hops[0].Time
+// viewsOf makes the rows' views, with their times counted from the first
+// timed row of any kind and from the timed row before them.
+func viewsOf(j *decode.Journey, rows []decode.Row) []rowView {
+	start := j.Start()
+	views := make([]rowView, len(rows))
+	var prev uint64
+	for i, r := range rows {
+		v := viewOf(j, r, start)
+		if v.timed {
+			if prev != 0 {
+				v.dtNs = int64(r.Time - prev)
+				v.delta = sinceFirst(time.Duration(v.dtNs))
+			}
+			prev = r.Time
+		}
+		views[i] = v
 	}
-	return 0
+	return views
 }
 
-func viewOf(j *decode.Journey, r decode.Row, first uint64) rowView {
+func viewOf(j *decode.Journey, r decode.Row, start uint64) rowView {
 	var v rowView
-	if r.Time != 0 {
-		v.tNs = int64(r.Time - first)
+	if r.Time != 0 && r.Time >= start {
+		v.tNs = int64(r.Time - start)
 	}
 	if h := r.Hop; h != nil {
-		v.hop = h
+		v.hop, v.timed = h, true
 		v.netns, v.ifname, v.ifindex = h.Netns, h.IfName(), h.Ifindex
-		v.dir, v.typ = h.Probe.Direction().String(), echoType(h.IsRequest())
+		v.dir, v.typ = h.Probe.Direction().String(), packetType(h.Family, h.ICMPType)
 		v.src, v.dst = h.Src.String(), h.Dst.String()
 		v.since = sinceFirst(time.Duration(v.tNs))
 		return v
 	}
+	if d := r.Drop; d != nil {
+		v.timed = true
+		v.netns, v.ifname, v.ifindex = d.Netns, d.Ifname, d.Ifindex
+		v.dir, v.typ = decode.Freed.String(), packetType(d.Family, d.ICMPType)
+		v.since = sinceFirst(time.Duration(v.tNs))
+		v.drop = dropText(d)
+		v.src, v.dst = d.Src.String(), d.Dst.String()
+		return v
+	}
 	e := r.NF
 	v.nf = e
-	v.netns, v.typ = e.Netns, echoType(e.IsRequest())
+	v.netns, v.typ = e.Netns, packetType(familyOf(e.Src), e.ICMPType)
 	v.src, v.dst = e.Src.String(), e.Dst.String()
 	v.ifindex = e.Oif
 	if e.Hook != decode.HookOutput && e.Hook != decode.HookPostrouting || e.Oif == 0 {
@@ -156,6 +204,7 @@ func viewOf(j *decode.Journey, r decode.Row, first uint64) rowView {
 	}
 	v.ifname = ifName(j, e.Netns, v.ifindex)
 	if e.Time != 0 {
+		v.timed = true
 		v.since = sinceFirst(time.Duration(v.tNs))
 	}
 	v.chain = e.Table + "." + e.Chain
@@ -195,25 +244,52 @@ func plural(n int, one, many string) string {
 	return strconv.Itoa(n) + " " + many
 }
 
-// summary is the line under each table: the outcome, and where a lost echo was last seen.
-func summary(j *decode.Journey) string {
+// summary is the line under each table: the outcome; for a lost echo,
+// what explains it (an ICMP error, the drop with its reason and place, or
+// where the request was last seen) and the state that explains it.
+func summary(j *decode.Journey, rc *renderContext) string {
 	var b strings.Builder
 	if j.Replied {
 		nss, ifs := j.Crossed()
 		fmt.Fprintf(&b, "reply from %s in %s: crossed %s, %s", j.Target, stats.FormatDuration(j.RTT),
 			plural(nss, "network namespace", "network namespaces"), plural(ifs, "interface", "interfaces"))
+		if req, target, rep, ok := j.Split(); ok {
+			fmt.Fprintf(&b, "; request path %s, in the target %s, reply path %s", stats.FormatDuration(req), stats.FormatDuration(target), stats.FormatDuration(rep))
+		}
 	} else {
-		fmt.Fprintf(&b, "no reply from %s (seq %d) within %s", j.Target, j.Seq, stats.FormatDuration(j.Timeout))
-		if drop, ok := lastDrop(j); ok {
-			fmt.Fprintf(&b, ": the %s was dropped by %s.%s (%s) in network namespace %d", echoType(drop.IsRequest()), drop.Table, drop.Chain, drop.RuleText(), drop.Netns)
-		} else if last, ok := j.LastRequest(); ok {
-			verb := "leaving"
-			if last.Probe.Direction() == decode.In {
-				verb = "entering"
+		fmt.Fprintf(&b, "no reply from %s (seq %d)", j.Target, j.Seq)
+		nfDrop, byRule := j.NetfilterDrop()
+		switch {
+		case j.Error != nil:
+			fmt.Fprintf(&b, ": %s answered %q", j.Error.From, j.Error.Text())
+			switch {
+			case j.Error.MTU != 0:
+				fmt.Fprintf(&b, " (mtu %d)", j.Error.MTU)
+			case j.Error.Rejected():
+				b.WriteString(" (REJECT?)")
 			}
-			fmt.Fprintf(&b, ": the request was last seen %s %s in network namespace %d", verb, last.IfName(), last.Netns)
-		} else {
-			b.WriteString(": the request never reached a network device")
+			if j.Drop != nil && j.Drop.Reason != "NETFILTER_DROP" {
+				b.WriteString("\n  " + dropLine(j.Drop, rc))
+			}
+		case byRule:
+			fmt.Fprintf(&b, " within %s: the %s was dropped by %s.%s (%s) in network namespace %d", stats.FormatDuration(j.Timeout),
+				packetType(familyOf(nfDrop.Src), nfDrop.ICMPType), nfDrop.Table, nfDrop.Chain, nfDrop.RuleText(), nfDrop.Netns)
+		case j.Drop != nil:
+			b.WriteString(": " + dropLine(j.Drop, rc))
+		default:
+			fmt.Fprintf(&b, " within %s", stats.FormatDuration(j.Timeout))
+			if last, ok := j.LastRequest(); ok {
+				verb := "leaving"
+				if last.Probe.Direction() == decode.In {
+					verb = "entering"
+				}
+				fmt.Fprintf(&b, ": the request was last seen %s %s in network namespace %d", verb, last.IfName(), last.Netns)
+			} else {
+				b.WriteString(": the request never reached a network device")
+			}
+		}
+		if j.Hint != "" {
+			b.WriteString("\n  " + j.Hint)
 		}
 	}
 	if j.Lost > 0 {
@@ -222,15 +298,33 @@ func summary(j *decode.Journey) string {
 	return b.String()
 }
 
-// lastDrop returns the netfilter verdict that ended the journey, if one did.
-func lastDrop(j *decode.Journey) (decode.NetfilterEvent, bool) {
-	rows := j.Rows()
-	if len(rows) > 0 {
-		if e := rows[len(rows)-1].NF; e != nil && e.Verdict == "DROP" {
-			return *e, true
-		}
+// dropLine says where and why a packet was dropped: "dropped in netns
+// router (4026532411) after west: IP_INNOROUTES (ip_error+0x5c)".
+func dropLine(d *decode.Drop, rc *renderContext) string {
+	var b strings.Builder
+	if typ := packetType(d.Family, d.ICMPType); typ != "request" {
+		b.WriteString("the " + typ + " was ")
 	}
-	return decode.NetfilterEvent{}, false
+	b.WriteString("dropped in netns ")
+	if name := rc.names[d.Netns]; name != "" {
+		fmt.Fprintf(&b, "%s (%d)", name, d.Netns)
+	} else {
+		fmt.Fprintf(&b, "%d", d.Netns)
+	}
+	if d.Ifname != "" {
+		b.WriteString(" after " + d.Ifname)
+	}
+	b.WriteString(": " + dropText(d))
+	return b.String()
+}
+
+// dropText is the reason with the location, "IP_INNOROUTES (ip_error+0x5c)",
+// or the location alone where the kernel gives no reason.
+func dropText(d *decode.Drop) string {
+	if d.Reason == "" {
+		return "freed at " + d.Location
+	}
+	return d.Reason + " (" + d.Location + ")"
 }
 
 // jsonWriter prints one JSON object per echo, each on its own line.
@@ -250,6 +344,13 @@ type jsonEcho struct {
 	LostSamples uint64    `json:"lost_samples"`
 	Hops        []jsonHop `json:"hops"`
 	jsonRunNotes
+	// Drop and ICMPError say what ended an echo without a reply; Hint is
+	// the state that explains a loss without a drop.
+	Drop      *jsonEchoDrop  `json:"drop,omitempty"`
+	ICMPError *jsonICMPError `json:"icmp_error,omitempty"`
+	Hint      string         `json:"hint,omitempty"`
+	// Split is the round trip of a reply, split at the target.
+	Split *jsonSplit `json:"split,omitempty"`
 }
 
 // jsonRunNotes say how the run traced netfilter, and what it could not see.
@@ -263,8 +364,35 @@ func (rc *renderContext) jsonNotes() jsonRunNotes {
 	return jsonRunNotes{NetfilterSource: rc.netfilter, Notes: rc.notes}
 }
 
+type jsonEchoDrop struct {
+	Reason    string `json:"reason"`
+	Location  string `json:"location"`
+	Netns     uint32 `json:"netns"`
+	NetnsName string `json:"netns_name,omitempty"`
+	Ifname    string `json:"ifname"`
+	Hint      string `json:"hint"`
+	Type      string `json:"type"`
+	KtimeNs   uint64 `json:"ktime_ns"`
+}
+
+type jsonICMPError struct {
+	Type uint8  `json:"type"`
+	Code uint8  `json:"code"`
+	Text string `json:"text"`
+	From string `json:"from"`
+	MTU  uint32 `json:"mtu"`
+}
+
+type jsonSplit struct {
+	RequestNs int64 `json:"request_ns"`
+	TargetNs  int64 `json:"target_ns"`
+	ReplyNs   int64 `json:"reply_ns"`
+}
+
 type jsonHop struct {
-	TNs       int64  `json:"t_ns"`
+	TNs int64 `json:"t_ns"`
+	// DtNs is the time since the timed row before, 0 for the first.
+	DtNs      int64  `json:"dt_ns"`
 	Netns     uint32 `json:"netns"`
 	NetnsName string `json:"netns_name,omitempty"`
 	Ifname    string `json:"ifname"`
@@ -300,24 +428,39 @@ func (w jsonWriter) Journey(j *decode.Journey) error {
 		Family:       family(j.Target),
 		EchoID:       j.EchoID,
 		Seq:          j.Seq,
-		Result:       "timeout",
+		Result:       j.Result(),
 		LostSamples:  j.Lost,
 		Hops:         []jsonHop{},
 		jsonRunNotes: w.rc.jsonNotes(),
 	}
 	if j.Replied {
-		e.Result, e.RTTNs = "reply", j.RTT.Nanoseconds()
+		e.RTTNs = j.RTT.Nanoseconds()
 	}
-	first := firstTime(j)
-	for _, r := range j.Rows() {
-		v := viewOf(j, r, first)
+	if req, target, rep, ok := j.Split(); ok && j.Replied {
+		e.Split = &jsonSplit{req.Nanoseconds(), target.Nanoseconds(), rep.Nanoseconds()}
+	}
+	if x := j.Error; x != nil {
+		e.ICMPError = &jsonICMPError{Type: x.Type, Code: x.Code, Text: x.Text(), From: x.From.String(), MTU: x.MTU}
+	}
+	if d := j.Drop; d != nil {
+		e.Drop = &jsonEchoDrop{Reason: d.Reason, Location: d.Location, Netns: d.Netns, NetnsName: w.rc.names[d.Netns],
+			Ifname: d.Ifname, Hint: j.Hint, Type: packetType(d.Family, d.ICMPType), KtimeNs: d.Time}
+	} else {
+		e.Hint = j.Hint
+	}
+	rows := j.Rows()
+	for i, v := range viewsOf(j, rows) {
+		r := rows[i]
 		h := jsonHop{
-			TNs: v.tNs, Netns: v.netns, NetnsName: w.rc.names[v.netns], Ifname: v.ifname, Ifindex: v.ifindex,
+			TNs: v.tNs, DtNs: v.dtNs, Netns: v.netns, NetnsName: w.rc.names[v.netns], Ifname: v.ifname, Ifindex: v.ifindex,
 			Type: v.typ, Src: v.src, Dst: v.dst, Dir: v.dir, KtimeNs: r.Time,
 		}
-		if v.hop != nil {
+		switch {
+		case v.hop != nil:
 			h.Probe, h.CPU, h.Len = v.hop.Probe.String(), v.hop.CPU, v.hop.Len
-		} else {
+		case r.Drop != nil:
+			h.Probe = decode.ProbeKfreeSkb.String()
+		default:
 			nf := v.nf
 			h.Probe, h.KtimeNs = "netfilter", nf.Time // t_ns places an nftrace row; ktime_ns is its own time, if known
 			h.Netfilter = &jsonNetfilter{

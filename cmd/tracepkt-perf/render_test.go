@@ -106,6 +106,37 @@ func droppedJourney() decode.Journey {
 	return j
 }
 
+// noRouteJourney dies in a router without a route onward, which answers
+// network unreachable: the drop with its reason, place and hint, and the error.
+func noRouteJourney() decode.Journey {
+	const a, r = 4026532500, 4026532400
+	j := decode.Journey{Target: netip.MustParseAddr("172.31.250.2"), EchoID: 0x1234, Seq: 1, Timeout: time.Second,
+		Hops: []decode.Record{
+			record(1000000, a, 2, "eth0", decode.ProbeNetDevQueue, 8, "172.31.250.1", "172.31.250.2"),
+			record(1004000, r, 2, "eth0", decode.ProbeNetifReceiveSkb, 8, "172.31.250.1", "172.31.250.2"),
+			record(1009000, r, 2, "eth0", decode.ProbeNetDevQueue, 3, "172.31.250.254", "172.31.250.1"),
+			record(1013000, a, 2, "eth0", decode.ProbeNetifReceiveSkb, 3, "172.31.250.254", "172.31.250.1"),
+		},
+		Error: &decode.ICMPError{Family: 4, Type: 3, Code: 0, From: netip.MustParseAddr("172.31.250.254")},
+		Drop: &decode.Drop{Time: 1010500, Netns: r, Ifindex: 2, Ifname: "eth0", Family: 4, ICMPType: 8, In: true,
+			Src: netip.MustParseAddr("172.31.250.1"), Dst: netip.MustParseAddr("172.31.250.2"), Reason: "IP_INNOROUTES", Location: "ip_error+0x5c"},
+		Hint: "route lookup in tpdemo0-1234 for 172.31.250.2: no route (network unreachable)",
+	}
+	return j
+}
+
+// kprobeFirstJourney has a kprobe verdict before the first device hop: times
+// count from it, and none is negative.
+func kprobeFirstJourney() decode.Journey {
+	j := droppedJourney()
+	j.Netfilter = []decode.NetfilterEvent{nfRow(4026532500, "filter", "OUTPUT", decode.HookOutput, decode.TraceRule, "ACCEPT", 0, "", 8, 0, 2)}
+	j.Netfilter[0].Time, j.Netfilter[0].Source = 993320, "kprobe"
+	j.Drop = &decode.Drop{Time: 1006000, Netns: 4026532501, Ifindex: 2, Ifname: "eth0", Family: 4, ICMPType: 8, In: true,
+		Src: netip.MustParseAddr("172.31.250.1"), Dst: netip.MustParseAddr("172.31.250.2"), Reason: "IP_INADDRERRORS", Location: "ip_error+0x3c"}
+	j.Hint = "forwarding is off in 4026532501: net.ipv4.conf.eth0.forwarding = 0, so 172.31.250.2 arriving on eth0 is not routed on"
+	return j
+}
+
 // goldenContext names the container namespace and notes legacy tables, as a
 // run on a kernel without kprobes would.
 func goldenContext() *renderContext {
@@ -117,7 +148,7 @@ func goldenContext() *renderContext {
 func TestTableGolden(t *testing.T) {
 	var buf bytes.Buffer
 	tw := newJourneyWriter(false, &buf, goldenContext())
-	for _, j := range []decode.Journey{bridgeJourney(), lostJourney(), netfilterJourney(), droppedJourney(), {Target: netip.MustParseAddr("fd00::9"), Seq: 2, Timeout: 2 * time.Second}} {
+	for _, j := range []decode.Journey{bridgeJourney(), lostJourney(), netfilterJourney(), droppedJourney(), noRouteJourney(), kprobeFirstJourney(), {Target: netip.MustParseAddr("fd00::9"), Seq: 2, Timeout: 2 * time.Second}} {
 		if err := tw.Journey(&j); err != nil {
 			t.Fatal(err)
 		}
@@ -128,7 +159,7 @@ func TestTableGolden(t *testing.T) {
 func TestJSONGolden(t *testing.T) {
 	var buf bytes.Buffer
 	w := newJourneyWriter(true, &buf, goldenContext())
-	for _, j := range []decode.Journey{bridgeJourney(), lostJourney(), netfilterJourney(), droppedJourney()} {
+	for _, j := range []decode.Journey{bridgeJourney(), lostJourney(), netfilterJourney(), droppedJourney(), noRouteJourney(), kprobeFirstJourney()} {
 		if err := w.Journey(&j); err != nil {
 			t.Fatal(err)
 		}

@@ -22,6 +22,10 @@ import (
 // moves on, so they are queued by the time the echo is over.
 const nftraceQuiet = 2 * time.Millisecond
 
+// errorSettle is how long an ICMP error leaves the sources to catch up
+// before they are drained: the router that sent it frees the packet after.
+const errorSettle = 2 * time.Millisecond
+
 // session is what a live run opens once: the kernel facts, the netfilter
 // source, the snapshot of namespaces, the recording and the output.
 type session struct {
@@ -31,6 +35,9 @@ type session struct {
 	nss       []netns.Netns // the namespaces the tool can reach, listed once
 	rec       *tpk.Writer
 	w         journeyWriter
+	// reasons are the names of skb:kfree_skb's drop reasons on this kernel,
+	// from its format; none before 5.17.
+	reasons map[uint64]string
 }
 
 // netfilterPlan is what --netfilter resolved to on this kernel.
@@ -53,6 +60,10 @@ func openSession(o options, recFile *os.File, newWriter func(*renderContext) jou
 		return nil, err
 	}
 	s := &session{fs: fs, offsets: offsets}
+	group, event := decode.ProbeKfreeSkb.Tracepoint()
+	if s.reasons, err = fs.Symbols(group, event, "reason"); err != nil {
+		return nil, err
+	}
 	if s.netfilter, err = netfilterSource(o.netfilter, fs); err != nil {
 		return nil, err
 	}
@@ -149,7 +160,10 @@ func (s *session) trace(ctx context.Context, target netip.Addr, o options) (err 
 			return fmt.Errorf("netfilter: %w", err)
 		}
 	}
-	pinger, err := ping.Open(target, id)
+	if src := o.ping.Source; src.IsValid() && src.Is4() != target.Is4() {
+		return usageError{fmt.Sprintf("-I %s is not of the family of %s", src, target)}
+	}
+	pinger, err := ping.Open(target, id, o.ping)
 	if err != nil {
 		return err
 	}
@@ -189,6 +203,9 @@ func (s *session) trace(ctx context.Context, target netip.Addr, o options) (err 
 		}
 		if !j.Replied {
 			unanswered++
+			if err := s.explain(&j); err != nil {
+				return err
+			}
 		}
 		if s.rec != nil {
 			out := tpk.NewEchoOutcome(&j, events)
@@ -219,8 +236,8 @@ func echo(p *ping.Pinger, t *probes.Tracer, nf *nftrace.Tracer, target netip.Add
 	}
 	deadline := sent.Add(timeout)
 	var reply ping.Reply
-	replied := false
-	for !replied {
+	replied, answered := false, false
+	for !answered {
 		reply, err = p.Receive(deadline)
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			break
@@ -228,9 +245,17 @@ func echo(p *ping.Pinger, t *probes.Tracer, nf *nftrace.Tracer, target netip.Add
 		if err != nil {
 			return decode.Journey{}, nil, err
 		}
-		replied = reply.Seq == seq // a late reply to an earlier echo is skipped
+		// A late reply or error about an earlier echo is skipped; an error
+		// about this one ends the wait as a reply does.
+		answered = reply.Seq == seq
+		replied = answered && reply.Error == nil
 	}
 
+	if answered && !replied {
+		// The kernel frees the request right after it sends the error, and
+		// the error can reach us first: let the free reach its ring.
+		time.Sleep(errorSettle)
+	}
 	*recs = (*recs)[:0]
 	t.SetDeadline(time.Now())
 	var r decode.Record
@@ -254,6 +279,13 @@ func echo(p *ping.Pinger, t *probes.Tracer, nf *nftrace.Tracer, target netip.Add
 	j.Replied, j.Timeout = replied, timeout
 	if replied {
 		j.RTT = reply.Received.Sub(sent)
+	}
+	if e := reply.Error; answered && e != nil {
+		family := uint8(4)
+		if target.Is6() {
+			family = 6
+		}
+		j.Error = &decode.ICMPError{Family: family, Type: e.Type, Code: e.Code, From: reply.From.WithZone(""), MTU: e.MTU}
 	}
 	return j, events, nil
 }

@@ -265,6 +265,11 @@ func summarizeGroup(path []Place, members []*echo) Group {
 				}
 			}
 		}
+		// A drop the kernel named counts beside the netfilter drops (which
+		// the verdicts count already), after the last hop.
+		if d := j.Drop; d != nil && d.Reason != "" && d.Reason != "NETFILTER_DROP" && len(j.Hops) > 0 {
+			drops[len(j.Hops)-1][d.Reason]++
+		}
 		if j.Replied {
 			g.Replied++
 			rtts = append(rtts, j.RTT)

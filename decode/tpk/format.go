@@ -113,12 +113,17 @@ type EchoOutcome struct {
 	// Netfilter are the netfilter events collected for this echo, as the
 	// source delivered them (files without them decode with none).
 	Netfilter []decode.NetfilterEvent
+	// Error, Drop and Hint are the journey's, resolved as the live run saw them.
+	Error *decode.ICMPError
+	Drop  *decode.Drop
+	Hint  string
 }
 
 // NewEchoOutcome is the outcome of j, to record after the records j was built
 // from; nf are the netfilter events j was built from.
 func NewEchoOutcome(j *decode.Journey, nf []decode.NetfilterEvent) EchoOutcome {
-	return EchoOutcome{Target: j.Target, EchoID: j.EchoID, Seq: j.Seq, Replied: j.Replied, RTT: j.RTT, Timeout: j.Timeout, Netfilter: nf}
+	return EchoOutcome{Target: j.Target, EchoID: j.EchoID, Seq: j.Seq, Replied: j.Replied, RTT: j.RTT, Timeout: j.Timeout, Netfilter: nf,
+		Error: j.Error, Drop: j.Drop, Hint: j.Hint}
 }
 
 // Journey rebuilds the journey of the echo from the records recorded before
@@ -126,7 +131,7 @@ func NewEchoOutcome(j *decode.Journey, nf []decode.NetfilterEvent) EchoOutcome {
 // same inputs.
 func (o *EchoOutcome) Journey(recs []decode.Record) decode.Journey {
 	j := decode.NewJourney(o.Target, o.EchoID, o.Seq, recs, o.Netfilter)
-	j.Replied, j.RTT, j.Timeout = o.Replied, o.RTT, o.Timeout
+	j.Replied, j.RTT, j.Timeout, j.Error, j.Drop, j.Hint = o.Replied, o.RTT, o.Timeout, o.Error, o.Drop, o.Hint
 	return j
 }
 

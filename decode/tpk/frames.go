@@ -116,16 +116,93 @@ func encodeOutcome(b []byte, o *EchoOutcome) []byte {
 	b = append(b, replied)
 	b = binary.AppendVarint(b, int64(o.RTT))
 	b = binary.AppendVarint(b, int64(o.Timeout))
-	// Appended fields, only when there are events: older readers stop
-	// before them, and files without them stay as version 1 first wrote them.
-	if len(o.Netfilter) == 0 {
+	// Appended fields, only when there is something to say: older readers
+	// stop before them, and files without them stay as version 1 first
+	// wrote them.
+	if len(o.Netfilter) == 0 && o.Error == nil && o.Drop == nil && o.Hint == "" {
 		return b
 	}
 	b = binary.AppendUvarint(b, uint64(len(o.Netfilter)))
 	for i := range o.Netfilter {
 		b = appendNetfilter(b, &o.Netfilter[i])
 	}
+	return appendLoss(b, o)
+}
+
+// Flags of the loss fields after an outcome's netfilter events.
+const (
+	lossError = 1 << iota
+	lossDrop
+	lossDropIn
+	lossHint
+)
+
+// appendLoss encodes what explains a lost echo: flags:u8, then the ICMP
+// error (family type code:u8 from:addr mtu:uvarint), the drop (time netns
+// ifindex:uvarint ifname:string family icmptype:u8 src dst:addr
+// reason location:string) and the hint (string), each when its flag is set.
+func appendLoss(b []byte, o *EchoOutcome) []byte {
+	e, d := o.Error, o.Drop
+	var flags byte
+	if e != nil {
+		flags |= lossError
+	}
+	if d != nil {
+		flags |= lossDrop
+		if d.In {
+			flags |= lossDropIn
+		}
+	}
+	if o.Hint != "" {
+		flags |= lossHint
+	}
+	b = append(b, flags)
+	if e != nil {
+		b = append(b, e.Family, e.Type, e.Code)
+		b = appendAddr(b, unzoned(e.From))
+		b = binary.AppendUvarint(b, uint64(e.MTU))
+	}
+	if d != nil {
+		b = binary.AppendUvarint(b, d.Time)
+		b = binary.AppendUvarint(b, uint64(d.Netns))
+		b = binary.AppendUvarint(b, uint64(d.Ifindex))
+		b = appendString(b, d.Ifname)
+		b = append(b, d.Family, d.ICMPType)
+		b = appendAddr(b, unzoned(d.Src))
+		b = appendAddr(b, unzoned(d.Dst))
+		b = appendString(b, d.Reason)
+		b = appendString(b, d.Location)
+	}
+	if o.Hint != "" {
+		b = appendString(b, o.Hint)
+	}
 	return b
+}
+
+// loss decodes what appendLoss wrote into o; a file without it has none.
+func (c *frameCursor) loss(o *EchoOutcome) {
+	o.Error, o.Drop, o.Hint = nil, nil, ""
+	if c.bad || c.off >= len(c.b) {
+		return
+	}
+	flags := c.byte()
+	if flags&lossError != 0 {
+		e := &decode.ICMPError{Family: c.byte(), Type: c.byte(), Code: c.byte()}
+		e.From = c.addr()
+		e.MTU = c.uvarint32()
+		o.Error = e
+	}
+	if flags&lossDrop != 0 {
+		d := &decode.Drop{Time: c.uvarint(), Netns: c.uvarint32(), Ifindex: c.uvarint32(), Ifname: c.string()}
+		d.Family, d.ICMPType = c.byte(), c.byte()
+		d.Src, d.Dst = c.addr(), c.addr()
+		d.Reason, d.Location = c.string(), c.string()
+		d.In = flags&lossDropIn != 0
+		o.Drop = d
+	}
+	if flags&lossHint != 0 {
+		o.Hint = c.string()
+	}
 }
 
 func appendNetfilter(b []byte, e *decode.NetfilterEvent) []byte {
@@ -145,13 +222,15 @@ func appendNetfilter(b []byte, e *decode.NetfilterEvent) []byte {
 	return appendAddr(b, unzoned(e.Dst))
 }
 
-// decodeNetfilterList decodes the netfilter events appended to an outcome
-// frame. Its own cursor keeps the outcome's on the stack when there are none.
-func decodeNetfilterList(b []byte) ([]decode.NetfilterEvent, bool) {
+// decodeAppended decodes the netfilter events and the loss appended to an
+// outcome frame into o. Its own cursor keeps the outcome's on the stack when
+// there are none.
+func decodeAppended(b []byte, o *EchoOutcome) bool {
 	c := frameCursor{b: b}
 	budget := maxItems
-	nf := readList(&c, &budget, 20, (*frameCursor).netfilter)
-	return nf, !c.bad
+	o.Netfilter = readList(&c, &budget, 20, (*frameCursor).netfilter)
+	c.loss(o)
+	return !c.bad
 }
 
 func (c *frameCursor) netfilter() decode.NetfilterEvent {
@@ -199,11 +278,10 @@ func (r *Reader) decodeOutcome(body []byte, o *EchoOutcome) error {
 	o.Replied = c.byte() != 0
 	o.RTT = time.Duration(c.varint())
 	o.Timeout = time.Duration(c.varint())
-	o.Netfilter = nil
+	o.Netfilter, o.Error, o.Drop, o.Hint = nil, nil, nil, ""
 	if !c.bad && c.off < len(c.b) {
-		var ok bool
-		if o.Netfilter, ok = decodeNetfilterList(c.b[c.off:]); !ok {
-			return r.corrupt("bad netfilter events in outcome frame")
+		if !decodeAppended(c.b[c.off:], o) {
+			return r.corrupt("bad netfilter events or loss in outcome frame")
 		}
 	}
 	if c.bad {

@@ -341,3 +341,27 @@ func TestOutcomeKeepsNetfilterEvents(t *testing.T) {
 		t.Errorf("journey keeps %d netfilter events, want 2", len(got.Netfilter))
 	}
 }
+
+// TestOutcomeKeepsLoss: the ICMP error, the drop (names resolved by the
+// live run) and the hint come back from a recording as they went in, with
+// and without netfilter events beside them.
+func TestOutcomeKeepsLoss(t *testing.T) {
+	rec := newRecording(t, testHeader())
+	recs, out := demoEcho(4, 1)
+	out.Replied, out.RTT = false, 0
+	out.Error = &decode.ICMPError{Family: 4, Type: 3, Code: 4, From: testrecord.Ctr4, MTU: 1280}
+	out.Drop = &decode.Drop{Time: 12345, Netns: 4026532400, Ifindex: 2, Ifname: "eth0", Family: 4, ICMPType: 8,
+		Src: testrecord.Host4, Dst: testrecord.Ctr4, Reason: "PKT_TOO_BIG", Location: "ip_forward+0x1f4", In: true}
+	out.Hint = "the packet does not fit the MTU toward 172.31.250.2: eth1 has mtu 1280"
+	rec.echo(recs[:3], out)
+	recs6, out6 := demoEcho(6, 2)
+	out6.Replied = false
+	out6.Hint = "fd00:7470::2 has not answered neighbour solicitation on eth0 yet (neighbour INCOMPLETE)"
+	out6.Netfilter = []decode.NetfilterEvent{{Netns: 1, Family: "inet", Table: "t", Chain: "c", Verdict: "ACCEPT", Source: "nftrace", EchoID: testrecord.EchoID, Seq: 2}}
+	rec.echo(recs6[:2], out6)
+	got, _, err := readAll(t, rec.bytes())
+	if err != io.EOF {
+		t.Fatal(err)
+	}
+	checkItems(t, got, rec.items)
+}

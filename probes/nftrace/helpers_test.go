@@ -121,7 +121,7 @@ func echo(tb testing.TB, topo *topology.Topology, src *topology.Netns, dst netip
 		tb.Fatalf("not pinging: %v", err)
 	}
 	return src.Do(func() error {
-		p, err := ping.Open(dst, id)
+		p, err := ping.Open(dst, id, ping.Options{})
 		if err != nil {
 			return err
 		}

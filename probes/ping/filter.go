@@ -27,53 +27,122 @@ type filterInsn struct {
 // filterProgram is a classic BPF socket filter program.
 type filterProgram []filterInsn
 
-// echoReplyFilter builds the socket filter that accepts only echo replies
-// carrying id: ICMP type 0 for family unix.AF_INET, ICMPv6 type 129 for
-// unix.AF_INET6. Raw IPv4 sockets run the filter on the packet from the IP
+// ICMP error types whose message quotes the packet that caused it (RFC 792,
+// RFC 4443): the socket filter passes those quoting our echo.
+const (
+	icmpv4DestUnreach   = 3
+	icmpv4TimeExceeded  = 11
+	icmpv4ParamProblem  = 12
+	icmpv6DestUnreach   = 1
+	icmpv6PacketTooBig  = 2
+	icmpv6TimeExceeded  = 3
+	icmpv6ParamProblem  = 4
+	ipv6HeaderLen       = 40
+	ipv4ProtoOffset     = 9 // protocol byte of an IPv4 header
+	ipv6NextHdrOffset   = 6 // next header byte of an IPv6 header
+	protoICMP           = 1
+	protoICMPv6         = 58
+	icmpErrorHeaderLen  = 8 // type, code, checksum, then 4 bytes before the quoted packet
+	quotedIPv4HdrOffset = icmpErrorHeaderLen
+)
+
+// socketFilter builds the socket filter that accepts only echo replies
+// carrying id (ICMP type 0 for unix.AF_INET, ICMPv6 type 129 for
+// unix.AF_INET6) and ICMP errors whose quoted packet is an echo request
+// carrying id. Raw IPv4 sockets run the filter on the packet from the IP
 // header on, ICMPv6 raw sockets from the ICMPv6 header on.
-func echoReplyFilter(family int, id uint16) (filterProgram, error) {
+func socketFilter(family int, id uint16) (filterProgram, error) {
 	const (
 		ldxMSH = unix.BPF_LDX | unix.BPF_B | unix.BPF_MSH
 		ldbAbs = unix.BPF_LD | unix.BPF_B | unix.BPF_ABS
 		ldhAbs = unix.BPF_LD | unix.BPF_H | unix.BPF_ABS
 		ldbInd = unix.BPF_LD | unix.BPF_B | unix.BPF_IND
 		ldhInd = unix.BPF_LD | unix.BPF_H | unix.BPF_IND
+		andK   = unix.BPF_ALU | unix.BPF_AND | unix.BPF_K
+		lshK   = unix.BPF_ALU | unix.BPF_LSH | unix.BPF_K
+		addK   = unix.BPF_ALU | unix.BPF_ADD | unix.BPF_K
+		addX   = unix.BPF_ALU | unix.BPF_ADD | unix.BPF_X
+		tax    = unix.BPF_MISC | unix.BPF_TAX
 		jeqK   = unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K
 		retK   = unix.BPF_RET | unix.BPF_K
 	)
-	stmt := func(code uint16, k uint32, comment string) filterInsn {
-		return filterInsn{unix.SockFilter{Code: code, K: k}, comment}
+	// A test jumps to its label when true and to the final drop when false,
+	// unless it names a label for false too.
+	type insn struct {
+		code    uint16
+		k       uint32
+		jt, jf  string
+		label   string
+		comment string
 	}
-
-	var p filterProgram
+	var prog []insn
 	switch family {
 	case unix.AF_INET:
-		p = filterProgram{
-			stmt(ldxMSH, 0, "X = IPv4 header length, 4*IHL"),
-			stmt(ldbInd, 0, "A = ICMP type"),
-			stmt(jeqK, icmpv4EchoReply, "echo reply?"),
-			stmt(ldhInd, 4, "A = echo id"),
-			stmt(jeqK, uint32(id), "our echo id?"),
+		prog = []insn{
+			{code: ldxMSH, comment: "X = IPv4 header length, 4*IHL"},
+			{code: ldbInd, comment: "A = ICMP type"},
+			{code: jeqK, k: icmpv4EchoReply, jt: "id", jf: "+", comment: "echo reply?"},
+			{code: jeqK, k: icmpv4DestUnreach, jt: "quoted", jf: "+", comment: "destination unreachable?"},
+			{code: jeqK, k: icmpv4TimeExceeded, jt: "quoted", jf: "+", comment: "time exceeded?"},
+			{code: jeqK, k: icmpv4ParamProblem, jt: "quoted", comment: "parameter problem?"},
+			{code: ldbInd, k: quotedIPv4HdrOffset + ipv4ProtoOffset, label: "quoted", comment: "A = quoted IPv4 protocol"},
+			{code: jeqK, k: protoICMP, jt: "+", comment: "ICMP?"},
+			{code: ldbInd, k: quotedIPv4HdrOffset, comment: "A = quoted version and IHL"},
+			{code: andK, k: 0xf, comment: "A = quoted IHL"},
+			{code: lshK, k: 2, comment: "A = quoted IPv4 header length"},
+			{code: addX, comment: "+ IPv4 header length"},
+			{code: addK, k: icmpErrorHeaderLen, comment: "+ ICMP error header"},
+			{code: tax, comment: "X = offset of the quoted ICMP header"},
+			{code: ldbInd, comment: "A = quoted ICMP type"},
+			{code: jeqK, k: icmpv4EchoRequest, jt: "id", comment: "echo request?"},
+			{code: ldhInd, k: 4, label: "id", comment: "A = echo id"},
+			{code: jeqK, k: uint32(id), jt: "accept", comment: "our echo id?"},
 		}
 	case unix.AF_INET6:
-		p = filterProgram{
-			stmt(ldbAbs, 0, "A = ICMPv6 type"),
-			stmt(jeqK, icmpv6EchoReply, "echo reply?"),
-			stmt(ldhAbs, 4, "A = echo id"),
-			stmt(jeqK, uint32(id), "our echo id?"),
+		quoted := uint32(icmpErrorHeaderLen + ipv6HeaderLen)
+		prog = []insn{
+			{code: ldbAbs, comment: "A = ICMPv6 type"},
+			{code: jeqK, k: icmpv6EchoReply, jt: "id", jf: "+", comment: "echo reply?"},
+			{code: jeqK, k: icmpv6DestUnreach, jt: "quoted", jf: "+", comment: "destination unreachable?"},
+			{code: jeqK, k: icmpv6PacketTooBig, jt: "quoted", jf: "+", comment: "packet too big?"},
+			{code: jeqK, k: icmpv6TimeExceeded, jt: "quoted", jf: "+", comment: "time exceeded?"},
+			{code: jeqK, k: icmpv6ParamProblem, jt: "quoted", comment: "parameter problem?"},
+			{code: ldbAbs, k: icmpErrorHeaderLen + ipv6NextHdrOffset, label: "quoted", comment: "A = quoted IPv6 next header"},
+			{code: jeqK, k: protoICMPv6, jt: "+", comment: "ICMPv6?"},
+			{code: ldbAbs, k: quoted, comment: "A = quoted ICMPv6 type"},
+			{code: jeqK, k: icmpv6EchoRequest, jt: "+", comment: "echo request?"},
+			{code: ldhAbs, k: quoted + 4, comment: "A = quoted echo id"},
+			{code: jeqK, k: uint32(id), jt: "accept", comment: "our echo id?"},
+			{code: ldhAbs, k: 4, label: "id", comment: "A = echo id"},
+			{code: jeqK, k: uint32(id), jt: "accept", comment: "our echo id?"},
 		}
 	default:
-		return nil, fmt.Errorf("build echo reply filter: address family %d: %w", family, unix.EAFNOSUPPORT)
+		return nil, fmt.Errorf("build socket filter: address family %d: %w", family, unix.EAFNOSUPPORT)
 	}
-	p = append(p,
-		stmt(retK, filterAccept, "accept the whole packet"),
-		stmt(retK, 0, "drop"),
+	prog = append(prog,
+		insn{code: retK, label: "drop", comment: "drop"},
+		insn{code: retK, k: filterAccept, label: "accept", comment: "accept the whole packet"},
 	)
-	// Every test falls through when true and jumps to the final drop when false.
-	drop := len(p) - 1
-	for i := range p {
-		if p[i].Code == jeqK {
-			p[i].Jf = uint8(drop - i - 1)
+	labels := map[string]int{}
+	for i, in := range prog {
+		if in.label != "" {
+			labels[in.label] = i
+		}
+	}
+	target := func(pc int, label string) uint8 {
+		switch label {
+		case "+":
+			return 0
+		case "":
+			label = "drop"
+		}
+		return uint8(labels[label] - pc - 1)
+	}
+	p := make(filterProgram, len(prog))
+	for i, in := range prog {
+		p[i] = filterInsn{unix.SockFilter{Code: in.code, K: in.k}, in.comment}
+		if in.code == jeqK {
+			p[i].Jt, p[i].Jf = target(i, in.jt), target(i, in.jf)
 		}
 	}
 	return p, nil
@@ -100,7 +169,7 @@ func (p filterProgram) String() string {
 	return b.String()
 }
 
-// disassemble renders the instructions echoReplyFilter uses; anything else is
+// disassemble renders the instructions socketFilter uses; anything else is
 // shown as a raw opcode.
 func disassemble(pc int, ins unix.SockFilter) string {
 	const classMask, sizeMask, modeMask = 0x07, 0x18, 0xe0
@@ -115,6 +184,16 @@ func disassemble(pc int, ins unix.SockFilter) string {
 		return fmt.Sprintf("%s [x + %d]", load, ins.K)
 	case ins.Code == unix.BPF_JMP|unix.BPF_JEQ|unix.BPF_K:
 		return fmt.Sprintf("jeq #0x%x jt %d jf %d", ins.K, pc+1+int(ins.Jt), pc+1+int(ins.Jf))
+	case ins.Code == unix.BPF_ALU|unix.BPF_AND|unix.BPF_K:
+		return fmt.Sprintf("and #0x%x", ins.K)
+	case ins.Code == unix.BPF_ALU|unix.BPF_LSH|unix.BPF_K:
+		return fmt.Sprintf("lsh #%d", ins.K)
+	case ins.Code == unix.BPF_ALU|unix.BPF_ADD|unix.BPF_K:
+		return fmt.Sprintf("add #%d", ins.K)
+	case ins.Code == unix.BPF_ALU|unix.BPF_ADD|unix.BPF_X:
+		return "add x"
+	case ins.Code == unix.BPF_MISC|unix.BPF_TAX:
+		return "tax"
 	case ins.Code == unix.BPF_RET|unix.BPF_K:
 		return fmt.Sprintf("ret #%d", ins.K)
 	default:

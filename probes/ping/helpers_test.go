@@ -26,7 +26,7 @@ func requireRoot(tb testing.TB) {
 // openPinger opens a pinger for target and closes it when tb ends.
 func openPinger(tb testing.TB, target netip.Addr, id uint16) *Pinger {
 	tb.Helper()
-	p, err := Open(target, id)
+	p, err := Open(target, id, Options{})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -24,6 +24,8 @@ const (
 	cookieLen  = 8
 	// timestampLen follows the cookie in the payload.
 	timestampLen = 8
+	// MinSize is the smallest payload: the cookie and the send time.
+	MinSize = cookieLen + timestampLen
 	// ipv4MinHeaderLen is an IPv4 header without options (IHL 5).
 	ipv4MinHeaderLen = 20
 )
@@ -73,12 +75,13 @@ func checksum(b []byte) uint16 {
 	return ^uint16(sum)
 }
 
-// marshalEchoRequest encodes echo request seq: the cookie, the send time in
-// nanoseconds since the Unix epoch, and ping-style filler bytes. For IPv4 it
+// marshalEchoRequest encodes echo request seq with a payload of size bytes
+// (at least MinSize): the cookie, the send time in nanoseconds since the
+// Unix epoch, and ping-style filler bytes. For IPv4 it
 // fills in the checksum; for ICMPv6 the kernel computes it, since it covers a
 // pseudo-header with the source address the kernel chooses.
-func marshalEchoRequest(v6 bool, id, seq uint16, c cookie, sent time.Time) []byte {
-	b := make([]byte, messageLen)
+func marshalEchoRequest(v6 bool, id, seq uint16, c cookie, sent time.Time, size int) []byte {
+	b := make([]byte, echoHeaderLen+size)
 	b[0] = icmpv4EchoRequest
 	if v6 {
 		b[0] = icmpv6EchoRequest
@@ -120,34 +123,46 @@ type parsedReply struct {
 	TTL int
 	// Size is the length of the ICMP message, header included.
 	Size int
+	// Error is set when the message is an ICMP error quoting request Seq.
+	Error *ICMPError
+}
+
+// icmpMessage returns the ICMP message of b as read from a raw socket, and
+// the IPv4 TTL. For IPv4, b starts with the IP header; for ICMPv6 with the
+// ICMPv6 header.
+func icmpMessage(v6 bool, b []byte) (msg []byte, ttl int, err error) {
+	if v6 {
+		return b, 0, nil
+	}
+	if len(b) < ipv4MinHeaderLen {
+		return nil, 0, fmt.Errorf("ipv4 header: %w: %d bytes, need %d", errTruncated, len(b), ipv4MinHeaderLen)
+	}
+	if version := b[0] >> 4; version != 4 {
+		return nil, 0, fmt.Errorf("ipv4 header: %w: version %d", errMalformed, version)
+	}
+	ihl := int(b[0]&0x0f) * 4
+	if ihl < ipv4MinHeaderLen {
+		return nil, 0, fmt.Errorf("ipv4 header: %w: header length %d", errMalformed, ihl)
+	}
+	if len(b) < ihl {
+		return nil, 0, fmt.Errorf("ipv4 header: %w: %d bytes, header length %d", errTruncated, len(b), ihl)
+	}
+	return b[ihl:], int(b[8]), nil
 }
 
 // parseReply checks that b, as read from a raw socket, is an echo reply to id
-// carrying cookie c. For IPv4, b starts with the IP header; for ICMPv6 with
-// the ICMPv6 header.
-func parseReply(v6 bool, b []byte, id uint16, c cookie) (parsedReply, error) {
+// carrying cookie c and the whole payload of size bytes.
+func parseReply(v6 bool, b []byte, id uint16, c cookie, size int) (parsedReply, error) {
 	var r parsedReply
-	msg := b
 	wantType := uint8(icmpv6EchoReply)
 	if !v6 {
 		wantType = icmpv4EchoReply
-		if len(b) < ipv4MinHeaderLen {
-			return r, fmt.Errorf("ipv4 header: %w: %d bytes, need %d", errTruncated, len(b), ipv4MinHeaderLen)
-		}
-		if version := b[0] >> 4; version != 4 {
-			return r, fmt.Errorf("ipv4 header: %w: version %d", errMalformed, version)
-		}
-		ihl := int(b[0]&0x0f) * 4
-		if ihl < ipv4MinHeaderLen {
-			return r, fmt.Errorf("ipv4 header: %w: header length %d", errMalformed, ihl)
-		}
-		if len(b) < ihl {
-			return r, fmt.Errorf("ipv4 header: %w: %d bytes, header length %d", errTruncated, len(b), ihl)
-		}
-		r.TTL = int(b[8])
-		msg = b[ihl:]
 	}
-
+	msg, ttl, err := icmpMessage(v6, b)
+	if err != nil {
+		return r, err
+	}
+	r.TTL = ttl
 	e, err := parseEcho(msg)
 	if err != nil {
 		return r, err
@@ -159,8 +174,8 @@ func parseReply(v6 bool, b []byte, id uint16, c cookie) (parsedReply, error) {
 		return r, fmt.Errorf("echo id %d: %w", e.ID, errForeignID)
 	}
 	// The peer echoes our payload: anything shorter was cut on the way.
-	if len(e.Payload) < payloadLen {
-		return r, fmt.Errorf("echo payload: %w: %d bytes, sent %d", errTruncated, len(e.Payload), payloadLen)
+	if len(e.Payload) < max(size, cookieLen) {
+		return r, fmt.Errorf("echo payload: %w: %d bytes, sent %d", errTruncated, len(e.Payload), size)
 	}
 	if cookie(e.Payload[:cookieLen]) != c {
 		return r, errForeignRun

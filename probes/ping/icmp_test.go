@@ -73,10 +73,10 @@ var (
 func cat(bs ...[]byte) []byte { return bytes.Join(bs, nil) }
 
 func TestMarshalEchoRequest(t *testing.T) {
-	if got := marshalEchoRequest(false, 0x1234, 7, testCookie, testSent); !bytes.Equal(got, echoRequestV4) {
+	if got := marshalEchoRequest(false, 0x1234, 7, testCookie, testSent, payloadLen); !bytes.Equal(got, echoRequestV4) {
 		t.Errorf("ipv4 echo request:\n got %x\nwant %x", got, echoRequestV4)
 	}
-	if got := marshalEchoRequest(true, 0x1234, 7, testCookie, testSent); !bytes.Equal(got, echoRequestV6) {
+	if got := marshalEchoRequest(true, 0x1234, 7, testCookie, testSent, payloadLen); !bytes.Equal(got, echoRequestV6) {
 		t.Errorf("ipv6 echo request:\n got %x\nwant %x", got, echoRequestV6)
 	}
 }
@@ -129,7 +129,7 @@ func TestParseReply(t *testing.T) {
 		{"v6 empty", true, nil, 0x1234, testCookie, parsedReply{}, errTruncated},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := parseReply(tc.v6, tc.pkt, tc.id, tc.cookie)
+			got, err := parseReply(tc.v6, tc.pkt, tc.id, tc.cookie, payloadLen)
 			if tc.wantErr != nil {
 				if !errors.Is(err, tc.wantErr) {
 					t.Fatalf("parseReply error = %v, want %v", err, tc.wantErr)
@@ -158,7 +158,7 @@ func TestParseReplyTruncated(t *testing.T) {
 		{"v6", true, echoReplyV6},
 	} {
 		for n := range len(tc.pkt) {
-			if _, err := parseReply(tc.v6, tc.pkt[:n], 0x1234, testCookie); err == nil {
+			if _, err := parseReply(tc.v6, tc.pkt[:n], 0x1234, testCookie, payloadLen); err == nil {
 				t.Errorf("%s: parseReply accepted the first %d of %d bytes", tc.name, n, len(tc.pkt))
 			}
 		}
@@ -174,7 +174,7 @@ func FuzzParseReply(f *testing.F) {
 	f.Add(false, []byte{0x4f, 0xff})
 	f.Add(true, []byte{0x81})
 	f.Fuzz(func(t *testing.T, v6 bool, pkt []byte) {
-		r, err := parseReply(v6, pkt, 0x1234, testCookie)
+		r, err := parseReply(v6, pkt, 0x1234, testCookie, payloadLen)
 		if err != nil {
 			return
 		}
@@ -186,4 +186,45 @@ func FuzzParseReply(f *testing.F) {
 			t.Fatalf("accepted reply %x with id %#x", msg, e.ID)
 		}
 	})
+}
+
+func TestParseError(t *testing.T) {
+	otherCookie := cat(echoRequestV4)
+	otherCookie[8] ^= 0xff
+	for _, tc := range []struct {
+		name    string
+		v6      bool
+		pkt     []byte
+		want    ICMPError
+		wantErr error
+	}{
+		{"v4 port unreachable", false, cat(ipv4Header, errorV4(3, 3, 0, ipv4Header, echoRequestV4)), ICMPError{Type: 3, Code: 3}, nil},
+		{"v4 admin prohibited", false, cat(ipv4Header, errorV4(3, 13, 0, ipv4Header, echoRequestV4)), ICMPError{Type: 3, Code: 13}, nil},
+		{"v4 frag needed keeps the mtu", false, cat(ipv4Header, errorV4(3, 4, 1280, ipv4HeaderOptions, echoRequestV4)), ICMPError{Type: 3, Code: 4, MTU: 1280}, nil},
+		{"v4 ttl exceeded quoting 8 bytes", false, cat(ipv4Header, errorV4(11, 0, 0, ipv4Header, echoRequestV4[:8])), ICMPError{Type: 11}, nil},
+		{"v4 quote of another run", false, cat(ipv4Header, errorV4(3, 1, 0, ipv4Header, otherCookie)), ICMPError{}, errForeignRun},
+		{"v4 quote of a reply", false, cat(ipv4Header, errorV4(3, 1, 0, ipv4Header, echoReplyV4)), ICMPError{}, errNotEchoReply},
+		{"v4 quote cut in the header", false, cat(ipv4Header, errorV4(3, 1, 0, ipv4Header, nil))[:40], ICMPError{}, errMalformed},
+		{"v6 no route", true, errorV6(1, 0, 0, echoRequestV6), ICMPError{Type: 1, Code: 0}, nil},
+		{"v6 packet too big", true, errorV6(2, 0, 1280, echoRequestV6), ICMPError{Type: 2, MTU: 1280}, nil},
+		{"v6 hop limit exceeded", true, errorV6(3, 0, 0, echoRequestV6), ICMPError{Type: 3}, nil},
+		{"v6 other id", true, errorV6(1, 0, 0, cat(echoRequestV6[:4], []byte{0x12, 0x35}, echoRequestV6[6:])), ICMPError{}, errForeignID},
+		{"v6 redirect", true, errorV6(137, 0, 0, echoRequestV6), ICMPError{}, errNotEchoReply},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := parseError(tc.v6, tc.pkt, 0x1234, testCookie)
+			if tc.wantErr != nil {
+				if !errors.Is(err, tc.wantErr) {
+					t.Fatalf("parseError error = %v, want %v", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Seq != 7 || r.Error == nil || *r.Error != tc.want {
+				t.Errorf("parseError = seq %d, %+v; want seq 7, %+v", r.Seq, r.Error, tc.want)
+			}
+		})
+	}
 }

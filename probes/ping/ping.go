@@ -28,9 +28,29 @@ func (e noRouteError) Error() string        { return "no route: " + e.errno.Erro
 func (e noRouteError) Unwrap() error        { return e.errno }
 func (e noRouteError) Is(target error) bool { return target == ErrNoRoute }
 
-// recvBufLen holds any reply to our 64-byte requests, IPv4 options included,
-// with room to spare; longer packets are truncated and ignored.
+// recvBufLen holds any reply to our default 64-byte requests, IPv4 options
+// included, and any ICMP error quoting them, with room to spare; a pinger
+// with a larger payload takes a larger buffer. Longer packets are truncated
+// and ignored.
 const recvBufLen = 2048
+
+// Options are ping's ways of shaping the request, with ping's meanings.
+type Options struct {
+	// Size is the payload size (ping -s); 0 means ping's 56. At least MinSize.
+	Size int
+	// TTL is the IPv4 TTL or IPv6 hop limit (ping -t); 0 keeps the default.
+	TTL int
+	// PMTUDisc is path MTU discovery (ping -M): "do" (set DF, never
+	// fragment), "dont" (fragment as needed), "want" (DF, but fragment a
+	// packet larger than the route's MTU); "" keeps the default.
+	PMTUDisc string
+	// Interface binds the socket to a device (ping -I IFACE); Source to a
+	// source address (ping -I ADDR).
+	Interface string
+	Source    netip.Addr
+	// Mark is the socket's fwmark (ping -m); 0 keeps none.
+	Mark uint32
+}
 
 // Pinger sends ICMP/ICMPv6 echo requests with one echo id and receives the
 // replies to them.
@@ -45,6 +65,7 @@ type Pinger struct {
 	v6     bool
 	id     uint16
 	cookie cookie
+	size   int
 
 	closed  atomic.Bool
 	ignored atomic.Uint64
@@ -54,10 +75,13 @@ type Pinger struct {
 	oob []byte
 }
 
-// Reply is an echo reply to one of our requests.
+// Reply is an echo reply to one of our requests or, when Error is set, an
+// ICMP error about one of them.
 type Reply struct {
 	Seq  uint16
 	From netip.Addr
+	// Error is the ICMP error that quoted request Seq; nil for an echo reply.
+	Error *ICMPError
 	// Received is when Receive read the reply from the socket.
 	Received time.Time
 	// TTL is the IPv4 TTL or the IPv6 hop limit of the reply; 0 if unknown.
@@ -69,13 +93,20 @@ type Reply struct {
 
 // Open opens a raw ICMP (IPv4) or ICMPv6 socket for target in the calling
 // thread's network namespace, attaches a BPF socket filter so the socket only
-// receives echo replies carrying id, and returns the pinger.
+// receives echo replies carrying id and ICMP errors quoting our requests, and
+// returns the pinger.
 //
 // A missing CAP_NET_RAW gives an error matching os.ErrPermission.
-func Open(target netip.Addr, id uint16) (*Pinger, error) {
+func Open(target netip.Addr, id uint16, opts Options) (*Pinger, error) {
 	target = target.Unmap()
 	if !target.IsValid() {
 		return nil, errors.New("open pinger: invalid target address")
+	}
+	if opts.Size == 0 {
+		opts.Size = payloadLen
+	}
+	if opts.Size < MinSize {
+		return nil, fmt.Errorf("open pinger: payload of %d bytes is below %d", opts.Size, MinSize)
 	}
 	to, err := sockaddr(target)
 	if err != nil {
@@ -99,11 +130,67 @@ func Open(target netip.Addr, id uint16) (*Pinger, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("set up raw %s socket: %w", name, err)
 	}
-	return newPinger(fd, target, to, id, c)
+	if err := applyOptions(fd, target, opts); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	return newPinger(fd, target, to, id, c, opts.Size)
+}
+
+// applyOptions sets the socket options of opts on fd, a socket for target.
+func applyOptions(fd int, target netip.Addr, opts Options) error {
+	v6 := target.Is6()
+	if opts.TTL != 0 {
+		level, opt := unix.IPPROTO_IP, unix.IP_TTL
+		if v6 {
+			level, opt = unix.IPPROTO_IPV6, unix.IPV6_UNICAST_HOPS
+		}
+		if err := unix.SetsockoptInt(fd, level, opt, opts.TTL); err != nil {
+			return fmt.Errorf("set ttl %d: %w", opts.TTL, err)
+		}
+	}
+	if opts.PMTUDisc != "" {
+		modes := map[string]int{"do": unix.IP_PMTUDISC_DO, "dont": unix.IP_PMTUDISC_DONT, "want": unix.IP_PMTUDISC_WANT}
+		level, opt := unix.IPPROTO_IP, unix.IP_MTU_DISCOVER
+		if v6 {
+			modes = map[string]int{"do": unix.IPV6_PMTUDISC_DO, "dont": unix.IPV6_PMTUDISC_DONT, "want": unix.IPV6_PMTUDISC_WANT}
+			level, opt = unix.IPPROTO_IPV6, unix.IPV6_MTU_DISCOVER
+		}
+		mode, ok := modes[opts.PMTUDisc]
+		if !ok {
+			return fmt.Errorf("path MTU discovery %q: want do, dont or want", opts.PMTUDisc)
+		}
+		if err := unix.SetsockoptInt(fd, level, opt, mode); err != nil {
+			return fmt.Errorf("set path MTU discovery %s: %w", opts.PMTUDisc, err)
+		}
+	}
+	if opts.Mark != 0 {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_MARK, int(opts.Mark)); err != nil {
+			return fmt.Errorf("set mark %d: %w", opts.Mark, err)
+		}
+	}
+	if opts.Interface != "" {
+		if err := unix.BindToDevice(fd, opts.Interface); err != nil {
+			return fmt.Errorf("bind to interface %s: %w", opts.Interface, err)
+		}
+	}
+	if src := opts.Source.Unmap(); src.IsValid() {
+		if src.Is6() != v6 {
+			return fmt.Errorf("source %s is not of the target's family", src)
+		}
+		sa, err := sockaddr(src)
+		if err != nil {
+			return err
+		}
+		if err := unix.Bind(fd, sa); err != nil {
+			return fmt.Errorf("bind to source %s: %w", src, err)
+		}
+	}
+	return nil
 }
 
 // setupSocket narrows what the raw socket receives to echo replies carrying
-// id and asks for the IPv6 hop limit.
+// id and errors quoting our requests, and asks for the IPv6 hop limit.
 func setupSocket(fd, family int, id uint16) error {
 	if family == unix.AF_INET6 {
 		f := icmpv6Filter()
@@ -114,14 +201,14 @@ func setupSocket(fd, family int, id uint16) error {
 			return fmt.Errorf("set IPV6_RECVHOPLIMIT: %w", err)
 		}
 	}
-	prog, err := echoReplyFilter(family, id)
+	prog, err := socketFilter(family, id)
 	if err != nil {
 		return err
 	}
 	insns := prog.sockFilters()
 	fprog := unix.SockFprog{Len: uint16(len(insns)), Filter: &insns[0]}
 	if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &fprog); err != nil {
-		return fmt.Errorf("attach echo reply filter: %w", err)
+		return fmt.Errorf("attach socket filter: %w", err)
 	}
 	// Packets queued between socket() and the filter attach were never
 	// filtered: drop them.
@@ -138,21 +225,23 @@ func setupSocket(fd, family int, id uint16) error {
 	}
 }
 
-// icmpv6Filter is the ICMP6_FILTER value that passes only echo replies. It
-// must match struct icmp6_filter in <linux/icmpv6.h>: a set bit blocks the
-// ICMPv6 type of that number.
+// icmpv6Filter is the ICMP6_FILTER value that passes only echo replies and
+// the errors that quote a packet. It must match struct icmp6_filter in
+// <linux/icmpv6.h>: a set bit blocks the ICMPv6 type of that number.
 func icmpv6Filter() unix.ICMPv6Filter {
 	var f unix.ICMPv6Filter
 	for i := range f.Data {
 		f.Data[i] = ^uint32(0)
 	}
-	f.Data[icmpv6EchoReply>>5] &^= 1 << (icmpv6EchoReply & 31)
+	for _, typ := range []int{icmpv6EchoReply, icmpv6DestUnreach, icmpv6PacketTooBig, icmpv6TimeExceeded, icmpv6ParamProblem} {
+		f.Data[typ>>5] &^= 1 << (typ & 31)
+	}
 	return f
 }
 
 // newPinger wraps the non-blocking socket fd for the Go runtime poller. It
 // owns fd from then on, and closes it on error.
-func newPinger(fd int, target netip.Addr, to unix.Sockaddr, id uint16, c cookie) (*Pinger, error) {
+func newPinger(fd int, target netip.Addr, to unix.Sockaddr, id uint16, c cookie, size int) (*Pinger, error) {
 	file := os.NewFile(uintptr(fd), "ping "+target.String())
 	conn, err := file.SyscallConn()
 	if err != nil {
@@ -167,7 +256,8 @@ func newPinger(fd int, target netip.Addr, to unix.Sockaddr, id uint16, c cookie)
 		v6:     target.Is6(),
 		id:     id,
 		cookie: c,
-		buf:    make([]byte, recvBufLen),
+		size:   size,
+		buf:    make([]byte, max(recvBufLen, size+1024)),
 		oob:    make([]byte, unix.CmsgSpace(4)),
 	}, nil
 }
@@ -206,7 +296,7 @@ func (p *Pinger) Ignored() uint64 { return p.ignored.Load() }
 // matches ErrNoRoute.
 func (p *Pinger) Send(seq uint16) (time.Time, error) {
 	sent := time.Now()
-	msg := marshalEchoRequest(p.v6, p.id, seq, p.cookie, sent)
+	msg := marshalEchoRequest(p.v6, p.id, seq, p.cookie, sent, p.size)
 	var serr error
 	err := p.conn.Write(func(fd uintptr) bool {
 		for {
@@ -230,8 +320,8 @@ func (p *Pinger) Send(seq uint16) (time.Time, error) {
 }
 
 // Receive waits until deadline for the next valid echo reply to our id
-// (checked: type, id, and the payload cookie) and returns it. A zero deadline
-// waits forever.
+// (checked: type, id, and the payload cookie), or ICMP error quoting one of
+// our requests, and returns it. A zero deadline waits forever.
 //
 // On timeout the error matches os.ErrDeadlineExceeded; when the pinger is
 // closed, including by a Close during Receive, it matches os.ErrClosed.
@@ -265,7 +355,10 @@ func (p *Pinger) Receive(deadline time.Time) (Reply, error) {
 			p.ignored.Add(1)
 			continue
 		}
-		r, err := parseReply(p.v6, p.buf[:n], p.id, p.cookie)
+		r, err := parseReply(p.v6, p.buf[:n], p.id, p.cookie, p.size)
+		if errors.Is(err, errNotEchoReply) {
+			r, err = parseError(p.v6, p.buf[:n], p.id, p.cookie)
+		}
 		if err != nil {
 			p.ignored.Add(1)
 			continue
@@ -279,6 +372,7 @@ func (p *Pinger) Receive(deadline time.Time) (Reply, error) {
 			Received: received,
 			TTL:      r.TTL,
 			Size:     r.Size,
+			Error:    r.Error,
 		}, nil
 	}
 }

@@ -55,7 +55,7 @@ func TestRandomID(t *testing.T) {
 }
 
 func TestOpenInvalidTarget(t *testing.T) {
-	if _, err := Open(netip.Addr{}, 1); err == nil {
+	if _, err := Open(netip.Addr{}, 1, Options{}); err == nil {
 		t.Fatal("Open(zero Addr) succeeded")
 	}
 }
@@ -92,7 +92,7 @@ func TestReceiveSkipsForeignPackets(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			p, err := newPinger(fds[0], tc.target, to, 0x1234, testCookie)
+			p, err := newPinger(fds[0], tc.target, to, 0x1234, testCookie, payloadLen)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -275,7 +275,7 @@ func TestCloseUnblocksReceive(t *testing.T) {
 	requireRoot(t)
 	for _, lo := range loopbacks {
 		t.Run(lo.name, func(t *testing.T) {
-			p, err := Open(lo.addr, randomIDs(t, 1)[0])
+			p, err := Open(lo.addr, randomIDs(t, 1)[0], Options{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -320,7 +320,7 @@ func TestSendNoRoute(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := inNewNetns(t, func() error {
-				p, err := Open(tc.target, 1)
+				p, err := Open(tc.target, 1, Options{})
 				if err != nil {
 					return fmt.Errorf("unexpected: %w", err)
 				}
@@ -341,7 +341,7 @@ func TestOpenWithoutCapNetRaw(t *testing.T) {
 	for _, lo := range loopbacks {
 		t.Run(lo.name, func(t *testing.T) {
 			err := withoutCapability(t, unix.CAP_NET_RAW, func() error {
-				p, err := Open(lo.addr, 1)
+				p, err := Open(lo.addr, 1, Options{})
 				if err == nil {
 					p.Close()
 				}
@@ -388,7 +388,7 @@ func (s unfilteredSocket) replies(tb testing.TB, v6 bool, pingers []*Pinger) map
 			tb.Fatal(err)
 		}
 		for _, p := range pingers {
-			if _, err := parseReply(v6, buf[:n], p.ID(), p.cookie); err == nil {
+			if _, err := parseReply(v6, buf[:n], p.ID(), p.cookie, payloadLen); err == nil {
 				seen[p.ID()]++
 			}
 		}

@@ -1,0 +1,89 @@
+package main
+
+import (
+	"fmt"
+
+	"strconv"
+
+	"github.com/tracepkt/tracepkt-perf/decode"
+	"github.com/tracepkt/tracepkt-perf/probes"
+	"github.com/tracepkt/tracepkt-perf/probes/hint"
+	"github.com/tracepkt/tracepkt-perf/probes/netns"
+)
+
+// notDrop says which frees are never an echo's drop, by the name the kernel
+// gives their reason: a socket's queue purged as it closes.
+func (s *session) notDrop(r *decode.Record) bool {
+	return s.reasons[uint64(r.Reason)] == "QUEUE_PURGE"
+}
+
+// explain finds why a journey without a reply ended: the free that was its
+// drop, named (reason, location), and the state that explains the loss, read
+// now in the namespace where it happened. A live run only: a recording keeps
+// the result.
+func (s *session) explain(j *decode.Journey) error {
+	if j.Replied {
+		return nil
+	}
+	var loss hint.Loss
+	var inode uint32
+	if f, ok := j.DropRecord(s.notDrop); ok {
+		locs, err := probes.KernelSymbols([]uint64{f.Location})
+		if err != nil {
+			return err
+		}
+		d := j.NewDrop(f, s.reasons[uint64(f.Reason)], locs[f.Location])
+		j.Drop = &d
+		if d.Reason == "NETFILTER_DROP" || j.Error != nil && j.Error.Result() == "ttl-exceeded" {
+			return nil // the rule, or the error, says why
+		}
+		inode = d.Netns
+		loss = hint.Loss{Src: f.Src, Dst: f.Dst, Ifindex: d.Ifindex, In: d.In, Reason: d.Reason}
+	} else if len(j.Hops) > 0 {
+		h := &j.Hops[len(j.Hops)-1]
+		inode = h.Netns
+		loss = hint.Loss{Src: h.Src, Dst: h.Dst, Ifindex: h.Ifindex, In: h.Probe.Direction() == decode.In}
+	} else if len(s.nss) > 0 {
+		// It never reached a device: its own namespace (listed first) holds why.
+		inode = s.nss[0].Inode
+		loss = hint.Loss{Dst: j.Target}
+	}
+	if inode == 0 || j.Error != nil && j.Drop == nil {
+		return nil // an ICMP error says it all
+	}
+	ns, ok := s.netns(inode)
+	if !ok {
+		return nil // gone, or not reachable from here
+	}
+	loss.Netns = strconv.FormatUint(uint64(inode), 10)
+	if len(ns.Names) > 0 {
+		loss.Netns = ns.Names[0]
+	}
+	f, err := ns.Open()
+	if err != nil {
+		return nil // the namespace went away since
+	}
+	defer f.Close()
+	if j.Hint, err = hint.Explain(f, loss); err != nil {
+		return fmt.Errorf("read the state of %v: %w", ns, err)
+	}
+	return nil
+}
+
+// netns finds a namespace by inode among those listed, listing them again
+// once when it is not there (created after the run started).
+func (s *session) netns(inode uint32) (netns.Netns, bool) {
+	for range 2 {
+		for _, ns := range s.nss {
+			if ns.Inode == inode {
+				return ns, true
+			}
+		}
+		nss, err := netns.List()
+		if err != nil {
+			break
+		}
+		s.nss = nss
+	}
+	return netns.Netns{}, false
+}

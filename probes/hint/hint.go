@@ -1,0 +1,287 @@
+package hint
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/tracepkt/tracepkt-perf/probes/netns"
+)
+
+// Loss is a lost packet and where it was lost.
+type Loss struct {
+	// Netns names the namespace in hints ("router"); its inode when unnamed.
+	Netns    string
+	Src, Dst netip.Addr
+	// Ifindex is the device the packet was last on in that namespace, In
+	// whether it had entered through it (else it was leaving through it).
+	Ifindex uint32
+	In      bool
+	// Reason is the kernel's drop reason name, "" for a loss without a drop.
+	Reason string
+}
+
+// Explain enters the namespace of ns on a locked thread and returns one line
+// about the state that explains l, or "" when nothing looks wrong.
+func Explain(ns *os.File, l Loss) (string, error) {
+	var line string
+	err := netns.Do([]*os.File{ns}, func(int) error {
+		h, err := netlink.NewHandle()
+		if err != nil {
+			return fmt.Errorf("netlink: %w", err)
+		}
+		defer h.Close()
+		line = explain(state{h: h}, l)
+		return nil
+	})
+	return line, err
+}
+
+// state reads the namespace the calling thread is in.
+type state struct{ h *netlink.Handle }
+
+func (s state) linkName(ifindex uint32) string {
+	if ifindex == 0 {
+		return ""
+	}
+	l, err := s.h.LinkByIndex(int(ifindex))
+	if err != nil {
+		return fmt.Sprintf("if%d", ifindex)
+	}
+	return l.Attrs().Name
+}
+
+// sysctl reads a sysctl of the thread's namespace, "" when it is missing.
+func sysctl(path string) string {
+	b, err := os.ReadFile("/proc/sys/" + strings.ReplaceAll(path, ".", "/"))
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+func family(a netip.Addr) (ip string, nl int) {
+	if a.Is4() {
+		return "ipv4", netlink.FAMILY_V4
+	}
+	return "ipv6", netlink.FAMILY_V6
+}
+
+func explain(s state, l Loss) string {
+	iif := ""
+	if l.In {
+		iif = s.linkName(l.Ifindex)
+	}
+	r := strings.ToUpper(l.Reason)
+	switch {
+	case strings.Contains(r, "RPFILTER"):
+		if h := s.rpFilter(l, iif); h != "" {
+			return h
+		}
+	case strings.HasPrefix(r, "NEIGH_"):
+		if h := s.neighbour(l); h != "" {
+			return h
+		}
+	case strings.Contains(r, "TOO_BIG") || strings.Contains(r, "FRAG"):
+		if h := s.mtu(l); h != "" {
+			return h
+		}
+	}
+	// Forwarding, then the route, the link it leaves by and the neighbour.
+	if h := s.forwarding(l, iif); h != "" {
+		return h
+	}
+	route, h := s.route(l, iif)
+	if route == nil {
+		return h
+	}
+	if d := s.link(route.LinkIndex); d != "" {
+		return d
+	}
+	if d := s.neighbour(l); d != "" {
+		return d
+	}
+	return h
+}
+
+// forwarding says forwarding is off when the packet entered through iif and
+// is not for this namespace.
+func (s state) forwarding(l Loss, iif string) string {
+	if iif == "" || s.local(l.Dst) {
+		return ""
+	}
+	ipv, _ := family(l.Dst)
+	dev := iif
+	if ipv == "ipv6" {
+		dev = "all" // IPv6 forwards by the "all" setting
+	}
+	key := fmt.Sprintf("net.%s.conf.%s.forwarding", ipv, dev)
+	if sysctl(key) == "0" {
+		return fmt.Sprintf("forwarding is off in %s: %s = 0, so %s arriving on %s is not routed on", l.Netns, key, l.Dst, iif)
+	}
+	return ""
+}
+
+// local reports whether a is an address of this namespace.
+func (s state) local(a netip.Addr) bool {
+	_, fam := family(a)
+	addrs, err := s.h.AddrList(nil, fam)
+	if err != nil {
+		return false
+	}
+	for _, ad := range addrs {
+		if ip, ok := netip.AddrFromSlice(ad.IP); ok && ip.Unmap() == a.Unmap() {
+			return true
+		}
+	}
+	return false
+}
+
+// route looks the packet up as `ip route get DST from SRC iif IIF` does, and
+// says the result: "route lookup in router for 10.0.2.9: no route (network
+// unreachable)", or the route in ip's words.
+func (s state) route(l Loss, iif string) (*netlink.Route, string) {
+	opts := &netlink.RouteGetOptions{}
+	if iif != "" && l.Src.IsValid() {
+		opts.Iif, opts.SrcAddr = iif, net.IP(l.Src.AsSlice())
+	}
+	routes, err := s.h.RouteGetWithOptions(net.IP(l.Dst.AsSlice()), opts)
+	prefix := fmt.Sprintf("route lookup in %s for %s", l.Netns, l.Dst)
+	if err != nil {
+		var errno unix.Errno
+		if errors.As(err, &errno) {
+			switch errno {
+			case unix.ENETUNREACH:
+				return nil, prefix + ": no route (network unreachable)"
+			case unix.EHOSTUNREACH:
+				return nil, prefix + ": no route (host unreachable)"
+			case unix.EINVAL:
+				return nil, prefix + ": refused (invalid source or forwarding off)"
+			}
+			return nil, fmt.Sprintf("%s: %s", prefix, errno.Error())
+		}
+		return nil, fmt.Sprintf("%s: %v", prefix, err)
+	}
+	if len(routes) == 0 {
+		return nil, prefix + ": no route"
+	}
+	r := routes[0]
+	switch r.Type {
+	case unix.RTN_UNREACHABLE:
+		return nil, prefix + ": unreachable route"
+	case unix.RTN_BLACKHOLE:
+		return nil, prefix + ": blackhole route"
+	case unix.RTN_PROHIBIT:
+		return nil, prefix + ": prohibit route"
+	}
+	text := l.Dst.String()
+	if r.Gw != nil {
+		text += " via " + r.Gw.String()
+	}
+	if dev := s.linkName(uint32(r.LinkIndex)); dev != "" {
+		text += " dev " + dev
+	}
+	if r.Src != nil {
+		text += " src " + r.Src.String()
+	}
+	if r.Type == unix.RTN_LOCAL {
+		text = "local " + text
+	}
+	return &r, prefix + ": " + text
+}
+
+// link says what is wrong with the device a route leaves by, if anything.
+func (s state) link(ifindex int) string {
+	if ifindex == 0 {
+		return ""
+	}
+	l, err := s.h.LinkByIndex(ifindex)
+	if err != nil {
+		return ""
+	}
+	a := l.Attrs()
+	switch {
+	case a.Flags&net.FlagUp == 0:
+		return fmt.Sprintf("link %s is down (mtu %d)", a.Name, a.MTU)
+	case a.RawFlags&unix.IFF_LOWER_UP == 0:
+		return fmt.Sprintf("link %s is up but has no carrier (mtu %d)", a.Name, a.MTU)
+	}
+	return ""
+}
+
+// mtu names the MTU of the device toward the destination.
+func (s state) mtu(l Loss) string {
+	route, _ := s.route(l, "")
+	if route == nil {
+		return ""
+	}
+	lk, err := s.h.LinkByIndex(route.LinkIndex)
+	if err != nil {
+		return ""
+	}
+	mtu := lk.Attrs().MTU
+	if route.MTU != 0 {
+		mtu = route.MTU
+	}
+	return fmt.Sprintf("the packet does not fit the MTU toward %s: %s has mtu %d", l.Dst, lk.Attrs().Name, mtu)
+}
+
+// neighbour says the state of the next hop's neighbour entry when it is not
+// reachable: "10.0.1.2 did not answer ARP on east (neighbour FAILED)".
+func (s state) neighbour(l Loss) string {
+	route, _ := s.route(l, "")
+	if route == nil {
+		return ""
+	}
+	next := l.Dst
+	if route.Gw != nil {
+		if gw, ok := netip.AddrFromSlice(route.Gw); ok {
+			next = gw.Unmap()
+		}
+	}
+	_, fam := family(next)
+	neighs, err := s.h.NeighList(route.LinkIndex, fam)
+	if err != nil {
+		return ""
+	}
+	dev := s.linkName(uint32(route.LinkIndex))
+	proto := "ARP"
+	if next.Is6() {
+		proto = "neighbour solicitation"
+	}
+	for _, n := range neighs {
+		ip, ok := netip.AddrFromSlice(n.IP)
+		if !ok || ip.Unmap() != next {
+			continue
+		}
+		switch {
+		case n.State&netlink.NUD_FAILED != 0:
+			return fmt.Sprintf("%s did not answer %s on %s (neighbour FAILED)", next, proto, dev)
+		case n.State&netlink.NUD_INCOMPLETE != 0:
+			return fmt.Sprintf("%s has not answered %s on %s yet (neighbour INCOMPLETE)", next, proto, dev)
+		}
+		return ""
+	}
+	return ""
+}
+
+// rpFilter says the reverse-path filter refused the packet: the route back
+// to its source does not leave through the device it came in by.
+func (s state) rpFilter(l Loss, iif string) string {
+	if iif == "" || !l.Src.Is4() {
+		return ""
+	}
+	key := fmt.Sprintf("net.ipv4.conf.%s.rp_filter", iif)
+	val, all := sysctl(key), sysctl("net.ipv4.conf.all.rp_filter")
+	back := "no route"
+	if routes, err := s.h.RouteGet(net.IP(l.Src.AsSlice())); err == nil && len(routes) > 0 {
+		back = "through " + s.linkName(uint32(routes[0].LinkIndex))
+	}
+	return fmt.Sprintf("reverse-path filter: %s = %s (all: %s), and the route back to %s leaves %s, not %s", key, val, all, l.Src, back, iif)
+}
