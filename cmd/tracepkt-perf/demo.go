@@ -12,9 +12,13 @@ import (
 )
 
 // runDemo builds a docker-like topology (bridge tpdemo0 in this namespace, a
-// container namespace behind a veth pair), traces one IPv4 and one IPv6 echo
-// into it and removes it on every way out. A demo killed with SIGKILL leaves
-// its links behind; the next demo sweeps them.
+// container namespace behind a veth pair) and, beside the container, a
+// namespace whose own nftables table drops echo requests and a router with no
+// route to the target behind it; it traces an echo to each, for IPv4 and
+// IPv6, and removes everything on every way out. The container answers, the
+// other two fail on purpose: the demo exits 0 when every echo came out as
+// meant, 1 otherwise. A demo killed with SIGKILL leaves its links behind; the
+// next demo sweeps them.
 func runDemo(ctx context.Context, o options, recFile *os.File, newWriter func(*renderContext) journeyWriter, stderr io.Writer) (err error) {
 	if err := topology.SweepDemo(topology.DemoBridge); err != nil {
 		return fmt.Errorf("demo: %w", err)
@@ -25,7 +29,8 @@ func runDemo(ctx context.Context, o options, recFile *os.File, newWriter func(*r
 			err = errors.Join(err, fmt.Errorf("demo: remove topology: %w", cerr))
 		}
 	}()
-	n, err := topo.DockerBridge(topology.Demo())
+	cfg := topology.Demo()
+	n, err := topo.DockerBridge(cfg)
 	if err != nil {
 		// Another demo may have started between the sweep and now: say so.
 		if serr := topology.SweepDemo(topology.DemoBridge); errors.Is(serr, topology.ErrDemoInUse) {
@@ -33,34 +38,55 @@ func runDemo(ctx context.Context, o options, recFile *os.File, newWriter func(*r
 		}
 		return fmt.Errorf("demo: build topology: %w", err)
 	}
-	targets := []netip.Addr{n.Target4, n.Target6}
-	if o.only4 {
-		targets = targets[:1]
-	} else if o.only6 {
-		targets = targets[1:]
+	f, err := topo.DemoFailures(n, cfg)
+	if err != nil {
+		return fmt.Errorf("demo: build topology: %w", err)
 	}
-	// Never send anything that would leave through a link we did not create.
-	for _, target := range targets {
-		if err := topo.CheckOwnRoute(n.Source, target); err != nil {
+	type echo struct {
+		target netip.Addr
+		want   string // the result the demo means it to have
+		via    netip.Addr
+	}
+	var echoes []echo
+	for _, fam := range []struct {
+		skip                          bool
+		container, firewall, far, rtr netip.Addr
+	}{{o.only6, n.Target4, f.Firewall4, f.Far4, f.Router4}, {o.only4, n.Target6, f.Firewall6, f.Far6, f.Router6}} {
+		if !fam.skip {
+			echoes = append(echoes, echo{fam.container, "reply", fam.container}, echo{fam.firewall, "dropped", fam.firewall},
+				echo{fam.far, "unreachable", fam.rtr})
+		}
+	}
+	// Never send anything that would leave through a link we did not create:
+	// the far targets are routed to the router, whose only routes are ours.
+	for _, e := range echoes {
+		if err := topo.CheckOwnRoute(n.Source, e.via); err != nil {
 			return fmt.Errorf("demo: refusing to send: %w", err)
 		}
 	}
-	fmt.Fprintf(stderr, "demo: bridge %s (%s) in this namespace, veth %s to namespace %s (inode %d); removed on exit\n",
-		n.Bridge, n.Gateway4, n.HostVeth, n.Container.Name, n.Container.Inode)
+	fmt.Fprintf(stderr, "demo: bridge %s (%s) in this namespace, veth %s to namespace %s (inode %d); "+
+		"%s drops echo requests in namespace %s; %s is behind router %s, which has no route to it; removed on exit\n",
+		n.Bridge, n.Gateway4, n.HostVeth, n.Container.Name, n.Container.Inode, f.Firewall4, f.Firewall.Name, f.Far4, f.Router.Name)
 	s, err := openSession(o, recFile, newWriter)
 	if err != nil {
 		return err
 	}
-	var unanswered error
-	for _, target := range targets {
-		err := s.trace(ctx, target, o)
-		if errors.Is(err, errUnanswered) {
-			unanswered = err
-			continue
-		}
-		if err != nil {
+	var unexpected error
+	for _, e := range echoes {
+		s.results = s.results[:0]
+		err := s.trace(ctx, e.target, o)
+		if err != nil && !errors.Is(err, errUnanswered) {
 			return err
 		}
+		if ctx.Err() != nil {
+			break
+		}
+		for _, r := range s.results {
+			if r != e.want {
+				fmt.Fprintf(stderr, "demo: the echo to %s came out %s, the demo meant %s\n", e.target, r, e.want)
+				unexpected = errUnanswered
+			}
+		}
 	}
-	return unanswered
+	return unexpected
 }

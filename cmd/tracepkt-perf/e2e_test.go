@@ -325,6 +325,9 @@ func assertDemoRemoved(t *testing.T) {
 	}
 }
 
+// TestE2EDemo runs the demo: per family, the container answers, the
+// firewall namespace's own rule drops the request, and the router with no
+// route onward drops it and answers unreachable; exit 0, as the demo meant.
 func TestE2EDemo(t *testing.T) {
 	testenv.RequireRoot(t)
 	root := inode(t, &topology.Netns{})
@@ -333,20 +336,24 @@ func TestE2EDemo(t *testing.T) {
 		t.Fatalf("exit %d, stderr:\n%s", res.code, res.stderr)
 	}
 	echoes := decodeEchoes(t, res.stdout)
-	targets := []netip.Addr{netip.MustParseAddr("172.31.250.2"), netip.MustParseAddr("fd00:7470::2")}
-	if len(echoes) != len(targets) {
-		t.Fatalf("%d echoes, want %d:\n%s", len(echoes), len(targets), res.stdout)
+	if len(echoes) != 6 {
+		t.Fatalf("%d echoes, want 6:\n%s", len(echoes), res.stdout)
 	}
-	for i, e := range echoes {
-		// The container namespace is gone by now; its inode is the one eth0 showed.
-		ctr := uint64(0)
-		if len(e.Hops) > 2 {
-			ctr = uint64(e.Hops[2].Netns)
+	for i, fam := range []struct{ container, firewall, far, router string }{
+		{"172.31.250.2", "172.31.250.3", "172.31.251.2", "172.31.250.4"},
+		{"fd00:7470::2", "fd00:7470::3", "fd00:7470:0:1::2", "fd00:7470::4"},
+	} {
+		ctrEcho, fwEcho, farEcho := echoes[3*i], echoes[3*i+1], echoes[3*i+2]
+		// The demo's namespaces are gone by now; their inodes are those eth0 showed.
+		nsOf := func(e jsonEcho) uint64 {
+			if len(e.Hops) > 2 && e.Hops[2].Ifname == "eth0" && uint64(e.Hops[2].Netns) != root {
+				return uint64(e.Hops[2].Netns)
+			}
+			t.Errorf("echo to %s: no eth0 row in a namespace of its own: %v", e.Target, rows(e))
+			return 0
 		}
-		if ctr == root {
-			t.Errorf("container rows in the root namespace")
-		}
-		assertJourney(t, e, targets[i], []string{
+		ctr := nsOf(ctrEcho)
+		assertJourney(t, ctrEcho, netip.MustParseAddr(fam.container), []string{
 			row(root, "tpdemo0", "out", "request"),
 			row(root, "tpdemo0h", "out", "request"),
 			row(ctr, "eth0", "in", "request"),
@@ -354,6 +361,16 @@ func TestE2EDemo(t *testing.T) {
 			row(root, "tpdemo0h", "in", "reply"),
 			row(root, "tpdemo0", "in", "reply"),
 		})
+		fw, rtr := nsOf(fwEcho), nsOf(farEcho)
+		assertLoss(t, fwEcho, wantLoss{result: "dropped", reason: "NETFILTER_DROP", netns: fw, ifname: "eth0", withoutAnError: true})
+		if d := fwEcho.Drop; d == nil || !strings.HasSuffix(d.NetnsName, "-fw") {
+			t.Errorf("firewall drop %+v: want it named after the demo's firewall namespace", d)
+		}
+		assertLoss(t, farEcho, wantLoss{result: "unreachable", reason: "IP_INNOROUTES", netns: rtr, ifname: "eth0", hint: "no route",
+			errFrom: netip.MustParseAddr(fam.router), errType: map[bool]uint8{true: 3, false: 1}[i == 0]})
+		if fw == ctr || rtr == ctr || fw == rtr {
+			t.Errorf("container %d, firewall %d, router %d: want three namespaces", ctr, fw, rtr)
+		}
 	}
 	assertDemoRemoved(t)
 }

@@ -38,6 +38,8 @@ type session struct {
 	// reasons are the names of skb:kfree_skb's drop reasons on this kernel,
 	// from its format; none before 5.17.
 	reasons map[uint64]string
+	// results are the results of the echoes traced, in order.
+	results []string
 }
 
 // netfilterPlan is what --netfilter resolved to on this kernel.
@@ -216,6 +218,7 @@ func (s *session) trace(ctx context.Context, target netip.Addr, o options) (err 
 		if err := s.w.Journey(&j); err != nil {
 			return err
 		}
+		s.results = append(s.results, j.Result())
 	}
 	if unanswered > 0 {
 		return errUnanswered

@@ -60,6 +60,26 @@ func DemoConfig(bridge string, v4, v6 netip.Prefix) DockerBridgeConfig {
 
 func demoNetnsName(bridge string, pid int) string { return bridge + "-" + strconv.Itoa(pid) }
 
+// demoNetnsPid returns the pid in the name of a demo namespace of bridge:
+// "<bridge>-<pid>", or that with a suffix of the demo's other namespaces.
+func demoNetnsPid(bridge, name string) (int, bool) {
+	pidText, ok := strings.CutPrefix(name, bridge+"-")
+	if !ok {
+		return 0, false
+	}
+	for _, suffix := range []string{demoFirewallSuffix, demoRouterSuffix, demoFarSuffix} {
+		if p, ok := strings.CutSuffix(pidText, suffix); ok {
+			pidText = p
+			break
+		}
+	}
+	pid, err := strconv.Atoi(pidText)
+	if err != nil || pid <= 0 || strconv.Itoa(pid) != pidText {
+		return 0, false
+	}
+	return pid, true
+}
+
 // demoOwner identifies a process across pid reuse: pid and start time.
 type demoOwner struct {
 	pid   int
@@ -125,9 +145,9 @@ func procStart(pid int) (start uint64, state byte, err error) {
 
 // SweepDemo removes what a dead demo left on bridge: the bridge, its ports and the links
 // sharing its alias in the caller's namespace, and the demo namespaces "<bridge>-<pid>"
-// whose process is gone. It returns an error wrapping ErrDemoInUse if a live process owns
-// the bridge, and an error if a link called bridge exists that no demo created. Nothing
-// left is not an error.
+// (and "<bridge>-<pid>-fw", "-r", "-far") whose process is gone. It returns an error
+// wrapping ErrDemoInUse if a live process owns the bridge, and an error if a link called
+// bridge exists that no demo created. Nothing left is not an error.
 func SweepDemo(bridge string) error {
 	if err := validLinkName(bridge); err != nil {
 		return fmt.Errorf("sweep demo: %w", err)
@@ -190,12 +210,8 @@ func SweepDemo(bridge string) error {
 	}
 	var errs []error
 	for _, e := range entries {
-		pidText, ok := strings.CutPrefix(e.Name(), bridge+"-")
+		pid, ok := demoNetnsPid(bridge, e.Name())
 		if !ok {
-			continue
-		}
-		pid, err := strconv.Atoi(pidText)
-		if err != nil || pid <= 0 || strconv.Itoa(pid) != pidText {
 			continue
 		}
 		if pid != deadPid && (demoOwner{pid: pid}).alive() {
