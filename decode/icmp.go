@@ -7,6 +7,8 @@ import (
 
 // ICMPError is an ICMP or ICMPv6 error that quoted our echo request and
 // reached the pinger: who sent it, what it says, and the MTU of a "too big".
+// Without From, it is this host's own refusal to send a request larger than
+// the path MTU it learnt.
 type ICMPError struct {
 	Family     uint8 // 4 or 6
 	Type, Code uint8

@@ -167,6 +167,11 @@ func TestE2EDropTooBig(t *testing.T) {
 			want.ifname, want.errFrom, want.errType, want.code = n.RLinkB, n.RA6.Addr(), 2, 0
 		}
 		assertLoss(t, traceLost(t, n.Source, target, "-M", "do", "-s", "1400"), want)
+		// Now the sender knows the path MTU: its kernel refuses the next one.
+		e := traceLost(t, n.Source, target, "-M", "do", "-s", "1400")
+		if x := e.ICMPError; e.Result != "too-big" || x == nil || x.From != "" || x.MTU != 1280 || len(e.Hops) != 0 {
+			t.Errorf("second echo: result %q icmp_error %+v hops %v; want too-big refused here, mtu 1280, no hop", e.Result, x, rows(e))
+		}
 	})
 }
 

@@ -260,6 +260,8 @@ func summary(j *decode.Journey, rc *renderContext) string {
 		fmt.Fprintf(&b, "no reply from %s (seq %d)", j.Target, j.Seq)
 		nfDrop, byRule := j.NetfilterDrop()
 		switch {
+		case j.Error != nil && !j.Error.From.IsValid():
+			fmt.Fprintf(&b, ": not sent, it is larger than the path MTU this host learnt (mtu %d)", j.Error.MTU)
 		case j.Error != nil:
 			fmt.Fprintf(&b, ": %s answered %q", j.Error.From, j.Error.Text())
 			switch {
@@ -440,7 +442,10 @@ func (w jsonWriter) Journey(j *decode.Journey) error {
 		e.Split = &jsonSplit{req.Nanoseconds(), target.Nanoseconds(), rep.Nanoseconds()}
 	}
 	if x := j.Error; x != nil {
-		e.ICMPError = &jsonICMPError{Type: x.Type, Code: x.Code, Text: x.Text(), From: x.From.String(), MTU: x.MTU}
+		e.ICMPError = &jsonICMPError{Type: x.Type, Code: x.Code, Text: x.Text(), MTU: x.MTU}
+		if x.From.IsValid() {
+			e.ICMPError.From = x.From.String() // empty when this host refused to send it
+		}
 	}
 	if d := j.Drop; d != nil {
 		e.Drop = &jsonEchoDrop{Reason: d.Reason, Location: d.Location, Netns: d.Netns, NetnsName: w.rc.names[d.Netns],

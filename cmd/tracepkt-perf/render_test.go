@@ -137,6 +137,13 @@ func kprobeFirstJourney() decode.Journey {
 	return j
 }
 
+// refusedJourney is a request this host refused to send: larger than the
+// path MTU an earlier "too big" taught it.
+func refusedJourney() decode.Journey {
+	return decode.Journey{Target: netip.MustParseAddr("fd00::9"), EchoID: 0x1234, Seq: 3, Timeout: time.Second,
+		Error: &decode.ICMPError{Family: 6, Type: 2, MTU: 1280}}
+}
+
 // goldenContext names the container namespace and notes legacy tables, as a
 // run on a kernel without kprobes would.
 func goldenContext() *renderContext {
@@ -148,7 +155,7 @@ func goldenContext() *renderContext {
 func TestTableGolden(t *testing.T) {
 	var buf bytes.Buffer
 	tw := newJourneyWriter(false, &buf, goldenContext())
-	for _, j := range []decode.Journey{bridgeJourney(), lostJourney(), netfilterJourney(), droppedJourney(), noRouteJourney(), kprobeFirstJourney(), {Target: netip.MustParseAddr("fd00::9"), Seq: 2, Timeout: 2 * time.Second}} {
+	for _, j := range []decode.Journey{bridgeJourney(), lostJourney(), netfilterJourney(), droppedJourney(), noRouteJourney(), kprobeFirstJourney(), refusedJourney(), {Target: netip.MustParseAddr("fd00::9"), Seq: 2, Timeout: 2 * time.Second}} {
 		if err := tw.Journey(&j); err != nil {
 			t.Fatal(err)
 		}
@@ -159,7 +166,7 @@ func TestTableGolden(t *testing.T) {
 func TestJSONGolden(t *testing.T) {
 	var buf bytes.Buffer
 	w := newJourneyWriter(true, &buf, goldenContext())
-	for _, j := range []decode.Journey{bridgeJourney(), lostJourney(), netfilterJourney(), droppedJourney(), noRouteJourney(), kprobeFirstJourney()} {
+	for _, j := range []decode.Journey{bridgeJourney(), lostJourney(), netfilterJourney(), droppedJourney(), noRouteJourney(), kprobeFirstJourney(), refusedJourney()} {
 		if err := w.Journey(&j); err != nil {
 			t.Fatal(err)
 		}

@@ -231,6 +231,17 @@ func (s *session) trace(ctx context.Context, target netip.Addr, o options) (err 
 // socket, and every trace message was sent before the packet moved on.
 func echo(p *ping.Pinger, t *probes.Tracer, nf *nftrace.Tracer, target netip.Addr, seq uint16, timeout time.Duration, recs *[]decode.Record) (decode.Journey, []decode.NetfilterEvent, error) {
 	sent, err := p.Send(seq)
+	var tooBig *ping.TooBigError
+	if errors.As(err, &tooBig) {
+		// Refused here: an earlier "too big" taught the kernel the path MTU.
+		j := decode.NewJourney(target, p.ID(), seq, nil, nil)
+		j.Timeout = timeout
+		j.Error = &decode.ICMPError{Family: 4, Type: 3, Code: 4, MTU: uint32(tooBig.MTU)}
+		if target.Is6() {
+			j.Error.Family, j.Error.Type, j.Error.Code = 6, 2, 0
+		}
+		return j, nil, nil
+	}
 	if err != nil {
 		if errors.Is(err, ping.ErrNoRoute) {
 			return decode.Journey{}, nil, fmt.Errorf("no route to %s", target)

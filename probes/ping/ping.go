@@ -21,6 +21,20 @@ import (
 // from (EADDRNOTAVAIL). The errno stays available to errors.Is.
 var ErrNoRoute = errors.New("no route to target")
 
+// TooBigError is a request the kernel refused to send: with path MTU
+// discovery set to "do", it is larger than the MTU the kernel knows for the
+// path (a "too big" error came back for an earlier one). It wraps EMSGSIZE.
+type TooBigError struct {
+	// MTU is the path MTU toward the target, 0 if unknown.
+	MTU int
+}
+
+func (e *TooBigError) Error() string {
+	return fmt.Sprintf("message too long for the path mtu %d", e.MTU)
+}
+
+func (e *TooBigError) Unwrap() error { return unix.EMSGSIZE }
+
 // noRouteError marks an errno as ErrNoRoute.
 type noRouteError struct{ errno unix.Errno }
 
@@ -312,11 +326,43 @@ func (p *Pinger) Send(seq uint16) (time.Time, error) {
 	switch err {
 	case unix.ENETUNREACH, unix.EHOSTUNREACH, unix.EADDRNOTAVAIL:
 		err = noRouteError{err.(unix.Errno)}
+	case unix.EMSGSIZE:
+		err = &TooBigError{MTU: p.pathMTU()}
 	}
 	if err != nil {
 		return time.Time{}, fmt.Errorf("send echo request %d to %s: %w", seq, p.target, p.closedErr(err))
 	}
 	return sent, nil
+}
+
+// pathMTU is the MTU the kernel knows for the path to the target: a UDP
+// socket connected to it (connecting sends nothing) reads it back; 0 when
+// that fails.
+func (p *Pinger) pathMTU() int {
+	family, level, opt := unix.AF_INET, unix.IPPROTO_IP, unix.IP_MTU
+	if p.v6 {
+		family, level, opt = unix.AF_INET6, unix.IPPROTO_IPV6, unix.IPV6_MTU
+	}
+	fd, err := unix.Socket(family, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return 0
+	}
+	defer unix.Close(fd)
+	var to unix.Sockaddr
+	switch sa := p.to.(type) {
+	case *unix.SockaddrInet4:
+		to = &unix.SockaddrInet4{Port: 9, Addr: sa.Addr}
+	case *unix.SockaddrInet6:
+		to = &unix.SockaddrInet6{Port: 9, Addr: sa.Addr, ZoneId: sa.ZoneId}
+	}
+	if unix.Connect(fd, to) != nil {
+		return 0
+	}
+	mtu, err := unix.GetsockoptInt(fd, level, opt)
+	if err != nil {
+		return 0
+	}
+	return mtu
 }
 
 // Receive waits until deadline for the next valid echo reply to our id
