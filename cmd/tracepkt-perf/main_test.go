@@ -3,9 +3,12 @@ package main
 import (
 	"bytes"
 	"errors"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tracepkt/tracepkt-perf/probes/ping"
 )
 
 func TestParseArgs(t *testing.T) {
@@ -25,6 +28,14 @@ func TestParseArgs(t *testing.T) {
 	if err != nil || o.count != 5 || o.timeout != 2*time.Second || o.interval != 250*time.Millisecond || o.target != "::1" {
 		t.Errorf("ping-style flags: %+v, %v", o, err)
 	}
+	o, err = parseArgs([]string{"-s1400", "-M", "do", "-t", "1", "-m", "42", "-I", "eth1", "10.0.0.2"}, nil)
+	if err != nil || o.ping != (ping.Options{Size: 1400, PMTUDisc: "do", TTL: 1, Mark: 42, Interface: "eth1"}) {
+		t.Errorf("ping's shaping flags: %+v, %v", o.ping, err)
+	}
+	o, err = parseArgs([]string{"--size", "16", "--pmtudisc=want", "--ttl=64", "--mark", "4294967295", "-I", "fd00::1", "fd00::2"}, nil)
+	if err != nil || o.ping != (ping.Options{Size: 16, PMTUDisc: "want", TTL: 64, Mark: 4294967295, Source: netip.MustParseAddr("fd00::1")}) {
+		t.Errorf("long shaping flags, -I ADDR: %+v, %v", o.ping, err)
+	}
 	o, err = parseArgs([]string{"--count=2", "--interval", "1ms", "--timeout", "2s", "--demo"}, nil)
 	if err != nil || o.count != 2 || o.interval != time.Millisecond || o.timeout != 2*time.Second || !o.demo {
 		t.Errorf("long flags: %+v, %v", o, err)
@@ -40,6 +51,8 @@ func TestParseArgsErrors(t *testing.T) {
 		{"--diff", "a.tpk"}, {"--diff", "a.tpk", "b.tpk", "c.tpk"}, {"--diff", "a.tpk", "b.tpk", "--stats"},
 		{"--diff", "a.tpk", "b.tpk", "--replay", "c.tpk"}, {"--stats", "--demo"}, {"--svg", "o.svg", "--check"},
 		{"--replay", "a.tpk", "--pcapng", "o.pcapng", "--stats"},
+		{"-s", "15", "x"}, {"-s", "65508", "x"}, {"-t", "256", "x"}, {"-t", "-1", "x"}, {"-M", "probe", "x"},
+		{"-m", "4294967296", "x"}, {"-m", "-1", "x"}, {"-s", "big", "x"},
 	} {
 		_, err := parseArgs(args, nil)
 		var ue usageError

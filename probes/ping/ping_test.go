@@ -394,3 +394,56 @@ func (s unfilteredSocket) replies(tb testing.TB, v6 bool, pingers []*Pinger) map
 		}
 	}
 }
+
+// TestPingLoopbackOptions: ping's shaping options reach the socket, and a
+// larger payload comes back whole.
+func TestPingLoopbackOptions(t *testing.T) {
+	requireRoot(t)
+	for _, lo := range loopbacks {
+		t.Run(lo.name, func(t *testing.T) {
+			opts := Options{Size: 1000, TTL: 9, PMTUDisc: "do", Interface: "lo", Source: lo.addr, Mark: 7}
+			p, err := Open(lo.addr, randomIDs(t, 1)[0], opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { p.Close() })
+			level, opt := unix.IPPROTO_IP, unix.IP_TTL
+			if lo.addr.Is6() {
+				level, opt = unix.IPPROTO_IPV6, unix.IPV6_UNICAST_HOPS
+			}
+			var ttl, mark int
+			var dev string
+			var gerr error
+			if err := p.conn.Control(func(fd uintptr) {
+				ttl, gerr = unix.GetsockoptInt(int(fd), level, opt)
+				if gerr == nil {
+					mark, gerr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK)
+				}
+				if gerr == nil {
+					dev, gerr = unix.GetsockoptString(int(fd), unix.SOL_SOCKET, unix.SO_BINDTODEVICE)
+				}
+			}); err != nil || gerr != nil {
+				t.Fatal(err, gerr)
+			}
+			if ttl != 9 || mark != 7 || strings.TrimRight(dev, "\x00") != "lo" {
+				t.Errorf("socket ttl %d mark %d device %q, want 9, 7, lo", ttl, mark, dev)
+			}
+			if _, err := p.Send(1); err != nil {
+				t.Fatal(err)
+			}
+			r, err := p.Receive(time.Now().Add(replyTimeout))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Seq != 1 || r.Size != echoHeaderLen+1000 || r.Error != nil {
+				t.Errorf("reply %+v, want seq 1 of %d bytes", r, echoHeaderLen+1000)
+			}
+		})
+	}
+	for _, bad := range []Options{{Size: MinSize - 1}, {PMTUDisc: "probe"}, {Source: netip.MustParseAddr("::1")}} {
+		if p, err := Open(netip.MustParseAddr("127.0.0.1"), 1, bad); err == nil {
+			p.Close()
+			t.Errorf("Open with %+v: no error", bad)
+		}
+	}
+}
