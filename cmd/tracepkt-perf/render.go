@@ -246,7 +246,8 @@ func plural(n int, one, many string) string {
 
 // summary is the line under each table: the outcome; for a lost echo,
 // what explains it (an ICMP error, the drop with its reason and place, or
-// where the request was last seen) and the state that explains it.
+// where the request or the reply was last seen) and the state that
+// explains it.
 func summary(j *decode.Journey, rc *renderContext) string {
 	var b strings.Builder
 	if j.Replied {
@@ -281,11 +282,15 @@ func summary(j *decode.Journey, rc *renderContext) string {
 		default:
 			fmt.Fprintf(&b, " within %s", stats.FormatDuration(j.Timeout))
 			if last, ok := j.LastRequest(); ok {
+				// The reply, once there is one, went further.
+				if n := len(j.Hops); !j.Hops[n-1].IsRequest() && !j.Hops[n-1].IsError() {
+					last = j.Hops[n-1]
+				}
 				verb := "leaving"
 				if last.Probe.Direction() == decode.In {
 					verb = "entering"
 				}
-				fmt.Fprintf(&b, ": the request was last seen %s %s in network namespace %d", verb, last.IfName(), last.Netns)
+				fmt.Fprintf(&b, ": the %s was last seen %s %s in network namespace %d", echoType(last.IsRequest()), verb, last.IfName(), last.Netns)
 			} else {
 				b.WriteString(": the request never reached a network device")
 			}

@@ -137,6 +137,15 @@ func kprobeFirstJourney() decode.Journey {
 	return j
 }
 
+// replyLostJourney's reply was last seen on its way back.
+func replyLostJourney() decode.Journey {
+	j := bridgeJourney()
+	j.Replied, j.RTT, j.Timeout, j.Seq = false, 0, time.Second, 4
+	j.Hops = j.Hops[:5]
+	j.Hint = "route lookup in 4026531833 for 172.31.250.1: local 172.31.250.1 dev lo"
+	return j
+}
+
 // refusedJourney is a request this host refused to send: larger than the
 // path MTU an earlier "too big" taught it.
 func refusedJourney() decode.Journey {
@@ -155,7 +164,7 @@ func goldenContext() *renderContext {
 func TestTableGolden(t *testing.T) {
 	var buf bytes.Buffer
 	tw := newJourneyWriter(false, &buf, goldenContext())
-	for _, j := range []decode.Journey{bridgeJourney(), lostJourney(), netfilterJourney(), droppedJourney(), noRouteJourney(), kprobeFirstJourney(), refusedJourney(), {Target: netip.MustParseAddr("fd00::9"), Seq: 2, Timeout: 2 * time.Second}} {
+	for _, j := range []decode.Journey{bridgeJourney(), lostJourney(), netfilterJourney(), droppedJourney(), noRouteJourney(), kprobeFirstJourney(), refusedJourney(), replyLostJourney(), {Target: netip.MustParseAddr("fd00::9"), Seq: 2, Timeout: 2 * time.Second}} {
 		if err := tw.Journey(&j); err != nil {
 			t.Fatal(err)
 		}
