@@ -17,6 +17,22 @@ func (s *session) notDrop(r *decode.Record) bool {
 	return s.reasons[uint64(r.Reason)] == "QUEUE_PURGE"
 }
 
+// reasonName names a drop reason as the kernel's format does. Subsystem
+// reasons (6.4+: the subsystem in the high 16 bits) are not in its list, and
+// are named by their numbers; a kernel without reasons gives "".
+func (s *session) reasonName(r uint32) string {
+	const subsysShift = 16 // SKB_DROP_REASON_SUBSYS_SHIFT
+	switch name, ok := s.reasons[uint64(r)]; {
+	case ok:
+		return name
+	case len(s.reasons) == 0:
+		return ""
+	case r>>subsysShift != 0:
+		return fmt.Sprintf("subsystem %d reason %d", r>>subsysShift, r&(1<<subsysShift-1))
+	}
+	return fmt.Sprintf("reason %d", r)
+}
+
 // explain finds why a journey without a reply ended: the free that was its
 // drop, named (reason, location), and the state that explains the loss, read
 // now in the namespace where it happened. A live run only: a recording keeps
@@ -32,7 +48,7 @@ func (s *session) explain(j *decode.Journey) error {
 		if err != nil {
 			return err
 		}
-		d := j.NewDrop(f, s.reasons[uint64(f.Reason)], locs[f.Location])
+		d := j.NewDrop(f, s.reasonName(f.Reason), locs[f.Location])
 		j.Drop = &d
 		if d.Reason == "NETFILTER_DROP" || j.Error != nil && j.Error.Result() == "ttl-exceeded" {
 			return nil // the rule, or the error, says why

@@ -100,3 +100,15 @@ func TestExitCodes(t *testing.T) {
 		t.Errorf("environment error: stderr %q", stderr.String())
 	}
 }
+
+func TestReasonName(t *testing.T) {
+	s := &session{reasons: map[uint64]string{2: "NOT_SPECIFIED", 88: "IP_INNOROUTES"}}
+	for r, want := range map[uint32]string{88: "IP_INNOROUTES", 2: "NOT_SPECIFIED", 500: "reason 500", 3<<16 | 7: "subsystem 3 reason 7"} {
+		if got := s.reasonName(r); got != want {
+			t.Errorf("reasonName(%#x) = %q, want %q", r, got, want)
+		}
+	}
+	if got := (&session{}).reasonName(0); got != "" {
+		t.Errorf("a kernel without reasons named one %q", got)
+	}
+}
