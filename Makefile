@@ -49,11 +49,14 @@ test-matrix:
 
 test: deps lint test-host test-matrix
 
-# Time to answer next to ping, then recording size and replay throughput.
+# Every cost of the tool (cmd/tracepkt-bench): prints each table and writes
+# BENCHMARKS.md. BENCH_FLAGS passes flags, e.g. -sections answer,flood or
+# -lock FILE on a machine shared with other root test runs.
+BENCH_FLAGS ?=
 bench: build
-	$(GO) run ./cmd/tracepkt-bench -tool $(BIN)
-	$(GO) test -run 'BytesPerEvent' -v ./decode/tpk | grep -E 'bytes|ok'
-	$(GO) test -run '^$$' -bench . -benchmem -cpu 1 ./decode/tpk ./decode/pcapng
+	$(GO) build -o bin/tracepkt-bench ./cmd/tracepkt-bench
+	$(GO) build -o bin/tracepkt-vmtest ./cmd/tracepkt-vmtest
+	bin/tracepkt-bench -tool $(BIN) $(BENCH_FLAGS)
 
 clean:
 	rm -rf bin .vmtest

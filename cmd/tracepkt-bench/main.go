@@ -1,22 +1,26 @@
-// Command tracepkt-bench measures tracepkt-perf's time to answer: the wall
-// time of `tracepkt-perf -c1` from exec to exit against a namespace behind a
-// veth pair, next to a bare `ping -c1` to the same address in the same run.
+// Command tracepkt-bench measures what tracepkt-perf costs: its time to
+// answer and exit next to ping, what a waiting tracer costs other traffic,
+// lossless throughput and ring loss accounting, memory, how start-up grows
+// with the number of namespaces, the kernel matrix, and recordings. It
+// prints each table as it is measured and writes them, with their method,
+// to BENCHMARKS.md.
+//
+// All traffic goes to namespaces the bench creates (route-checked before
+// sending), bounded in count and time.
 package main
 
 import (
-	"bufio"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net/netip"
 	"os"
-	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
 
-	"github.com/tracepkt/tracepkt-perf/internal/topology"
+	"golang.org/x/sys/unix"
 )
 
 func main() {
@@ -26,100 +30,160 @@ func main() {
 	}
 }
 
-func run(args []string, stdout io.Writer) (err error) {
+// config is what every section reads.
+type config struct {
+	tool    string   // tracepkt-perf binary, absolute
+	before  string   // an earlier build measured beside it, or ""
+	runs    int      // runs of each command for time to answer
+	modes   []string // --attach values to measure; "default" passes none
+	pairs   int      // A/B pairs of the flood
+	flood   int      // echoes per flood
+	scale   []int    // namespace counts
+	kernels string   // glob of the matrix kernels
+}
+
+// attachArgs is the flag selecting an attachment mode.
+func attachArgs(mode string) []string {
+	if mode == "default" {
+		return nil
+	}
+	return []string{"--attach", mode}
+}
+
+// section is one measured table with the method that produced it.
+type section struct {
+	title, method, table string
+}
+
+// sections in the order they run; matrix runs under the VM lock, the
+// others under the root lock.
+type sectionRunner struct {
+	name string
+	vm   bool
+	run  func(config, io.Writer) (section, error)
+}
+
+var sections = []sectionRunner{
+	{"answer", false, answerSection},
+	{"flood", false, floodSection},
+	{"throughput", false, throughputSection},
+	{"memory", false, memorySection},
+	{"scale", false, scaleSection},
+	{"recordings", false, recordingsSection},
+	{"matrix", true, matrixSection},
+}
+
+func run(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("tracepkt-bench", flag.ContinueOnError)
 	tool := fs.String("tool", "bin/tracepkt-perf", "tracepkt-perf binary to measure")
-	runs := fs.Int("n", 20, "runs of each command")
+	before := fs.String("before", "", "an earlier tracepkt-perf build, measured beside -tool (default mode) in the time-to-answer and flood sections")
+	runs := fs.Int("n", 20, "runs of each command for time to answer")
+	modes := fs.String("modes", "auto,perf,raw", `attachment modes (--attach) to measure; "default" passes no --attach`)
+	pairs := fs.Int("pairs", 7, "A/B pairs of the flood, without and with a tracer")
+	flood := fs.Int("flood", 20000, "echoes per flood")
+	scale := fs.String("scale", "10,100,300", "namespace counts for the scale curve")
+	only := fs.String("sections", "", "comma-separated sections to run (default all): "+sectionNames())
+	out := fs.String("out", "BENCHMARKS.md", `file the tables and their method are written to ("" for none)`)
+	rootLock := fs.String("lock", "", "flock this file around each root section (a machine shared with other runs)")
+	vmLock := fs.String("vmlock", "", "flock this file around the kernel matrix")
+	kernels := fs.String("kernels", "/boot/vmlinuz-*-amd64", "kernels of the matrix (a glob)")
+	guest := fs.Bool("guest", false, "run the in-guest part of the kernel matrix (used by the matrix section)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if _, err := exec.LookPath("ping"); err != nil {
-		return fmt.Errorf("the baseline needs ping (iputils-ping): %w", err)
-	}
-	topo := topology.New()
-	defer func() { err = errors.Join(err, topo.Close()) }()
-	v4, v6 := topology.TestNets()
-	n, err := topo.VethPair(topology.UniqueName("tb"), v4, v6)
+	abs, err := filepath.Abs(*tool)
 	if err != nil {
 		return err
 	}
-	for _, target := range []netip.Addr{n.Target4, n.Target6} {
-		if err := topo.CheckOwnRoute(n.Source, target); err != nil {
-			return fmt.Errorf("refusing to send: %w", err)
+	if *before != "" {
+		if *before, err = filepath.Abs(*before); err != nil {
+			return err
 		}
 	}
-
-	fmt.Fprintf(stdout, "time to answer, %d runs each, veth pair to a namespace (%s)\n", *runs, time.Now().Format(time.DateOnly))
-	fmt.Fprintf(stdout, "answer: exec to the reply line on stdout; exit: exec to exit (medians, p90 in brackets)\n\n")
-	fmt.Fprintf(stdout, "%-44s %18s %18s %8s\n", "command", "answer", "exit", "exit/ping")
-	for _, target := range []netip.Addr{n.Target4, n.Target6} {
-		base, err := measure(*runs, "bytes from", "ping", "-n", "-c1", "-W1", target.String())
-		if err != nil {
-			return err
+	cfg := config{tool: abs, before: *before, runs: *runs, modes: strings.Split(*modes, ","), pairs: *pairs, flood: *flood, kernels: *kernels}
+	for _, s := range strings.Split(*scale, ",") {
+		var n int
+		if _, err := fmt.Sscan(s, &n); err != nil || n < 1 {
+			return fmt.Errorf("-scale: bad namespace count %q", s)
 		}
-		ours, err := measure(*runs, "reply from", *tool, "-c1", "-W1", target.String())
-		if err != nil {
-			return err
-		}
-		core, err := measure(*runs, "reply from", *tool, "--netfilter", "off", "-c1", "-W1", target.String())
-		if err != nil {
-			return err
-		}
-		for _, m := range []struct {
-			name string
-			t    timings
-		}{
-			{"ping -c1 " + target.String(), base},
-			{"tracepkt-perf -c1 " + target.String(), ours},
-			{"  same, --netfilter off", core},
-		} {
-			fmt.Fprintf(stdout, "%-44s %18s %18s %7.1fx\n", m.name, m.t.answer, m.t.exit,
-				float64(median(m.t.exit))/float64(median(base.exit)))
-		}
+		cfg.scale = append(cfg.scale, n)
 	}
-	return nil
-}
-
-type durations []time.Duration
-
-func (d durations) String() string {
-	return fmt.Sprintf("%s (%s)", ms(median(d)), ms(d[len(d)*9/10]))
-}
-
-type timings struct{ answer, exit durations }
-
-// measure runs a command n times and returns the sorted times from exec to
-// the first output line holding marker, and to exit.
-func measure(n int, marker, name string, args ...string) (timings, error) {
-	var t timings
-	for range n {
-		cmd := exec.Command(name, args...)
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			return t, err
-		}
-		start := time.Now()
-		if err := cmd.Start(); err != nil {
-			return t, err
-		}
-		answered := time.Duration(0)
-		s := bufio.NewScanner(out)
-		for s.Scan() {
-			if answered == 0 && strings.Contains(s.Text(), marker) {
-				answered = time.Since(start)
+	if cfg.runs < 1 || cfg.pairs < 1 || cfg.flood < 1 {
+		return errors.New("-n, -pairs and -flood must be at least 1")
+	}
+	if *guest {
+		return guestRun(cfg, stdout)
+	}
+	var want []string
+	if *only != "" {
+		want = strings.Split(*only, ",")
+		for _, w := range want {
+			if !slices.ContainsFunc(sections, func(s sectionRunner) bool { return s.name == w }) {
+				return fmt.Errorf("-sections: unknown section %q (have %s)", w, sectionNames())
 			}
 		}
-		if err := cmd.Wait(); err != nil || answered == 0 {
-			return t, fmt.Errorf("%s %v: no %q line (%v)", name, args, marker, err)
-		}
-		t.answer = append(t.answer, answered)
-		t.exit = append(t.exit, time.Since(start))
 	}
-	slices.Sort(t.answer)
-	slices.Sort(t.exit)
-	return t, nil
+	var done []section
+	for _, s := range sections {
+		if want != nil && !slices.Contains(want, s.name) {
+			continue
+		}
+		lock := *rootLock
+		if s.vm {
+			lock = *vmLock
+		}
+		res, err := withLock(lock, func() (section, error) { return s.run(cfg, stdout) })
+		if err != nil {
+			return fmt.Errorf("%s: %w", s.name, err)
+		}
+		fmt.Fprintf(stdout, "\n## %s\n\n%s\n", res.title, res.table)
+		done = append(done, res)
+	}
+	if *out == "" {
+		return nil
+	}
+	return writeReport(*out, done)
 }
 
-func median(d durations) time.Duration { return d[len(d)/2] }
+func sectionNames() string {
+	var names []string
+	for _, s := range sections {
+		names = append(names, s.name)
+	}
+	return strings.Join(names, ",")
+}
 
-func ms(d time.Duration) string { return fmt.Sprintf("%.1fms", float64(d)/float64(time.Millisecond)) }
+// withLock runs fn holding an exclusive flock on path (none when empty).
+func withLock(path string, fn func() (section, error)) (section, error) {
+	if path == "" {
+		return fn()
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o666)
+	if err != nil {
+		return section{}, fmt.Errorf("lock: %w", err)
+	}
+	defer f.Close()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		return section{}, fmt.Errorf("lock %s: %w", path, err)
+	}
+	defer unix.Flock(int(f.Fd()), unix.LOCK_UN)
+	return fn()
+}
+
+// writeReport writes BENCHMARKS.md: the machine, then each section's method
+// and table.
+func writeReport(path string, done []section) error {
+	var b strings.Builder
+	var uts unix.Utsname
+	_ = unix.Uname(&uts)
+	cpus, _ := os.ReadFile("/sys/devices/system/cpu/online")
+	fmt.Fprintf(&b, "# tracepkt-perf benchmarks\n\n")
+	fmt.Fprintf(&b, "Measured by `make bench` (cmd/tracepkt-bench) on %s, kernel %s, CPUs %s.\n",
+		time.Now().UTC().Format(time.DateOnly), unix.ByteSliceToString(uts.Release[:]), strings.TrimSpace(string(cpus)))
+	fmt.Fprintf(&b, "Every figure below comes from the same run; ratios compare commands measured in that run.\n")
+	fmt.Fprintf(&b, "All traffic goes to namespaces the bench creates, route-checked before sending.\n")
+	for _, s := range done {
+		fmt.Fprintf(&b, "\n## %s\n\n%s\n\n```\n%s```\n", s.title, strings.TrimSpace(s.method), s.table)
+	}
+	return os.WriteFile(path, []byte(b.String()), 0o644)
+}

@@ -80,6 +80,9 @@ var (
 	errHelp = errors.New("help requested")
 )
 
+// maxRingPages bounds --ring-pages: 4 MiB per CPU.
+const maxRingPages = 1024
+
 // usageError is bad command-line input (exit 2, with a hint).
 type usageError struct{ msg string }
 
@@ -124,6 +127,9 @@ type options struct {
 	svg       string
 	target    string
 	ping      ping.Options
+	// ringPages is a diagnostic (--ring-pages, not in the help): the data
+	// pages of each per-CPU ring, to make loss happen on purpose.
+	ringPages int
 }
 
 func parseArgs(args []string, stdout io.Writer) (options, error) {
@@ -168,6 +174,7 @@ func parseArgs(args []string, stdout io.Writer) (options, error) {
 	fs.BoolVar(&o.stats, "stats", false, "")
 	fs.BoolVar(&o.diff, "diff", false, "")
 	fs.StringVar(&o.svg, "svg", "", "")
+	fs.IntVar(&o.ringPages, "ring-pages", 0, "")
 	args = splitShortValues(args)
 	var positional []string
 	for {
@@ -215,6 +222,8 @@ func parseArgs(args []string, stdout io.Writer) (options, error) {
 		return o, usageError{fmt.Sprintf("--mark must fit in 32 bits, not %d", mark)}
 	case o.netfilter != "auto" && o.netfilter != "kprobe" && o.netfilter != "nftrace" && o.netfilter != "off":
 		return o, usageError{fmt.Sprintf("--netfilter takes auto, kprobe, nftrace or off, not %q", o.netfilter)}
+	case o.ringPages < 0 || o.ringPages > maxRingPages || o.ringPages&(o.ringPages-1) != 0:
+		return o, usageError{fmt.Sprintf("--ring-pages must be a power of two up to %d, not %d", maxRingPages, o.ringPages)}
 	case o.pcapng != "" && o.replay == "":
 		return o, usageError{"--pcapng exports a recording: use it with --replay FILE"}
 	case o.replay != "" && (o.record != "" || o.demo || o.check):

@@ -40,6 +40,9 @@ func TestParseArgs(t *testing.T) {
 	if err != nil || o.count != 2 || o.interval != time.Millisecond || o.timeout != 2*time.Second || !o.demo {
 		t.Errorf("long flags: %+v, %v", o, err)
 	}
+	if o, err = parseArgs([]string{"--ring-pages", "2", "::1"}, nil); err != nil || o.ringPages != 2 {
+		t.Errorf("--ring-pages 2: %+v, %v", o, err)
+	}
 }
 
 func TestParseArgsErrors(t *testing.T) {
@@ -53,6 +56,7 @@ func TestParseArgsErrors(t *testing.T) {
 		{"--replay", "a.tpk", "--pcapng", "o.pcapng", "--stats"},
 		{"-s", "15", "x"}, {"-s", "65508", "x"}, {"-t", "256", "x"}, {"-t", "-1", "x"}, {"-M", "probe", "x"},
 		{"-m", "4294967296", "x"}, {"-m", "-1", "x"}, {"-s", "big", "x"},
+		{"--ring-pages", "3", "x"}, {"--ring-pages", "2048", "x"},
 	} {
 		_, err := parseArgs(args, nil)
 		var ue usageError

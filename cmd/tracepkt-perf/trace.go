@@ -137,7 +137,7 @@ func (s *session) trace(ctx context.Context, target netip.Addr, o options) (err 
 	if err != nil {
 		return err
 	}
-	tracer, err := probes.Open(s.fs, s.offsets, probes.Config{EchoID: id, Netfilter: s.netfilter.kprobes})
+	tracer, err := probes.Open(s.fs, s.offsets, probes.Config{EchoID: id, Netfilter: s.netfilter.kprobes, RingPages: o.ringPages})
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,286 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+)
+
+// hopsPerEcho is how many device tracepoint hits an echo through a veth pair
+// makes: out of the host end, into the peer, out of the peer, into the host end.
+const hopsPerEcho = 4
+
+// waitingTracer is a tracepkt-perf run that has attached its probes and waits
+// on its own echo once a second, as a user's would.
+type waitingTracer struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// startTracer starts the tool and returns once its first echo was answered,
+// so its probes are attached.
+func startTracer(tool string, target netip.Addr, args ...string) (*waitingTracer, error) {
+	argv := slices.Concat(args, []string{"-c", "600", "-i", "1", "-W", "1", target.String()})
+	cmd := exec.Command(tool, argv...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	t := &waitingTracer{cmd: cmd, done: make(chan struct{})}
+	ready := make(chan struct{})
+	go func() {
+		defer close(t.done)
+		s := bufio.NewScanner(out)
+		seen := false
+		for s.Scan() {
+			if !seen && strings.Contains(s.Text(), "reply from") {
+				seen = true
+				close(ready)
+			}
+		}
+		if !seen {
+			close(ready)
+		}
+	}()
+	select {
+	case <-ready:
+	case <-time.After(10 * time.Second):
+	}
+	select {
+	case <-t.done:
+		cmd.Wait()
+		return nil, fmt.Errorf("%s %s: ended before its first reply", tool, strings.Join(argv, " "))
+	default:
+	}
+	return t, nil
+}
+
+// stop interrupts the tracer, as Ctrl-C would, and waits for its exit.
+func (t *waitingTracer) stop() error {
+	_ = t.cmd.Process.Signal(syscall.SIGINT)
+	<-t.done
+	return t.cmd.Wait()
+}
+
+// floodTime sends n echoes back to back (ping -f) and returns its wall time
+// and ping's CPU time, which holds the softirq work its sends trigger.
+func floodTime(target netip.Addr, n int) (wall, cpu time.Duration, err error) {
+	r, err := runOnce("packets transmitted", false, "ping", "-f", "-q", "-n", "-c", fmt.Sprint(n), "-w", "120", target.String())
+	return r.exit, r.cpu, err
+}
+
+// floodVariant is a tracer command line measured against the flood.
+type floodVariant struct {
+	name, tool string
+	args       []string
+}
+
+func floodVariants(cfg config) []floodVariant {
+	var vs []floodVariant
+	add := func(name, tool, mode string) {
+		vs = append(vs, floodVariant{strings.TrimSpace(name + " " + strings.Join(attachArgs(mode), " ")), tool, attachArgs(mode)},
+			floodVariant{"  same, --netfilter off", tool, slices.Concat(attachArgs(mode), []string{"--netfilter", "off"})})
+	}
+	if cfg.before != "" {
+		add("before: tracer", cfg.before, "default")
+	}
+	for _, mode := range cfg.modes {
+		add("tracer", cfg.tool, mode)
+	}
+	return vs
+}
+
+func floodSection(cfg config, progress io.Writer) (section, error) {
+	n, closeFn, err := vethTarget("tf")
+	if err != nil {
+		return section{}, err
+	}
+	defer closeFn()
+	target := n.Target4
+	rows := [][]string{{"waiting tracer", "ns/echo without", "ns/echo with", "added ns/hop", "range", "added",
+		"cpu ns/echo without", "with", "added ns/hop", "range"}}
+	statRows := [][]string{{"waiting tracer", "program", "hits/echo", "ns/hit"}}
+	for _, v := range floodVariants(cfg) {
+		fmt.Fprintf(progress, "flood: %s, %d pairs of %d echoes to %s\n", v.name, cfg.pairs, cfg.flood, target)
+		var without, with, added, cpuWithout, cpuWith, cpuAdded []float64
+		for pair := range cfg.pairs {
+			var a, b, aCPU, bCPU time.Duration
+			measureA := func() (err error) { a, aCPU, err = floodTime(target, cfg.flood); return err }
+			measureB := func() error {
+				t, err := startTracer(v.tool, target, v.args...)
+				if err != nil {
+					return err
+				}
+				b, bCPU, err = floodTime(target, cfg.flood)
+				if serr := t.stop(); err == nil && serr != nil {
+					err = fmt.Errorf("tracer: %w", serr)
+				}
+				return err
+			}
+			first, second := measureA, measureB
+			if pair%2 == 1 {
+				first, second = measureB, measureA
+			}
+			if err := first(); err != nil {
+				return section{}, err
+			}
+			if err := second(); err != nil {
+				return section{}, err
+			}
+			perEcho := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / float64(cfg.flood) }
+			without, with = append(without, perEcho(a)), append(with, perEcho(b))
+			added = append(added, (perEcho(b)-perEcho(a))/hopsPerEcho)
+			cpuWithout, cpuWith = append(cpuWithout, perEcho(aCPU)), append(cpuWith, perEcho(bCPU))
+			cpuAdded = append(cpuAdded, (perEcho(bCPU)-perEcho(aCPU))/hopsPerEcho)
+		}
+		slices.Sort(added)
+		slices.Sort(cpuAdded)
+		mw, mb := medianF(without), medianF(with)
+		rows = append(rows, []string{v.name, fmt.Sprintf("%.0f", mw), fmt.Sprintf("%.0f", mb),
+			fmt.Sprintf("%+.0f", medianF(added)), fmt.Sprintf("%.0f..%.0f", added[0], added[len(added)-1]),
+			fmt.Sprintf("%+.1f%%", 100*(mb-mw)/mw),
+			fmt.Sprintf("%.0f", medianF(cpuWithout)), fmt.Sprintf("%.0f", medianF(cpuWith)),
+			fmt.Sprintf("%+.0f", medianF(cpuAdded)), fmt.Sprintf("%.0f..%.0f", cpuAdded[0], cpuAdded[len(cpuAdded)-1])})
+
+		stats, err := programStats(cfg.flood, v, target)
+		if err != nil {
+			return section{}, err
+		}
+		for _, s := range stats {
+			statRows = append(statRows, []string{v.name, s.name, fmt.Sprintf("%.2f", s.hitsPerEcho), fmt.Sprintf("%.0f", s.nsPerHit)})
+		}
+	}
+	return section{
+		title: "Cost to other traffic",
+		method: fmt.Sprintf(`A flood (ping -f) of %d echoes through a veth pair into a namespace: %d device
+hops per echo. Each pair times one flood without a tracer and one with a tracer attached and
+waiting on its own echo once a second (tracepkt-perf -c 600 -i 1, interrupted afterwards);
+the order alternates between pairs, %d pairs. added ns/hop is the median over pairs of
+(with - without) / echoes / %d, range its spread; added is the change per echo. The cpu
+columns do the same with ping's user + system time, which holds the softirq work of the
+veth path its sends trigger and is less disturbed by other load on the machine.
+The flood's echoes are not ours: this is what the in-kernel reject costs everyone else.
+Then, with BPF run-time statistics on (BPF_ENABLE_STATS, off again when the bench ends it),
+one more traced flood gives each program's hits per echo and run time per hit
+(run_time_ns / run_cnt, the figures bpftool prog show prints). "before:" rows, when present,
+are an earlier build measured in the same run (bench -before).`, cfg.flood, hopsPerEcho, cfg.pairs, hopsPerEcho),
+		table: table(rows) + "\n" + table(statRows),
+	}, nil
+}
+
+func medianF(v []float64) float64 {
+	v = slices.Clone(v)
+	slices.Sort(v)
+	return (v[(len(v)-1)/2] + v[len(v)/2]) / 2
+}
+
+// progStat is one program's share of a traced flood.
+type progStat struct {
+	name                  string
+	hitsPerEcho, nsPerHit float64
+}
+
+// programStats runs one traced flood with BPF statistics on and returns the
+// run count and run time of each program the tracer loaded.
+func programStats(echoes int, v floodVariant, target netip.Addr) ([]progStat, error) {
+	stats, err := ebpf.EnableStats(unix.BPF_STATS_RUN_TIME)
+	if err != nil {
+		return nil, fmt.Errorf("enable BPF statistics: %w", err)
+	}
+	defer stats.Close()
+	before, err := programIDs()
+	if err != nil {
+		return nil, err
+	}
+	t, err := startTracer(v.tool, target, v.args...)
+	if err != nil {
+		return nil, err
+	}
+	defer t.stop()
+	after, err := programIDs()
+	if err != nil {
+		return nil, err
+	}
+	var ours []*ebpf.Program
+	defer func() {
+		for _, p := range ours {
+			p.Close()
+		}
+	}()
+	for _, id := range after {
+		if slices.Contains(before, id) {
+			continue
+		}
+		p, err := ebpf.NewProgramFromID(id)
+		if err != nil {
+			continue // gone already
+		}
+		ours = append(ours, p)
+	}
+	start := make([]ebpf.ProgramStats, len(ours))
+	for i, p := range ours {
+		s, err := p.Stats()
+		if err != nil {
+			return nil, err
+		}
+		start[i] = *s
+	}
+	if _, _, err := floodTime(target, echoes); err != nil {
+		return nil, err
+	}
+	var out []progStat
+	for i, p := range ours {
+		s, err := p.Stats()
+		if err != nil {
+			return nil, err
+		}
+		info, err := p.Info()
+		if err != nil {
+			return nil, err
+		}
+		runs := s.RunCount - start[i].RunCount
+		if runs == 0 {
+			continue
+		}
+		out = append(out, progStat{
+			name:        info.Name,
+			hitsPerEcho: float64(runs) / float64(echoes),
+			nsPerHit:    float64(s.Runtime-start[i].Runtime) / float64(runs),
+		})
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no program of the tracer ran during the flood")
+	}
+	return out, nil
+}
+
+// programIDs lists the BPF programs loaded now.
+func programIDs() ([]ebpf.ProgramID, error) {
+	var ids []ebpf.ProgramID
+	id := ebpf.ProgramID(0)
+	for {
+		next, err := ebpf.ProgramGetNextID(id)
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				return ids, nil
+			}
+			return nil, fmt.Errorf("list BPF programs: %w", err)
+		}
+		ids, id = append(ids, next), next
+	}
+}

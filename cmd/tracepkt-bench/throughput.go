@@ -1,0 +1,145 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"slices"
+	"time"
+
+	"github.com/tracepkt/tracepkt-perf/decode"
+)
+
+// echoLine is what the bench reads of a --json line.
+type echoLine struct {
+	Seq    int               `json:"seq"`
+	Result string            `json:"result"`
+	Lost   uint64            `json:"lost_samples"`
+	Hops   []json.RawMessage `json:"hops"`
+}
+
+// tracedRun is one -c N -i 0 --json run.
+type tracedRun struct {
+	echoes []echoLine
+	span   time.Duration // first to last echo line
+	res    result
+}
+
+func backToBack(cfg config, count int, target string, extra ...string) (tracedRun, error) {
+	argv := slices.Concat([]string{cfg.tool, "--json", "-c", fmt.Sprint(count), "-i", "0", "-W", "1"}, extra, []string{target})
+	res, err := runOnce(`"seq":`, true, argv...)
+	if err != nil {
+		return tracedRun{}, err
+	}
+	run := tracedRun{res: res}
+	for _, l := range res.lines {
+		var e echoLine
+		if err := json.Unmarshal([]byte(l), &e); err != nil {
+			return tracedRun{}, fmt.Errorf("decode %q: %w", l, err)
+		}
+		if e.Result != "reply" {
+			return tracedRun{}, fmt.Errorf("echo %d: %s", e.Seq, e.Result)
+		}
+		run.echoes = append(run.echoes, e)
+	}
+	if len(run.echoes) != count {
+		return tracedRun{}, fmt.Errorf("%d echo lines, want %d", len(run.echoes), count)
+	}
+	run.span = res.at[len(res.at)-1] - res.at[0]
+	return run, nil
+}
+
+// totals are the events received and the losses reported over echoes[from:].
+func (r tracedRun) totals(from int) (events, lost uint64) {
+	for _, e := range r.echoes[from:] {
+		events += uint64(len(e.Hops))
+		lost += e.Lost
+	}
+	return events, lost
+}
+
+// chainRouters is the length of the router line of the loss test: 4 records
+// per link and echo, 240 bytes each in a ring, well past one 4 KiB page
+// (topology.CheckOwnRoute follows at most 8 namespaces).
+const chainRouters = 6
+
+// perfSampleSize is one record in a ring: the perf header, the raw size, the
+// record, padded to 8 bytes.
+const perfSampleSize = (8 + 4 + decode.RecordSize + 7) &^ 7
+
+func throughputSection(cfg config, progress io.Writer) (section, error) {
+	n, closeFn, err := vethTarget("tt")
+	if err != nil {
+		return section{}, err
+	}
+	defer closeFn()
+	const count = 2000
+	rows := [][]string{{"command", "echoes", "echoes/s", "events/s", "lost"}}
+	for _, mode := range cfg.modes {
+		for _, nf := range [][]string{{"--netfilter", "off"}, nil} {
+			args := slices.Concat(attachArgs(mode), nf)
+			fmt.Fprintf(progress, "throughput: -c %d -i 0 %v\n", count, args)
+			run, err := backToBack(cfg, count, n.Target4.String(), args...)
+			if err != nil {
+				return section{}, err
+			}
+			events, lost := run.totals(1)
+			secs := run.span.Seconds()
+			rows = append(rows, []string{fmt.Sprintf("-c %d -i 0 %v", count, args), fmt.Sprint(count),
+				fmt.Sprintf("%.0f", float64(count-1)/secs), fmt.Sprintf("%.0f", float64(events)/secs), fmt.Sprint(lost)})
+		}
+	}
+
+	target, closeChain, err := chainTarget("tl", chainRouters)
+	if err != nil {
+		return section{}, err
+	}
+	defer closeChain()
+	const lossCount = 200
+	lossRows := [][]string{{"ring pages", "events/echo", "sent", "received", "sent-received", "reported lost", "difference"}}
+	perEcho := 0
+	for _, pages := range []int{8, 4, 2, 1} {
+		fmt.Fprintf(progress, "ring loss: %d routers, --ring-pages %d\n", chainRouters, pages)
+		run, err := backToBack(cfg, lossCount, target.String(), "--netfilter", "off", "--ring-pages", fmt.Sprint(pages))
+		if err != nil {
+			return section{}, err
+		}
+		if perEcho == 0 {
+			// The largest ring loses nothing: it gives the events of one echo.
+			if _, lost := run.totals(0); lost != 0 {
+				return section{}, fmt.Errorf("%d pages already lose %d events: no reference", pages, lost)
+			}
+			perEcho = len(run.echoes[0].Hops)
+		}
+		// The kernel writes a ring's lost notice with the next record that
+		// fits in it, so echo k's losses are reported during a later echo:
+		// compare echoes 1..N-1 with the losses reported in echoes 2..N.
+		var sent, received, reported uint64
+		for k := 0; k+1 < len(run.echoes); k++ {
+			sent += uint64(perEcho)
+			received += uint64(len(run.echoes[k].Hops))
+			reported += run.echoes[k+1].Lost
+		}
+		lossRows = append(lossRows, []string{fmt.Sprint(pages), fmt.Sprint(perEcho), fmt.Sprint(sent), fmt.Sprint(received),
+			fmt.Sprint(sent - received), fmt.Sprint(reported), fmt.Sprint(int64(sent-received) - int64(reported))})
+	}
+	return section{
+		title: "Lossless throughput and loss accounting",
+		method: fmt.Sprintf(`Back-to-back traced echoes (tracepkt-perf --json -c %d -i 0) through a veth pair:
+echoes/s and events/s (hops received) from the first echo line to the last, lost the
+lost_samples summed over the run. Each echo waits for its reply and then drains the
+rings, so the rate is bound by one round trip plus one drain per echo, not by the rings.
+
+Loss: a line of %d routers (this namespace, %d forwarding namespaces, a target, one /24 of
+/30s), so that one echo makes about %d records on one CPU (%d bytes each with the perf
+header), then shrinking rings (--ring-pages, a diagnostic flag: per-CPU ring data pages, a
+power of two, default 8). -c %d -i 0 --netfilter off each. sent is the events per echo of
+the lossless 8-page run times the echoes; received the hops the tool showed; reported lost
+the lost_samples the tool showed. The kernel writes a ring's lost notice only when a later
+record fits in that ring, so the losses of echo k are reported during echo k+1 (or later, if
+that echo ran on the other CPU): the table counts sent and received over echoes 1..N-1 and
+reported losses over echoes 2..N; difference is what was still unreported at exit.`,
+			count, chainRouters, chainRouters, 4*(chainRouters+1), perfSampleSize, lossCount),
+		table: table(rows) + "\n" + table(lossRows),
+	}, nil
+}
