@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 )
 
@@ -177,7 +179,8 @@ veth path its sends trigger and is less disturbed by other load on the machine.
 The flood's echoes are not ours: this is what the in-kernel reject costs everyone else.
 Then, with BPF run-time statistics on (BPF_ENABLE_STATS, off again when the bench ends it),
 one more traced flood gives each program's hits per echo and run time per hit
-(run_time_ns / run_cnt, the figures bpftool prog show prints). "before:" rows, when present,
+(run_time_ns / run_cnt, the figures bpftool prog show prints), next to an empty raw_tp
+program on net_dev_queue: what the statistics' own clock reads add to every run. "before:" rows, when present,
 are an earlier build measured in the same run (bench -before).`, cfg.flood, hopsPerEcho, cfg.pairs, hopsPerEcho),
 		table: table(rows) + "\n" + table(statRows),
 	}, nil
@@ -232,6 +235,20 @@ func programStats(echoes int, v floodVariant, target netip.Addr) ([]progStat, er
 		}
 		ours = append(ours, p)
 	}
+	// An empty program on the same tracepoint measures what the statistics
+	// themselves add to each run (two clock reads).
+	empty, err := ebpf.NewProgram(&ebpf.ProgramSpec{Name: "bench_empty", Type: ebpf.RawTracepoint,
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()}, License: "GPL"})
+	if err != nil {
+		return nil, fmt.Errorf("load the empty program: %w", err)
+	}
+	defer empty.Close()
+	l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: "net_dev_queue", Program: empty})
+	if err != nil {
+		return nil, fmt.Errorf("attach the empty program: %w", err)
+	}
+	defer l.Close()
+	ours = append(ours, empty)
 	start := make([]ebpf.ProgramStats, len(ours))
 	for i, p := range ours {
 		s, err := p.Stats()
@@ -257,8 +274,12 @@ func programStats(echoes int, v floodVariant, target netip.Addr) ([]progStat, er
 		if runs == 0 {
 			continue
 		}
+		name := info.Name
+		if p == empty {
+			name = "(empty raw_tp on net_dev_queue)"
+		}
 		out = append(out, progStat{
-			name:        info.Name,
+			name:        name,
 			hitsPerEcho: float64(runs) / float64(echoes),
 			nsPerHit:    float64(s.Runtime-start[i].Runtime) / float64(runs),
 		})

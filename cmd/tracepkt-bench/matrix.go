@@ -44,8 +44,12 @@ func matrixSection(cfg config, progress io.Writer) (section, error) {
 	rows := [][]string{{"kernel", "command", "answer", "exit", "exit/ping"}}
 	for _, k := range kernels {
 		fmt.Fprintf(progress, "matrix: %s\n", k)
-		cmd := exec.Command(vmtest, "-kernel", k, "-timeout", "10m", "-workdir", wd, "--",
-			self, "-guest", "-tool", cfg.tool, "-n", fmt.Sprint(guestRuns), "-modes", strings.Join(cfg.modes, ","))
+		args := []string{"-kernel", k, "-timeout", "10m", "-workdir", wd, "--",
+			self, "-guest", "-tool", cfg.tool, "-n", fmt.Sprint(guestRuns), "-modes", strings.Join(cfg.modes, ",")}
+		if cfg.before != "" {
+			args = append(args, "-before", cfg.before)
+		}
+		cmd := exec.Command(vmtest, args...)
 		out, err := cmd.StdoutPipe()
 		if err != nil {
 			return section{}, err
