@@ -24,7 +24,7 @@ const nftraceQuiet = 2 * time.Millisecond
 
 // errorSettle is how long an ICMP error leaves the sources to catch up
 // before they are drained: the router that sent it frees the packet after.
-const errorSettle = 2 * time.Millisecond
+const errorSettle = 10 * time.Millisecond
 
 // session is what a live run opens once: the kernel facts, the netfilter
 // source, the snapshot of namespaces, the recording and the output.
