@@ -314,3 +314,30 @@ func TestE2EDropInInput(t *testing.T) {
 		})
 	}
 }
+
+// TestE2EDropNoCarrier: the target's end of the router's link onward is
+// down, so the router's end has no carrier: the hint says so.
+func TestE2EDropNoCarrier(t *testing.T) {
+	topo, n := router(t)
+	r := inode(t, n.R)
+	for _, target := range []netip.Addr{n.Target4, n.Target6} {
+		if err := topo.CheckOwnRoute(n.Source, target); err != nil {
+			t.Fatal(err)
+		}
+	}
+	inNetns(t, n.B, "ip", "link", "set", n.BLink, "down")
+	families(t, n.Target4, n.Target6, func(t *testing.T, target netip.Addr) {
+		e := traceLost(t, n.Source, target)
+		t.Logf("result %q drop %+v hint %q rows %v", e.Result, e.Drop, e.Hint, rows(e))
+		hint := e.Hint
+		if e.Drop != nil {
+			hint = e.Drop.Hint
+			if uint64(e.Drop.Netns) != r {
+				t.Errorf("drop in %d, want the router %d", e.Drop.Netns, r)
+			}
+		}
+		if !strings.Contains(hint, "no carrier") || !strings.Contains(hint, n.RLinkB) {
+			t.Errorf("hint %q, want it to say %s has no carrier", hint, n.RLinkB)
+		}
+	})
+}
