@@ -8,7 +8,7 @@ BIN := bin/tracepkt-perf
 
 # Debian packages the tests and the demo use; `make deps` installs the missing ones.
 DEB_PACKAGES := iproute2 iputils-ping nftables iptables tshark qemu-system-x86 busybox-static cpio xz-utils librsvg2-bin \
-	linux-image-amd64 linux-image-6.12-amd64
+	linux-image-amd64 linux-image-6.12-amd64 podman runc
 
 # Root test packages that also run inside the distro kernel.
 VM_TEST_PKGS := ./internal/vmtest ./cmd/tracepkt-perf ./probes/ping ./internal/topology ./probes/nftrace ./probes ./probes/netns
@@ -51,12 +51,14 @@ test: deps lint test-host test-matrix
 
 # Every cost of the tool (cmd/tracepkt-bench): prints each table and writes
 # BENCHMARKS.md. BENCH_FLAGS passes flags, e.g. -sections answer,flood or
-# -lock FILE on a machine shared with other root test runs.
+# -lock FILE on a machine shared with other root test runs. Then what naming
+# namespaces costs at start-up with 100 of them.
 BENCH_FLAGS ?=
 bench: build
 	$(GO) build -o bin/tracepkt-bench ./cmd/tracepkt-bench
 	$(GO) build -o bin/tracepkt-vmtest ./cmd/tracepkt-vmtest
 	bin/tracepkt-bench -tool $(BIN) $(BENCH_FLAGS)
+	$(GO) test -run '^$$' -bench Naming100 ./probes/netns
 
 clean:
 	rm -rf bin .vmtest

@@ -13,6 +13,7 @@ type Namespace struct {
 	Pids       []int    // a few processes living in it
 	Comms      []string // their command names
 	Interfaces []Interface
+	Owner      Owner // who it belongs to; zero in files written before owners were recorded
 }
 
 // Interface is one network device of a Namespace.

@@ -18,8 +18,9 @@ import (
 var errCoreMissing = fmt.Errorf("the core trace cannot run on this kernel")
 
 // check prints the capability matrix of the running kernel: what the core
-// trace needs, and which netfilter source auto would pick.
-func check(stdout io.Writer) error {
+// trace needs, and which netfilter source auto would pick; verbose adds the
+// namespaces as a run would name them.
+func check(stdout io.Writer, verbose bool) error {
 	var uts unix.Utsname
 	_ = unix.Uname(&uts)
 	fmt.Fprintf(stdout, "tracepkt-perf capabilities of kernel %s\n\n", unix.ByteSliceToString(uts.Release[:]))
@@ -64,6 +65,11 @@ func check(stdout io.Writer) error {
 	if fsErr == nil {
 		plan, err := netfilterSource("auto", fs)
 		line("netfilter source", err, "auto picks "+plan.name, false)
+	}
+	if verbose {
+		if err := printNamespaces(stdout); err != nil {
+			return err
+		}
 	}
 	if core {
 		fmt.Fprintln(stdout, "\ncore trace: ready")

@@ -69,7 +69,12 @@ func traceJSON(t *testing.T, topo *topology.Topology, src *topology.Netns, targe
 	if err := topo.CheckOwnRoute(src, target); err != nil {
 		t.Fatalf("not tracing: %v", err)
 	}
-	res := runTool(t, src, append([]string{"--json", "-W", "3s", "-i", "20ms", target.String()}, extra...)...)
+	return echoesOf(t, runTool(t, src, append([]string{"--json", "-W", "3s", "-i", "20ms", target.String()}, extra...)...))
+}
+
+// echoesOf decodes what a --json run printed; it must have exited 0.
+func echoesOf(t *testing.T, res toolResult) []jsonEcho {
+	t.Helper()
 	if res.code != 0 {
 		t.Fatalf("exit %d, stderr:\n%s\nstdout:\n%s", res.code, res.stderr, res.stdout)
 	}

@@ -8,7 +8,6 @@ import (
 	"github.com/tracepkt/tracepkt-perf/decode"
 	"github.com/tracepkt/tracepkt-perf/probes"
 	"github.com/tracepkt/tracepkt-perf/probes/hint"
-	"github.com/tracepkt/tracepkt-perf/probes/netns"
 )
 
 // notDrop says which frees are never an echo's drop, by the name the kernel
@@ -59,21 +58,25 @@ func (s *session) explain(j *decode.Journey) error {
 		h := &j.Hops[len(j.Hops)-1]
 		inode = h.Netns
 		loss = hint.Loss{Src: h.Src, Dst: h.Dst, Ifindex: h.Ifindex, In: h.Probe.Direction() == decode.In}
-	} else if len(s.nss) > 0 {
-		// It never reached a device: its own namespace (listed first) holds why.
-		inode = s.nss[0].Inode
+	} else if s.from != nil {
+		// It never reached a device: the namespace it was sent from holds why.
+		inode = s.from.Inode
+		loss = hint.Loss{Dst: j.Target}
+	} else if len(s.ns.all) > 0 {
+		// Likewise, from this one (listed first).
+		inode = s.ns.all[0].Inode
 		loss = hint.Loss{Dst: j.Target}
 	}
 	if inode == 0 || j.Error != nil && j.Drop == nil {
 		return nil // an ICMP error says it all
 	}
-	ns, ok := s.netns(inode)
+	ns, ok := s.ns.get(inode)
 	if !ok {
 		return nil // gone, or not reachable from here
 	}
 	loss.Netns = strconv.FormatUint(uint64(inode), 10)
-	if len(ns.Names) > 0 {
-		loss.Netns = ns.Names[0]
+	if name := s.rc.names[inode]; name != "" {
+		loss.Netns = name
 	}
 	f, err := ns.Open()
 	if err != nil {
@@ -84,22 +87,4 @@ func (s *session) explain(j *decode.Journey) error {
 		return fmt.Errorf("read the state of %v: %w", ns, err)
 	}
 	return nil
-}
-
-// netns finds a namespace by inode among those listed, listing them again
-// once when it is not there (created after the run started).
-func (s *session) netns(inode uint32) (netns.Netns, bool) {
-	for range 2 {
-		for _, ns := range s.nss {
-			if ns.Inode == inode {
-				return ns, true
-			}
-		}
-		nss, err := netns.List()
-		if err != nil {
-			break
-		}
-		s.nss = nss
-	}
-	return netns.Netns{}, false
 }

@@ -46,6 +46,13 @@ Flags:
                        IPv4 and an IPv6 echo into it, remove it
       --check          print what this kernel supports; exit 0 when the
                        trace can run
+      --verbose        with --check: also list the network namespaces, as
+                       the tool names them, and their veth pairs
+      --from-netns NS  send the echo from inside namespace NS: an ip netns
+                       name, a container's or pod's name or id, a PID, or a
+                       path such as /proc/PID/ns/net
+      --netns NS,...   trace netfilter only in these namespaces (and the
+                       --from-netns one); default: every namespace
       --netfilter S    netfilter source: auto, kprobe, nftrace or off
                        (default auto: nftrace, which needs no kprobes)
       --record FILE    also record the run to FILE (a .tpk recording)
@@ -65,6 +72,7 @@ Examples:
   sudo tracepkt-perf 172.17.0.2
   sudo tracepkt-perf -6 -c 3 --json fd00::2
   sudo tracepkt-perf --demo
+  sudo tracepkt-perf --from-netns web-1 172.17.0.3
   sudo tracepkt-perf --record incident.tpk 172.17.0.2
   tracepkt-perf --replay incident.tpk --json
   tracepkt-perf --replay incident.tpk --pcapng incident.pcapng
@@ -117,6 +125,9 @@ type options struct {
 	jsonOut   bool
 	demo      bool
 	check     bool
+	verbose   bool
+	fromNetns string
+	netns     specList
 	netfilter string
 	record    string
 	replay    string
@@ -167,6 +178,9 @@ func parseArgs(args []string, stdout io.Writer) (options, error) {
 	fs.BoolVar(&o.jsonOut, "json", false, "")
 	fs.BoolVar(&o.demo, "demo", false, "")
 	fs.BoolVar(&o.check, "check", false, "")
+	fs.BoolVar(&o.verbose, "verbose", false, "")
+	fs.StringVar(&o.fromNetns, "from-netns", "", "")
+	fs.Var(&o.netns, "netns", "")
 	fs.StringVar(&o.netfilter, "netfilter", o.netfilter, "")
 	fs.StringVar(&o.record, "record", "", "")
 	fs.StringVar(&o.replay, "replay", "", "")
@@ -234,6 +248,10 @@ func parseArgs(args []string, stdout io.Writer) (options, error) {
 		return o, usageError{"--stats and --svg work with a target or --replay, not with --demo, --check or --pcapng"}
 	case o.demo && o.check:
 		return o, usageError{"--demo and --check exclude each other"}
+	case o.verbose && !o.check:
+		return o, usageError{"--verbose goes with --check"}
+	case (o.fromNetns != "" || len(o.netns) > 0) && (o.demo || o.check || o.replay != ""):
+		return o, usageError{"--from-netns and --netns trace a live run: not with --demo, --check or --replay"}
 	case !o.demo && !o.check && o.replay == "" && len(positional) == 0:
 		return o, usageError{"missing target"}
 	case len(positional) > 1:
@@ -297,7 +315,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return replay(o, stdout, stderr)
 	}
 	if o.check {
-		return check(stdout)
+		return check(stdout, o.verbose)
 	}
 	if os.Geteuid() != 0 {
 		return errors.New("tracing needs root (BPF, perf events and a raw socket): run it with sudo")

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"net/netip"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -17,12 +18,19 @@ func TestParseArgs(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := options{count: 3, interval: 10 * time.Millisecond, timeout: 250 * time.Millisecond, only6: true, jsonOut: true, netfilter: "auto", target: "fd00::2"}
-	if o != want {
+	if !reflect.DeepEqual(o, want) {
 		t.Errorf("got %+v\nwant %+v", o, want)
 	}
 	o, err = parseArgs([]string{"--diff", "a.tpk", "b.tpk", "--json", "--svg", "d.svg"}, nil)
 	if err != nil || !o.diff || o.diffFiles != [2]string{"a.tpk", "b.tpk"} || !o.jsonOut || o.svg != "d.svg" {
 		t.Errorf("--diff: %+v, %v", o, err)
+	}
+	o, err = parseArgs([]string{"--from-netns", "web-1", "--netns", "web-1,db", "--netns=4242", "10.0.0.2"}, nil)
+	if err != nil || o.fromNetns != "web-1" || !reflect.DeepEqual(o.netns, specList{"web-1", "db", "4242"}) {
+		t.Errorf("namespace flags: %+v, %v", o, err)
+	}
+	if o, err = parseArgs([]string{"--check", "--verbose"}, nil); err != nil || !o.verbose {
+		t.Errorf("--check --verbose: %+v, %v", o, err)
 	}
 	o, err = parseArgs([]string{"-c5", "-W", "2", "-i0.25", "::1"}, nil)
 	if err != nil || o.count != 5 || o.timeout != 2*time.Second || o.interval != 250*time.Millisecond || o.target != "::1" {
@@ -57,6 +65,8 @@ func TestParseArgsErrors(t *testing.T) {
 		{"-s", "15", "x"}, {"-s", "65508", "x"}, {"-t", "256", "x"}, {"-t", "-1", "x"}, {"-M", "probe", "x"},
 		{"-m", "4294967296", "x"}, {"-m", "-1", "x"}, {"-s", "big", "x"},
 		{"--ring-pages", "3", "x"}, {"--ring-pages", "2048", "x"},
+		{"--verbose", "x"}, {"--from-netns", "a", "--demo"},
+		{"--netns", "a", "--replay", "a.tpk"}, {"--netns", "a,,b", "x"}, {"--from-netns", "a", "--check"},
 	} {
 		_, err := parseArgs(args, nil)
 		var ue usageError

@@ -150,7 +150,7 @@ func TestE2ENetfilterDropInForward(t *testing.T) {
 			t.Errorf("result %s, rows:\n%s\nwant:\n%s", e.Result, strings.Join(got, "\n"), strings.Join(want, "\n"))
 		}
 		table := runTool(t, n.Source, "-W", "500ms", target.String())
-		wantSummary := fmt.Sprintf("the request was dropped by tpfilt.forward (rule %d: %s) in network namespace %d", e.Hops[3].Netfilter.RuleHandle, rule, r)
+		wantSummary := fmt.Sprintf("the request was dropped by tpfilt.forward (rule %d: %s) in network namespace %s (%d)", e.Hops[3].Netfilter.RuleHandle, rule, n.R.Name, r)
 		if !strings.Contains(table.stdout, wantSummary) {
 			t.Errorf("table output lacks %q:\n%s", wantSummary, table.stdout)
 		}

@@ -275,8 +275,8 @@ func summary(j *decode.Journey, rc *renderContext) string {
 				b.WriteString("\n  " + dropLine(j.Drop, rc))
 			}
 		case byRule:
-			fmt.Fprintf(&b, " within %s: the %s was dropped by %s.%s (%s) in network namespace %d", stats.FormatDuration(j.Timeout),
-				packetType(familyOf(nfDrop.Src), nfDrop.ICMPType), nfDrop.Table, nfDrop.Chain, nfDrop.RuleText(), nfDrop.Netns)
+			fmt.Fprintf(&b, " within %s: the %s was dropped by %s.%s (%s) in network namespace %s", stats.FormatDuration(j.Timeout),
+				packetType(familyOf(nfDrop.Src), nfDrop.ICMPType), nfDrop.Table, nfDrop.Chain, nfDrop.RuleText(), rc.netnsCell(nfDrop.Netns))
 		case j.Drop != nil:
 			b.WriteString(": " + dropLine(j.Drop, rc))
 		default:
@@ -290,7 +290,7 @@ func summary(j *decode.Journey, rc *renderContext) string {
 				if last.Probe.Direction() == decode.In {
 					verb = "entering"
 				}
-				fmt.Fprintf(&b, ": the %s was last seen %s %s in network namespace %d", echoType(last.IsRequest()), verb, last.IfName(), last.Netns)
+				fmt.Fprintf(&b, ": the %s was last seen %s %s in network namespace %s", echoType(last.IsRequest()), verb, last.IfName(), rc.netnsCell(last.Netns))
 			} else {
 				b.WriteString(": the request never reached a network device")
 			}
@@ -312,12 +312,7 @@ func dropLine(d *decode.Drop, rc *renderContext) string {
 	if typ := packetType(d.Family, d.ICMPType); typ != "request" {
 		b.WriteString("the " + typ + " was ")
 	}
-	b.WriteString("dropped in netns ")
-	if name := rc.names[d.Netns]; name != "" {
-		fmt.Fprintf(&b, "%s (%d)", name, d.Netns)
-	} else {
-		fmt.Fprintf(&b, "%d", d.Netns)
-	}
+	b.WriteString("dropped in netns " + rc.netnsCell(d.Netns))
 	if d.Ifname != "" {
 		b.WriteString(" after " + d.Ifname)
 	}
@@ -399,21 +394,31 @@ type jsonSplit struct {
 type jsonHop struct {
 	TNs int64 `json:"t_ns"`
 	// DtNs is the time since the timed row before, 0 for the first.
-	DtNs      int64  `json:"dt_ns"`
-	Netns     uint32 `json:"netns"`
-	NetnsName string `json:"netns_name,omitempty"`
-	Ifname    string `json:"ifname"`
-	Ifindex   uint32 `json:"ifindex"`
-	Probe     string `json:"probe"`
-	Type      string `json:"type"`
-	Src       string `json:"src"`
-	Dst       string `json:"dst"`
-	Dir       string `json:"dir"`
-	KtimeNs   uint64 `json:"ktime_ns"`
-	CPU       uint32 `json:"cpu"`
-	Len       uint32 `json:"len"`
+	DtNs       int64      `json:"dt_ns"`
+	Netns      uint32     `json:"netns"`
+	NetnsName  string     `json:"netns_name,omitempty"`
+	NetnsOwner *jsonOwner `json:"netns_owner,omitempty"`
+	Ifname     string     `json:"ifname"`
+	Ifindex    uint32     `json:"ifindex"`
+	Probe      string     `json:"probe"`
+	Type       string     `json:"type"`
+	Src        string     `json:"src"`
+	Dst        string     `json:"dst"`
+	Dir        string     `json:"dir"`
+	KtimeNs    uint64     `json:"ktime_ns"`
+	CPU        uint32     `json:"cpu"`
+	Len        uint32     `json:"len"`
 	// Netfilter is set on rows with probe "netfilter".
 	Netfilter *jsonNetfilter `json:"netfilter,omitempty"`
+}
+
+// jsonOwner is who a hop's namespace belongs to (decode.Owner).
+type jsonOwner struct {
+	Kind string `json:"kind"`
+	ID   string `json:"id"`
+	Name string `json:"name"`
+	Pid  int    `json:"pid"`
+	Comm string `json:"comm"`
 }
 
 type jsonNetfilter struct {
@@ -464,6 +469,9 @@ func (w jsonWriter) Journey(j *decode.Journey) error {
 		h := jsonHop{
 			TNs: v.tNs, DtNs: v.dtNs, Netns: v.netns, NetnsName: w.rc.names[v.netns], Ifname: v.ifname, Ifindex: v.ifindex,
 			Type: v.typ, Src: v.src, Dst: v.dst, Dir: v.dir, KtimeNs: r.Time,
+		}
+		if o, ok := w.rc.owners[v.netns]; ok {
+			h.NetnsOwner = &jsonOwner{Kind: o.Kind, ID: o.ID, Name: o.Name, Pid: o.Pid, Comm: o.Comm}
 		}
 		switch {
 		case v.hop != nil:

@@ -153,12 +153,29 @@ func refusedJourney() decode.Journey {
 		Error: &decode.ICMPError{Family: 6, Type: 2, MTU: 1280}}
 }
 
-// goldenContext names the container namespace and notes legacy tables, as a
-// run on a kernel without kprobes would.
+// goldenContext names the host and the container's namespace and notes
+// legacy tables, as a run on a kernel without kprobes would.
 func goldenContext() *renderContext {
 	rc := newRenderContext([]string{"probe:net:net_dev_queue", "netfilter:nftrace", "kprobes:no", "legacy-tables:filter,nat"})
-	rc.setSnapshot(&decode.Snapshot{Namespaces: []decode.Namespace{{Inode: 4026532400, Names: []string{"tpdemo0-1234"}}, {Inode: 4026531833}}})
+	rc.setSnapshot(&decode.Snapshot{Namespaces: []decode.Namespace{
+		{Inode: 4026532400, Names: []string{"docker/5c2a9d1e7f30"}, Owner: decode.Owner{
+			Kind: "docker", ID: "3f4e8a1c2b9d0e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f", Name: "web-1", Pid: 1234, Comm: "nginx"}},
+		{Inode: 4026531833, Owner: decode.Owner{Kind: "process", Name: "host", Pid: 1, Comm: "systemd"}},
+	}})
 	return rc
+}
+
+// A recording made before owners were recorded names namespaces after
+// their bind mounts.
+func TestNetnsCellBeforeOwners(t *testing.T) {
+	rc := newRenderContext(nil)
+	rc.setSnapshot(&decode.Snapshot{Namespaces: []decode.Namespace{{Inode: 4026532400, Names: []string{"tpdemo0-1234"}}, {Inode: 4026531833}}})
+	if got, want := rc.netnsCell(4026532400), "tpdemo0-1234 (4026532400)"; got != want {
+		t.Errorf("netnsCell = %q, want %q", got, want)
+	}
+	if got, want := rc.netnsCell(4026531833), "4026531833"; got != want {
+		t.Errorf("netnsCell = %q, want %q", got, want)
+	}
 }
 
 func TestTableGolden(t *testing.T) {

@@ -75,6 +75,22 @@ func TestReplayGolden(t *testing.T) {
 	}
 }
 
+// A recording made before owners were recorded still replays: namespaces
+// are named after their bind mounts, the host is a bare inode.
+func TestReplayBeforeOwners(t *testing.T) {
+	for _, mode := range []struct{ suffix, flag string }{{".table", ""}, {".json", "--json"}} {
+		args := []string{"--replay", filepath.Join("testdata", "veth-ipv4-before-owners.tpk")}
+		if mode.flag != "" {
+			args = append(args, mode.flag)
+		}
+		res := runTool(t, nil, args...)
+		if res.code != 0 || res.stderr != "" {
+			t.Fatalf("replay %v: exit %d, stderr %q", args, res.code, res.stderr)
+		}
+		golden(t, "veth-ipv4-before-owners"+mode.suffix, []byte(res.stdout))
+	}
+}
+
 // recordCase records a live run into tpk and keeps what it printed as the
 // table golden: the replay must print it again.
 func recordCase(t *testing.T, tpk string, build func(t *testing.T) (*topology.Topology, *topology.Netns, netip.Addr, []string)) {

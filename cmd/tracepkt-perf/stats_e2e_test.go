@@ -188,7 +188,7 @@ func TestE2EStats(t *testing.T) {
 	}
 	for i, w := range want {
 		f := strings.Fields(lines[3+i])
-		if got := strings.Join([]string{f[1], f[3], f[4], f[5]}, " "); got != w || f[2] != "("+names[i]+")" || f[6] != "100" {
+		if got := strings.Join([]string{strings.Trim(f[2], "()"), f[3], f[4], f[5]}, " "); got != w || f[1] != names[i] || f[6] != "100" {
 			t.Errorf("row %d: %q, want %s with 100 echoes", i+1, lines[3+i], w)
 		}
 	}

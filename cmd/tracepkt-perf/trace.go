@@ -32,8 +32,11 @@ type session struct {
 	fs        *tracefs.FS
 	offsets   probes.Offsets
 	netfilter netfilterPlan
-	nss       []netns.Netns // the namespaces the tool can reach, listed once
+	ns        *namespaces
+	traced    []netns.Netns // where netfilter is traced: --netns, or every namespace
+	from      *netns.Netns  // where the echo starts (--from-netns); nil: here
 	rec       *tpk.Writer
+	rc        *renderContext
 	w         journeyWriter
 	// reasons are the names of skb:kfree_skb's drop reasons on this kernel,
 	// from its format; none before 5.17.
@@ -75,24 +78,35 @@ func openSession(o options, recFile *os.File, newWriter func(*renderContext) jou
 			return nil, err
 		}
 	}
-	if s.nss, err = netns.List(); err != nil {
+	if s.ns, err = listNamespaces(); err != nil {
+		return nil, err
+	}
+	if o.fromNetns != "" {
+		from, err := s.ns.find("--from-netns", o.fromNetns)
+		if err != nil {
+			return nil, err
+		}
+		s.ns.add(from)
+		s.from = &from
+	}
+	if s.traced, err = s.ns.traced(o.netns, s.from); err != nil {
 		return nil, err
 	}
 	if s.netfilter.nftrace {
 		// Tables of runs killed where the kernel has no owner flag (before 5.12).
-		if err := nftrace.Sweep(s.nss); err != nil {
+		if err := nftrace.Sweep(s.traced); err != nil {
 			return nil, fmt.Errorf("netfilter: %w", err)
 		}
 	}
 	// The table needs the namespaces' names; a recording keeps their interfaces too.
-	snap, err := netns.Snapshot(s.nss, recFile != nil)
+	snap, err := netns.Snapshot(s.ns.all, s.ns.owners, recFile != nil)
 	if err != nil {
 		return nil, err
 	}
 	hdr := newHeader(s.netfilter.name, fs)
-	rc := newRenderContext(hdr.Capabilities)
-	rc.setSnapshot(snap)
-	s.w = newWriter(rc)
+	s.rc = newRenderContext(hdr.Capabilities)
+	s.rc.setSnapshot(snap)
+	s.w = newWriter(s.rc)
 	if recFile != nil {
 		if s.rec, err = tpk.NewWriter(recFile, hdr); err != nil {
 			return nil, fmt.Errorf("record: %w", err)
@@ -158,14 +172,14 @@ func (s *session) trace(ctx context.Context, target netip.Addr, o options) (err 
 		err = errors.Join(err, nfErr)
 	}()
 	if s.netfilter.nftrace {
-		if nf, err = nftrace.Open(s.nss, id); err != nil {
+		if nf, err = nftrace.Open(s.traced, id); err != nil {
 			return fmt.Errorf("netfilter: %w", err)
 		}
 	}
 	if src := o.ping.Source; src.IsValid() && src.Is4() != target.Is4() {
 		return usageError{fmt.Sprintf("-I %s is not of the family of %s", src, target)}
 	}
-	pinger, err := ping.Open(target, id, o.ping)
+	pinger, err := openPinger(target, id, o.ping, s.from)
 	if err != nil {
 		return err
 	}
@@ -202,6 +216,18 @@ func (s *session) trace(ctx context.Context, target netip.Addr, o options) (err 
 		}
 		if err != nil {
 			return err
+		}
+		snap, err := s.ns.learn(&j, s.rec != nil)
+		if err != nil {
+			return err
+		}
+		if snap != nil {
+			s.rc.setSnapshot(snap)
+			if s.rec != nil {
+				if err := s.rec.WriteSnapshot(snap); err != nil {
+					return fmt.Errorf("record: %w", err)
+				}
+			}
 		}
 		if !j.Replied {
 			unanswered++

@@ -160,7 +160,10 @@ func (p *Writer) writeInterface(r *decode.Record) {
 	name := r.IfName()
 	desc := "netns " + strconv.FormatUint(uint64(r.Netns), 10)
 	if ns := p.netns[r.Netns]; ns != nil {
-		if len(ns.Names) > 0 {
+		switch {
+		case ns.Owner.Name != "":
+			desc += " (" + ns.Owner.Name + ")"
+		case len(ns.Names) > 0:
 			desc += " (" + strings.Join(ns.Names, ", ") + ")"
 		}
 		if name == "" {

@@ -66,7 +66,10 @@ func encodeHeader(b []byte, h *Header) []byte {
 // encodeSnapshot: list(length:uvarint namespace), namespace = Inode:uvarint
 // Names:list(string) Pids:list(varint) Comms:list(string)
 // Interfaces:list(length:uvarint interface), interface = Ifindex:uvarint
-// Name Kind:string PeerIfindex PeerNetns:uvarint Master:string Addrs:list(prefix).
+// Name Kind:string PeerIfindex PeerNetns:uvarint Master:string Addrs:list(prefix);
+// then, appended to a namespace whose owner is known, Owner = Kind ID
+// Name:string Pid:varint Comm:string (a writer that appends more after it
+// writes it, empty or not).
 func encodeSnapshot(b []byte, s *decode.Snapshot) []byte {
 	var nsBuf, ifBuf []byte
 	b = binary.AppendUvarint(b, uint64(len(s.Namespaces)))
@@ -97,6 +100,15 @@ func encodeSnapshot(b []byte, s *decode.Snapshot) []byte {
 					}
 					return b
 				})
+			}
+			// Appended: older readers stop before it, and namespaces nobody
+			// owns stay as version 1 first wrote them.
+			if o := &ns.Owner; o.Kind != "" {
+				for _, s := range []string{o.Kind, o.ID, o.Name} {
+					b = appendString(b, s)
+				}
+				b = binary.AppendVarint(b, int64(o.Pid))
+				b = appendString(b, o.Comm)
 			}
 			return b
 		})
@@ -314,6 +326,9 @@ func (r *Reader) decodeSnapshot(body []byte, s *decode.Snapshot) error {
 			e.bad = e.bad || f.bad
 			return ifc
 		})
+		if e.off < len(e.b) {
+			ns.Owner = decode.Owner{Kind: e.string(), ID: e.string(), Name: e.string(), Pid: int(e.varint()), Comm: e.string()}
+		}
 		c.bad = c.bad || e.bad
 		return ns
 	})

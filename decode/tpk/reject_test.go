@@ -102,11 +102,17 @@ func TestUnknownFramesAndFields(t *testing.T) {
 			b = append(b, 0)                // no addresses
 			return append(b, "mtu 1500"...) // a newer field
 		})
+		for _, s := range []string{"netns", "/run/netns/blue", "blue"} {
+			b = appendString(b, s)
+		}
+		b = binary.AppendVarint(b, 77)
+		b = appendString(b, "sleep")
 		return append(b, "cgroup"...) // a newer field
 	})
 	craft(rec.w, frameSnapshot, snap)
 	rec.items = append(rec.items, tpkItem{kind: KindSnapshot, snap: decode.Snapshot{Namespaces: []decode.Namespace{{
 		Inode: 42, Names: []string{"blue"}, Interfaces: []decode.Interface{{Ifindex: 3, Name: "eth0", Kind: "veth"}},
+		Owner: decode.Owner{Kind: decode.OwnerNetns, ID: "/run/netns/blue", Name: "blue", Pid: 77, Comm: "sleep"},
 	}}}})
 	rec.echo(demoEcho(4, 2))
 

@@ -161,6 +161,23 @@ func smallRecording(tb testing.TB) *recording {
 	return rec
 }
 
+// Owners round-trip; testdata/small.tpk, written before owners were
+// recorded, reads with none (TestGolden).
+func TestSnapshotOwners(t *testing.T) {
+	rec := newRecording(t, testHeader())
+	snap := testrecord.Snapshot()
+	snap.Namespaces[0].Owner = decode.Owner{Kind: decode.OwnerProcess, Name: decode.HostName, Pid: 1, Comm: "systemd"}
+	snap.Namespaces[1].Owner = decode.Owner{Kind: decode.OwnerDocker, ID: "3f4e8a1c2b9d0e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f",
+		Name: "web-1", Pid: 1234, Comm: "sleep"}
+	rec.snapshot(snap)
+	rec.echo(demoEcho(4, 1))
+	got, _, err := readAll(t, rec.bytes())
+	if err != io.EOF {
+		t.Fatalf("read: %v", err)
+	}
+	checkItems(t, got, rec.items)
+}
+
 func TestGolden(t *testing.T) {
 	rec := smallRecording(t)
 	path := filepath.Join("testdata", "small.tpk")

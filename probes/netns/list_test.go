@@ -2,7 +2,6 @@ package netns_test
 
 import (
 	"os"
-	"os/exec"
 	"slices"
 	"strconv"
 	"testing"
@@ -15,28 +14,13 @@ import (
 
 func TestNamespaces(t *testing.T) {
 	testenv.RequireRoot(t)
-	testenv.RequireCommands(t, "unshare", "sleep")
 	topo := testenv.Topology(t)
 	named, err := topo.Netns(topology.UniqueName("nn"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	// A namespace only a process holds.
-	cmd := exec.Command("unshare", "--net", "sleep", "30")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	var unnamed uint32
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
-		if ino := uint32(testenv.NetnsInodeOfPid(t, cmd.Process.Pid)); ino != uint32(testenv.NetnsInodeOfPid(t, os.Getpid())) {
-			unnamed = ino
-			break
-		}
-	}
-	if unnamed == 0 {
-		t.Fatal("unshare --net did not enter a new namespace")
-	}
+	cmd, unnamed := testenv.UnshareNet(t)
 
 	start := time.Now()
 	nss, err := netns.List()

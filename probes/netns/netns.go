@@ -87,18 +87,12 @@ func List() ([]Netns, error) {
 	if err != nil {
 		return nil, err
 	}
-	var link [64]byte
 	for _, pid := range pids {
 		if pid[0] < '0' || pid[0] > '9' {
 			continue
 		}
 		p := "/proc/" + pid + "/ns/net"
-		// readlink gives "net:[<inode>]" without resolving the namespace file.
-		n, err := unix.Readlink(p, link[:])
-		if err != nil {
-			continue
-		}
-		ino, ok := parseNsLink(string(link[:n]))
+		ino, ok := readNsLink(p)
 		if !ok {
 			continue
 		}
@@ -132,6 +126,28 @@ func readDirNames(dir string) ([]string, error) {
 		return nil, fmt.Errorf("list network namespaces: read %s: %w", dir, err)
 	}
 	return names, nil
+}
+
+// readNsLink reads the namespace a /proc/<pid>/ns/net link names; readlink
+// gives "net:[<inode>]" without resolving the namespace file.
+func readNsLink(path string) (uint32, bool) {
+	var link [64]byte
+	n, err := unix.Readlink(path, link[:])
+	if err != nil {
+		return 0, false
+	}
+	return parseNsLink(string(link[:n]))
+}
+
+// namePath is the bind mount a name from Netns.Names stands for.
+func namePath(name string) string {
+	for i := len(netnsDirs) - 1; i >= 0; i-- {
+		d := netnsDirs[i]
+		if rest, ok := strings.CutPrefix(name, d.prefix); ok {
+			return filepath.Join(d.dir, rest)
+		}
+	}
+	return name
 }
 
 // parseNsLink parses the target of a /proc/<pid>/ns/net link, "net:[<inode>]".

@@ -16,13 +16,14 @@ import (
 )
 
 // Snapshot records what a run can see of the machine: the network
-// namespaces nss (from List) with their names, the processes List saw
-// in them and, with interfaces, their interfaces, so a replay shows the live
+// namespaces nss (from List) with their names and owners (from
+// Namer.Owners), the processes List saw in them and, with interfaces, their
+// interfaces and where each veth's peer lives, so a replay shows the live
 // run's names anywhere. Namespaces that vanish while it looks are left out.
-func Snapshot(nss []Netns, interfaces bool) (*decode.Snapshot, error) {
+func Snapshot(nss []Netns, owners map[uint32]decode.Owner, interfaces bool) (*decode.Snapshot, error) {
 	s := &decode.Snapshot{}
 	for _, ns := range nss {
-		n := decode.Namespace{Inode: ns.Inode, Names: ns.Names}
+		n := decode.Namespace{Inode: ns.Inode, Names: ns.Names, Owner: owners[ns.Inode]}
 		for _, pid := range ns.Pids {
 			comm, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
 			n.Pids = append(n.Pids, pid)
@@ -40,7 +41,38 @@ func Snapshot(nss []Netns, interfaces bool) (*decode.Snapshot, error) {
 		}
 		s.Namespaces = append(s.Namespaces, n)
 	}
+	linkVethPeers(s)
 	return s, nil
+}
+
+// linkVethPeers fills PeerNetns of each veth whose peer s holds: the one
+// namespace with a veth numbered PeerIfindex whose own peer is that veth.
+// Interface numbers are per namespace, so two pairs numbered alike leave
+// both unknown rather than guessed.
+func linkVethPeers(s *decode.Snapshot) {
+	type end struct {
+		ifindex, peer uint32
+	}
+	where := map[end][]uint32{} // veth ends by (ifindex, peer ifindex): their namespaces
+	for _, ns := range s.Namespaces {
+		for _, ifc := range ns.Interfaces {
+			if ifc.Kind == "veth" && ifc.PeerIfindex != 0 {
+				k := end{ifc.Ifindex, ifc.PeerIfindex}
+				where[k] = append(where[k], ns.Inode)
+			}
+		}
+	}
+	for i := range s.Namespaces {
+		for j := range s.Namespaces[i].Interfaces {
+			ifc := &s.Namespaces[i].Interfaces[j]
+			if ifc.Kind != "veth" || ifc.PeerIfindex == 0 {
+				continue
+			}
+			if peers := where[end{ifc.PeerIfindex, ifc.Ifindex}]; len(peers) == 1 && len(where[end{ifc.Ifindex, ifc.PeerIfindex}]) == 1 {
+				ifc.PeerNetns = peers[0]
+			}
+		}
+	}
 }
 
 func interfacesOf(ns Netns) ([]decode.Interface, error) {

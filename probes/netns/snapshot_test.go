@@ -13,7 +13,8 @@ import (
 )
 
 // TestSnapshot builds a veth pair and checks that the snapshot names its
-// namespace, lists a process living in it, and describes both ends.
+// namespace and the host's, lists a process living in it, and describes
+// both ends, each with the namespace of its peer.
 func TestSnapshot(t *testing.T) {
 	topo := testenv.Topology(t)
 	v4, v6 := topology.TestNets()
@@ -26,7 +27,7 @@ func TestSnapshot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := netns.Snapshot(nss, true)
+	s, err := netns.Snapshot(nss, netns.NewNamer(netns.DefaultPlaces).Owners(nss), true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,6 +45,13 @@ func TestSnapshot(t *testing.T) {
 			if eth0.Kind != "veth" || !slices.Contains(eth0.Addrs, n.Peer4) || !slices.Contains(eth0.Addrs, n.Peer6) || eth0.PeerIfindex == 0 {
 				t.Errorf("eth0 = %+v, want a veth with %v and %v and a peer", eth0, n.Peer4, n.Peer6)
 			}
+			if eth0.PeerNetns != rootIno {
+				t.Errorf("eth0's peer is in net:[%d], want net:[%d]", eth0.PeerNetns, rootIno)
+			}
+			want := decode.Owner{Kind: "netns", ID: "/run/netns/" + n.Netns.Name, Name: n.Netns.Name, Pid: sleeper.Process.Pid, Comm: "sleep"}
+			if ns.Owner != want {
+				t.Errorf("peer namespace's owner %+v, want %+v", ns.Owner, want)
+			}
 			if lo := find(t, ns.Interfaces, "lo"); lo.Kind != "loopback" || !slices.Contains(lo.Addrs, netip.MustParsePrefix("127.0.0.1/8")) {
 				t.Errorf("lo = %+v", lo)
 			}
@@ -52,6 +60,12 @@ func TestSnapshot(t *testing.T) {
 			host := find(t, ns.Interfaces, n.HostLink)
 			if host.Kind != "veth" || !slices.Contains(host.Addrs, n.Host4) {
 				t.Errorf("%s = %+v", n.HostLink, host)
+			}
+			if host.PeerNetns != peerIno {
+				t.Errorf("%s's peer is in net:[%d], want net:[%d]", n.HostLink, host.PeerNetns, peerIno)
+			}
+			if ns.Owner.Name != "host" || ns.Owner.Pid != 1 {
+				t.Errorf("this namespace's owner %+v, want host", ns.Owner)
 			}
 		}
 	}
