@@ -48,7 +48,7 @@ func TestDropRecord(t *testing.T) {
 		{"the error that reached us is not the drop; the request's free is", cat(request, []Record{free(250, 9, 2, 8, reasonNoRoutes)}, errorBack, []Record{free(450, 1, 0, 3, 2)}), false, true, 250},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			j := NewJourney(netip.MustParseAddr("10.0.0.2"), 7, 1, tc.recs, nil)
+			j := NewJourney(Outcome{Target: netip.MustParseAddr("10.0.0.2"), EchoID: 7, Seq: 1}, tc.recs, nil)
 			j.Replied = tc.replied
 			if tc.icmpErr {
 				j.Error = &ICMPError{Family: 4, Type: 3}
@@ -71,7 +71,7 @@ func TestDropRecord(t *testing.T) {
 
 func TestNewDropPlace(t *testing.T) {
 	recs := []Record{devHop(100, 1, 2, ProbeNetDevQueue, 8), devHop(200, 9, 5, ProbeNetifReceiveSkb, 8), free(250, 9, 5, 8, reasonNoRoutes)}
-	j := NewJourney(netip.MustParseAddr("10.0.0.2"), 7, 1, recs, nil)
+	j := NewJourney(Outcome{Target: netip.MustParseAddr("10.0.0.2"), EchoID: 7, Seq: 1}, recs, nil)
 	d := j.NewDrop(&j.Frees[0], "IP_INNOROUTES", "ip_error+0x5c")
 	if d.Netns != 9 || d.Ifindex != 5 || !d.In || !d.IsRequest() || d.Reason != "IP_INNOROUTES" || d.Location != "ip_error+0x5c" {
 		t.Errorf("drop %+v", d)
@@ -143,7 +143,7 @@ func TestStartAndSplit(t *testing.T) {
 	recs := []Record{devHop(1000, 1, 2, ProbeNetDevQueue, 8), devHop(1300, 9, 2, ProbeNetifReceiveSkb, 8),
 		devHop(1700, 9, 2, ProbeNetDevQueue, 0), devHop(2000, 1, 2, ProbeNetifReceiveSkb, 0)}
 	nf := []NetfilterEvent{{Time: 400, Netns: 1, ICMPType: 8, EchoID: 7, Seq: 1}}
-	j := NewJourney(netip.MustParseAddr("10.0.0.2"), 7, 1, recs, nf)
+	j := NewJourney(Outcome{Target: netip.MustParseAddr("10.0.0.2"), EchoID: 7, Seq: 1}, recs, nf)
 	if s := j.Start(); s != 400 {
 		t.Errorf("start %d, want the verdict's 400", s)
 	}

@@ -7,8 +7,9 @@ import (
 	"time"
 )
 
-// Journey is what one echo request and its reply did inside the machine.
-type Journey struct {
+// Outcome is how one echo request ended: what the pinger saw and, for a
+// loss, what the live run found out about it.
+type Outcome struct {
 	Target  netip.Addr
 	EchoID  uint16
 	Seq     uint16
@@ -17,15 +18,6 @@ type Journey struct {
 	RTT time.Duration
 	// Timeout is how long the pinger waited, when not Replied.
 	Timeout time.Duration
-	// Hops are the records of this echo in kernel time order.
-	Hops []Record
-	// Netfilter are the chain verdicts on this echo, in the order they came.
-	Netfilter []NetfilterEvent
-	// Lost counts records the rings dropped while this echo was traced.
-	Lost uint64
-	// Frees are the drop probe's records of this echo's packets, in kernel
-	// time order; most are not drops (see DropRecord).
-	Frees []Record
 	// Error is the ICMP error about the request that reached the pinger.
 	Error *ICMPError
 	// Drop is the free that ended the journey, when one did.
@@ -35,12 +27,28 @@ type Journey struct {
 	Hint string
 }
 
-// NewJourney keeps the records and netfilter events of echo (id, seq) among
-// recs and nf. Records are merged across CPUs in kernel time order (records
-// of the same instant keep their order); of the netfilter events, the rules
-// that only let the packet continue (counters, logs) are left out.
-func NewJourney(target netip.Addr, id, seq uint16, recs []Record, nf []NetfilterEvent) Journey {
-	j := Journey{Target: target, EchoID: id, Seq: seq}
+// Journey is what one echo request and its reply did inside the machine.
+type Journey struct {
+	Outcome
+	// Hops are the records of this echo in kernel time order.
+	Hops []Record
+	// Netfilter are the chain verdicts on this echo, in the order they came.
+	Netfilter []NetfilterEvent
+	// Lost counts records the rings dropped while this echo was traced.
+	Lost uint64
+	// Frees are the drop probe's records of this echo's packets, in kernel
+	// time order; most are not drops (see DropRecord).
+	Frees []Record
+}
+
+// NewJourney keeps the records and netfilter events of echo o among recs
+// and nf: live runs and replays build journeys here alike. Records are
+// merged across CPUs in kernel time order (records of the same instant keep
+// their order); of the netfilter events, the rules that only let the packet
+// continue (counters, logs) are left out.
+func NewJourney(o Outcome, recs []Record, nf []NetfilterEvent) Journey {
+	j := Journey{Outcome: o}
+	id, seq := o.EchoID, o.Seq
 	for _, e := range nf {
 		if e.EchoID == id && e.Seq == seq && !(e.Type == TraceRule && e.Verdict == "CONTINUE") {
 			j.Netfilter = append(j.Netfilter, e)

@@ -24,7 +24,7 @@ func TestNewJourneyMergesCPUsInTimeOrder(t *testing.T) {
 		hop(150, 0, 10, 5, 8, 2),                   // another echo
 		{Time: 50, EchoID: 8, Seq: 1, ICMPType: 8}, // another run's id
 	}
-	j := NewJourney(netip.MustParseAddr("10.0.0.2"), 7, 1, recs, nil)
+	j := NewJourney(Outcome{Target: netip.MustParseAddr("10.0.0.2"), EchoID: 7, Seq: 1}, recs, nil)
 	var got []uint64
 	for _, h := range j.Hops {
 		got = append(got, h.Time*100+uint64(h.Ifindex))
@@ -102,7 +102,7 @@ func TestRowsPlacesNftraceByHook(t *testing.T) {
 		nfEvent(root, "filter", "INPUT", HookInput, "ACCEPT", 0, 9, 0),
 		{Netns: root, Chain: "other-echo", EchoID: 7, Seq: 2, ICMPType: 8},
 	}
-	j := NewJourney(netip.MustParseAddr("10.0.0.2"), 7, 1, recs, nf)
+	j := NewJourney(Outcome{Target: netip.MustParseAddr("10.0.0.2"), EchoID: 7, Seq: 1}, recs, nf)
 	got := rowNames(j.Rows())
 	want := "nf:OUTPUT nf:OUTPUT nf:POSTROUTING hop:9out hop:10out hop:2in nf:INPUT nf:OUTPUT hop:2out hop:10in hop:9in nf:INPUT"
 	if got != want {
@@ -121,13 +121,13 @@ func TestRowsPlacesDrops(t *testing.T) {
 		nfEvent(r, "filt", "fwd", HookForward, "DROP", 8, 2, 3),
 		nfEvent(a, "filter", "OUTPUT", HookOutput, "ACCEPT", 8, 0, 2),
 	}
-	j := NewJourney(netip.MustParseAddr("10.0.0.2"), 7, 1, recs, nf)
+	j := NewJourney(Outcome{Target: netip.MustParseAddr("10.0.0.2"), EchoID: 7, Seq: 1}, recs, nf)
 	if got, want := rowNames(j.Rows()), "nf:OUTPUT hop:2out hop:2in nf:fwd"; got != want {
 		t.Errorf("forward drop: got %s, want %s", got, want)
 	}
 
 	// Dropped in OUTPUT before any device saw it: the journey is that row alone.
-	j = NewJourney(netip.MustParseAddr("10.0.0.2"), 7, 1, nil, []NetfilterEvent{nfEvent(a, "filter", "OUTPUT", HookOutput, "DROP", 8, 0, 0)})
+	j = NewJourney(Outcome{Target: netip.MustParseAddr("10.0.0.2"), EchoID: 7, Seq: 1}, nil, []NetfilterEvent{nfEvent(a, "filter", "OUTPUT", HookOutput, "DROP", 8, 0, 0)})
 	if got := rowNames(j.Rows()); got != "nf:OUTPUT" {
 		t.Errorf("output drop: got %s", got)
 	}
@@ -135,7 +135,7 @@ func TestRowsPlacesDrops(t *testing.T) {
 	// With kernel times (kprobes), time decides.
 	timed := []NetfilterEvent{nfEvent(r, "filter", "FORWARD", HookForward, "DROP", 8, 2, 3), nfEvent(a, "filter", "OUTPUT", HookOutput, "ACCEPT", 8, 0, 0)}
 	timed[0].Time, timed[1].Time = 125, 90
-	j = NewJourney(netip.MustParseAddr("10.0.0.2"), 7, 1, recs, timed)
+	j = NewJourney(Outcome{Target: netip.MustParseAddr("10.0.0.2"), EchoID: 7, Seq: 1}, recs, timed)
 	if got, want := rowNames(j.Rows()), "nf:OUTPUT hop:2out hop:2in nf:FORWARD"; got != want {
 		t.Errorf("timed: got %s, want %s", got, want)
 	}

@@ -152,7 +152,7 @@ func TestNetfilterRecord(t *testing.T) {
 	if e := r.NetfilterEvent(); e.Verdict != "STOLEN" {
 		t.Errorf("NF_STOLEN read as %s", e.Verdict)
 	}
-	j := NewJourney(netip.MustParseAddr("10.0.0.2"), 0xbeef, 3, []Record{r}, nil)
+	j := NewJourney(Outcome{Target: netip.MustParseAddr("10.0.0.2"), EchoID: 0xbeef, Seq: 3}, []Record{r}, nil)
 	if len(j.Hops) != 0 || len(j.Netfilter) != 1 {
 		t.Errorf("journey: %d hops, %d netfilter events; want the record as a netfilter event", len(j.Hops), len(j.Netfilter))
 	}

@@ -48,7 +48,7 @@ func bridgeJourney() decode.Journey {
 	const root, ctr = 4026531833, 4026532400
 	out, in := decode.ProbeNetDevQueue, decode.ProbeNetifReceiveSkb
 	return decode.Journey{
-		Target: netip.MustParseAddr("172.31.250.2"), EchoID: 0x1234, Seq: 1, Replied: true, RTT: 96300 * time.Nanosecond,
+		Outcome: decode.Outcome{Target: netip.MustParseAddr("172.31.250.2"), EchoID: 0x1234, Seq: 1, Replied: true, RTT: 96300 * time.Nanosecond},
 		Hops: []decode.Record{
 			record(1000000, root, 9, "tpdemo0", out, 8, "172.31.250.1", "172.31.250.2"),
 			record(1003100, root, 10, "tpdemoh", out, 8, "172.31.250.1", "172.31.250.2"),
@@ -95,7 +95,7 @@ func netfilterJourney() decode.Journey {
 // droppedJourney ends at a FORWARD rule of a router namespace.
 func droppedJourney() decode.Journey {
 	const a, r = 4026532500, 4026532501
-	j := decode.Journey{Target: netip.MustParseAddr("172.31.250.2"), EchoID: 0x1234, Seq: 1, Timeout: time.Second,
+	j := decode.Journey{Outcome: decode.Outcome{Target: netip.MustParseAddr("172.31.250.2"), EchoID: 0x1234, Seq: 1, Timeout: time.Second},
 		Hops: []decode.Record{
 			record(1000000, a, 2, "eth0", decode.ProbeNetDevQueue, 8, "172.31.250.1", "172.31.250.2"),
 			record(1004000, r, 2, "eth0", decode.ProbeNetifReceiveSkb, 8, "172.31.250.1", "172.31.250.2"),
@@ -110,17 +110,18 @@ func droppedJourney() decode.Journey {
 // network unreachable: the drop with its reason, place and hint, and the error.
 func noRouteJourney() decode.Journey {
 	const a, r = 4026532500, 4026532400
-	j := decode.Journey{Target: netip.MustParseAddr("172.31.250.2"), EchoID: 0x1234, Seq: 1, Timeout: time.Second,
+	j := decode.Journey{
+		Outcome: decode.Outcome{Target: netip.MustParseAddr("172.31.250.2"), EchoID: 0x1234, Seq: 1, Timeout: time.Second,
+			Error: &decode.ICMPError{Family: 4, Type: 3, Code: 0, From: netip.MustParseAddr("172.31.250.254")},
+			Drop: &decode.Drop{Time: 1010500, Netns: r, Ifindex: 2, Ifname: "eth0", Family: 4, ICMPType: 8, In: true,
+				Src: netip.MustParseAddr("172.31.250.1"), Dst: netip.MustParseAddr("172.31.250.2"), Reason: "IP_INNOROUTES", Location: "ip_error+0x5c"},
+			Hint: "route lookup in tpdemo0-1234 for 172.31.250.2: no route (network unreachable)"},
 		Hops: []decode.Record{
 			record(1000000, a, 2, "eth0", decode.ProbeNetDevQueue, 8, "172.31.250.1", "172.31.250.2"),
 			record(1004000, r, 2, "eth0", decode.ProbeNetifReceiveSkb, 8, "172.31.250.1", "172.31.250.2"),
 			record(1009000, r, 2, "eth0", decode.ProbeNetDevQueue, 3, "172.31.250.254", "172.31.250.1"),
 			record(1013000, a, 2, "eth0", decode.ProbeNetifReceiveSkb, 3, "172.31.250.254", "172.31.250.1"),
 		},
-		Error: &decode.ICMPError{Family: 4, Type: 3, Code: 0, From: netip.MustParseAddr("172.31.250.254")},
-		Drop: &decode.Drop{Time: 1010500, Netns: r, Ifindex: 2, Ifname: "eth0", Family: 4, ICMPType: 8, In: true,
-			Src: netip.MustParseAddr("172.31.250.1"), Dst: netip.MustParseAddr("172.31.250.2"), Reason: "IP_INNOROUTES", Location: "ip_error+0x5c"},
-		Hint: "route lookup in tpdemo0-1234 for 172.31.250.2: no route (network unreachable)",
 	}
 	return j
 }
@@ -149,8 +150,8 @@ func replyLostJourney() decode.Journey {
 // refusedJourney is a request this host refused to send: larger than the
 // path MTU an earlier "too big" taught it.
 func refusedJourney() decode.Journey {
-	return decode.Journey{Target: netip.MustParseAddr("fd00::9"), EchoID: 0x1234, Seq: 3, Timeout: time.Second,
-		Error: &decode.ICMPError{Family: 6, Type: 2, MTU: 1280}}
+	return decode.Journey{Outcome: decode.Outcome{Target: netip.MustParseAddr("fd00::9"), EchoID: 0x1234, Seq: 3, Timeout: time.Second,
+		Error: &decode.ICMPError{Family: 6, Type: 2, MTU: 1280}}}
 }
 
 // goldenContext names the host and the container's namespace and notes
@@ -181,7 +182,7 @@ func TestNetnsCellBeforeOwners(t *testing.T) {
 func TestTableGolden(t *testing.T) {
 	var buf bytes.Buffer
 	tw := newJourneyWriter(false, &buf, goldenContext())
-	for _, j := range []decode.Journey{bridgeJourney(), lostJourney(), netfilterJourney(), droppedJourney(), noRouteJourney(), kprobeFirstJourney(), refusedJourney(), replyLostJourney(), {Target: netip.MustParseAddr("fd00::9"), Seq: 2, Timeout: 2 * time.Second}} {
+	for _, j := range []decode.Journey{bridgeJourney(), lostJourney(), netfilterJourney(), droppedJourney(), noRouteJourney(), kprobeFirstJourney(), refusedJourney(), replyLostJourney(), {Outcome: decode.Outcome{Target: netip.MustParseAddr("fd00::9"), Seq: 2, Timeout: 2 * time.Second}}} {
 		if err := tw.Journey(&j); err != nil {
 			t.Fatal(err)
 		}

@@ -69,7 +69,7 @@ func replayJourneys(r *tpk.Reader, path string, newWriter func(*renderContext) j
 		case tpk.KindRecord:
 			recs = append(recs, rec)
 		case tpk.KindOutcome:
-			j := out.Journey(recs)
+			j := decode.NewJourney(out.Outcome, recs, out.Netfilter)
 			if !j.Replied {
 				unanswered++
 			}

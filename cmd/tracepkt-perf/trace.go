@@ -236,7 +236,7 @@ func (s *session) trace(ctx context.Context, target netip.Addr, o options) (err 
 			}
 		}
 		if s.rec != nil {
-			out := tpk.NewEchoOutcome(&j, events)
+			out := tpk.EchoOutcome{Outcome: j.Outcome, Netfilter: events}
 			if err := s.rec.WriteEcho(recs, &out); err != nil {
 				return fmt.Errorf("record: %w", err)
 			}
@@ -260,13 +260,12 @@ func echo(p *ping.Pinger, t *probes.Tracer, nf *nftrace.Tracer, target netip.Add
 	var tooBig *ping.TooBigError
 	if errors.As(err, &tooBig) {
 		// Refused here: an earlier "too big" taught the kernel the path MTU.
-		j := decode.NewJourney(target, p.ID(), seq, nil, nil)
-		j.Timeout = timeout
-		j.Error = &decode.ICMPError{Family: 4, Type: 3, Code: 4, MTU: uint32(tooBig.MTU)}
+		o := decode.Outcome{Target: target, EchoID: p.ID(), Seq: seq, Timeout: timeout}
+		o.Error = &decode.ICMPError{Family: 4, Type: 3, Code: 4, MTU: uint32(tooBig.MTU)}
 		if target.Is6() {
-			j.Error.Family, j.Error.Type, j.Error.Code = 6, 2, 0
+			o.Error.Family, o.Error.Type, o.Error.Code = 6, 2, 0
 		}
-		return j, nil, nil
+		return decode.NewJourney(o, nil, nil), nil, nil
 	}
 	if err != nil {
 		if errors.Is(err, ping.ErrNoRoute) {
@@ -315,17 +314,16 @@ func echo(p *ping.Pinger, t *probes.Tracer, nf *nftrace.Tracer, target netip.Add
 			return decode.Journey{}, nil, fmt.Errorf("netfilter: %w", err)
 		}
 	}
-	j := decode.NewJourney(target, p.ID(), seq, *recs, events)
-	j.Replied, j.Timeout = replied, timeout
+	o := decode.Outcome{Target: target, EchoID: p.ID(), Seq: seq, Replied: replied, Timeout: timeout}
 	if replied {
-		j.RTT = reply.Received.Sub(sent)
+		o.RTT = reply.Received.Sub(sent)
 	}
 	if e := reply.Error; answered && e != nil {
 		family := uint8(4)
 		if target.Is6() {
 			family = 6
 		}
-		j.Error = &decode.ICMPError{Family: family, Type: e.Type, Code: e.Code, From: reply.From.WithZone(""), MTU: e.MTU}
+		o.Error = &decode.ICMPError{Family: family, Type: e.Type, Code: e.Code, From: reply.From.WithZone(""), MTU: e.MTU}
 	}
-	return j, events, nil
+	return decode.NewJourney(o, *recs, events), events, nil
 }

@@ -43,7 +43,7 @@ func routerPath(via string, dts ...uint64) []hopSpec {
 // journey builds echo seq over hops; replied echoes get a round trip of
 // the kernel path plus 50µs.
 func journey(seq uint16, replied bool, hops []hopSpec, nf ...decode.NetfilterEvent) decode.Journey {
-	j := decode.Journey{Target: netip.MustParseAddr("10.0.1.2"), EchoID: 7, Seq: seq, Replied: replied, Timeout: time.Second}
+	j := decode.Journey{Outcome: decode.Outcome{Target: netip.MustParseAddr("10.0.1.2"), EchoID: 7, Seq: seq, Replied: replied, Timeout: time.Second}}
 	t := uint64(seq) * 1e9
 	for _, h := range hops {
 		t += h.dt

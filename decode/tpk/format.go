@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
-	"net/netip"
 	"time"
 
 	"github.com/tracepkt/tracepkt-perf/decode"
@@ -102,37 +101,13 @@ type Header struct {
 	Capabilities  []string  // e.g. "probe:net_dev_queue", "netfilter:nftrace"
 }
 
-// EchoOutcome is what the pinger saw of one echo; it follows the echo's records.
+// EchoOutcome follows an echo's records in a recording: what the pinger saw,
+// and the netfilter events collected for the echo, as the source delivered
+// them (files without them decode with none). decode.NewJourney rebuilds
+// the live run's journey from it and the records before it.
 type EchoOutcome struct {
-	Target  netip.Addr
-	EchoID  uint16
-	Seq     uint16
-	Replied bool
-	RTT     time.Duration
-	Timeout time.Duration
-	// Netfilter are the netfilter events collected for this echo, as the
-	// source delivered them (files without them decode with none).
+	decode.Outcome
 	Netfilter []decode.NetfilterEvent
-	// Error, Drop and Hint are the journey's, resolved as the live run saw them.
-	Error *decode.ICMPError
-	Drop  *decode.Drop
-	Hint  string
-}
-
-// NewEchoOutcome is the outcome of j, to record after the records j was built
-// from; nf are the netfilter events j was built from.
-func NewEchoOutcome(j *decode.Journey, nf []decode.NetfilterEvent) EchoOutcome {
-	return EchoOutcome{Target: j.Target, EchoID: j.EchoID, Seq: j.Seq, Replied: j.Replied, RTT: j.RTT, Timeout: j.Timeout, Netfilter: nf,
-		Error: j.Error, Drop: j.Drop, Hint: j.Hint}
-}
-
-// Journey rebuilds the journey of the echo from the records recorded before
-// its outcome and its netfilter events: the live run's journey, from the
-// same inputs.
-func (o *EchoOutcome) Journey(recs []decode.Record) decode.Journey {
-	j := decode.NewJourney(o.Target, o.EchoID, o.Seq, recs, o.Netfilter)
-	j.Replied, j.RTT, j.Timeout, j.Error, j.Drop, j.Hint = o.Replied, o.RTT, o.Timeout, o.Error, o.Drop, o.Hint
-	return j
 }
 
 // Kind says which item Reader.Next decoded.

@@ -31,10 +31,10 @@ func testHeader() Header {
 // demoEcho is testrecord.DemoEcho with its outcome.
 func demoEcho(family int, seq uint16) ([]decode.Record, EchoOutcome) {
 	recs, target := testrecord.DemoEcho(family, seq)
-	return recs, EchoOutcome{
+	return recs, EchoOutcome{Outcome: decode.Outcome{
 		Target: target, EchoID: testrecord.EchoID, Seq: seq, Replied: true,
 		RTT: 96300*time.Nanosecond + time.Duration(seq), Timeout: time.Second,
-	}
+	}}
 }
 
 // tpkItem is one thing a Reader returns.

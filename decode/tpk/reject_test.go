@@ -284,7 +284,7 @@ func FuzzReader(f *testing.F) {
 	f.Add(small.bytes()[:small.ends[2]+10])
 	rec := newRecording(f, testHeader())
 	rec.records(oddRecords()...)
-	rec.outcome(EchoOutcome{Target: testrecord.Ctr4})
+	rec.outcome(EchoOutcome{Outcome: decode.Outcome{Target: testrecord.Ctr4}})
 	craft(rec.w, 99, []byte{1, 2, 3})
 	rec.flush()
 	f.Add(rec.bytes())

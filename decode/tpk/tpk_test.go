@@ -26,7 +26,7 @@ func TestRoundTrip(t *testing.T) {
 		rec.echo(demoEcho(6, seq))
 	}
 	rec.records(oddRecords()...)
-	rec.outcome(EchoOutcome{Target: testrecord.Ctr6, EchoID: 1, Seq: 2, Timeout: 1500 * time.Millisecond})
+	rec.outcome(EchoOutcome{Outcome: decode.Outcome{Target: testrecord.Ctr6, EchoID: 1, Seq: 2, Timeout: 1500 * time.Millisecond}})
 	rec.outcome(EchoOutcome{})
 	rec.snapshot(&decode.Snapshot{})
 	rec.snapshot(&decode.Snapshot{Namespaces: []decode.Namespace{{Inode: 1, Interfaces: []decode.Interface{{Addrs: []netip.Prefix{{}}}}}}})
@@ -55,13 +55,13 @@ func TestReplayRebuildsJourneys(t *testing.T) {
 		recs, _ := demoEcho(4+2*int(seq%2), seq)
 		other, _ := demoEcho(4, seq+1) // a late record of another echo
 		recs = append(recs, other[0])
-		j := decode.NewJourney(testrecord.Ctr4, testrecord.EchoID, seq, recs, nil)
+		j := decode.NewJourney(decode.Outcome{Target: testrecord.Ctr4, EchoID: testrecord.EchoID, Seq: seq}, recs, nil)
 		j.Replied, j.Timeout = seq%4 != 0, time.Second
 		if j.Replied {
 			j.RTT = time.Duration(seq) * time.Microsecond
 		}
 		live = append(live, j)
-		o := NewEchoOutcome(&j, nil)
+		o := EchoOutcome{Outcome: j.Outcome}
 		if err := rec.w.WriteEcho(recs, &o); err != nil {
 			t.Fatal(err)
 		}
@@ -90,7 +90,7 @@ func TestReplayRebuildsJourneys(t *testing.T) {
 		case KindRecord:
 			recs = append(recs, x)
 		case KindOutcome:
-			if j := out.Journey(recs); !reflect.DeepEqual(j, live[i]) {
+			if j := decode.NewJourney(out.Outcome, recs, out.Netfilter); !reflect.DeepEqual(j, live[i]) {
 				t.Fatalf("journey %d:\n got %+v\nwant %+v", i, j, live[i])
 			}
 			recs, i = recs[:0], i+1
@@ -133,7 +133,7 @@ func TestZonesAreDropped(t *testing.T) {
 	if err := rec.w.WriteRecord(&zoned); err != nil {
 		t.Fatal(err)
 	}
-	if err := rec.w.WriteOutcome(&EchoOutcome{Target: netip.MustParseAddr("fe80::2%eth0")}); err != nil {
+	if err := rec.w.WriteOutcome(&EchoOutcome{Outcome: decode.Outcome{Target: netip.MustParseAddr("fe80::2%eth0")}}); err != nil {
 		t.Fatal(err)
 	}
 	rec.flush()
@@ -157,7 +157,7 @@ func smallRecording(tb testing.TB) *recording {
 	recs, out := demoEcho(6, 3)
 	out.Replied, out.RTT = false, 0
 	rec.echo(recs[:2], out)
-	rec.echo([]decode.Record{{CPU: 1, Lost: 12}}, EchoOutcome{Target: testrecord.Ctr6, EchoID: testrecord.EchoID, Seq: 4, Timeout: time.Second})
+	rec.echo([]decode.Record{{CPU: 1, Lost: 12}}, EchoOutcome{Outcome: decode.Outcome{Target: testrecord.Ctr6, EchoID: testrecord.EchoID, Seq: 4, Timeout: time.Second}})
 	return rec
 }
 
@@ -338,8 +338,7 @@ func TestOutcomeKeepsNetfilterEvents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	j := decode.Journey{Target: netip.MustParseAddr("198.18.0.130"), EchoID: 7, Seq: 1, Timeout: time.Second}
-	o := NewEchoOutcome(&j, nf)
+	o := EchoOutcome{Outcome: decode.Outcome{Target: netip.MustParseAddr("198.18.0.130"), EchoID: 7, Seq: 1, Timeout: time.Second}, Netfilter: nf}
 	if err := w.WriteEcho(nil, &o); err != nil {
 		t.Fatal(err)
 	}
@@ -354,7 +353,7 @@ func TestOutcomeKeepsNetfilterEvents(t *testing.T) {
 	if !reflect.DeepEqual(out.Netfilter, nf) {
 		t.Errorf("netfilter events\n got %+v\nwant %+v", out.Netfilter, nf)
 	}
-	if got := out.Journey(nil); len(got.Netfilter) != 2 {
+	if got := decode.NewJourney(out.Outcome, nil, out.Netfilter); len(got.Netfilter) != 2 {
 		t.Errorf("journey keeps %d netfilter events, want 2", len(got.Netfilter))
 	}
 }
