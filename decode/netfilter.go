@@ -1,8 +1,6 @@
 package decode
 
 import (
-	"bytes"
-	"encoding/binary"
 	"fmt"
 	"net/netip"
 )
@@ -73,9 +71,7 @@ type NetfilterEvent struct {
 }
 
 // IsRequest reports whether the event is about the echo request.
-func (e *NetfilterEvent) IsRequest() bool {
-	return e.ICMPType == 8 || e.ICMPType == 128
-}
+func (e *NetfilterEvent) IsRequest() bool { return isEchoRequest(e.ICMPType) }
 
 // NFPROTO_* values of <linux/netfilter.h>, as nftables names the families.
 var nfprotoNames = map[uint8]string{1: "inet", 2: "ip", 3: "arp", 5: "netdev", 7: "bridge", 10: "ip6"}
@@ -86,32 +82,23 @@ var nfVerdicts = [...]string{"DROP", "ACCEPT", "STOLEN", "QUEUE", "REPEAT", "STO
 // IsNetfilter reports whether the record comes from a netfilter probe.
 func (r *Record) IsNetfilter() bool { return r.Probe.Kprobe() != "" }
 
-// NetfilterEvent reads a netfilter probe's record.
+// NetfilterEvent is the event of a netfilter record.
 func (r *Record) NetfilterEvent() NetfilterEvent {
-	ne := binary.NativeEndian
-	cstr := func(b []byte) string {
-		if i := bytes.IndexByte(b, 0); i >= 0 {
-			b = b[:i]
-		}
-		return string(b)
-	}
+	nf := &r.NF
 	e := NetfilterEvent{
 		Time: r.Time, Netns: r.Netns, Type: TraceChain, Source: "kprobe",
-		Table:    cstr(r.Packet[OffNFTable-OffPacket : OffNFChain-OffPacket]),
-		Chain:    cstr(r.Packet[OffNFChain-OffPacket : OffNFVerdict-OffPacket]),
-		Iif:      ne.Uint32(r.Packet[OffNFIif-OffPacket:]),
-		Oif:      ne.Uint32(r.Packet[OffNFOif-OffPacket:]),
+		Table: cString(nf.Table[:]), Chain: cString(nf.Chain[:]), Iif: nf.Iif, Oif: nf.Oif,
 		ICMPType: r.ICMPType, EchoID: r.EchoID, Seq: r.Seq, Src: r.Src, Dst: r.Dst,
 	}
-	if h := r.Packet[OffNFHook-OffPacket]; h < 5 {
-		e.Hook = Hook(h + 1) // NF_INET_PRE_ROUTING is 0
+	if nf.Hook < 5 {
+		e.Hook = Hook(nf.Hook + 1) // NF_INET_PRE_ROUTING is 0
 	}
-	e.Family = nfprotoNames[r.Packet[OffNFFamily-OffPacket]]
+	e.Family = nfprotoNames[nf.Family]
 	// iptables tables have no chain of their own to name: the hook's is the base chain.
 	if e.Chain == "" {
 		e.Chain = e.Hook.String()
 	}
-	e.Verdict = nfVerdict(ne.Uint32(r.Packet[OffNFVerdict-OffPacket:]))
+	e.Verdict = nfVerdict(nf.Verdict)
 	return e
 }
 

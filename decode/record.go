@@ -36,18 +36,61 @@ const (
 	RecordSize      = OffDropReason + 8       // 4 bytes of padding keep records 8-byte aligned
 )
 
-// Netfilter records (the kprobe probes) carry, instead of packet bytes, what
-// the netfilter function saw; CapLen is NFInfoBytes so recordings keep it.
+// Layout of a netfilter record, which the netfilter probes (kprobes) emit
+// instead: the header of a device record up to OffCapLen, then what the
+// netfilter function saw, NFInfoBytes from OffNFInfo on. The probe id says
+// which of the two layouts a record has.
 const (
-	OffNFTable   = OffPacket      // [32]byte table name
-	OffNFChain   = OffPacket + 32 // [32]byte chain name (nftables; empty for iptables)
-	OffNFVerdict = OffPacket + 64 // u32 the function's return value (NF_DROP, NF_ACCEPT...)
-	OffNFHook    = OffPacket + 68 // u8 nf_hook_state.hook (NF_INET_*)
-	OffNFFamily  = OffPacket + 69 // u8 table family (NFPROTO_*)
-	OffNFIif     = OffPacket + 72 // u32 ifindex of nf_hook_state.in, 0 if none
-	OffNFOif     = OffPacket + 76 // u32 ifindex of nf_hook_state.out, 0 if none
+	OffNFInfo    = 96
+	OffNFTable   = OffNFInfo      // [32]byte table name
+	OffNFChain   = OffNFInfo + 32 // [32]byte chain name (nftables; empty for iptables)
+	OffNFVerdict = OffNFInfo + 64 // u32 the function's return value (NF_DROP, NF_ACCEPT...)
+	OffNFHook    = OffNFInfo + 68 // u8 nf_hook_state.hook (NF_INET_*)
+	OffNFFamily  = OffNFInfo + 69 // u8 table family (NFPROTO_*)
+	OffNFIif     = OffNFInfo + 72 // u32 ifindex of nf_hook_state.in, 0 if none
+	OffNFOif     = OffNFInfo + 76 // u32 ifindex of nf_hook_state.out, 0 if none
 	NFInfoBytes  = 80
+	NFRecordSize = OffNFInfo + NFInfoBytes
 )
+
+// NFInfo is what a netfilter function saw of a packet: the part of a
+// netfilter record after its header. Must match the layout at OffNFInfo.
+type NFInfo struct {
+	Table   [32]byte
+	Chain   [32]byte
+	Verdict uint32
+	Hook    uint8
+	Family  uint8
+	Iif     uint32
+	Oif     uint32
+}
+
+// Decode reads NFInfoBytes of b, laid out as at OffNFInfo.
+func (n *NFInfo) Decode(b []byte) {
+	ne := binary.NativeEndian
+	b = b[:NFInfoBytes]
+	copy(n.Table[:], b[OffNFTable-OffNFInfo:])
+	copy(n.Chain[:], b[OffNFChain-OffNFInfo:])
+	n.Verdict = ne.Uint32(b[OffNFVerdict-OffNFInfo:])
+	n.Hook = b[OffNFHook-OffNFInfo]
+	n.Family = b[OffNFFamily-OffNFInfo]
+	n.Iif = ne.Uint32(b[OffNFIif-OffNFInfo:])
+	n.Oif = ne.Uint32(b[OffNFOif-OffNFInfo:])
+}
+
+// Put writes n into the first NFInfoBytes of b, laid out as at OffNFInfo.
+func (n *NFInfo) Put(b []byte) {
+	ne := binary.NativeEndian
+	b = b[:NFInfoBytes]
+	clear(b)
+	copy(b[OffNFTable-OffNFInfo:], n.Table[:])
+	copy(b[OffNFChain-OffNFInfo:], n.Chain[:])
+	ne.PutUint32(b[OffNFVerdict-OffNFInfo:], n.Verdict)
+	b[OffNFHook-OffNFInfo] = n.Hook
+	b[OffNFFamily-OffNFInfo] = n.Family
+	ne.PutUint32(b[OffNFIif-OffNFInfo:], n.Iif)
+	ne.PutUint32(b[OffNFOif-OffNFInfo:], n.Oif)
+}
 
 // Record is one probe hit: a packet of our echo seen at one point in the kernel.
 type Record struct {
@@ -64,29 +107,37 @@ type Record struct {
 	Seq      uint16
 	Ifname   [16]byte
 	Src, Dst netip.Addr
-	CapLen   uint16
-	Packet   [PacketBytes]byte
+	// CapLen and Packet are the packet bytes of a device record.
+	CapLen uint16
+	Packet [PacketBytes]byte
 	// Location and Reason are what skb:kfree_skb said of a freed packet
 	// (ProbeKfreeSkb): the kernel address that freed it and the enum
 	// skb_drop_reason value, 0 on kernels without reasons. Recordings do not
 	// keep them: the journey's Drop holds them resolved to names.
 	Location uint64
 	Reason   uint32
+	// NF is what the function of a netfilter record saw (IsNetfilter).
+	NF NFInfo
 	// Lost, when not zero, makes this a notice from the ring of CPU that
 	// it dropped that many records; the other fields are then unset.
 	Lost uint64
 }
 
-// ErrShortRecord is returned for a record smaller than RecordSize.
+// ErrShortRecord is returned for a record smaller than its layout
+// (RecordSize, or NFRecordSize for a netfilter record).
 var ErrShortRecord = errors.New("short record")
 
-// Decode parses a raw record into r. Trailing bytes (perf pads raw samples to
-// 8 bytes) are ignored.
+// Decode parses a raw device or netfilter record into r. Trailing bytes
+// (perf pads raw samples to 8 bytes) are ignored.
 func (r *Record) Decode(b []byte) error {
-	if len(b) < RecordSize {
-		return fmt.Errorf("%w: %d bytes, want %d", ErrShortRecord, len(b), RecordSize)
-	}
 	ne := binary.NativeEndian
+	size := RecordSize
+	if len(b) >= OffProbe+2 && Probe(ne.Uint16(b[OffProbe:])).Kprobe() != "" {
+		size = NFRecordSize
+	}
+	if len(b) < size {
+		return fmt.Errorf("%w: %d bytes, want %d", ErrShortRecord, len(b), size)
+	}
 	r.Lost = 0
 	r.Time = ne.Uint64(b[OffTime:])
 	r.Skb = ne.Uint64(b[OffSkb:])
@@ -110,6 +161,13 @@ func (r *Record) Decode(b []byte) error {
 	default:
 		return fmt.Errorf("bad address family %d", r.Family)
 	}
+	if r.IsNetfilter() {
+		r.CapLen, r.Location, r.Reason = 0, 0, 0
+		clear(r.Packet[:])
+		r.NF.Decode(b[OffNFInfo:])
+		return nil
+	}
+	r.NF = NFInfo{}
 	r.CapLen = ne.Uint16(b[OffCapLen:])
 	if r.CapLen > PacketBytes {
 		return fmt.Errorf("captured length %d exceeds %d", r.CapLen, PacketBytes)
@@ -121,19 +179,22 @@ func (r *Record) Decode(b []byte) error {
 }
 
 // IfName is the interface name as the kernel had it when the probe fired.
-func (r *Record) IfName() string {
-	n := bytes.IndexByte(r.Ifname[:], 0)
-	if n < 0 {
-		n = len(r.Ifname)
+func (r *Record) IfName() string { return cString(r.Ifname[:]) }
+
+// cString is the NUL-terminated string at the start of b.
+func cString(b []byte) string {
+	if i := bytes.IndexByte(b, 0); i >= 0 {
+		b = b[:i]
 	}
-	return string(r.Ifname[:n])
+	return string(b)
 }
 
 // IsRequest reports whether the record carries an echo request (else a
 // reply, or an ICMP error quoting one).
-func (r *Record) IsRequest() bool {
-	return r.ICMPType == 8 || r.ICMPType == 128
-}
+func (r *Record) IsRequest() bool { return isEchoRequest(r.ICMPType) }
+
+// isEchoRequest reports whether an ICMP or ICMPv6 type is an echo request.
+func isEchoRequest(icmpType uint8) bool { return icmpType == 8 || icmpType == 128 }
 
 // IsError reports whether the record carries an ICMP error quoting our echo.
 func (r *Record) IsError() bool { return isICMPError(r.Family, r.ICMPType) }

@@ -150,7 +150,7 @@ func (a *Attachments) attachNetfilter(fs *tracefs.FS, offsets Offsets, nfProbes 
 		return err
 	}
 	if a.pending, err = ebpf.NewMap(&ebpf.MapSpec{
-		Name: "tracepkt_pend", Type: ebpf.Hash, KeySize: 8, ValueSize: decode.RecordSize, MaxEntries: 4096,
+		Name: "tracepkt_pend", Type: ebpf.Hash, KeySize: 8, ValueSize: decode.NFRecordSize, MaxEntries: 4096,
 	}); err != nil {
 		return fmt.Errorf("create pending map: %w", err)
 	}

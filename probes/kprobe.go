@@ -145,7 +145,7 @@ func KprobeEntryProgram(p KprobeParams) asm.Instructions {
 }
 
 // KprobeReturnProgram builds the program run when the function returns: it
-// adds the verdict to the parked record and emits it.
+// adds the verdict to the parked netfilter record and emits it.
 func KprobeReturnProgram(p KprobeParams) asm.Instructions {
 	return asm.Instructions{
 		asm.Mov.Reg(rCtx, asm.R1).WithSource(asm.Comment("return of " + p.Probe.String())),
@@ -163,7 +163,7 @@ func KprobeReturnProgram(p KprobeParams) asm.Instructions {
 		asm.LoadMapPtr(asm.R2, 0).WithReference(EventsMap),
 		asm.LoadImm(asm.R3, 0xffffffff, asm.DWord).WithSource(asm.Comment("BPF_F_CURRENT_CPU")),
 		asm.Mov.Reg(asm.R4, rSkb),
-		asm.Mov.Imm(asm.R5, decode.RecordSize),
+		asm.Mov.Imm(asm.R5, decode.NFRecordSize),
 		asm.FnPerfEventOutput.Call(),
 		asm.LoadMapPtr(asm.R1, 0).WithReference(PendingMap),
 		asm.Mov.Reg(asm.R2, asm.RFP),

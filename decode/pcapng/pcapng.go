@@ -101,10 +101,10 @@ func (p *Writer) SetSnapshot(s *decode.Snapshot) {
 }
 
 // WriteRecord writes the packet of hop record r, preceded by the description
-// of its interface the first time it is seen. Lost-sample notices have no
-// packet and are skipped.
+// of its interface the first time it is seen. Lost-sample notices and
+// netfilter records have no packet and are skipped.
 func (p *Writer) WriteRecord(r *decode.Record) error {
-	if p.err != nil || r.Lost != 0 {
+	if p.err != nil || r.Lost != 0 || r.IsNetfilter() {
 		return p.err
 	}
 	if r.CapLen > decode.PacketBytes {
@@ -264,7 +264,7 @@ func Export(w io.Writer, r *tpk.Reader) (int, error) {
 			s := snap // the next snapshot is decoded into new slices
 			p.SetSnapshot(&s)
 		case tpk.KindRecord:
-			if rec.Lost != 0 {
+			if rec.Lost != 0 || rec.IsNetfilter() {
 				continue
 			}
 			if err := p.WriteRecord(&rec); err != nil {

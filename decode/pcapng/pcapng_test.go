@@ -298,3 +298,14 @@ func BenchmarkPcapng(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(recs)), "ns/packet")
 }
+
+// TestPcapngSkipsNetfilterRecords: a netfilter record has no packet to export.
+func TestPcapngSkipsNetfilterRecords(t *testing.T) {
+	recs, _ := testrecord.DemoEcho(4, 1)
+	nf := recs[0]
+	nf.Probe, nf.CapLen = decode.ProbeIptDoTable, 0
+	blocks := parsePcapng(t, writePcapng(t, nil, nil, []decode.Record{nf, recs[0]}))
+	if len(blocks) != 3 || blocks[1].typ != pcapngIDB || blocks[2].typ != pcapngEPB {
+		t.Errorf("%d blocks, want a section header, an interface and one packet", len(blocks))
+	}
+}

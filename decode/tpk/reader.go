@@ -105,6 +105,9 @@ func (r *Reader) Next(rec *decode.Record, snap *decode.Snapshot, out *EchoOutcom
 			}
 			if rec != nil {
 				*rec = *d
+				if rec.IsNetfilter() {
+					fromDisk(rec)
+				}
 			}
 			return KindRecord, nil
 		}

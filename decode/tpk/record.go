@@ -25,6 +25,7 @@ import (
 //	fPacket  CapLen:uvarint, list of runs: gap:uvarint n:uvarint bytes[n];
 //	         Packet[:CapLen] is the base's with the runs written over it, each
 //	         starting gap bytes after the previous one's end; bytes past CapLen are 0
+//	         (a netfilter record's packet is its decode.NFInfo, see toDisk)
 //	fLen     uvarint
 //	fCPU     uvarint
 //	fFamily  u8
@@ -57,9 +58,31 @@ type addrPair struct{ src, dst netip.Addr }
 
 var zeroRecord decode.Record
 
+// A netfilter record is written as a device record whose packet bytes are
+// its decode.NFInfo (NFInfoBytes of them, as laid out at decode.OffNFInfo):
+// the form version 1 files have always had. toDisk and fromDisk convert.
+
+func toDisk(r *decode.Record) {
+	r.NF.Put(r.Packet[:])
+	clear(r.Packet[decode.NFInfoBytes:])
+	r.CapLen = decode.NFInfoBytes
+	r.NF = decode.NFInfo{}
+}
+
+func fromDisk(r *decode.Record) {
+	r.NF.Decode(r.Packet[:])
+	clear(r.Packet[:])
+	r.CapLen = 0
+}
+
 // appendRecord encodes r as described at fTime: the fields that differ from
 // its base, then the base moves on to r.
 func (w *Writer) appendRecord(b []byte, r *decode.Record) []byte {
+	if r.IsNetfilter() {
+		w.nf = *r
+		r = &w.nf
+		toDisk(r)
+	}
 	base := &w.prev
 	if r.Lost != 0 {
 		base = &zeroRecord

@@ -381,3 +381,36 @@ func TestOutcomeKeepsLoss(t *testing.T) {
 	}
 	checkItems(t, got, rec.items)
 }
+
+// netfilterRecord is the record a kprobe on nft_do_chain takes of the hop
+// record h: its header, and what the function saw.
+func netfilterRecord(h decode.Record) decode.Record {
+	r := h
+	r.Probe, r.CapLen, r.Packet = decode.ProbeNftDoChain, 0, [decode.PacketBytes]byte{}
+	copy(r.NF.Table[:], "filter")
+	copy(r.NF.Chain[:], "forward")
+	r.NF.Verdict, r.NF.Hook, r.NF.Family, r.NF.Iif, r.NF.Oif = 1, 2, 1, 7, 9
+	return r
+}
+
+// TestNetfilterRecords: a netfilter record keeps what the function saw
+// through a recording, and the echo's journey shows it as a netfilter event.
+func TestNetfilterRecords(t *testing.T) {
+	recs, out := demoEcho(4, 1)
+	nf := netfilterRecord(recs[1])
+	rec := newRecording(t, testHeader())
+	rec.echo(append([]decode.Record{recs[0], recs[1], nf}, recs[2:]...), out)
+	got, _, err := readAll(t, rec.bytes())
+	if err != io.EOF {
+		t.Fatal(err)
+	}
+	checkItems(t, got, rec.items)
+	var replayed []decode.Record
+	for _, it := range got[:len(got)-1] {
+		replayed = append(replayed, it.rec)
+	}
+	j := decode.NewJourney(out.Outcome, replayed, nil)
+	if len(j.Hops) != len(recs) || len(j.Netfilter) != 1 || j.Netfilter[0] != nf.NetfilterEvent() {
+		t.Errorf("journey: %d hops, netfilter %+v", len(j.Hops), j.Netfilter)
+	}
+}

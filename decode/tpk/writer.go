@@ -19,6 +19,7 @@ type Writer struct {
 	recs     []byte // body of the records frame being built
 	tmp      []byte
 	prev     decode.Record // base of the next record, see fTime
+	nf       decode.Record // a netfilter record in its written form
 	ifaces   map[ifaceKey]uint64
 	addrs    map[addrPair]uint64
 	err      error
