@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"io"
-	"os"
 	"os/exec"
 	"strings"
 
@@ -21,9 +20,7 @@ var errCoreMissing = fmt.Errorf("the core trace cannot run on this kernel")
 // trace needs, and which netfilter source auto would pick; verbose adds the
 // namespaces as a run would name them.
 func check(stdout io.Writer, verbose bool) error {
-	var uts unix.Utsname
-	_ = unix.Uname(&uts)
-	fmt.Fprintf(stdout, "tracepkt-perf capabilities of kernel %s\n\n", unix.ByteSliceToString(uts.Release[:]))
+	fmt.Fprintf(stdout, "tracepkt-perf capabilities of kernel %s\n\n", kernelRelease())
 	core := true
 	line := func(name string, err error, okText string, required bool) {
 		status := "ok     " + okText
@@ -64,7 +61,7 @@ func check(stdout io.Writer, verbose bool) error {
 	line("iptables backend", nil, iptablesBackend(), false)
 	if fsErr == nil {
 		plan, err := netfilterSource("auto", fs)
-		line("netfilter source", err, "auto picks "+plan.name, false)
+		line("netfilter source", err, "auto picks "+plan.sources.String(), false)
 	}
 	if verbose {
 		if err := printNamespaces(stdout); err != nil {
@@ -80,7 +77,7 @@ func check(stdout io.Writer, verbose bool) error {
 }
 
 // iptablesBackend says which iptables the system's command drives, and
-// whether legacy tables are loaded in this namespace.
+// which legacy tables (IPv4 and IPv6) are loaded in this namespace.
 func iptablesBackend() string {
 	backend := "no iptables command"
 	if out, err := exec.Command("iptables", "-V").Output(); err == nil {
@@ -94,8 +91,8 @@ func iptablesBackend() string {
 			backend = v
 		}
 	}
-	if b, err := os.ReadFile("/proc/net/ip_tables_names"); err == nil && len(strings.TrimSpace(string(b))) > 0 {
-		backend += "; legacy tables loaded: " + strings.Join(strings.Fields(string(b)), ", ")
+	if tables := legacyTables(); len(tables) > 0 {
+		backend += "; legacy tables loaded: " + strings.Join(tables, ", ")
 	}
 	return backend
 }

@@ -11,25 +11,15 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Capabilities recorded in a header; the notes under the table are derived
-// from them, so a replay shows the live run's notes.
-const (
-	capNetfilter    = "netfilter:"     // the netfilter source used
-	capNoKprobes    = "kprobes:no"     // the kernel had no kprobes
-	capLegacyTables = "legacy-tables:" // iptables-legacy tables loaded, comma separated
-)
-
 // newHeader describes this run for a recording.
-func newHeader(netfilter string, fs *tracefs.FS) tpk.Header {
-	var uts unix.Utsname
-	_ = unix.Uname(&uts)
+func newHeader(netfilter nfSources, fs *tracefs.FS) tpk.Header {
 	host, _ := os.Hostname()
 	boot, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
 	var ts unix.Timespec
 	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
 	h := tpk.Header{
 		ToolVersion:   version,
-		KernelRelease: unix.ByteSliceToString(uts.Release[:]),
+		KernelRelease: kernelRelease(),
 		Hostname:      host,
 		BootID:        strings.TrimSpace(string(boot)),
 		StartWall:     time.Now().UTC(),
@@ -40,17 +30,20 @@ func newHeader(netfilter string, fs *tracefs.FS) tpk.Header {
 		group, event := p.Tracepoint()
 		h.Capabilities = append(h.Capabilities, "probe:"+group+":"+event)
 	}
-	h.Capabilities = append(h.Capabilities, capNetfilter+netfilter)
-	if fs.KprobesSupported() != nil {
-		h.Capabilities = append(h.Capabilities, capNoKprobes)
-	}
-	if tables := legacyTables(); len(tables) > 0 {
-		h.Capabilities = append(h.Capabilities, capLegacyTables+strings.Join(tables, ","))
-	}
+	caps := runCaps{netfilter: netfilter, noKprobes: fs.KprobesSupported() != nil, legacyTables: strings.Join(legacyTables(), ",")}
+	h.Capabilities = append(h.Capabilities, caps.strings()...)
 	return h
 }
 
-// legacyTables lists the iptables-legacy tables loaded in this namespace.
+// kernelRelease is the running kernel's release, as uname -r prints it.
+func kernelRelease() string {
+	var uts unix.Utsname
+	_ = unix.Uname(&uts)
+	return unix.ByteSliceToString(uts.Release[:])
+}
+
+// legacyTables lists the iptables-legacy tables loaded in this namespace,
+// IPv4 then IPv6.
 func legacyTables() []string {
 	var tables []string
 	for _, f := range []string{"/proc/net/ip_tables_names", "/proc/net/ip6_tables_names"} {

@@ -28,8 +28,6 @@ func exportPcapng(o options, r *tpk.Reader, stderr io.Writer) error {
 		return fmt.Errorf("pcapng %s: %w", o.pcapng, err)
 	}
 	fmt.Fprintf(stderr, "wrote %d packets to %s\n", n, o.pcapng)
-	if t := r.Truncated(); t > 0 {
-		fmt.Fprintf(stderr, "tracepkt-perf: %s was cut off: the last %d bytes are an incomplete block and were ignored\n", o.replay, t)
-	}
+	warnCutOff(stderr, o.replay, r)
 	return nil
 }

@@ -363,7 +363,7 @@ type jsonRunNotes struct {
 }
 
 func (rc *renderContext) jsonNotes() jsonRunNotes {
-	return jsonRunNotes{NetfilterSource: rc.netfilter, Notes: rc.notes}
+	return jsonRunNotes{NetfilterSource: rc.netfilter.String(), Notes: rc.notes}
 }
 
 type jsonEchoDrop struct {

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"fmt"
 	"strconv"
-	"strings"
 
 	"github.com/tracepkt/tracepkt-perf/decode"
 )
@@ -14,35 +12,13 @@ import (
 type renderContext struct {
 	names     map[uint32]string
 	owners    map[uint32]decode.Owner
-	netfilter string
+	netfilter nfSources
 	notes     []string
 }
 
 func newRenderContext(caps []string) *renderContext {
-	rc := &renderContext{names: map[uint32]string{}, owners: map[uint32]decode.Owner{}}
-	noKprobes := false
-	var legacy string
-	for _, c := range caps {
-		switch {
-		case strings.HasPrefix(c, capNetfilter):
-			rc.netfilter = strings.TrimPrefix(c, capNetfilter)
-		case c == capNoKprobes:
-			noKprobes = true
-		case strings.HasPrefix(c, capLegacyTables):
-			legacy = strings.TrimPrefix(c, capLegacyTables)
-		}
-	}
-	if legacy != "" && !strings.Contains(rc.netfilter, "kprobe") && rc.netfilter != "off" {
-		why := "nftables tracing cannot see them"
-		if noKprobes {
-			why += ", and this kernel has no kprobes"
-		}
-		rc.notes = append(rc.notes, fmt.Sprintf("netfilter: iptables-legacy rules (tables %s) are not shown: %s", legacy, why))
-	}
-	if rc.netfilter == "kprobe" {
-		rc.notes = append(rc.notes, "netfilter: kprobes show each table's or chain's verdict; --netfilter nftrace (or auto) shows the nftables rule that decided")
-	}
-	return rc
+	c := parseCaps(caps)
+	return &renderContext{names: map[uint32]string{}, owners: map[uint32]decode.Owner{}, netfilter: c.netfilter, notes: c.notes()}
 }
 
 // setSnapshot learns the names in s: each namespace's owner's or, in

@@ -79,8 +79,14 @@ func replayJourneys(r *tpk.Reader, path string, newWriter func(*renderContext) j
 			recs = recs[:0]
 		}
 	}
+	warnCutOff(stderr, path, r)
+	return unanswered, nil
+}
+
+// warnCutOff says, once r has been read to the end, that the recording at
+// path ends in an incomplete block, if it does.
+func warnCutOff(stderr io.Writer, path string, r *tpk.Reader) {
 	if n := r.Truncated(); n > 0 {
 		fmt.Fprintf(stderr, "tracepkt-perf: %s was cut off: the last %d bytes are an incomplete block and were ignored\n", path, n)
 	}
-	return unanswered, nil
 }

@@ -45,13 +45,6 @@ type session struct {
 	results []string
 }
 
-// netfilterPlan is what --netfilter resolved to on this kernel.
-type netfilterPlan struct {
-	name    string         // "kprobe+nftrace", "kprobe", "nftrace" or "off"
-	kprobes []decode.Probe // netfilter functions to put kprobes on
-	nftrace bool
-}
-
 // openSession prepares a live run. recFile, when not nil, receives the
 // recording; the snapshot is taken now, so a demo must have built its
 // topology before.
@@ -92,7 +85,7 @@ func openSession(o options, recFile *os.File, newWriter func(*renderContext) jou
 	if s.traced, err = s.ns.traced(o.netns, s.from); err != nil {
 		return nil, err
 	}
-	if s.netfilter.nftrace {
+	if s.netfilter.sources&nfNftrace != 0 {
 		// Tables of runs killed where the kernel has no owner flag (before 5.12).
 		if err := nftrace.Sweep(s.traced); err != nil {
 			return nil, fmt.Errorf("netfilter: %w", err)
@@ -103,7 +96,7 @@ func openSession(o options, recFile *os.File, newWriter func(*renderContext) jou
 	if err != nil {
 		return nil, err
 	}
-	hdr := newHeader(s.netfilter.name, fs)
+	hdr := newHeader(s.netfilter.sources, fs)
 	s.rc = newRenderContext(hdr.Capabilities)
 	s.rc.setSnapshot(snap)
 	s.w = newWriter(s.rc)
@@ -119,30 +112,6 @@ func openSession(o options, recFile *os.File, newWriter func(*renderContext) jou
 		}
 	}
 	return s, nil
-}
-
-// netfilterSource resolves --netfilter on this kernel. auto takes kprobes
-// for iptables-legacy, which nothing else sees, and nftables tracing for
-// nftables and iptables-nft rules, which it shows down to the rule; on a
-// kernel without kprobes, nftables tracing alone.
-func netfilterSource(want string, fs *tracefs.FS) (netfilterPlan, error) {
-	kprobes := fs.KprobesSupported()
-	legacy := []decode.Probe{decode.ProbeIptDoTable, decode.ProbeIp6tDoTable}
-	switch want {
-	case "off":
-		return netfilterPlan{name: "off"}, nil
-	case "nftrace":
-		return netfilterPlan{name: "nftrace", nftrace: true}, nil
-	case "kprobe":
-		if kprobes != nil {
-			return netfilterPlan{}, fmt.Errorf("--netfilter kprobe: %w; --netfilter nftrace works on every kernel with nftables", kprobes)
-		}
-		return netfilterPlan{name: "kprobe", kprobes: decode.NetfilterProbes()}, nil
-	}
-	if kprobes != nil {
-		return netfilterPlan{name: "nftrace", nftrace: true}, nil
-	}
-	return netfilterPlan{name: "kprobe+nftrace", kprobes: legacy, nftrace: true}, nil
 }
 
 // trace sends o.count echoes to target and writes each journey as it completes.
@@ -171,7 +140,7 @@ func (s *session) trace(ctx context.Context, target netip.Addr, o options) (err 
 		<-closed
 		err = errors.Join(err, nfErr)
 	}()
-	if s.netfilter.nftrace {
+	if s.netfilter.sources&nfNftrace != 0 {
 		if nf, err = nftrace.Open(s.traced, id); err != nil {
 			return fmt.Errorf("netfilter: %w", err)
 		}

@@ -325,29 +325,19 @@ func listTables(family uint8) ([]tableInfo, error) {
 		return nil, fmt.Errorf("open nftables socket: %w", err)
 	}
 	defer c.Close()
-	if err := c.SetReadDeadline(time.Now().Add(batchTimeout)); err != nil {
-		return nil, err
-	}
-	replies, err := c.Execute(netlink.Message{
-		Header: netlink.Header{
-			Type:  netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETTABLE),
-			Flags: netlink.Request | netlink.Dump,
-		},
-		Data: []byte{family, unix.NFNETLINK_V0, 0, 0}, // struct nfgenmsg
-	})
+	replies, err := nftGet(c, unix.NFT_MSG_GETTABLE, netlink.Dump, family)
 	if err != nil {
 		return nil, fmt.Errorf("list tables: %w", err)
 	}
 	var tables []tableInfo
 	for _, m := range replies {
-		if len(m.Data) < nfgenMsgLen {
+		ad, err := nfAttributes(m.Data)
+		if errors.Is(err, errShortMessage) {
 			continue
 		}
-		ad, err := netlink.NewAttributeDecoder(m.Data[nfgenMsgLen:])
 		if err != nil {
 			return nil, fmt.Errorf("list tables: %w", err)
 		}
-		ad.ByteOrder = binary.BigEndian
 		var t tableInfo
 		for ad.Next() {
 			switch ad.Type() {

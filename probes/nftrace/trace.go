@@ -88,15 +88,11 @@ func nlmsgAlign(l int) int { return (l + 3) &^ 3 }
 
 // parseTrace decodes the payload of an NFT_MSG_TRACE message (after struct nlmsghdr) into m.
 func parseTrace(b []byte, m *traceMsg) error {
-	if len(b) < nfgenMsgLen {
-		return fmt.Errorf("trace message of %d bytes: %w", len(b), errShortMessage)
-	}
-	*m = traceMsg{Family: b[0]}
-	ad, err := netlink.NewAttributeDecoder(b[nfgenMsgLen:])
+	ad, err := nfAttributes(b)
 	if err != nil {
 		return fmt.Errorf("decode trace message: %w", err)
 	}
-	ad.ByteOrder = binary.BigEndian
+	*m = traceMsg{Family: b[0]}
 	var network, transport []byte
 	for ad.Next() {
 		switch ad.Type() {

@@ -1,7 +1,6 @@
 package nftrace
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -76,8 +75,8 @@ type nsState struct {
 // starts listening to nftrace messages there. Its chains hook prerouting and output at
 // priority math.MinInt32 and set meta nftrace on ICMP and ICMPv6 packets whose echo id is
 // echoID; the kernel keeps the mark across the later hooks of that namespace. A namespace
-// whose path no longer leads to it (its process exited) is skipped: Netns lists those in
-// use. On failure nothing is left installed.
+// whose path no longer leads to it (its process exited) is skipped. On failure nothing
+// is left installed.
 func Open(nss []netns.Netns, echoID uint16) (_ *Tracer, err error) {
 	name, err := newTableName()
 	if err != nil {
@@ -148,34 +147,6 @@ func traceSocket() (int, error) {
 		return -1, fmt.Errorf("join NFNLGRP_NFTRACE: %w", err)
 	}
 	return fd, nil
-}
-
-// Table returns the name of the helper table.
-func (t *Tracer) Table() string { return t.table }
-
-// Netns returns the namespaces the tracer listens in.
-func (t *Tracer) Netns() []netns.Netns {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	out := make([]netns.Netns, len(t.nss))
-	for i, st := range t.nss {
-		out[i] = st.ns
-	}
-	return out
-}
-
-// Owned reports whether the kernel ties every helper table to the socket that made it
-// (NFT_TABLE_F_OWNER, Linux 5.12): then even a SIGKILL leaves no table behind. Otherwise
-// only Close, or a later Sweep, removes them.
-func (t *Tracer) Owned() bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for _, st := range t.nss {
-		if !st.owned {
-			return false
-		}
-	}
-	return true
 }
 
 // Lost returns how many times a trace socket overflowed (ENOBUFS) so far: each time, an
@@ -384,28 +355,18 @@ func (t *Tracer) listChains(st *nsState) (map[chainKey]chainInfo, error) {
 // rulesetGen returns the ruleset generation (NFT_MSG_GETGEN) of the namespace of c: the
 // kernel increments it with each change of the ruleset.
 func rulesetGen(c *netlink.Conn) (uint32, error) {
-	if err := c.SetReadDeadline(time.Now().Add(batchTimeout)); err != nil {
-		return 0, err
-	}
-	replies, err := c.Execute(netlink.Message{
-		Header: netlink.Header{
-			Type:  netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETGEN),
-			Flags: netlink.Request,
-		},
-		Data: []byte{unix.NFPROTO_UNSPEC, unix.NFNETLINK_V0, 0, 0}, // struct nfgenmsg
-	})
+	replies, err := nftGet(c, unix.NFT_MSG_GETGEN, 0, unix.NFPROTO_UNSPEC)
 	if err != nil {
 		return 0, err
 	}
 	for _, m := range replies {
-		if len(m.Data) < nfgenMsgLen {
+		ad, err := nfAttributes(m.Data)
+		if errors.Is(err, errShortMessage) {
 			continue
 		}
-		ad, err := netlink.NewAttributeDecoder(m.Data[nfgenMsgLen:])
 		if err != nil {
 			return 0, err
 		}
-		ad.ByteOrder = binary.BigEndian
 		for ad.Next() {
 			if ad.Type() == unix.NFTA_GEN_ID {
 				return ad.Uint32(), ad.Err()
@@ -417,16 +378,7 @@ func rulesetGen(c *netlink.Conn) (uint32, error) {
 
 // dumpChains lists the chains of every table of the namespace of c with NFT_MSG_GETCHAIN.
 func dumpChains(c *netlink.Conn) (map[chainKey]chainInfo, error) {
-	if err := c.SetReadDeadline(time.Now().Add(batchTimeout)); err != nil {
-		return nil, err
-	}
-	replies, err := c.Execute(netlink.Message{
-		Header: netlink.Header{
-			Type:  netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETCHAIN),
-			Flags: netlink.Request | netlink.Dump,
-		},
-		Data: []byte{unix.NFPROTO_UNSPEC, unix.NFNETLINK_V0, 0, 0}, // struct nfgenmsg: all families
-	})
+	replies, err := nftGet(c, unix.NFT_MSG_GETCHAIN, netlink.Dump, unix.NFPROTO_UNSPEC) // all families
 	if err != nil {
 		return nil, err
 	}
@@ -449,15 +401,11 @@ func parseChain(b []byte) (chainKey, chainInfo, error) {
 		k    chainKey
 		info chainInfo
 	)
-	if len(b) < nfgenMsgLen {
-		return k, info, fmt.Errorf("chain message of %d bytes: %w", len(b), errShortMessage)
-	}
-	k.Family = b[0]
-	ad, err := netlink.NewAttributeDecoder(b[nfgenMsgLen:])
+	ad, err := nfAttributes(b)
 	if err != nil {
 		return k, info, fmt.Errorf("decode chain: %w", err)
 	}
-	ad.ByteOrder = binary.BigEndian
+	k.Family = b[0]
 	for ad.Next() {
 		switch ad.Type() {
 		case unix.NFTA_CHAIN_TABLE:

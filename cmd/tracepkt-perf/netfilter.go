@@ -1,0 +1,126 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/tracepkt/tracepkt-perf/decode"
+	"github.com/tracepkt/tracepkt-perf/tracefs"
+)
+
+// nfSources are the netfilter sources a run uses; the zero value is not
+// known (a recording that does not say).
+type nfSources uint8
+
+const (
+	nfOff nfSources = 1 << iota // --netfilter off: none
+	nfKprobe
+	nfNftrace
+)
+
+// nfSourceNames are the names --check prints and recordings and JSON keep.
+var nfSourceNames = map[nfSources]string{
+	nfOff: "off", nfKprobe: "kprobe", nfNftrace: "nftrace", nfKprobe | nfNftrace: "kprobe+nftrace",
+}
+
+func (s nfSources) String() string { return nfSourceNames[s] }
+
+// parseNFSources is the inverse of String; unknown names are not known (0).
+func parseNFSources(name string) nfSources {
+	for s, n := range nfSourceNames {
+		if n == name {
+			return s
+		}
+	}
+	return 0
+}
+
+// netfilterPlan is what --netfilter resolved to on this kernel.
+type netfilterPlan struct {
+	sources nfSources
+	kprobes []decode.Probe // netfilter functions to put kprobes on
+}
+
+// netfilterSource resolves --netfilter on this kernel. auto takes kprobes
+// for iptables-legacy, which nothing else sees, and nftables tracing for
+// nftables and iptables-nft rules, which it shows down to the rule; on a
+// kernel without kprobes, nftables tracing alone.
+func netfilterSource(want string, fs *tracefs.FS) (netfilterPlan, error) {
+	kprobes := fs.KprobesSupported()
+	legacy := []decode.Probe{decode.ProbeIptDoTable, decode.ProbeIp6tDoTable}
+	switch want {
+	case "off":
+		return netfilterPlan{sources: nfOff}, nil
+	case "nftrace":
+		return netfilterPlan{sources: nfNftrace}, nil
+	case "kprobe":
+		if kprobes != nil {
+			return netfilterPlan{}, fmt.Errorf("--netfilter kprobe: %w; --netfilter nftrace works on every kernel with nftables", kprobes)
+		}
+		return netfilterPlan{sources: nfKprobe, kprobes: decode.NetfilterProbes()}, nil
+	}
+	if kprobes != nil {
+		return netfilterPlan{sources: nfNftrace}, nil
+	}
+	return netfilterPlan{sources: nfKprobe | nfNftrace, kprobes: legacy}, nil
+}
+
+// Capabilities a header records beside the probes; the notes under the
+// table are derived from them, so a replay shows the live run's notes.
+const (
+	capNetfilter    = "netfilter:"     // the netfilter sources used
+	capNoKprobes    = "kprobes:no"     // the kernel had no kprobes
+	capLegacyTables = "legacy-tables:" // iptables-legacy tables loaded, comma separated
+)
+
+// runCaps is what the capabilities of a header say about netfilter.
+type runCaps struct {
+	netfilter    nfSources
+	noKprobes    bool
+	legacyTables string // comma separated
+}
+
+// strings lists c as header capabilities.
+func (c runCaps) strings() []string {
+	caps := []string{capNetfilter + c.netfilter.String()}
+	if c.noKprobes {
+		caps = append(caps, capNoKprobes)
+	}
+	if c.legacyTables != "" {
+		caps = append(caps, capLegacyTables+c.legacyTables)
+	}
+	return caps
+}
+
+// parseCaps reads what strings wrote, ignoring other capabilities.
+func parseCaps(caps []string) runCaps {
+	var c runCaps
+	for _, s := range caps {
+		switch {
+		case strings.HasPrefix(s, capNetfilter):
+			c.netfilter = parseNFSources(strings.TrimPrefix(s, capNetfilter))
+		case s == capNoKprobes:
+			c.noKprobes = true
+		case strings.HasPrefix(s, capLegacyTables):
+			c.legacyTables = strings.TrimPrefix(s, capLegacyTables)
+		}
+	}
+	return c
+}
+
+// notes are the lines under the table that say what netfilter rows the
+// run could not show.
+func (c runCaps) notes() []string {
+	var notes []string
+	if c.legacyTables != "" && c.netfilter&(nfKprobe|nfOff) == 0 {
+		why := "nftables tracing cannot see them"
+		if c.noKprobes {
+			why += ", and this kernel has no kprobes"
+		}
+		notes = append(notes, fmt.Sprintf("netfilter: iptables-legacy rules (tables %s) are not shown: %s", c.legacyTables, why))
+	}
+	if c.netfilter == nfKprobe {
+		notes = append(notes, "netfilter: kprobes show each table's or chain's verdict; --netfilter nftrace (or auto) shows the nftables rule that decided")
+	}
+	return notes
+}
