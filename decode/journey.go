@@ -162,35 +162,35 @@ type Row struct {
 // entered that namespace through the input interface, OUTPUT and POSTROUTING
 // right before it left through the output interface.
 func (j *Journey) Rows() []Row {
-	type keyed struct {
-		row Row
-		key int // twice the hop index, minus one before it or plus one after it
-		ord int
+	type slotted struct {
+		row     Row
+		slot    int // twice the hop index, minus one before it or plus one after it
+		arrival int // the row's index in the hops, then the events
 	}
-	rows := make([]keyed, 0, len(j.Hops)+len(j.Netfilter)+1)
+	rows := make([]slotted, 0, len(j.Hops)+len(j.Netfilter)+1)
 	for i := range j.Hops {
-		rows = append(rows, keyed{Row{Hop: &j.Hops[i], Time: j.Hops[i].Time}, 2 * i, len(rows)})
+		rows = append(rows, slotted{Row{Hop: &j.Hops[i], Time: j.Hops[i].Time}, 2 * i, len(rows)})
 	}
 	for i := range j.Netfilter {
 		e := &j.Netfilter[i]
-		key, t := j.place(e)
-		rows = append(rows, keyed{Row{NF: e, Time: t}, key, len(rows)})
+		slot, t := j.slotOf(e)
+		rows = append(rows, slotted{Row{NF: e, Time: t}, slot, len(rows)})
 	}
 	if d := j.Drop; d != nil {
 		// After the hops before it, and after any verdict placed there: the
 		// verdict comes first, the free follows.
-		rows = append(rows, keyed{Row{Drop: d, Time: d.Time}, 2*j.hopsUntil(d.Time) - 1, len(rows)})
+		rows = append(rows, slotted{Row{Drop: d, Time: d.Time}, 2*j.hopsUntil(d.Time) - 1, len(rows)})
 	}
-	slices.SortStableFunc(rows, func(a, b keyed) int {
-		if a.key != b.key {
-			return a.key - b.key
+	slices.SortStableFunc(rows, func(a, b slotted) int {
+		if a.slot != b.slot {
+			return a.slot - b.slot
 		}
 		// Between the same hops: kernel time where both have their own
 		// (kprobe records come in ring order), else the order they came in.
 		if a.row.NF != nil && b.row.NF != nil && a.row.NF.Time != 0 && b.row.NF.Time != 0 && a.row.Time != b.row.Time {
 			return cmp.Compare(a.row.Time, b.row.Time)
 		}
-		return a.ord - b.ord
+		return a.arrival - b.arrival
 	})
 	out := make([]Row, len(rows))
 	for i, r := range rows {
@@ -210,9 +210,9 @@ func (j *Journey) hopsUntil(t uint64) int {
 	return i
 }
 
-// place returns the sort key of a netfilter event among the hops, and the
-// time shown for it.
-func (j *Journey) place(e *NetfilterEvent) (int, uint64) {
+// slotOf returns the slot of a netfilter event among the hops (see Rows),
+// and the time shown for it.
+func (j *Journey) slotOf(e *NetfilterEvent) (int, uint64) {
 	if e.Time != 0 {
 		return 2*j.hopsUntil(e.Time) - 1, e.Time
 	}

@@ -52,18 +52,36 @@ func KernelNetfilterOffsets(p decode.Probe) (NetfilterOffsets, error) {
 // spec (the BTF holding its function: base itself, or a module's).
 func LookupNetfilterOffsets(base, spec *btf.Spec, p decode.Probe) (NetfilterOffsets, error) {
 	var o NetfilterOffsets
+	if err := o.lookupArgs(base, spec, p); err != nil {
+		return o, err
+	}
+	if err := o.lookupMembers(base, spec, p); err != nil {
+		return o, err
+	}
+	if p == decode.ProbeNftDoChain {
+		if err := o.lookupTableFamily(spec); err != nil {
+			return o, err
+		}
+	}
+	return o, nil
+}
+
+// lookupArgs finds the pt_regs slots of the return value and of the
+// arguments of p's function, by their types: the order of ipt_do_table's
+// changed in 5.16.
+func (o *NetfilterOffsets) lookupArgs(base, spec *btf.Spec, p decode.Probe) error {
 	fn := p.Kprobe()
 	var f *btf.Func
 	if err := spec.TypeByName(fn, &f); err != nil {
-		return o, fmt.Errorf("btf: function %s: %w", fn, err)
+		return fmt.Errorf("btf: function %s: %w", fn, err)
 	}
 	proto, ok := f.Type.(*btf.FuncProto)
 	if !ok {
-		return o, fmt.Errorf("btf: %s has no prototype", fn)
+		return fmt.Errorf("btf: %s has no prototype", fn)
 	}
 	var ptRegs *btf.Struct
 	if err := base.TypeByName("pt_regs", &ptRegs); err != nil {
-		return o, fmt.Errorf("btf: struct pt_regs: %w", err)
+		return fmt.Errorf("btf: struct pt_regs: %w", err)
 	}
 	reg := func(name string) (int16, error) {
 		off, _, err := memberOffset(ptRegs, name)
@@ -71,10 +89,8 @@ func LookupNetfilterOffsets(base, spec *btf.Spec, p decode.Probe) (NetfilterOffs
 	}
 	var err error
 	if o.RegRet, err = reg("ax"); err != nil {
-		return o, fmt.Errorf("btf: pt_regs.ax: %w", err)
+		return fmt.Errorf("btf: pt_regs.ax: %w", err)
 	}
-	// Arguments are found by their types, not their positions: the order of
-	// ipt_do_table's changed in 5.16.
 	found := map[string]bool{}
 	for i, param := range proto.Params {
 		if i >= len(amd64ArgRegs) {
@@ -82,7 +98,7 @@ func LookupNetfilterOffsets(base, spec *btf.Spec, p decode.Probe) (NetfilterOffs
 		}
 		r, err := reg(amd64ArgRegs[i])
 		if err != nil {
-			return o, fmt.Errorf("btf: pt_regs.%s: %w", amd64ArgRegs[i], err)
+			return fmt.Errorf("btf: pt_regs.%s: %w", amd64ArgRegs[i], err)
 		}
 		switch pointee(param.Type) {
 		case "sk_buff":
@@ -101,10 +117,14 @@ func LookupNetfilterOffsets(base, spec *btf.Spec, p decode.Probe) (NetfilterOffs
 	}
 	for _, n := range need {
 		if !found[n] {
-			return o, fmt.Errorf("btf: %s has no %s argument (%v)", fn, n, proto)
+			return fmt.Errorf("btf: %s has no %s argument (%v)", fn, n, proto)
 		}
 	}
+	return nil
+}
 
+// lookupMembers finds the members of the structs the arguments point to.
+func (o *NetfilterOffsets) lookupMembers(base, spec *btf.Spec, p decode.Probe) error {
 	type memberRef struct {
 		spec        *btf.Spec
 		strct, path string
@@ -134,43 +154,46 @@ func LookupNetfilterOffsets(base, spec *btf.Spec, p decode.Probe) (NetfilterOffs
 	for _, m := range members {
 		var s *btf.Struct
 		if err := m.spec.TypeByName(m.strct, &s); err != nil {
-			return o, fmt.Errorf("btf: struct %s: %w", m.strct, err)
+			return fmt.Errorf("btf: struct %s: %w", m.strct, err)
 		}
 		off, _, err := memberOffset(s, m.path)
 		if err != nil {
-			return o, fmt.Errorf("btf: %s.%s: %w", m.strct, m.path, err)
+			return fmt.Errorf("btf: %s.%s: %w", m.strct, m.path, err)
 		}
 		*m.dst = off
 	}
-	if p == decode.ProbeNftDoChain {
-		var table *btf.Struct
-		if err := spec.TypeByName("nft_table", &table); err != nil {
-			return o, fmt.Errorf("btf: struct nft_table: %w", err)
-		}
-		for _, m := range table.Members {
-			if m.Name != "family" {
-				continue
-			}
-			bits := uint32(m.BitfieldSize)
-			if bits == 0 {
-				sz, err := btf.Sizeof(m.Type)
-				if err != nil {
-					return o, err
-				}
-				bits = uint32(sz) * 8
-			}
-			o.TableFamily = uint32(m.Offset) / 8
-			o.TableFamilyShift = uint8(uint32(m.Offset) % 8)
-			if uint32(o.TableFamilyShift)+bits > 16 {
-				return o, fmt.Errorf("btf: nft_table.family spans more than 16 bits")
-			}
-			o.TableFamilyBits = uint8(bits)
-		}
-		if o.TableFamilyBits == 0 {
-			return o, fmt.Errorf("btf: nft_table has no family")
-		}
+	return nil
+}
+
+// lookupTableFamily finds nft_table.family, a bitfield in a u16.
+func (o *NetfilterOffsets) lookupTableFamily(spec *btf.Spec) error {
+	var table *btf.Struct
+	if err := spec.TypeByName("nft_table", &table); err != nil {
+		return fmt.Errorf("btf: struct nft_table: %w", err)
 	}
-	return o, nil
+	for _, m := range table.Members {
+		if m.Name != "family" {
+			continue
+		}
+		bits := uint32(m.BitfieldSize)
+		if bits == 0 {
+			sz, err := btf.Sizeof(m.Type)
+			if err != nil {
+				return err
+			}
+			bits = uint32(sz) * 8
+		}
+		o.TableFamily = uint32(m.Offset) / 8
+		o.TableFamilyShift = uint8(uint32(m.Offset) % 8)
+		if uint32(o.TableFamilyShift)+bits > 16 {
+			return fmt.Errorf("btf: nft_table.family spans more than 16 bits")
+		}
+		o.TableFamilyBits = uint8(bits)
+	}
+	if o.TableFamilyBits == 0 {
+		return fmt.Errorf("btf: nft_table has no family")
+	}
+	return nil
 }
 
 // pointee names the struct a parameter points to, "" for void * and others.

@@ -116,53 +116,14 @@ func openSession(o options, recFile *os.File, newWriter func(*renderContext) jou
 
 // trace sends o.count echoes to target and writes each journey as it completes.
 func (s *session) trace(ctx context.Context, target netip.Addr, o options) (err error) {
-	id, err := ping.RandomID()
+	src, err := s.openSources(target, o)
 	if err != nil {
 		return err
 	}
-	tracer, err := probes.Open(s.fs, s.offsets, probes.Config{EchoID: id, Netfilter: s.netfilter.kprobes, RingPages: o.ringPages})
-	if err != nil {
-		return err
-	}
-	var nf *nftrace.Tracer
-	// Both sources wait for RCU grace periods as they close: together, the
-	// waits overlap.
-	defer func() {
-		var nfErr error
-		closed := make(chan struct{})
-		go func() {
-			if nf != nil {
-				nfErr = nf.Close()
-			}
-			close(closed)
-		}()
-		err = errors.Join(err, tracer.Close())
-		<-closed
-		err = errors.Join(err, nfErr)
-	}()
-	if s.netfilter.sources&nfNftrace != 0 {
-		if nf, err = nftrace.Open(s.traced, id); err != nil {
-			return fmt.Errorf("netfilter: %w", err)
-		}
-	}
-	if src := o.ping.Source; src.IsValid() && src.Is4() != target.Is4() {
-		return usageError{fmt.Sprintf("-I %s is not of the family of %s", src, target)}
-	}
-	pinger, err := openPinger(target, id, o.ping, s.from)
-	if err != nil {
-		return err
-	}
-	defer pinger.Close()
-
+	defer func() { err = errors.Join(err, src.close()) }()
 	// A signal closes the sources: blocked reads return at once and the
-	// deferred closes above release everything.
-	interrupted := context.AfterFunc(ctx, func() {
-		pinger.Close()
-		tracer.Close()
-		if nf != nil {
-			nf.Close()
-		}
-	})
+	// deferred close above releases everything.
+	interrupted := context.AfterFunc(ctx, src.interrupt)
 	defer interrupted()
 
 	// Like ping, a signal ends the run early: the echoes completed so far
@@ -179,7 +140,7 @@ func (s *session) trace(ctx context.Context, target netip.Addr, o options) (err 
 		if ctx.Err() != nil {
 			break
 		}
-		j, events, err := echo(pinger, tracer, nf, target, seq, o.timeout, &recs)
+		j, events, err := echo(src.pinger, src.tracer, src.nf, target, seq, o.timeout, &recs)
 		if ctx.Err() != nil {
 			break
 		}
@@ -204,13 +165,7 @@ func (s *session) trace(ctx context.Context, target netip.Addr, o options) (err 
 				return err
 			}
 		}
-		if s.rec != nil {
-			out := tpk.EchoOutcome{Outcome: j.Outcome, Netfilter: events}
-			if err := s.rec.WriteEcho(recs, &out); err != nil {
-				return fmt.Errorf("record: %w", err)
-			}
-		}
-		if err := s.w.Journey(&j); err != nil {
+		if err := s.output(&j, recs, events); err != nil {
 			return err
 		}
 		s.results = append(s.results, j.Result())
@@ -219,6 +174,84 @@ func (s *session) trace(ctx context.Context, target netip.Addr, o options) (err 
 		return errUnanswered
 	}
 	return nil
+}
+
+// output records the echo of journey j, from records recs and netfilter
+// events events, when the run is recorded, and writes j.
+func (s *session) output(j *decode.Journey, recs []decode.Record, events []decode.NetfilterEvent) error {
+	if s.rec != nil {
+		out := tpk.EchoOutcome{Outcome: j.Outcome, Netfilter: events}
+		if err := s.rec.WriteEcho(recs, &out); err != nil {
+			return fmt.Errorf("record: %w", err)
+		}
+	}
+	return s.w.Journey(j)
+}
+
+// sources are what a run traces with: the probes, the nftables trace source
+// when the plan has it, and the pinger, all for one random echo id.
+type sources struct {
+	tracer *probes.Tracer
+	nf     *nftrace.Tracer
+	pinger *ping.Pinger
+}
+
+// openSources opens the sources of a run to target, as o asks; on error,
+// nothing stays open.
+func (s *session) openSources(target netip.Addr, o options) (_ *sources, err error) {
+	id, err := ping.RandomID()
+	if err != nil {
+		return nil, err
+	}
+	src := &sources{}
+	if src.tracer, err = probes.Open(s.fs, s.offsets, probes.Config{EchoID: id, Netfilter: s.netfilter.kprobes, RingPages: o.ringPages}); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, src.close())
+		}
+	}()
+	if s.netfilter.sources&nfNftrace != 0 {
+		if src.nf, err = nftrace.Open(s.traced, id); err != nil {
+			return nil, fmt.Errorf("netfilter: %w", err)
+		}
+	}
+	if from := o.ping.Source; from.IsValid() && from.Is4() != target.Is4() {
+		return nil, usageError{fmt.Sprintf("-I %s is not of the family of %s", from, target)}
+	}
+	if src.pinger, err = openPinger(target, id, o.ping, s.from); err != nil {
+		return nil, err
+	}
+	return src, nil
+}
+
+// close closes every source. Both tracers wait for RCU grace periods as
+// they close: together, the waits overlap.
+func (src *sources) close() error {
+	if src.pinger != nil {
+		src.pinger.Close()
+	}
+	var nfErr error
+	closed := make(chan struct{})
+	go func() {
+		if src.nf != nil {
+			nfErr = src.nf.Close()
+		}
+		close(closed)
+	}()
+	err := src.tracer.Close()
+	<-closed
+	return errors.Join(err, nfErr)
+}
+
+// interrupt closes the sources so that blocked reads return at once.
+func (src *sources) interrupt() {
+	src.pinger.Close()
+	src.tracer.Close()
+	if src.nf != nil {
+		src.nf.Close()
+	}
 }
 
 // echo sends one request, waits for its reply or the timeout, then collects

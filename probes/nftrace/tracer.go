@@ -63,12 +63,12 @@ type nsState struct {
 	owned bool          // the table has NFT_TABLE_F_OWNER: closing owner deletes it
 	fd    int           // NFNLGRP_NFTRACE socket; -1 when not open
 
-	packets  map[uint32]firstMsg    // trace id -> packet and interfaces of its latest message with headers
-	lastHook map[uint32]decode.Hook // trace id -> hook of its latest base chain
-	pending  []traceMsg             // messages on our echo, not yet returned by Drain
-	gen      uint32                 // ruleset generation of chains and rules
-	chains   map[chainKey]chainInfo // nil until first needed
-	rules    map[ruleKey]string     // nil until first needed
+	packets  map[uint32]tracedPacket // trace id -> packet and interfaces of its latest message with headers
+	lastHook map[uint32]decode.Hook  // trace id -> hook of its latest base chain
+	pending  []traceMsg              // messages on our echo, not yet returned by Drain
+	gen      uint32                  // ruleset generation of chains and rules
+	chains   map[chainKey]chainInfo  // nil until first needed
+	rules    map[ruleKey]string      // nil until first needed
 }
 
 // Open installs the helper table, inet tracepkt_<pid>_<hex>, in every namespace given and
@@ -243,9 +243,9 @@ func (t *Tracer) readAll() error {
 	return nil
 }
 
-// firstMsg is what the kernel sends only in the first message of a packet's
-// pass through a hook: its headers and interfaces.
-type firstMsg struct {
+// tracedPacket is a traced packet's headers and interfaces: the kernel sends
+// them only in the first message of its pass through a hook.
+type tracedPacket struct {
 	packet   packet
 	iif, oif uint32
 }
@@ -254,10 +254,10 @@ type firstMsg struct {
 // headers are tied to their packet, and its interfaces, by trace id.
 func (st *nsState) receive(m *traceMsg, echoID uint16) {
 	if st.packets == nil || len(st.packets) >= maxTraceIDs {
-		st.packets = make(map[uint32]firstMsg)
+		st.packets = make(map[uint32]tracedPacket)
 	}
 	if m.HasPacket {
-		st.packets[m.ID] = firstMsg{m.Packet, m.Iif, m.Oif}
+		st.packets[m.ID] = tracedPacket{m.Packet, m.Iif, m.Oif}
 	} else if f, ok := st.packets[m.ID]; ok {
 		m.Packet, m.Iif, m.Oif = f.packet, f.iif, f.oif
 	} else {
