@@ -93,6 +93,9 @@ func Compare(a, b *Run) Diff {
 	} else if a.Origin.BootID != b.Origin.BootID {
 		d.Notes = append(d.Notes, "A and B were recorded in different boots of the machine: hops are matched by namespace name, interface, direction and type, not by inode or ifindex")
 	}
+	if ta, tb := a.Summary.Target, b.Summary.Target; ta != tb {
+		d.Notes = append(d.Notes, fmt.Sprintf("A traced echoes to %s, B to %s", ta, tb))
+	}
 	ga, gb := a.Summary.Main(), b.Summary.Main()
 	n := 0
 	for n < len(ga.Hops) && n < len(gb.Hops) && ga.Hops[n].Place == gb.Hops[n].Place {

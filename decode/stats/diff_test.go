@@ -1,6 +1,7 @@
 package stats
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -36,6 +37,11 @@ func TestCompareOtherInodesAndMachine(t *testing.T) {
 	}
 	if len(d.Notes) != 1 || !strings.Contains(d.Notes[0], "A was recorded on h1 (kernel 6.18), B on h2 (kernel 6.1)") {
 		t.Errorf("notes %q", d.Notes)
+	}
+	c := run(here, routerNames, journey(1, true, routerPath("eth1")))
+	c.Summary.Target = netip.MustParseAddr("10.0.1.3")
+	if d := Compare(a, c); !d.Same || len(d.Notes) != 1 || d.Notes[0] != "A traced echoes to 10.0.1.2, B to 10.0.1.3" {
+		t.Errorf("other target: same %v, notes %q", d.Same, d.Notes)
 	}
 }
 
