@@ -25,6 +25,20 @@ func isICMPError(family, typ uint8) bool {
 	return typ == 3 || typ == 11 || typ == 12
 }
 
+// PacketType names an ICMP packet of ours: "request", "reply", or for an
+// error quoting our request, its Result ("unreachable", "ttl-exceeded",
+// "too-big").
+func PacketType(family, icmpType uint8) string {
+	switch {
+	case icmpType == 8 || icmpType == 128:
+		return "request"
+	case icmpType == 0 || icmpType == 129:
+		return "reply"
+	}
+	e := ICMPError{Family: family, Type: icmpType}
+	return e.Result()
+}
+
 // Result is the journey's result for this error: "too-big", "ttl-exceeded"
 // or "unreachable" (parameter problems included).
 func (e *ICMPError) Result() string {

@@ -196,6 +196,21 @@ func TestDiff(t *testing.T) {
 			t.Errorf("divergence %+v", dv)
 		}
 	})
+	t.Run("reject", func(t *testing.T) {
+		res := runTool(t, nil, "--diff", ok, testdata("diff-reject-ipv4"))
+		if res.code != 1 || res.stderr != "" {
+			t.Fatalf("exit %d, stderr %q", res.code, res.stderr)
+		}
+		golden(t, "diff-reject", []byte(res.stdout))
+		// R's error goes back the way the request came, instead of the
+		// request going on.
+		r := deviceHops(replayEchoes(t, "diff-ok-ipv4")[0])[1].NetnsName
+		want := fmt.Sprintf("the paths differ: the runs part after the request entering eth0 in %s: A went on to the request leaving eth1 in %[1]s, "+
+			"B went on to the ICMP error (unreachable) leaving eth0 in %[1]s (destination unreachable: communication administratively prohibited from ", r)
+		if line := strings.SplitAfter(res.stdout, "\n")[2]; !strings.HasPrefix(line, want) {
+			t.Errorf("divergence line %q\nwant %q...", line, want)
+		}
+	})
 	t.Run("other-inodes", func(t *testing.T) {
 		a, b := deviceHops(replayEchoes(t, "diff-ok-ipv4")[0]), deviceHops(replayEchoes(t, "diff-ok-again-ipv4")[0])
 		if len(a) != 8 || len(b) != 8 {
@@ -271,6 +286,7 @@ func TestSVG(t *testing.T) {
 		{"stats-router-ipv4", 0, false},
 		{"stats-reroute-ipv4", 0, false},
 		{"diff-drop-ipv4", 1, true},
+		{"diff-reject-ipv4", 1, true},
 		{"svg-example-ipv4", 0, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -109,7 +109,7 @@ func pathText(hops []stats.Hop) string {
 	parts := make([]string, len(hops))
 	for i := range hops {
 		h := &hops[i]
-		parts[i] = fmt.Sprintf("%s %s %s (%s)", h.Ifname, h.Dir, stats.NetnsText(h), echoType(h.Request))
+		parts[i] = fmt.Sprintf("%s %s %s (%s)", h.Ifname, h.Dir, stats.NetnsText(h), h.Type)
 	}
 	return strings.Join(parts, ", ")
 }
@@ -179,7 +179,7 @@ type jsonPathDiff struct {
 }
 
 func place(h *stats.Hop, rc *renderContext) jsonPlace {
-	return jsonPlace{Netns: h.Inode, NetnsName: rc.names[h.Inode], Ifname: h.Ifname, Dir: h.Dir.String(), Type: echoType(h.Request)}
+	return jsonPlace{Netns: h.Inode, NetnsName: rc.names[h.Inode], Ifname: h.Ifname, Dir: h.Dir.String(), Type: h.Type}
 }
 
 func placeRef(h *stats.Hop, rc *renderContext) *jsonPlace {

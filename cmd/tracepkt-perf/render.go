@@ -113,25 +113,6 @@ func trimLines(s string) string {
 	return out.String()
 }
 
-func echoType(request bool) string {
-	if request {
-		return "request"
-	}
-	return "reply"
-}
-
-// packetType is the TYPE column: which packet of the echo a row is about.
-func packetType(family, icmpType uint8) string {
-	switch {
-	case icmpType == 8 || icmpType == 128:
-		return "request"
-	case icmpType == 0 || icmpType == 129:
-		return "reply"
-	}
-	e := decode.ICMPError{Family: family, Type: icmpType}
-	return e.Result()
-}
-
 func familyOf(a netip.Addr) uint8 {
 	if a.Is4() {
 		return 4
@@ -180,7 +161,7 @@ func viewOf(j *decode.Journey, r decode.Row, start uint64) rowView {
 	if h := r.Hop; h != nil {
 		v.hop, v.timed = h, true
 		v.netns, v.ifname, v.ifindex = h.Netns, h.IfName(), h.Ifindex
-		v.dir, v.typ = h.Probe.Direction().String(), packetType(h.Family, h.ICMPType)
+		v.dir, v.typ = h.Probe.Direction().String(), decode.PacketType(h.Family, h.ICMPType)
 		v.src, v.dst = h.Src.String(), h.Dst.String()
 		v.since = sinceFirst(time.Duration(v.tNs))
 		return v
@@ -188,7 +169,7 @@ func viewOf(j *decode.Journey, r decode.Row, start uint64) rowView {
 	if d := r.Drop; d != nil {
 		v.timed = true
 		v.netns, v.ifname, v.ifindex = d.Netns, d.Ifname, d.Ifindex
-		v.dir, v.typ = decode.Freed.String(), packetType(d.Family, d.ICMPType)
+		v.dir, v.typ = decode.Freed.String(), decode.PacketType(d.Family, d.ICMPType)
 		v.since = sinceFirst(time.Duration(v.tNs))
 		v.drop = dropText(d)
 		v.src, v.dst = d.Src.String(), d.Dst.String()
@@ -196,7 +177,7 @@ func viewOf(j *decode.Journey, r decode.Row, start uint64) rowView {
 	}
 	e := r.NF
 	v.nf = e
-	v.netns, v.typ = e.Netns, packetType(familyOf(e.Src), e.ICMPType)
+	v.netns, v.typ = e.Netns, decode.PacketType(familyOf(e.Src), e.ICMPType)
 	v.src, v.dst = e.Src.String(), e.Dst.String()
 	v.ifindex = e.Oif
 	if e.Hook != decode.HookOutput && e.Hook != decode.HookPostrouting || e.Oif == 0 {
@@ -276,7 +257,7 @@ func summary(j *decode.Journey, rc *renderContext) string {
 			}
 		case byRule:
 			fmt.Fprintf(&b, " within %s: the %s was dropped by %s.%s (%s) in network namespace %s", stats.FormatDuration(j.Timeout),
-				packetType(familyOf(nfDrop.Src), nfDrop.ICMPType), nfDrop.Table, nfDrop.Chain, nfDrop.RuleText(), rc.netnsCell(nfDrop.Netns))
+				decode.PacketType(familyOf(nfDrop.Src), nfDrop.ICMPType), nfDrop.Table, nfDrop.Chain, nfDrop.RuleText(), rc.netnsCell(nfDrop.Netns))
 		case j.Drop != nil:
 			b.WriteString(": " + dropLine(j.Drop, rc))
 		default:
@@ -290,7 +271,7 @@ func summary(j *decode.Journey, rc *renderContext) string {
 				if last.Probe.Direction() == decode.In {
 					verb = "entering"
 				}
-				fmt.Fprintf(&b, ": the %s was last seen %s %s in network namespace %s", echoType(last.IsRequest()), verb, last.IfName(), rc.netnsCell(last.Netns))
+				fmt.Fprintf(&b, ": the %s was last seen %s %s in network namespace %s", decode.PacketType(last.Family, last.ICMPType), verb, last.IfName(), rc.netnsCell(last.Netns))
 			} else {
 				b.WriteString(": the request never reached a network device")
 			}
@@ -309,7 +290,7 @@ func summary(j *decode.Journey, rc *renderContext) string {
 // router (4026532411) after west: IP_INNOROUTES (ip_error+0x5c)".
 func dropLine(d *decode.Drop, rc *renderContext) string {
 	var b strings.Builder
-	if typ := packetType(d.Family, d.ICMPType); typ != "request" {
+	if typ := decode.PacketType(d.Family, d.ICMPType); typ != "request" {
 		b.WriteString("the " + typ + " was ")
 	}
 	b.WriteString("dropped in netns " + rc.netnsCell(d.Netns))
@@ -459,7 +440,7 @@ func (w jsonWriter) Journey(j *decode.Journey) error {
 	}
 	if d := j.Drop; d != nil {
 		e.Drop = &jsonEchoDrop{Reason: d.Reason, Location: d.Location, Netns: d.Netns, NetnsName: w.rc.names[d.Netns],
-			Ifname: d.Ifname, Hint: j.Hint, Type: packetType(d.Family, d.ICMPType), KtimeNs: d.Time}
+			Ifname: d.Ifname, Hint: j.Hint, Type: decode.PacketType(d.Family, d.ICMPType), KtimeNs: d.Time}
 	} else {
 		e.Hint = j.Hint
 	}

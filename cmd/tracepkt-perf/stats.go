@@ -88,14 +88,18 @@ func writeStats(w io.Writer, s *stats.Summary, rc *renderContext, jsonOut bool) 
 func statsTable(g *stats.Group, rc *renderContext) (string, error) {
 	var buf bytes.Buffer
 	table := plainTable(&buf)
-	withDrops, withVerdicts := false, false
+	withDrops, withErrors, withVerdicts := false, false, false
 	for _, h := range g.Hops {
 		withDrops = withDrops || len(h.Drops) > 0
+		withErrors = withErrors || len(h.Errors) > 0
 		withVerdicts = withVerdicts || len(h.Verdicts) > 0
 	}
 	header := []string{"#", "NETWORK NS", "INTERFACE", "DIR", "TYPE", "ECHOES", "P50", "P90", "P99", "MAX", "LOST AFTER"}
 	if withDrops {
 		header = append(header, "DROPS")
+	}
+	if withErrors {
+		header = append(header, "ICMP ERRORS")
 	}
 	if withVerdicts {
 		header = append(header, "NETFILTER VERDICTS")
@@ -103,7 +107,7 @@ func statsTable(g *stats.Group, rc *renderContext) (string, error) {
 	table.Header(header)
 	for i := range g.Hops {
 		h := &g.Hops[i]
-		cells := []string{strconv.Itoa(i + 1), rc.netnsCell(h.Inode), h.Ifname, h.Dir.String(), echoType(h.Request), strconv.Itoa(h.Count)}
+		cells := []string{strconv.Itoa(i + 1), rc.netnsCell(h.Inode), h.Ifname, h.Dir.String(), h.Type, strconv.Itoa(h.Count)}
 		if h.Delta.N == 0 {
 			cells = append(cells, "-", "-", "-", "-")
 		} else {
@@ -115,11 +119,10 @@ func statsTable(g *stats.Group, rc *renderContext) (string, error) {
 		}
 		cells = append(cells, strconv.Itoa(h.LostAfter))
 		if withDrops {
-			var drops []string
-			for _, d := range h.Drops {
-				drops = append(drops, fmt.Sprintf("%s ×%d", d.Reason, d.Count))
-			}
-			cells = append(cells, strings.Join(drops, ", "))
+			cells = append(cells, countsCell(h.Drops))
+		}
+		if withErrors {
+			cells = append(cells, countsCell(h.Errors))
 		}
 		if withVerdicts {
 			var vs []string
@@ -140,6 +143,15 @@ func statsTable(g *stats.Group, rc *renderContext) (string, error) {
 		return "", err
 	}
 	return trimLines(buf.String()), nil
+}
+
+// countsCell lists counts: "IP_INNOROUTES ×3, NETFILTER_DROP ×1".
+func countsCell(counts []stats.Count) string {
+	var parts []string
+	for _, c := range counts {
+		parts = append(parts, fmt.Sprintf("%s ×%d", c.Reason, c.Count))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // seqRanges writes sequence numbers as ranges: "1-12, 15, 20-50".
@@ -197,11 +209,12 @@ type jsonStatHop struct {
 	MaxNs     int64         `json:"max_ns"`
 	LostAfter int           `json:"lost_after"`
 	Outlier   bool          `json:"outlier"`
-	Drops     []jsonDrop    `json:"drops"`
+	Drops     []jsonCount   `json:"drops"`
+	Errors    []jsonCount   `json:"icmp_errors"`
 	Verdicts  []jsonVerdict `json:"verdicts"`
 }
 
-type jsonDrop struct {
+type jsonCount struct {
 	Reason string `json:"reason"`
 	Count  int    `json:"count"`
 }
@@ -228,12 +241,9 @@ func statsJSON(s *stats.Summary, rc *renderContext) jsonStats {
 		for j := range g.Hops {
 			h := &g.Hops[j]
 			jh := jsonStatHop{
-				Netns: h.Inode, NetnsName: rc.names[h.Inode], Ifname: h.Ifname, Dir: h.Dir.String(), Type: echoType(h.Request),
+				Netns: h.Inode, NetnsName: rc.names[h.Inode], Ifname: h.Ifname, Dir: h.Dir.String(), Type: h.Type,
 				Echoes: h.Count, P50Ns: h.Delta.P50.Nanoseconds(), P90Ns: h.Delta.P90.Nanoseconds(), P99Ns: h.Delta.P99.Nanoseconds(), MaxNs: h.Delta.Max.Nanoseconds(),
-				LostAfter: h.LostAfter, Outlier: h.Outlier, Drops: []jsonDrop{}, Verdicts: []jsonVerdict{},
-			}
-			for _, d := range h.Drops {
-				jh.Drops = append(jh.Drops, jsonDrop{d.Reason, d.Count})
+				LostAfter: h.LostAfter, Outlier: h.Outlier, Drops: jsonCounts(h.Drops), Errors: jsonCounts(h.Errors), Verdicts: []jsonVerdict{},
 			}
 			for _, v := range h.Verdicts {
 				jh.Verdicts = append(jh.Verdicts, jsonVerdict{v.Chain, v.Verdict, v.Rule, v.Count})
@@ -241,6 +251,14 @@ func statsJSON(s *stats.Summary, rc *renderContext) jsonStats {
 			p.Hops = append(p.Hops, jh)
 		}
 		out.Paths = append(out.Paths, p)
+	}
+	return out
+}
+
+func jsonCounts(counts []stats.Count) []jsonCount {
+	out := []jsonCount{}
+	for _, c := range counts {
+		out = append(out, jsonCount{c.Reason, c.Count})
 	}
 	return out
 }

@@ -89,9 +89,9 @@ func recordReroute(t *testing.T) {
 }
 
 // recordDiffs records a router path working (diff-ok), then with a rule in
-// R that drops echo requests (diff-drop), then working again on the same
-// topology built anew, with the same names and other namespace inodes
-// (diff-ok-again).
+// R that drops echo requests (diff-drop), then with one that rejects them
+// (diff-reject), then working again on the same topology built anew, with
+// the same names and other namespace inodes (diff-ok-again).
 func recordDiffs(t *testing.T) {
 	prefix := topology.UniqueName("tp")
 	v4, _ := topology.TestNets()
@@ -100,6 +100,8 @@ func recordDiffs(t *testing.T) {
 		recordRun(t, topo, n.Source, n.Target4, "diff-ok-ipv4", "-c", "5", "-i", "0.01")
 		inNetns(t, n.R, "nft", "add table inet tpstats; add chain inet tpstats forward { type filter hook forward priority 0; policy accept; }; add rule inet tpstats forward icmp type echo-request drop")
 		recordRun(t, topo, n.Source, n.Target4, "diff-drop-ipv4", "-c", "2", "-i", "0.01", "-W", "300ms")
+		inNetns(t, n.R, "nft", "flush chain inet tpstats forward; add rule inet tpstats forward icmp type echo-request reject with icmp type admin-prohibited")
+		recordRun(t, topo, n.Source, n.Target4, "diff-reject-ipv4", "-c", "2", "-i", "0.01", "-W", "300ms")
 	})
 	t.Run("again", func(t *testing.T) {
 		topo, n := routerNamed(t, prefix, v4, netip.Prefix{})

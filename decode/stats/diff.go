@@ -136,6 +136,8 @@ func divergence(ga, gb *Group, n int) *Divergence {
 	}
 	went := func(run string, b Branch) string {
 		switch {
+		case b.Next != nil && b.Why != "":
+			return run + " went on to " + HopText(b.Next) + " (" + b.Why + ")"
 		case b.Next != nil:
 			return run + " went on to " + HopText(b.Next)
 		case b.Replied:
@@ -174,6 +176,13 @@ func branch(g *Group, n int) Branch {
 	b := Branch{Replied: g.Replied > 0}
 	if n < len(g.Hops) {
 		b.Next = &g.Hops[n]
+		// An ICMP error on the way says why the run went elsewhere.
+		for i := n; i < len(g.Hops); i++ {
+			if len(g.Hops[i].Errors) > 0 {
+				b.Why = g.Hops[i].Errors[0].Reason
+				break
+			}
+		}
 		return b
 	}
 	if n > 0 {
@@ -187,8 +196,11 @@ func branch(g *Group, n int) Branch {
 				return b
 			}
 		}
-		if len(h.Drops) > 0 {
+		switch {
+		case len(h.Drops) > 0:
 			b.Why = "dropped: " + h.Drops[0].Reason
+		case len(h.Errors) > 0:
+			b.Why = h.Errors[0].Reason
 		}
 	}
 	return b
@@ -200,9 +212,9 @@ func HopText(h *Hop) string {
 	if h.Dir == decode.In {
 		verb = "entering"
 	}
-	typ := "reply"
-	if h.Request {
-		typ = "request"
+	typ := h.Type
+	if typ != "request" && typ != "reply" {
+		typ = "ICMP error (" + typ + ")"
 	}
 	return fmt.Sprintf("the %s %s %s in %s", typ, verb, h.Ifname, NetnsText(h))
 }

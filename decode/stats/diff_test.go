@@ -105,3 +105,14 @@ func TestCompareLatencyMoved(t *testing.T) {
 		t.Errorf("latency of 2 echoes: %+v", d.Latency)
 	}
 }
+
+func TestCompareICMPError(t *testing.T) {
+	a := run(here, routerNames, journey(1, true, routerPath("eth1")))
+	b := run(here, routerNames, unreachable(1))
+	d := Compare(a, b)
+	want := "the runs part after the request entering eth0 in r: A went on to the request leaving eth1 in r, " +
+		"B went on to the ICMP error (unreachable) leaving eth0 in r (destination unreachable: communication administratively prohibited from 10.0.0.1)"
+	if d.Same || d.Divergence == nil || d.Divergence.Text != want {
+		t.Errorf("got %+v\nwant %q", d.Divergence, want)
+	}
+}

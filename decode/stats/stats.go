@@ -2,6 +2,7 @@ package stats
 
 import (
 	"cmp"
+	"fmt"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -23,12 +24,17 @@ type Names map[uint32]Name
 type Place struct {
 	// Netns is the namespace's name, or "#k" for the k-th unnamed namespace
 	// of the journey, in the order the echo met them.
-	Netns   string
-	Owner   string
-	Ifname  string
-	Dir     decode.Direction
-	Request bool
+	Netns  string
+	Owner  string
+	Ifname string
+	Dir    decode.Direction
+	// Type is the packet's, as decode.PacketType names it: "request",
+	// "reply", or an ICMP error quoting the request ("unreachable", ...).
+	Type string
 }
+
+// IsRequest reports whether the hop carried the echo request.
+func (p *Place) IsRequest() bool { return p.Type == "request" }
 
 // Hop is one hop of a path, with what the echoes of its group did there.
 type Hop struct {
@@ -44,6 +50,10 @@ type Hop struct {
 	LostAfter int
 	// Drops counts the drops at or right after this hop, by reason.
 	Drops []Count
+	// Errors counts the ICMP errors about the request that reached the
+	// pinger, by what they said, at the first hop of the error (or the
+	// last hop, when the error was not seen on the way).
+	Errors []Count
 	// Verdicts counts the netfilter verdicts met at or right after this hop
 	// (the output chains of the first hop too), by rule.
 	Verdicts []Verdict
@@ -213,19 +223,20 @@ func newEcho(j *decode.Journey, names Names) echo {
 			}
 			n.Name = unnamed[h.Netns]
 		}
-		e.places[i] = Place{Netns: n.Name, Owner: n.Owner, Ifname: h.IfName(), Dir: h.Probe.Direction(), Request: h.IsRequest()}
+		e.places[i] = Place{Netns: n.Name, Owner: n.Owner, Ifname: h.IfName(), Dir: h.Probe.Direction(), Type: decode.PacketType(h.Family, h.ICMPType)}
 	}
 	// A verdict belongs to the hop before it, or to the first hop for the
 	// output chains the request met before leaving its namespace.
 	cur := 0
 	seen := 0
 	for _, r := range j.Rows() {
-		if r.Hop != nil {
+		switch {
+		case r.Hop != nil:
 			cur = seen
 			seen++
-			continue
+		case r.NF != nil:
+			e.verdicts[cur] = append(e.verdicts[cur], r.NF)
 		}
-		e.verdicts[cur] = append(e.verdicts[cur], r.NF)
 	}
 	return e
 }
@@ -237,10 +248,12 @@ func summarizeGroup(path []Place, members []*echo) Group {
 	type vkey struct{ chain, verdict, rule string }
 	vcounts := make([]map[vkey]int, len(path))
 	drops := make([]map[string]int, len(path))
+	errs := make([]map[string]int, len(path))
 	for i := range path {
 		g.Hops[i].Place = path[i]
 		vcounts[i] = map[vkey]int{}
 		drops[i] = map[string]int{}
+		errs[i] = map[string]int{}
 	}
 	for _, e := range members {
 		j := e.j
@@ -270,6 +283,16 @@ func summarizeGroup(path []Place, members []*echo) Group {
 		if d := j.Drop; d != nil && d.Reason != "" && d.Reason != "NETFILTER_DROP" && len(j.Hops) > 0 {
 			drops[len(j.Hops)-1][d.Reason]++
 		}
+		if x := j.Error; x != nil {
+			at := len(j.Hops) - 1
+			for i := range j.Hops {
+				if j.Hops[i].IsError() {
+					at = i
+					break
+				}
+			}
+			errs[at][ErrorText(x)]++
+		}
 		if j.Replied {
 			g.Replied++
 			rtts = append(rtts, j.RTT)
@@ -289,10 +312,24 @@ func summarizeGroup(path []Place, members []*echo) Group {
 				strings.Compare(a.Verdict, b.Verdict), strings.Compare(a.Rule, b.Rule))
 		})
 		h.Drops = sortedCounts(drops[i])
+		h.Errors = sortedCounts(errs[i])
 	}
 	g.RTT, g.Kernel = percentiles(rtts), percentiles(kernel)
 	markOutliers(g.Hops)
 	return g
+}
+
+// ErrorText says what an ICMP error said, and who sent it: "destination
+// unreachable: port unreachable from 10.0.1.1".
+func ErrorText(e *decode.ICMPError) string {
+	if !e.From.IsValid() {
+		return fmt.Sprintf("not sent: larger than the path MTU this host learnt (mtu %d)", e.MTU)
+	}
+	s := e.Text() + " from " + e.From.String()
+	if e.MTU != 0 {
+		s += fmt.Sprintf(" (mtu %d)", e.MTU)
+	}
+	return s
 }
 
 func sortedCounts(m map[string]int) []Count {

@@ -120,7 +120,7 @@ func TestSummarizeGroupsByPath(t *testing.T) {
 		t.Fatalf("main group: %d echoes %d replied seqs %v, %d hops", g.Echoes, g.Replied, g.Seqs, len(g.Hops))
 	}
 	h := g.Hops[1]
-	if h.Place != (Place{Netns: "r", Ifname: "eth0", Dir: decode.In, Request: true}) || h.Inode != inoR {
+	if h.Place != (Place{Netns: "r", Ifname: "eth0", Dir: decode.In, Type: "request"}) || h.Inode != inoR {
 		t.Errorf("hop 1 is %+v", h)
 	}
 	if h.Count != 4 || h.LostAfter != 1 || h.Delta != (Percentiles{4, 20000, 40000, 40000, 40000}) {
@@ -197,5 +197,39 @@ func TestFormatDuration(t *testing.T) {
 		if got := FormatDuration(d); got != want {
 			t.Errorf("FormatDuration(%d) = %q, want %q", d, got, want)
 		}
+	}
+}
+
+// unreachable is echo seq refused by R: the request enters R, and R's ICMP
+// error goes back to A.
+func unreachable(seq uint16) decode.Journey {
+	p := routerPath("eth1")[:2]
+	p = append(p, hopSpec{inoR, "eth0", decode.Out, false, 9000}, hopSpec{inoA, "eth0", decode.In, false, 8000})
+	j := journey(seq, false, p)
+	for i := 2; i < 4; i++ {
+		j.Hops[i].ICMPType = 3
+	}
+	j.Error = &decode.ICMPError{Family: 4, Type: 3, Code: 13, From: netip.MustParseAddr("10.0.0.1")}
+	return j
+}
+
+func TestSummarizeDropsAndErrors(t *testing.T) {
+	dropped := journey(1, false, routerPath("eth1")[:2])
+	dropped.Drop = &decode.Drop{Time: dropped.Hops[1].Time + 5000, Netns: inoR, Ifname: "eth0", Family: 4, ICMPType: 8, Reason: "IP_INNOROUTES", In: true}
+	s := Summarize([]decode.Journey{dropped, journey(2, false, routerPath("eth1")[:2])}, routerNames)
+	if h := s.Groups[0].Hops[1]; !slices.Equal(h.Drops, []Count{{"IP_INNOROUTES", 1}}) || h.LostAfter != 2 || len(h.Verdicts) != 0 {
+		t.Errorf("a kernel drop: %+v", h)
+	}
+	s = Summarize([]decode.Journey{unreachable(1), unreachable(2)}, routerNames)
+	g := s.Groups[0]
+	if len(s.Groups) != 1 || len(g.Hops) != 4 || g.Hops[2].Type != "unreachable" || g.Hops[3].LostAfter != 2 {
+		t.Fatalf("%+v", s)
+	}
+	want := []Count{{"destination unreachable: communication administratively prohibited from 10.0.0.1", 2}}
+	if !slices.Equal(g.Hops[2].Errors, want) {
+		t.Errorf("errors %v", g.Hops[2].Errors)
+	}
+	if got := HopText(&g.Hops[2]); got != "the ICMP error (unreachable) leaving eth0 in r" {
+		t.Errorf("HopText = %q", got)
 	}
 }

@@ -65,8 +65,11 @@ const (
 	boxHead = 62  // namespace name, its inode or owner, the interface names
 	charW   = 6.4 // a character of 11px text, about
 	boldW   = 7.6 // a character of 12px bold text, about
-	noteW   = 6.9 // a character of a note (11px, some bold), about
-	badgeR  = 10
+	titleW  = 10  // a character of the title, about
+	// minWidth leaves room for the legend and the header.
+	minWidth = 720
+	noteW    = 6.9 // a character of a note (11px, some bold), about
+	badgeR   = 10
 )
 
 // Colours: request, reply, drop, the B run of a diff, and greys.
@@ -192,16 +195,17 @@ func ellipsis(text string, width float64) string {
 
 func (l *ladder) draw(w io.Writer, h Header) error {
 	s := &svgWriter{w: w}
-	width := 2*margin + float64(len(l.cols))*colW + gutter
+	width := max(minWidth, 2*margin+float64(len(l.cols))*colW+gutter)
 	textW := width - 2*margin
 
+	title := wrap(h.Title, textW, titleW)
 	var head []string
 	for _, line := range h.Lines {
 		head = append(head, wrap(line, textW, charW)...)
 	}
 	y := 30.0
 	headTop := y
-	y += 20 + 17*float64(len(head)) + 22 // title, lines, legend
+	y += 20*float64(len(title)) + 17*float64(len(head)) + 22 // title, lines, legend
 	boxTop := y
 	rowY := make([]float64, len(l.rows))
 	divY := -1.0
@@ -227,15 +231,18 @@ func (l *ladder) draw(w io.Writer, h Header) error {
 	s.printf(`<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" viewBox="0 0 %.0f %.0f" font-family="DejaVu Sans, Verdana, sans-serif">`+"\n",
 		width, height, width, height)
 	s.printf("<defs>\n")
-	for _, m := range []struct{ id, color string }{{"req", colRequest}, {"rep", colReply}, {"b", colB}} {
+	for _, m := range []struct{ id, color string }{{"req", colRequest}, {"rep", colReply}, {"err", colDrop}, {"b", colB}} {
 		s.printf(`<marker id="ah-%s" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="%s"/></marker>`+"\n", m.id, m.color)
 	}
 	s.printf("</defs>\n")
 	s.printf(`<rect width="100%%" height="100%%" fill="white"/>` + "\n")
 
 	// Header and legend.
-	s.printf(`<text x="%d" y="%.0f" font-size="16" font-weight="bold" fill="%s">%s</text>`+"\n", margin, headTop, colText, esc(h.Title))
-	ly := headTop
+	ly := headTop - 20
+	for _, line := range title {
+		ly += 20
+		s.printf(`<text x="%d" y="%.0f" font-size="16" font-weight="bold" fill="%s">%s</text>`+"\n", margin, ly, colText, esc(line))
+	}
 	for _, line := range head {
 		ly += 17
 		s.printf(`<text x="%d" y="%.0f" font-size="12" fill="%s">%s</text>`+"\n", margin, ly, colText, esc(line))
@@ -298,8 +305,8 @@ func (l *ladder) legend(s *svgWriter, y float64) {
 		item(colRequest, "", "request")
 		item(colReply, "", "reply")
 	}
-	s.printf(`<text x="%.0f" y="%.0f" font-size="11" fill="%s">✕ drop</text>`+"\n", x, y, colDrop)
-	x += 60
+	s.printf(`<text x="%.0f" y="%.0f" font-size="11" fill="%s">✕ drop, ICMP error</text>`+"\n", x, y, colDrop)
+	x += 120
 	for _, r := range l.rows {
 		if r.outlier {
 			s.printf(`<text x="%.0f" y="%.0f" font-size="11" font-weight="bold" fill="%s">⚠ p99 stands out</text>`+"\n", x, y, colText)
@@ -312,16 +319,17 @@ func (l *ladder) legend(s *svgWriter, y float64) {
 
 func (l *ladder) drawRow(s *svgWriter, r *row, y, prevY, width float64) {
 	color, marker, dash := colReply, "rep", ""
-	if r.hop.Request {
+	switch r.hop.Type {
+	case "request":
 		color, marker = colRequest, "req"
+	case "reply":
+	default: // an ICMP error about the request
+		color, marker = colDrop, "err"
 	}
 	if r.run == "B" {
 		color, marker, dash = colB, "b", ` stroke-dasharray="6 3"`
 	}
-	typ, dir := "reply", r.hop.Dir.String()
-	if r.hop.Request {
-		typ = "request"
-	}
+	typ, dir := r.hop.Type, r.hop.Dir.String()
 	s.printf(`<g class="hop" data-num="%d" data-netns="%s" data-ifname="%s" data-dir="%s" data-type="%s" data-run="%s">`+"\n",
 		r.num, esc(r.hop.Netns), esc(r.hop.Ifname), dir, typ, r.run)
 	x := colX(r.to)

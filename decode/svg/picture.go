@@ -15,7 +15,7 @@ func Journey(w io.Writer, h Header, g *stats.Group) error {
 	prev := -1
 	for i := range g.Hops {
 		hop := &g.Hops[i]
-		r := row{hop: *hop, num: i + 1, from: prev, to: l.col(hop), outlier: hop.Outlier, notes: hopNotes(hop, g.Echoes, "verdict")}
+		r := row{hop: *hop, num: i + 1, from: prev, to: l.col(hop), outlier: hop.Outlier, notes: hopNotes(hop, g)}
 		r.time, r.sub = hopTime(hop)
 		l.rows = append(l.rows, r)
 		prev = r.to
@@ -39,7 +39,7 @@ func Diff(w io.Writer, h Header, a, b *stats.Group, d *stats.Diff) error {
 		if i > 0 {
 			r.time, r.sub = "A "+median(ha), "B "+median(hb)
 		}
-		r.notes = hopNotes(ha, a.Echoes, "verdict")
+		r.notes = hopNotes(ha, a)
 		for _, v := range d.Verdicts {
 			if v.Run == "B" && v.Hop.Place == ha.Place {
 				r.notes = append(r.notes, verdictNote(v.Verdict, b.Echoes, "B only: ", "only"))
@@ -59,7 +59,7 @@ func Diff(w io.Writer, h Header, a, b *stats.Group, d *stats.Diff) error {
 		from := prev
 		for i := common; i < len(side.g.Hops); i++ {
 			hop := &side.g.Hops[i]
-			r := row{hop: *hop, num: i + 1, from: from, to: l.col(hop), run: side.run, notes: hopNotes(hop, side.g.Echoes, "verdict")}
+			r := row{hop: *hop, num: i + 1, from: from, to: l.col(hop), run: side.run, notes: hopNotes(hop, side.g)}
 			r.time, r.sub = hopTime(hop)
 			l.rows = append(l.rows, r)
 			from = r.to
@@ -89,13 +89,22 @@ func median(h *stats.Hop) string {
 	return "p50 " + stats.FormatDuration(h.Delta.P50)
 }
 
-// hopNotes are the lines under a hop: its verdicts, its drops, and the
-// echoes lost after it.
-func hopNotes(h *stats.Hop, echoes int, kind string) []note {
+// hopNotes are the lines under a hop of g: its verdicts, its drops and
+// ICMP errors, and the echoes lost after it that nothing explains.
+func hopNotes(h *stats.Hop, g *stats.Group) []note {
 	var out []note
+	echoes := g.Echoes
 	dropped := 0
+	if h.Type != "request" && h.Type != "reply" {
+		// The echoes an ICMP error explained end on the error's hops.
+		for _, gh := range g.Hops {
+			for _, c := range gh.Errors {
+				dropped += c.Count
+			}
+		}
+	}
 	for _, v := range h.Verdicts {
-		out = append(out, verdictNote(v, echoes, "", kind))
+		out = append(out, verdictNote(v, echoes, "", "verdict"))
 		if v.Verdict == "DROP" {
 			dropped += v.Count
 		}
@@ -105,6 +114,9 @@ func hopNotes(h *stats.Hop, echoes int, kind string) []note {
 			out = append(out, note{text: "✕ dropped: " + c.Reason + times(c.Count, echoes), kind: "drop"})
 			dropped += c.Count
 		}
+	}
+	for _, c := range h.Errors {
+		out = append(out, note{text: "✕ " + c.Reason + times(c.Count, echoes), kind: "drop"})
 	}
 	if lost := h.LostAfter - dropped; lost > 0 {
 		text := "✕ last seen here: no reply"

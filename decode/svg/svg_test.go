@@ -18,7 +18,11 @@ import (
 const inoWeb, inoHost, inoRouter, inoDB = 4026532301, 4026531833, 4026532402, 4026532503
 
 func hop(ns string, inode uint32, ifname string, dir decode.Direction, req bool, dt time.Duration) stats.Hop {
-	h := stats.Hop{Place: stats.Place{Netns: ns, Ifname: ifname, Dir: dir, Request: req}, Inode: inode, Count: 1}
+	typ := "reply"
+	if req {
+		typ = "request"
+	}
+	h := stats.Hop{Place: stats.Place{Netns: ns, Ifname: ifname, Dir: dir, Type: typ}, Inode: inode, Count: 1}
 	if dt > 0 {
 		h.Delta = stats.Percentiles{N: 1, P50: dt, P90: dt, P99: dt, Max: dt}
 	}
@@ -65,26 +69,30 @@ func hopsOf(els []testenv.SVGElement) []string {
 func wantHops(run string, first int, hops []stats.Hop) []string {
 	var out []string
 	for i, h := range hops {
-		typ := "reply"
-		if h.Request {
-			typ = "request"
-		}
-		out = append(out, fmt.Sprintf("%d %s %s %s %s %s", first+i, run, h.Netns, h.Ifname, h.Dir, typ))
+		out = append(out, fmt.Sprintf("%d %s %s %s %s %s", first+i, run, h.Netns, h.Ifname, h.Dir, h.Type))
 	}
 	return out
 }
 
-func TestJourney(t *testing.T) {
-	g := stats.Group{Hops: webToDB(), Echoes: 1, Replied: 1}
-	g.Hops[0].Verdicts = []stats.Verdict{{Chain: "filter.OUTPUT", Verdict: "ACCEPT", Rule: "policy", Count: 1}}
+// drawJourney draws g, checks that every hop is drawn in order, and
+// returns the SVG and its classed elements.
+func drawJourney(t *testing.T, g *stats.Group, h Header) ([]byte, []testenv.SVGElement) {
+	t.Helper()
 	var buf bytes.Buffer
-	if err := Journey(&buf, Header{Title: "echo to 10.0.2.9", Lines: []string{"reply in 175µs"}}, &g); err != nil {
+	if err := Journey(&buf, h, g); err != nil {
 		t.Fatal(err)
 	}
 	els := testenv.SVGElements(t, buf.Bytes())
 	if got, want := hopsOf(els), wantHops("", 1, g.Hops); !slices.Equal(got, want) {
 		t.Errorf("hops:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
+	return buf.Bytes(), els
+}
+
+func TestJourney(t *testing.T) {
+	g := stats.Group{Hops: webToDB(), Echoes: 1, Replied: 1}
+	g.Hops[0].Verdicts = []stats.Verdict{{Chain: "filter.OUTPUT", Verdict: "ACCEPT", Rule: "policy", Count: 1}}
+	doc, els := drawJourney(t, &g, Header{Title: "echo to 10.0.2.9", Lines: []string{"reply in 175µs"}})
 	if got := testenv.SVGBoxes(els); !slices.Equal(got, []string{"web-1", "host", "router", "db-1"}) {
 		t.Errorf("namespace boxes %v", got)
 	}
@@ -94,19 +102,12 @@ func TestJourney(t *testing.T) {
 	if v := testenv.Classed(els, "verdict"); len(v) != 1 || v[0].Text != "filter.OUTPUT ACCEPT (policy)" {
 		t.Errorf("verdicts %v", v)
 	}
-	testenv.RenderSVG(t, "journey", buf.Bytes())
+	testenv.RenderSVG(t, "journey", doc)
 }
 
 func TestJourneyDrop(t *testing.T) {
 	g := droppedAtRouter()
-	var buf bytes.Buffer
-	if err := Journey(&buf, Header{Title: "echo to 10.0.2.9"}, &g); err != nil {
-		t.Fatal(err)
-	}
-	els := testenv.SVGElements(t, buf.Bytes())
-	if got, want := hopsOf(els), wantHops("", 1, g.Hops); !slices.Equal(got, want) {
-		t.Errorf("hops:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
-	}
+	doc, els := drawJourney(t, &g, Header{Title: "echo to 10.0.2.9"})
 	drops := testenv.Classed(els, "drop")
 	if len(drops) != 1 || !strings.Contains(drops[0].Text, "dropped by filter.FORWARD (rule 7:") {
 		t.Fatalf("drops %v", drops)
@@ -116,7 +117,7 @@ func TestJourneyDrop(t *testing.T) {
 	if last := hops[len(hops)-1]; !strings.Contains(last.Text, "dropped by filter.FORWARD") {
 		t.Errorf("the drop is not under the last hop: %q", last.Text)
 	}
-	testenv.RenderSVG(t, "journey-drop", buf.Bytes())
+	testenv.RenderSVG(t, "journey-drop", doc)
 }
 
 func TestDiff(t *testing.T) {
@@ -143,4 +144,26 @@ func TestDiff(t *testing.T) {
 		t.Errorf("drops %v", drops)
 	}
 	testenv.RenderSVG(t, "diff", buf.Bytes())
+}
+
+func TestJourneyICMPError(t *testing.T) {
+	hops := webToDB()[:5]
+	for _, h := range []stats.Hop{
+		hop("router", inoRouter, "eth0", decode.Out, false, 9*time.Microsecond),
+		hop("host", inoHost, "veth-rtr", decode.In, false, 8*time.Microsecond),
+	} {
+		h.Type = "unreachable"
+		hops = append(hops, h)
+	}
+	hops[5].Errors = []stats.Count{{Reason: "destination unreachable: communication administratively prohibited from 10.0.9.1", Count: 1}}
+	hops[6].LostAfter = 1
+	g := stats.Group{Hops: hops, Echoes: 1}
+	doc, els := drawJourney(t, &g, Header{Title: "echo to 10.0.2.9"})
+	// The error is said where it was sent, in red, and the echo is not also
+	// "last seen" where the error arrived.
+	drops := testenv.Classed(els, "drop")
+	if len(drops) != 1 || !strings.Contains(drops[0].Text, "communication administratively prohibited from 10.0.9.1") {
+		t.Errorf("drops %v", drops)
+	}
+	testenv.RenderSVG(t, "journey-icmp-error", doc)
 }
