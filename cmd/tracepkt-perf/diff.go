@@ -137,11 +137,12 @@ type jsonRun struct {
 }
 
 type jsonPlace struct {
-	Netns     uint32 `json:"netns"`
-	NetnsName string `json:"netns_name,omitempty"`
-	Ifname    string `json:"ifname"`
-	Dir       string `json:"dir"`
-	Type      string `json:"type"`
+	Netns      uint32     `json:"netns"`
+	NetnsName  string     `json:"netns_name,omitempty"`
+	NetnsOwner *jsonOwner `json:"netns_owner,omitempty"`
+	Ifname     string     `json:"ifname"`
+	Dir        string     `json:"dir"`
+	Type       string     `json:"type"`
 }
 
 type jsonDivergence struct {
@@ -179,7 +180,7 @@ type jsonPathDiff struct {
 }
 
 func place(h *stats.Hop, rc *renderContext) jsonPlace {
-	return jsonPlace{Netns: h.Inode, NetnsName: rc.names[h.Inode], Ifname: h.Ifname, Dir: h.Dir.String(), Type: h.Type}
+	return jsonPlace{Netns: h.Inode, NetnsName: rc.names[h.Inode], NetnsOwner: rc.jsonOwner(h.Inode), Ifname: h.Ifname, Dir: h.Dir.String(), Type: h.Type}
 }
 
 func placeRef(h *stats.Hop, rc *renderContext) *jsonPlace {

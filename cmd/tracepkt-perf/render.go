@@ -393,6 +393,15 @@ type jsonHop struct {
 	Netfilter *jsonNetfilter `json:"netfilter,omitempty"`
 }
 
+// jsonOwner is the owner of a namespace, nil when unknown.
+func (rc *renderContext) jsonOwner(inode uint32) *jsonOwner {
+	o, ok := rc.owners[inode]
+	if !ok {
+		return nil
+	}
+	return &jsonOwner{Kind: o.Kind, ID: o.ID, Name: o.Name, Pid: o.Pid, Comm: o.Comm}
+}
+
 // jsonOwner is who a hop's namespace belongs to (decode.Owner).
 type jsonOwner struct {
 	Kind string `json:"kind"`
@@ -451,9 +460,7 @@ func (w jsonWriter) Journey(j *decode.Journey) error {
 			TNs: v.tNs, DtNs: v.dtNs, Netns: v.netns, NetnsName: w.rc.names[v.netns], Ifname: v.ifname, Ifindex: v.ifindex,
 			Type: v.typ, Src: v.src, Dst: v.dst, Dir: v.dir, KtimeNs: r.Time,
 		}
-		if o, ok := w.rc.owners[v.netns]; ok {
-			h.NetnsOwner = &jsonOwner{Kind: o.Kind, ID: o.ID, Name: o.Name, Pid: o.Pid, Comm: o.Comm}
-		}
+		h.NetnsOwner = w.rc.jsonOwner(v.netns)
 		switch {
 		case v.hop != nil:
 			h.Probe, h.CPU, h.Len = v.hop.Probe.String(), v.hop.CPU, v.hop.Len

@@ -24,11 +24,23 @@ func (c *collector) Journey(j *decode.Journey) error {
 	return nil
 }
 
-// statsNames are the namespace names of a run, as stats aligns them.
+// statsNames are the namespace names of a run, as stats aligns them: the
+// name the table shows and the kind of owner, except that a namespace only
+// processes live in goes by their command, not by a pid that changes with
+// every run, and an ip netns name needs no kind beside it (recordings made
+// before owners were recorded have the name alone).
 func (rc *renderContext) statsNames() stats.Names {
 	n := stats.Names{}
 	for inode, name := range rc.names {
-		n[inode] = stats.Name{Name: name}
+		o := rc.owners[inode]
+		switch {
+		case o.Kind == decode.OwnerProcess && name != decode.HostName:
+			n[inode] = stats.Name{Name: o.Comm, Owner: o.Kind}
+		case o.Kind == decode.OwnerNetns:
+			n[inode] = stats.Name{Name: name}
+		default:
+			n[inode] = stats.Name{Name: name, Owner: o.Kind}
+		}
 	}
 	return n
 }
@@ -197,21 +209,22 @@ type jsonPath struct {
 }
 
 type jsonStatHop struct {
-	Netns     uint32        `json:"netns"`
-	NetnsName string        `json:"netns_name,omitempty"`
-	Ifname    string        `json:"ifname"`
-	Dir       string        `json:"dir"`
-	Type      string        `json:"type"`
-	Echoes    int           `json:"echoes"`
-	P50Ns     int64         `json:"p50_ns"`
-	P90Ns     int64         `json:"p90_ns"`
-	P99Ns     int64         `json:"p99_ns"`
-	MaxNs     int64         `json:"max_ns"`
-	LostAfter int           `json:"lost_after"`
-	Outlier   bool          `json:"outlier"`
-	Drops     []jsonCount   `json:"drops"`
-	Errors    []jsonCount   `json:"icmp_errors"`
-	Verdicts  []jsonVerdict `json:"verdicts"`
+	Netns      uint32        `json:"netns"`
+	NetnsName  string        `json:"netns_name,omitempty"`
+	NetnsOwner *jsonOwner    `json:"netns_owner,omitempty"`
+	Ifname     string        `json:"ifname"`
+	Dir        string        `json:"dir"`
+	Type       string        `json:"type"`
+	Echoes     int           `json:"echoes"`
+	P50Ns      int64         `json:"p50_ns"`
+	P90Ns      int64         `json:"p90_ns"`
+	P99Ns      int64         `json:"p99_ns"`
+	MaxNs      int64         `json:"max_ns"`
+	LostAfter  int           `json:"lost_after"`
+	Outlier    bool          `json:"outlier"`
+	Drops      []jsonCount   `json:"drops"`
+	Errors     []jsonCount   `json:"icmp_errors"`
+	Verdicts   []jsonVerdict `json:"verdicts"`
 }
 
 type jsonCount struct {
@@ -241,7 +254,7 @@ func statsJSON(s *stats.Summary, rc *renderContext) jsonStats {
 		for j := range g.Hops {
 			h := &g.Hops[j]
 			jh := jsonStatHop{
-				Netns: h.Inode, NetnsName: rc.names[h.Inode], Ifname: h.Ifname, Dir: h.Dir.String(), Type: h.Type,
+				Netns: h.Inode, NetnsName: rc.names[h.Inode], NetnsOwner: rc.jsonOwner(h.Inode), Ifname: h.Ifname, Dir: h.Dir.String(), Type: h.Type,
 				Echoes: h.Count, P50Ns: h.Delta.P50.Nanoseconds(), P90Ns: h.Delta.P90.Nanoseconds(), P99Ns: h.Delta.P99.Nanoseconds(), MaxNs: h.Delta.Max.Nanoseconds(),
 				LostAfter: h.LostAfter, Outlier: h.Outlier, Drops: jsonCounts(h.Drops), Errors: jsonCounts(h.Errors), Verdicts: []jsonVerdict{},
 			}
