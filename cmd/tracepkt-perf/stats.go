@@ -209,22 +209,17 @@ type jsonPath struct {
 }
 
 type jsonStatHop struct {
-	Netns      uint32        `json:"netns"`
-	NetnsName  string        `json:"netns_name,omitempty"`
-	NetnsOwner *jsonOwner    `json:"netns_owner,omitempty"`
-	Ifname     string        `json:"ifname"`
-	Dir        string        `json:"dir"`
-	Type       string        `json:"type"`
-	Echoes     int           `json:"echoes"`
-	P50Ns      int64         `json:"p50_ns"`
-	P90Ns      int64         `json:"p90_ns"`
-	P99Ns      int64         `json:"p99_ns"`
-	MaxNs      int64         `json:"max_ns"`
-	LostAfter  int           `json:"lost_after"`
-	Outlier    bool          `json:"outlier"`
-	Drops      []jsonCount   `json:"drops"`
-	Errors     []jsonCount   `json:"icmp_errors"`
-	Verdicts   []jsonVerdict `json:"verdicts"`
+	jsonPlace
+	Echoes    int           `json:"echoes"`
+	P50Ns     int64         `json:"p50_ns"`
+	P90Ns     int64         `json:"p90_ns"`
+	P99Ns     int64         `json:"p99_ns"`
+	MaxNs     int64         `json:"max_ns"`
+	LostAfter int           `json:"lost_after"`
+	Outlier   bool          `json:"outlier"`
+	Drops     []jsonCount   `json:"drops"`
+	Errors    []jsonCount   `json:"icmp_errors"`
+	Verdicts  []jsonVerdict `json:"verdicts"`
 }
 
 type jsonCount struct {
@@ -253,11 +248,9 @@ func statsJSON(s *stats.Summary, rc *renderContext) jsonStats {
 		}
 		for j := range g.Hops {
 			h := &g.Hops[j]
-			jh := jsonStatHop{
-				Netns: h.Inode, NetnsName: rc.names[h.Inode], NetnsOwner: rc.jsonOwner(h.Inode), Ifname: h.Ifname, Dir: h.Dir.String(), Type: h.Type,
-				Echoes: h.Count, P50Ns: h.Delta.P50.Nanoseconds(), P90Ns: h.Delta.P90.Nanoseconds(), P99Ns: h.Delta.P99.Nanoseconds(), MaxNs: h.Delta.Max.Nanoseconds(),
-				LostAfter: h.LostAfter, Outlier: h.Outlier, Drops: jsonCounts(h.Drops), Errors: jsonCounts(h.Errors), Verdicts: []jsonVerdict{},
-			}
+			jh := jsonStatHop{jsonPlace: place(h, rc), Echoes: h.Count,
+				P50Ns: h.Delta.P50.Nanoseconds(), P90Ns: h.Delta.P90.Nanoseconds(), P99Ns: h.Delta.P99.Nanoseconds(), MaxNs: h.Delta.Max.Nanoseconds(),
+				LostAfter: h.LostAfter, Outlier: h.Outlier, Drops: jsonCounts(h.Drops), Errors: jsonCounts(h.Errors), Verdicts: []jsonVerdict{}}
 			for _, v := range h.Verdicts {
 				jh.Verdicts = append(jh.Verdicts, jsonVerdict{v.Chain, v.Verdict, v.Rule, v.Count})
 			}
