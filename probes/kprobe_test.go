@@ -117,9 +117,12 @@ func TestKprobeProgramsGolden(t *testing.T) {
 			t.Fatal(err)
 		}
 		p := KprobeParams{Offsets: goldenOffsets, NF: nf, Probe: tc.probe, EchoID: 0xbeef}
-		golden(t, "kprobe_"+tc.name, fmt.Sprintf("%v", KprobeEntryProgram(p)))
+		entry, ret := KprobeEntryProgram(p), KprobeReturnProgram(p)
+		assertResolved(t, "kprobe_"+tc.name, entry)
+		assertResolved(t, "kretprobe_"+tc.name, ret)
+		golden(t, "kprobe_"+tc.name, fmt.Sprintf("%v", entry))
 		if !tc.before516 {
-			golden(t, "kretprobe_"+tc.name, fmt.Sprintf("%v", KprobeReturnProgram(p)))
+			golden(t, "kretprobe_"+tc.name, fmt.Sprintf("%v", ret))
 		}
 	}
 }

@@ -97,7 +97,6 @@ func TracepointProgram(p ProgramParams) asm.Instructions {
 		asm.LoadMem(rSkb, rCtx, p.SkbAddrOffset, asm.DWord).WithSource(asm.Comment("skb = ctx->skbaddr")),
 	}
 	insns = append(insns, echoFilter(p.Offsets, p.EchoID, p.Probe.Direction())...)
-	insns = append(insns, quotedEcho()...)
 	insns = append(insns, recordHeader(p.Probe)...)
 	if p.Probe == decode.ProbeKfreeSkb {
 		insns = append(insns, dropFields(p.Drop)...)
@@ -160,9 +159,9 @@ func quotedEcho() asm.Instructions {
 // echoFilter zeroes the stack, finds the network header of the skb in rSkb
 // (dir says where: transmit and receive paths set it differently), copies up
 // to PacketBytes from it into the record and goes on at "match" for an ICMP
-// or ICMPv6 echo request or reply carrying echoID, or at "error4"/"error6"
-// (see quotedEcho) for an ICMP error, with the family, addresses and ICMP
-// type filled in; anything else jumps to "exit".
+// or ICMPv6 echo request or reply carrying echoID, or an ICMP error quoting
+// one (see quotedEcho), with the family, addresses and ICMP type filled in;
+// anything else jumps to "exit".
 func echoFilter(o Offsets, echoID uint16, dir decode.Direction) asm.Instructions {
 	insns := asm.Instructions{asm.Mov.Imm(asm.R1, 0).WithSource(asm.Comment("zero the stack we use"))}
 	for off := int16(scratch0); off < 0; off += 8 {
@@ -306,7 +305,7 @@ func echoFilter(o Offsets, echoID uint16, dir decode.Direction) asm.Instructions
 		asm.JNE.Imm(asm.R1, wire(echoID), "exit"),
 		asm.Ja.Label("match"),
 	)
-	return insns
+	return append(insns, quotedEcho()...)
 }
 
 // recordHeader fills the record's identity at "match": echo id and sequence,

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/cilium/ebpf/asm"
+
 	"github.com/tracepkt/tracepkt-perf/decode"
 	"github.com/tracepkt/tracepkt-perf/tracefs"
 )
@@ -40,10 +42,29 @@ func golden(t *testing.T, name, got string) {
 	}
 }
 
+// assertResolved checks that every jump of a program has its target: the
+// verifier would refuse it otherwise, and the loader only says so at run time.
+func assertResolved(t *testing.T, name string, insns asm.Instructions) {
+	t.Helper()
+	symbols := map[string]bool{}
+	for _, ins := range insns {
+		if sym := ins.Symbol(); sym != "" {
+			symbols[sym] = true
+		}
+	}
+	for i, ins := range insns {
+		ref := ins.Reference()
+		if ref != "" && ref != EventsMap && ref != PendingMap && !symbols[ref] {
+			t.Errorf("%s: instruction %d (%v) jumps to %q, which the program lacks", name, i, ins, ref)
+		}
+	}
+}
+
 func TestTracepointProgramGolden(t *testing.T) {
 	for _, p := range decode.Probes() {
 		// skb:kfree_skb as on 6.18: location at 16, reason at 36 after rx_sk.
 		insns := TracepointProgram(ProgramParams{Offsets: goldenOffsets, SkbAddrOffset: 8, Probe: p, EchoID: 0xbeef, Drop: DropFields{16, 36}})
+		assertResolved(t, p.String(), insns)
 		golden(t, "program_"+p.String(), fmt.Sprintf("%v", insns))
 	}
 	// A kernel without drop reasons (5.10) records the location alone.
