@@ -1,13 +1,17 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/tracepkt/tracepkt-perf/decode"
+	"github.com/tracepkt/tracepkt-perf/decode/tpk"
 	"github.com/tracepkt/tracepkt-perf/internal/testenv"
 )
 
@@ -226,6 +230,16 @@ func TestDiff(t *testing.T) {
 			t.Errorf("exit %d:\n%s%s", res.code, res.stdout, res.stderr)
 		}
 	})
+	t.Run("other-machine", func(t *testing.T) {
+		moved := filepath.Join(t.TempDir(), "elsewhere.tpk")
+		asRecordedOn(t, again, moved, "db-host-2", "6.1.0-57-amd64")
+		res := runTool(t, nil, "--diff", ok, moved)
+		hdr := recordingHeader(t, ok)
+		note := fmt.Sprintf("note: A was recorded on %s (kernel %s), B on db-host-2 (kernel 6.1.0-57-amd64): hops are matched by namespace name", hdr.Hostname, hdr.KernelRelease)
+		if res.code != 0 || !strings.Contains(res.stdout, "\nsame path: 8 hops, ") || !strings.Contains(res.stdout, note) {
+			t.Errorf("exit %d:\n%s%s", res.code, res.stdout, res.stderr)
+		}
+	})
 	t.Run("same-file", func(t *testing.T) {
 		for _, f := range []string{ok, drop} {
 			res := runTool(t, nil, "--diff", f, f)
@@ -355,4 +369,70 @@ func TestSVG(t *testing.T) {
 		}
 		testenv.RenderSVG(t, "diff", doc)
 	})
+}
+
+func recordingHeader(t *testing.T, path string) tpk.Header {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r, err := tpk.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.Header()
+}
+
+// asRecordedOn copies the recording src to dst as if another machine, with
+// another kernel, had recorded it: same records, another header.
+func asRecordedOn(t *testing.T, src, dst, host, kernel string) {
+	t.Helper()
+	in, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	r, err := tpk.NewReader(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hdr := r.Header()
+	hdr.Hostname, hdr.KernelRelease, hdr.BootID = host, kernel, "another-boot"
+	out, err := os.Create(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	w, err := tpk.NewWriter(out, hdr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		rec  decode.Record
+		snap decode.Snapshot
+		o    tpk.EchoOutcome
+	)
+	for {
+		kind, err := r.Next(&rec, &snap, &o)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		switch {
+		case err != nil:
+		case kind == tpk.KindRecord:
+			err = w.WriteRecord(&rec)
+		case kind == tpk.KindSnapshot:
+			err = w.WriteSnapshot(&snap)
+		case kind == tpk.KindOutcome:
+			err = w.WriteOutcome(&o)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
 }
