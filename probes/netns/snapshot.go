@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -48,7 +49,8 @@ func Snapshot(nss []Netns, owners map[uint32]decode.Owner, interfaces bool) (*de
 // linkVethPeers fills PeerNetns of each veth whose peer s holds: the one
 // namespace with a veth numbered PeerIfindex whose own peer is that veth.
 // Interface numbers are per namespace, so two pairs numbered alike leave
-// both unknown rather than guessed.
+// both unknown rather than guessed; so does a peer in a namespace s does not
+// hold.
 func linkVethPeers(s *decode.Snapshot) {
 	type end struct {
 		ifindex, peer uint32
@@ -68,7 +70,21 @@ func linkVethPeers(s *decode.Snapshot) {
 			if ifc.Kind != "veth" || ifc.PeerIfindex == 0 {
 				continue
 			}
-			if peers := where[end{ifc.PeerIfindex, ifc.Ifindex}]; len(peers) == 1 && len(where[end{ifc.Ifindex, ifc.PeerIfindex}]) == 1 {
+			self := s.Namespaces[i].Inode
+			peers, mine := where[end{ifc.PeerIfindex, ifc.Ifindex}], where[end{ifc.Ifindex, ifc.PeerIfindex}]
+			if ifc.Ifindex == ifc.PeerIfindex {
+				// Both ends have the same number (a fresh namespace's first
+				// veth, 2 after lo, paired with another's): one list holds
+				// both, and the peer is the other namespace in it.
+				if len(mine) == 2 && slices.Contains(mine, self) {
+					ifc.PeerNetns = mine[0]
+					if mine[0] == self {
+						ifc.PeerNetns = mine[1]
+					}
+				}
+				continue
+			}
+			if len(peers) == 1 && len(mine) == 1 {
 				ifc.PeerNetns = peers[0]
 			}
 		}
