@@ -264,3 +264,34 @@ func TestLearnNamespaceSeenLater(t *testing.T) {
 		t.Errorf("learn again = %+v, %v; want nothing", snap, err)
 	}
 }
+
+// TestE2ENetnsLimit: with --netns, nftables tracing runs only where asked
+// (and where the echo starts): db's input chain shows without it, not with
+// --netns naming web alone.
+func TestE2ENetnsLimit(t *testing.T) {
+	topo := testenv.Topology(t)
+	n := buildSwitched(t, topo)
+	testenv.RequireCommands(t, "nft")
+	inNetns(t, n.db, "nft", "add table inet tpk; add chain inet tpk in { type filter hook input priority 0; }; add rule inet tpk in icmp type echo-request accept")
+	db := inode(t, n.db)
+	chainsIn := func(args ...string) []string {
+		t.Helper()
+		echoes := echoesOf(t, runFrom(t, topo, n.web, n.web.Name, n.target4, append([]string{"--json", "--netfilter", "nftrace"}, args...)...))
+		var chains []string
+		for _, h := range echoes[0].Hops {
+			if h.Netfilter != nil && uint64(h.Netns) == db {
+				chains = append(chains, h.Netfilter.Table+"."+h.Netfilter.Chain)
+			}
+		}
+		return chains
+	}
+	if got := chainsIn(); !slices.Equal(got, []string{"tpk.in"}) {
+		t.Errorf("every namespace traced: db's chains %v, want [tpk.in]", got)
+	}
+	if got := chainsIn("--netns", n.web.Name); len(got) != 0 {
+		t.Errorf("--netns %s: db's chains %v, want none", n.web.Name, got)
+	}
+	if got := chainsIn("--netns", n.db.Name); !slices.Equal(got, []string{"tpk.in"}) {
+		t.Errorf("--netns %s: db's chains %v, want [tpk.in]", n.db.Name, got)
+	}
+}
