@@ -27,8 +27,8 @@ func (c *collector) Journey(j *decode.Journey) error {
 // statsNames are the namespace names of a run, as stats aligns them: the
 // name the table shows and the kind of owner, except that a namespace only
 // processes live in goes by their command, not by a pid that changes with
-// every run, and an ip netns name needs no kind beside it (recordings made
-// before owners were recorded have the name alone).
+// every run, and the host and an ip netns name need no kind beside them
+// (recordings made before owners were recorded have the name alone).
 func (rc *renderContext) statsNames() stats.Names {
 	n := stats.Names{}
 	for inode, name := range rc.names {
@@ -36,7 +36,7 @@ func (rc *renderContext) statsNames() stats.Names {
 		switch {
 		case o.Kind == decode.OwnerProcess && name != decode.HostName:
 			n[inode] = stats.Name{Name: o.Comm, Owner: o.Kind}
-		case o.Kind == decode.OwnerNetns:
+		case o.Kind == decode.OwnerNetns, name == decode.HostName:
 			n[inode] = stats.Name{Name: name}
 		default:
 			n[inode] = stats.Name{Name: name, Owner: o.Kind}

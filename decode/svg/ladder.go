@@ -106,13 +106,12 @@ func (l *ladder) layout(paths ...[]stats.Hop) {
 	for _, ns := range order {
 		b := box{netns: ns, first: len(l.cols)}
 		h := first[ns]
+		// Below the name, the inode: a box has no room for more.
 		b.label, b.sub = ns, "inode "+strconv.FormatUint(uint64(h.Inode), 10)
 		if strings.HasPrefix(ns, "#") {
 			b.label, b.sub = strconv.FormatUint(uint64(h.Inode), 10), "unnamed namespace"
 		}
-		if h.Owner != "" {
-			b.sub = h.Owner
-		}
+
 		for _, ifn := range ifaces[ns] {
 			l.cols = append(l.cols, column{ns, ifn})
 		}
