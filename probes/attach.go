@@ -3,10 +3,12 @@ package probes
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
 	"github.com/elastic/go-perf"
 
 	"github.com/tracepkt/tracepkt-perf/decode"
@@ -14,14 +16,17 @@ import (
 )
 
 // Attachments are the BPF programs of one trace and what attaches them: a
-// perf event per tracepoint or kprobe, and the kprobe group and pending map
-// of the netfilter probes. The programs write to the rings of a Reader.
+// raw tracepoint link or a perf event per device probe, a perf event per
+// kprobe, and the kprobe group and pending map of the netfilter probes. The
+// programs write to the rings of a Reader.
 type Attachments struct {
 	events   *ebpf.Map // the Reader's rings, not owned
 	pending  *ebpf.Map
 	kprobes  *tracefs.KprobeGroup
 	progs    []*ebpf.Program
+	links    []link.Link
 	attached []*perf.Event
+	paths    []ProbeAttachment
 }
 
 // attach loads and attaches the programs cfg asks for, writing to events,
@@ -33,54 +38,65 @@ func attach(fs *tracefs.FS, offsets Offsets, cfg Config, events *ebpf.Map, cpu i
 			a.Close()
 		}
 	}()
+	clauses := OursClauses(cfg.EchoID)
+	progs := devicePrograms{fs: fs, offsets: offsets, clauses: clauses}
 	for _, p := range cfg.Probes {
-		if err := a.attachTracepoint(fs, offsets, p, cfg.EchoID, cpu); err != nil {
+		path, err := a.attachDevice(progs, p, cfg.Attach, cpu)
+		if err != nil {
 			return nil, err
 		}
+		a.paths = append(a.paths, path)
 	}
 	if len(cfg.Netfilter) > 0 {
-		if err := a.attachNetfilter(fs, offsets, cfg.Netfilter, cfg.EchoID, cpu); err != nil {
+		if err := a.attachNetfilter(fs, offsets, cfg.Netfilter, clauses, cpu); err != nil {
 			return nil, err
 		}
 	}
 	return a, nil
 }
 
-// attachTracepoint loads the program for one probe and attaches it to the
-// tracepoint through a single perf event: the program then runs for hits on
-// every CPU.
-func (a *Attachments) attachTracepoint(fs *tracefs.FS, offsets Offsets, p decode.Probe, id uint16, cpu int) error {
-	insns, tpID, err := tracepointProgram(fs, offsets, p, id)
+// attachDevice attaches the program of device probe p the first way mode
+// allows that the kernel accepts. A perf tracepoint event is opened on cpu:
+// one is enough, the program then runs for hits on every CPU.
+func (a *Attachments) attachDevice(progs devicePrograms, p decode.Probe, mode AttachMode, cpu int) (ProbeAttachment, error) {
+	group, event := p.Tracepoint()
+	name := "tracepkt_" + event[:min(len(event), 6)]
+	path := ProbeAttachment{Probe: p}
+	for _, at := range mode.attachments() {
+		err := a.attachAs(progs, p, at, name, cpu)
+		if err == nil {
+			path.Attachment = at
+			return path, nil
+		}
+		path.Skipped = append(path.Skipped, fmt.Sprintf("%s: %s", at, short(err)))
+	}
+	return path, fmt.Errorf("%s/%s: no way of attaching (--attach %s) works: %s", group, event, mode, strings.Join(path.Skipped, "; "))
+}
+
+// attachAs builds, loads and attaches the program of probe p one way.
+func (a *Attachments) attachAs(progs devicePrograms, p decode.Probe, at Attachment, name string, cpu int) error {
+	insns, err := progs.build(p, at)
 	if err != nil {
 		return err
 	}
 	group, event := p.Tracepoint()
-	if err := a.attachProgram(insns, ebpf.TracePoint, "tracepkt_"+event[:min(len(event), 6)], group+":"+event, tpID, cpu); err != nil {
-		return fmt.Errorf("%s/%s: %w", group, event, err)
+	if at == PerfTP {
+		tpID, err := progs.fs.EventID(group, event)
+		if err != nil {
+			return fmt.Errorf("open tracepoint %s/%s: %w", group, event, err)
+		}
+		return a.attachProgram(insns, ebpf.TracePoint, name, group+":"+event, tpID, cpu)
 	}
+	prog, l, err := loadRaw(insns, at, name, event, map[string]*ebpf.Map{EventsMap: a.events})
+	if err != nil {
+		return err
+	}
+	a.progs, a.links = append(a.progs, prog), append(a.links, l)
 	return nil
 }
 
-// tracepointProgram builds the program of probe p for this kernel's
-// tracepoint format, and returns the tracepoint's perf id with it.
-func tracepointProgram(fs *tracefs.FS, offsets Offsets, p decode.Probe, id uint16) (asm.Instructions, uint64, error) {
-	group, event := p.Tracepoint()
-	tpID, err := fs.EventID(group, event)
-	if err != nil {
-		return nil, 0, fmt.Errorf("open tracepoint %s/%s: %w", group, event, err)
-	}
-	skbOff, err := fs.FieldOffset(group, event, "skbaddr")
-	if err != nil {
-		return nil, 0, fmt.Errorf("open tracepoint %s/%s: %w", group, event, err)
-	}
-	params := ProgramParams{Offsets: offsets, SkbAddrOffset: int16(skbOff), Probe: p, EchoID: id}
-	if p == decode.ProbeKfreeSkb {
-		if params.Drop, err = kernelDropFields(fs); err != nil {
-			return nil, 0, fmt.Errorf("open tracepoint %s/%s: %w", group, event, err)
-		}
-	}
-	return TracepointProgram(params), tpID, nil
-}
+// Paths says how each device probe was attached.
+func (a *Attachments) Paths() []ProbeAttachment { return a.paths }
 
 // loadProgram associates insns with the maps they reference and loads them.
 func loadProgram(insns asm.Instructions, typ ebpf.ProgramType, name string, maps map[string]*ebpf.Map) (*ebpf.Program, error) {
@@ -144,7 +160,7 @@ func associate(insns asm.Instructions, ref string, m *ebpf.Map) error {
 // attachNetfilter puts a kprobe and a kretprobe on each netfilter function:
 // the entry program parks a record per task in the pending map, the return
 // program adds the verdict and emits it.
-func (a *Attachments) attachNetfilter(fs *tracefs.FS, offsets Offsets, nfProbes []decode.Probe, id uint16, cpu int) error {
+func (a *Attachments) attachNetfilter(fs *tracefs.FS, offsets Offsets, nfProbes []decode.Probe, clauses []Clause, cpu int) error {
 	var err error
 	if a.kprobes, err = fs.NewKprobeGroup(); err != nil {
 		return err
@@ -168,7 +184,7 @@ func (a *Attachments) attachNetfilter(fs *tracefs.FS, offsets Offsets, nfProbes 
 		if err != nil {
 			return err
 		}
-		params := KprobeParams{Offsets: offsets, NF: nf, Probe: p, EchoID: id}
+		params := KprobeParams{Offsets: offsets, NF: nf, Probe: p, Clauses: clauses}
 		for _, k := range []struct {
 			id    uint64
 			name  string
@@ -193,6 +209,10 @@ func (a *Attachments) Close() error {
 		wg.Go(func() { errs[i] = errors.Join(ev.Disable(), ev.Close()) })
 	}
 	wg.Wait()
+	// Raw tracepoint links close at once.
+	for _, l := range a.links {
+		errs = append(errs, l.Close())
+	}
 	for _, p := range a.progs {
 		errs = append(errs, p.Close())
 	}
@@ -203,6 +223,6 @@ func (a *Attachments) Close() error {
 	if a.pending != nil {
 		errs = append(errs, a.pending.Close())
 	}
-	a.attached, a.progs, a.kprobes, a.pending = nil, nil, nil, nil
+	a.attached, a.links, a.progs, a.kprobes, a.pending = nil, nil, nil, nil, nil
 	return errors.Join(errs...)
 }

@@ -27,11 +27,24 @@ type Offsets struct {
 // ErrNoBTF is returned when the running kernel exposes no BTF.
 var ErrNoBTF = errors.New("kernel BTF not available (is CONFIG_DEBUG_INFO_BTF set? /sys/kernel/btf/vmlinux)")
 
-// KernelOffsets loads the running kernel's BTF and looks the offsets up.
-func KernelOffsets() (Offsets, error) {
-	spec, err := btf.LoadKernelSpec()
+// kernelBTF holds the running kernel's BTF, parsed once per process: the
+// offset lookups and the tp_btf program loads share it.
+var kernelBTF = btf.NewCache()
+
+// KernelBTF returns the running kernel's BTF, parsed on first use.
+func KernelBTF() (*btf.Spec, error) {
+	spec, err := kernelBTF.Kernel()
 	if err != nil {
-		return Offsets{}, fmt.Errorf("%w: %w", ErrNoBTF, err)
+		return nil, fmt.Errorf("%w: %w", ErrNoBTF, err)
+	}
+	return spec, nil
+}
+
+// KernelOffsets looks the offsets up in the running kernel's BTF.
+func KernelOffsets() (Offsets, error) {
+	spec, err := KernelBTF()
+	if err != nil {
+		return Offsets{}, err
 	}
 	return LookupOffsets(spec)
 }

@@ -2,6 +2,7 @@ package probes
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/cilium/ebpf"
 
@@ -9,22 +10,49 @@ import (
 	"github.com/tracepkt/tracepkt-perf/tracefs"
 )
 
-// CheckProgram loads the program of probe p into the kernel and unloads it:
-// nil means the verifier accepts what we generate for this kernel.
-func CheckProgram(fs *tracefs.FS, offsets Offsets, p decode.Probe) error {
-	insns, _, err := tracepointProgram(fs, offsets, p, 1)
+// CheckAttach finds how the program of probe p would be attached under
+// mode: it loads it the first way the kernel accepts (and attaches it, for a
+// raw tracepoint), then releases it. The error says why no way works.
+func CheckAttach(fs *tracefs.FS, offsets Offsets, p decode.Probe, mode AttachMode) (ProbeAttachment, error) {
+	m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.PerfEventArray, KeySize: 4, ValueSize: 4, MaxEntries: 1})
+	if err != nil {
+		return ProbeAttachment{}, fmt.Errorf("create perf event array: %w", err)
+	}
+	defer m.Close()
+	progs := devicePrograms{fs: fs, offsets: offsets, clauses: OursClauses(1)}
+	group, event := p.Tracepoint()
+	path := ProbeAttachment{Probe: p}
+	for _, at := range mode.attachments() {
+		err := checkAs(progs, p, at, m)
+		if err == nil {
+			path.Attachment = at
+			return path, nil
+		}
+		path.Skipped = append(path.Skipped, fmt.Sprintf("%s: %s", at, short(err)))
+	}
+	return path, fmt.Errorf("%s/%s: %s", group, event, strings.Join(path.Skipped, "; "))
+}
+
+func checkAs(progs devicePrograms, p decode.Probe, at Attachment, events *ebpf.Map) error {
+	insns, err := progs.build(p, at)
 	if err != nil {
 		return err
 	}
-	m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.PerfEventArray, KeySize: 4, ValueSize: 4, MaxEntries: 1})
-	if err != nil {
-		return fmt.Errorf("create perf event array: %w", err)
+	_, event := p.Tracepoint()
+	if at == PerfTP {
+		if _, err := progs.fs.EventID(p.Tracepoint()); err != nil {
+			return err
+		}
+		prog, err := loadProgram(insns, ebpf.TracePoint, "", map[string]*ebpf.Map{EventsMap: events})
+		if err != nil {
+			return err
+		}
+		return prog.Close()
 	}
-	defer m.Close()
-	prog, err := loadProgram(insns, ebpf.TracePoint, "", map[string]*ebpf.Map{EventsMap: m})
+	prog, l, err := loadRaw(insns, at, "tracepkt_check", event, map[string]*ebpf.Map{EventsMap: events})
 	if err != nil {
-		group, event := p.Tracepoint()
-		return fmt.Errorf("%s/%s: %w", group, event, err)
+		return err
 	}
+	l.Close()
 	return prog.Close()
 }

@@ -38,136 +38,169 @@ type KprobeParams struct {
 	Offsets Offsets
 	NF      NetfilterOffsets
 	Probe   decode.Probe
-	EchoID  uint16
+	// Clauses say which packets are ours, as for the device probes.
+	Clauses []Clause
 }
 
-// Stack slots of the kprobe programs, below those of the tracepoint part.
+// Stack slots of the kprobe programs, below those of the device programs.
 const (
-	savedPkt = scratch0 - 8 // nft_pktinfo pointer, then the pending map key
-	nameLen  = 32
+	pktinfoSlot = l4Slot - 8      // nftables: the nft_pktinfo pointer
+	pktSkbSlot  = pktinfoSlot - 8 // nftables: pkt->skb as read
+	keySlot     = pktSkbSlot - 8  // the pending map key
+	nameLen     = 32
+)
+
+// Registers of the kprobe entry program past the filter, where rNet and
+// rL4Off are free again.
+const (
+	rState   = asm.R9 // nf_hook_state *
+	rHookDev = asm.R8 // a device of the hook state, then its struct net
+	rPriv    = asm.R9 // the function's table (xt_table *) or chain (nft_chain *)
+	rName    = asm.R8 // a name string's address
 )
 
 // KprobeEntryProgram builds the program run when a netfilter function is
-// entered: for our echo, it fills a record with the table, chain, hook,
-// family, interfaces and namespace, and parks it in the pending map until
-// the function returns its verdict (KprobeReturnProgram).
+// entered: for a packet of ours, it fills a netfilter record with the
+// table, chain, hook, family, interfaces and namespace, and parks it in the
+// pending map until the function returns its verdict (KprobeReturnProgram).
 func KprobeEntryProgram(p KprobeParams) asm.Instructions {
-	nf := p.NF
-	nft := p.Probe == decode.ProbeNftDoChain
-	insns := asm.Instructions{asm.Mov.Reg(rCtx, asm.R1).WithSource(asm.Comment("probe " + p.Probe.String()))}
-	if nft {
-		insns = append(insns,
-			asm.LoadMem(asm.R1, rCtx, nf.ArgPkt, asm.DWord).WithSource(asm.Comment("skb = pkt->skb")),
-			asm.StoreMem(asm.RFP, savedPkt, asm.R1, asm.DWord),
-			asm.Mov.Reg(asm.R3, asm.R1),
-			asm.Add.Imm(asm.R3, int32(nf.PktSkb)),
-			asm.Mov.Reg(asm.R1, asm.RFP),
-			asm.Add.Imm(asm.R1, savedPkt-8),
-			asm.Mov.Imm(asm.R2, 8),
-			asm.FnProbeReadKernel.Call(),
-			asm.JNE.Imm(asm.R0, 0, "exit"),
-			asm.LoadMem(rSkb, asm.RFP, savedPkt-8, asm.DWord),
-		)
-	} else {
-		insns = append(insns, asm.LoadMem(rSkb, rCtx, nf.ArgSkb, asm.DWord).WithSource(asm.Comment("skb argument")))
-	}
+	insns := kprobeSkb(p)
 	// The network header is set at every netfilter hook, as on transmit.
-	insns = append(insns, echoFilter(p.Offsets, p.EchoID, decode.Out)...)
+	insns = append(insns, Filter{Offsets: p.Offsets, Dir: decode.Out, Clauses: p.Clauses}.Program()...)
 	insns = append(insns, recordHeader(p.Probe)...)
-
-	// The packet bytes make way for what netfilter saw.
+	// What netfilter saw takes the place of the packet bytes.
 	insns = append(insns, asm.Mov.Imm(asm.R1, 0).WithSource(asm.Comment("netfilter fields replace the packet bytes")))
-	for off := 0; off < decode.PacketBytes; off += 8 {
-		insns = append(insns, asm.StoreMem(asm.RFP, pkt(off), asm.R1, asm.DWord))
+	for off := 0; off < decode.NFInfoBytes; off += 8 {
+		insns = append(insns, asm.StoreMem(asm.RFP, rec(decode.OffNFInfo+off), asm.R1, asm.DWord))
 	}
 	insns = append(insns, asm.StoreImm(asm.RFP, rec(decode.OffCapLen), decode.NFInfoBytes, asm.Half))
+	insns = append(insns, hookState(p)...)
+	insns = append(insns, tableAndChain(p)...)
+	return append(insns, park()...)
+}
 
-	// rL4 holds nf_hook_state *.
-	if nft {
-		insns = append(insns, asm.LoadMem(rL4, asm.RFP, savedPkt, asm.DWord).WithSource(asm.Comment("state = pkt->state")))
-		insns = append(insns, readPtr(rL4, rL4, nf.PktState, "table")...)
-	} else {
-		insns = append(insns, asm.LoadMem(rL4, rCtx, nf.ArgState, asm.DWord).WithSource(asm.Comment("state argument")))
+// kprobeSkb sets rSkb from the function's arguments: the skb argument, or
+// nftables' pkt->skb.
+func kprobeSkb(p KprobeParams) asm.Instructions {
+	insns := asm.Instructions{asm.Mov.Reg(rCtx, asm.R1).WithSource(asm.Comment("probe " + p.Probe.String()))}
+	if p.Probe != decode.ProbeNftDoChain {
+		return append(insns, asm.LoadMem(rSkb, rCtx, p.NF.ArgSkb, asm.DWord).WithSource(asm.Comment("skb argument")))
 	}
-	insns = append(insns, asm.JEq.Imm(rL4, 0, "table"))
-	insns = append(insns, note("state: hook, pf, in, out, net", read(rec(decode.OffNFHook), 1, rL4, int32(nf.StateHook), "table"))...)
-	// Past the filter, rNet is free to hold the pointers read on the way.
+	return append(insns,
+		asm.LoadMem(asm.R1, rCtx, p.NF.ArgPkt, asm.DWord).WithSource(asm.Comment("skb = pkt->skb")),
+		asm.StoreMem(asm.RFP, pktinfoSlot, asm.R1, asm.DWord),
+		asm.Mov.Reg(asm.R3, asm.R1),
+		asm.Add.Imm(asm.R3, int32(p.NF.PktSkb)),
+		asm.Mov.Reg(asm.R1, asm.RFP),
+		asm.Add.Imm(asm.R1, pktSkbSlot),
+		asm.Mov.Imm(asm.R2, 8),
+		asm.FnProbeReadKernel.Call(),
+		asm.JNE.Imm(asm.R0, 0, "exit"),
+		asm.LoadMem(rSkb, asm.RFP, pktSkbSlot, asm.DWord),
+	)
+}
+
+// hookState reads the hook, the interfaces and the namespace from the
+// nf_hook_state; without one it goes on at "table".
+func hookState(p KprobeParams) asm.Instructions {
+	nf := p.NF
+	var insns asm.Instructions
+	if p.Probe == decode.ProbeNftDoChain {
+		insns = append(insns, asm.LoadMem(rState, asm.RFP, pktinfoSlot, asm.DWord).WithSource(asm.Comment("state = pkt->state")))
+		insns = append(insns, readPtr(rState, rState, nf.PktState, "table")...)
+	} else {
+		insns = append(insns, asm.LoadMem(rState, rCtx, nf.ArgState, asm.DWord).WithSource(asm.Comment("state argument")))
+	}
+	insns = append(insns, asm.JEq.Imm(rState, 0, "table"))
+	insns = append(insns, note("state: hook, pf, in, out, net", read(rec(decode.OffNFHook), 1, rState, int32(nf.StateHook), "table"))...)
 	for _, dev := range []struct {
 		member uint32
 		dst    int
 	}{{nf.StateIn, decode.OffNFIif}, {nf.StateOut, decode.OffNFOif}} {
 		skip := fmt.Sprintf("no_dev_%d", dev.dst)
-		insns = append(insns, readPtr(rNet, rL4, dev.member, "table")...)
-		insns = append(insns, asm.JEq.Imm(rNet, 0, skip))
-		insns = append(insns, read(rec(dev.dst), 4, rNet, int32(p.Offsets.DevIfindex), "table")...)
+		insns = append(insns, readPtr(rHookDev, rState, dev.member, "table")...)
+		insns = append(insns, asm.JEq.Imm(rHookDev, 0, skip))
+		insns = append(insns, read(rec(dev.dst), 4, rHookDev, int32(p.Offsets.DevIfindex), "table")...)
 		insns = append(insns, asm.Mov.Imm(asm.R0, 0).WithSymbol(skip))
 	}
-	insns = append(insns, readPtr(rNet, rL4, nf.StateNet, "table")...)
-	insns = append(insns, asm.JEq.Imm(rNet, 0, "table"))
-	insns = append(insns, read(rec(decode.OffNetns), 4, rNet, int32(p.Offsets.NetInum), "table")...)
+	rHookNet := rHookDev
+	insns = append(insns, readPtr(rHookNet, rState, nf.StateNet, "table")...)
+	insns = append(insns, asm.JEq.Imm(rHookNet, 0, "table"))
+	return append(insns, read(rec(decode.OffNetns), 4, rHookNet, int32(p.Offsets.NetInum), "table")...)
+}
 
-	// rL4 holds the table (xt_table *) or the chain (nft_chain *).
-	insns = append(insns, asm.LoadMem(rL4, rCtx, nf.ArgPriv, asm.DWord).WithSymbol("table").WithSource(asm.Comment("table and chain")))
-	insns = append(insns, asm.JEq.Imm(rL4, 0, "park"))
-	if nft {
-		insns = append(insns, readPtr(rNet, rL4, nf.ChainName, "park")...)
-		insns = append(insns, readStr(rec(decode.OffNFChain), rNet)...)
-		insns = append(insns, readPtr(rL4, rL4, nf.ChainTable, "park")...)
-		insns = append(insns, asm.JEq.Imm(rL4, 0, "park"))
-		insns = append(insns, readPtr(rNet, rL4, nf.TableName, "park")...)
-		insns = append(insns, readStr(rec(decode.OffNFTable), rNet)...)
-		insns = append(insns, read(scratch2, 2, rL4, int32(nf.TableFamily), "park")...)
-		insns = append(insns,
-			asm.LoadMem(asm.R1, asm.RFP, scratch2, asm.Half),
-			asm.RSh.Imm(asm.R1, int32(nf.TableFamilyShift)),
-			asm.And.Imm(asm.R1, int32(1)<<nf.TableFamilyBits-1),
-			asm.StoreMem(asm.RFP, rec(decode.OffNFFamily), asm.R1, asm.Byte),
-		)
-	} else {
-		insns = append(insns, read(rec(decode.OffNFTable), nameLen, rL4, int32(nf.XtTableName), "park")...)
-		insns = append(insns, read(rec(decode.OffNFFamily), 1, rL4, int32(nf.XtTableAf), "park")...)
+// tableAndChain reads, at "table", the table's name and family, and the
+// chain's name for nftables; it goes on at "park".
+func tableAndChain(p KprobeParams) asm.Instructions {
+	nf := p.NF
+	insns := asm.Instructions{
+		asm.LoadMem(rPriv, rCtx, nf.ArgPriv, asm.DWord).WithSymbol("table").WithSource(asm.Comment("table and chain")),
+		asm.JEq.Imm(rPriv, 0, "park"),
 	}
+	if p.Probe != decode.ProbeNftDoChain {
+		insns = append(insns, read(rec(decode.OffNFTable), nameLen, rPriv, int32(nf.XtTableName), "park")...)
+		return append(insns, read(rec(decode.OffNFFamily), 1, rPriv, int32(nf.XtTableAf), "park")...)
+	}
+	insns = append(insns, readPtr(rName, rPriv, nf.ChainName, "park")...)
+	insns = append(insns, readStr(rec(decode.OffNFChain), rName)...)
+	rTable := rPriv // now nft_table *
+	insns = append(insns, readPtr(rTable, rPriv, nf.ChainTable, "park")...)
+	insns = append(insns, asm.JEq.Imm(rTable, 0, "park"))
+	insns = append(insns, readPtr(rName, rTable, nf.TableName, "park")...)
+	insns = append(insns, readStr(rec(decode.OffNFTable), rName)...)
+	insns = append(insns, read(scratch2, 2, rTable, int32(nf.TableFamily), "park")...)
+	return append(insns,
+		asm.LoadMem(asm.R1, asm.RFP, scratch2, asm.Half),
+		asm.RSh.Imm(asm.R1, int32(nf.TableFamilyShift)),
+		asm.And.Imm(asm.R1, int32(1)<<nf.TableFamilyBits-1),
+		asm.StoreMem(asm.RFP, rec(decode.OffNFFamily), asm.R1, asm.Byte),
+	)
+}
 
-	insns = append(insns,
+// park stores the record in the pending map under the current task.
+func park() asm.Instructions {
+	return asm.Instructions{
 		asm.FnGetCurrentPidTgid.Call().WithSymbol("park").WithSource(asm.Comment("park the record until the function returns")),
-		asm.StoreMem(asm.RFP, savedPkt, asm.R0, asm.DWord),
+		asm.StoreMem(asm.RFP, keySlot, asm.R0, asm.DWord),
 		asm.LoadMapPtr(asm.R1, 0).WithReference(PendingMap),
 		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, savedPkt),
+		asm.Add.Imm(asm.R2, keySlot),
 		asm.Mov.Reg(asm.R3, asm.RFP),
 		asm.Add.Imm(asm.R3, recOff),
 		asm.Mov.Imm(asm.R4, 0),
 		asm.FnMapUpdateElem.Call(),
 		asm.Mov.Imm(asm.R0, 0).WithSymbol("exit"),
 		asm.Return(),
-	)
-	return insns
+	}
 }
 
 // KprobeReturnProgram builds the program run when the function returns: it
-// adds the verdict to the parked netfilter record and emits it.
+// adds the verdict to the netfilter record its entry parked, if any, and
+// emits it.
 func KprobeReturnProgram(p KprobeParams) asm.Instructions {
+	const retKeySlot = -8
+	rParked := rSkb // the parked record
 	return asm.Instructions{
 		asm.Mov.Reg(rCtx, asm.R1).WithSource(asm.Comment("return of " + p.Probe.String())),
 		asm.FnGetCurrentPidTgid.Call(),
-		asm.StoreMem(asm.RFP, -8, asm.R0, asm.DWord),
+		asm.StoreMem(asm.RFP, retKeySlot, asm.R0, asm.DWord),
 		asm.LoadMapPtr(asm.R1, 0).WithReference(PendingMap),
 		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, -8),
+		asm.Add.Imm(asm.R2, retKeySlot),
 		asm.FnMapLookupElem.Call(),
 		asm.JEq.Imm(asm.R0, 0, "exit"),
-		asm.Mov.Reg(rSkb, asm.R0),
+		asm.Mov.Reg(rParked, asm.R0),
 		asm.LoadMem(asm.R1, rCtx, p.NF.RegRet, asm.DWord).WithSource(asm.Comment("verdict = return value")),
-		asm.StoreMem(rSkb, decode.OffNFVerdict, asm.R1, asm.Word),
+		asm.StoreMem(rParked, decode.OffNFVerdict, asm.R1, asm.Word),
 		asm.Mov.Reg(asm.R1, rCtx),
 		asm.LoadMapPtr(asm.R2, 0).WithReference(EventsMap),
 		asm.LoadImm(asm.R3, 0xffffffff, asm.DWord).WithSource(asm.Comment("BPF_F_CURRENT_CPU")),
-		asm.Mov.Reg(asm.R4, rSkb),
+		asm.Mov.Reg(asm.R4, rParked),
 		asm.Mov.Imm(asm.R5, decode.NFRecordSize),
 		asm.FnPerfEventOutput.Call(),
 		asm.LoadMapPtr(asm.R1, 0).WithReference(PendingMap),
 		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, -8),
+		asm.Add.Imm(asm.R2, retKeySlot),
 		asm.FnMapDeleteElem.Call(),
 		asm.Mov.Imm(asm.R0, 0).WithSymbol("exit"),
 		asm.Return(),

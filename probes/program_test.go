@@ -46,6 +46,9 @@ func golden(t *testing.T, name, got string) {
 // verifier would refuse it otherwise, and the loader only says so at run time.
 func assertResolved(t *testing.T, name string, insns asm.Instructions) {
 	t.Helper()
+	if _, err := insns.SymbolOffsets(); err != nil {
+		t.Errorf("%s: %v", name, err)
+	}
 	symbols := map[string]bool{}
 	for _, ins := range insns {
 		if sym := ins.Symbol(); sym != "" {
@@ -63,12 +66,17 @@ func assertResolved(t *testing.T, name string, insns asm.Instructions) {
 func TestTracepointProgramGolden(t *testing.T) {
 	for _, p := range decode.Probes() {
 		// skb:kfree_skb as on 6.18: location at 16, reason at 36 after rx_sk.
-		insns := TracepointProgram(ProgramParams{Offsets: goldenOffsets, SkbAddrOffset: 8, Probe: p, EchoID: 0xbeef, Drop: DropFields{16, 36}})
+		insns := TracepointProgram(ProgramParams{Offsets: goldenOffsets, SkbOffset: 8, Probe: p, Clauses: OursClauses(0xbeef), Drop: DropFields{16, 36}})
 		assertResolved(t, p.String(), insns)
 		golden(t, "program_"+p.String(), fmt.Sprintf("%v", insns))
+		// As a tp_btf program: the skb is the first argument, the drop's
+		// location and reason the second and third.
+		typed := TracepointProgram(ProgramParams{Offsets: goldenOffsets, SkbOffset: 0, Probe: p, Clauses: OursClauses(0xbeef), Typed: true, Drop: DropFields{8, 16}})
+		assertResolved(t, p.String()+"_tp_btf", typed)
+		golden(t, "program_"+p.String()+"_tp_btf", fmt.Sprintf("%v", typed))
 	}
 	// A kernel without drop reasons (5.10) records the location alone.
-	insns := TracepointProgram(ProgramParams{Offsets: goldenOffsets, SkbAddrOffset: 8, Probe: decode.ProbeKfreeSkb, EchoID: 0xbeef, Drop: DropFields{16, -1}})
+	insns := TracepointProgram(ProgramParams{Offsets: goldenOffsets, SkbOffset: 8, Probe: decode.ProbeKfreeSkb, Clauses: OursClauses(0xbeef), Drop: DropFields{16, -1}})
 	golden(t, "program_kfree_skb_no_reason", fmt.Sprintf("%v", insns))
 }
 
@@ -94,8 +102,8 @@ func TestDropFieldsOf(t *testing.T) {
 }
 
 func TestTracepointProgramDependsOnEchoID(t *testing.T) {
-	a := fmt.Sprint(TracepointProgram(ProgramParams{Offsets: goldenOffsets, Probe: decode.ProbeNetDevQueue, EchoID: 1}))
-	b := fmt.Sprint(TracepointProgram(ProgramParams{Offsets: goldenOffsets, Probe: decode.ProbeNetDevQueue, EchoID: 2}))
+	a := fmt.Sprint(TracepointProgram(ProgramParams{Offsets: goldenOffsets, Probe: decode.ProbeNetDevQueue, Clauses: OursClauses(1)}))
+	b := fmt.Sprint(TracepointProgram(ProgramParams{Offsets: goldenOffsets, Probe: decode.ProbeNetDevQueue, Clauses: OursClauses(2)}))
 	if a == b {
 		t.Error("programs for different echo ids are identical")
 	}

@@ -13,6 +13,8 @@ type Config struct {
 	EchoID uint16
 	// Probes to attach; nil means decode.Probes().
 	Probes []decode.Probe
+	// Attach says how device probes may be attached; "" means AttachAuto.
+	Attach AttachMode
 	// RingPages is the data size of each per-CPU ring in pages (a power of two).
 	RingPages int
 	// Netfilter are the netfilter probes (kprobes) to attach; those whose
@@ -34,6 +36,9 @@ func Open(fs *tracefs.FS, offsets Offsets, cfg Config) (*Tracer, error) {
 	if cfg.Probes == nil {
 		cfg.Probes = decode.Probes()
 	}
+	if cfg.Attach == "" {
+		cfg.Attach = AttachAuto
+	}
 	if cfg.RingPages == 0 {
 		cfg.RingPages = 8
 	}
@@ -52,6 +57,9 @@ func Open(fs *tracefs.FS, offsets Offsets, cfg Config) (*Tracer, error) {
 	}
 	return &Tracer{Reader: r, attachments: a}, nil
 }
+
+// Paths says how each device probe was attached.
+func (t *Tracer) Paths() []ProbeAttachment { return t.attachments.Paths() }
 
 // Close releases the rings, which unblocks a pending ReadInto, and detaches
 // every program. Calls after the first return nil.

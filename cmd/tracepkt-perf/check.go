@@ -19,7 +19,7 @@ var errCoreMissing = fmt.Errorf("the core trace cannot run on this kernel")
 // check prints the capability matrix of the running kernel: what the core
 // trace needs, and which netfilter source auto would pick; verbose adds the
 // namespaces as a run would name them.
-func check(stdout io.Writer, verbose bool) error {
+func check(stdout io.Writer, verbose bool, mode probes.AttachMode) error {
 	fmt.Fprintf(stdout, "tracepkt-perf capabilities of kernel %s\n\n", kernelRelease())
 	core := true
 	line := func(name string, err error, okText string, required bool) {
@@ -45,12 +45,15 @@ func check(stdout io.Writer, verbose bool) error {
 	for _, p := range decode.Probes() {
 		group, event := p.Tracepoint()
 		err := fsErr
+		how := "tracepoint"
 		if err == nil && btfErr == nil {
-			err = probes.CheckProgram(fs, offsets, p)
+			var path probes.ProbeAttachment
+			path, err = probes.CheckAttach(fs, offsets, p, mode)
+			how = path.String() + " + BPF program load"
 		} else if err == nil {
 			_, err = fs.EventID(group, event)
 		}
-		line(group+":"+event, err, "tracepoint + BPF program load", true)
+		line(group+":"+event, err, how, true)
 	}
 	kprobes := fsErr
 	if kprobes == nil {

@@ -205,23 +205,62 @@ func families(t *testing.T, target4, target6 netip.Addr, f func(t *testing.T, ta
 	t.Run("ipv6", func(t *testing.T) { f(t, target6) })
 }
 
+// TestE2EVethPair traces through a veth pair with each way of attaching the
+// device probes: BTF-typed and plain raw tracepoints, and the perf
+// tracepoint event that is the fallback.
 func TestE2EVethPair(t *testing.T) {
 	topo, n := vethPair(t)
 	root, peer := inode(t, n.Root), inode(t, n.Netns)
-	families(t, n.Target4, n.Target6, func(t *testing.T, target netip.Addr) {
-		echoes := traceJSON(t, topo, n.Source, target, "-c", "2")
-		if len(echoes) != 2 {
-			t.Fatalf("%d echoes, want 2", len(echoes))
-		}
-		for _, e := range echoes {
-			assertJourney(t, e, target, []string{
-				row(root, n.HostLink, "out", "request"),
-				row(peer, "eth0", "in", "request"),
-				row(peer, "eth0", "out", "reply"),
-				row(root, n.HostLink, "in", "reply"),
+	for _, attach := range []string{"auto", "tp_btf", "raw_tp", "perf"} {
+		t.Run(attach, func(t *testing.T) {
+			families(t, n.Target4, n.Target6, func(t *testing.T, target netip.Addr) {
+				echoes := traceJSON(t, topo, n.Source, target, "-c", "2", "--attach", attach)
+				if len(echoes) != 2 {
+					t.Fatalf("%d echoes, want 2", len(echoes))
+				}
+				for _, e := range echoes {
+					assertJourney(t, e, target, []string{
+						row(root, n.HostLink, "out", "request"),
+						row(peer, "eth0", "in", "request"),
+						row(peer, "eth0", "out", "reply"),
+						row(root, n.HostLink, "in", "reply"),
+					})
+				}
 			})
+		})
+	}
+}
+
+// TestE2ECheckAttach: --check says how each device probe attaches, under
+// each --attach.
+func TestE2ECheckAttach(t *testing.T) {
+	testenv.RequireRoot(t)
+	for _, tc := range []struct{ attach, want string }{
+		{"auto", "tp_btf + BPF program load"},
+		{"raw", "tp_btf + BPF program load"},
+		{"raw_tp", "raw_tp + BPF program load"},
+		{"perf", "perf + BPF program load"},
+	} {
+		res := runTool(t, nil, "--check", "--attach", tc.attach)
+		if res.code != 0 {
+			t.Fatalf("--check --attach %s: exit %d\n%s%s", tc.attach, res.code, res.stdout, res.stderr)
 		}
-	})
+		for _, probe := range []string{"net:net_dev_queue", "net:netif_receive_skb", "skb:kfree_skb"} {
+			if !strings.Contains(res.stdout, probe) || !lineHas(res.stdout, probe, tc.want) {
+				t.Errorf("--check --attach %s: no line %q with %q:\n%s", tc.attach, probe, tc.want, res.stdout)
+			}
+		}
+	}
+}
+
+// lineHas reports whether a line of out holds both a and b.
+func lineHas(out, a, b string) bool {
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, a) && strings.Contains(l, b) {
+			return true
+		}
+	}
+	return false
 }
 
 func TestE2EDockerBridge(t *testing.T) {

@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tracepkt/tracepkt-perf/probes"
 	"github.com/tracepkt/tracepkt-perf/probes/ping"
 )
 
@@ -55,6 +56,8 @@ Flags:
                        --from-netns one); default: every namespace
       --netfilter S    netfilter source: auto, kprobe, nftrace or off
                        (default auto: nftrace, which needs no kprobes)
+      --attach A       how the device probes attach: auto (default: a raw
+                       tracepoint, else a perf tracepoint event), raw or perf
       --record FILE    also record the run to FILE (a .tpk recording)
       --replay FILE    show a recording, on any machine, without root
       --pcapng OUT     with --replay: export the packets to OUT for Wireshark
@@ -129,6 +132,7 @@ type options struct {
 	fromNetns string
 	netns     specList
 	netfilter string
+	attach    probes.AttachMode
 	record    string
 	replay    string
 	pcapng    string
@@ -144,7 +148,7 @@ type options struct {
 }
 
 func parseArgs(args []string, stdout io.Writer) (options, error) {
-	o := options{count: 1, interval: time.Second, timeout: time.Second, netfilter: "auto"}
+	o := options{count: 1, interval: time.Second, timeout: time.Second, netfilter: "auto", attach: probes.AttachAuto}
 	fs := flag.NewFlagSet("tracepkt-perf", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	for _, name := range []string{"c", "count"} {
@@ -182,6 +186,8 @@ func parseArgs(args []string, stdout io.Writer) (options, error) {
 	fs.StringVar(&o.fromNetns, "from-netns", "", "")
 	fs.Var(&o.netns, "netns", "")
 	fs.StringVar(&o.netfilter, "netfilter", o.netfilter, "")
+	attach := string(o.attach)
+	fs.StringVar(&attach, "attach", attach, "")
 	fs.StringVar(&o.record, "record", "", "")
 	fs.StringVar(&o.replay, "replay", "", "")
 	fs.StringVar(&o.pcapng, "pcapng", "", "")
@@ -217,7 +223,11 @@ func parseArgs(args []string, stdout io.Writer) (options, error) {
 		}
 		return o, nil
 	}
+	var attachErr error
+	o.attach, attachErr = probes.ParseAttachMode(attach)
 	switch {
+	case attachErr != nil:
+		return o, usageError{attachErr.Error()}
 	case o.count < 1:
 		return o, usageError{fmt.Sprintf("--count must be at least 1, not %d", o.count)}
 	case o.interval < 0:
@@ -315,7 +325,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return replay(o, stdout, stderr)
 	}
 	if o.check {
-		return check(stdout, o.verbose)
+		return check(stdout, o.verbose, o.attach)
 	}
 	if os.Geteuid() != 0 {
 		return errors.New("tracing needs root (BPF, perf events and a raw socket): run it with sudo")

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/tracepkt/tracepkt-perf/probes/ping"
+
+	"github.com/tracepkt/tracepkt-perf/probes"
 )
 
 func TestParseArgs(t *testing.T) {
@@ -17,7 +19,7 @@ func TestParseArgs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := options{count: 3, interval: 10 * time.Millisecond, timeout: 250 * time.Millisecond, only6: true, jsonOut: true, netfilter: "auto", target: "fd00::2"}
+	want := options{count: 3, interval: 10 * time.Millisecond, timeout: 250 * time.Millisecond, only6: true, jsonOut: true, netfilter: "auto", attach: probes.AttachAuto, target: "fd00::2"}
 	if !reflect.DeepEqual(o, want) {
 		t.Errorf("got %+v\nwant %+v", o, want)
 	}
@@ -48,6 +50,9 @@ func TestParseArgs(t *testing.T) {
 	if err != nil || o.count != 2 || o.interval != time.Millisecond || o.timeout != 2*time.Second || !o.demo {
 		t.Errorf("long flags: %+v, %v", o, err)
 	}
+	if o, err = parseArgs([]string{"--attach", "perf", "::1"}, nil); err != nil || o.attach != probes.AttachPerf {
+		t.Errorf("--attach perf: %+v, %v", o, err)
+	}
 	if o, err = parseArgs([]string{"--ring-pages", "2", "::1"}, nil); err != nil || o.ringPages != 2 {
 		t.Errorf("--ring-pages 2: %+v, %v", o, err)
 	}
@@ -64,7 +69,7 @@ func TestParseArgsErrors(t *testing.T) {
 		{"--replay", "a.tpk", "--pcapng", "o.pcapng", "--stats"},
 		{"-s", "15", "x"}, {"-s", "65508", "x"}, {"-t", "256", "x"}, {"-t", "-1", "x"}, {"-M", "probe", "x"},
 		{"-m", "4294967296", "x"}, {"-m", "-1", "x"}, {"-s", "big", "x"},
-		{"--ring-pages", "3", "x"}, {"--ring-pages", "2048", "x"},
+		{"--ring-pages", "3", "x"}, {"--ring-pages", "2048", "x"}, {"--attach", "kprobe", "x"},
 		{"--verbose", "x"}, {"--from-netns", "a", "--demo"},
 		{"--netns", "a", "--replay", "a.tpk"}, {"--netns", "a,,b", "x"}, {"--from-netns", "a", "--check"},
 	} {

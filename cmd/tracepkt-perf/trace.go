@@ -204,7 +204,7 @@ func (s *session) openSources(target netip.Addr, o options) (_ *sources, err err
 		return nil, err
 	}
 	src := &sources{}
-	if src.tracer, err = probes.Open(s.fs, s.offsets, probes.Config{EchoID: id, Netfilter: s.netfilter.kprobes, RingPages: o.ringPages}); err != nil {
+	if src.tracer, err = probes.Open(s.fs, s.offsets, probes.Config{EchoID: id, Netfilter: s.netfilter.kprobes, RingPages: o.ringPages, Attach: o.attach}); err != nil {
 		return nil, err
 	}
 	defer func() {

@@ -1,0 +1,420 @@
+package probes
+
+import (
+	"fmt"
+
+	"github.com/cilium/ebpf/asm"
+
+	"github.com/tracepkt/tracepkt-perf/decode"
+)
+
+// Clause is one kind of packet a trace keeps ("which packets are ours"). The
+// filter reads only what it needs to reject a packet: the start of the IP
+// header, then L4Bytes of the L4 header for a clause whose protocol matches.
+type Clause struct {
+	// Name prefixes the clause's labels in the program.
+	Name string
+	// Proto4 and Proto6 are the IPv4 protocol and the IPv6 next header the
+	// clause looks at; 0 leaves that family out.
+	Proto4, Proto6 uint8
+	// L4Bytes is how much of the L4 header Test reads, at most l4Max.
+	L4Bytes int32
+	// Test gets the family (4 or 6) and the stack offset of the L4 bytes. It
+	// jumps to ours for a packet of ours, to next otherwise.
+	Test func(family int, l4 int16, ours, next string) asm.Instructions
+	// Fill copies what the record keeps of the L4 bytes, once the packet
+	// is known to be ours and the record has been zeroed.
+	Fill func(family int, l4 int16) asm.Instructions
+}
+
+// EchoClause keeps ICMP and ICMPv6 echo requests and replies carrying id.
+func EchoClause(id uint16) Clause {
+	return Clause{
+		Name:    "echo",
+		Proto4:  1,
+		Proto6:  58,
+		L4Bytes: 8,
+		Test: func(family int, l4 int16, ours, next string) asm.Instructions {
+			request, reply := int32(8), int32(0)
+			if family == 6 {
+				request, reply = 128, 129
+			}
+			return asm.Instructions{
+				asm.LoadMem(asm.R1, asm.RFP, l4+4, asm.Half).WithSource(asm.Comment("echo id, then request or reply")),
+				asm.JNE.Imm(asm.R1, wire(id), next),
+				asm.LoadMem(asm.R1, asm.RFP, l4, asm.Byte),
+				asm.JEq.Imm(asm.R1, request, ours),
+				asm.JEq.Imm(asm.R1, reply, ours),
+				asm.Ja.Label(next),
+			}
+		},
+		Fill: func(_ int, l4 int16) asm.Instructions { return icmpFields(l4, l4+4) },
+	}
+}
+
+// icmpFields copies the ICMP type at typ and the echo id and sequence at
+// echo into the record.
+func icmpFields(typ, echo int16) asm.Instructions {
+	return asm.Instructions{
+		asm.LoadMem(asm.R1, asm.RFP, typ, asm.Byte).WithSource(asm.Comment("ICMP type, echo id and sequence")),
+		asm.StoreMem(asm.RFP, rec(decode.OffICMPType), asm.R1, asm.Byte),
+		asm.LoadMem(asm.R1, asm.RFP, echo, asm.Word),
+		asm.StoreMem(asm.RFP, rec(decode.OffEchoID), asm.R1, asm.Word),
+	}
+}
+
+// Where an ICMP error quotes an echo of ours: after its own 8-byte header,
+// the quoted IP header (IPv4 without options: our echoes carry none), then
+// the quoted echo's ICMP header.
+const (
+	quotedIP     = 8
+	quotedEcho4  = quotedIP + ipv4HeaderLen
+	quotedEcho6  = quotedIP + ipv6HeaderLen
+	errorL4Bytes = quotedEcho6 + 8
+)
+
+// ErrorClause keeps ICMP and ICMPv6 errors (unreachable, time exceeded,
+// parameter problem, and ICMPv6's packet too big) whose quoted packet is an
+// echo request or reply carrying id. The record takes the error's type and
+// the quoted echo's id and sequence.
+func ErrorClause(id uint16) Clause {
+	return Clause{
+		Name:    "error",
+		Proto4:  1,
+		Proto6:  58,
+		L4Bytes: errorL4Bytes,
+		Test: func(family int, l4 int16, ours, next string) asm.Instructions {
+			insns := asm.Instructions{asm.LoadMem(asm.R1, asm.RFP, l4, asm.Byte).WithSource(asm.Comment("an error quoting an echo of ours"))}
+			echo := l4 + quotedEcho6
+			request, reply := int32(128), int32(129)
+			if family == 4 {
+				echo, request, reply = l4+quotedEcho4, 8, 0
+				insns = append(insns,
+					asm.JEq.Imm(asm.R1, 3, ours+"_type"),
+					asm.JEq.Imm(asm.R1, 11, ours+"_type"),
+					asm.JNE.Imm(asm.R1, 12, next),
+					asm.LoadMem(asm.R1, asm.RFP, l4+quotedIP, asm.Byte).WithSymbol(ours+"_type"),
+					asm.JNE.Imm(asm.R1, 0x45, next),
+					asm.LoadMem(asm.R1, asm.RFP, l4+quotedIP+9, asm.Byte),
+					asm.JNE.Imm(asm.R1, 1, next),
+				)
+			} else {
+				insns = append(insns,
+					asm.JEq.Imm(asm.R1, 0, next),
+					asm.JGT.Imm(asm.R1, 4, next),
+					asm.LoadMem(asm.R1, asm.RFP, l4+quotedIP+6, asm.Byte),
+					asm.JNE.Imm(asm.R1, 58, next),
+				)
+			}
+			return append(insns,
+				asm.LoadMem(asm.R1, asm.RFP, echo+4, asm.Half),
+				asm.JNE.Imm(asm.R1, wire(id), next),
+				asm.LoadMem(asm.R1, asm.RFP, echo, asm.Byte),
+				asm.JEq.Imm(asm.R1, request, ours),
+				asm.JEq.Imm(asm.R1, reply, ours),
+				asm.Ja.Label(next),
+			)
+		},
+		Fill: func(family int, l4 int16) asm.Instructions {
+			if family == 4 {
+				return icmpFields(l4, l4+quotedEcho4+4)
+			}
+			return icmpFields(l4, l4+quotedEcho6+4)
+		},
+	}
+}
+
+// OursClauses are the clauses of a trace of the echo id: its echoes, and
+// ICMP errors about them.
+func OursClauses(id uint16) []Clause { return []Clause{EchoClause(id), ErrorClause(id)} }
+
+// Filter is the start of every packet program: from the skb in rSkb it
+// rejects what none of its clauses keeps, reading as little as it can, and
+// for a packet of ours zeroes the record, fills its packet part (family,
+// length, packet bytes, addresses, the clause's fields) and goes on at label
+// "ours".
+type Filter struct {
+	Offsets Offsets
+	// Dir says where the network header is: transmit and receive paths set
+	// skb->data differently.
+	Dir     decode.Direction
+	Clauses []Clause
+	// Direct reads the skb's fields with plain loads, where rSkb is a
+	// BTF-typed pointer (tp_btf) the verifier lets the program dereference,
+	// instead of a bpf_probe_read_kernel call each.
+	Direct bool
+}
+
+// Program builds the filter.
+func (f Filter) Program() asm.Instructions {
+	insns := f.networkHeader()
+	insns = append(insns, ipHeader()...)
+	insns = append(insns, f.ipv4()...)
+	insns = append(insns, f.ipv6()...)
+	for _, family := range []int{4, 6} {
+		insns = append(insns, f.clauses(family)...)
+	}
+	return insns
+}
+
+// networkHeader sets rNet to the address of the network header.
+func (f Filter) networkHeader() asm.Instructions {
+	o := f.Offsets
+	if f.Direct {
+		if f.Dir == decode.In {
+			return asm.Instructions{asm.LoadMem(rNet, rSkb, int16(o.SkbData), asm.DWord).WithSource(asm.Comment("net = skb->data"))}
+		}
+		return asm.Instructions{
+			asm.LoadMem(rNet, rSkb, int16(o.SkbHead), asm.DWord).WithSource(asm.Comment("net = skb->head + skb->network_header")),
+			asm.LoadMem(asm.R1, rSkb, int16(o.SkbNetworkHeader), asm.Half),
+			asm.Add.Reg(rNet, asm.R1),
+		}
+	}
+	if f.Dir == decode.In {
+		// On receive, the link-layer header has been pulled: data is the network header.
+		insns := note("net = skb->data", read(scratch0, 8, rSkb, int32(o.SkbData), "exit"))
+		return append(insns, asm.LoadMem(rNet, asm.RFP, scratch0, asm.DWord))
+	}
+	// On transmit, data points at the link-layer header the device sends.
+	insns := note("net = skb->head + skb->network_header", read(scratch0, 8, rSkb, int32(o.SkbHead), "exit"))
+	insns = append(insns, read(scratch1, 2, rSkb, int32(o.SkbNetworkHeader), "exit")...)
+	return append(insns,
+		asm.LoadMem(rNet, asm.RFP, scratch0, asm.DWord),
+		asm.LoadMem(asm.R1, asm.RFP, scratch1, asm.Half),
+		asm.Add.Reg(rNet, asm.R1),
+	)
+}
+
+// ipHeader reads the first ipBytes of the network header and branches on
+// the IP version.
+func ipHeader() asm.Instructions {
+	insns := note("IP version", read(ipSlot, ipBytes, rNet, 0, "exit"))
+	return append(insns,
+		asm.LoadMem(asm.R1, asm.RFP, ipSlot, asm.Byte),
+		asm.RSh.Imm(asm.R1, 4),
+		asm.JEq.Imm(asm.R1, 4, "ipv4"),
+		asm.JEq.Imm(asm.R1, 6, "ipv6"),
+		asm.Ja.Label("exit"),
+	)
+}
+
+// ipv4 keeps first fragments, sets rL4Off and branches on the protocol.
+func (f Filter) ipv4() asm.Instructions {
+	insns := asm.Instructions{
+		asm.LoadMem(asm.R1, asm.RFP, ipSlot+6, asm.Half).WithSymbol("ipv4").WithSource(asm.Comment("IPv4: first fragment, header length, protocol")),
+		asm.And.Imm(asm.R1, wire(0x1fff)),
+		asm.JNE.Imm(asm.R1, 0, "exit"),
+		asm.LoadMem(rL4Off, asm.RFP, ipSlot, asm.Byte),
+		asm.And.Imm(rL4Off, 0xf),
+		asm.LSh.Imm(rL4Off, 2),
+		asm.JLT.Imm(rL4Off, 20, "exit"),
+		asm.LoadMem(asm.R1, asm.RFP, ipSlot+9, asm.Byte),
+		asm.JNE.Imm(rL4Off, ipv4HeaderLen, "ipv4_options"),
+	}
+	insns = append(insns, f.protocols(4, true)...)
+	insns = append(insns, asm.Ja.Label("exit"))
+	return append(insns, label("ipv4_options", append(f.protocols(4, false), asm.Ja.Label("exit")))...)
+}
+
+// ipv6 walks up to ipv6ExtHeaders extension headers to a protocol a clause
+// looks at, with rL4Off at its header.
+func (f Filter) ipv6() asm.Instructions {
+	insns := asm.Instructions{
+		asm.LoadMem(asm.R1, asm.RFP, ipSlot+6, asm.Byte).WithSymbol("ipv6").WithSource(asm.Comment("IPv6: walk extension headers")),
+		asm.StoreMem(asm.RFP, nextHdr, asm.R1, asm.DWord),
+		asm.Mov.Imm(rL4Off, 40),
+	}
+	for i := 0; i <= ipv6ExtHeaders; i++ {
+		ext, opt, frag := fmt.Sprintf("ext%d", i), fmt.Sprintf("opt%d", i), fmt.Sprintf("frag%d", i)
+		next := fmt.Sprintf("ext%d", i+1)
+		insns = append(insns, asm.LoadMem(asm.R1, asm.RFP, nextHdr, asm.DWord).WithSymbol(ext))
+		insns = append(insns, f.protocols(6, i == 0)...)
+		if i == ipv6ExtHeaders {
+			insns = append(insns, asm.Ja.Label("exit"))
+			break
+		}
+		insns = append(insns,
+			asm.JEq.Imm(asm.R1, 44, frag),
+			asm.JEq.Imm(asm.R1, 0, opt),
+			asm.JEq.Imm(asm.R1, 43, opt),
+			asm.JEq.Imm(asm.R1, 60, opt),
+			asm.Ja.Label("exit"),
+		)
+		// Hop-by-hop, routing, destination options: length in 8-byte units, minus one.
+		insns = append(insns, label(opt, readL4(scratch2, 2, "exit"))...)
+		insns = append(insns,
+			asm.LoadMem(asm.R1, asm.RFP, scratch2, asm.Byte),
+			asm.StoreMem(asm.RFP, nextHdr, asm.R1, asm.DWord),
+			asm.LoadMem(asm.R1, asm.RFP, scratch2+1, asm.Byte),
+			asm.Add.Imm(asm.R1, 1),
+			asm.LSh.Imm(asm.R1, 3),
+			asm.Add.Reg(rL4Off, asm.R1),
+			asm.Ja.Label(next),
+		)
+		// Fragment header: only the first fragment holds the L4 header.
+		insns = append(insns, label(frag, readL4(scratch2, 8, "exit"))...)
+		insns = append(insns,
+			asm.LoadMem(asm.R1, asm.RFP, scratch2+2, asm.Half),
+			asm.And.Imm(asm.R1, wire(0xfff8)),
+			asm.JNE.Imm(asm.R1, 0, "exit"),
+			asm.LoadMem(asm.R1, asm.RFP, scratch2, asm.Byte),
+			asm.StoreMem(asm.RFP, nextHdr, asm.R1, asm.DWord),
+			asm.Add.Imm(rL4Off, 8),
+			asm.Ja.Label(next),
+		)
+	}
+	return insns
+}
+
+// Where the L4 header starts when the IP header has no options or extension
+// headers: the L4 bytes are then already in ipSlot.
+const (
+	ipv4HeaderLen = 20
+	ipv6HeaderLen = 40
+)
+
+// protocols jumps to the first clause of the family whose protocol is in r1.
+// fixed says the L4 header is right after a bare IP header.
+func (f Filter) protocols(family int, fixed bool) asm.Instructions {
+	var insns asm.Instructions
+	seen := map[uint8]bool{}
+	for i, c := range f.Clauses {
+		proto := c.proto(family)
+		if proto == 0 || seen[proto] {
+			continue
+		}
+		seen[proto] = true
+		insns = append(insns, asm.JEq.Imm(asm.R1, int32(proto), clauseLabel(i, family, f.inIPSlot(c, family, fixed))))
+	}
+	return insns
+}
+
+func (c Clause) proto(family int) uint8 {
+	if family == 4 {
+		return c.Proto4
+	}
+	return c.Proto6
+}
+
+// inIPSlot says whether the clause's L4 bytes were read with the IP header.
+func (f Filter) inIPSlot(c Clause, family int, fixed bool) bool {
+	return fixed && fixedL4(family)+int(c.L4Bytes) <= ipBytes
+}
+
+func fixedL4(family int) int {
+	if family == 4 {
+		return ipv4HeaderLen
+	}
+	return ipv6HeaderLen
+}
+
+func clauseLabel(i, family int, inIPSlot bool) string {
+	if inIPSlot {
+		return fmt.Sprintf("clause%d_%d_fixed", i, family)
+	}
+	return fmt.Sprintf("clause%d_%d", i, family)
+}
+
+// clauses emits each clause of the family twice: with its L4 bytes in
+// ipSlot already, and reading them into l4Slot. A failed test tries the next
+// clause of the same protocol, else exits; a match fills the record and
+// jumps to "ours".
+func (f Filter) clauses(family int) asm.Instructions {
+	var insns asm.Instructions
+	for _, fixed := range []bool{true, false} {
+		for i, c := range f.Clauses {
+			proto := c.proto(family)
+			if proto == 0 || (fixed && !f.inIPSlot(c, family, true)) {
+				continue
+			}
+			next := "exit"
+			for j := i + 1; j < len(f.Clauses); j++ {
+				if f.Clauses[j].proto(family) == proto {
+					next = clauseLabel(j, family, f.inIPSlot(f.Clauses[j], family, fixed))
+					break
+				}
+			}
+			here := clauseLabel(i, family, fixed)
+			ours := here + "_ours"
+			l4 := int16(l4Slot)
+			var start asm.Instructions
+			if fixed {
+				l4 = int16(ipSlot + fixedL4(family))
+				start = note(c.Name+": the L4 header, read with the IP header", c.Test(family, l4, ours, next))
+			} else {
+				start = note(c.Name+": read the L4 header", readL4(l4Slot, c.L4Bytes, next))
+				start = append(start, c.Test(family, l4, ours, next)...)
+			}
+			insns = append(insns, label(here, start)...)
+			insns = append(insns, label(ours, f.capture(family, here))...)
+			insns = append(insns, c.Fill(family, l4)...)
+			insns = append(insns, asm.Ja.Label("ours"))
+		}
+	}
+	return insns
+}
+
+// capture zeroes the record and fills its packet part: family, length, up to
+// PacketBytes of the linear data from the network header on, and the
+// addresses, taken from those bytes.
+func (f Filter) capture(family int, block string) asm.Instructions {
+	insns := asm.Instructions{asm.Mov.Imm(asm.R1, 0).WithSource(asm.Comment("ours: zero the record"))}
+	for off := int16(recOff); off < 0; off += 8 {
+		insns = append(insns, asm.StoreMem(asm.RFP, off, asm.R1, asm.DWord))
+	}
+	insns = append(insns, asm.StoreImm(asm.RFP, rec(decode.OffFamily), int64(family), asm.Byte))
+	insns = append(insns, read(rec(decode.OffLen), 4, rSkb, int32(f.Offsets.SkbLen), "exit")...)
+	insns = append(insns, f.packetBytes(block+"_caplen")...)
+	return append(insns, addresses(family, pkt(0))...)
+}
+
+// addresses copies the source and destination addresses from an IP header
+// on the stack at hdr to the record.
+func addresses(family int, hdr int16) asm.Instructions {
+	if family == 4 {
+		return asm.Instructions{
+			asm.LoadMem(asm.R1, asm.RFP, hdr+12, asm.Word),
+			asm.StoreMem(asm.RFP, rec(decode.OffSrc), asm.R1, asm.Word),
+			asm.LoadMem(asm.R1, asm.RFP, hdr+16, asm.Word),
+			asm.StoreMem(asm.RFP, rec(decode.OffDst), asm.R1, asm.Word),
+		}
+	}
+	var insns asm.Instructions
+	for i := int16(0); i < 16; i += 8 {
+		insns = append(insns,
+			asm.LoadMem(asm.R1, asm.RFP, hdr+8+i, asm.DWord),
+			asm.StoreMem(asm.RFP, rec(decode.OffSrc)+i, asm.R1, asm.DWord),
+			asm.LoadMem(asm.R1, asm.RFP, hdr+24+i, asm.DWord),
+			asm.StoreMem(asm.RFP, rec(decode.OffDst)+i, asm.R1, asm.DWord),
+		)
+	}
+	return insns
+}
+
+// packetBytes copies caplen = skb->len - skb->data_len - (net - data) bytes,
+// at most PacketBytes, from the network header into the record; done is a
+// label of its own.
+func (f Filter) packetBytes(done string) asm.Instructions {
+	o := f.Offsets
+	insns := note("caplen = skb->len - skb->data_len - (net - data)", read(scratch0, 8, rSkb, int32(o.SkbData), "exit"))
+	insns = append(insns, read(scratch1, 4, rSkb, int32(o.SkbDataLen), "exit")...)
+	return append(insns,
+		asm.LoadMem(asm.R1, asm.RFP, rec(decode.OffLen), asm.Word),
+		asm.LoadMem(asm.R2, asm.RFP, scratch1, asm.Word),
+		asm.Sub.Reg(asm.R1, asm.R2),
+		asm.Mov.Reg(asm.R2, rNet),
+		asm.LoadMem(asm.R3, asm.RFP, scratch0, asm.DWord),
+		asm.Sub.Reg(asm.R2, asm.R3),
+		asm.Sub.Reg(asm.R1, asm.R2),
+		asm.JSLE.Imm(asm.R1, 0, "exit"),
+		asm.JLE.Imm(asm.R1, decode.PacketBytes, done),
+		asm.Mov.Imm(asm.R1, decode.PacketBytes),
+		asm.StoreMem(asm.RFP, rec(decode.OffCapLen), asm.R1, asm.Half).WithSymbol(done),
+		asm.Mov.Reg(asm.R2, asm.R1),
+		asm.Mov.Reg(asm.R1, asm.RFP),
+		asm.Add.Imm(asm.R1, int32(pkt(0))),
+		asm.Mov.Reg(asm.R3, rNet),
+		asm.FnProbeReadKernel.Call(),
+		asm.JNE.Imm(asm.R0, 0, "exit"),
+	)
+}
