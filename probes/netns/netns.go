@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -282,6 +283,27 @@ func OnThread(fn func() error) error {
 		panic(r.panic)
 	}
 	return r.err
+}
+
+// DoConcurrently is Do with the files split among up to workers locked
+// threads, each taking a contiguous share in order: namespaces whose work
+// waits on the kernel (a netfilter commit waits for RCU) then wait together.
+// fn must be safe to call concurrently for different i. It returns the
+// errors of all threads.
+func DoConcurrently(files []*os.File, workers int, fn func(i int) error) error {
+	workers = max(1, min(workers, len(files)))
+	per := (len(files) + workers - 1) / workers
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		lo, hi := w*per, min((w+1)*per, len(files))
+		if lo >= hi {
+			break
+		}
+		wg.Go(func() { errs[w] = Do(files[lo:hi], func(i int) error { return fn(lo + i) }) })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // Do runs fn(i) for each i, in order, on one locked OS thread that has entered

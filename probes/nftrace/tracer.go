@@ -71,6 +71,9 @@ type nsState struct {
 	rules    map[ruleKey]string      // nil until first needed
 }
 
+// installWorkers bounds the threads installing tables (and deleting them).
+const installWorkers = 16
+
 // Open installs the helper table, inet tracepkt_<pid>_<hex>, in every namespace given and
 // starts listening to nftrace messages there. Its chains hook prerouting and output at
 // priority math.MinInt32 and set meta nftrace on ICMP and ICMPv6 packets whose echo id is
@@ -108,7 +111,9 @@ func Open(nss []netns.Netns, echoID uint16) (_ *Tracer, err error) {
 		t.nss = append(t.nss, &nsState{ns: ns, file: f, fd: -1})
 		files = append(files, f)
 	}
-	err = netns.Do(files, func(i int) error {
+	// Each install commits a table, which waits for the kernel: namespaces
+	// in parallel wait together.
+	err = netns.DoConcurrently(files, installWorkers, func(i int) error {
 		st := t.nss[i]
 		fd, err := traceSocket()
 		if err != nil {
@@ -291,13 +296,29 @@ func (t *Tracer) Close() error {
 	if err != nil {
 		errs = append(errs, err)
 	}
-	for _, st := range t.nss {
-		if st.owner == nil || del == nil {
-			continue
+	if del != nil {
+		// Each delete waits for its commit: in parallel, the waits overlap.
+		delErrs := make([]error, len(t.nss))
+		work := make(chan int)
+		var wg sync.WaitGroup
+		for range min(installWorkers, len(t.nss)) {
+			wg.Go(func() {
+				for i := range work {
+					st := t.nss[i]
+					if err := sendBatch(st.owner, del); err != nil && !errors.Is(err, unix.ENOENT) {
+						delErrs[i] = fmt.Errorf("delete table inet %s in %v: %w", t.table, st.ns, err)
+					}
+				}
+			})
 		}
-		if err := sendBatch(st.owner, del); err != nil && !errors.Is(err, unix.ENOENT) {
-			errs = append(errs, fmt.Errorf("delete table inet %s in %v: %w", t.table, st.ns, err))
+		for i, st := range t.nss {
+			if st.owner != nil {
+				work <- i
+			}
 		}
+		close(work)
+		wg.Wait()
+		errs = append(errs, delErrs...)
 	}
 	for _, st := range t.nss {
 		if st.owner != nil {
