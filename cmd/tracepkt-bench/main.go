@@ -171,19 +171,39 @@ func withLock(path string, fn func() (section, error)) (section, error) {
 }
 
 // writeReport writes BENCHMARKS.md: the machine, then each section's method
-// and table.
+// and table. Sections of an earlier report that this run did not measure
+// (-sections) stay, in their place, with their own date line.
 func writeReport(path string, done []section) error {
-	var b strings.Builder
 	var uts unix.Utsname
 	_ = unix.Uname(&uts)
 	cpus, _ := os.ReadFile("/sys/devices/system/cpu/online")
-	fmt.Fprintf(&b, "# tracepkt-perf benchmarks\n\n")
-	fmt.Fprintf(&b, "Measured by `make bench` (cmd/tracepkt-bench) on %s, kernel %s, CPUs %s.\n",
-		time.Now().UTC().Format(time.DateOnly), unix.ByteSliceToString(uts.Release[:]), strings.TrimSpace(string(cpus)))
-	fmt.Fprintf(&b, "Every figure below comes from the same run; ratios compare commands measured in that run.\n")
-	fmt.Fprintf(&b, "All traffic goes to namespaces the bench creates, route-checked before sending.\n")
+	stamp := fmt.Sprintf("Measured %s, kernel %s, CPUs %s.", time.Now().UTC().Format(time.DateOnly),
+		unix.ByteSliceToString(uts.Release[:]), strings.TrimSpace(string(cpus)))
+	render := func(s section) string {
+		return fmt.Sprintf("## %s\n\n%s\n\n%s\n\n```\n%s```\n", s.title, stamp, strings.TrimSpace(s.method), s.table)
+	}
+	var blocks []string // "## title..." blocks, in order
+	if old, err := os.ReadFile(path); err == nil {
+		parts := strings.Split(string(old), "\n## ")
+		for _, p := range parts[1:] {
+			blocks = append(blocks, "## "+strings.TrimRight(p, "\n")+"\n")
+		}
+	}
 	for _, s := range done {
-		fmt.Fprintf(&b, "\n## %s\n\n%s\n\n```\n%s```\n", s.title, strings.TrimSpace(s.method), s.table)
+		i := slices.IndexFunc(blocks, func(b string) bool { return strings.HasPrefix(b, "## "+s.title+"\n") })
+		if i < 0 {
+			blocks = append(blocks, render(s))
+		} else {
+			blocks[i] = render(s)
+		}
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "# tracepkt-perf benchmarks\n\n")
+	fmt.Fprintf(&b, "Measured by `make bench` (cmd/tracepkt-bench); each section says when and on what.\n")
+	fmt.Fprintf(&b, "Ratios compare commands measured in the same run; a section's figures come from one run.\n")
+	fmt.Fprintf(&b, "All traffic goes to namespaces the bench creates, route-checked before sending.\n")
+	for _, block := range blocks {
+		b.WriteString("\n" + block)
 	}
 	return os.WriteFile(path, []byte(b.String()), 0o644)
 }
