@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/tracepkt/tracepkt-perf/decode"
@@ -29,8 +30,10 @@ const errorSettle = 10 * time.Millisecond
 // session is what a live run opens once: the kernel facts, the netfilter
 // source, the snapshot of namespaces, the recording and the output.
 type session struct {
-	fs        *tracefs.FS
-	offsets   probes.Offsets
+	fs *tracefs.FS
+	// offsets come from the kernel's BTF, parsed in the background while
+	// the rest of the run starts: the largest part of the time to answer.
+	offsets   func() (probes.Offsets, error)
 	netfilter netfilterPlan
 	ns        *namespaces
 	traced    []netns.Netns // where netfilter is traced: --netns, or every namespace
@@ -49,11 +52,9 @@ type session struct {
 // recording; the snapshot is taken now, so a demo must have built its
 // topology before.
 func openSession(o options, recFile *os.File, newWriter func(*renderContext) journeyWriter) (*session, error) {
+	offsets := sync.OnceValues(probes.KernelOffsets)
+	go offsets()
 	fs, err := tracefs.Open()
-	if err != nil {
-		return nil, err
-	}
-	offsets, err := probes.KernelOffsets()
 	if err != nil {
 		return nil, err
 	}
@@ -204,18 +205,23 @@ func (s *session) openSources(target netip.Addr, o options) (_ *sources, err err
 		return nil, err
 	}
 	src := &sources{}
-	if src.tracer, err = probes.Open(s.fs, s.offsets, probes.Config{EchoID: id, Netfilter: s.netfilter.kprobes, RingPages: o.ringPages, Attach: o.attach}); err != nil {
-		return nil, err
-	}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, src.close())
 		}
 	}()
+	// The nftables tables go in while the kernel's BTF may still be parsed.
 	if s.netfilter.sources&nfNftrace != 0 {
 		if src.nf, err = nftrace.Open(s.traced, id); err != nil {
 			return nil, fmt.Errorf("netfilter: %w", err)
 		}
+	}
+	offsets, err := s.offsets()
+	if err != nil {
+		return nil, err
+	}
+	if src.tracer, err = probes.Open(s.fs, offsets, probes.Config{EchoID: id, Netfilter: s.netfilter.kprobes, RingPages: o.ringPages, Attach: o.attach}); err != nil {
+		return nil, err
 	}
 	if from := o.ping.Source; from.IsValid() && from.Is4() != target.Is4() {
 		return nil, usageError{fmt.Sprintf("-I %s is not of the family of %s", from, target)}
@@ -240,7 +246,10 @@ func (src *sources) close() error {
 		}
 		close(closed)
 	}()
-	err := src.tracer.Close()
+	var err error
+	if src.tracer != nil {
+		err = src.tracer.Close()
+	}
 	<-closed
 	return errors.Join(err, nfErr)
 }
