@@ -1,13 +1,18 @@
 package main
 
 import (
+	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"slices"
 	"time"
 
 	"github.com/tracepkt/tracepkt-perf/decode"
+	"github.com/tracepkt/tracepkt-perf/decode/tpk"
 )
 
 // echoLine is what the bench reads of a --json line.
@@ -58,6 +63,48 @@ func (r tracedRun) totals(from int) (events, lost uint64) {
 	return events, lost
 }
 
+// echoCounts are one echo's records in a recording.
+type echoCounts struct {
+	received int
+	lost     uint64
+}
+
+// ringCounts reads a recording: per echo, the records and the losses its
+// lost notices report.
+func ringCounts(path string) ([]echoCounts, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	r, err := tpk.NewReader(bufio.NewReader(f))
+	if err != nil {
+		return nil, err
+	}
+	var counts []echoCounts
+	var cur echoCounts
+	var rec decode.Record
+	for {
+		kind, err := r.Next(&rec, nil, nil)
+		if errors.Is(err, io.EOF) {
+			return counts, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		switch kind {
+		case tpk.KindRecord:
+			if rec.Lost > 0 {
+				cur.lost += rec.Lost
+			} else {
+				cur.received++
+			}
+		case tpk.KindOutcome:
+			counts, cur = append(counts, cur), echoCounts{}
+		}
+	}
+}
+
 // chainRouters is the length of the router line of the loss test: 4 records
 // per link and echo, 240 bytes each in a ring, well past one 4 KiB page
 // (topology.CheckOwnRoute follows at most 8 namespaces).
@@ -96,31 +143,44 @@ func throughputSection(cfg config, progress io.Writer) (section, error) {
 	}
 	defer closeChain()
 	const lossCount = 200
-	lossRows := [][]string{{"ring pages", "events/echo", "sent", "received", "sent-received", "reported lost", "unreported at exit"}}
+	lossRows := [][]string{{"ring pages", "records/echo", "sent", "received", "sent-received", "reported lost", "unreported at exit"}}
 	perEcho := 0
+	dir, err := os.MkdirTemp("", "tracepkt-bench")
+	if err != nil {
+		return section{}, err
+	}
+	defer os.RemoveAll(dir)
 	for _, pages := range []int{8, 4, 2, 1} {
 		fmt.Fprintf(progress, "ring loss: %d routers, --ring-pages %d\n", chainRouters, pages)
-		run, err := backToBack(cfg, lossCount, target.String(), "--netfilter", "off", "--ring-pages", fmt.Sprint(pages))
+		file := filepath.Join(dir, fmt.Sprintf("pages%d.tpk", pages))
+		if _, err := backToBack(cfg, lossCount, target.String(), "--netfilter", "off", "--ring-pages", fmt.Sprint(pages), "--record", file); err != nil {
+			return section{}, err
+		}
+		// The recording holds the records as they came out of the rings,
+		// lost notices included, every one of them, shown as a hop or not.
+		counts, err := ringCounts(file)
 		if err != nil {
 			return section{}, err
 		}
 		if perEcho == 0 {
-			// The largest ring loses nothing: it gives the events of one echo.
-			if _, lost := run.totals(0); lost != 0 {
-				return section{}, fmt.Errorf("%d pages already lose %d events: no reference", pages, lost)
+			// The largest ring loses nothing: it gives the records of one echo.
+			for _, c := range counts {
+				if c.lost != 0 || c.received != counts[0].received {
+					return section{}, fmt.Errorf("%d pages: not a lossless reference (%+v)", pages, c)
+				}
 			}
-			perEcho = len(run.echoes[0].Hops)
+			perEcho = counts[0].received
 		}
 		// The kernel writes a ring's lost notice only when a later record
 		// fits in that ring: losses are reported during the same echo (once
 		// the drain made room) or a later one, and the last losses of the
 		// run may never be. Compare totals over the whole run.
 		var received, reported uint64
-		for _, e := range run.echoes {
-			received += uint64(len(e.Hops))
-			reported += e.Lost
+		for _, c := range counts {
+			received += uint64(c.received)
+			reported += c.lost
 		}
-		sent := uint64(perEcho * len(run.echoes))
+		sent := uint64(perEcho * len(counts))
 		lossRows = append(lossRows, []string{fmt.Sprint(pages), fmt.Sprint(perEcho), fmt.Sprint(sent), fmt.Sprint(received),
 			fmt.Sprint(sent - received), fmt.Sprint(reported), fmt.Sprint(int64(sent-received) - int64(reported))})
 	}
@@ -132,11 +192,13 @@ lost_samples summed over the run. Each echo waits for its reply and then drains 
 rings, so the rate is bound by one round trip plus one drain per echo, not by the rings.
 
 Loss: a line of %d routers (this namespace, %d forwarding namespaces, a target, one /24 of
-/30s), so that one echo makes about %d records on one CPU (%d bytes each with the perf
-header), then shrinking rings (--ring-pages, a diagnostic flag: per-CPU ring data pages, a
-power of two, default 8). -c %d -i 0 --netfilter off each. sent is the events per echo of
-the lossless 8-page run times the echoes; received the hops the tool showed; reported lost
-the lost_samples the tool showed, all over the whole run. The kernel writes a ring's lost
+/30s), so that one echo makes about %d device records on one CPU (%d bytes each with the
+perf header), then shrinking rings (--ring-pages, a diagnostic flag: per-CPU ring data
+pages, a power of two, default 8). -c %d -i 0 --netfilter off --record FILE each, and the
+recording read back: it keeps every record as it came out of the rings (the drop probe's
+frees of copies too, which the table does not show as hops) and every lost notice. sent
+is the records per echo of the lossless 8-page run times the echoes; received the records
+read; reported lost the sum of the lost notices, all over the whole run. The kernel writes a ring's lost
 notice only when a later record fits in that ring (once the drain after the reply made room,
 or during a later echo), so a loss is reported with the echo in whose drain the notice
 arrives, not always its own; losses after the last record of a ring stay unreported:
