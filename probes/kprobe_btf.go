@@ -3,7 +3,6 @@ package probes
 import (
 	"errors"
 	"fmt"
-	"os"
 	"runtime"
 
 	"github.com/cilium/ebpf/btf"
@@ -28,7 +27,7 @@ var netfilterModule = map[decode.Probe]string{
 
 // KernelNetfilterOffsets looks the offsets of probe p up in the BTF of the
 // running kernel and of the module holding its function (loaded by then:
-// the kprobe needs it too).
+// the kprobe needs it too); see KernelNetfilterArgs for a module without BTF.
 func KernelNetfilterOffsets(p decode.Probe) (NetfilterOffsets, error) {
 	if runtime.GOARCH != "amd64" {
 		return NetfilterOffsets{}, ErrUnsupportedArch
@@ -37,22 +36,28 @@ func KernelNetfilterOffsets(p decode.Probe) (NetfilterOffsets, error) {
 	if err != nil {
 		return NetfilterOffsets{}, fmt.Errorf("%w: %w", ErrNoBTF, err)
 	}
-	spec := base
-	if mod := netfilterModule[p]; mod != "" {
-		if _, err := os.Stat("/sys/kernel/btf/" + mod); err == nil {
-			if spec, err = btf.LoadKernelModuleSpec(mod); err != nil {
-				return NetfilterOffsets{}, fmt.Errorf("btf of module %s: %w", mod, err)
-			}
-		}
+	spec, proto, _, err := kernelNetfilterProto(base, p)
+	if err != nil {
+		return NetfilterOffsets{}, err
 	}
-	return LookupNetfilterOffsets(base, spec, p)
+	return lookupNetfilterOffsets(base, spec, proto, p)
 }
 
 // LookupNetfilterOffsets reads probe p's offsets from base (vmlinux) and
 // spec (the BTF holding its function: base itself, or a module's).
 func LookupNetfilterOffsets(base, spec *btf.Spec, p decode.Probe) (NetfilterOffsets, error) {
+	proto, err := funcProto(spec, p.Kprobe())
+	if err != nil {
+		return NetfilterOffsets{}, err
+	}
+	return lookupNetfilterOffsets(base, spec, proto, p)
+}
+
+// lookupNetfilterOffsets reads probe p's offsets with proto as its
+// function's prototype.
+func lookupNetfilterOffsets(base, spec *btf.Spec, proto *btf.FuncProto, p decode.Probe) (NetfilterOffsets, error) {
 	var o NetfilterOffsets
-	if err := o.lookupArgs(base, spec, p); err != nil {
+	if err := o.lookupArgs(base, proto, p); err != nil {
 		return o, err
 	}
 	if err := o.lookupMembers(base, spec, p); err != nil {
@@ -66,19 +71,24 @@ func LookupNetfilterOffsets(base, spec *btf.Spec, p decode.Probe) (NetfilterOffs
 	return o, nil
 }
 
-// lookupArgs finds the pt_regs slots of the return value and of the
-// arguments of p's function, by their types: the order of ipt_do_table's
-// changed in 5.16.
-func (o *NetfilterOffsets) lookupArgs(base, spec *btf.Spec, p decode.Probe) error {
-	fn := p.Kprobe()
+// funcProto returns the prototype of function fn in spec.
+func funcProto(spec *btf.Spec, fn string) (*btf.FuncProto, error) {
 	var f *btf.Func
 	if err := spec.TypeByName(fn, &f); err != nil {
-		return fmt.Errorf("btf: function %s: %w", fn, err)
+		return nil, fmt.Errorf("btf: function %s: %w", fn, err)
 	}
 	proto, ok := f.Type.(*btf.FuncProto)
 	if !ok {
-		return fmt.Errorf("btf: %s has no prototype", fn)
+		return nil, fmt.Errorf("btf: %s has no prototype", fn)
 	}
+	return proto, nil
+}
+
+// lookupArgs finds the pt_regs slots of the return value and of the
+// arguments of p's function (prototype proto), by their types: the order of
+// ipt_do_table's changed in 5.16.
+func (o *NetfilterOffsets) lookupArgs(base *btf.Spec, proto *btf.FuncProto, p decode.Probe) error {
+	fn := p.Kprobe()
 	var ptRegs *btf.Struct
 	if err := base.TypeByName("pt_regs", &ptRegs); err != nil {
 		return fmt.Errorf("btf: struct pt_regs: %w", err)

@@ -41,6 +41,10 @@ func check(stdout io.Writer, verbose bool, mode probes.AttachMode) error {
 	}
 	line("tracefs", fsErr, mount, true)
 	offsets, btfErr := probes.KernelOffsets()
+	// As a run does, so that the program loads below answer for one.
+	if err := allowBPFMemory(); err != nil {
+		line("RLIMIT_MEMLOCK", err, "", true)
+	}
 	line("BTF", btfErr, "/sys/kernel/btf/vmlinux", true)
 	for _, p := range decode.Probes() {
 		group, event := p.Tracepoint()
@@ -60,6 +64,13 @@ func check(stdout io.Writer, verbose bool, mode probes.AttachMode) error {
 		kprobes = fs.KprobesSupported()
 	}
 	line("kprobes", kprobes, "kprobe_events", false)
+	if kprobes == nil {
+		// How each netfilter function's arguments are found, or why they are not.
+		for _, p := range decode.NetfilterProbes() {
+			args, err := probes.KernelNetfilterArgs(p)
+			line("kprobe "+p.Kprobe(), err, args.String(), false)
+		}
+	}
 	line("nftrace", nftraceSupported(), "NFNLGRP_NFTRACE", false)
 	line("iptables backend", nil, iptablesBackend(), false)
 	if fsErr == nil {

@@ -12,7 +12,7 @@ import (
 )
 
 // newHeader describes this run for a recording.
-func newHeader(netfilter nfSources, fs *tracefs.FS) tpk.Header {
+func newHeader(netfilter netfilterPlan, fs *tracefs.FS) tpk.Header {
 	host, _ := os.Hostname()
 	boot, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
 	var ts unix.Timespec
@@ -30,7 +30,10 @@ func newHeader(netfilter nfSources, fs *tracefs.FS) tpk.Header {
 		group, event := p.Tracepoint()
 		h.Capabilities = append(h.Capabilities, "probe:"+group+":"+event)
 	}
-	caps := runCaps{netfilter: netfilter, noKprobes: fs.KprobesSupported() != nil, legacyTables: strings.Join(legacyTables(), ",")}
+	caps := runCaps{
+		netfilter: netfilter.sources, noKprobes: fs.KprobesSupported() != nil, legacyTables: strings.Join(legacyTables(), ","),
+		argsFromVersion: netfilter.argsFromVersion, kprobeNoBTF: netfilter.kprobeNoBTF,
+	}
 	h.Capabilities = append(h.Capabilities, caps.strings()...)
 	return h
 }

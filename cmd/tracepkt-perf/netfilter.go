@@ -39,6 +39,9 @@ func parseNFSources(name string) nfSources {
 type netfilterPlan struct {
 	sources nfSources
 	kprobes []decode.Probe // netfilter functions to put kprobes on
+	// Set by resolveKprobes: "fn(params)" whose argument order came from
+	// the kernel version, and functions left out (module without BTF).
+	argsFromVersion, kprobeNoBTF []string
 }
 
 // netfilterSource resolves --netfilter on this kernel. auto takes kprobes
@@ -71,6 +74,9 @@ const (
 	capNetfilter    = "netfilter:"     // the netfilter sources used
 	capNoKprobes    = "kprobes:no"     // the kernel had no kprobes
 	capLegacyTables = "legacy-tables:" // iptables-legacy tables loaded, comma separated
+	// Kernels whose modules have no BTF (before 5.11):
+	capArgsFromVersion = "kprobe-args-from-version:" // fn(params): argument order from the kernel version
+	capKprobeNoBTF     = "kprobe-no-btf:"            // fn: no kprobe, its module has no BTF
 )
 
 // runCaps is what the capabilities of a header say about netfilter.
@@ -78,6 +84,8 @@ type runCaps struct {
 	netfilter    nfSources
 	noKprobes    bool
 	legacyTables string // comma separated
+	// See netfilterPlan.
+	argsFromVersion, kprobeNoBTF []string
 }
 
 // strings lists c as header capabilities.
@@ -88,6 +96,12 @@ func (c runCaps) strings() []string {
 	}
 	if c.legacyTables != "" {
 		caps = append(caps, capLegacyTables+c.legacyTables)
+	}
+	for _, fn := range c.argsFromVersion {
+		caps = append(caps, capArgsFromVersion+fn)
+	}
+	for _, fn := range c.kprobeNoBTF {
+		caps = append(caps, capKprobeNoBTF+fn)
 	}
 	return caps
 }
@@ -103,6 +117,10 @@ func parseCaps(caps []string) runCaps {
 			c.noKprobes = true
 		case strings.HasPrefix(s, capLegacyTables):
 			c.legacyTables = strings.TrimPrefix(s, capLegacyTables)
+		case strings.HasPrefix(s, capArgsFromVersion):
+			c.argsFromVersion = append(c.argsFromVersion, strings.TrimPrefix(s, capArgsFromVersion))
+		case strings.HasPrefix(s, capKprobeNoBTF):
+			c.kprobeNoBTF = append(c.kprobeNoBTF, strings.TrimPrefix(s, capKprobeNoBTF))
 		}
 	}
 	return c
@@ -119,6 +137,7 @@ func (c runCaps) notes() []string {
 		}
 		notes = append(notes, fmt.Sprintf("netfilter: iptables-legacy rules (tables %s) are not shown: %s", c.legacyTables, why))
 	}
+	notes = append(notes, c.kprobeNotes()...)
 	if c.netfilter == nfKprobe {
 		notes = append(notes, "netfilter: kprobes show each table's or chain's verdict; --netfilter nftrace (or auto) shows the nftables rule that decided")
 	}

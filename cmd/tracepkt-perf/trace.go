@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cilium/ebpf/rlimit"
+
 	"github.com/tracepkt/tracepkt-perf/decode"
 	"github.com/tracepkt/tracepkt-perf/decode/tpk"
 	"github.com/tracepkt/tracepkt-perf/probes"
@@ -58,6 +60,9 @@ func openSession(o options, recFile *os.File, newWriter func(*renderContext) jou
 	if err != nil {
 		return nil, err
 	}
+	if err := allowBPFMemory(); err != nil {
+		return nil, err
+	}
 	s := &session{fs: fs, offsets: offsets}
 	group, event := decode.ProbeKfreeSkb.Tracepoint()
 	if s.reasons, err = fs.Symbols(group, event, "reason"); err != nil {
@@ -66,6 +71,7 @@ func openSession(o options, recFile *os.File, newWriter func(*renderContext) jou
 	if s.netfilter, err = netfilterSource(o.netfilter, fs); err != nil {
 		return nil, err
 	}
+	s.netfilter.resolveKprobes()
 	if len(s.netfilter.kprobes) > 0 {
 		// Probes a run killed with SIGKILL left behind.
 		if err := fs.SweepKprobes(); err != nil {
@@ -97,7 +103,7 @@ func openSession(o options, recFile *os.File, newWriter func(*renderContext) jou
 	if err != nil {
 		return nil, err
 	}
-	hdr := newHeader(s.netfilter.sources, fs)
+	hdr := newHeader(s.netfilter, fs)
 	s.rc = newRenderContext(hdr.Capabilities)
 	s.rc.setSnapshot(snap)
 	s.w = newWriter(s.rc)
@@ -113,6 +119,17 @@ func openSession(o options, recFile *os.File, newWriter func(*renderContext) jou
 		}
 	}
 	return s, nil
+}
+
+// allowBPFMemory lifts RLIMIT_MEMLOCK where the kernel charges BPF maps and
+// programs to it (before 5.11, e.g. Debian 11's 5.10, whose default limit
+// refuses the programs); later kernels charge the memory cgroup instead, and
+// this does nothing there.
+func allowBPFMemory() error {
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return fmt.Errorf("lift RLIMIT_MEMLOCK for BPF (kernel before 5.11): %w", err)
+	}
+	return nil
 }
 
 // trace sends o.count echoes to target and writes each journey as it completes.
