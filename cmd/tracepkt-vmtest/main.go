@@ -49,10 +49,11 @@ func run(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stderr, "usage: tracepkt-vmtest [flags] -- command [args...] [-- command [args...]]...")
 		fs.PrintDefaults()
 	}
-	kernel := fs.String("kernel", "", "bzImage to boot (default: newest /boot/vmlinuz-*)")
+	kernel := fs.String("kernel", "", "bzImage to boot (default: newest /boot/vmlinuz-*); its modules are in <root>/lib/modules for a kernel at <root>/boot/, else in /lib/modules")
 	timeout := fs.Duration("timeout", 15*time.Minute, "kill the guest after this long")
 	mem := fs.String("mem", "2048", "guest memory, as qemu -m takes it")
 	workdir := fs.String("workdir", "", "directory each command starts in, inside the guest (default: the current directory)")
+	files := fs.String("files", "", "directory that receives, after the guest ends, what the commands wrote in $"+vmtest.GuestFilesEnvVar+" (replaced)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -75,12 +76,13 @@ func run(args []string, stdout, stderr io.Writer) error {
 	defer stop()
 	cfg := vmtest.Config{
 		Kernel:      *kernel,
-		ModulesRoot: "/lib/modules",
+		ModulesRoot: vmtest.ModulesRoot(*kernel),
 		Busybox:     "/bin/busybox",
 		Mem:         *mem,
 		Timeout:     *timeout,
 		Workdir:     *workdir,
 		Commands:    commands,
+		Files:       *files,
 		Env:         vmtest.CommandEnv(os.LookupEnv),
 		Stdout:      stdout,
 		Stderr:      stderr,

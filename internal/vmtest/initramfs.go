@@ -43,7 +43,7 @@ func WriteInitramfs(w io.Writer, busybox, modulesDir string, modules []Module) e
 			return err
 		}
 	}
-	if err := c.File("init", 0o755, []byte(initScript(modules))); err != nil {
+	if err := c.File("init", 0o755, []byte(initScript(modules, modulesDir))); err != nil {
 		return err
 	}
 	return c.Close()

@@ -111,3 +111,15 @@ func compareRun(a, b string) int {
 }
 
 func isDigit(c byte) bool { return '0' <= c && c <= '9' }
+
+// ModulesRoot returns the directory that holds the <release>/ module tree of
+// a kernel image: <root>/lib/modules for <root>/boot/vmlinuz-*, the layout of
+// an unpacked linux-image package and of the host itself, and the host's
+// /lib/modules for a kernel anywhere else.
+func ModulesRoot(kernel string) string {
+	boot := filepath.Dir(kernel)
+	if filepath.Base(boot) != "boot" {
+		return "/lib/modules"
+	}
+	return filepath.Join(filepath.Dir(boot), "lib", "modules")
+}

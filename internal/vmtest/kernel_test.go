@@ -93,3 +93,16 @@ func sign(n int) int {
 	}
 	return 0
 }
+
+func TestModulesRoot(t *testing.T) {
+	for kernel, want := range map[string]string{
+		"/boot/vmlinuz-6.1.0-57-amd64":                         "/lib/modules",
+		"/var/cache/k/bullseye/boot/vmlinuz-5.10.0-46-amd64":   "/var/cache/k/bullseye/lib/modules",
+		"/home/me/bzImage":                                     "/lib/modules",
+		"/var/cache/k/bullseye/boot/../boot/vmlinuz-5.10.0-46": "/var/cache/k/bullseye/lib/modules",
+	} {
+		if got := ModulesRoot(kernel); got != want {
+			t.Errorf("ModulesRoot(%s) = %s, want %s", kernel, got, want)
+		}
+	}
+}

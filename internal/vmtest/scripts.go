@@ -2,6 +2,7 @@ package vmtest
 
 import (
 	"fmt"
+	"path"
 	"strings"
 )
 
@@ -10,8 +11,10 @@ const (
 	guestOutDir    = "/run/vmtest"           // the writable "out" share, seen from inside the chroot
 	guestRunScript = guestOutDir + "/run.sh" // written by the host before boot
 	guestStatus    = guestOutDir + "/status" // one "index exit-code" line per finished command
+	guestFilesDir  = guestOutDir + "/files"  // what commands leave for the host (Config.Files)
 	runScriptName  = "run.sh"
 	statusName     = "status"
+	filesName      = "files"
 	msize          = 512 << 10 // 9p message size: the 8 KiB default makes reading test binaries slow
 )
 
@@ -23,7 +26,10 @@ var busyboxApplets = []string{"sh", "mount", "mkdir", "insmod", "ip", "env", "ch
 // order, mounts the host root and the out share, and runs the run script
 // chrooted into the host root. It powers the guest off on every path so a
 // failed set-up ends the boot at once instead of waiting for the timeout.
-func initScript(modules []Module) string {
+// modulesDir is the host directory of the booted kernel's modules; when it
+// is not /lib/modules/<release> (a kernel unpacked elsewhere, never
+// installed), it is bound there, so that modprobe in the chroot finds them.
+func initScript(modules []Module, modulesDir string) string {
 	var b strings.Builder
 	b.WriteString(`#!/bin/sh
 export PATH=/bin
@@ -50,7 +56,7 @@ mount -t devtmpfs devtmpfs /host/dev || fail 'mount devtmpfs failed'
 mount -t tracefs tracefs /host/sys/kernel/tracing || fail 'mount tracefs failed'
 mount -t bpf bpf /host/sys/fs/bpf || fail 'mount bpffs failed'
 mount -t tmpfs tmpfs /host/run || fail 'mount tmpfs on /run failed'
-mkdir /host%[4]s
+%[5]smkdir /host%[4]s
 mkdir /host%[2]s
 mount -t 9p -o $opts out /host%[2]s || fail 'mount the out share failed'
 ip link set lo up || fail 'bring up lo failed'
@@ -65,8 +71,23 @@ cp /run/modprobe /host/run/modprobe
 echo /run/modprobe >/proc/sys/kernel/modprobe || fail 'set the module loader failed'
 env -i /bin/chroot /host /bin/sh %[3]s
 halt
-`, msize, guestOutDir, guestRunScript, GuestTmp)
+`, msize, guestOutDir, guestRunScript, GuestTmp, bindModules(modulesDir))
 	return b.String()
+}
+
+// bindModules returns the init lines that show modulesDir at
+// /lib/modules/<release> in the chroot, or nothing when it is there already.
+// A tmpfs over /lib/modules gives the mount point, since the host root is
+// read-only; the guest needs no other kernel's modules.
+func bindModules(modulesDir string) string {
+	release := path.Base(modulesDir)
+	if path.Clean(modulesDir) == "/lib/modules/"+release {
+		return ""
+	}
+	return fmt.Sprintf(`mount -t tmpfs tmpfs /host/lib/modules || fail 'mount tmpfs on /lib/modules failed'
+mkdir /host/lib/modules/%[1]s
+mount -o bind %[2]s /host/lib/modules/%[1]s || fail 'bind the kernel modules on /lib/modules failed'
+`, shellQuote(release), shellQuote("/host"+path.Clean(modulesDir)))
 }
 
 // runScript is the run script: POSIX sh run by the host's own /bin/sh inside

@@ -49,7 +49,7 @@ echo "2 $?" >>/run/vmtest/status
 }
 
 func TestInitScriptInsertsModulesInOrder(t *testing.T) {
-	got := initScript([]Module{{Name: "virtio_ring"}, {Name: "virtio"}, {Name: "9p"}})
+	got := initScript([]Module{{Name: "virtio_ring"}, {Name: "virtio"}, {Name: "9p"}}, "/lib/modules/6.1.0-57-amd64")
 	want := "insmod /lib/modules/virtio_ring.ko || fail 'insmod virtio_ring failed'\n" +
 		"insmod /lib/modules/virtio.ko || fail 'insmod virtio failed'\n" +
 		"insmod /lib/modules/9p.ko || fail 'insmod 9p failed'\n"
@@ -58,5 +58,21 @@ func TestInitScriptInsertsModulesInOrder(t *testing.T) {
 	}
 	if i, j := strings.Index(got, "insmod"), strings.Index(got, "-t 9p"); i > j {
 		t.Error("init script mounts 9p before inserting modules")
+	}
+}
+
+func TestInitScriptBindsModulesUnpackedElsewhere(t *testing.T) {
+	if got := initScript(nil, "/lib/modules/6.1.0-57-amd64/"); strings.Contains(got, "/host/lib/modules") {
+		t.Errorf("installed kernel: init script mounts over /lib/modules:\n%s", got)
+	}
+	got := initScript(nil, "/var/cache/k/lib/modules/5.10.0-46-amd64")
+	want := "mount -t tmpfs tmpfs /host/lib/modules || fail 'mount tmpfs on /lib/modules failed'\n" +
+		"mkdir /host/lib/modules/'5.10.0-46-amd64'\n" +
+		"mount -o bind '/host/var/cache/k/lib/modules/5.10.0-46-amd64' /host/lib/modules/'5.10.0-46-amd64' || fail 'bind the kernel modules on /lib/modules failed'\n"
+	if !strings.Contains(got, want) {
+		t.Errorf("init script does not bind the modules:\n%s\nwant:\n%s", got, want)
+	}
+	if i, j := strings.Index(got, "tmpfs /host/run"), strings.Index(got, "tmpfs /host/lib/modules"); i > j {
+		t.Error("modules bound before the chroot's other mounts")
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -19,6 +20,10 @@ import (
 // GuestEnvVar is set to "1" for every command run in the guest, so tests can
 // tell they run there.
 const GuestEnvVar = "TRACEPKT_VM"
+
+// GuestFilesEnvVar names, for every command run in the guest, a writable
+// directory whose contents the host keeps when Config.Files is set.
+const GuestFilesEnvVar = "TRACEPKT_VM_FILES"
 
 // ErrTimeout means the guest did not power off within Config.Timeout and was
 // killed.
@@ -37,7 +42,8 @@ type Config struct {
 	Timeout     time.Duration // after it the guest is killed
 	Workdir     string        // each command starts here, a path in the host root
 	Commands    [][]string    // argv of each command, run in order
-	Env         []string      // KEY=value: the commands' whole environment
+	Env         []string      // KEY=value: the commands' environment, besides GuestFilesEnvVar
+	Files       string        // when set, receives what the commands left in $GuestFilesEnvVar
 	Stdout      io.Writer     // the guest's serial console
 	Stderr      io.Writer     // qemu's own messages
 }
@@ -87,7 +93,14 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		return res, err
 	}
 	res.Release = release
-	modulesDir := filepath.Join(cfg.ModulesRoot, release)
+	// Absolute: the guest reaches it through the host root.
+	modulesDir, err := filepath.Abs(filepath.Join(cfg.ModulesRoot, release))
+	if err != nil {
+		return res, fmt.Errorf("find modules of kernel %s: %w", release, err)
+	}
+	if dir, ok := hiddenInGuest(modulesDir); ok {
+		return res, fmt.Errorf("modules of kernel %s are under %s, which the guest mounts a fresh file system over", release, dir)
+	}
 	depFile, err := os.Open(filepath.Join(modulesDir, "modules.dep"))
 	if err != nil {
 		// The guest also runs modprobe against this directory through the host root.
@@ -112,7 +125,11 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if err := os.Mkdir(outDir, 0o755); err != nil {
 		return res, fmt.Errorf("create out share: %w", err)
 	}
-	script := runScript(cfg.Commands, cfg.Workdir, cfg.Env)
+	if err := os.Mkdir(filepath.Join(outDir, filesName), 0o755); err != nil {
+		return res, fmt.Errorf("create out share: %w", err)
+	}
+	env := append(slices.Clip(cfg.Env), GuestFilesEnvVar+"="+guestFilesDir)
+	script := runScript(cfg.Commands, cfg.Workdir, env)
 	if err := os.WriteFile(filepath.Join(outDir, runScriptName), []byte(script), 0o644); err != nil {
 		return res, fmt.Errorf("write run script: %w", err)
 	}
@@ -135,6 +152,12 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		return res, fmt.Errorf("write console output: %w", err)
 	}
 
+	// Kept whatever happened next: a failed test's files help to see why.
+	if cfg.Files != "" {
+		if err := keepFiles(filepath.Join(outDir, filesName), cfg.Files); err != nil {
+			return res, err
+		}
+	}
 	switch {
 	case ctx.Err() != nil:
 		return res, fmt.Errorf("interrupted, killed qemu: %w", ctx.Err())
@@ -164,6 +187,17 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 			n, len(cfg.Commands), n+1, hint, ErrGuestDied)
 	}
 	return res, nil
+}
+
+// keepFiles replaces dst with a copy of the guest's files directory.
+func keepFiles(src, dst string) error {
+	if err := os.RemoveAll(dst); err != nil {
+		return fmt.Errorf("keep guest files: %w", err)
+	}
+	if err := os.CopyFS(dst, os.DirFS(src)); err != nil {
+		return fmt.Errorf("keep guest files: %w", err)
+	}
+	return nil
 }
 
 // hiddenInGuest says whether the guest's own mounts over the host root (see
