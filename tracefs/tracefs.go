@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 
@@ -22,11 +23,17 @@ var ErrNoEvent = errors.New("trace event not available")
 // FS is a mounted tracefs.
 type FS struct {
 	Root string
+	// Private is set when no tracefs was mounted: Open mounted one that only
+	// this process sees, held by dir, gone when the process ends.
+	Private bool
+	dir     *os.File
 }
 
-// Open finds the tracefs mount through /proc/self/mounts and mounts it at
-// DefaultMount when there is none. `ip netns exec` mounts a fresh sysfs that
-// hides the host's tracefs, so a tool run under it must mount one itself.
+// Open finds the tracefs mount through /proc/self/mounts. When there is none
+// it mounts one in a mount namespace of its own, so the machine's mounts stay
+// as they were, before and after the run, even a run killed with SIGKILL.
+// `ip netns exec` mounts a fresh sysfs that hides the host's tracefs, so a
+// tool run under it needs this too.
 func Open() (*FS, error) {
 	f, err := os.Open("/proc/self/mounts")
 	if err != nil {
@@ -36,10 +43,51 @@ func Open() (*FS, error) {
 	if root, ok := findMount(f); ok {
 		return &FS{Root: root}, nil
 	}
-	if err := unix.Mount("nodev", DefaultMount, "tracefs", 0, ""); err != nil {
-		return nil, fmt.Errorf("mount tracefs at %s: %w", DefaultMount, err)
+	dir, err := mountPrivate()
+	if err != nil {
+		return nil, fmt.Errorf("mount tracefs: %w", err)
 	}
-	return &FS{Root: DefaultMount}, nil
+	return &FS{Root: "/proc/self/fd/" + strconv.Itoa(int(dir.Fd())), Private: true, dir: dir}, nil
+}
+
+// Close releases a tracefs that Open mounted; the mount goes with it.
+func (fs *FS) Close() error {
+	if fs.dir == nil {
+		return nil
+	}
+	return fs.dir.Close()
+}
+
+// mountPrivate mounts tracefs on a thread that first moves to a new mount
+// namespace (with no propagation back), opens the mount point, and ends with
+// its thread: the open directory is the only way to the mount, and the
+// mount is released when it is closed or the process exits.
+func mountPrivate() (*os.File, error) {
+	type result struct {
+		dir *os.File
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		// Never unlocked: the thread, the only one in the new mount
+		// namespace, exits with this goroutine.
+		runtime.LockOSThread()
+		dir, err := func() (*os.File, error) {
+			if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
+				return nil, fmt.Errorf("new mount namespace: %w", err)
+			}
+			if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+				return nil, fmt.Errorf("make mounts private: %w", err)
+			}
+			if err := unix.Mount("nodev", DefaultMount, "tracefs", 0, ""); err != nil {
+				return nil, fmt.Errorf("at %s: %w", DefaultMount, err)
+			}
+			return os.OpenFile(DefaultMount, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		}()
+		done <- result{dir, err}
+	}()
+	r := <-done
+	return r.dir, r.err
 }
 
 // findMount returns the first tracefs mount point listed in a mounts table.

@@ -1,8 +1,11 @@
 package main
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
 	"strings"
 
@@ -16,28 +19,89 @@ import (
 // errCoreMissing: --check found that the core trace cannot run (exit 2).
 var errCoreMissing = fmt.Errorf("the core trace cannot run on this kernel")
 
+// errCheckNeedsRoot: --check cannot tell without root (exit 2).
+var errCheckNeedsRoot = fmt.Errorf("the core trace needs root: run --check with sudo to see what this kernel supports")
+
+// checkRow is one capability: the --check table and its JSON share it.
+type checkRow struct {
+	Name     string `json:"name"`
+	OK       bool   `json:"ok"`
+	Required bool   `json:"required"`
+	Detail   string `json:"detail"`
+}
+
+// checkReport is what --check found; with --json it is printed as is.
+type checkReport struct {
+	Kernel          string     `json:"kernel"`
+	Root            bool       `json:"root"`
+	Capabilities    []checkRow `json:"capabilities"`
+	CoreReady       bool       `json:"core_ready"`
+	NetfilterSource string     `json:"netfilter_source,omitempty"`
+	Verdict         string     `json:"verdict"`
+}
+
 // check prints the capability matrix of the running kernel: what the core
 // trace needs, and which netfilter source auto would pick; verbose adds the
 // namespaces as a run would name them.
-func check(stdout io.Writer, verbose bool, mode probes.AttachMode) error {
-	fmt.Fprintf(stdout, "tracepkt-perf capabilities of kernel %s\n\n", kernelRelease())
-	core := true
-	line := func(name string, err error, okText string, required bool) {
-		status := "ok     " + okText
-		if err != nil {
-			status = "no     " + err.Error()
-			if required {
-				core = false
-				status = "MISSING " + err.Error()
+func check(stdout io.Writer, jsonOut, verbose bool, mode probes.AttachMode) error {
+	rep, err := checkKernel(mode)
+	if jsonOut {
+		enc := json.NewEncoder(stdout)
+		if werr := enc.Encode(rep); werr != nil {
+			return werr
+		}
+		return err
+	}
+	fmt.Fprintf(stdout, "tracepkt-perf capabilities of kernel %s\n\n", rep.Kernel)
+	for _, r := range rep.Capabilities {
+		status := "ok     "
+		if !r.OK {
+			status = "no     "
+			if r.Required {
+				status = "MISSING "
 			}
 		}
-		fmt.Fprintf(stdout, "  %-24s %s\n", name, strings.TrimSpace(status))
+		fmt.Fprintf(stdout, "  %-24s %s\n", r.Name, strings.TrimSpace(status+r.Detail))
+	}
+	if verbose && rep.Root {
+		if err := printNamespaces(stdout); err != nil {
+			return err
+		}
+	}
+	_, werr := fmt.Fprintf(stdout, "\ncore trace: %s\n", rep.Verdict)
+	return errors.Join(err, werr)
+}
+
+// checkKernel fills the report; the error says why the core trace cannot run.
+func checkKernel(mode probes.AttachMode) (checkReport, error) {
+	rep := checkReport{Kernel: kernelRelease(), Root: os.Geteuid() == 0, CoreReady: true}
+	line := func(name string, err error, okText string, required bool) {
+		r := checkRow{Name: name, OK: err == nil, Required: required, Detail: okText}
+		if err != nil {
+			r.Detail = err.Error()
+			if required {
+				rep.CoreReady = false
+			}
+		}
+		rep.Capabilities = append(rep.Capabilities, r)
+	}
+	if !rep.Root {
+		// Without root, tracefs, BPF and netlink all say "permission
+		// denied", which would read as a kernel without the feature.
+		rep.CoreReady = false
+		line("root", fmt.Errorf("not root (euid %d): tracefs, BPF programs and nftables tracing need it", os.Geteuid()), "", true)
+		rep.Verdict = "needs root to check"
+		return rep, errCheckNeedsRoot
 	}
 
 	fs, fsErr := tracefs.Open()
 	mount := ""
 	if fsErr == nil {
+		defer fs.Close()
 		mount = fs.Root
+		if fs.Private {
+			mount = tracefs.DefaultMount + " (mounted for this run only)"
+		}
 	}
 	line("tracefs", fsErr, mount, true)
 	offsets, btfErr := probes.KernelOffsets()
@@ -71,23 +135,24 @@ func check(stdout io.Writer, verbose bool, mode probes.AttachMode) error {
 			line("kprobe "+p.Kprobe(), err, args.String(), false)
 		}
 	}
-	line("nftrace", nftraceSupported(), "NFNLGRP_NFTRACE", false)
+	nftraceErr := nftraceSupported()
+	line("nftrace", nftraceErr, "NFNLGRP_NFTRACE", false)
 	line("iptables backend", nil, iptablesBackend(), false)
 	if fsErr == nil {
 		plan, err := netfilterSource("auto", fs)
+		if err == nil && plan.sources&nfNftrace != 0 && nftraceErr != nil {
+			// Consistent with the nftrace row above: a run would fail.
+			err = fmt.Errorf("auto picks %s, but nftrace cannot run here", plan.sources)
+		}
+		rep.NetfilterSource = plan.sources.String()
 		line("netfilter source", err, "auto picks "+plan.sources.String(), false)
 	}
-	if verbose {
-		if err := printNamespaces(stdout); err != nil {
-			return err
-		}
+	if !rep.CoreReady {
+		rep.Verdict = "cannot run here"
+		return rep, errCoreMissing
 	}
-	if core {
-		fmt.Fprintln(stdout, "\ncore trace: ready")
-		return nil
-	}
-	fmt.Fprintln(stdout, "\ncore trace: cannot run here")
-	return errCoreMissing
+	rep.Verdict = "ready"
+	return rep, nil
 }
 
 // iptablesBackend says which iptables the system's command drives, and

@@ -71,6 +71,7 @@ func runDemo(ctx context.Context, o options, recFile *os.File, newWriter func(*r
 	if err != nil {
 		return err
 	}
+	defer s.Close()
 	var unexpected error
 	for _, e := range echoes {
 		s.results = s.results[:0]

@@ -11,9 +11,12 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
 	"github.com/tracepkt/tracepkt-perf/internal/testenv"
 	"github.com/tracepkt/tracepkt-perf/internal/topology"
 )
@@ -61,6 +64,48 @@ func runCmd(t *testing.T, cmd *exec.Cmd) toolResult {
 		t.Fatalf("run %v: %v", cmd.Args, err)
 	}
 	return res
+}
+
+// startTool starts the tool in this namespace with its stdout on a pipe.
+func startTool(t *testing.T, args ...string) (*exec.Cmd, io.ReadCloser, *bytes.Buffer) {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(self, args...)
+	cmd.Env = append(os.Environ(), asToolEnv+"=1")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	})
+	return cmd, stdout, &stderr
+}
+
+// readUntil reads r until what was read contains want.
+func readUntil(t *testing.T, r io.Reader, want string, stderr *bytes.Buffer) string {
+	t.Helper()
+	var out []byte
+	buf := make([]byte, 4096)
+	for !bytes.Contains(out, []byte(want)) {
+		n, err := r.Read(buf)
+		if err != nil {
+			t.Fatalf("output ended before %q: %v\n%s%s", want, err, out, stderr.String())
+		}
+		out = append(out, buf[:n]...)
+	}
+	return string(out)
 }
 
 // traceJSON traces count echoes to target from inside src and returns them.
@@ -419,53 +464,51 @@ func TestE2EDemo(t *testing.T) {
 	assertDemoRemoved(t)
 }
 
-// TestE2EDemoInterrupted stops a long demo with SIGINT after its first echo:
-// it must exit like ping (0, the echoes so far were answered) and remove
-// everything it built.
+// TestE2EDemoInterrupted stops a long demo after its first echo with each
+// catchable signal that ends a process, and by closing its stdout (as
+// `--demo | head -1` does): it must remove everything it built. After a
+// signal it exits like ping: 0 when the echoes so far were answered, 1 when
+// the signal cut one short (then shown as interrupted); after a closed
+// stdout, 2 with the write error.
 func TestE2EDemoInterrupted(t *testing.T) {
 	testenv.RequireRoot(t)
 	before := ruleset(t, &topology.Netns{})
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(self, "--demo", "-c", "100", "-i", "50ms")
-	cmd.Env = append(os.Environ(), asToolEnv+"=1")
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, 4096)
-	var out []byte
-	for !bytes.Contains(out, []byte("reply from")) {
-		n, err := stdout.Read(buf)
-		if err != nil {
-			cmd.Process.Kill()
+	for _, stop := range []string{"SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGPIPE", "closed stdout"} {
+		t.Run(stop, func(t *testing.T) {
+			cmd, stdout, stderr := startTool(t, "--demo", "-c", "100", "-i", "50ms")
+			out := readUntil(t, stdout, "reply from", stderr)
+			if stop == "closed stdout" {
+				stdout.Close()
+			} else if err := cmd.Process.Signal(signalNamed(stop)); err != nil {
+				t.Fatal(err)
+			} else {
+				rest, _ := io.ReadAll(stdout)
+				out += string(rest)
+			}
 			cmd.Wait()
-			t.Fatalf("demo ended before its first reply: %v\n%s%s", err, out, stderr.String())
+			code := cmd.ProcessState.ExitCode()
+			switch {
+			case stop == "closed stdout" && (code != 2 || !strings.Contains(stderr.String(), "broken pipe")):
+				t.Errorf("demo with a closed stdout exited %d, stderr:\n%s", code, stderr)
+			case stop != "closed stdout" && code != 0 && (code != 1 || !strings.Contains(out, "interrupted: no reply")):
+				t.Errorf("demo stopped by %s exited %d, stderr:\n%s\nstdout:\n%s", stop, code, stderr, out)
+			}
+			assertDemoRemoved(t)
+			assertNoPrograms(t)
+			if after := ruleset(t, &topology.Netns{}); after != before {
+				t.Errorf("ruleset changed by an interrupted run:\n%s\nwas:\n%s", after, before)
+			}
+		})
+	}
+}
+
+func signalNamed(name string) os.Signal {
+	for _, s := range stopSignals {
+		if unix.SignalName(s.(syscall.Signal)) == name {
+			return s
 		}
-		out = append(out, buf[:n]...)
 	}
-	if err := cmd.Process.Signal(os.Interrupt); err != nil {
-		t.Fatal(err)
-	}
-	drained := make(chan struct{})
-	go func() { _, _ = io.Copy(io.Discard, stdout); close(drained) }()
-	<-drained
-	err = cmd.Wait()
-	if code := cmd.ProcessState.ExitCode(); code != 0 {
-		t.Errorf("interrupted demo exited %d (%v), stderr:\n%s", code, err, stderr.String())
-	}
-	assertDemoRemoved(t)
-	assertNoPrograms(t)
-	if after := ruleset(t, &topology.Netns{}); after != before {
-		t.Errorf("ruleset changed by an interrupted run:\n%s\nwas:\n%s", after, before)
-	}
+	panic("no stop signal " + name)
 }
 
 // assertNoPrograms checks that no tracepkt BPF program is still loaded; the

@@ -9,16 +9,19 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/netip"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/tracepkt/tracepkt-perf/probes"
+	"github.com/tracepkt/tracepkt-perf/decode/stats"
 	"github.com/tracepkt/tracepkt-perf/probes/ping"
 )
 
@@ -46,7 +49,7 @@ Flags:
       --demo           build a throwaway bridge + namespace topology, trace an
                        IPv4 and an IPv6 echo into it, remove it
       --check          print what this kernel supports; exit 0 when the
-                       trace can run
+                       trace can run (with --json: one JSON object)
       --verbose        with --check: also list the network namespaces, as
                        the tool names them, and their veth pairs
       --from-netns NS  send the echo from inside namespace NS: an ip netns
@@ -66,6 +69,7 @@ Flags:
       --diff A B       compare two recordings hop by hop: where B's path left
                        A's; exit 0 same path, 1 different, 2 unreadable
       --svg OUT        also draw the journey (or with --diff, both) to OUT
+      --version        the version, commit, and Go and cilium/ebpf versions
   -h, --help           this help
 
 Exit status: 0 when every echo got a reply, 1 when one did not (dropped, an
@@ -140,12 +144,17 @@ type options struct {
 	diff      bool
 	diffFiles [2]string // A and B of --diff
 	svg       string
+	version   bool
 	target    string
 	ping      ping.Options
 	// ringPages is a diagnostic (--ring-pages, not in the help): the data
 	// pages of each per-CPU ring, to make loss happen on purpose.
 	ringPages int
 }
+
+// maxWait bounds -i and -W: beyond it a run would never end in practice,
+// and a number of seconds such as 1e10 would overflow time.Duration.
+const maxWait = time.Hour
 
 func parseArgs(args []string, stdout io.Writer) (options, error) {
 	o := options{count: 1, interval: time.Second, timeout: time.Second, netfilter: "auto", attach: probes.AttachAuto}
@@ -185,6 +194,7 @@ func parseArgs(args []string, stdout io.Writer) (options, error) {
 	fs.BoolVar(&o.verbose, "verbose", false, "")
 	fs.StringVar(&o.fromNetns, "from-netns", "", "")
 	fs.Var(&o.netns, "netns", "")
+	fs.BoolVar(&o.version, "version", false, "")
 	fs.StringVar(&o.netfilter, "netfilter", o.netfilter, "")
 	attach := string(o.attach)
 	fs.StringVar(&attach, "attach", attach, "")
@@ -195,7 +205,7 @@ func parseArgs(args []string, stdout io.Writer) (options, error) {
 	fs.BoolVar(&o.diff, "diff", false, "")
 	fs.StringVar(&o.svg, "svg", "", "")
 	fs.IntVar(&o.ringPages, "ring-pages", 0, "")
-	args = splitShortValues(args)
+	args = splitShortValues(fs, args)
 	var positional []string
 	for {
 		if err := fs.Parse(args); err != nil {
@@ -225,15 +235,17 @@ func parseArgs(args []string, stdout io.Writer) (options, error) {
 	}
 	var attachErr error
 	o.attach, attachErr = probes.ParseAttachMode(attach)
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	switch {
 	case attachErr != nil:
 		return o, usageError{attachErr.Error()}
 	case o.count < 1:
 		return o, usageError{fmt.Sprintf("--count must be at least 1, not %d", o.count)}
-	case o.interval < 0:
-		return o, usageError{"--interval must not be negative"}
-	case o.timeout <= 0:
-		return o, usageError{"--timeout must be positive"}
+	case o.interval < 0 || o.interval > maxWait:
+		return o, usageError{fmt.Sprintf("--interval must be between 0 and %s", stats.FormatDuration(maxWait))}
+	case o.timeout <= 0 || o.timeout > maxWait:
+		return o, usageError{fmt.Sprintf("--timeout must be more than 0 and at most %s", stats.FormatDuration(maxWait))}
 	case o.only4 && o.only6:
 		return o, usageError{"-4 and -6 exclude each other"}
 	case o.ping.Size != 0 && (o.ping.Size < ping.MinSize || o.ping.Size > maxPayload):
@@ -250,22 +262,29 @@ func parseArgs(args []string, stdout io.Writer) (options, error) {
 		return o, usageError{fmt.Sprintf("--ring-pages must be a power of two up to %d, not %d", maxRingPages, o.ringPages)}
 	case o.pcapng != "" && o.replay == "":
 		return o, usageError{"--pcapng exports a recording: use it with --replay FILE"}
-	case o.replay != "" && (o.record != "" || o.demo || o.check):
-		return o, usageError{"--replay excludes --record, --demo and --check"}
-	case (o.demo || o.check || o.replay != "") && len(positional) > 0:
-		return o, usageError{"--demo, --check and --replay take no target"}
 	case (o.stats || o.svg != "") && (o.demo || o.check || o.pcapng != ""):
 		return o, usageError{"--stats and --svg work with a target or --replay, not with --demo, --check or --pcapng"}
+	case o.version && len(set) > 1:
+		return o, usageError{"--version takes no other flag"}
+	case (o.version || o.demo || o.check || o.replay != "") && len(positional) > 0:
+		return o, usageError{"--version, --demo, --check and --replay take no target"}
 	case o.demo && o.check:
 		return o, usageError{"--demo and --check exclude each other"}
 	case o.verbose && !o.check:
 		return o, usageError{"--verbose goes with --check"}
 	case (o.fromNetns != "" || len(o.netns) > 0) && (o.demo || o.check || o.replay != ""):
 		return o, usageError{"--from-netns and --netns trace a live run: not with --demo, --check or --replay"}
-	case !o.demo && !o.check && o.replay == "" && len(positional) == 0:
+	case o.verbose && o.jsonOut:
+		return o, usageError{"--verbose lists the namespaces in the text of --check, not with --json"}
+	case o.replay != "" && (o.demo || o.check):
+		return o, usageError{"--replay excludes --demo and --check"}
+	case !o.version && !o.demo && !o.check && o.replay == "" && len(positional) == 0:
 		return o, usageError{"missing target"}
 	case len(positional) > 1:
 		return o, usageError{fmt.Sprintf("one target only, got %s", strings.Join(positional, " "))}
+	}
+	if err := refuseUnusedFlags(o, set); err != nil {
+		return o, err
 	}
 	if len(positional) == 1 {
 		o.target = positional[0]
@@ -282,17 +301,94 @@ func parseArgs(args []string, stdout io.Writer) (options, error) {
 // maxPayload is the largest ICMP echo payload in an IPv4 packet, as ping's.
 const maxPayload = 65507
 
-// splitShortValues turns ping-style "-c3" into "-c", "3".
-func splitShortValues(args []string) []string {
+// liveOnly are the flags that shape a live run: they mean nothing to
+// --check or --replay.
+var liveOnly = []string{"c", "count", "i", "interval", "W", "timeout", "s", "size", "t", "ttl", "M", "pmtudisc",
+	"I", "interface", "m", "mark", "4", "6", "netfilter", "record", "from-netns", "netns", "ring-pages"}
+
+// refuseUnusedFlags refuses the flags that mean nothing in the chosen mode,
+// rather than ignore them: --check --record x would otherwise exit 0 and
+// write nothing.
+func refuseUnusedFlags(o options, set map[string]bool) error {
+	var mode string
+	var unused []string
+	switch {
+	case o.version:
+		return nil
+	case o.check:
+		mode, unused = "--check", slices.Concat(liveOnly, []string{"stats", "svg"})
+	case o.replay != "" && o.pcapng != "":
+		mode, unused = "--replay with --pcapng", slices.Concat(liveOnly, []string{"attach", "json", "stats", "svg"})
+	case o.replay != "":
+		mode, unused = "--replay", slices.Concat(liveOnly, []string{"attach"})
+	default:
+		return nil
+	}
+	for _, name := range unused {
+		if set[name] {
+			dash := "-"
+			if len(name) > 1 {
+				dash = "--"
+			}
+			return usageError{fmt.Sprintf("%s%s does not apply to %s", dash, name, mode)}
+		}
+	}
+	return nil
+}
+
+// splitShortValues turns ping-style "-c3" into "-c", "3". A lowercase
+// letter (or W) taking a number is split only when a number follows, so
+// "-check", "-count", "-stats" or "-ttl 3" stay whole; -M and -I take words,
+// and no flag name starts with an uppercase M or I. The value of a flag of
+// fs ("-W -Inf") is never split.
+func splitShortValues(fs *flag.FlagSet, args []string) []string {
 	out := make([]string, 0, len(args))
+	isValue := false
 	for _, a := range args {
-		if len(a) > 2 && a[0] == '-' && strings.ContainsRune("ciWstMIm", rune(a[1])) && a[2] != '=' {
+		if isValue {
+			out, isValue = append(out, a), false
+			continue
+		}
+		numeric := len(a) > 2 && strings.ContainsRune("ciWstm", rune(a[1])) && isDecimal(a[2:])
+		word := len(a) > 2 && strings.ContainsRune("MI", rune(a[1])) && a[2] != '='
+		if a != "" && a[0] == '-' && (numeric || word) {
 			out = append(out, a[:2], a[2:])
 			continue
 		}
+		isValue = takesValue(fs, a)
 		out = append(out, a)
 	}
 	return out
+}
+
+// takesValue reports whether a is a flag of fs whose value is the next argument.
+func takesValue(fs *flag.FlagSet, a string) bool {
+	name := strings.TrimLeft(a, "-")
+	if len(a)-len(name) < 1 || len(a)-len(name) > 2 || strings.Contains(name, "=") {
+		return false
+	}
+	f := fs.Lookup(name)
+	if f == nil {
+		return false
+	}
+	b, ok := f.Value.(interface{ IsBoolFlag() bool })
+	return !ok || !b.IsBoolFlag()
+}
+
+// isDecimal reports whether s is digits with at most one decimal point.
+func isDecimal(s string) bool {
+	digits, points := 0, 0
+	for _, r := range s {
+		switch {
+		case r >= '0' && r <= '9':
+			digits++
+		case r == '.':
+			points++
+		default:
+			return false
+		}
+	}
+	return digits > 0 && points <= 1
 }
 
 // seconds is a duration flag that also takes a plain number of seconds, as ping does.
@@ -302,6 +398,11 @@ func (s *seconds) String() string { return time.Duration(*s).String() }
 
 func (s *seconds) Set(v string) error {
 	if f, err := strconv.ParseFloat(v, 64); err == nil {
+		// NaN, Inf and huge values are refused before the conversion
+		// could overflow into a wrong but valid duration.
+		if math.IsNaN(f) || math.Abs(f) > maxWait.Seconds() {
+			return fmt.Errorf("want at most %g seconds, not %q", maxWait.Seconds(), v)
+		}
 		*s = seconds(f * float64(time.Second))
 		return nil
 	}
@@ -321,11 +422,14 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if o.diff {
 		return diffRuns(o, stdout, stderr)
 	}
+	if o.version {
+		return printVersion(stdout)
+	}
 	if o.replay != "" {
 		return replay(o, stdout, stderr)
 	}
 	if o.check {
-		return check(stdout, o.verbose, o.attach)
+		return check(stdout, o.jsonOut, o.verbose, o.attach)
 	}
 	if os.Geteuid() != 0 {
 		return errors.New("tracing needs root (BPF, perf events and a raw socket): run it with sudo")
@@ -346,7 +450,10 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	defer ro.close()
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	// Every signal that would end the process ends the run instead, so the
+	// deferred cleanups run: a closed terminal (SIGHUP) or a closed pipe
+	// (SIGPIPE: the write to stdout then fails with EPIPE) included.
+	ctx, stop := signal.NotifyContext(context.Background(), stopSignals...)
 	defer stop()
 	if o.demo {
 		return runDemo(ctx, o, recFile, ro.writer, stderr)
@@ -355,10 +462,14 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if err := refuseNonUnicast(target); err != nil {
+		return err
+	}
 	s, err := openSession(o, recFile, ro.writer)
 	if err != nil {
 		return err
 	}
+	defer s.Close()
 	if err := s.trace(ctx, target, o); err != nil && !errors.Is(err, errUnanswered) {
 		return err
 	} else if ferr := ro.finish(); ferr != nil {
@@ -366,6 +477,12 @@ func run(args []string, stdout, stderr io.Writer) error {
 	} else {
 		return err
 	}
+}
+
+// stopSignals are the catchable signals whose default action ends a process.
+var stopSignals = []os.Signal{
+	syscall.SIGHUP, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGPIPE, syscall.SIGALRM, syscall.SIGTERM,
+	syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGXCPU, syscall.SIGXFSZ, syscall.SIGVTALRM,
 }
 
 // resolve turns TARGET into one address, preferring IPv4 like ping.

@@ -3,8 +3,11 @@ package main
 import (
 	"bytes"
 	"errors"
+	"flag"
 	"net/netip"
 	"reflect"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -129,5 +132,118 @@ func TestReasonName(t *testing.T) {
 	}
 	if got := (&session{}).reasonName(0); got != "" {
 		t.Errorf("a kernel without reasons named one %q", got)
+	}
+}
+
+// TestParseArgsPingStyleOnlyNumbers: a short flag glued to its value is
+// split only when the value is a number, so Go-style single-dash long flags
+// keep working.
+func TestParseArgsPingStyleOnlyNumbers(t *testing.T) {
+	o, err := parseArgs([]string{"-check"}, nil)
+	if err != nil || !o.check {
+		t.Errorf("-check: %+v, %v", o, err)
+	}
+	o, err = parseArgs([]string{"-count", "2", "-interval", "0.1", "-W3", "-c7", "x"}, nil)
+	if err != nil || o.count != 7 || o.interval != 100*time.Millisecond || o.timeout != 3*time.Second {
+		t.Errorf("-count 2 -interval 0.1 -W3 -c7: %+v, %v", o, err)
+	}
+	for _, a := range []string{"-c3", "-i0.25", "-W.5", "-c10", "-s56", "-t3", "-m7", "-Mdo", "-Ieth0"} {
+		if got := splitShortValues(flag.NewFlagSet("", 0), []string{a}); len(got) != 2 {
+			t.Errorf("%s split as %q", a, got)
+		}
+	}
+	for _, a := range []string{"-check", "-count", "-interval", "-c=3", "-i1.2.3", "-Wx", "-c-1", "-stats", "-svg", "-ttl", "-mark"} {
+		if got := splitShortValues(flag.NewFlagSet("", 0), []string{a}); len(got) != 1 {
+			t.Errorf("%s split as %q", a, got)
+		}
+	}
+}
+
+// TestParseArgsBounds: durations beyond the bounds, NaN and Inf are refused
+// with the bound, never overflowed into another value.
+func TestParseArgsBounds(t *testing.T) {
+	for _, args := range [][]string{
+		{"-W", "1e10", "x"}, {"-i", "1e10", "x"}, {"-W", "NaN", "x"}, {"-i", "NaN", "x"}, {"-W", "Inf", "x"},
+		{"-i", "+Inf", "x"}, {"-W", "-Inf", "x"}, {"-W", "3601", "x"}, {"-i", "2h", "x"}, {"-W", "100000h", "x"},
+		{"-i", "-0.5", "x"},
+	} {
+		_, err := parseArgs(args, nil)
+		var ue usageError
+		if !errors.As(err, &ue) {
+			t.Errorf("parseArgs(%q) = %v, want a usage error", args, err)
+			continue
+		}
+		if !strings.Contains(err.Error(), "3600") && !strings.Contains(err.Error(), "1h") {
+			t.Errorf("parseArgs(%q): %v does not say the bound", args, err)
+		}
+	}
+	o, err := parseArgs([]string{"-W", "3600", "-i", "1h", "x"}, nil)
+	if err != nil || o.timeout != time.Hour || o.interval != time.Hour {
+		t.Errorf("the bounds themselves: %+v, %v", o, err)
+	}
+}
+
+// TestParseArgsModeFlags: a flag that means nothing in the chosen mode is
+// refused, naming the flag and the mode; --check --json is supported.
+func TestParseArgsModeFlags(t *testing.T) {
+	for args, flag := range map[string]string{
+		"--check --record x.tpk":                  "--record",
+		"--check -c 2":                            "-c",
+		"--check --netfilter off":                 "--netfilter",
+		"--check -6":                              "-6",
+		"--replay a.tpk -W 2":                     "-W",
+		"--replay a.tpk --interval 1":             "--interval",
+		"--replay a.tpk --netfilter kprobe":       "--netfilter",
+		"--replay a.tpk --pcapng b.pcapng --json": "--json",
+		"--version --json":                        "--version",
+		"--version x":                             "--version",
+	} {
+		_, err := parseArgs(strings.Fields(args), nil)
+		var ue usageError
+		if !errors.As(err, &ue) || !strings.Contains(err.Error(), flag) {
+			t.Errorf("parseArgs(%s) = %v, want a usage error naming %s", args, err, flag)
+		}
+	}
+	for _, args := range []string{"--check --json", "--replay a.tpk --json", "--replay a.tpk --pcapng b.pcapng", "--demo -c 2 --json --record x", "--version"} {
+		if _, err := parseArgs(strings.Fields(args), nil); err != nil {
+			t.Errorf("parseArgs(%s): %v", args, err)
+		}
+	}
+}
+
+// TestRefuseNonUnicast: multicast, broadcast and unspecified targets are
+// refused with one line, before anything is sent.
+func TestRefuseNonUnicast(t *testing.T) {
+	for _, a := range []string{"224.0.0.1", "239.1.2.3", "ff02::1", "ff05::2", "255.255.255.255", "0.0.0.0", "::"} {
+		err := refuseNonUnicast(netip.MustParseAddr(a))
+		var ue usageError
+		if !errors.As(err, &ue) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("refuseNonUnicast(%s) = %v, want a one-line usage error", a, err)
+		}
+	}
+	for _, a := range []string{"127.0.0.1", "::1"} {
+		if err := refuseNonUnicast(netip.MustParseAddr(a)); err != nil {
+			t.Errorf("refuseNonUnicast(%s) = %v", a, err)
+		}
+	}
+}
+
+// TestVersion: --version names the version, the commit (unknown in a test
+// binary, which has no VCS stamp), Go and cilium/ebpf.
+func TestVersion(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	if code := exitCode(run([]string{"--version"}, &stdout, &stderr), &stderr); code != 0 {
+		t.Fatalf("--version exits %d: %s", code, stderr.String())
+	}
+	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
+	if len(lines) != 4 || lines[0] != "tracepkt-perf "+version || !strings.HasPrefix(lines[1], "commit ") ||
+		lines[2] != runtime.Version() || !strings.HasPrefix(lines[3], "cilium/ebpf v0.") {
+		t.Errorf("--version printed:\n%s", stdout.String())
+	}
+	info := &debug.BuildInfo{GoVersion: "go1.99", Settings: []debug.BuildSetting{{Key: "vcs.revision", Value: "abc123"}, {Key: "vcs.modified", Value: "true"}},
+		Deps: []*debug.Module{{Path: "github.com/cilium/ebpf", Version: "v0.22.0"}}}
+	want := "tracepkt-perf " + version + "\ncommit abc123 (with local changes)\ngo1.99\ncilium/ebpf v0.22.0\n"
+	if got := versionText(info); got != want {
+		t.Errorf("versionText = %q, want %q", got, want)
 	}
 }

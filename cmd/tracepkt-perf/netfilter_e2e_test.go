@@ -161,15 +161,7 @@ func TestE2ENetfilterDropInForward(t *testing.T) {
 // privileges: the replay must print exactly what the live run printed.
 func TestE2ERecordReplay(t *testing.T) {
 	topo, n := vethPair(t)
-	// Open to the unprivileged replaying user (t.TempDir's parent is not).
-	dir, err := os.MkdirTemp("", "tracepkt-replay-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	dir := openTempDir(t)
 	for _, mode := range [][]string{nil, {"--json"}} {
 		file := filepath.Join(dir, fmt.Sprintf("run%d.tpk", len(mode)))
 		if err := topo.CheckOwnRoute(n.Source, n.Target6); err != nil {
@@ -192,6 +184,21 @@ func TestE2ERecordReplay(t *testing.T) {
 	if res.code != 2 || !strings.Contains(res.stderr, "record: open /nonexistent/dir/x.tpk") || res.stdout != "" {
 		t.Errorf("unwritable recording: exit %d, stderr %q, stdout %q", res.code, res.stderr, res.stdout)
 	}
+}
+
+// openTempDir is a directory removed with t and open to an unprivileged
+// user (t.TempDir's parent is not).
+func openTempDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "tracepkt-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
 
 // runToolAs runs a copy of the tool, in dir, as another user (no privileges):

@@ -53,13 +53,18 @@ type session struct {
 // openSession prepares a live run. recFile, when not nil, receives the
 // recording; the snapshot is taken now, so a demo must have built its
 // topology before.
-func openSession(o options, recFile *os.File, newWriter func(*renderContext) journeyWriter) (*session, error) {
+func openSession(o options, recFile *os.File, newWriter func(*renderContext) journeyWriter) (_ *session, err error) {
 	offsets := sync.OnceValues(probes.KernelOffsets)
 	go offsets()
 	fs, err := tracefs.Open()
 	if err != nil {
 		return nil, err
 	}
+	defer func() {
+		if err != nil {
+			fs.Close()
+		}
+	}()
 	if err := allowBPFMemory(); err != nil {
 		return nil, err
 	}
@@ -131,6 +136,8 @@ func allowBPFMemory() error {
 	}
 	return nil
 }
+// Close releases what openSession opened.
+func (s *session) Close() error { return s.fs.Close() }
 
 // trace sends o.count echoes to target and writes each journey as it completes.
 func (s *session) trace(ctx context.Context, target netip.Addr, o options) (err error) {
