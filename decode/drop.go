@@ -94,6 +94,8 @@ func (j *Journey) Result() string {
 	switch {
 	case j.Replied:
 		return "reply"
+	case j.Interrupted:
+		return "interrupted"
 	case j.Error != nil:
 		return j.Error.Result()
 	case j.Drop != nil:

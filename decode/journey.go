@@ -18,6 +18,8 @@ type Outcome struct {
 	RTT time.Duration
 	// Timeout is how long the pinger waited, when not Replied.
 	Timeout time.Duration
+	// Interrupted: a signal ended the wait for the reply, after Timeout.
+	Interrupted bool
 	// Error is the ICMP error about the request that reached the pinger.
 	Error *ICMPError
 	// Drop is the free that ended the journey, when one did.

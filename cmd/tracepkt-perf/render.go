@@ -239,6 +239,12 @@ func summary(j *decode.Journey, rc *renderContext) string {
 			fmt.Fprintf(&b, "; request path %s, in the target %s, reply path %s", stats.FormatDuration(req), stats.FormatDuration(target), stats.FormatDuration(rep))
 		}
 	} else {
+		// within the timeout, or after a part of it for an echo a signal cut short
+		within := " within "
+		if j.Interrupted {
+			b.WriteString("interrupted: ")
+			within = " after "
+		}
 		fmt.Fprintf(&b, "no reply from %s (seq %d)", j.Target, j.Seq)
 		nfDrop, byRule := j.NetfilterDrop()
 		switch {
@@ -256,12 +262,12 @@ func summary(j *decode.Journey, rc *renderContext) string {
 				b.WriteString("\n  " + dropLine(j.Drop, rc))
 			}
 		case byRule:
-			fmt.Fprintf(&b, " within %s: the %s was dropped by %s.%s (%s) in network namespace %s", stats.FormatDuration(j.Timeout),
+			fmt.Fprintf(&b, "%s%s: the %s was dropped by %s.%s (%s) in network namespace %s", within, stats.FormatDuration(j.Timeout),
 				decode.PacketType(familyOf(nfDrop.Src), nfDrop.ICMPType), nfDrop.Table, nfDrop.Chain, nfDrop.RuleText(), rc.netnsCell(nfDrop.Netns))
 		case j.Drop != nil:
 			b.WriteString(": " + dropLine(j.Drop, rc))
 		default:
-			fmt.Fprintf(&b, " within %s", stats.FormatDuration(j.Timeout))
+			fmt.Fprintf(&b, "%s%s", within, stats.FormatDuration(j.Timeout))
 			if last, ok := j.LastRequest(); ok {
 				// The reply, once there is one, went further.
 				if n := len(j.Hops); !j.Hops[n-1].IsRequest() && !j.Hops[n-1].IsError() {

@@ -146,32 +146,28 @@ func (s *session) trace(ctx context.Context, target netip.Addr, o options) (err 
 		return err
 	}
 	defer func() { err = errors.Join(err, src.close()) }()
-	// A signal closes the sources: blocked reads return at once and the
-	// deferred close above releases everything.
-	interrupted := context.AfterFunc(ctx, src.interrupt)
+	// A signal closes the pinger: a pending Receive returns at once, and
+	// the outstanding echo is shown with what the sources saw of it.
+	interrupted := context.AfterFunc(ctx, func() { src.pinger.Close() })
 	defer interrupted()
 
-	// Like ping, a signal ends the run early: the echoes completed so far
-	// decide the exit status.
+	// Like ping, a signal ends the run early; any echo without a reply,
+	// the interrupted one included, makes the exit status 1.
 	var recs []decode.Record
-	unanswered := 0
-	for seq := uint16(1); int(seq) <= o.count; seq++ {
-		if seq > 1 {
-			select {
-			case <-ctx.Done():
-			case <-time.After(o.interval):
-			}
-		}
-		if ctx.Err() != nil {
-			break
-		}
-		j, events, err := echo(src.pinger, src.tracer, src.nf, target, seq, o.timeout, &recs)
-		if ctx.Err() != nil {
-			break
-		}
-		if err != nil {
+	unanswered, sent := 0, 0
+	err = pace(ctx, o.count, o.interval, realClock{}, func(seq uint16) error {
+		j, events, err := echo(ctx, src.pinger, src.tracer, src.nf, target, seq, o.timeout, &recs)
+		switch {
+		case errors.Is(err, errNotSent):
+			return nil
+		case errors.Is(err, ping.ErrNoRoute) && sent == 0:
+			return fmt.Errorf("no route to %s", target)
+		case errors.Is(err, ping.ErrNoRoute):
+			return fmt.Errorf("no route to %s any more (seq %d): the route went away during the run", target, seq)
+		case err != nil:
 			return err
 		}
+		sent++
 		snap, err := s.ns.learn(&j, s.rec != nil)
 		if err != nil {
 			return err
@@ -194,6 +190,10 @@ func (s *session) trace(ctx context.Context, target netip.Addr, o options) (err 
 			return err
 		}
 		s.results = append(s.results, j.Result())
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	if unanswered > 0 {
 		return errUnanswered
@@ -278,19 +278,16 @@ func (src *sources) close() error {
 	return errors.Join(err, nfErr)
 }
 
-// interrupt closes the sources so that blocked reads return at once.
-func (src *sources) interrupt() {
-	src.pinger.Close()
-	src.tracer.Close()
-	if src.nf != nil {
-		src.nf.Close()
-	}
-}
+// errNotSent: a signal came before the echo was sent; there is nothing to show.
+var errNotSent = errors.New("interrupted before the echo was sent")
 
 // echo sends one request, waits for its reply or the timeout, then collects
 // what the sources hold: every probe fired before the reply reached our
 // socket, and every trace message was sent before the packet moved on.
-func echo(p *ping.Pinger, t *probes.Tracer, nf *nftrace.Tracer, target netip.Addr, seq uint16, timeout time.Duration, recs *[]decode.Record) (decode.Journey, []decode.NetfilterEvent, error) {
+func echo(ctx context.Context, p *ping.Pinger, t *probes.Tracer, nf *nftrace.Tracer, target netip.Addr, seq uint16, timeout time.Duration, recs *[]decode.Record) (decode.Journey, []decode.NetfilterEvent, error) {
+	if ctx.Err() != nil {
+		return decode.Journey{}, nil, errNotSent
+	}
 	sent, err := p.Send(seq)
 	var tooBig *ping.TooBigError
 	if errors.As(err, &tooBig) {
@@ -303,17 +300,21 @@ func echo(p *ping.Pinger, t *probes.Tracer, nf *nftrace.Tracer, target netip.Add
 		return decode.NewJourney(o, nil, nil), nil, nil
 	}
 	if err != nil {
-		if errors.Is(err, ping.ErrNoRoute) {
-			return decode.Journey{}, nil, fmt.Errorf("no route to %s", target)
+		if ctx.Err() != nil {
+			return decode.Journey{}, nil, errNotSent
 		}
 		return decode.Journey{}, nil, err
 	}
 	deadline := sent.Add(timeout)
 	var reply ping.Reply
-	replied, answered := false, false
+	replied, answered, interrupted := false, false, false
 	for !answered {
 		reply, err = p.Receive(deadline)
 		if errors.Is(err, os.ErrDeadlineExceeded) {
+			break
+		}
+		if err != nil && ctx.Err() != nil {
+			interrupted = true
 			break
 		}
 		if err != nil {
@@ -324,6 +325,7 @@ func echo(p *ping.Pinger, t *probes.Tracer, nf *nftrace.Tracer, target netip.Add
 		answered = reply.Seq == seq
 		replied = answered && reply.Error == nil
 	}
+	waited := time.Since(sent)
 
 	if answered && !replied {
 		// The kernel frees the request right after it sends the error, and
@@ -349,7 +351,10 @@ func echo(p *ping.Pinger, t *probes.Tracer, nf *nftrace.Tracer, target netip.Add
 			return decode.Journey{}, nil, fmt.Errorf("netfilter: %w", err)
 		}
 	}
-	o := decode.Outcome{Target: target, EchoID: p.ID(), Seq: seq, Replied: replied, Timeout: timeout}
+	o := decode.Outcome{Target: target, EchoID: p.ID(), Seq: seq, Replied: replied, Timeout: timeout, Interrupted: interrupted}
+	if interrupted {
+		o.Timeout = waited
+	}
 	if replied {
 		o.RTT = reply.Received.Sub(sent)
 	}

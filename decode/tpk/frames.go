@@ -116,16 +116,27 @@ func encodeSnapshot(b []byte, s *decode.Snapshot) []byte {
 	return b
 }
 
-// encodeOutcome: Target:addr EchoID Seq:uvarint Replied:u8 RTT Timeout:varint ns.
+// The Replied byte of an outcome.
+const (
+	outcomeTimeout     byte = 0
+	outcomeReply       byte = 1
+	outcomeInterrupted byte = 2
+)
+
+// encodeOutcome: Target:addr EchoID Seq:uvarint Replied:u8 (0 timeout, 1 reply,
+// 2 interrupted by a signal) RTT Timeout:varint ns.
 func encodeOutcome(b []byte, o *EchoOutcome) []byte {
 	b = appendAddr(b, unzoned(o.Target))
 	b = binary.AppendUvarint(b, uint64(o.EchoID))
 	b = binary.AppendUvarint(b, uint64(o.Seq))
-	replied := byte(0)
-	if o.Replied {
-		replied = 1
+	result := outcomeTimeout
+	switch {
+	case o.Replied:
+		result = outcomeReply
+	case o.Interrupted:
+		result = outcomeInterrupted
 	}
-	b = append(b, replied)
+	b = append(b, result)
 	b = binary.AppendVarint(b, int64(o.RTT))
 	b = binary.AppendVarint(b, int64(o.Timeout))
 	// Appended fields, only when there is something to say: older readers
@@ -287,7 +298,8 @@ func (r *Reader) decodeOutcome(body []byte, o *EchoOutcome) error {
 	o.Target = c.addr()
 	o.EchoID = c.uvarint16()
 	o.Seq = c.uvarint16()
-	o.Replied = c.byte() != 0
+	result := c.byte()
+	o.Replied, o.Interrupted = result == outcomeReply, result == outcomeInterrupted
 	o.RTT = time.Duration(c.varint())
 	o.Timeout = time.Duration(c.varint())
 	o.Netfilter, o.Error, o.Drop, o.Hint = nil, nil, nil, ""

@@ -37,6 +37,7 @@ type Topology struct {
 	netns  []*Netns    // created namespaces, in creation order
 	links  []ownedLink // every created link, both ends of a veth
 	dels   []ownedLink // links that Close deletes itself: those outside created namespaces
+	guards []guardRoute
 }
 
 type ownedLink struct {
@@ -58,7 +59,7 @@ func (t *Topology) Close() error {
 		return nil
 	}
 	t.closed = true
-	dels, nss, root := t.dels, t.netns, t.root
+	dels, nss, root, guards := t.dels, t.netns, t.root, t.guards
 	t.mu.Unlock()
 
 	var errs []error
@@ -75,6 +76,12 @@ func (t *Topology) Close() error {
 		n.f = nil
 		if err := removeNamedNetns(n.Path); err != nil {
 			errs = append(errs, fmt.Errorf("remove %v: %w", n, err))
+		}
+	}
+	// Guards go last: they stand in for links until nothing is left to send.
+	for _, g := range guards {
+		if err := removeGuard(g); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if root != nil {

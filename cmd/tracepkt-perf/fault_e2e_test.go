@@ -1,0 +1,151 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tracepkt/tracepkt-perf/internal/testenv"
+	"github.com/tracepkt/tracepkt-perf/internal/topology"
+)
+
+// waitCounter waits until the nftables rule with comment name in ns has
+// counted a packet: the test's own view that an echo reached it.
+func waitCounter(t *testing.T, ns *topology.Netns, table string) {
+	t.Helper()
+	re := regexp.MustCompile(`counter packets [1-9]`)
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if re.MatchString(inNetns(t, ns, "nft", "list", "table", "inet", table)) {
+			return
+		}
+	}
+	t.Fatalf("no packet reached the rule of table %s", table)
+}
+
+// TestE2EInterruptedDrop: a signal while the echo is being dropped shows
+// what was seen of it, marked interrupted, with the drop named, and exits 1.
+func TestE2EInterruptedDrop(t *testing.T) {
+	topo, n := vethPair(t)
+	testenv.RequireCommands(t, "nft")
+	root, peer := inode(t, n.Root), inode(t, n.Netns)
+	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
+		t.Run(sig.String(), func(t *testing.T) {
+			table := topology.UniqueName("tpd")
+			inNetns(t, n.Netns, "nft", "add table inet "+table+"; add chain inet "+table+" in { type filter hook input priority 0; policy accept; }; add rule inet "+table+" in icmp type echo-request counter drop")
+			defer inNetns(t, n.Netns, "nft", "delete table inet "+table)
+			if err := topo.CheckOwnRoute(n.Source, n.Target4); err != nil {
+				t.Fatal(err)
+			}
+			cmd, stdout, stderr := startTool(t, "--json", "-c", "1", "-W", "30", n.Target4.String())
+			waitCounter(t, n.Netns, table)
+			// The nftables trace message left before the packet was dropped,
+			// and the tool drains what came: a short settle suffices.
+			time.Sleep(50 * time.Millisecond)
+			if err := cmd.Process.Signal(sig); err != nil {
+				t.Fatal(err)
+			}
+			out, _ := io.ReadAll(stdout)
+			cmd.Wait()
+			if code := cmd.ProcessState.ExitCode(); code != 1 {
+				t.Fatalf("exit %d, want 1; stderr:\n%s\nstdout:\n%s", code, stderr, out)
+			}
+			var e jsonEcho
+			if err := jsonUnmarshal(string(out), &e); err != nil {
+				t.Fatalf("%v: %q", err, out)
+			}
+			want := []string{
+				row(root, n.HostLink, "out", "request"),
+				row(peer, "eth0", "in", "request"),
+				nfWant(peer, "eth0", table+".in", "DROP", "icmp type echo-request counter drop"),
+			}
+			if got := rowsWithNetfilter(e); e.Result != "interrupted" || strings.Join(got, "\n") != strings.Join(want, "\n") {
+				t.Errorf("result %q, rows:\n%s\nwant interrupted, rows:\n%s", e.Result, strings.Join(got, "\n"), strings.Join(want, "\n"))
+			}
+		})
+	}
+	// The table tells it in words.
+	table := topology.UniqueName("tpd")
+	inNetns(t, n.Netns, "nft", "add table inet "+table+"; add chain inet "+table+" in { type filter hook input priority 0; policy accept; }; add rule inet "+table+" in icmp type echo-request counter drop")
+	defer inNetns(t, n.Netns, "nft", "delete table inet "+table)
+	cmd, stdout, stderr := startTool(t, "-c", "3", "-i", "0", "-W", "30", n.Target4.String())
+	waitCounter(t, n.Netns, table)
+	time.Sleep(50 * time.Millisecond)
+	cmd.Process.Signal(os.Interrupt)
+	out, _ := io.ReadAll(stdout)
+	cmd.Wait()
+	want := fmt.Sprintf("interrupted: no reply from %s (seq 1) after ", n.Target4)
+	if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(string(out), want) ||
+		!strings.Contains(string(out), "the request was dropped by "+table+".in (rule ") || strings.Contains(string(out), "seq 2") {
+		t.Errorf("exit %d, stdout:\n%s\nstderr:\n%s\nwant exit 1 and %q with the drop", code, out, stderr, want)
+	}
+}
+
+// TestE2EBroadcastRefused: a subnet's broadcast address is refused with
+// one line, before anything is sent (the drop-all rule counts nothing).
+func TestE2EBroadcastRefused(t *testing.T) {
+	_, n := vethPair(t)
+	bcast := lastAddr(n.Host4.Masked())
+	res := runTool(t, nil, "-W", "0.2", bcast.String())
+	want := fmt.Sprintf("tracepkt-perf: %s is a broadcast address here: tracepkt-perf traces an echo to one host\n", bcast)
+	if res.code != 2 || !strings.HasPrefix(res.stderr, want) || res.stdout != "" {
+		t.Errorf("exit %d, stderr %q, stdout %q; want exit 2 and %q", res.code, res.stderr, res.stdout, want)
+	}
+}
+
+// lastAddr is the last address of p: its broadcast address in IPv4.
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Addr().As4()
+	host := uint32(1)<<(32-p.Bits()) - 1
+	for i := 0; i < 4; i++ {
+		b[3-i] |= byte(host >> (8 * i))
+	}
+	return netip.AddrFrom4(b)
+}
+
+// TestE2ETargetVethDeleted deletes the target's veth while a run goes on.
+// A guard route for the test's networks is installed first, so the later
+// echoes fail with "unreachable" here instead of following the default
+// route out of the machine. The run shows the echoes before, then says the
+// route went away, with exit 2.
+func TestE2ETargetVethDeleted(t *testing.T) {
+	for _, family := range []string{"ipv4", "ipv6"} {
+		t.Run(family, func(t *testing.T) {
+			topo, n := vethPair(t)
+			target := n.Target4
+			if family == "ipv6" {
+				target = n.Target6
+			}
+			for _, p := range []netip.Prefix{n.Host4, n.Host6} {
+				if err := topo.Guard(n.Root, p); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := topo.CheckOwnRoute(n.Source, target); err != nil {
+				t.Fatal(err)
+			}
+			cmd, stdout, stderr := startTool(t, "-c", "20", "-i", "0.1", "-W", "0.3", target.String())
+			r := bufio.NewReader(stdout)
+			first := readUntil(t, r, "reply from", stderr)
+			if err := topo.DeleteLink(n.Root, n.HostLink); err != nil {
+				t.Fatal(err)
+			}
+			rest, _ := io.ReadAll(r)
+			cmd.Wait()
+			out := first + string(rest)
+			wantErr := fmt.Sprintf("tracepkt-perf: no route to %s any more (seq ", target)
+			if code := cmd.ProcessState.ExitCode(); code != 2 || !strings.HasPrefix(stderr.String(), wantErr) {
+				t.Errorf("exit %d, stderr %q; want exit 2 and %q...\nstdout:\n%s", code, stderr, wantErr, out)
+			}
+			if strings.Contains(out, "seq 20") {
+				t.Errorf("the run went on after the route went away:\n%s", out)
+			}
+		})
+	}
+}
