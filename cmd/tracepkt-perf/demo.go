@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"os"
 
 	"github.com/tracepkt/tracepkt-perf/internal/topology"
 )
@@ -19,7 +18,7 @@ import (
 // other two fail on purpose: the demo exits 0 when every echo came out as
 // meant, 1 otherwise. A demo killed with SIGKILL leaves its links behind; the
 // next demo sweeps them.
-func runDemo(ctx context.Context, o options, recFile *os.File, newWriter func(*renderContext) journeyWriter, stderr io.Writer) (err error) {
+func runDemo(ctx context.Context, o options, rec *recordFile, newWriter func(*renderContext) journeyWriter, stderr io.Writer) (err error) {
 	if err := topology.SweepDemo(topology.DemoBridge); err != nil {
 		return fmt.Errorf("demo: %w", err)
 	}
@@ -67,7 +66,7 @@ func runDemo(ctx context.Context, o options, recFile *os.File, newWriter func(*r
 	fmt.Fprintf(stderr, "demo: bridge %s (%s) in this namespace, veth %s to namespace %s (inode %d); "+
 		"%s drops echo requests in namespace %s; %s is behind router %s, which has no route to it; removed on exit\n",
 		n.Bridge, n.Gateway4, n.HostVeth, n.Container.Name, n.Container.Inode, f.Firewall4, f.Firewall.Name, f.Far4, f.Router.Name)
-	s, err := openSession(o, recFile, newWriter)
+	s, err := openSession(o, rec, newWriter)
 	if err != nil {
 		return err
 	}

@@ -414,7 +414,7 @@ func (s *seconds) Set(v string) error {
 	return nil
 }
 
-func run(args []string, stdout, stderr io.Writer) error {
+func run(args []string, stdout, stderr io.Writer) (err error) {
 	o, err := parseArgs(args, stdout)
 	if err != nil {
 		return err
@@ -434,16 +434,6 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if os.Geteuid() != 0 {
 		return errors.New("tracing needs root (BPF, perf events and a raw socket): run it with sudo")
 	}
-	// A recording that cannot be written fails before anything is attached.
-	var recFile *os.File
-	if o.record != "" {
-		f, err := os.Create(o.record)
-		if err != nil {
-			return fmt.Errorf("record: %w", err)
-		}
-		defer f.Close()
-		recFile = f
-	}
 	ro, err := newRunOutput(o, stdout)
 	if err != nil {
 		return err
@@ -455,17 +445,29 @@ func run(args []string, stdout, stderr io.Writer) error {
 	// (SIGPIPE: the write to stdout then fails with EPIPE) included.
 	ctx, stop := signal.NotifyContext(context.Background(), stopSignals...)
 	defer stop()
+	var target netip.Addr
+	if !o.demo {
+		if target, err = resolve(ctx, o.target, o.only4, o.only6); err != nil {
+			return err
+		}
+		if err := refuseNonUnicast(target); err != nil {
+			return err
+		}
+	}
+	// The recording is opened once the input is known to be good, and
+	// fails before anything is attached; its path is only written once
+	// an echo is in it.
+	var rec *recordFile
+	if o.record != "" {
+		if rec, err = createRecordFile(o.record); err != nil {
+			return fmt.Errorf("record: %w", err)
+		}
+		defer func() { err = closeRecording(rec, err, stderr) }()
+	}
 	if o.demo {
-		return runDemo(ctx, o, recFile, ro.writer, stderr)
+		return runDemo(ctx, o, rec, ro.writer, stderr)
 	}
-	target, err := resolve(ctx, o.target, o.only4, o.only6)
-	if err != nil {
-		return err
-	}
-	if err := refuseNonUnicast(target); err != nil {
-		return err
-	}
-	s, err := openSession(o, recFile, ro.writer)
+	s, err := openSession(o, rec, ro.writer)
 	if err != nil {
 		return err
 	}
@@ -477,6 +479,21 @@ func run(args []string, stdout, stderr io.Writer) error {
 	} else {
 		return err
 	}
+}
+
+// closeRecording closes the recording at the end of a run that ended with
+// err: a failure to sync or close it fails the run; a run that recorded no
+// echo says so, and leaves the path as it was.
+func closeRecording(rec *recordFile, err error, stderr io.Writer) error {
+	cerr := rec.Close()
+	switch {
+	case errors.Is(cerr, errNothingRecorded):
+		fmt.Fprintf(stderr, "tracepkt-perf: record: %v\n", cerr)
+		return err
+	case cerr != nil:
+		return errors.Join(err, fmt.Errorf("record: %w", cerr))
+	}
+	return err
 }
 
 // stopSignals are the catchable signals whose default action ends a process.

@@ -42,6 +42,7 @@ type session struct {
 	from      *netns.Netns  // where the echo starts (--from-netns); nil: here
 	rec       *tpk.Writer
 	rc        *renderContext
+	recFile   *recordFile
 	w         journeyWriter
 	// reasons are the names of skb:kfree_skb's drop reasons on this kernel,
 	// from its format; none before 5.17.
@@ -50,10 +51,10 @@ type session struct {
 	results []string
 }
 
-// openSession prepares a live run. recFile, when not nil, receives the
+// openSession prepares a live run. rec, when not nil, receives the
 // recording; the snapshot is taken now, so a demo must have built its
 // topology before.
-func openSession(o options, recFile *os.File, newWriter func(*renderContext) journeyWriter) (_ *session, err error) {
+func openSession(o options, rec *recordFile, newWriter func(*renderContext) journeyWriter) (_ *session, err error) {
 	offsets := sync.OnceValues(probes.KernelOffsets)
 	go offsets()
 	fs, err := tracefs.Open()
@@ -104,7 +105,7 @@ func openSession(o options, recFile *os.File, newWriter func(*renderContext) jou
 		}
 	}
 	// The table needs the namespaces' names; a recording keeps their interfaces too.
-	snap, err := netns.Snapshot(s.ns.all, s.ns.owners, recFile != nil)
+	snap, err := netns.Snapshot(s.ns.all, s.ns.owners, rec != nil)
 	if err != nil {
 		return nil, err
 	}
@@ -112,8 +113,9 @@ func openSession(o options, recFile *os.File, newWriter func(*renderContext) jou
 	s.rc = newRenderContext(hdr.Capabilities)
 	s.rc.setSnapshot(snap)
 	s.w = newWriter(s.rc)
-	if recFile != nil {
-		if s.rec, err = tpk.NewWriter(recFile, hdr); err != nil {
+	if rec != nil {
+		s.recFile = rec
+		if s.rec, err = tpk.NewWriter(rec, hdr); err != nil {
 			return nil, fmt.Errorf("record: %w", err)
 		}
 		if err := s.rec.WriteSnapshot(snap); err != nil {
@@ -207,6 +209,9 @@ func (s *session) output(j *decode.Journey, recs []decode.Record, events []decod
 	if s.rec != nil {
 		out := tpk.EchoOutcome{Outcome: j.Outcome, Netfilter: events}
 		if err := s.rec.WriteEcho(recs, &out); err != nil {
+			return fmt.Errorf("record: %w", err)
+		}
+		if err := s.recFile.publish(); err != nil {
 			return fmt.Errorf("record: %w", err)
 		}
 	}
