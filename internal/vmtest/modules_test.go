@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/tracepkt/tracepkt-perf/internal/testenv"
 )
 
 // Lines of Debian 6.1.0-56-amd64's modules.dep, plus a compressed module.
@@ -94,12 +96,9 @@ func TestReadModule(t *testing.T) {
 		t.Fatal(err)
 	}
 	files := []string{plain, plain + ".gz"}
-	// xz and zstd decompress through the host's tools; test them where present.
+	// xz and zstd decompress through the host's tools (make deps installs both).
+	testenv.RequireCommands(t, "xz", "zstd")
 	for _, tool := range []string{"xz", "zstd"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Logf("%s not installed: not testing .ko.%s", tool, tool)
-			continue
-		}
 		if out, err := exec.Command(tool, "-k", plain).CombinedOutput(); err != nil {
 			t.Fatalf("%s: %v: %s", tool, err, out)
 		}

@@ -4,12 +4,15 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/tracepkt/tracepkt-perf/internal/testenv"
 )
 
 func TestShellQuoteRoundTrip(t *testing.T) {
+	testenv.RequireCommands(t, "sh")
 	sh, err := exec.LookPath("sh")
 	if err != nil {
-		t.Skip("no sh to check quoting against")
+		t.Fatal(err)
 	}
 	args := []string{"plain", "", "it's", `"double" $HOME \n`, "a b\tc", "'''", "semi;colon|pipe&"}
 	quoted := make([]string, len(args))

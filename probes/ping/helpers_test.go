@@ -2,26 +2,11 @@ package ping
 
 import (
 	"net/netip"
-	"os"
 	"runtime"
 	"testing"
 
 	"golang.org/x/sys/unix"
 )
-
-// requireRoot skips tb unless it runs as root. Under CI=true, where the runner
-// is supposed to provide root, a missing root fails tb instead.
-func requireRoot(tb testing.TB) {
-	tb.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	const why = "needs root: raw ICMP sockets need CAP_NET_RAW, network namespaces CAP_SYS_ADMIN (sudo go test ./probes/ping/)"
-	if os.Getenv("CI") == "true" {
-		tb.Fatal(why + "; CI=true, so this is a failure, not a skip")
-	}
-	tb.Skip(why)
-}
 
 // openPinger opens a pinger for target and closes it when tb ends.
 func openPinger(tb testing.TB, target netip.Addr, id uint16) *Pinger {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tracepkt/tracepkt-perf/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -121,7 +122,7 @@ func TestReceiveSkipsForeignPackets(t *testing.T) {
 }
 
 func TestPingLoopback(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	for _, lo := range loopbacks {
 		t.Run(lo.name, func(t *testing.T) {
 			wantTTL := readSysctlInt(t, lo.ttlSys)
@@ -161,7 +162,7 @@ func TestPingLoopback(t *testing.T) {
 // other pinger's replies were dropped by the kernel before reaching the
 // socket.
 func TestPingersOnlySeeTheirOwnID(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	const count = 5
 	for _, lo := range loopbacks {
 		t.Run(lo.name, func(t *testing.T) {
@@ -215,7 +216,7 @@ func TestPingersOnlySeeTheirOwnID(t *testing.T) {
 // socket filter passes both's replies to both sockets, and the payload cookie
 // keeps them apart.
 func TestPingersSameIDDifferentRuns(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	const count = 3
 	for _, lo := range loopbacks {
 		t.Run(lo.name, func(t *testing.T) {
@@ -252,7 +253,7 @@ func TestPingersSameIDDifferentRuns(t *testing.T) {
 }
 
 func TestReceiveDeadline(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	for _, lo := range loopbacks {
 		t.Run(lo.name, func(t *testing.T) {
 			p := openPinger(t, lo.addr, randomIDs(t, 1)[0])
@@ -272,7 +273,7 @@ func TestReceiveDeadline(t *testing.T) {
 }
 
 func TestCloseUnblocksReceive(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	for _, lo := range loopbacks {
 		t.Run(lo.name, func(t *testing.T) {
 			p, err := Open(lo.addr, randomIDs(t, 1)[0], Options{})
@@ -309,7 +310,7 @@ func TestCloseUnblocksReceive(t *testing.T) {
 // down: no packet is created at all. IPv4 finds no route; IPv6 fails earlier,
 // in source address selection, as ::1 is not configured while lo is down.
 func TestSendNoRoute(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	for _, tc := range []struct {
 		name    string
 		target  netip.Addr
@@ -337,7 +338,7 @@ func TestSendNoRoute(t *testing.T) {
 }
 
 func TestOpenWithoutCapNetRaw(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	for _, lo := range loopbacks {
 		t.Run(lo.name, func(t *testing.T) {
 			err := withoutCapability(t, unix.CAP_NET_RAW, func() error {
@@ -398,7 +399,7 @@ func (s unfilteredSocket) replies(tb testing.TB, v6 bool, pingers []*Pinger) map
 // TestPingLoopbackOptions: ping's shaping options reach the socket, and a
 // larger payload comes back whole.
 func TestPingLoopbackOptions(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	for _, lo := range loopbacks {
 		t.Run(lo.name, func(t *testing.T) {
 			opts := Options{Size: 1000, TTL: 9, PMTUDisc: "do", Interface: "lo", Source: lo.addr, Mark: 7}
