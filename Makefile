@@ -7,7 +7,7 @@ export CGO_ENABLED := 0
 BIN := bin/tracepkt-perf
 
 # Debian packages the tests and the demo use; `make deps` installs the missing ones.
-DEB_PACKAGES := iproute2 iputils-ping nftables iptables tshark qemu-system-x86 busybox-static cpio xz-utils librsvg2-bin \
+DEB_PACKAGES := iproute2 iputils-ping nftables iptables tshark qemu-system-x86 busybox-static cpio xz-utils zstd gcc libc6-dev librsvg2-bin \
 	linux-image-amd64 linux-image-6.12-amd64 podman runc
 
 # Root test packages that also run inside the distro kernel.
@@ -35,9 +35,11 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt would change: $$out"; exit 1; fi
 
-# Unit tests and root end-to-end tests on the running kernel.
+# Unit tests and root end-to-end tests on the running kernel, under the race
+# detector (which needs cgo; the binaries stay static). The end-to-end tests
+# run the test binary as the tool, so the tool itself runs under it too.
 test-host: build
-	$(GO) test -count=1 -p 1 ./...
+	CGO_ENABLED=1 $(GO) test -race -count=1 -p 1 ./...
 
 # The kernel matrix: the root tests inside every Debian amd64 kernel in /boot
 # (make deps installs 6.1 and 6.12), one guest boot per kernel. Listed when

@@ -22,6 +22,7 @@ import (
 // records of their own.
 type Reader struct {
 	mu       sync.Mutex // held by ReadInto, so Close waits for it
+	closeMu  sync.Mutex // held by Close: wakefd changes under it only
 	closed   bool
 	events   *ebpf.Map // the rings by CPU, where the programs write
 	rings    []*perf.Event
@@ -162,9 +163,15 @@ func (r *Reader) ReadInto(rec *decode.Record) error {
 			}
 			timeout = int((left + time.Millisecond - 1) / time.Millisecond)
 		}
+		// Close may tear down the rings while the lock is released: epfd is
+		// read before, and a wait cut short by Close says closed.
+		epfd := r.epfd
 		r.mu.Unlock()
-		_, err := unix.EpollWait(r.epfd, events[:], timeout)
+		_, err := unix.EpollWait(epfd, events[:], timeout)
 		r.mu.Lock()
+		if r.closed {
+			return os.ErrClosed
+		}
 		if err != nil && !errors.Is(err, unix.EINTR) {
 			return fmt.Errorf("epoll_wait: %w", err)
 		}
@@ -197,8 +204,11 @@ func (r *Reader) decodeRaw(rec *decode.Record) (bool, error) {
 	return false, nil
 }
 
-// Close releases every ring; a pending ReadInto returns os.ErrClosed.
+// Close releases every ring; a pending ReadInto returns os.ErrClosed. It is
+// safe to call more than once, from several goroutines at once.
 func (r *Reader) Close() error {
+	r.closeMu.Lock()
+	defer r.closeMu.Unlock()
 	if r.wakefd >= 0 {
 		var one [8]byte
 		binary.NativeEndian.PutUint64(one[:], 1)
