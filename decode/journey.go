@@ -20,6 +20,13 @@ type Outcome struct {
 	Timeout time.Duration
 	// Interrupted: a signal ended the wait for the reply, after Timeout.
 	Interrupted bool
+	// NetfilterLost counts the netfilter trace messages lost while this
+	// echo was traced (socket overflows, unparsable messages); the journey
+	// adds them to its Lost.
+	NetfilterLost uint64
+	// Notes say what went wrong while this echo was traced, without
+	// losing what was seen of it.
+	Notes []string
 	// Error is the ICMP error about the request that reached the pinger.
 	Error *ICMPError
 	// Drop is the free that ended the journey, when one did.
@@ -36,7 +43,8 @@ type Journey struct {
 	Hops []Record
 	// Netfilter are the chain verdicts on this echo, in the order they came.
 	Netfilter []NetfilterEvent
-	// Lost counts records the rings dropped while this echo was traced.
+	// Lost counts records the rings dropped while this echo was traced,
+	// and the netfilter trace messages lost (Outcome.NetfilterLost).
 	Lost uint64
 	// Frees are the drop probe's records of this echo's packets, in kernel
 	// time order; most are not drops (see DropRecord).
@@ -49,7 +57,7 @@ type Journey struct {
 // their order); of the netfilter events, the rules that only let the packet
 // continue (counters, logs) are left out.
 func NewJourney(o Outcome, recs []Record, nf []NetfilterEvent) Journey {
-	j := Journey{Outcome: o}
+	j := Journey{Outcome: o, Lost: o.NetfilterLost}
 	id, seq := o.EchoID, o.Seq
 	for _, e := range nf {
 		if e.EchoID == id && e.Seq == seq && !(e.Type == TraceRule && e.Verdict == "CONTINUE") {

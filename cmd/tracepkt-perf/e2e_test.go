@@ -52,10 +52,14 @@ func runTool(t *testing.T, netns *topology.Netns, args ...string) toolResult {
 	return runCmd(t, exec.Command(argv[0], argv[1:]...))
 }
 
-// runCmd runs the tool's command line and collects what it printed.
+// runCmd runs the tool's command line, in cmd.Env when set, and collects
+// what it printed.
 func runCmd(t *testing.T, cmd *exec.Cmd) toolResult {
 	t.Helper()
-	cmd.Env = append(os.Environ(), asToolEnv+"=1")
+	if cmd.Env == nil {
+		cmd.Env = os.Environ()
+	}
+	cmd.Env = append(cmd.Env, asToolEnv+"=1")
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()

@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
@@ -147,5 +149,51 @@ func TestE2ETargetVethDeleted(t *testing.T) {
 				t.Errorf("the run went on after the route went away:\n%s", out)
 			}
 		})
+	}
+}
+
+// TestE2ENetfilterLookupFails: when looking up a rule's text fails (here an
+// nft(8) that always fails), the echo keeps every row it saw, and a note
+// says what failed.
+func TestE2ENetfilterLookupFails(t *testing.T) {
+	topo, n := vethPair(t)
+	testenv.RequireCommands(t, "nft")
+	root, peer := inode(t, n.Root), inode(t, n.Netns)
+	table := topology.UniqueName("tpa")
+	inNetns(t, n.Netns, "nft", "add table inet "+table+"; add chain inet "+table+" in { type filter hook input priority 0; policy accept; }; add rule inet "+table+" in icmp type echo-request counter accept")
+	defer inNetns(t, n.Netns, "nft", "delete table inet "+table)
+	bin := t.TempDir()
+	if err := os.WriteFile(filepath.Join(bin, "nft"), []byte("#!/bin/sh\necho 'nft: broken on purpose' >&2\nexit 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := topo.CheckOwnRoute(n.Source, n.Target4); err != nil {
+		t.Fatal(err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(self, "--json", n.Target4.String())
+	cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"))
+	res := runCmd(t, cmd)
+	if res.code != 0 {
+		t.Fatalf("exit %d, want 0; stderr:\n%s\nstdout:\n%s", res.code, res.stderr, res.stdout)
+	}
+	var e jsonEcho
+	if err := jsonUnmarshal(res.stdout, &e); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		row(root, n.HostLink, "out", "request"),
+		row(peer, "eth0", "in", "request"),
+		nfWant(peer, "eth0", table+".in", "ACCEPT", ""),
+		row(peer, "eth0", "out", "reply"),
+		row(root, n.HostLink, "in", "reply"),
+	}
+	if got := rowsWithNetfilter(e); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("rows:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if notes := strings.Join(e.Notes, "\n"); !strings.Contains(notes, "netfilter: ") || !strings.Contains(notes, "may be missing their hook or rule") {
+		t.Errorf("notes %q do not say the lookup failed", e.Notes)
 	}
 }

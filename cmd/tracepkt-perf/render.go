@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -286,8 +287,14 @@ func summary(j *decode.Journey, rc *renderContext) string {
 			b.WriteString("\n  " + j.Hint)
 		}
 	}
-	if j.Lost > 0 {
-		fmt.Fprintf(&b, "\n%s lost: the kernel's rings overflowed, rows may be missing", plural(int(j.Lost), "event", "events"))
+	if ring := j.Lost - j.NetfilterLost; ring > 0 {
+		fmt.Fprintf(&b, "\n%s lost: the kernel's rings overflowed, rows may be missing", plural(int(ring), "event", "events"))
+	}
+	if j.NetfilterLost > 0 {
+		fmt.Fprintf(&b, "\nnetfilter: %s lost (trace socket overflowed, or unparsable), netfilter rows may be missing", plural(int(j.NetfilterLost), "trace message batch", "trace message batches"))
+	}
+	for _, n := range j.Notes {
+		b.WriteString("\n" + n)
 	}
 	return b.String()
 }
@@ -324,14 +331,17 @@ type jsonWriter struct {
 
 // jsonEcho is the --json schema; its field names are a contract with users' scripts.
 type jsonEcho struct {
-	Target      string    `json:"target"`
-	Family      string    `json:"family"`
-	EchoID      uint16    `json:"echo_id"`
-	Seq         uint16    `json:"seq"`
-	Result      string    `json:"result"`
-	RTTNs       int64     `json:"rtt_ns"`
-	LostSamples uint64    `json:"lost_samples"`
-	Hops        []jsonHop `json:"hops"`
+	Target      string `json:"target"`
+	Family      string `json:"family"`
+	EchoID      uint16 `json:"echo_id"`
+	Seq         uint16 `json:"seq"`
+	Result      string `json:"result"`
+	RTTNs       int64  `json:"rtt_ns"`
+	LostSamples uint64 `json:"lost_samples"`
+	// NetfilterLost is the part of LostSamples that netfilter trace
+	// messages make up.
+	NetfilterLost uint64    `json:"netfilter_lost,omitempty"`
+	Hops          []jsonHop `json:"hops"`
 	jsonRunNotes
 	// Drop and ICMPError say what ended an echo without a reply; Hint is
 	// the state that explains a loss without a drop.
@@ -432,15 +442,17 @@ type jsonNetfilter struct {
 
 func (w jsonWriter) Journey(j *decode.Journey) error {
 	e := jsonEcho{
-		Target:       j.Target.String(),
-		Family:       family(j.Target),
-		EchoID:       j.EchoID,
-		Seq:          j.Seq,
-		Result:       j.Result(),
-		LostSamples:  j.Lost,
-		Hops:         []jsonHop{},
-		jsonRunNotes: w.rc.jsonNotes(),
+		Target:        j.Target.String(),
+		Family:        family(j.Target),
+		EchoID:        j.EchoID,
+		Seq:           j.Seq,
+		Result:        j.Result(),
+		LostSamples:   j.Lost,
+		NetfilterLost: j.NetfilterLost,
+		Hops:          []jsonHop{},
+		jsonRunNotes:  w.rc.jsonNotes(),
 	}
+	e.Notes = slices.Concat(e.Notes, j.Notes)
 	if j.Replied {
 		e.RTTNs = j.RTT.Nanoseconds()
 	}

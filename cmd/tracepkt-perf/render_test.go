@@ -154,6 +154,16 @@ func refusedJourney() decode.Journey {
 		Error: &decode.ICMPError{Family: 6, Type: 2, MTU: 1280}}}
 }
 
+// troubledJourney is droppedJourney cut short by a signal, with netfilter
+// trace messages lost and a failed rule lookup.
+func troubledJourney() decode.Journey {
+	j := droppedJourney()
+	j.Interrupted, j.Timeout = true, 730*time.Millisecond
+	j.Lost, j.NetfilterLost = 5, 2
+	j.Notes = []string{"netfilter: list rules in 4026532501: nft: exit status 1: netfilter rows may be missing their hook or rule"}
+	return j
+}
+
 // goldenContext names the host and the container's namespace and notes
 // legacy tables, as a run on a kernel without kprobes would.
 func goldenContext() *renderContext {
@@ -182,7 +192,7 @@ func TestNetnsCellBeforeOwners(t *testing.T) {
 func TestTableGolden(t *testing.T) {
 	var buf bytes.Buffer
 	tw := newJourneyWriter(false, &buf, goldenContext())
-	for _, j := range []decode.Journey{bridgeJourney(), lostJourney(), netfilterJourney(), droppedJourney(), noRouteJourney(), kprobeFirstJourney(), refusedJourney(), replyLostJourney(), {Outcome: decode.Outcome{Target: netip.MustParseAddr("fd00::9"), Seq: 2, Timeout: 2 * time.Second}}} {
+	for _, j := range []decode.Journey{bridgeJourney(), lostJourney(), netfilterJourney(), droppedJourney(), noRouteJourney(), kprobeFirstJourney(), refusedJourney(), replyLostJourney(), troubledJourney(), {Outcome: decode.Outcome{Target: netip.MustParseAddr("fd00::9"), Seq: 2, Timeout: 2 * time.Second}}} {
 		if err := tw.Journey(&j); err != nil {
 			t.Fatal(err)
 		}
@@ -193,7 +203,7 @@ func TestTableGolden(t *testing.T) {
 func TestJSONGolden(t *testing.T) {
 	var buf bytes.Buffer
 	w := newJourneyWriter(true, &buf, goldenContext())
-	for _, j := range []decode.Journey{bridgeJourney(), lostJourney(), netfilterJourney(), droppedJourney(), noRouteJourney(), kprobeFirstJourney(), refusedJourney()} {
+	for _, j := range []decode.Journey{bridgeJourney(), lostJourney(), netfilterJourney(), droppedJourney(), noRouteJourney(), kprobeFirstJourney(), refusedJourney(), troubledJourney()} {
 		if err := w.Journey(&j); err != nil {
 			t.Fatal(err)
 		}

@@ -337,6 +337,9 @@ func echo(ctx context.Context, p *ping.Pinger, t *probes.Tracer, nf *nftrace.Tra
 		// the error can reach us first: let the free reach its ring.
 		time.Sleep(errorSettle)
 	}
+	// What the sources hold is kept even when one of them fails: the
+	// failure becomes a note under the echo, never the loss of its rows.
+	var notes []string
 	*recs = (*recs)[:0]
 	t.SetDeadline(time.Now())
 	var r decode.Record
@@ -346,17 +349,22 @@ func echo(ctx context.Context, p *ping.Pinger, t *probes.Tracer, nf *nftrace.Tra
 			break
 		}
 		if err != nil {
-			return decode.Journey{}, nil, err
+			notes = append(notes, fmt.Sprintf("rings: %v: device rows may be missing", err))
+			break
 		}
 		*recs = append(*recs, r)
 	}
 	var events []decode.NetfilterEvent
+	var nfLost uint64
 	if nf != nil {
+		lost := nf.Lost()
 		if events, err = nf.Drain(nftraceQuiet); err != nil {
-			return decode.Journey{}, nil, fmt.Errorf("netfilter: %w", err)
+			notes = append(notes, fmt.Sprintf("netfilter: %v: netfilter rows may be missing their hook or rule", err))
 		}
+		nfLost = nf.Lost() - lost
 	}
-	o := decode.Outcome{Target: target, EchoID: p.ID(), Seq: seq, Replied: replied, Timeout: timeout, Interrupted: interrupted}
+	o := decode.Outcome{Target: target, EchoID: p.ID(), Seq: seq, Replied: replied, Timeout: timeout, Interrupted: interrupted,
+		NetfilterLost: nfLost, Notes: notes}
 	if interrupted {
 		o.Timeout = waited
 	}

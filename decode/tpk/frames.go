@@ -141,15 +141,27 @@ func encodeOutcome(b []byte, o *EchoOutcome) []byte {
 	b = binary.AppendVarint(b, int64(o.Timeout))
 	// Appended fields, only when there is something to say: older readers
 	// stop before them, and files without them stay as version 1 first
-	// wrote them.
-	if len(o.Netfilter) == 0 && o.Error == nil && o.Drop == nil && o.Hint == "" {
+	// wrote them. Then list(netfilter event), the loss (see appendLoss)
+	// and after it, again only when there is something to say,
+	// NetfilterLost:uvarint list(Notes:string).
+	more := o.NetfilterLost != 0 || len(o.Notes) > 0
+	if len(o.Netfilter) == 0 && o.Error == nil && o.Drop == nil && o.Hint == "" && !more {
 		return b
 	}
 	b = binary.AppendUvarint(b, uint64(len(o.Netfilter)))
 	for i := range o.Netfilter {
 		b = appendNetfilter(b, &o.Netfilter[i])
 	}
-	return appendLoss(b, o)
+	b = appendLoss(b, o)
+	if !more {
+		return b
+	}
+	b = binary.AppendUvarint(b, o.NetfilterLost)
+	b = binary.AppendUvarint(b, uint64(len(o.Notes)))
+	for _, n := range o.Notes {
+		b = appendString(b, n)
+	}
+	return b
 }
 
 // Flags of the loss fields after an outcome's netfilter events.
@@ -245,14 +257,18 @@ func appendNetfilter(b []byte, e *decode.NetfilterEvent) []byte {
 	return appendAddr(b, unzoned(e.Dst))
 }
 
-// decodeAppended decodes the netfilter events and the loss appended to an
-// outcome frame into o. Its own cursor keeps the outcome's on the stack when
-// there are none.
+// decodeAppended decodes the fields appended to an outcome frame (see
+// encodeOutcome) into o. Its own cursor keeps the outcome's on the stack
+// when there are none, the common case.
 func decodeAppended(b []byte, o *EchoOutcome) bool {
 	c := frameCursor{b: b}
 	budget := maxItems
 	o.Netfilter = readList(&c, &budget, 20, (*frameCursor).netfilter)
 	c.loss(o)
+	if !c.bad && c.off < len(c.b) {
+		o.NetfilterLost = c.uvarint()
+		o.Notes = readList(&c, &budget, 1, (*frameCursor).string)
+	}
 	return !c.bad
 }
 
@@ -302,7 +318,7 @@ func (r *Reader) decodeOutcome(body []byte, o *EchoOutcome) error {
 	o.Replied, o.Interrupted = result == outcomeReply, result == outcomeInterrupted
 	o.RTT = time.Duration(c.varint())
 	o.Timeout = time.Duration(c.varint())
-	o.Netfilter, o.Error, o.Drop, o.Hint = nil, nil, nil, ""
+	o.Netfilter, o.Error, o.Drop, o.Hint, o.NetfilterLost, o.Notes = nil, nil, nil, "", 0, nil
 	if !c.bad && c.off < len(c.b) {
 		if !decodeAppended(c.b[c.off:], o) {
 			return r.corrupt("bad netfilter events or loss in outcome frame")

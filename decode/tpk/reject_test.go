@@ -77,8 +77,9 @@ func TestUnknownFramesAndFields(t *testing.T) {
 	craft(rec.w, 99, []byte("netfilter rows from the future"))
 	rec.records(recs[2:]...)
 	// An outcome with a field appended by a newer writer, after the (empty)
-	// list of netfilter events and the loss flags (none).
-	craft(rec.w, frameOutcome, append(encodeOutcome(nil, &out), 0, 0, 0x2a, 0x2a))
+	// list of netfilter events, the loss flags (none), no netfilter messages
+	// lost and no notes.
+	craft(rec.w, frameOutcome, append(encodeOutcome(nil, &out), 0, 0, 0, 0, 0x2a, 0x2a))
 	rec.items = append(rec.items, tpkItem{kind: KindOutcome, out: out})
 	craft(rec.w, 1<<40, nil)
 	rec.flush()

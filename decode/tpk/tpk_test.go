@@ -28,6 +28,7 @@ func TestRoundTrip(t *testing.T) {
 	rec.records(oddRecords()...)
 	rec.outcome(EchoOutcome{Outcome: decode.Outcome{Target: testrecord.Ctr6, EchoID: 1, Seq: 2, Timeout: 1500 * time.Millisecond}})
 	rec.outcome(EchoOutcome{Outcome: decode.Outcome{Target: testrecord.Ctr6, EchoID: 1, Seq: 3, Interrupted: true, Timeout: 700 * time.Millisecond}})
+	rec.outcome(EchoOutcome{Outcome: decode.Outcome{Target: testrecord.Ctr6, EchoID: 1, Seq: 4, Timeout: time.Second, NetfilterLost: 3, Notes: []string{"netfilter: list rules: exit status 1"}}})
 	rec.outcome(EchoOutcome{})
 	rec.snapshot(&decode.Snapshot{})
 	rec.snapshot(&decode.Snapshot{Namespaces: []decode.Namespace{{Inode: 1, Interfaces: []decode.Interface{{Addrs: []netip.Prefix{{}}}}}}})

@@ -154,8 +154,8 @@ func traceSocket() (int, error) {
 	return fd, nil
 }
 
-// Lost returns how many times a trace socket overflowed (ENOBUFS) so far: each time, an
-// unknown number of trace messages was lost.
+// Lost returns how many times so far a trace socket overflowed (ENOBUFS: an unknown
+// number of trace messages was lost) or a datagram held a message that does not parse.
 func (t *Tracer) Lost() uint64 {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -241,8 +241,11 @@ func (t *Tracer) readAll() error {
 				t.lost++ // truncated: cannot happen with trace messages of today's sizes
 				continue
 			}
-			// A malformed message ends its datagram; the next one is read on.
-			_ = parseTraceMessages(t.buf[:n], func(m *traceMsg) { st.receive(m, t.echoID) })
+			// A malformed message ends its datagram, and counts as lost; the
+			// next datagram is read on.
+			if err := parseTraceMessages(t.buf[:n], func(m *traceMsg) { st.receive(m, t.echoID) }); err != nil {
+				t.lost++
+			}
 		}
 	}
 	return nil
