@@ -55,6 +55,7 @@ func replayJourneys(r *tpk.Reader, path string, newWriter func(*renderContext) j
 		snap decode.Snapshot
 		out  tpk.EchoOutcome
 	)
+	echoes := 0
 	for {
 		kind, err := r.Next(&rec, &snap, &out)
 		if errors.Is(err, io.EOF) {
@@ -69,6 +70,7 @@ func replayJourneys(r *tpk.Reader, path string, newWriter func(*renderContext) j
 		case tpk.KindRecord:
 			recs = append(recs, rec)
 		case tpk.KindOutcome:
+			echoes++
 			j := decode.NewJourney(out.Outcome, recs, out.Netfilter)
 			if !j.Replied {
 				unanswered++
@@ -80,6 +82,9 @@ func replayJourneys(r *tpk.Reader, path string, newWriter func(*renderContext) j
 		}
 	}
 	warnCutOff(stderr, path, r)
+	if echoes == 0 {
+		return unanswered, fmt.Errorf("replay %s: the recording holds no echo", path)
+	}
 	return unanswered, nil
 }
 

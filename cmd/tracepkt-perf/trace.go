@@ -343,6 +343,7 @@ func echo(ctx context.Context, p *ping.Pinger, t *probes.Tracer, nf *nftrace.Tra
 	*recs = (*recs)[:0]
 	t.SetDeadline(time.Now())
 	var r decode.Record
+	var over uint64 // records past what a recording keeps of one echo
 	for {
 		err := t.ReadInto(&r)
 		if errors.Is(err, os.ErrDeadlineExceeded) {
@@ -352,7 +353,14 @@ func echo(ctx context.Context, p *ping.Pinger, t *probes.Tracer, nf *nftrace.Tra
 			notes = append(notes, fmt.Sprintf("rings: %v: device rows may be missing", err))
 			break
 		}
+		if len(*recs) == tpk.MaxRecordsPerEcho-1 {
+			over += max(r.Lost, 1)
+			continue
+		}
 		*recs = append(*recs, r)
+	}
+	if over > 0 {
+		*recs = append(*recs, decode.Record{Lost: over})
 	}
 	var events []decode.NetfilterEvent
 	var nfLost uint64

@@ -34,6 +34,11 @@ import (
 //	3 records   Records back to back, see appendRecord
 //	4 outcome   one echo's outcome, after its records
 //
+// Limits: a reader refuses a file with more than MaxRecordsPerEcho records
+// before an outcome, or more than MaxSnapshotItems snapshot entries (see the
+// constants), and a record whose mask is 0 (it would cost a byte on disk and
+// a whole Record in memory); a writer never writes one.
+//
 // Compatibility: a reader skips frames of types it does not know and ignores
 // bytes past the fields it knows at the end of a header, snapshot entry or
 // outcome, so later writers may add frame types (netfilter events) and append
@@ -65,6 +70,15 @@ const (
 	// limit it bounds what a hostile file can make a reader allocate.
 	maxItems    = 64 << 10
 	internLimit = 4096 // interned interfaces and address pairs, each
+
+	// MaxRecordsPerEcho bounds the records between two outcomes (or before
+	// the first), and MaxSnapshotItems the list entries of every snapshot
+	// of a file together (see maxItems; a run snapshots again when it
+	// learns new namespaces): they bound what a reader holds at once,
+	// whatever the file's size. A live echo keeps fewer, counting the rest
+	// as lost.
+	MaxRecordsPerEcho = 16 << 10
+	MaxSnapshotItems  = 1 << 20
 )
 
 var tpkMagic = [magicLen]byte{0x89, 'T', 'P', 'K', '\r', '\n', 0x1a, '\n'}

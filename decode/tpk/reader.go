@@ -29,6 +29,8 @@ type Reader struct {
 	snap      decode.Snapshot
 	out       EchoOutcome
 	truncated int64
+	echoRecs  int // records since the last outcome, see MaxRecordsPerEcho
+	snapItems int // entries of the snapshots so far, see MaxSnapshotItems
 	err       error
 	blkHdr    [blockHdrLen]byte // in the Reader, so that reading it does not allocate
 }
@@ -103,6 +105,10 @@ func (r *Reader) Next(rec *decode.Record, snap *decode.Snapshot, out *EchoOutcom
 				r.err = err
 				break
 			}
+			if r.echoRecs++; r.echoRecs > MaxRecordsPerEcho {
+				r.err = r.corrupt("more than %d records before an echo outcome", MaxRecordsPerEcho)
+				break
+			}
 			if rec != nil {
 				*rec = *d
 				if rec.IsNetfilter() {
@@ -131,6 +137,10 @@ func (r *Reader) Next(rec *decode.Record, snap *decode.Snapshot, out *EchoOutcom
 				r.err = err
 				break
 			}
+			if r.snapItems += snapshotItems(snap); r.snapItems > MaxSnapshotItems {
+				r.err = r.corrupt("snapshots of more than %d entries in all", MaxSnapshotItems)
+				break
+			}
 			return KindSnapshot, nil
 		case frameOutcome:
 			if out == nil {
@@ -140,6 +150,7 @@ func (r *Reader) Next(rec *decode.Record, snap *decode.Snapshot, out *EchoOutcom
 				r.err = err
 				break
 			}
+			r.echoRecs = 0
 			return KindOutcome, nil
 		case frameHeader:
 			r.err = r.corrupt("a second header frame")

@@ -8,8 +8,8 @@ import (
 	"github.com/tracepkt/tracepkt-perf/decode"
 )
 
-// Fields of a record: record = mask:uvarint, then the fields whose bit is set,
-// in this order. A record lists the fields that differ from its base: the previous record that was not a lost
+// Fields of a record: record = mask:uvarint (never 0), then the fields whose
+// bit is set, in this order. A record lists the fields that differ from its base: the previous record that was not a lost
 // notice (the header's StartKtime stands for the first one's time), or for a
 // lost notice (fLost) the zero Record. Time and Skb are varint deltas against
 // the base, Seq a varint delta as int16; the others are values.
@@ -89,6 +89,9 @@ func (w *Writer) appendRecord(b []byte, r *decode.Record) []byte {
 	}
 	src, dst := unzoned(r.Src), unzoned(r.Dst)
 	mask := diffMask(r, base, src, dst)
+	if mask == 0 {
+		mask = fTime // a record equal to its base: never an empty record
+	}
 	b = w.encodeRecord(b, mask, r, base, src, dst)
 	if mask&fLost != 0 {
 		return b
@@ -251,6 +254,9 @@ func appendPacketRuns(b []byte, cur, base []byte) []byte {
 func (r *Reader) decodeRecord() (*decode.Record, error) {
 	c := r.recs
 	mask := c.uvarint()
+	if mask == 0 {
+		return nil, r.corrupt("empty record")
+	}
 	if mask&^fAll != 0 {
 		return nil, r.corrupt("record with unknown fields %#x", mask&^fAll)
 	}

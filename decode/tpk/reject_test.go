@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/netip"
 	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/tracepkt/tracepkt-perf/decode"
@@ -146,6 +147,7 @@ func TestCorruptFrames(t *testing.T) {
 		{"bad prefix length", frameSnapshot, encodeSnapshot(nil, &decode.Snapshot{Namespaces: []decode.Namespace{{Interfaces: []decode.Interface{{
 			Addrs: []netip.Prefix{netip.PrefixFrom(testrecord.Ctr4, 24), netip.PrefixFrom(testrecord.Ctr4, 33)}}}}}})},
 		{"frame past its block", 3, nil},
+		{"empty record", frameRecords, []byte{0}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			rec := newRecording(t, testHeader())
@@ -163,6 +165,65 @@ func TestCorruptFrames(t *testing.T) {
 			}
 			checkItems(t, got, rec.items)
 		})
+	}
+}
+
+// TestTooManyRecordsPerEcho: past MaxRecordsPerEcho records without an
+// outcome, the reader stops: a file of records that never end in an
+// outcome cannot make a replay hold them all.
+func TestTooManyRecordsPerEcho(t *testing.T) {
+	rec := newRecording(t, testHeader())
+	rec.echo(demoEcho(4, 1))
+	for range 3 {
+		craft(rec.w, frameRecords, bytes.Repeat([]byte{fTime, 0}, MaxRecordsPerEcho/2))
+		rec.flush()
+	}
+	got, _, err := readAll(t, rec.bytes())
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "records before an echo outcome") {
+		t.Fatalf("error %v, want ErrCorrupt for too many records", err)
+	}
+	if n := len(got) - len(rec.items); n != MaxRecordsPerEcho {
+		t.Errorf("%d records read past the last outcome, want %d", n, MaxRecordsPerEcho)
+	}
+}
+
+// TestTooManySnapshots: the snapshots of a file hold MaxSnapshotItems
+// entries in all, no more; the writer refuses to write more, as the reader
+// refuses to read them.
+func TestTooManySnapshots(t *testing.T) {
+	rec := newRecording(t, testHeader())
+	big := &decode.Snapshot{Namespaces: make([]decode.Namespace, maxItems-1)}
+	for range MaxSnapshotItems / len(big.Namespaces) {
+		rec.snapshot(big)
+		rec.flush()
+	}
+	if err := rec.w.WriteSnapshot(big); err == nil {
+		t.Error("the writer went past MaxSnapshotItems")
+	}
+	craft(rec.w, frameSnapshot, encodeSnapshot(nil, big))
+	rec.flush()
+	got, _, err := readAll(t, rec.bytes())
+	if !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("error %v, want ErrCorrupt", err)
+	}
+	checkItems(t, got, rec.items)
+}
+
+// TestWriterBoundsRecordsPerEcho: the writer refuses the record past the
+// limit the reader enforces, and counts again after an outcome.
+func TestWriterBoundsRecordsPerEcho(t *testing.T) {
+	w, err := NewWriter(io.Discard, testHeader())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := decode.Record{Time: 1}
+	for range MaxRecordsPerEcho {
+		if err := w.WriteRecord(&r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.WriteRecord(&r); err == nil {
+		t.Fatal("no error past MaxRecordsPerEcho records")
 	}
 }
 

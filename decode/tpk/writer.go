@@ -13,16 +13,18 @@ import (
 // which Flush writes out in one Write call; the caller flushes after each
 // echo so that a crash loses at most the echo in progress.
 type Writer struct {
-	w        io.Writer
-	blk      []byte // preamble (first block only), block header room, frames
-	blkStart int    // offset of the block header in blk
-	recs     []byte // body of the records frame being built
-	tmp      []byte
-	prev     decode.Record // base of the next record, see fTime
-	nf       decode.Record // a netfilter record in its written form
-	ifaces   map[ifaceKey]uint64
-	addrs    map[addrPair]uint64
-	err      error
+	w         io.Writer
+	blk       []byte // preamble (first block only), block header room, frames
+	blkStart  int    // offset of the block header in blk
+	recs      []byte // body of the records frame being built
+	tmp       []byte
+	prev      decode.Record // base of the next record, see fTime
+	nf        decode.Record // a netfilter record in its written form
+	ifaces    map[ifaceKey]uint64
+	addrs     map[addrPair]uint64
+	echoRecs  int // records since the last outcome
+	snapItems int // entries of the snapshots so far, see MaxSnapshotItems
+	err       error
 }
 
 // NewWriter writes the file's preamble and h to w, at once.
@@ -57,8 +59,12 @@ func (w *Writer) WriteSnapshot(s *decode.Snapshot) error {
 	if w.err != nil {
 		return w.err
 	}
-	if n := snapshotItems(s); n > maxItems {
+	n := snapshotItems(s)
+	if n > maxItems {
 		return fmt.Errorf("write snapshot: %d entries exceed %d", n, maxItems)
+	}
+	if w.snapItems += n; w.snapItems > MaxSnapshotItems {
+		return fmt.Errorf("write snapshot: a recording holds at most %d snapshot entries", MaxSnapshotItems)
 	}
 	w.tmp = encodeSnapshot(w.tmp[:0], s)
 	return w.writeFrame(frameSnapshot, w.tmp)
@@ -83,6 +89,7 @@ func (w *Writer) WriteOutcome(o *EchoOutcome) error {
 		return w.err
 	}
 	w.tmp = encodeOutcome(w.tmp[:0], o)
+	w.echoRecs = 0
 	return w.writeFrame(frameOutcome, w.tmp)
 }
 
@@ -94,6 +101,9 @@ func (w *Writer) WriteRecord(r *decode.Record) error {
 	}
 	if r.CapLen > decode.PacketBytes {
 		return fmt.Errorf("write record: captured length %d exceeds %d", r.CapLen, decode.PacketBytes)
+	}
+	if w.echoRecs++; w.echoRecs > MaxRecordsPerEcho {
+		return fmt.Errorf("write record: more than %d records before an echo outcome", MaxRecordsPerEcho)
 	}
 	w.recs = w.appendRecord(w.recs, r)
 	if len(w.blk)+len(w.recs) > blockSoftSize {
