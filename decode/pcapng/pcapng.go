@@ -101,9 +101,10 @@ func (p *Writer) SetSnapshot(s *decode.Snapshot) {
 }
 
 // WriteRecord writes the packet of hop record r, preceded by the description
-// of its interface the first time it is seen. Lost-sample notices and
-// netfilter records have no packet and are skipped.
-func (p *Writer) WriteRecord(r *decode.Record) error {
+// of its interface the first time it is seen; notes (the netfilter verdicts
+// on it) join its comment. Lost-sample notices and netfilter records have
+// no packet and are skipped.
+func (p *Writer) WriteRecord(r *decode.Record, notes ...string) error {
 	if p.err != nil || r.Lost != 0 || r.IsNetfilter() {
 		return p.err
 	}
@@ -135,8 +136,11 @@ func (p *Writer) WriteRecord(r *decode.Record) error {
 	if r.IsRequest() {
 		kind = "request"
 	}
-	o := appendOption(p.opts[:0], optComment,
-		fmt.Sprintf("%s %s %s (%s) netns %d", kind, dir, r.IfName(), r.Probe, r.Netns))
+	comment := fmt.Sprintf("%s %s %s (%s) netns %d", kind, dir, r.IfName(), r.Probe, r.Netns)
+	for _, n := range notes {
+		comment += "; " + n
+	}
+	o := appendOption(p.opts[:0], optComment, comment)
 	o = appendOptionBytes(o, optEpbFlags, binary.LittleEndian.AppendUint32(nil, flags))
 	p.opts = o
 	p.writeBlock(pcapngEPB, b, o)
@@ -239,7 +243,9 @@ func ipLength(pkt []byte) uint32 {
 
 // Export writes the hop records of the recording read by r to w as
 // pcapng, describing interfaces with the recording's latest snapshot, and
-// returns the number of packets written.
+// returns the number of packets written. Only hops are packets: each
+// netfilter verdict of an echo goes into the comment of the packet it
+// belongs to (see verdictHops).
 func Export(w io.Writer, r *tpk.Reader) (int, error) {
 	h := r.Header()
 	p, err := NewWriter(w, &h, nil)
@@ -248,11 +254,13 @@ func Export(w io.Writer, r *tpk.Reader) (int, error) {
 	}
 	var (
 		rec  decode.Record
+		recs []decode.Record // one echo's, bounded by tpk.MaxRecordsPerEcho
 		snap decode.Snapshot
+		out  tpk.EchoOutcome
 		n    int
 	)
 	for {
-		kind, err := r.Next(&rec, &snap, nil)
+		kind, err := r.Next(&rec, &snap, &out)
 		if err == io.EOF {
 			break
 		}
@@ -264,14 +272,88 @@ func Export(w io.Writer, r *tpk.Reader) (int, error) {
 			s := snap // the next snapshot is decoded into new slices
 			p.SetSnapshot(&s)
 		case tpk.KindRecord:
-			if rec.Lost != 0 || rec.IsNetfilter() {
-				continue
+			recs = append(recs, rec)
+		case tpk.KindOutcome:
+			j := decode.NewJourney(out.Outcome, recs, out.Netfilter)
+			notes := verdictHops(&j)
+			for i := range j.Hops {
+				if err := p.WriteRecord(&j.Hops[i], notes[i]...); err != nil {
+					return n, err
+				}
+				n++
 			}
-			if err := p.WriteRecord(&rec); err != nil {
+			recs = recs[:0]
+		}
+	}
+	// Records of an echo whose outcome was cut off.
+	for i := range recs {
+		if r := &recs[i]; r.Lost == 0 && !r.IsNetfilter() {
+			if err := p.WriteRecord(r); err != nil {
 				return n, err
 			}
 			n++
 		}
 	}
 	return n, p.Close()
+}
+
+// verdictHops gives each hop of j the netfilter verdicts that belong to its
+// packet, in the order of j.Rows: a verdict at an output hook goes with the
+// next hop in its namespace (the packet about to leave), any other with the
+// previous one (the packet that came in); failing that, the nearest hop.
+func verdictHops(j *decode.Journey) [][]string {
+	notes := make([][]string, len(j.Hops))
+	rows := j.Rows()
+	hopIndex := make(map[*decode.Record]int, len(j.Hops))
+	for i := range j.Hops {
+		hopIndex[&j.Hops[i]] = i
+	}
+	for i, row := range rows {
+		e := row.NF
+		if e == nil {
+			continue
+		}
+		forward := e.Hook == decode.HookOutput || e.Hook == decode.HookPostrouting
+		hop := -1
+		for _, sameNetns := range []bool{true, false} {
+			for _, dir := range []bool{forward, !forward} {
+				hop = nearestHop(rows, i, dir, func(h *decode.Record) bool { return !sameNetns || h.Netns == e.Netns })
+				if hop >= 0 {
+					break
+				}
+			}
+			if hop >= 0 {
+				break
+			}
+		}
+		if hop < 0 {
+			continue // no hop at all: no packet to carry it
+		}
+		n := fmt.Sprintf("netfilter %s.%s %s", e.Table, e.Chain, e.Verdict)
+		if e.RuleHandle != 0 {
+			n += fmt.Sprintf(" (rule %d", e.RuleHandle)
+			if e.Rule != "" {
+				n += ": " + e.Rule
+			}
+			n += ")"
+		}
+		k := hopIndex[rows[hop].Hop]
+		notes[k] = append(notes[k], n)
+	}
+	return notes
+}
+
+// nearestHop returns the index in rows of the first hop row after (forward)
+// or before rows[i] that ok accepts, or -1.
+func nearestHop(rows []decode.Row, i int, forward bool, ok func(*decode.Record) bool) int {
+	step := -1
+	if forward {
+		step = 1
+	}
+	for k := i + step; k >= 0 && k < len(rows); k += step {
+		if h := rows[k].Hop; h != nil && ok(h) {
+			return k
+		}
+	}
+	return -1
 }

@@ -309,3 +309,75 @@ func TestPcapngSkipsNetfilterRecords(t *testing.T) {
 		t.Errorf("%d blocks, want a section header, an interface and one packet", len(blocks))
 	}
 }
+
+// TestExportNetfilterInComments: a kprobe netfilter record is not a packet
+// (its bytes are a table name and a verdict); its verdict goes into the
+// comment of the packet it was about, as do an outcome's nftrace verdicts.
+func TestExportNetfilterInComments(t *testing.T) {
+	recs, target := testrecord.DemoEcho(4, 1)
+	// ipt_do_table accepted the request on INPUT in the container.
+	var in decode.Record
+	for _, r := range recs {
+		if r.IsRequest() && r.Netns == testrecord.CtrNetns {
+			in = r
+		}
+	}
+	nf := in
+	nf.Time += 500
+	nf.Probe, nf.CapLen, nf.Packet = decode.ProbeIptDoTable, 0, [decode.PacketBytes]byte{}
+	nf.NF = decode.NFInfo{Verdict: 1, Hook: 1, Family: 2, Iif: in.Ifindex} // NF_ACCEPT at NF_INET_LOCAL_IN, NFPROTO_IPV4
+	copy(nf.NF.Table[:], "filter")
+	// nftables dropped nothing but saw the reply leave, by its rule.
+	out := tpk.EchoOutcome{Outcome: decode.Outcome{Target: target, EchoID: testrecord.EchoID, Seq: 1, Replied: true}, Netfilter: []decode.NetfilterEvent{{
+		Netns: testrecord.CtrNetns, Family: "inet", Table: "f", Chain: "out", Hook: decode.HookOutput, Type: decode.TraceRule,
+		Verdict: "ACCEPT", RuleHandle: 4, Rule: "icmp type echo-reply accept", ICMPType: 0, EchoID: testrecord.EchoID, Seq: 1,
+		Oif: 2, Src: testrecord.Ctr4, Dst: testrecord.Host4, Source: "nftrace"}}}
+
+	var file bytes.Buffer
+	w, err := tpk.NewWriter(&file, testHeader())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range append(recs, nf) {
+		if err := w.WriteRecord(&r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.WriteOutcome(&out); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	r, err := tpk.NewReader(&file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	n, err := Export(&buf, r)
+	if err != nil || n != 6 {
+		t.Fatalf("exported %d packets (%v), want the 6 hops", n, err)
+	}
+	var comments []string
+	for _, b := range parsePcapng(t, buf.Bytes()) {
+		if b.typ != pcapngEPB {
+			continue
+		}
+		capLen := int(binary.LittleEndian.Uint32(b.body[12:]))
+		if data := b.body[20 : 20+capLen]; data[0]>>4 != 4 {
+			t.Errorf("a packet that is not IPv4: % x", data[:min(len(data), 8)])
+		}
+		comments = append(comments, pcapngOptions(t, b.body[20+capLen+(-capLen&3):])[optComment])
+	}
+	want := []string{
+		"request out tpdemo0 (net_dev_queue) netns 4026531833",
+		"request out tpdemoh (net_dev_queue) netns 4026531833",
+		"request in eth0 (netif_receive_skb) netns 4026532400; netfilter filter.INPUT ACCEPT",
+		"reply out eth0 (net_dev_queue) netns 4026532400; netfilter f.out ACCEPT (rule 4: icmp type echo-reply accept)",
+		"reply in tpdemoh (netif_receive_skb) netns 4026531833",
+		"reply in tpdemo0 (netif_receive_skb) netns 4026531833",
+	}
+	if strings.Join(comments, "\n") != strings.Join(want, "\n") {
+		t.Errorf("comments:\n%s\nwant:\n%s", strings.Join(comments, "\n"), strings.Join(want, "\n"))
+	}
+}
