@@ -27,6 +27,7 @@ type Attachments struct {
 	links    []link.Link
 	attached []*perf.Event
 	paths    []ProbeAttachment
+	notes    []string
 }
 
 // attach loads and attaches the programs cfg asks for, writing to events,
@@ -48,7 +49,7 @@ func attach(fs *tracefs.FS, offsets Offsets, cfg Config, events *ebpf.Map, cpu i
 		a.paths = append(a.paths, path)
 	}
 	if len(cfg.Netfilter) > 0 {
-		if err := a.attachNetfilter(fs, offsets, cfg.Netfilter, clauses, cpu); err != nil {
+		if err := a.attachNetfilter(fs, offsets, cfg, clauses, cpu); err != nil {
 			return nil, err
 		}
 	}
@@ -160,7 +161,7 @@ func associate(insns asm.Instructions, ref string, m *ebpf.Map) error {
 // attachNetfilter puts a kprobe and a kretprobe on each netfilter function:
 // the entry program parks a record per task in the pending map, the return
 // program adds the verdict and emits it.
-func (a *Attachments) attachNetfilter(fs *tracefs.FS, offsets Offsets, nfProbes []decode.Probe, clauses []Clause, cpu int) error {
+func (a *Attachments) attachNetfilter(fs *tracefs.FS, offsets Offsets, cfg Config, clauses []Clause, cpu int) error {
 	var err error
 	if a.kprobes, err = fs.NewKprobeGroup(); err != nil {
 		return err
@@ -170,11 +171,17 @@ func (a *Attachments) attachNetfilter(fs *tracefs.FS, offsets Offsets, nfProbes 
 	}); err != nil {
 		return fmt.Errorf("create pending map: %w", err)
 	}
-	for _, p := range nfProbes {
+	for _, p := range cfg.Netfilter {
 		fn := p.Kprobe()
 		entryID, err := a.kprobes.Add(fn, fn, false)
-		if err != nil {
+		switch {
+		case errors.Is(err, tracefs.ErrNoSymbol):
 			continue // not in this kernel: no module, no rules of that kind
+		case err != nil && cfg.NetfilterOptional:
+			a.notes = append(a.notes, fmt.Sprintf("netfilter: no kprobe on %s, its verdicts are not shown: %v", fn, err))
+			continue
+		case err != nil:
+			return fmt.Errorf("kprobe %s: %w", fn, err)
 		}
 		nf, err := KernelNetfilterOffsets(p)
 		if err != nil {

@@ -21,6 +21,11 @@ type Config struct {
 	// function is not in the kernel are left out: its module is not loaded,
 	// so there are no such rules to see.
 	Netfilter []decode.Probe
+	// NetfilterOptional makes a kprobe that cannot be added for another
+	// reason (lockdown, EBUSY) a note (Tracer.Notes) instead of an error:
+	// auto's kprobes add to what nftables tracing shows, and must not stop
+	// a run that can go on without them.
+	NetfilterOptional bool
 }
 
 // Tracer is one trace: the Reader of the rings and the Attachments that
@@ -60,6 +65,10 @@ func Open(fs *tracefs.FS, offsets Offsets, cfg Config) (*Tracer, error) {
 
 // Paths says how each device probe was attached.
 func (t *Tracer) Paths() []ProbeAttachment { return t.attachments.Paths() }
+
+// Notes says what the Tracer could not attach, and why (see
+// Config.NetfilterOptional).
+func (t *Tracer) Notes() []string { return t.attachments.notes }
 
 // Close releases the rings, which unblocks a pending ReadInto, and detaches
 // every program. Calls after the first return nil.

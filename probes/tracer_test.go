@@ -3,7 +3,10 @@ package probes
 import (
 	"errors"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/tracepkt/tracepkt-perf/decode"
@@ -52,5 +55,37 @@ func TestTracerCloseConcurrent(t *testing.T) {
 		if err := tr.Close(); err != nil {
 			t.Errorf("Close after Close: %v", err)
 		}
+	}
+}
+
+// TestNetfilterKprobeRefused: a kprobe the kernel refuses to add (here a
+// kprobe_events that fails every write) is an error naming the function,
+// or with NetfilterOptional a note naming it; never a silent absence.
+func TestNetfilterKprobeRefused(t *testing.T) {
+	testenv.RequireRoot(t)
+	dir := t.TempDir()
+	if err := os.Symlink("/dev/full", filepath.Join(dir, "kprobe_events")); err != nil {
+		t.Fatal(err)
+	}
+	fs := &tracefs.FS{Root: dir}
+	offsets, err := KernelOffsets()
+	if err != nil {
+		testenv.Require(t, err)
+	}
+	cfg := Config{EchoID: 0xfffd, Probes: []decode.Probe{}, Netfilter: []decode.Probe{decode.ProbeIptDoTable}}
+	if tr, err := Open(fs, offsets, cfg); err == nil || !strings.Contains(err.Error(), "ipt_do_table") || !errors.Is(err, syscall.ENOSPC) {
+		t.Errorf("Open: %v, want an error naming ipt_do_table", err)
+		if tr != nil {
+			tr.Close()
+		}
+	}
+	cfg.NetfilterOptional = true
+	tr, err := Open(fs, offsets, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	if notes := tr.Notes(); len(notes) != 1 || !strings.Contains(notes[0], "no kprobe on ipt_do_table") || !strings.Contains(notes[0], "no space left") {
+		t.Errorf("notes %q", notes)
 	}
 }

@@ -17,6 +17,12 @@ import (
 // (CONFIG_KPROBE_EVENTS is not set).
 var ErrNoKprobes = errors.New("kprobes not available (no kprobe_events in tracefs)")
 
+// ErrNoSymbol matches an Add error saying the kernel has no such function to
+// probe (ENOENT or EINVAL from kprobe_events): its module is not loaded, or
+// it does not exist in this kernel. Any other failure (EPERM under lockdown,
+// EBUSY, ...) is an error of its own.
+var ErrNoSymbol = errors.New("no such function in this kernel")
+
 // groupPrefix starts the name of every kprobe group we create.
 const groupPrefix = "tracepkt_"
 
@@ -62,10 +68,7 @@ func KprobeDefinition(group, event, symbol string, ret bool) string {
 // perf tracepoint id.
 func (g *KprobeGroup) Add(event, symbol string, ret bool) (uint64, error) {
 	if err := g.fs.writeKprobeEvents(KprobeDefinition(g.Group, event, symbol, ret)); err != nil {
-		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.EINVAL) {
-			return 0, fmt.Errorf("create kprobe on %s: %w (is the function in the kernel? its module loaded?)", symbol, err)
-		}
-		return 0, fmt.Errorf("create kprobe on %s: %w", symbol, err)
+		return 0, kprobeAddError(symbol, err)
 	}
 	g.events = append(g.events, event)
 	return g.fs.EventID(g.Group, event)
@@ -83,13 +86,33 @@ func (g *KprobeGroup) Close() error {
 	return errors.Join(errs...)
 }
 
+// kprobeAddError says why adding a kprobe on symbol failed. Only the write of
+// the definition can say the symbol is absent: opening kprobe_events is
+// another matter.
+func kprobeAddError(symbol string, err error) error {
+	var werr *writeError
+	if errors.As(err, &werr) && (errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.EINVAL)) {
+		return fmt.Errorf("create kprobe on %s: %w (%w)", symbol, ErrNoSymbol, werr)
+	}
+	return fmt.Errorf("create kprobe on %s: %w", symbol, err)
+}
+
+// writeError is the kernel refusing a line written to kprobe_events.
+type writeError struct{ err error }
+
+func (e *writeError) Error() string { return e.err.Error() }
+func (e *writeError) Unwrap() error { return e.err }
+
 func (fs *FS) writeKprobeEvents(line string) error {
 	f, err := os.OpenFile(filepath.Join(fs.Root, "kprobe_events"), os.O_WRONLY|os.O_APPEND, 0)
 	if err != nil {
 		return err
 	}
-	_, werr := f.WriteString(line + "\n")
-	return errors.Join(werr, f.Close())
+	if _, err := f.WriteString(line + "\n"); err != nil {
+		f.Close()
+		return &writeError{err}
+	}
+	return f.Close()
 }
 
 // SweepKprobes removes the probes of tracepkt groups whose process no longer

@@ -157,6 +157,7 @@ func (s *session) trace(ctx context.Context, target netip.Addr, o options) (err 
 	// the interrupted one included, makes the exit status 1.
 	var recs []decode.Record
 	unanswered, sent := 0, 0
+	notes := src.tracer.Notes() // said under the first echo
 	err = pace(ctx, o.count, o.interval, realClock{}, func(seq uint16) error {
 		j, events, err := echo(ctx, src.pinger, src.tracer, src.nf, target, seq, o.timeout, &recs)
 		switch {
@@ -170,6 +171,7 @@ func (s *session) trace(ctx context.Context, target netip.Addr, o options) (err 
 			return err
 		}
 		sent++
+		j.Notes, notes = append(notes, j.Notes...), nil
 		snap, err := s.ns.learn(&j, s.rec != nil)
 		if err != nil {
 			return err
@@ -249,7 +251,10 @@ func (s *session) openSources(target netip.Addr, o options) (_ *sources, err err
 	if err != nil {
 		return nil, err
 	}
-	if src.tracer, err = probes.Open(s.fs, offsets, probes.Config{EchoID: id, Netfilter: s.netfilter.kprobes, RingPages: o.ringPages, Attach: o.attach}); err != nil {
+	// With nftrace beside them, kprobes that cannot be added are a note.
+	cfg := probes.Config{EchoID: id, Netfilter: s.netfilter.kprobes, NetfilterOptional: s.netfilter.sources&nfNftrace != 0,
+		RingPages: o.ringPages, Attach: o.attach}
+	if src.tracer, err = probes.Open(s.fs, offsets, cfg); err != nil {
 		return nil, err
 	}
 	if from := o.ping.Source; from.IsValid() && from.Is4() != target.Is4() {
