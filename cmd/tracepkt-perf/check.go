@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -125,7 +126,7 @@ func checkKernel(mode probes.AttachMode) (checkReport, error) {
 	}
 	kprobes := fsErr
 	if kprobes == nil {
-		kprobes = fs.KprobesSupported()
+		kprobes = netfilterKprobes(fs, runtime.GOARCH)
 	}
 	line("kprobes", kprobes, "kprobe_events", false)
 	if kprobes == nil {
@@ -139,7 +140,7 @@ func checkKernel(mode probes.AttachMode) (checkReport, error) {
 	line("nftrace", nftraceErr, "NFNLGRP_NFTRACE", false)
 	line("iptables backend", nil, iptablesBackend(), false)
 	if fsErr == nil {
-		plan, err := netfilterSource("auto", fs)
+		plan, err := netfilterSource("auto", fs, runtime.GOARCH)
 		if err == nil && plan.sources&nfNftrace != 0 && nftraceErr != nil {
 			// Consistent with the nftrace row above: a run would fail.
 			err = fmt.Errorf("auto picks %s, but nftrace cannot run here", plan.sources)

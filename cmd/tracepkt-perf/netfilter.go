@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/tracepkt/tracepkt-perf/decode"
+	"github.com/tracepkt/tracepkt-perf/probes"
 	"github.com/tracepkt/tracepkt-perf/tracefs"
 )
 
@@ -44,12 +45,14 @@ type netfilterPlan struct {
 	argsFromVersion, kprobeNoBTF []string
 }
 
-// netfilterSource resolves --netfilter on this kernel. auto takes kprobes
-// for iptables-legacy, which nothing else sees, and nftables tracing for
-// nftables and iptables-nft rules, which it shows down to the rule; on a
-// kernel without kprobes, nftables tracing alone.
-func netfilterSource(want string, fs *tracefs.FS) (netfilterPlan, error) {
-	kprobes := fs.KprobesSupported()
+// netfilterSource resolves --netfilter on this kernel and architecture.
+// auto takes kprobes for iptables-legacy, which nothing else sees, and
+// nftables tracing for nftables and iptables-nft rules, which it shows down
+// to the rule; where the netfilter kprobes cannot run (no kprobes, or an
+// architecture whose calling convention they do not know), nftables tracing
+// alone.
+func netfilterSource(want string, fs *tracefs.FS, arch string) (netfilterPlan, error) {
+	kprobes := netfilterKprobes(fs, arch)
 	legacy := []decode.Probe{decode.ProbeIptDoTable, decode.ProbeIp6tDoTable}
 	switch want {
 	case "off":
@@ -66,6 +69,15 @@ func netfilterSource(want string, fs *tracefs.FS) (netfilterPlan, error) {
 		return netfilterPlan{sources: nfNftrace}, nil
 	}
 	return netfilterPlan{sources: nfKprobe | nfNftrace, kprobes: legacy}, nil
+}
+
+// netfilterKprobes returns nil when the netfilter kprobes can run here: the
+// kernel has kprobes, and their programs know arch's calling convention.
+func netfilterKprobes(fs *tracefs.FS, arch string) error {
+	if arch != "amd64" {
+		return fmt.Errorf("%w, this is %s", probes.ErrUnsupportedArch, arch)
+	}
+	return fs.KprobesSupported()
 }
 
 // Capabilities a header records beside the probes; the notes under the

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"runtime"
 	"sync"
 	"time"
 
@@ -74,7 +75,7 @@ func openSession(o options, rec *recordFile, newWriter func(*renderContext) jour
 	if s.reasons, err = fs.Symbols(group, event, "reason"); err != nil {
 		return nil, err
 	}
-	if s.netfilter, err = netfilterSource(o.netfilter, fs); err != nil {
+	if s.netfilter, err = netfilterSource(o.netfilter, fs, runtime.GOARCH); err != nil {
 		return nil, err
 	}
 	s.netfilter.resolveKprobes()
