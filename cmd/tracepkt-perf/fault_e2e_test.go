@@ -197,3 +197,37 @@ func TestE2ENetfilterLookupFails(t *testing.T) {
 		t.Errorf("notes %q do not say the lookup failed", e.Notes)
 	}
 }
+
+// TestE2ENetfilterRowNamesItsInterface: a request dropped at OUTPUT never
+// reached a device, yet its netfilter row names the interface it was routed
+// to, from the running system or, in a recording, from its snapshot.
+func TestE2ENetfilterRowNamesItsInterface(t *testing.T) {
+	topo, n := router(t)
+	testenv.RequireCommands(t, "nft")
+	a := inode(t, n.A)
+	inNetns(t, n.A, "nft", "add table inet tpo; add chain inet tpo out { type filter hook output priority 0; policy accept; }; add rule inet tpo out icmp type echo-request drop")
+	if err := topo.CheckOwnRoute(n.Source, n.Target4); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "drop.tpk")
+	want := nfWant(a, "eth0", "tpo.out", "DROP", "icmp type echo-request drop")
+	for _, args := range [][]string{{"--json"}, {"--json", "--record", file}} {
+		res := runTool(t, n.Source, append(args, "-W", "0.2", n.Target4.String())...)
+		if len(args) > 1 {
+			res = runTool(t, nil, "--replay", file, "--json")
+		}
+		var e jsonEcho
+		if err := jsonUnmarshal(res.stdout, &e); err != nil {
+			t.Fatalf("%v: exit %d, %v: %q %s", args, res.code, err, res.stdout, res.stderr)
+		}
+		if got := strings.Join(rowsWithNetfilter(e), "\n"); res.code != 1 || got != want {
+			t.Errorf("%v: exit %d, rows:\n%s\nwant:\n%s", args, res.code, got, want)
+		}
+	}
+	// The send itself fails (EPERM): the run still shows the drop, exit 1.
+	res := runTool(t, n.Source, "-W", "0.2", n.Target4.String())
+	wantSummary := fmt.Sprintf("no reply from %s (seq 1): the request was dropped by tpo.out (rule ", n.Target4)
+	if res.code != 1 || !strings.Contains(res.stdout, wantSummary) || !strings.Contains(res.stdout, "the kernel refused to send the request") {
+		t.Errorf("table: exit %d\n%s\nwant %q", res.code, res.stdout, wantSummary)
+	}
+}

@@ -56,7 +56,7 @@ func (t *tableWriter) Journey(j *decode.Journey) error {
 	}
 	table.Header(header)
 	rows := j.Rows()
-	for _, v := range viewsOf(j, rows) {
+	for _, v := range viewsOf(t.rc, j, rows) {
 		cells := []string{t.rc.netnsCell(v.netns), v.ifname, v.dir, v.typ, v.src + " -> " + v.dst, v.since, v.delta}
 		if withNF {
 			cells = append(cells, v.chain, v.verdict, v.rule)
@@ -136,12 +136,12 @@ type rowView struct {
 
 // viewsOf makes the rows' views, with their times counted from the first
 // timed row of any kind and from the timed row before them.
-func viewsOf(j *decode.Journey, rows []decode.Row) []rowView {
+func viewsOf(rc *renderContext, j *decode.Journey, rows []decode.Row) []rowView {
 	start := j.Start()
 	views := make([]rowView, len(rows))
 	var prev uint64
 	for i, r := range rows {
-		v := viewOf(j, r, start)
+		v := viewOf(rc, j, r, start)
 		if v.timed {
 			if prev != 0 {
 				v.dtNs = int64(r.Time - prev)
@@ -154,7 +154,7 @@ func viewsOf(j *decode.Journey, rows []decode.Row) []rowView {
 	return views
 }
 
-func viewOf(j *decode.Journey, r decode.Row, start uint64) rowView {
+func viewOf(rc *renderContext, j *decode.Journey, r decode.Row, start uint64) rowView {
 	var v rowView
 	if r.Time != 0 && r.Time >= start {
 		v.tNs = int64(r.Time - start)
@@ -184,7 +184,7 @@ func viewOf(j *decode.Journey, r decode.Row, start uint64) rowView {
 	if e.Hook != decode.HookOutput && e.Hook != decode.HookPostrouting || e.Oif == 0 {
 		v.ifindex = e.Iif
 	}
-	v.ifname = ifName(j, e.Netns, v.ifindex)
+	v.ifname = rc.ifName(j, e.Netns, v.ifindex)
 	if e.Time != 0 {
 		v.timed = true
 		v.since = sinceFirst(time.Duration(v.tNs))
@@ -196,19 +196,6 @@ func viewOf(j *decode.Journey, r decode.Row, start uint64) rowView {
 	}
 	v.rule = e.RuleText()
 	return v
-}
-
-// ifName names an interface of a netfilter row after the hops that crossed it.
-func ifName(j *decode.Journey, netns, ifindex uint32) string {
-	for i := range j.Hops {
-		if h := &j.Hops[i]; h.Netns == netns && h.Ifindex == ifindex && ifindex != 0 {
-			return h.IfName()
-		}
-	}
-	if ifindex == 0 {
-		return ""
-	}
-	return "if" + strconv.FormatUint(uint64(ifindex), 10)
 }
 
 // sinceFirst formats a hop's time since the first hop: "0", "+850ns", "+3.1µs".
@@ -240,11 +227,15 @@ func summary(j *decode.Journey, rc *renderContext) string {
 			fmt.Fprintf(&b, "; request path %s, in the target %s, reply path %s", stats.FormatDuration(req), stats.FormatDuration(target), stats.FormatDuration(rep))
 		}
 	} else {
-		// within the timeout, or after a part of it for an echo a signal cut short
-		within := " within "
-		if j.Interrupted {
+		// " within" the timeout, " after" a part of it for an echo a signal
+		// cut short, nothing for a request the kernel refused to send.
+		waited := " within " + stats.FormatDuration(j.Timeout)
+		switch {
+		case j.Interrupted:
 			b.WriteString("interrupted: ")
-			within = " after "
+			waited = " after " + stats.FormatDuration(j.Timeout)
+		case j.Timeout == 0:
+			waited = ""
 		}
 		fmt.Fprintf(&b, "no reply from %s (seq %d)", j.Target, j.Seq)
 		nfDrop, byRule := j.NetfilterDrop()
@@ -263,12 +254,12 @@ func summary(j *decode.Journey, rc *renderContext) string {
 				b.WriteString("\n  " + dropLine(j.Drop, rc))
 			}
 		case byRule:
-			fmt.Fprintf(&b, "%s%s: the %s was dropped by %s.%s (%s) in network namespace %s", within, stats.FormatDuration(j.Timeout),
+			fmt.Fprintf(&b, "%s: the %s was dropped by %s.%s (%s) in network namespace %s", waited,
 				decode.PacketType(familyOf(nfDrop.Src), nfDrop.ICMPType), nfDrop.Table, nfDrop.Chain, nfDrop.RuleText(), rc.netnsCell(nfDrop.Netns))
 		case j.Drop != nil:
 			b.WriteString(": " + dropLine(j.Drop, rc))
 		default:
-			fmt.Fprintf(&b, "%s%s", within, stats.FormatDuration(j.Timeout))
+			b.WriteString(waited)
 			if last, ok := j.LastRequest(); ok {
 				// The reply, once there is one, went further.
 				if n := len(j.Hops); !j.Hops[n-1].IsRequest() && !j.Hops[n-1].IsError() {
@@ -472,7 +463,7 @@ func (w jsonWriter) Journey(j *decode.Journey) error {
 		e.Hint = j.Hint
 	}
 	rows := j.Rows()
-	for i, v := range viewsOf(j, rows) {
+	for i, v := range viewsOf(w.rc, j, rows) {
 		r := rows[i]
 		h := jsonHop{
 			TNs: v.tNs, DtNs: v.dtNs, Netns: v.netns, NetnsName: w.rc.names[v.netns], Ifname: v.ifname, Ifindex: v.ifindex,

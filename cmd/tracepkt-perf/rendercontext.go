@@ -12,13 +12,20 @@ import (
 type renderContext struct {
 	names     map[uint32]string
 	owners    map[uint32]decode.Owner
+	ifnames   map[ifaceKey]string // from the snapshot, or looked up
 	netfilter nfSources
 	notes     []string
+	// lookupIf names an interface in the running system; live runs that
+	// do not record set it (a recording's snapshot holds the interfaces).
+	lookupIf func(netns, ifindex uint32) string
 }
+
+type ifaceKey struct{ netns, ifindex uint32 }
 
 func newRenderContext(caps []string) *renderContext {
 	c := parseCaps(caps)
-	return &renderContext{names: map[uint32]string{}, owners: map[uint32]decode.Owner{}, netfilter: c.netfilter, notes: c.notes()}
+	return &renderContext{names: map[uint32]string{}, owners: map[uint32]decode.Owner{}, ifnames: map[ifaceKey]string{},
+		netfilter: c.netfilter, notes: c.notes()}
 }
 
 // setSnapshot learns the names in s: each namespace's owner's or, in
@@ -34,7 +41,33 @@ func (rc *renderContext) setSnapshot(s *decode.Snapshot) {
 		case len(ns.Names) > 0:
 			rc.names[ns.Inode] = ns.Names[0]
 		}
+		for _, ifc := range ns.Interfaces {
+			rc.ifnames[ifaceKey{ns.Inode, ifc.Ifindex}] = ifc.Name
+		}
 	}
+}
+
+// ifName names the interface of a netfilter row: after a hop that crossed
+// it, else from the snapshot (or the running system), else by its index.
+func (rc *renderContext) ifName(j *decode.Journey, netns, ifindex uint32) string {
+	if ifindex == 0 {
+		return ""
+	}
+	for i := range j.Hops {
+		if h := &j.Hops[i]; h.Netns == netns && h.Ifindex == ifindex {
+			return h.IfName()
+		}
+	}
+	k := ifaceKey{netns, ifindex}
+	name, ok := rc.ifnames[k]
+	if !ok && rc.lookupIf != nil {
+		name = rc.lookupIf(netns, ifindex)
+		rc.ifnames[k] = name
+	}
+	if name != "" {
+		return name
+	}
+	return "if" + strconv.FormatUint(uint64(ifindex), 10)
 }
 
 // netnsCell shows a namespace as people know it, with its inode: "web-1

@@ -19,6 +19,7 @@ import (
 	"github.com/tracepkt/tracepkt-perf/probes/nftrace"
 	"github.com/tracepkt/tracepkt-perf/probes/ping"
 	"github.com/tracepkt/tracepkt-perf/tracefs"
+	"golang.org/x/sys/unix"
 )
 
 // nftraceQuiet is how long the netfilter source waits for more trace
@@ -113,6 +114,11 @@ func openSession(o options, rec *recordFile, newWriter func(*renderContext) jour
 	hdr := newHeader(s.netfilter, fs)
 	s.rc = newRenderContext(hdr.Capabilities)
 	s.rc.setSnapshot(snap)
+	if rec == nil {
+		// The snapshot has no interfaces: name those netfilter rows need
+		// when they need them.
+		s.rc.lookupIf = s.interfaceName
+	}
 	s.w = newWriter(s.rc)
 	if rec != nil {
 		s.recFile = rec
@@ -139,6 +145,19 @@ func allowBPFMemory() error {
 	}
 	return nil
 }
+
+// interfaceName names interface ifindex of the namespace of inode, if
+// the tool can reach it.
+func (s *session) interfaceName(inode, ifindex uint32) string {
+	for _, ns := range s.ns.all {
+		if ns.Inode == inode {
+			name, _ := netns.InterfaceName(ns, ifindex)
+			return name
+		}
+	}
+	return ""
+}
+
 // Close releases what openSession opened.
 func (s *session) Close() error { return s.fs.Close() }
 
@@ -299,6 +318,9 @@ func echo(ctx context.Context, p *ping.Pinger, t *probes.Tracer, nf *nftrace.Tra
 	if ctx.Err() != nil {
 		return decode.Journey{}, nil, errNotSent
 	}
+	// What the sources hold is kept even when one of them fails: the
+	// failure becomes a note under the echo, never the loss of its rows.
+	var notes []string
 	sent, err := p.Send(seq)
 	var tooBig *ping.TooBigError
 	if errors.As(err, &tooBig) {
@@ -310,16 +332,22 @@ func echo(ctx context.Context, p *ping.Pinger, t *probes.Tracer, nf *nftrace.Tra
 		}
 		return decode.NewJourney(o, nil, nil), nil, nil
 	}
-	if err != nil {
-		if ctx.Err() != nil {
-			return decode.Journey{}, nil, errNotSent
-		}
+	refused := errors.Is(err, unix.EPERM)
+	switch {
+	case refused:
+		// A netfilter rule dropped the request on its way out: the
+		// sources saw it, and no reply can come.
+		sent = time.Now()
+		notes = append(notes, fmt.Sprintf("the kernel refused to send the request: %v", unix.EPERM))
+	case err != nil && ctx.Err() != nil:
+		return decode.Journey{}, nil, errNotSent
+	case err != nil:
 		return decode.Journey{}, nil, err
 	}
 	deadline := sent.Add(timeout)
 	var reply ping.Reply
 	replied, answered, interrupted := false, false, false
-	for !answered {
+	for !answered && !refused {
 		reply, err = p.Receive(deadline)
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			break
@@ -343,9 +371,6 @@ func echo(ctx context.Context, p *ping.Pinger, t *probes.Tracer, nf *nftrace.Tra
 		// the error can reach us first: let the free reach its ring.
 		time.Sleep(errorSettle)
 	}
-	// What the sources hold is kept even when one of them fails: the
-	// failure becomes a note under the echo, never the loss of its rows.
-	var notes []string
 	*recs = (*recs)[:0]
 	t.SetDeadline(time.Now())
 	var r decode.Record
@@ -379,8 +404,11 @@ func echo(ctx context.Context, p *ping.Pinger, t *probes.Tracer, nf *nftrace.Tra
 	}
 	o := decode.Outcome{Target: target, EchoID: p.ID(), Seq: seq, Replied: replied, Timeout: timeout, Interrupted: interrupted,
 		NetfilterLost: nfLost, Notes: notes}
-	if interrupted {
+	switch {
+	case interrupted:
 		o.Timeout = waited
+	case refused:
+		o.Timeout = 0 // not waited for
 	}
 	if replied {
 		o.RTT = reply.Received.Sub(sent)

@@ -91,6 +91,25 @@ func linkVethPeers(s *decode.Snapshot) {
 	}
 }
 
+// InterfaceName returns the name of interface ifindex in ns.
+func InterfaceName(ns Netns, ifindex uint32) (string, error) {
+	f, err := ns.Open()
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h, err := netlink.NewHandleAt(vnetns.NsHandle(f.Fd()))
+	if err != nil {
+		return "", fmt.Errorf("netlink: %w", err)
+	}
+	defer h.Close()
+	l, err := h.LinkByIndex(int(ifindex))
+	if err != nil {
+		return "", fmt.Errorf("interface %d in %v: %w", ifindex, ns, err)
+	}
+	return l.Attrs().Name, nil
+}
+
 func interfacesOf(ns Netns) ([]decode.Interface, error) {
 	f, err := ns.Open()
 	if err != nil {
