@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -51,10 +50,7 @@ func TestE2ECheckJSON(t *testing.T) {
 func TestE2ETracefsLeftAsFound(t *testing.T) {
 	testenv.RequireRoot(t)
 	testenv.RequireCommands(t, "unshare", "sh")
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
+	self := testBinary(t)
 	script := `while grep -q ' tracefs ' /proc/self/mounts; do umount -l "$(awk '$3=="tracefs"{print $2; exit}' /proc/self/mounts)" || exit 9; done
 "$0" --check >/dev/null || exit 8
 grep -c ' tracefs ' /proc/self/mounts || true`

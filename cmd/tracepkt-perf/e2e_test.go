@@ -32,6 +32,16 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// testBinary is the path of this test binary, which runs as the tool.
+func testBinary(t *testing.T) string {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return self
+}
+
 type toolResult struct {
 	stdout, stderr string
 	code           int
@@ -40,10 +50,7 @@ type toolResult struct {
 // runTool runs the tool with args inside netns (this namespace when nil).
 func runTool(t *testing.T, netns *topology.Netns, args ...string) toolResult {
 	t.Helper()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
+	self := testBinary(t)
 	argv := append([]string{self}, args...)
 	if netns != nil && netns.Name != "" {
 		testenv.RequireCommands(t, "ip")
@@ -73,10 +80,7 @@ func runCmd(t *testing.T, cmd *exec.Cmd) toolResult {
 // startTool starts the tool in this namespace with its stdout on a pipe.
 func startTool(t *testing.T, args ...string) (*exec.Cmd, io.ReadCloser, *bytes.Buffer) {
 	t.Helper()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
+	self := testBinary(t)
 	cmd := exec.Command(self, args...)
 	cmd.Env = append(os.Environ(), asToolEnv+"=1")
 	stdout, err := cmd.StdoutPipe()

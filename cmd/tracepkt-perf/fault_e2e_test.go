@@ -169,10 +169,7 @@ func TestE2ENetfilterLookupFails(t *testing.T) {
 	if err := topo.CheckOwnRoute(n.Source, n.Target4); err != nil {
 		t.Fatal(err)
 	}
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
+	self := testBinary(t)
 	cmd := exec.Command(self, "--json", n.Target4.String())
 	cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"))
 	res := runCmd(t, cmd)

@@ -136,10 +136,7 @@ func TestE2EKprobeCleanup(t *testing.T) {
 	if err := topo.CheckOwnRoute(n.Source, n.Target4); err != nil {
 		t.Fatal(err)
 	}
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
+	self := testBinary(t)
 	cmd := exec.Command(self, "--netfilter", "kprobe", "-c", "100", "-i", "50ms", n.Target4.String())
 	cmd.Env = append(os.Environ(), asToolEnv+"=1")
 	out, err := cmd.StdoutPipe()

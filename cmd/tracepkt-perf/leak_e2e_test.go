@@ -189,10 +189,7 @@ func TestE2ENoLeaks(t *testing.T) {
 	if d := settledDiff(t, before); len(d) > 0 {
 		t.Errorf("after %d runs:\n%s", leakRuns, strings.Join(d, "\n"))
 	}
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
+	self := testBinary(t)
 	for range killedRuns {
 		cmd := exec.Command(self, "-c", "1000", "-i", "0.005", "-W", "1", n.Target4.String())
 		cmd.Env = append(os.Environ(), asToolEnv+"=1")

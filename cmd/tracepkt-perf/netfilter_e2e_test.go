@@ -205,10 +205,7 @@ func openTempDir(t *testing.T) string {
 // the test binary's own directory may not be open to that user.
 func runToolAs(t *testing.T, uid uint32, dir string, args ...string) toolResult {
 	t.Helper()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
+	self := testBinary(t)
 	bin, err := os.ReadFile(self)
 	if err != nil {
 		t.Fatal(err)

@@ -65,10 +65,7 @@ func TestReplayPeakRSS(t *testing.T) {
 	if err := os.WriteFile(file, buf.Bytes(), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
+	self := testBinary(t)
 	cmd := exec.Command(self, "--replay", file)
 	res := runCmd(t, cmd)
 	if res.code != 2 || !strings.Contains(res.stderr, "records before an echo outcome") {

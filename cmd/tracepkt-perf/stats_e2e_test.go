@@ -57,10 +57,7 @@ func recordReroute(t *testing.T) {
 	if err := topo.CheckOwnRoute(n.Source, n.Target4); err != nil {
 		t.Fatal(err)
 	}
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
+	self := testBinary(t)
 	cmd := exec.Command("ip", "netns", "exec", n.Source.Name, self, "--record", filepath.Join("testdata", "stats-reroute-ipv4.tpk"),
 		"-c", "12", "-i", "100ms", n.Target4.String())
 	cmd.Env = append(os.Environ(), asToolEnv+"=1")

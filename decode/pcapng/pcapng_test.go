@@ -199,21 +199,27 @@ func TestPcapngWithoutHeader(t *testing.T) {
 	}
 }
 
-// TestExportPcapng exports a recording: the same packets as writing its
-// records, with the interfaces described by its snapshot.
-func TestExportPcapng(t *testing.T) {
-	h := testHeader()
+// recording writes a recording of h, snap (when not nil), recs and out
+// (when not nil) and returns a reader of it.
+func recording(t *testing.T, h tpk.Header, snap *decode.Snapshot, recs []decode.Record, out *tpk.EchoOutcome) *tpk.Reader {
+	t.Helper()
 	var file bytes.Buffer
 	w, err := tpk.NewWriter(&file, h)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := w.WriteSnapshot(testrecord.Snapshot()); err != nil {
-		t.Fatal(err)
+	if snap != nil {
+		if err := w.WriteSnapshot(snap); err != nil {
+			t.Fatal(err)
+		}
 	}
-	recs := pcapngHops()
 	for i := range recs {
 		if err := w.WriteRecord(&recs[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if out != nil {
+		if err := w.WriteOutcome(out); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -224,6 +230,15 @@ func TestExportPcapng(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return r
+}
+
+// TestExportPcapng exports a recording: the same packets as writing its
+// records, with the interfaces described by its snapshot.
+func TestExportPcapng(t *testing.T) {
+	h := testHeader()
+	recs := pcapngHops()
+	r := recording(t, h, testrecord.Snapshot(), recs, nil)
 	var buf bytes.Buffer
 	n, err := Export(&buf, r)
 	if err != nil || n != len(recs)-1 {
@@ -333,26 +348,7 @@ func TestExportNetfilterInComments(t *testing.T) {
 		Verdict: "ACCEPT", RuleHandle: 4, Rule: "icmp type echo-reply accept", ICMPType: 0, EchoID: testrecord.EchoID, Seq: 1,
 		Oif: 2, Src: testrecord.Ctr4, Dst: testrecord.Host4, Source: "nftrace"}}}
 
-	var file bytes.Buffer
-	w, err := tpk.NewWriter(&file, testHeader())
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, r := range append(recs, nf) {
-		if err := w.WriteRecord(&r); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := w.WriteOutcome(&out); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	r, err := tpk.NewReader(&file)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := recording(t, testHeader(), nil, append(recs, nf), &out)
 	var buf bytes.Buffer
 	n, err := Export(&buf, r)
 	if err != nil || n != 6 {
