@@ -9,10 +9,12 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
@@ -158,10 +160,15 @@ func row(netns uint64, ifname, dir, typ string) string {
 	return fmt.Sprintf("%d %s %s %s", netns, ifname, dir, typ)
 }
 
+// rows are the device rows of e: what the device-path tests assert. Netfilter
+// and drop rows depend on the host's own firewall (Docker's iptables, ufw),
+// and the tests of those assert them on their own.
 func rows(e jsonEcho) []string {
 	var out []string
 	for _, h := range e.Hops {
-		out = append(out, row(uint64(h.Netns), h.Ifname, h.Dir, h.Type))
+		if h.Probe == "net_dev_queue" || h.Probe == "netif_receive_skb" {
+			out = append(out, row(uint64(h.Netns), h.Ifname, h.Dir, h.Type))
+		}
 	}
 	return out
 }
@@ -260,10 +267,15 @@ func families(t *testing.T, target4, target6 netip.Addr, f func(t *testing.T, ta
 
 // TestE2EVethPair traces through a veth pair with each way of attaching the
 // device probes: BTF-typed and plain raw tracepoints, and the perf
-// tracepoint event that is the fallback.
+// tracepoint event that is the fallback. The target's namespace has a
+// firewall of its own, as a host with Docker's iptables or ufw has: its
+// verdicts add netfilter rows, which change nothing of the device rows.
 func TestE2EVethPair(t *testing.T) {
 	topo, n := vethPair(t)
 	root, peer := inode(t, n.Root), inode(t, n.Netns)
+	testenv.RequireCommands(t, "nft")
+	inNetns(t, n.Netns, "nft", "add table inet tpfw; add chain inet tpfw in { type filter hook input priority 0; policy accept; }; "+
+		"add rule inet tpfw in meta l4proto { icmp, ipv6-icmp } counter accept; add chain inet tpfw out { type filter hook output priority 0; policy accept; }")
 	for _, attach := range []string{"auto", "tp_btf", "raw_tp", "perf"} {
 		t.Run(attach, func(t *testing.T) {
 			families(t, n.Target4, n.Target6, func(t *testing.T, target netip.Addr) {
@@ -278,6 +290,9 @@ func TestE2EVethPair(t *testing.T) {
 						row(peer, "eth0", "out", "reply"),
 						row(root, n.HostLink, "in", "reply"),
 					})
+					if len(e.Hops) == 4 {
+						t.Errorf("echo %d: no netfilter row from the namespace's firewall", e.Seq)
+					}
 				}
 			})
 		})
@@ -381,19 +396,37 @@ func TestE2ENoRoute(t *testing.T) {
 func TestE2EParallelRuns(t *testing.T) {
 	topo, n := vethPair(t)
 	root, peer := inode(t, n.Root), inode(t, n.Netns)
+	if err := topo.CheckOwnRoute(n.Source, n.Target4); err != nil || n.Source.Name != "" {
+		t.Fatalf("not tracing from %v: %v", n.Source, err)
+	}
+	// The runs' goroutines only run them: every check, and every t.Fatal,
+	// happens here once both are done.
+	cmds := make([]*exec.Cmd, 2)
+	outs := make([]bytes.Buffer, len(cmds))
+	errs := make([]error, len(cmds))
 	var wg sync.WaitGroup
-	results := make([][]jsonEcho, 2)
-	for i := range results {
-		wg.Go(func() { results[i] = traceJSON(t, topo, n.Source, n.Target4, "-c", "5") })
+	for i := range cmds {
+		cmds[i] = exec.Command(testBinary(t), "--json", "-W", "3s", "-i", "20ms", "-c", "5", n.Target4.String())
+		cmds[i].Env = append(os.Environ(), asToolEnv+"=1")
+		cmds[i].Stdout = &outs[i]
+		wg.Go(func() { errs[i] = cmds[i].Run() })
 	}
 	wg.Wait()
+	var results [][]jsonEcho
+	for i := range cmds {
+		if errs[i] != nil {
+			t.Fatalf("run %d: %v\n%s", i, errs[i], outs[i].String())
+		}
+		echoes := decodeEchoes(t, outs[i].String())
+		if len(echoes) != 5 {
+			t.Fatalf("run %d: %d echoes, want 5", i, len(echoes))
+		}
+		results = append(results, echoes)
+	}
 	if results[0][0].EchoID == results[1][0].EchoID {
 		t.Fatalf("both runs used echo id %d", results[0][0].EchoID)
 	}
 	for _, echoes := range results {
-		if len(echoes) != 5 {
-			t.Fatalf("%d echoes, want 5", len(echoes))
-		}
 		for _, e := range echoes {
 			if e.EchoID != echoes[0].EchoID {
 				t.Errorf("echo id changed within a run: %d then %d", echoes[0].EchoID, e.EchoID)
@@ -428,28 +461,42 @@ func assertDemoRemoved(t *testing.T) {
 func TestE2EDemo(t *testing.T) {
 	testenv.RequireRoot(t)
 	root := inode(t, &topology.Netns{})
-	res := runTool(t, nil, "--demo", "--json")
-	if res.code != 0 {
-		t.Fatalf("exit %d, stderr:\n%s", res.code, res.stderr)
+	cmd, stdout, stderr := startTool(t, "--demo", "--json")
+	// The demo's namespaces, read through processes started in them while
+	// the demo runs (its failing echoes wait for their timeouts), never
+	// from the tool's own output.
+	base := topology.DemoBridge + "-" + strconv.Itoa(cmd.Process.Pid)
+	ns := map[string]uint64{}
+	for _, name := range []string{base, base + "-fw", base + "-r"} {
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(2 * time.Millisecond) {
+			if _, err := os.Stat("/run/netns/" + name); err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the demo made no namespace %s", name)
+			}
+		}
+		sleeper := testenv.StartInNetns(t, name, "sleep", "30")
+		ns[name] = testenv.NetnsInodeOfPid(t, sleeper.Process.Pid)
 	}
-	echoes := decodeEchoes(t, res.stdout)
+	out, _ := io.ReadAll(stdout)
+	cmd.Wait()
+	if code := cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("exit %d, stderr:\n%s", code, stderr)
+	}
+	echoes := decodeEchoes(t, string(out))
 	if len(echoes) != 6 {
-		t.Fatalf("%d echoes, want 6:\n%s", len(echoes), res.stdout)
+		t.Fatalf("%d echoes, want 6:\n%s", len(echoes), out)
+	}
+	ctr, fw, rtr := ns[base], ns[base+"-fw"], ns[base+"-r"]
+	if ctr == root || fw == root || rtr == root || fw == ctr || rtr == ctr || fw == rtr {
+		t.Errorf("root %d, container %d, firewall %d, router %d: want four namespaces", root, ctr, fw, rtr)
 	}
 	for i, fam := range []struct{ container, firewall, far, router string }{
 		{"172.31.250.2", "172.31.250.3", "172.31.251.2", "172.31.250.4"},
 		{"fd00:7470::2", "fd00:7470::3", "fd00:7470:0:1::2", "fd00:7470::4"},
 	} {
 		ctrEcho, fwEcho, farEcho := echoes[3*i], echoes[3*i+1], echoes[3*i+2]
-		// The demo's namespaces are gone by now; their inodes are those eth0 showed.
-		nsOf := func(e jsonEcho) uint64 {
-			if len(e.Hops) > 2 && e.Hops[2].Ifname == "eth0" && uint64(e.Hops[2].Netns) != root {
-				return uint64(e.Hops[2].Netns)
-			}
-			t.Errorf("echo to %s: no eth0 row in a namespace of its own: %v", e.Target, rows(e))
-			return 0
-		}
-		ctr := nsOf(ctrEcho)
 		assertJourney(t, ctrEcho, netip.MustParseAddr(fam.container), []string{
 			row(root, "tpdemo0", "out", "request"),
 			row(root, "tpdemo0h", "out", "request"),
@@ -458,16 +505,12 @@ func TestE2EDemo(t *testing.T) {
 			row(root, "tpdemo0h", "in", "reply"),
 			row(root, "tpdemo0", "in", "reply"),
 		})
-		fw, rtr := nsOf(fwEcho), nsOf(farEcho)
 		assertLoss(t, fwEcho, wantLoss{result: "dropped", reason: "NETFILTER_DROP", netns: fw, ifname: "eth0", withoutAnError: true})
 		if d := fwEcho.Drop; d == nil || !strings.HasSuffix(d.NetnsName, "-fw") {
 			t.Errorf("firewall drop %+v: want it named after the demo's firewall namespace", d)
 		}
 		assertLoss(t, farEcho, wantLoss{result: "unreachable", reason: "IP_INNOROUTES", netns: rtr, ifname: "eth0", hint: "no route",
 			errFrom: netip.MustParseAddr(fam.router), errType: map[bool]uint8{true: 3, false: 1}[i == 0]})
-		if fw == ctr || rtr == ctr || fw == rtr {
-			t.Errorf("container %d, firewall %d, router %d: want three namespaces", ctr, fw, rtr)
-		}
 	}
 	assertDemoRemoved(t)
 }
