@@ -10,30 +10,34 @@ import (
 	"github.com/tracepkt/tracepkt-perf/internal/topology"
 )
 
-// replayCases are recordings of real runs kept in testdata: each replays,
-// without root, to the table and JSON its live run printed. go test -update
-// (as root) records them again from live runs on the running kernel.
+// replayCases are recordings of real runs kept in testdata, two per case: a
+// run printing the table (NAME.tpk) and a run printing JSON (NAME.json.tpk).
+// Each replays, without root, to exactly what its live run printed
+// (NAME.table.golden, NAME.json.golden, written by the live runs only), with
+// the live run's exit code. go test -update (as root) records them again
+// from live runs on the running kernel.
 var replayCases = []struct {
 	name   string
+	code   int // the exit code of the live run, and of its replay
 	record func(t *testing.T) (*topology.Topology, *topology.Netns, netip.Addr, []string)
 }{
-	{"veth-ipv4", func(t *testing.T) (*topology.Topology, *topology.Netns, netip.Addr, []string) {
+	{"veth-ipv4", 0, func(t *testing.T) (*topology.Topology, *topology.Netns, netip.Addr, []string) {
 		topo, n := vethPair(t)
 		return topo, n.Source, n.Target4, []string{"-c", "2", "-i", "10ms"}
 	}},
-	{"veth-ipv6", func(t *testing.T) (*topology.Topology, *topology.Netns, netip.Addr, []string) {
+	{"veth-ipv6", 0, func(t *testing.T) (*topology.Topology, *topology.Netns, netip.Addr, []string) {
 		topo, n := vethPair(t)
 		return topo, n.Source, n.Target6, nil
 	}},
-	{"bridge-ipv4", func(t *testing.T) (*topology.Topology, *topology.Netns, netip.Addr, []string) {
+	{"bridge-ipv4", 0, func(t *testing.T) (*topology.Topology, *topology.Netns, netip.Addr, []string) {
 		topo, n := dockerBridge(t)
 		return topo, n.Source, n.Target4, nil
 	}},
-	{"router-ipv6", func(t *testing.T) (*topology.Topology, *topology.Netns, netip.Addr, []string) {
+	{"router-ipv6", 0, func(t *testing.T) (*topology.Topology, *topology.Netns, netip.Addr, []string) {
 		topo, n := router(t)
 		return topo, n.Source, n.Target6, nil
 	}},
-	{"netfilter-drop-ipv4", func(t *testing.T) (*topology.Topology, *topology.Netns, netip.Addr, []string) {
+	{"netfilter-drop-ipv4", 1, func(t *testing.T) (*topology.Topology, *topology.Netns, netip.Addr, []string) {
 		topo, n := routerWithRules(t, "; add rule inet tpfilt forward icmp type echo-request drop")
 		return topo, n.Source, n.Target4, []string{"-W", "300ms"}
 	}},
@@ -42,34 +46,30 @@ var replayCases = []struct {
 func TestReplayGolden(t *testing.T) {
 	for _, tc := range replayCases {
 		t.Run(tc.name, func(t *testing.T) {
-			tpk := filepath.Join("testdata", tc.name+".tpk")
-			if *update {
-				recordCase(t, tpk, tc.record)
-			}
-			if _, err := os.Stat(tpk); err != nil {
-				t.Fatalf("%v (go test -update, as root, records it)", err)
-			}
 			for _, mode := range []struct{ suffix, flag string }{{".table", ""}, {".json", "--json"}} {
+				tpk := filepath.Join("testdata", tc.name+".tpk")
+				if mode.flag != "" {
+					tpk = filepath.Join("testdata", tc.name+mode.suffix+".tpk")
+				}
+				golden := filepath.Join("testdata", tc.name+mode.suffix+".golden")
+				if *update {
+					recordCase(t, tpk, golden, mode.flag, tc.code, tc.record)
+				}
+				want, err := os.ReadFile(golden)
+				if err != nil {
+					t.Fatalf("%v (go test -update, as root, records it)", err)
+				}
 				args := []string{"--replay", tpk}
 				if mode.flag != "" {
 					args = append(args, mode.flag)
 				}
 				res := runTool(t, nil, args...)
-				if res.code > 1 || res.stderr != "" {
-					t.Fatalf("replay %v: exit %d, stderr %q", args, res.code, res.stderr)
+				if res.code != tc.code || res.stderr != "" {
+					t.Errorf("replay %v: exit %d, stderr %q; want exit %d", args, res.code, res.stderr, tc.code)
 				}
-				if mode.flag == "" {
-					// Written only by the live run: never from a replay.
-					want, err := os.ReadFile(filepath.Join("testdata", tc.name+".table.golden"))
-					if err != nil {
-						t.Fatal(err)
-					}
-					if res.stdout != string(want) {
-						t.Errorf("replay of %s:\n%s\nthe live run printed:\n%s", tpk, res.stdout, want)
-					}
-					continue
+				if res.stdout != string(want) {
+					t.Errorf("replay of %s:\n%s\nthe live run printed:\n%s", tpk, res.stdout, want)
 				}
-				golden(t, tc.name+mode.suffix, []byte(res.stdout))
 			}
 		})
 	}
@@ -91,20 +91,25 @@ func TestReplayBeforeOwners(t *testing.T) {
 	}
 }
 
-// recordCase records a live run into tpk and keeps what it printed as the
-// table golden: the replay must print it again.
-func recordCase(t *testing.T, tpk string, build func(t *testing.T) (*topology.Topology, *topology.Netns, netip.Addr, []string)) {
+// recordCase records a live run (with flag, if any) into tpk and keeps what
+// it printed as golden: the replay must print it again. The live run must
+// exit with code.
+func recordCase(t *testing.T, tpk, golden, flag string, code int, build func(t *testing.T) (*topology.Topology, *topology.Netns, netip.Addr, []string)) {
 	t.Helper()
 	testenv.RequireRoot(t)
 	topo, src, target, extra := build(t)
 	if err := topo.CheckOwnRoute(src, target); err != nil {
 		t.Fatal(err)
 	}
-	res := runTool(t, src, append(append([]string{"--record", tpk}, extra...), target.String())...)
-	if res.code > 1 {
-		t.Fatalf("live run: exit %d\n%s", res.code, res.stderr)
+	args := append([]string{"--record", tpk}, extra...)
+	if flag != "" {
+		args = append(args, flag)
 	}
-	if err := os.WriteFile(filepath.Join("testdata", filepath.Base(tpk[:len(tpk)-len(".tpk")])+".table.golden"), []byte(res.stdout), 0o644); err != nil {
+	res := runTool(t, src, append(args, target.String())...)
+	if res.code != code {
+		t.Fatalf("live run %v: exit %d, want %d\n%s", args, res.code, code, res.stderr)
+	}
+	if err := os.WriteFile(golden, []byte(res.stdout), 0o644); err != nil {
 		t.Fatal(err)
 	}
 }
