@@ -7,17 +7,32 @@ export CGO_ENABLED := 0
 BIN := bin/tracepkt-perf
 
 # Debian packages the tests and the demo use; `make deps` installs the missing ones.
-DEB_PACKAGES := iproute2 iputils-ping nftables iptables tshark qemu-system-x86 busybox-static cpio xz-utils zstd gcc libc6-dev librsvg2-bin \
+DEB_PACKAGES := iproute2 iputils-ping nftables iptables tshark qemu-system-x86 busybox-static cpio xz-utils zstd gcc libc6-dev librsvg2-bin groff-base \
 	linux-image-amd64 linux-image-6.12-amd64 podman runc
 
 # Root test packages that also run inside the distro kernel.
 VM_TEST_PKGS := ./internal/vmtest ./cmd/tracepkt-perf ./probes/ping ./internal/topology ./probes/nftrace ./probes ./probes/netns
 
-.PHONY: all build demo test test-host test-matrix bench deps lint clean
+.PHONY: all build install uninstall demo test test-host test-matrix bench deps lint clean
 all: build
 
 build:
 	$(GO) build -trimpath -o $(BIN) ./cmd/tracepkt-perf
+
+# make install [PREFIX=/usr/local] [DESTDIR=]: the static binary, the man page
+# tracepkt-perf(8) and the bash completion, both generated from the --help
+# text (go test ./cmd/tracepkt-perf -update writes them again).
+PREFIX ?= /usr/local
+INSTALL_FILES := $(DESTDIR)$(PREFIX)/bin/tracepkt-perf $(DESTDIR)$(PREFIX)/share/man/man8/tracepkt-perf.8 \
+	$(DESTDIR)$(PREFIX)/share/bash-completion/completions/tracepkt-perf
+
+install: build
+	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/tracepkt-perf
+	install -D -m 0644 docs/tracepkt-perf.8 $(DESTDIR)$(PREFIX)/share/man/man8/tracepkt-perf.8
+	install -D -m 0644 completions/tracepkt-perf.bash $(DESTDIR)$(PREFIX)/share/bash-completion/completions/tracepkt-perf
+
+uninstall:
+	rm -f $(INSTALL_FILES)
 
 demo: build
 	./$(BIN) --demo

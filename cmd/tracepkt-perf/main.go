@@ -35,7 +35,8 @@ crossed, in kernel time order. Needs root.
 
 Flags:
   -c, --count N        echo requests to send (default 1)
-  -i, --interval D     time between requests: 0.2, 200ms (default 1s)
+  -i, --interval D     time from one request to the next: 0.2, 200ms
+                       (default 1s)
   -W, --timeout D      how long to wait for each reply (default 1s)
   -4, -6               resolve TARGET to IPv4 / IPv6 only
   -s, --size N         payload bytes of each request (default 56, at least 16)

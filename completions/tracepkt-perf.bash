@@ -1,0 +1,17 @@
+# bash completion for tracepkt-perf(8), generated from its --help text by
+# cmd/tracepkt-perf/manual_test.go (go test -update rewrites it).
+_tracepkt_perf() {
+    local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]}
+    case $prev in
+        --record|--replay|--pcapng|--diff|--svg) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        -M|--pmtudisc) COMPREPLY=($(compgen -W "do dont want" -- "$cur")); return ;;
+        --netfilter) COMPREPLY=($(compgen -W "auto kprobe nftrace off" -- "$cur")); return ;;
+        -c|--count|-i|--interval|-W|--timeout|-s|--size|-t|--ttl|-I|--interface|-m|--mark|--from-netns|--netns) return ;;
+    esac
+    if [[ $cur == -* ]]; then
+        COMPREPLY=($(compgen -W "--check --count --demo --diff --from-netns --help --interface --interval --json --mark --netfilter --netns --pcapng --pmtudisc --record --replay --size --stats --svg --timeout --ttl --verbose --version -4 -6 -I -M -W -c -h -i -m -s -t" -- "$cur"))
+        return
+    fi
+    COMPREPLY=($(compgen -A hostname -- "$cur"))
+}
+complete -F _tracepkt_perf tracepkt-perf
