@@ -20,8 +20,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/tracepkt/tracepkt-perf/probes"
 	"github.com/tracepkt/tracepkt-perf/decode/stats"
+	"github.com/tracepkt/tracepkt-perf/probes"
 	"github.com/tracepkt/tracepkt-perf/probes/ping"
 )
 
