@@ -240,7 +240,9 @@ func installTable(name string, echoID uint16) (conn *netlink.Conn, owned bool, e
 	if err == nil {
 		return conn, ownerFlag, nil
 	}
-	if ownerFlag && errors.Is(err, unix.EOPNOTSUPP) {
+	// 5.12 and later refuse an unknown flag with EOPNOTSUPP; before, with EINVAL
+	// (seen on Debian 11's 5.10).
+	if ownerFlag && (errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EINVAL)) {
 		if conn, err = tryInstall(name, echoID, false); err == nil {
 			return conn, false, nil
 		}
