@@ -98,6 +98,7 @@ func TestE2EKprobeLegacy(t *testing.T) {
 				row(a, "eth0", "out", "request"),
 				row(r, "eth0", "in", "request"),
 				nfWant(r, "eth0", "filter.FORWARD", "DROP", ""),
+				row(r, "eth0", "drop", "request"),
 			})
 			for _, h := range e.Hops {
 				if h.Netfilter != nil && (h.Netfilter.Source != "kprobe" || h.KtimeNs == 0) {
@@ -121,6 +122,7 @@ func TestE2EKprobeNftables(t *testing.T) {
 			row(a, "eth0", "out", "request"),
 			row(r, "eth0", "in", "request"),
 			nfWant(r, "eth0", "tpfilt.forward", "DROP", ""),
+			row(r, "eth0", "drop", "request"),
 		})
 		if nf := e.Hops[2].Netfilter; nf == nil || nf.Family != "inet" || nf.Hook != "FORWARD" {
 			t.Errorf("netfilter row %+v: want family inet, hook FORWARD", nf)
