@@ -100,12 +100,6 @@ func openSession(o options, rec *recordFile, newWriter func(*renderContext) jour
 	if s.traced, err = s.ns.traced(o.netns, s.from); err != nil {
 		return nil, err
 	}
-	if s.netfilter.sources&nfNftrace != 0 {
-		// Tables of runs killed where the kernel has no owner flag (before 5.12).
-		if err := nftrace.Sweep(s.traced); err != nil {
-			return nil, fmt.Errorf("netfilter: %w", err)
-		}
-	}
 	// The table needs the namespaces' names; a recording keeps their interfaces too.
 	snap, err := netns.Snapshot(s.ns.all, s.ns.owners, rec != nil)
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -15,8 +16,6 @@ import (
 	"github.com/google/nftables/expr"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
-
-	"github.com/tracepkt/tracepkt-perf/probes/netns"
 )
 
 // tablePrefix starts the name of every table this package installs:
@@ -200,7 +199,10 @@ func setTableFlags(msgs []netlink.Message, flags uint32) error {
 
 // sendBatch sends msgs on c and waits for the kernel to acknowledge each message that asks
 // for it, skipping any other reply. A failure comes back as an error wrapping the kernel's errno.
+// msgs may be sent on several sockets at once: it is not changed.
 func sendBatch(c *netlink.Conn, msgs []netlink.Message) error {
+	// The socket fills in each header's sequence number and port.
+	msgs = slices.Clone(msgs)
 	want := 0
 	for _, m := range msgs {
 		if m.Header.Flags&netlink.Acknowledge != 0 {
@@ -227,76 +229,73 @@ func sendBatch(c *netlink.Conn, msgs []netlink.Message) error {
 	return nil
 }
 
-// ownerFlag says whether installTable asks for NFT_TABLE_F_OWNER; tests turn it off to
+// ownerFlag says whether install asks for NFT_TABLE_F_OWNER; tests turn it off to
 // play a kernel older than 5.12.
 var ownerFlag = true
 
-// installTable creates the helper table in the calling thread's network namespace, on a
-// new netlink socket that it returns: the table's owner when owned is true. Kernels older
-// than 5.12 refuse NFT_TABLE_F_OWNER; the table is then created without it, and Sweep is
-// what removes it after a SIGKILL.
-func installTable(name string, echoID uint16) (conn *netlink.Conn, owned bool, err error) {
-	conn, err = tryInstall(name, echoID, ownerFlag)
-	if err == nil {
-		return conn, ownerFlag, nil
-	}
-	// 5.12 and later refuse an unknown flag with EOPNOTSUPP; before, with EINVAL
-	// (seen on Debian 11's 5.10).
-	if ownerFlag && (errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EINVAL)) {
-		if conn, err = tryInstall(name, echoID, false); err == nil {
-			return conn, false, nil
-		}
-	}
-	return nil, false, fmt.Errorf("add table inet %s: %w", name, err)
-}
-
-// tryInstall sends the batch that creates the helper table on a new socket, which it
-// returns; the socket is closed on failure, and the batch either applies whole or not at
-// all.
-func tryInstall(name string, echoID uint16, owner bool) (*netlink.Conn, error) {
-	msgs, err := installMessages(name, echoID, owner)
-	if err != nil {
-		return nil, err
-	}
+// dial opens an nftables socket in the calling thread's network namespace.
+func dial() (*netlink.Conn, error) {
 	// NetNS 0: the socket is created in the calling thread's namespace.
 	c, err := netlink.Dial(unix.NETLINK_NETFILTER, nil)
 	if err != nil {
 		return nil, fmt.Errorf("open nftables socket: %w", err)
 	}
-	if err := sendBatch(c, msgs); err != nil {
-		c.Close()
-		return nil, err
-	}
 	return c, nil
 }
 
-// Sweep deletes, in each namespace given, the helper tables (inet tracepkt_<pid>_<hex>)
-// left by runs that were killed before they could delete them: those whose process no longer
-// exists. Tables owned by a netlink socket (NFT_TABLE_F_OWNER) belong to a live process and
-// are kept, whatever their pid says. The errors of all namespaces are joined.
-func Sweep(nss []netns.Netns) error {
-	var errs []error
-	for _, ns := range netns.Dedup(nss) {
-		f, err := ns.Open()
-		if errors.Is(err, netns.ErrGone) {
-			continue
-		}
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		err = netns.Do([]*os.File{f}, func(int) error { return sweepHere() })
-		f.Close()
-		if err != nil {
-			errs = append(errs, fmt.Errorf("sweep %v: %w", ns, err))
-		}
-	}
-	return errors.Join(errs...)
+// installBatches are the batches that create the helper table with and without
+// NFT_TABLE_F_OWNER: built once, sent in every namespace.
+type installBatches struct {
+	owned, plain []netlink.Message
 }
 
-// sweepHere deletes stale helper tables in the calling thread's network namespace.
-func sweepHere() error {
-	tables, err := listTables(unix.NFPROTO_INET)
+func newInstallBatches(name string, echoID uint16) (installBatches, error) {
+	owned, err := installMessages(name, echoID, true)
+	if err != nil {
+		return installBatches{}, err
+	}
+	plain, err := installMessages(name, echoID, false)
+	if err != nil {
+		return installBatches{}, err
+	}
+	return installBatches{owned, plain}, nil
+}
+
+// install creates the helper table on c, a socket of the namespace it goes in, and
+// returns the socket that owns it when owned is true: c, or on a kernel older than 5.12,
+// which refuses NFT_TABLE_F_OWNER, a fresh one (the refused batch may have left replies on
+// c) where the table is created without the flag; the next Open then sweeps it away after a
+// SIGKILL. Each batch either applies whole or not at all. On error, c is closed.
+func (b installBatches) install(c *netlink.Conn, name string) (owner *netlink.Conn, owned bool, err error) {
+	defer func() {
+		if err != nil {
+			if c != nil {
+				c.Close()
+			}
+			owner, err = nil, fmt.Errorf("add table inet %s: %w", name, err)
+		}
+	}()
+	if ownerFlag {
+		err = sendBatch(c, b.owned)
+		// 5.12 and later refuse an unknown flag with EOPNOTSUPP; before, with EINVAL
+		// (seen on Debian 11's 5.10).
+		if !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.EINVAL) {
+			return c, err == nil, err
+		}
+		c.Close()
+		if c, err = dial(); err != nil {
+			return nil, false, err
+		}
+	}
+	return c, false, sendBatch(c, b.plain)
+}
+
+// sweep deletes, on c, the helper tables (inet tracepkt_<pid>_<hex>) of c's network
+// namespace left by runs that were killed before they could delete them: those whose
+// process no longer exists. Tables owned by a netlink socket (NFT_TABLE_F_OWNER) belong to
+// a live process and are kept, whatever their pid says.
+func sweep(c *netlink.Conn) error {
+	tables, err := listTables(c, unix.NFPROTO_INET)
 	if err != nil {
 		return err
 	}
@@ -306,7 +305,7 @@ func sweepHere() error {
 		if !ok || t.Flags&tableFlagOwner != 0 || processExists(pid) {
 			continue
 		}
-		if err := deleteTable(t.Name); err != nil {
+		if err := deleteTable(c, t.Name); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -319,14 +318,9 @@ type tableInfo struct {
 	Flags uint32
 }
 
-// listTables lists the tables of family in the calling thread's network namespace.
+// listTables lists the tables of family of c's network namespace.
 // (google/nftables v0.3.0 decodes NFTA_TABLE_FLAGS in host byte order.)
-func listTables(family uint8) ([]tableInfo, error) {
-	c, err := netlink.Dial(unix.NETLINK_NETFILTER, nil)
-	if err != nil {
-		return nil, fmt.Errorf("open nftables socket: %w", err)
-	}
-	defer c.Close()
+func listTables(c *netlink.Conn, family uint8) ([]tableInfo, error) {
 	replies, err := nftGet(c, unix.NFT_MSG_GETTABLE, netlink.Dump, family)
 	if err != nil {
 		return nil, fmt.Errorf("list tables: %w", err)
@@ -357,18 +351,13 @@ func listTables(family uint8) ([]tableInfo, error) {
 	return tables, nil
 }
 
-// deleteTable deletes the inet table name, not owned by any socket, in the calling thread's
-// network namespace. A table already gone is not an error.
-func deleteTable(name string) error {
+// deleteTable deletes, on c, the inet table name, not owned by any socket. A table
+// already gone is not an error.
+func deleteTable(c *netlink.Conn, name string) error {
 	msgs, err := deleteMessages(name, nftables.TableFamilyINet)
 	if err != nil {
 		return err
 	}
-	c, err := netlink.Dial(unix.NETLINK_NETFILTER, nil)
-	if err != nil {
-		return fmt.Errorf("open nftables socket: %w", err)
-	}
-	defer c.Close()
 	if err := sendBatch(c, msgs); err != nil && !errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("delete table inet %s: %w", name, err)
 	}

@@ -75,8 +75,9 @@ type nsState struct {
 const installWorkers = 16
 
 // Open installs the helper table, inet tracepkt_<pid>_<hex>, in every namespace given and
-// starts listening to nftrace messages there. Its chains hook prerouting and output at
-// priority math.MinInt32 and set meta nftrace on ICMP and ICMPv6 packets whose echo id is
+// starts listening to nftrace messages there. Where the kernel refuses the owner flag
+// (before 5.12), it also deletes there the helper tables of runs killed before they could.
+// Its chains hook prerouting and output at priority math.MinInt32 and set meta nftrace on ICMP and ICMPv6 packets whose echo id is
 // echoID; the kernel keeps the mark across the later hooks of that namespace. A namespace
 // whose path no longer leads to it (its process exited) is skipped. On failure nothing
 // is left installed.
@@ -99,6 +100,10 @@ func Open(nss []netns.Netns, echoID uint16) (_ *Tracer, err error) {
 		}
 	}()
 
+	batches, err := newInstallBatches(name, echoID)
+	if err != nil {
+		return nil, err
+	}
 	var files []*os.File
 	for _, ns := range netns.Dedup(nss) {
 		f, err := ns.Open()
@@ -120,9 +125,18 @@ func Open(nss []netns.Netns, echoID uint16) (_ *Tracer, err error) {
 			return fmt.Errorf("%v: %w", st.ns, err)
 		}
 		st.fd = fd
-		st.owner, st.owned, err = installTable(name, echoID)
+		c, err := dial()
 		if err != nil {
 			return fmt.Errorf("%v: %w", st.ns, err)
+		}
+		if st.owner, st.owned, err = batches.install(c, name); err != nil {
+			return fmt.Errorf("%v: %w", st.ns, err)
+		}
+		if !st.owned {
+			// Without the owner flag, a killed run leaves its table behind.
+			if err := sweep(st.owner); err != nil {
+				return fmt.Errorf("sweep %v: %w", st.ns, err)
+			}
 		}
 		return nil
 	})
