@@ -76,7 +76,7 @@ var sections = []sectionRunner{
 func run(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("tracepkt-bench", flag.ContinueOnError)
 	tool := fs.String("tool", "bin/tracepkt-perf", "tracepkt-perf binary to measure")
-	before := fs.String("before", "", "an earlier tracepkt-perf build, measured beside -tool (default mode) in the time-to-answer and flood sections")
+	before := fs.String("before", "", "an earlier tracepkt-perf build, measured beside -tool (default mode) in the time-to-answer, flood and scale sections")
 	runs := fs.Int("n", 20, "runs of each command for time to answer")
 	modes := fs.String("modes", "auto,perf,raw", `attachment modes (--attach) to measure; "default" passes no --attach`)
 	pairs := fs.Int("pairs", 7, "A/B pairs of the flood, without and with a tracer")

@@ -19,6 +19,9 @@ func scaleSection(cfg config, progress io.Writer) (section, error) {
 	defer closeFn()
 	target := n.Target4.String()
 	rows := [][]string{{"namespaces", "answer", "exit", "answer, --netfilter off", "exit, --netfilter off"}}
+	if cfg.before != "" {
+		rows[0] = append(rows[0], "before: answer", "before: exit")
+	}
 	for _, count := range cfg.scale {
 		fmt.Fprintf(progress, "scale: %d namespaces\n", count)
 		row, err := scalePoint(cfg, count, target)
@@ -32,7 +35,8 @@ func scaleSection(cfg config, progress io.Writer) (section, error) {
 		method: fmt.Sprintf(`The bench adds N empty named namespaces (loopback up, in /run/netns, as on a node full of
 pods) next to the veth pair's, then times tracepkt-perf -c1 to the veth namespace, %d runs
 each, median and p90 in brackets, with the netfilter source on (nftables trace tables in
-every namespace) and off. Default attachment.`, scaleRuns),
+every namespace) and off. Default attachment. "before:" columns, when present, are an earlier
+build, netfilter source on, measured in the same run (bench -before), one run of each build in turn.`, scaleRuns),
 		table: table(rows),
 	}, nil
 }
@@ -50,9 +54,16 @@ func scalePoint(cfg config, count int, target string) (row []string, err error) 
 		{"on", "reply from", []string{cfg.tool, "-c1", "-W1", target}},
 		{"off", "reply from", []string{cfg.tool, "-c1", "-W1", "--netfilter", "off", target}},
 	}
+	if cfg.before != "" {
+		cmds = append(cmds, command{"before", "reply from", []string{cfg.before, "-c1", "-W1", target}})
+	}
 	answers, exits, err := measureInterleaved(scaleRuns, cmds)
 	if err != nil {
 		return nil, err
 	}
-	return []string{fmt.Sprint(count), answers[0].String(), exits[0].String(), answers[1].String(), exits[1].String()}, nil
+	row = []string{fmt.Sprint(count)}
+	for i := range cmds {
+		row = append(row, answers[i].String(), exits[i].String())
+	}
+	return row, nil
 }
