@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 
 	"github.com/cilium/ebpf/btf"
 )
@@ -27,9 +28,15 @@ type Offsets struct {
 // ErrNoBTF is returned when the running kernel exposes no BTF.
 var ErrNoBTF = errors.New("kernel BTF not available (is CONFIG_DEBUG_INFO_BTF set? /sys/kernel/btf/vmlinux)")
 
-// kernelBTF holds the running kernel's BTF, parsed once per process: the
-// offset lookups and the tp_btf program loads share it.
+// kernelBTF holds the running kernel's BTF and its modules', each parsed
+// once per process: the offset lookups, the netfilter kprobes' argument and
+// member lookups, and the tp_btf program loads share it.
 var kernelBTF = btf.NewCache()
+
+// kernelBTFMu serializes lookups in kernelBTF's specs, which run in the
+// background and the foreground at once: a module's spec inflates vmlinux's
+// types through its base without taking the base's lock (cilium/ebpf v0.22).
+var kernelBTFMu sync.Mutex
 
 // KernelBTF returns the running kernel's BTF, parsed on first use.
 func KernelBTF() (*btf.Spec, error) {
@@ -42,6 +49,8 @@ func KernelBTF() (*btf.Spec, error) {
 
 // KernelOffsets looks the offsets up in the running kernel's BTF.
 func KernelOffsets() (Offsets, error) {
+	kernelBTFMu.Lock()
+	defer kernelBTFMu.Unlock()
 	spec, err := KernelBTF()
 	if err != nil {
 		return Offsets{}, err

@@ -45,9 +45,11 @@ func (a NetfilterArgs) String() string {
 // on the running kernel; ErrModuleNotLoaded or ErrNoModuleBTF when they are
 // not.
 func KernelNetfilterArgs(p decode.Probe) (NetfilterArgs, error) {
-	base, err := btf.LoadKernelSpec()
+	kernelBTFMu.Lock()
+	defer kernelBTFMu.Unlock()
+	base, err := KernelBTF()
 	if err != nil {
-		return NetfilterArgs{}, fmt.Errorf("%w: %w", ErrNoBTF, err)
+		return NetfilterArgs{}, err
 	}
 	_, _, args, err := kernelNetfilterProto(base, p)
 	return args, err
@@ -62,7 +64,7 @@ func KernelNetfilterArgs(p decode.Probe) (NetfilterArgs, error) {
 func kernelNetfilterProto(base *btf.Spec, p decode.Probe) (*btf.Spec, *btf.FuncProto, NetfilterArgs, error) {
 	fn, mod := p.Kprobe(), netfilterModule[p]
 	if _, err := os.Stat("/sys/kernel/btf/" + mod); err == nil {
-		spec, err := btf.LoadKernelModuleSpec(mod)
+		spec, err := kernelBTF.Module(mod)
 		if err != nil {
 			return nil, nil, NetfilterArgs{}, fmt.Errorf("btf of module %s: %w", mod, err)
 		}

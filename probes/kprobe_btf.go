@@ -32,9 +32,11 @@ func KernelNetfilterOffsets(p decode.Probe) (NetfilterOffsets, error) {
 	if runtime.GOARCH != "amd64" {
 		return NetfilterOffsets{}, ErrUnsupportedArch
 	}
-	base, err := btf.LoadKernelSpec()
+	kernelBTFMu.Lock()
+	defer kernelBTFMu.Unlock()
+	base, err := KernelBTF()
 	if err != nil {
-		return NetfilterOffsets{}, fmt.Errorf("%w: %w", ErrNoBTF, err)
+		return NetfilterOffsets{}, err
 	}
 	spec, proto, _, err := kernelNetfilterProto(base, p)
 	if err != nil {

@@ -109,11 +109,7 @@ func (d devicePrograms) build(p decode.Probe, at Attachment) (asm.Instructions, 
 		}
 		return TracepointProgram(params), nil
 	}
-	spec, err := KernelBTF()
-	if err != nil {
-		return nil, err
-	}
-	args, err := RawTracepointArgs(spec, event)
+	args, err := kernelRawTracepointArgs(event)
 	if err != nil {
 		return nil, err
 	}
@@ -145,6 +141,18 @@ func RawTracepointArgs(spec *btf.Spec, event string) ([]btf.FuncParam, error) {
 		}
 	}
 	return nil, fmt.Errorf("btf: btf_trace_%s is not a pointer to a function of the tracepoint's data", event)
+}
+
+// kernelRawTracepointArgs are the arguments of raw tracepoint event on the
+// running kernel.
+func kernelRawTracepointArgs(event string) ([]btf.FuncParam, error) {
+	kernelBTFMu.Lock()
+	defer kernelBTFMu.Unlock()
+	spec, err := KernelBTF()
+	if err != nil {
+		return nil, err
+	}
+	return RawTracepointArgs(spec, event)
 }
 
 // argIndex is the index of the first argument match accepts, or -1.
