@@ -108,7 +108,7 @@ func loadProgram(insns asm.Instructions, typ ebpf.ProgramType, name string, maps
 			}
 		}
 	}
-	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Name: name, Type: typ, Instructions: insns, License: "Dual MIT/GPL"})
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Name: name, Type: typ, Instructions: insns, License: progLicense})
 	if err != nil {
 		return nil, fmt.Errorf("load program: %w", err)
 	}

@@ -7,6 +7,8 @@ import (
 	"sync"
 
 	"github.com/cilium/ebpf/btf"
+
+	"github.com/tracepkt/tracepkt-perf/decode"
 )
 
 // Offsets are the byte offsets of the kernel struct members the BPF programs
@@ -29,14 +31,8 @@ type Offsets struct {
 var ErrNoBTF = errors.New("kernel BTF not available (is CONFIG_DEBUG_INFO_BTF set? /sys/kernel/btf/vmlinux)")
 
 // kernelBTF holds the running kernel's BTF and its modules', each parsed
-// once per process: the offset lookups, the netfilter kprobes' argument and
-// member lookups, and the tp_btf program loads share it.
+// once per process, for the netfilter kprobes' argument and member lookups.
 var kernelBTF = btf.NewCache()
-
-// kernelBTFMu serializes lookups in kernelBTF's specs, which run in the
-// background and the foreground at once: a module's spec inflates vmlinux's
-// types through its base without taking the base's lock (cilium/ebpf v0.22).
-var kernelBTFMu sync.Mutex
 
 // KernelBTF returns the running kernel's BTF, parsed on first use.
 func KernelBTF() (*btf.Spec, error) {
@@ -47,38 +43,61 @@ func KernelBTF() (*btf.Spec, error) {
 	return spec, nil
 }
 
+// offsetField is a member the programs read: its struct, its dotted path,
+// its size, and where it goes in Offsets.
+type offsetField struct {
+	strct, path string
+	size        uint32
+	dst         func(*Offsets) *uint32
+}
+
+var offsetFields = []offsetField{
+	{"sk_buff", "head", 8, func(o *Offsets) *uint32 { return &o.SkbHead }},
+	{"sk_buff", "data", 8, func(o *Offsets) *uint32 { return &o.SkbData }},
+	{"sk_buff", "network_header", 2, func(o *Offsets) *uint32 { return &o.SkbNetworkHeader }},
+	{"sk_buff", "len", 4, func(o *Offsets) *uint32 { return &o.SkbLen }},
+	{"sk_buff", "data_len", 4, func(o *Offsets) *uint32 { return &o.SkbDataLen }},
+	{"sk_buff", "dev", 8, func(o *Offsets) *uint32 { return &o.SkbDev }},
+	{"net_device", "name", 16, func(o *Offsets) *uint32 { return &o.DevName }},
+	{"net_device", "ifindex", 4, func(o *Offsets) *uint32 { return &o.DevIfindex }},
+	{"net_device", "nd_net.net", 8, func(o *Offsets) *uint32 { return &o.DevNet }},
+	{"net", "ns.inum", 4, func(o *Offsets) *uint32 { return &o.NetInum }},
+}
+
+// deviceTypes are the running kernel's types the device programs need: the
+// structs they read and their raw tracepoints' typedefs, read once per
+// process.
+var deviceTypes = sync.OnceValues(func() (*kernelTypes, error) {
+	return loadKernelTypes(deviceTypeNames())
+})
+
+// deviceTypeNames are the names of the structs and typedefs the device
+// programs need, and of the struct members they read.
+func deviceTypeNames() (names, members []string) {
+	for _, f := range offsetFields {
+		names = append(names, f.strct)
+		members = append(members, strings.Split(f.path, ".")...)
+	}
+	for _, p := range decode.Probes() {
+		_, event := p.Tracepoint()
+		names = append(names, tracepointTypedef(event))
+	}
+	return names, members
+}
+
 // KernelOffsets looks the offsets up in the running kernel's BTF.
 func KernelOffsets() (Offsets, error) {
-	kernelBTFMu.Lock()
-	defer kernelBTFMu.Unlock()
-	spec, err := KernelBTF()
+	types, err := deviceTypes()
 	if err != nil {
 		return Offsets{}, err
 	}
-	return LookupOffsets(spec)
+	return LookupOffsets(types)
 }
 
 // LookupOffsets finds every member the programs read in spec, checking sizes.
-func LookupOffsets(spec *btf.Spec) (Offsets, error) {
+func LookupOffsets(spec typeFinder) (Offsets, error) {
 	var o Offsets
-	fields := []struct {
-		dst   *uint32
-		strct string
-		path  string
-		size  uint32
-	}{
-		{&o.SkbHead, "sk_buff", "head", 8},
-		{&o.SkbData, "sk_buff", "data", 8},
-		{&o.SkbNetworkHeader, "sk_buff", "network_header", 2},
-		{&o.SkbLen, "sk_buff", "len", 4},
-		{&o.SkbDataLen, "sk_buff", "data_len", 4},
-		{&o.SkbDev, "sk_buff", "dev", 8},
-		{&o.DevName, "net_device", "name", 16},
-		{&o.DevIfindex, "net_device", "ifindex", 4},
-		{&o.DevNet, "net_device", "nd_net.net", 8},
-		{&o.NetInum, "net", "ns.inum", 4},
-	}
-	for _, f := range fields {
+	for _, f := range offsetFields {
 		var s *btf.Struct
 		if err := spec.TypeByName(f.strct, &s); err != nil {
 			return Offsets{}, fmt.Errorf("btf: struct %s: %w", f.strct, err)
@@ -90,7 +109,7 @@ func LookupOffsets(spec *btf.Spec) (Offsets, error) {
 		if size != f.size {
 			return Offsets{}, fmt.Errorf("btf: %s.%s is %d bytes, want %d", f.strct, f.path, size, f.size)
 		}
-		*f.dst = off
+		*f.dst(&o) = off
 	}
 	return o, nil
 }

@@ -2,6 +2,7 @@ package probes
 
 import (
 	"bytes"
+	"encoding/binary"
 	"testing"
 
 	"github.com/cilium/ebpf/btf"
@@ -12,6 +13,11 @@ import (
 // struct member (possible_net_t) and members at odd offsets.
 func syntheticSpec(t *testing.T) *btf.Spec {
 	t.Helper()
+	return buildSpec(t, syntheticTypes()...)
+}
+
+// syntheticTypes are the structs of syntheticSpec.
+func syntheticTypes() []btf.Type {
 	u8 := &btf.Int{Name: "unsigned char", Size: 1}
 	u16 := &btf.Int{Name: "__u16", Size: 2}
 	u32 := &btf.Int{Name: "unsigned int", Size: 4}
@@ -57,11 +63,21 @@ func syntheticSpec(t *testing.T) *btf.Spec {
 		{Name: "data", Type: ptr(u8), Offset: bits(200)},
 	}}
 
-	return buildSpec(t, skb, dev, net)
+	return []btf.Type{skb, dev, net}
 }
 
 // buildSpec marshals types into BTF and loads it back, as the kernel's would be.
 func buildSpec(t *testing.T, types ...btf.Type) *btf.Spec {
+	t.Helper()
+	spec, err := btf.LoadSpecFromReader(bytes.NewReader(buildBTF(t, types...)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return spec
+}
+
+// buildBTF marshals types into a BTF blob, as the kernel's would be.
+func buildBTF(t *testing.T, types ...btf.Type) []byte {
 	t.Helper()
 	b, err := btf.NewBuilder(types, nil)
 	if err != nil {
@@ -71,24 +87,38 @@ func buildSpec(t *testing.T, types ...btf.Type) *btf.Spec {
 	if err != nil {
 		t.Fatal(err)
 	}
-	spec, err := btf.LoadSpecFromReader(bytes.NewReader(raw))
+	return raw
+}
+
+// finders reads blob both ways the programs' types are looked up in: as a
+// btf.Spec (cilium/ebpf) and as kernelTypes, looking for names and members.
+func finders(t *testing.T, blob []byte, names, members []string) map[string]typeFinder {
+	t.Helper()
+	spec, err := btf.LoadSpecFromReader(bytes.NewReader(blob))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return spec
+	kt, err := parseKernelTypes(blob, names, members)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return map[string]typeFinder{"btf.Spec": spec, "kernelTypes": kt}
 }
 
 func TestLookupOffsets(t *testing.T) {
-	got, err := LookupOffsets(syntheticSpec(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := Offsets{
-		SkbHead: 192, SkbData: 200, SkbNetworkHeader: 180, SkbLen: 112, SkbDataLen: 116, SkbDev: 16,
-		DevName: 280, DevIfindex: 224, DevNet: 264, NetInum: 176,
-	}
-	if got != want {
-		t.Errorf("offsets\n got %+v\nwant %+v", got, want)
+	names, members := deviceTypeNames()
+	for name, spec := range finders(t, buildBTF(t, syntheticTypes()...), names, members) {
+		got, err := LookupOffsets(spec)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		want := Offsets{
+			SkbHead: 192, SkbData: 200, SkbNetworkHeader: 180, SkbLen: 112, SkbDataLen: 116, SkbDev: 16,
+			DevName: 280, DevIfindex: 224, DevNet: 264, NetInum: 176,
+		}
+		if got != want {
+			t.Errorf("%s: offsets\n got %+v\nwant %+v", name, got, want)
+		}
 	}
 }
 
@@ -123,5 +153,36 @@ func TestParseCPUList(t *testing.T) {
 		if _, err := parseCPUList(bad); err == nil {
 			t.Errorf("parseCPUList(%q) succeeded", bad)
 		}
+	}
+}
+
+// A blob that is not BTF, or ends inside a type, is refused, not read past.
+func TestParseKernelTypesRefusesBadBlobs(t *testing.T) {
+	blob := buildBTF(t, syntheticTypes()...)
+	names, members := deviceTypeNames()
+	truncated := bytes.Clone(blob)
+	// Claim more type data than there is.
+	binary.NativeEndian.PutUint32(truncated[12:], binary.NativeEndian.Uint32(truncated[12:])+1<<20)
+	cut := bytes.Clone(blob)
+	// Types end one byte short of their last member.
+	binary.NativeEndian.PutUint32(cut[12:], binary.NativeEndian.Uint32(cut[12:])-1)
+	for name, b := range map[string][]byte{"empty": nil, "not BTF": []byte("not a BTF blob at all, no"), "truncated": truncated, "cut": cut} {
+		if _, err := parseKernelTypes(b, names, members); err == nil {
+			t.Errorf("%s: no error", name)
+		}
+	}
+}
+
+// A loop of types, which the kernel never makes, ends in an error.
+func TestKernelTypesLoop(t *testing.T) {
+	loop := &btf.Typedef{Name: "loop"}
+	loop.Type = &btf.Const{Type: loop}
+	kt, err := parseKernelTypes(buildBTF(t, loop), []string{"loop"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var td *btf.Typedef
+	if err := kt.TypeByName("loop", &td); err == nil {
+		t.Error("no error")
 	}
 }

@@ -1,11 +1,13 @@
 package probes
 
 import (
+	"os"
 	"testing"
 
 	"github.com/cilium/ebpf/btf"
 
 	"github.com/tracepkt/tracepkt-perf/decode"
+	"github.com/tracepkt/tracepkt-perf/internal/testenv"
 )
 
 // Two clauses on one protocol: the second is tried when the first fails,
@@ -49,7 +51,7 @@ func TestRawTracepointArgs(t *testing.T) {
 		params = append([]btf.FuncParam{{Name: "__data", Type: voidPtr}}, params...)
 		return &btf.Typedef{Name: name, Type: &btf.Pointer{Target: &btf.FuncProto{Return: &btf.Void{}, Params: params}}}
 	}
-	spec := buildSpec(t,
+	blob := buildBTF(t,
 		typedef("btf_trace_net_dev_queue", btf.FuncParam{Name: "skb", Type: skb}),
 		// As in the kernel's BTF: the tracepoint's arguments are unnamed.
 		typedef("btf_trace_kfree_skb", btf.FuncParam{Type: skb}, btf.FuncParam{Type: voidPtr},
@@ -57,25 +59,68 @@ func TestRawTracepointArgs(t *testing.T) {
 		typedef("btf_trace_consume_skb", btf.FuncParam{Type: &btf.Const{Type: skb}}, btf.FuncParam{Type: voidPtr}),
 		typedef("btf_trace_no_skb", btf.FuncParam{Name: "x", Type: voidPtr}),
 	)
-	for event, want := range map[string]int{"net_dev_queue": 0, "kfree_skb": 0, "consume_skb": 0, "no_skb": -1} {
-		args, err := RawTracepointArgs(spec, event)
-		if got := argIndex(args, isSkb); err != nil || got != want {
-			t.Errorf("%s: skb argument %d, %v; want %d", event, got, err, want)
+	var names []string
+	for _, event := range []string{"net_dev_queue", "kfree_skb", "consume_skb", "no_skb", "missing"} {
+		names = append(names, tracepointTypedef(event))
+	}
+	for name, spec := range finders(t, blob, names, nil) {
+		for event, want := range map[string]int{"net_dev_queue": 0, "kfree_skb": 0, "consume_skb": 0, "no_skb": -1} {
+			args, err := RawTracepointArgs(spec, event)
+			if got := argIndex(args, isSkb); err != nil || got != want {
+				t.Errorf("%s: %s: skb argument %d, %v; want %d", name, event, got, err, want)
+			}
+		}
+		if _, err := RawTracepointArgs(spec, "missing"); err == nil {
+			t.Errorf("%s: missing: no error", name)
+		}
+		args, _ := RawTracepointArgs(spec, "kfree_skb")
+		if f, err := rawDropFields(args); err != nil || f != (DropFields{Location: 8, Reason: 16}) {
+			t.Errorf("%s: kfree_skb: %+v, %v", name, f, err)
+		}
+		args, _ = RawTracepointArgs(spec, "consume_skb")
+		if f, err := rawDropFields(args); err != nil || f != (DropFields{Location: 8, Reason: -1}) {
+			t.Errorf("%s: no reason: %+v, %v", name, f, err)
+		}
+		args, _ = RawTracepointArgs(spec, "net_dev_queue")
+		if _, err := rawDropFields(args); err == nil {
+			t.Errorf("%s: no location: no error", name)
 		}
 	}
-	if _, err := RawTracepointArgs(spec, "missing"); err == nil {
-		t.Error("missing: no error")
+}
+
+// The running kernel's BTF read as kernelTypes gives what cilium/ebpf's full
+// parse gives: the offsets, and each device probe's raw tracepoint arguments.
+func TestKernelTypesMatchBTFSpec(t *testing.T) {
+	_, err := os.Stat("/sys/kernel/btf/vmlinux")
+	testenv.Require(t, err)
+	spec, err := btf.LoadKernelSpec()
+	if err != nil {
+		t.Fatal(err)
 	}
-	args, _ := RawTracepointArgs(spec, "kfree_skb")
-	if f, err := rawDropFields(args); err != nil || f != (DropFields{Location: 8, Reason: 16}) {
-		t.Errorf("kfree_skb: %+v, %v", f, err)
+	kt, err := deviceTypes()
+	if err != nil {
+		t.Fatal(err)
 	}
-	args, _ = RawTracepointArgs(spec, "consume_skb")
-	if f, err := rawDropFields(args); err != nil || f != (DropFields{Location: 8, Reason: -1}) {
-		t.Errorf("no reason: %+v, %v", f, err)
+	want, err := LookupOffsets(spec)
+	if err != nil {
+		t.Fatal(err)
 	}
-	args, _ = RawTracepointArgs(spec, "net_dev_queue")
-	if _, err := rawDropFields(args); err == nil {
-		t.Error("no location: no error")
+	if got, err := LookupOffsets(kt); err != nil || got != want {
+		t.Errorf("offsets %+v, %v; btf.Spec's %+v", got, err, want)
+	}
+	for _, p := range decode.Probes() {
+		_, event := p.Tracepoint()
+		wantArgs, err := RawTracepointArgs(spec, event)
+		if err != nil {
+			t.Fatal(err)
+		}
+		args, err := RawTracepointArgs(kt, event)
+		if err != nil {
+			t.Fatalf("%s: %v", event, err)
+		}
+		if len(args) != len(wantArgs) || argIndex(args, isSkb) != argIndex(wantArgs, isSkb) ||
+			argIndex(args, isVoidPtr) != argIndex(wantArgs, isVoidPtr) || argIndex(args, isDropReason) != argIndex(wantArgs, isDropReason) {
+			t.Errorf("%s: arguments %v, btf.Spec's %v", event, args, wantArgs)
+		}
 	}
 }

@@ -45,8 +45,6 @@ func (a NetfilterArgs) String() string {
 // on the running kernel; ErrModuleNotLoaded or ErrNoModuleBTF when they are
 // not.
 func KernelNetfilterArgs(p decode.Probe) (NetfilterArgs, error) {
-	kernelBTFMu.Lock()
-	defer kernelBTFMu.Unlock()
 	base, err := KernelBTF()
 	if err != nil {
 		return NetfilterArgs{}, err

@@ -32,8 +32,6 @@ func KernelNetfilterOffsets(p decode.Probe) (NetfilterOffsets, error) {
 	if runtime.GOARCH != "amd64" {
 		return NetfilterOffsets{}, ErrUnsupportedArch
 	}
-	kernelBTFMu.Lock()
-	defer kernelBTFMu.Unlock()
 	base, err := KernelBTF()
 	if err != nil {
 		return NetfilterOffsets{}, err

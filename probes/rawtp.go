@@ -109,7 +109,11 @@ func (d devicePrograms) build(p decode.Probe, at Attachment) (asm.Instructions, 
 		}
 		return TracepointProgram(params), nil
 	}
-	args, err := kernelRawTracepointArgs(event)
+	types, err := deviceTypes()
+	if err != nil {
+		return nil, err
+	}
+	args, err := RawTracepointArgs(types, event)
 	if err != nil {
 		return nil, err
 	}
@@ -130,9 +134,9 @@ func (d devicePrograms) build(p decode.Probe, at Attachment) (asm.Instructions, 
 // each a u64 of its context, from the kernel's btf_trace_<event> typedef: a
 // pointer to a function whose first parameter (the tracepoint's private
 // data) is not passed on.
-func RawTracepointArgs(spec *btf.Spec, event string) ([]btf.FuncParam, error) {
+func RawTracepointArgs(spec typeFinder, event string) ([]btf.FuncParam, error) {
 	var td *btf.Typedef
-	if err := spec.TypeByName("btf_trace_"+event, &td); err != nil {
+	if err := spec.TypeByName(tracepointTypedef(event), &td); err != nil {
 		return nil, fmt.Errorf("btf: raw tracepoint %s: %w", event, err)
 	}
 	if ptr, ok := td.Type.(*btf.Pointer); ok {
@@ -143,17 +147,8 @@ func RawTracepointArgs(spec *btf.Spec, event string) ([]btf.FuncParam, error) {
 	return nil, fmt.Errorf("btf: btf_trace_%s is not a pointer to a function of the tracepoint's data", event)
 }
 
-// kernelRawTracepointArgs are the arguments of raw tracepoint event on the
-// running kernel.
-func kernelRawTracepointArgs(event string) ([]btf.FuncParam, error) {
-	kernelBTFMu.Lock()
-	defer kernelBTFMu.Unlock()
-	spec, err := KernelBTF()
-	if err != nil {
-		return nil, err
-	}
-	return RawTracepointArgs(spec, event)
-}
+// tracepointTypedef names the kernel's typedef of raw tracepoint event.
+func tracepointTypedef(event string) string { return "btf_trace_" + event }
 
 // argIndex is the index of the first argument match accepts, or -1.
 func argIndex(args []btf.FuncParam, match func(btf.FuncParam) bool) int {
@@ -217,22 +212,22 @@ func loadRaw(insns asm.Instructions, at Attachment, name, event string, maps map
 			}
 		}
 	}
-	spec := &ebpf.ProgramSpec{Name: name, Instructions: insns, License: "Dual MIT/GPL"}
 	var prog *ebpf.Program
 	if at == TpBTF {
-		spec.Type, spec.AttachType, spec.AttachTo = ebpf.Tracing, ebpf.AttachTraceRawTp, event
-		// One collection load with the shared cache: the kernel's BTF is
-		// parsed once per run, not once per program.
-		coll, err := ebpf.NewCollectionWithOptions(&ebpf.CollectionSpec{Programs: map[string]*ebpf.ProgramSpec{name: spec}},
-			ebpf.CollectionOptions{Cache: kernelBTF})
+		types, err := deviceTypes()
 		if err != nil {
-			return nil, nil, fmt.Errorf("load program: %w", err)
+			return nil, nil, err
 		}
-		prog = coll.DetachProgram(name)
-		coll.Close()
+		id, err := types.typeID(tracepointTypedef(event), kindTypedef)
+		if err != nil {
+			return nil, nil, fmt.Errorf("btf: raw tracepoint %s: %w", event, err)
+		}
+		if prog, err = loadTpBTF(insns, name, id); err != nil {
+			return nil, nil, err
+		}
 	} else {
-		spec.Type = ebpf.RawTracepoint
 		var err error
+		spec := &ebpf.ProgramSpec{Name: name, Type: ebpf.RawTracepoint, Instructions: insns, License: progLicense}
 		if prog, err = ebpf.NewProgram(spec); err != nil {
 			return nil, nil, fmt.Errorf("load program: %w", err)
 		}
