@@ -159,16 +159,14 @@ func associate(insns asm.Instructions, ref string, m *ebpf.Map) error {
 }
 
 // attachNetfilter puts a kprobe and a kretprobe on each netfilter function:
-// the entry program parks a record per task in the pending map, the return
-// program adds the verdict and emits it.
+// the entry program parks a record in the pending map, in a slot of its
+// CPU and call depth, the return program adds the verdict and emits it.
 func (a *Attachments) attachNetfilter(fs *tracefs.FS, offsets Offsets, cfg Config, clauses []Clause, cpu int) error {
 	var err error
 	if a.kprobes, err = fs.NewKprobeGroup(); err != nil {
 		return err
 	}
-	if a.pending, err = ebpf.NewMap(&ebpf.MapSpec{
-		Name: "tracepkt_pend", Type: ebpf.Hash, KeySize: 8, ValueSize: decode.NFRecordSize, MaxEntries: 4096,
-	}); err != nil {
+	if a.pending, err = ebpf.NewMap(PendingMapSpec()); err != nil {
 		return fmt.Errorf("create pending map: %w", err)
 	}
 	for _, p := range cfg.Netfilter {

@@ -3,14 +3,56 @@ package probes
 import (
 	"fmt"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 
 	"github.com/tracepkt/tracepkt-perf/decode"
 )
 
-// PendingMap is the reference name of the hash map that carries a netfilter
-// record from a function's entry to its return, keyed by task.
+// PendingMap is the reference name of the per-CPU array that carries a
+// netfilter record from a function's entry to its return.
+//
+// Its key is not the task: in softirq the current task is whatever was
+// interrupted (pid 0 on every idle CPU), so records of two packets would
+// share a key. It is the CPU and the call depth on it. Slot 0 holds the
+// CPU's depth; slots 1..PendingSlots hold records. Every entry, ours or
+// not, raises the depth and marks slot depth%PendingSlots+1 empty; for a
+// packet of ours it then fills that slot. Every return takes the slot of
+// the current depth, emits the record only if the slot was filled, and
+// lowers the depth. Calls on one CPU nest last in, first out (a softirq
+// interrupting a process-context call returns first), so each return meets
+// its own entry's slot, as long as the call stays on its CPU: both
+// functions run under nf_hook's rcu_read_lock, which Debian's kernels
+// (PREEMPT_DYNAMIC, voluntary unless booted with preempt=full) do not
+// preempt, and ipt_do_table also disables bottom halves while it walks its
+// table. A call preempted or migrated
+// all the same meets another call's slot: the slot also names the task
+// that filled it, and a return in another task emits nothing. Entries and
+// returns skipped together (a nested kprobe hit, a BPF program already
+// running on the CPU) change nothing; an entry whose return is lost (no
+// kretprobe instance left) shifts the depth for good, but every later entry
+// rewrites its slot first, so a stale record is never emitted for another
+// call. A record is lost rather than given another call's verdict, except
+// in one case: a call of ours whose return is lost, nested in a pending call
+// of the same task, whose return then takes the nested call's record.
 const PendingMap = "pending"
+
+// PendingSlots is how many nested calls per CPU the pending map tells
+// apart (a power of two); a deeper call reuses the slot of an outer one,
+// which then loses its record.
+const PendingSlots = 8
+
+// pendingOwner is the offset, in a pending map value, of the task that
+// filled the slot (0: empty); the record comes before it.
+const pendingOwner = decode.NFRecordSize
+
+// PendingMapSpec describes the pending map.
+func PendingMapSpec() *ebpf.MapSpec {
+	return &ebpf.MapSpec{
+		Name: "tracepkt_pend", Type: ebpf.PerCPUArray, KeySize: 4,
+		ValueSize: pendingOwner + 8, MaxEntries: PendingSlots + 1,
+	}
+}
 
 // NetfilterOffsets locate what the netfilter probes read: the functions'
 // arguments in struct pt_regs (from their BTF prototypes) and the members
@@ -46,7 +88,7 @@ type KprobeParams struct {
 const (
 	pktinfoSlot = l4Slot - 8      // nftables: the nft_pktinfo pointer
 	pktSkbSlot  = pktinfoSlot - 8 // nftables: pkt->skb as read
-	keySlot     = pktSkbSlot - 8  // the pending map key
+	keySlot     = pktSkbSlot - 8  // the pending map key: this call's slot
 	nameLen     = 32
 )
 
@@ -64,7 +106,9 @@ const (
 // table, chain, hook, family, interfaces and namespace, and parks it in the
 // pending map until the function returns its verdict (KprobeReturnProgram).
 func KprobeEntryProgram(p KprobeParams) asm.Instructions {
-	insns := kprobeSkb(p)
+	insns := asm.Instructions{asm.Mov.Reg(rCtx, asm.R1).WithSource(asm.Comment("probe " + p.Probe.String()))}
+	insns = append(insns, enterSlot()...)
+	insns = append(insns, kprobeSkb(p)...)
 	// The network header is set at every netfilter hook, as on transmit.
 	insns = append(insns, Filter{Offsets: p.Offsets, Dir: decode.Out, Clauses: p.Clauses}.Program()...)
 	insns = append(insns, recordHeader(p.Probe)...)
@@ -82,11 +126,10 @@ func KprobeEntryProgram(p KprobeParams) asm.Instructions {
 // kprobeSkb sets rSkb from the function's arguments: the skb argument, or
 // nftables' pkt->skb.
 func kprobeSkb(p KprobeParams) asm.Instructions {
-	insns := asm.Instructions{asm.Mov.Reg(rCtx, asm.R1).WithSource(asm.Comment("probe " + p.Probe.String()))}
 	if p.Probe != decode.ProbeNftDoChain {
-		return append(insns, asm.LoadMem(rSkb, rCtx, p.NF.ArgSkb, asm.DWord).WithSource(asm.Comment("skb argument")))
+		return asm.Instructions{asm.LoadMem(rSkb, rCtx, p.NF.ArgSkb, asm.DWord).WithSource(asm.Comment("skb argument"))}
 	}
-	return append(insns,
+	return asm.Instructions{
 		asm.LoadMem(asm.R1, rCtx, p.NF.ArgPkt, asm.DWord).WithSource(asm.Comment("skb = pkt->skb")),
 		asm.StoreMem(asm.RFP, pktinfoSlot, asm.R1, asm.DWord),
 		asm.Mov.Reg(asm.R3, asm.R1),
@@ -97,7 +140,44 @@ func kprobeSkb(p KprobeParams) asm.Instructions {
 		asm.FnProbeReadKernel.Call(),
 		asm.JNE.Imm(asm.R0, 0, "exit"),
 		asm.LoadMem(rSkb, asm.RFP, pktSkbSlot, asm.DWord),
+	}
+}
+
+// pendingSlot looks up the pending map's slot whose key is at stack offset
+// key; without one (never, for a key in range) it goes to "exit".
+func pendingSlot(key int16) asm.Instructions {
+	return asm.Instructions{
+		asm.LoadMapPtr(asm.R1, 0).WithReference(PendingMap),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, int32(key)),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, "exit"),
+	}
+}
+
+// depthSlot turns the depth in r1 into its record slot and stores it as
+// the key at stack offset key.
+func depthSlot(key int16) asm.Instructions {
+	return asm.Instructions{
+		asm.And.Imm(asm.R1, PendingSlots-1),
+		asm.Add.Imm(asm.R1, 1),
+		asm.StoreMem(asm.RFP, key, asm.R1, asm.Word),
+	}
+}
+
+// enterSlot raises this CPU's call depth, leaves this call's slot as the
+// key at keySlot and marks the slot empty: see PendingMap.
+func enterSlot() asm.Instructions {
+	insns := asm.Instructions{asm.StoreImm(asm.RFP, keySlot, 0, asm.Word).WithSource(asm.Comment("depth++, this call's slot is empty"))}
+	insns = append(insns, pendingSlot(keySlot)...)
+	insns = append(insns,
+		asm.LoadMem(asm.R1, asm.R0, 0, asm.DWord),
+		asm.Add.Imm(asm.R1, 1),
+		asm.StoreMem(asm.R0, 0, asm.R1, asm.DWord),
 	)
+	insns = append(insns, depthSlot(keySlot)...)
+	insns = append(insns, pendingSlot(keySlot)...)
+	return append(insns, asm.Mov.Imm(asm.R1, 0), asm.StoreMem(asm.R0, pendingOwner, asm.R1, asm.DWord))
 }
 
 // hookState reads the hook, the interfaces and the namespace from the
@@ -157,11 +237,11 @@ func tableAndChain(p KprobeParams) asm.Instructions {
 	)
 }
 
-// park stores the record in the pending map under the current task.
+// park stores the record, and the task as its owner, in this call's slot.
 func park() asm.Instructions {
 	return asm.Instructions{
-		asm.FnGetCurrentPidTgid.Call().WithSymbol("park").WithSource(asm.Comment("park the record until the function returns")),
-		asm.StoreMem(asm.RFP, keySlot, asm.R0, asm.DWord),
+		asm.FnGetCurrentTask.Call().WithSymbol("park").WithSource(asm.Comment("park the record until the function returns")),
+		asm.StoreMem(asm.RFP, rec(pendingOwner), asm.R0, asm.DWord),
 		asm.LoadMapPtr(asm.R1, 0).WithReference(PendingMap),
 		asm.Mov.Reg(asm.R2, asm.RFP),
 		asm.Add.Imm(asm.R2, keySlot),
@@ -175,21 +255,32 @@ func park() asm.Instructions {
 }
 
 // KprobeReturnProgram builds the program run when the function returns: it
-// adds the verdict to the netfilter record its entry parked, if any, and
-// emits it.
+// takes this call's slot of the pending map and, if its entry parked a
+// record there in this task, adds the verdict and emits it. The depth is
+// lowered last, so that the slot stays this call's until then.
 func KprobeReturnProgram(p KprobeParams) asm.Instructions {
 	const retKeySlot = -8
-	rParked := rSkb // the parked record
-	return asm.Instructions{
-		asm.Mov.Reg(rCtx, asm.R1).WithSource(asm.Comment("return of " + p.Probe.String())),
-		asm.FnGetCurrentPidTgid.Call(),
-		asm.StoreMem(asm.RFP, retKeySlot, asm.R0, asm.DWord),
-		asm.LoadMapPtr(asm.R1, 0).WithReference(PendingMap),
-		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, retKeySlot),
-		asm.FnMapLookupElem.Call(),
-		asm.JEq.Imm(asm.R0, 0, "exit"),
+	const (
+		rDepth  = asm.R9 // this CPU's depth, in slot 0
+		rParked = asm.R7 // this call's slot: the parked record, then its owner
+		rOwner  = asm.R8 // the task that parked it
+	)
+	insns := asm.Instructions{
+		asm.Mov.Reg(rCtx, asm.R1).WithSource(asm.Comment("return of " + p.Probe.String() + ": this call's slot")),
+		asm.StoreImm(asm.RFP, retKeySlot, 0, asm.Word),
+	}
+	insns = append(insns, pendingSlot(retKeySlot)...)
+	insns = append(insns, asm.Mov.Reg(rDepth, asm.R0), asm.LoadMem(asm.R1, rDepth, 0, asm.DWord))
+	insns = append(insns, depthSlot(retKeySlot)...)
+	insns = append(insns, pendingSlot(retKeySlot)...)
+	return append(insns,
 		asm.Mov.Reg(rParked, asm.R0),
+		asm.LoadMem(rOwner, rParked, pendingOwner, asm.DWord).WithSource(asm.Comment("a record parked by this task: take it")),
+		asm.JEq.Imm(rOwner, 0, "pop"),
+		asm.Mov.Imm(asm.R1, 0),
+		asm.StoreMem(rParked, pendingOwner, asm.R1, asm.DWord),
+		asm.FnGetCurrentTask.Call(),
+		asm.JNE.Reg(asm.R0, rOwner, "pop"),
 		asm.LoadMem(asm.R1, rCtx, p.NF.RegRet, asm.DWord).WithSource(asm.Comment("verdict = return value")),
 		asm.StoreMem(rParked, decode.OffNFVerdict, asm.R1, asm.Word),
 		asm.Mov.Reg(asm.R1, rCtx),
@@ -198,13 +289,12 @@ func KprobeReturnProgram(p KprobeParams) asm.Instructions {
 		asm.Mov.Reg(asm.R4, rParked),
 		asm.Mov.Imm(asm.R5, decode.NFRecordSize),
 		asm.FnPerfEventOutput.Call(),
-		asm.LoadMapPtr(asm.R1, 0).WithReference(PendingMap),
-		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, retKeySlot),
-		asm.FnMapDeleteElem.Call(),
+		asm.LoadMem(asm.R1, rDepth, 0, asm.DWord).WithSymbol("pop").WithSource(asm.Comment("depth--")),
+		asm.Sub.Imm(asm.R1, 1),
+		asm.StoreMem(rDepth, 0, asm.R1, asm.DWord),
 		asm.Mov.Imm(asm.R0, 0).WithSymbol("exit"),
 		asm.Return(),
-	}
+	)
 }
 
 // readPtr loads the pointer at kernel address src+off into dst; src must

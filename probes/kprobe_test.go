@@ -4,9 +4,12 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/btf"
 
 	"github.com/tracepkt/tracepkt-perf/decode"
+	"github.com/tracepkt/tracepkt-perf/internal/testenv"
 )
 
 // netfilterSpec builds the BTF the netfilter probes read, with
@@ -123,6 +126,44 @@ func TestKprobeProgramsGolden(t *testing.T) {
 		golden(t, "kprobe_"+tc.name, fmt.Sprintf("%v", entry))
 		if !tc.before516 {
 			golden(t, "kretprobe_"+tc.name, fmt.Sprintf("%v", ret))
+		}
+	}
+}
+
+// TestKprobeProgramsLoad hands the netfilter programs to the verifier, with
+// the pending map they share: loading needs no kprobe, so it runs on every
+// kernel (the offsets are the goldens'; every read through them is checked
+// at run time, not at load).
+func TestKprobeProgramsLoad(t *testing.T) {
+	testenv.RequireRoot(t)
+	events, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.PerfEventArray, KeySize: 4, ValueSize: 4, MaxEntries: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer events.Close()
+	pending, err := ebpf.NewMap(PendingMapSpec())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pending.Close()
+	maps := map[string]*ebpf.Map{EventsMap: events, PendingMap: pending}
+	for _, tc := range []struct {
+		before516 bool
+		probe     decode.Probe
+	}{{false, decode.ProbeIptDoTable}, {true, decode.ProbeIptDoTable}, {false, decode.ProbeNftDoChain}} {
+		spec := netfilterSpec(t, tc.before516)
+		nf, err := LookupNetfilterOffsets(spec, spec, tc.probe)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := KprobeParams{Offsets: goldenOffsets, NF: nf, Probe: tc.probe, Clauses: OursClauses(0xbeef)}
+		for name, insns := range map[string]func(KprobeParams) asm.Instructions{"entry": KprobeEntryProgram, "return": KprobeReturnProgram} {
+			prog, err := loadProgram(insns(p), ebpf.Kprobe, "tracepkt_test", maps)
+			if err != nil {
+				t.Errorf("%s %s (before 5.16: %v): %v", tc.probe, name, tc.before516, err)
+				continue
+			}
+			prog.Close()
 		}
 	}
 }

@@ -42,8 +42,9 @@ func golden(t *testing.T, name, got string) {
 	}
 }
 
-// assertResolved checks that every jump of a program has its target: the
-// verifier would refuse it otherwise, and the loader only says so at run time.
+// assertResolved checks that every instruction of a program is valid and
+// every jump has its target: the verifier would refuse it otherwise, and the
+// loader only says so at run time.
 func assertResolved(t *testing.T, name string, insns asm.Instructions) {
 	t.Helper()
 	if _, err := insns.SymbolOffsets(); err != nil {
@@ -56,6 +57,9 @@ func assertResolved(t *testing.T, name string, insns asm.Instructions) {
 		}
 	}
 	for i, ins := range insns {
+		if ins.OpCode == asm.InvalidOpCode {
+			t.Errorf("%s: instruction %d is invalid", name, i)
+		}
 		ref := ins.Reference()
 		if ref != "" && ref != EventsMap && ref != PendingMap && !symbols[ref] {
 			t.Errorf("%s: instruction %d (%v) jumps to %q, which the program lacks", name, i, ins, ref)
