@@ -187,3 +187,92 @@ func TestE2EKprobeCleanup(t *testing.T) {
 		t.Errorf("kprobe_events: %s", b)
 	}
 }
+
+// netem delays what dev sends in ns (this namespace when unnamed) by 1 ms:
+// the packet then leaves from a timer's softirq, which on an idle CPU runs
+// with no task of its own (pid 0), as a NIC's interrupt would.
+func netem(t *testing.T, ns *topology.Netns, dev string) {
+	t.Helper()
+	args := []string{"tc", "qdisc", "add", "dev", dev, "root", "netem", "delay", "1ms"}
+	if ns.Name != "" {
+		inNetns(t, ns, args...)
+		return
+	}
+	testenv.RequireCommands(t, "tc")
+	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+		t.Fatalf("%v: %v\n%s", args, err, out)
+	}
+}
+
+// TestE2EKprobeConcurrentVerdicts traces echoes through an iptables-legacy
+// chain that accepts them after 1000 rules, on one CPU, while on the other
+// CPU a flood of unrelated echoes crosses ipt_do_table in another namespace
+// and is dropped. Both leave from softirqs of idle CPUs, where the current task is
+// pid 0 on either CPU: a pending record keyed by task would take the
+// flood's DROP. Every row of ours must keep its own verdict, with no row
+// more or less.
+func TestE2EKprobeConcurrentVerdicts(t *testing.T) {
+	requireKprobes(t)
+	testenv.RequireCommands(t, "taskset", "ping", "tc", "iptables-legacy", "iptables-legacy-restore")
+	topo, n := router(t)
+	// Rules that match nothing before the ACCEPT make each of our calls long
+	// enough (about a millisecond under emulation) for the flood's calls to
+	// return meanwhile.
+	rules := "*filter\n"
+	for i := range 1000 {
+		rules += fmt.Sprintf("-A FORWARD -s 192.0.2.%d/32 -j DROP\n", i%256)
+	}
+	rules += "-A FORWARD -p icmp -j ACCEPT\nCOMMIT\n"
+	restore := exec.Command("ip", "netns", "exec", n.R.Name, "iptables-legacy-restore")
+	restore.Stdin = strings.NewReader(rules)
+	if out, err := restore.CombinedOutput(); err != nil {
+		t.Fatalf("iptables-legacy-restore: %v\n%s", err, out)
+	}
+	netem(t, n.A, "eth0")
+	netem(t, n.B, "eth0")
+	floodTopo, f := vethPair(t)
+	legacyRules(t, f.Netns, f.Target4, []string{"-A", "INPUT", "-p", "PROTO", "TYPE", "echo-request", "-j", "DROP"})
+	netem(t, f.Root, f.HostLink)
+	if err := floodTopo.CheckOwnRoute(f.Source, f.Target4); err != nil {
+		t.Fatal(err)
+	}
+	flood := exec.Command("taskset", "-c", "1", "ping", "-q", "-i", "0.001", f.Target4.String())
+	if err := flood.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { flood.Process.Kill(); flood.Wait() })
+
+	if err := topo.CheckOwnRoute(n.Source, n.Target4); err != nil {
+		t.Fatal(err)
+	}
+	const count = 30
+	echoes := echoesOf(t, runCmd(t, exec.Command("ip", "netns", "exec", n.Source.Name, "taskset", "-c", "0", testBinary(t),
+		"--json", "--netfilter", "kprobe", "-W", "3s", "-i", "0", "-c", fmt.Sprint(count), n.Target4.String())))
+	a, r, b := inode(t, n.A), inode(t, n.R), inode(t, n.B)
+	want := []string{
+		row(a, "eth0", "out", "request"),
+		row(r, "eth0", "in", "request"),
+		nfWant(r, "eth0", "filter.FORWARD", "ACCEPT", ""),
+		row(r, "eth1", "out", "request"),
+		row(b, "eth0", "in", "request"),
+		row(b, "eth0", "out", "reply"),
+		row(r, "eth1", "in", "reply"),
+		nfWant(r, "eth1", "filter.FORWARD", "ACCEPT", ""),
+		row(r, "eth0", "out", "reply"),
+		row(a, "eth0", "in", "reply"),
+	}
+	if len(echoes) != count {
+		t.Fatalf("%d echoes, want %d", len(echoes), count)
+	}
+	for _, e := range echoes {
+		if e.Result != "reply" || e.LostSamples != 0 {
+			t.Errorf("echo %d: result %q, lost %d", e.Seq, e.Result, e.LostSamples)
+		}
+		assertRows(t, e, want)
+	}
+	// The flood did cross its chain meanwhile.
+	out := inNetns(t, f.Netns, "iptables-legacy", "-L", "INPUT", "-v", "-n", "-x")
+	if !regexp.MustCompile(`(?m)^\s*[1-9][0-9]*\s+[0-9]+\s+DROP`).MatchString(out) {
+		t.Errorf("the flood dropped nothing:\n%s", out)
+	}
+}
