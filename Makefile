@@ -7,7 +7,7 @@ export CGO_ENABLED := 0
 BIN := bin/tracepkt-perf
 
 # Debian packages the tests and the demo use; `make deps` installs the missing ones.
-DEB_PACKAGES := iproute2 iputils-ping nftables iptables tshark qemu-system-x86 busybox-static cpio xz-utils zstd gcc libc6-dev librsvg2-bin groff-base \
+DEB_PACKAGES := iproute2 iputils-ping nftables iptables tshark qemu-system-x86 busybox-static cpio xz-utils zstd gcc libc6-dev librsvg2-bin groff-base kmod \
 	linux-image-amd64 linux-image-6.12-amd64 podman runc
 
 # Root test packages that also run inside the distro kernel.
@@ -48,6 +48,7 @@ deps:
 		echo "installing Debian packages:" $$missing; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
+	@for s in $(VM_DEBIAN_SUITES); do sh internal/vmtest/fetch-debian-kernel.sh $$s $(VM_KERNEL_CACHE)/$$s || exit 1; done
 
 lint:
 	$(GO) vet ./...
@@ -61,10 +62,11 @@ test-host: build
 	CGO_ENABLED=1 $(GO) test -race -count=1 -p 1 ./...
 
 # The kernel matrix: the root tests inside every Debian amd64 kernel in /boot
-# (make deps installs 6.1 and 6.12), one guest boot per kernel. Listed when
-# the recipe runs, since make deps may have just installed them.
+# (make deps installs 6.1 and 6.12) and in $(VM_KERNEL_CACHE) (make deps
+# unpacks 5.10 there), one guest boot per kernel. Listed when the recipe
+# runs, since make deps may have just installed them.
 test-matrix:
-	@kernels=$$(ls /boot/vmlinuz-*-amd64 2>/dev/null); \
+	@kernels=$$(ls /boot/vmlinuz-*-amd64 $(VM_KERNEL_CACHE)/*/boot/vmlinuz-*-amd64 2>/dev/null); \
 	if [ -z "$$kernels" ]; then echo "no distro kernel in /boot for the matrix: run make deps"; exit 1; fi; \
 	for k in $$kernels; do $(MAKE) --no-print-directory test-vm KERNEL=$$k || exit 1; done
 

@@ -4,18 +4,28 @@
 
 # Packages whose test binaries run in the guest, each in its own package directory as go test would.
 VM_TEST_PKGS ?= ./internal/vmtest
-# Kernel to boot; empty means the newest /boot/vmlinuz-*.
+# Kernel to boot; empty means the newest /boot/vmlinuz-*. One at
+# <root>/boot/vmlinuz-* finds its modules in <root>/lib/modules.
 KERNEL ?=
+# Older Debian releases whose kernel the matrix boots too: make deps unpacks
+# each one's linux-image-amd64 into $(VM_KERNEL_CACHE)/<suite>, never
+# installing it (internal/vmtest/fetch-debian-kernel.sh).
+VM_DEBIAN_SUITES ?= bullseye
+VM_KERNEL_CACHE ?= /var/cache/tracepkt-perf
 VM_TIMEOUT ?= 15m
 VM_TEST_FLAGS ?= -test.v
 
 # ./internal/vmtest -> internal_vmtest.test
 vm_test_bin = $(subst /,_,$(patsubst ./%,%,$(1))).test
+# What the guest's tests leave for the host (recordings made on its kernel).
+VM_FILES = $(CURDIR)/.vmtest/files/$(if $(KERNEL),$(notdir $(KERNEL)),newest)
 
 .PHONY: test-vm
 test-vm:
 	CGO_ENABLED=0 go build -o bin/tracepkt-vmtest ./cmd/tracepkt-vmtest
 	mkdir -p .vmtest
 	set -e; $(foreach p,$(VM_TEST_PKGS),go test -c -o .vmtest/$(call vm_test_bin,$(p)) $(p);)
-	bin/tracepkt-vmtest $(if $(KERNEL),-kernel $(KERNEL)) -timeout $(VM_TIMEOUT) -workdir $(CURDIR) \
+	bin/tracepkt-vmtest $(if $(KERNEL),-kernel $(KERNEL)) -timeout $(VM_TIMEOUT) -workdir $(CURDIR) -files $(VM_FILES) \
 		$(foreach p,$(VM_TEST_PKGS),-- env -C $(p) $(CURDIR)/.vmtest/$(call vm_test_bin,$(p)) $(VM_TEST_FLAGS))
+	$(if $(filter ./cmd/tracepkt-perf,$(VM_TEST_PKGS)),env -C cmd/tracepkt-perf TRACEPKT_GUEST_RECORDINGS=$(VM_FILES)/recordings \
+		$(CURDIR)/.vmtest/cmd_tracepkt-perf.test -test.run '^TestReplayGuestRecordings$$' $(VM_TEST_FLAGS))

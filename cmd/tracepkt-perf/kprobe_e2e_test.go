@@ -9,8 +9,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/tracepkt/tracepkt-perf/internal/testenv"
 	"github.com/tracepkt/tracepkt-perf/internal/topology"
@@ -82,8 +85,35 @@ func assertRows(t *testing.T, e jsonEcho, want []string) {
 	}
 }
 
+// legacyArgs is what the tool must say of the arguments of an
+// iptables-legacy table function (ipt_do_table, module ip_tables): their
+// order for the running kernel's version (it changed in 5.16), and where it
+// came from: the module's BTF when /sys/kernel/btf has it (5.11 and later),
+// else the kernel version. Its module must be loaded.
+func legacyArgs(t *testing.T, fn, module string) (params, from string, fromVersion bool) {
+	t.Helper()
+	var uts unix.Utsname
+	if err := unix.Uname(&uts); err != nil {
+		t.Fatal(err)
+	}
+	var major, minor int
+	if _, err := fmt.Sscanf(unix.ByteSliceToString(uts.Release[:]), "%d.%d", &major, &minor); err != nil {
+		t.Fatalf("kernel release %q: %v", uts.Release, err)
+	}
+	params = "(priv, skb, state)"
+	if major < 5 || major == 5 && minor < 16 {
+		params = "(skb, state, table)"
+	}
+	if _, err := os.Stat("/sys/kernel/btf/" + module); err == nil {
+		return params, "from the BTF of module " + module, false
+	}
+	return params, "from the kernel version", true
+}
+
 // TestE2EKprobeLegacy traces iptables-legacy tables, which only kprobes see:
-// an ACCEPT in the source's OUTPUT and a DROP in the router's FORWARD.
+// an ACCEPT in the source's OUTPUT and a DROP in the router's FORWARD. The
+// function's argument order is the kernel's: (skb, state, table) before 5.16,
+// where, before 5.11, no module BTF says so and the kernel version does.
 func TestE2EKprobeLegacy(t *testing.T) {
 	requireKprobes(t)
 	topo, n := router(t)
@@ -91,8 +121,21 @@ func TestE2EKprobeLegacy(t *testing.T) {
 	families(t, n.Target4, n.Target6, func(t *testing.T, target netip.Addr) {
 		legacyRules(t, n.A, target, []string{"-A", "OUTPUT", "-p", "PROTO", "-j", "ACCEPT"})
 		legacyRules(t, n.R, target, []string{"-A", "FORWARD", "-p", "PROTO", "TYPE", "echo-request", "-j", "DROP"})
+		fn, module := "ipt_do_table", "ip_tables"
+		if target.Is6() {
+			fn, module = "ip6t_do_table", "ip6_tables"
+		}
+		params, from, fromVersion := legacyArgs(t, fn, module)
+		check := runTool(t, nil, "--check")
+		if want := fmt.Sprintf("kprobe %-17s ok     arguments %s %s", fn, params, from); !strings.Contains(check.stdout, want) {
+			t.Errorf("--check does not say %q:\n%s", want, check.stdout)
+		}
 		for _, mode := range []string{"kprobe", "auto"} {
 			e := traceDrop(t, topo, n, target, "--netfilter", mode)
+			note := fn + params + ": argument order taken from the kernel version"
+			if hasNote := slices.ContainsFunc(e.Notes, func(s string) bool { return strings.Contains(s, note) }); hasNote != fromVersion {
+				t.Errorf("%s: notes %q: a note %q is %v, want %v", mode, e.Notes, note, hasNote, fromVersion)
+			}
 			assertRows(t, e, []string{
 				nfWant(a, "eth0", "filter.OUTPUT", "ACCEPT", ""),
 				row(a, "eth0", "out", "request"),
@@ -109,15 +152,30 @@ func TestE2EKprobeLegacy(t *testing.T) {
 	})
 }
 
-// TestE2EKprobeNftables traces an nftables chain through nft_do_chain.
+// TestE2EKprobeNftables traces an nftables chain through nft_do_chain. On a
+// kernel whose modules have no BTF (before 5.11), nft_do_chain's structs are
+// unknown: the run leaves it out and says so under the table.
 func TestE2EKprobeNftables(t *testing.T) {
 	requireKprobes(t)
 	topo, n := router(t)
 	inNetns(t, n.R, "nft", "add table inet tpfilt; add chain inet tpfilt forward { type filter hook forward priority 0; }; "+
 		"add rule inet tpfilt forward icmp type echo-request drop; add rule inet tpfilt forward icmpv6 type echo-request drop")
 	a, r := inode(t, n.A), inode(t, n.R)
+	_, noBTF := os.Stat("/sys/kernel/btf/nf_tables")
 	families(t, n.Target4, n.Target6, func(t *testing.T, target netip.Addr) {
 		e := traceDrop(t, topo, n, target, "--netfilter", "kprobe")
+		if noBTF != nil {
+			assertRows(t, e, []string{row(a, "eth0", "out", "request"), row(r, "eth0", "in", "request")})
+			note := "netfilter: no kprobe on nft_do_chain: its module has no BTF on this kernel"
+			if !slices.ContainsFunc(e.Notes, func(s string) bool { return strings.HasPrefix(s, note) }) {
+				t.Errorf("notes %q: none says %q", e.Notes, note)
+			}
+			check := runTool(t, nil, "--check")
+			if want := "kprobe nft_do_chain      no     nft_do_chain (module nf_tables): its module has no BTF"; !strings.Contains(check.stdout, want) {
+				t.Errorf("--check does not say %q:\n%s", want, check.stdout)
+			}
+			return
+		}
 		assertRows(t, e, []string{
 			row(a, "eth0", "out", "request"),
 			row(r, "eth0", "in", "request"),
