@@ -7,8 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/tracepkt/tracepkt-perf/internal/testenv"
 	"github.com/tracepkt/tracepkt-perf/internal/vmtest"
 )
 
@@ -27,11 +26,7 @@ func TestE2EGuestRecording(t *testing.T) {
 		t.Skipf("records for the host only in a guest of the kernel matrix (%s is not set): make test-vm runs it", vmtest.GuestFilesEnvVar)
 	}
 	requireKprobes(t)
-	var uts unix.Utsname
-	if err := unix.Uname(&uts); err != nil {
-		t.Fatal(err)
-	}
-	release := unix.ByteSliceToString(uts.Release[:])
+	release := testenv.KernelRelease(t)
 	out := filepath.Join(dir, "recordings")
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		t.Fatal(err)

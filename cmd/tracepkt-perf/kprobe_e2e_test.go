@@ -13,8 +13,6 @@ import (
 	"strings"
 	"testing"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/tracepkt/tracepkt-perf/internal/testenv"
 	"github.com/tracepkt/tracepkt-perf/internal/topology"
 	"github.com/tracepkt/tracepkt-perf/internal/vmtest"
@@ -92,16 +90,8 @@ func assertRows(t *testing.T, e jsonEcho, want []string) {
 // else the kernel version. Its module must be loaded.
 func legacyArgs(t *testing.T, fn, module string) (params, from string, fromVersion bool) {
 	t.Helper()
-	var uts unix.Utsname
-	if err := unix.Uname(&uts); err != nil {
-		t.Fatal(err)
-	}
-	var major, minor int
-	if _, err := fmt.Sscanf(unix.ByteSliceToString(uts.Release[:]), "%d.%d", &major, &minor); err != nil {
-		t.Fatalf("kernel release %q: %v", uts.Release, err)
-	}
 	params = "(priv, skb, state)"
-	if major < 5 || major == 5 && minor < 16 {
+	if !testenv.KernelAtLeast(t, 5, 16) {
 		params = "(skb, state, table)"
 	}
 	if _, err := os.Stat("/sys/kernel/btf/" + module); err == nil {
