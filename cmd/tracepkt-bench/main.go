@@ -39,7 +39,7 @@ type config struct {
 	pairs   int      // A/B pairs of the flood
 	flood   int      // echoes per flood
 	scale   []int    // namespace counts
-	kernels string   // glob of the matrix kernels
+	kernels string   // globs of the matrix kernels, space-separated
 }
 
 // attachArgs is the flag selecting an attachment mode.
@@ -86,7 +86,7 @@ func run(args []string, stdout io.Writer) error {
 	out := fs.String("out", "BENCHMARKS.md", `file the tables and their method are written to ("" for none)`)
 	rootLock := fs.String("lock", "", "flock this file around each root section (a machine shared with other runs)")
 	vmLock := fs.String("vmlock", "", "flock this file around the kernel matrix")
-	kernels := fs.String("kernels", "/boot/vmlinuz-*-amd64", "kernels of the matrix (a glob)")
+	kernels := fs.String("kernels", "/boot/vmlinuz-*-amd64 /var/cache/tracepkt-perf/*/boot/vmlinuz-*-amd64", "kernels of the matrix (globs, space-separated)")
 	guest := fs.Bool("guest", false, "run the in-guest part of the kernel matrix (used by the matrix section)")
 	if err := fs.Parse(args); err != nil {
 		return err

@@ -22,8 +22,15 @@ const guestRuns = 5
 // matrixSection boots each kernel of the matrix under QEMU (tracepkt-vmtest)
 // and runs this bench's guest part inside it.
 func matrixSection(cfg config, progress io.Writer) (section, error) {
-	kernels, err := filepath.Glob(cfg.kernels)
-	if err != nil || len(kernels) == 0 {
+	var kernels []string
+	for _, pattern := range strings.Fields(cfg.kernels) {
+		matches, err := filepath.Glob(pattern)
+		if err != nil {
+			return section{}, fmt.Errorf("-kernels %q: %w", pattern, err)
+		}
+		kernels = append(kernels, matches...)
+	}
+	if len(kernels) == 0 {
 		return section{}, fmt.Errorf("no kernel matches %s (make deps installs the matrix's)", cfg.kernels)
 	}
 	self, err := os.Executable()
@@ -74,7 +81,7 @@ func matrixSection(cfg config, progress io.Writer) (section, error) {
 	}
 	return section{
 		title: "Kernel matrix",
-		method: fmt.Sprintf(`Each Debian kernel in /boot boots under QEMU (TCG, 2 vCPUs, no KVM) through tracepkt-vmtest
+		method: fmt.Sprintf(`Each Debian kernel of the matrix (6.1 and 6.12 in /boot, 5.10 unpacked by make deps) boots under QEMU (TCG, 2 vCPUs, no KVM) through tracepkt-vmtest
 and runs this bench's guest part: a veth pair to a namespace, then ping -c1 and tracepkt-perf
 -c1 (per attachment mode) to it, %d runs each, one of each in turn; medians. TCG emulation
 makes every absolute figure slow: read the exit/ping ratio, measured in the same guest.`, guestRuns),

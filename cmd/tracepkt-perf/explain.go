@@ -53,7 +53,7 @@ func (s *session) explain(j *decode.Journey) error {
 			return nil // the rule, or the error, says why
 		}
 		inode = d.Netns
-		loss = hint.Loss{Src: f.Src, Dst: f.Dst, Ifindex: d.Ifindex, In: d.In, Reason: d.Reason}
+		loss = hint.Loss{Src: f.Src, Dst: f.Dst, Ifindex: d.Ifindex, In: d.In, Reason: d.Reason, Len: f.Len}
 	} else if len(j.Hops) > 0 {
 		h := &j.Hops[len(j.Hops)-1]
 		inode = h.Netns

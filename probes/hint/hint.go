@@ -23,8 +23,12 @@ type Loss struct {
 	// whether it had entered through it (else it was leaving through it).
 	Ifindex uint32
 	In      bool
-	// Reason is the kernel's drop reason name, "" for a loss without a drop.
+	// Reason is the kernel's drop reason name, "" for a loss without a drop
+	// or a kernel without reasons (before 5.17).
 	Reason string
+	// Len is the packet's length where it was lost (skb->len from the
+	// network header on), 0 when unknown.
+	Len uint32
 }
 
 // Explain enters the namespace of ns on a locked thread and returns one line
@@ -91,6 +95,12 @@ func explain(s state, l Loss) string {
 	case strings.Contains(r, "TOO_BIG") || strings.Contains(r, "FRAG"):
 		if h := s.mtu(l); h != "" {
 			return h
+		}
+	case r == "" && l.Len > 0:
+		// Without a reason, the packet's length against the MTU onward
+		// says whether it was too big.
+		if dev, mtu := s.routeMTU(l); mtu > 0 && int(l.Len) > mtu {
+			return fmt.Sprintf("the packet (%d bytes) does not fit the MTU toward %s: %s has mtu %d", l.Len, l.Dst, dev, mtu)
 		}
 	}
 	// Forwarding, then the route, the link it leaves by and the neighbour.
@@ -161,7 +171,12 @@ func (s state) route(l Loss, iif string) (*netlink.Route, string) {
 				return nil, prefix + ": no route (network unreachable)"
 			case unix.EHOSTUNREACH:
 				return nil, prefix + ": no route (host unreachable)"
-			case unix.EINVAL:
+			case unix.EINVAL, unix.EXDEV:
+				// The source check refused it (EXDEV before 6.13, EINVAL
+				// since): the reverse-path filter, when its state says so.
+				if s.reversePathRefuses(l, iif) {
+					return nil, s.rpFilter(l, iif)
+				}
 				return nil, prefix + ": refused (invalid source or forwarding off)"
 			}
 			return nil, fmt.Sprintf("%s: %s", prefix, errno.Error())
@@ -217,19 +232,28 @@ func (s state) link(ifindex int) string {
 
 // mtu names the MTU of the device toward the destination.
 func (s state) mtu(l Loss) string {
+	dev, mtu := s.routeMTU(l)
+	if mtu == 0 {
+		return ""
+	}
+	return fmt.Sprintf("the packet does not fit the MTU toward %s: %s has mtu %d", l.Dst, dev, mtu)
+}
+
+// routeMTU is the device toward the destination and the MTU packets take
+// on it (the route's, else the device's); 0 without a route.
+func (s state) routeMTU(l Loss) (string, int) {
 	route, _ := s.route(l, "")
 	if route == nil {
-		return ""
+		return "", 0
 	}
 	lk, err := s.h.LinkByIndex(route.LinkIndex)
 	if err != nil {
-		return ""
+		return "", 0
 	}
-	mtu := lk.Attrs().MTU
 	if route.MTU != 0 {
-		mtu = route.MTU
+		return lk.Attrs().Name, route.MTU
 	}
-	return fmt.Sprintf("the packet does not fit the MTU toward %s: %s has mtu %d", l.Dst, lk.Attrs().Name, mtu)
+	return lk.Attrs().Name, lk.Attrs().MTU
 }
 
 // neighbour says the state of the next hop's neighbour entry when it is not
@@ -269,6 +293,26 @@ func (s state) neighbour(l Loss) string {
 		return ""
 	}
 	return ""
+}
+
+// reversePathRefuses reports whether the reverse-path filter on iif refuses
+// the packet's source: in strict mode (1) when the route back leaves by
+// another device, in loose mode (2) when there is no route back. The higher
+// of the device's and "all"'s settings applies.
+func (s state) reversePathRefuses(l Loss, iif string) bool {
+	if iif == "" || !l.Src.Is4() {
+		return false
+	}
+	mode := max(sysctl("net.ipv4.conf.all.rp_filter"), sysctl("net.ipv4.conf."+iif+".rp_filter"))
+	routes, err := s.h.RouteGet(net.IP(l.Src.AsSlice()))
+	noRoute := err != nil || len(routes) == 0
+	switch mode {
+	case "1":
+		return noRoute || s.linkName(uint32(routes[0].LinkIndex)) != iif
+	case "2":
+		return noRoute
+	}
+	return false
 }
 
 // rpFilter says the reverse-path filter refused the packet: the route back
