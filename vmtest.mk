@@ -12,7 +12,7 @@ KERNEL ?=
 # installing it (internal/vmtest/fetch-debian-kernel.sh).
 VM_DEBIAN_SUITES ?= bullseye
 VM_KERNEL_CACHE ?= /var/cache/tracepkt-perf
-VM_TIMEOUT ?= 15m
+VM_TIMEOUT ?= 30m
 VM_TEST_FLAGS ?= -test.v
 
 # ./internal/vmtest -> internal_vmtest.test

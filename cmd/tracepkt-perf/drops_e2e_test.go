@@ -60,6 +60,7 @@ func kernelReasons(t *testing.T) bool {
 func assertLoss(t *testing.T, e jsonEcho, w wantLoss) {
 	t.Helper()
 	wantDrop := w.reason != ""
+	byRule := w.reason == "NETFILTER_DROP" // the rule says why: no hint
 	if wantDrop && !kernelReasons(t) {
 		w.reason = "" // the location alone
 	}
@@ -77,6 +78,8 @@ func assertLoss(t *testing.T, e jsonEcho, w wantLoss) {
 			t.Errorf("drop %s at %s in %d after %s, want %s in %d after %s; %s", d.Reason, d.Location, d.Netns, d.Ifname, w.reason, w.netns, w.ifname, desc)
 		case !strings.Contains(d.Hint, w.hint):
 			t.Errorf("drop hint %q, want it to say %q", d.Hint, w.hint)
+		case byRule && d.Hint != "":
+			t.Errorf("drop hint %q after a netfilter DROP, want none: the rule says why", d.Hint)
 		}
 	}
 	if w.errFrom.IsValid() {

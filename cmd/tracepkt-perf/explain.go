@@ -49,8 +49,8 @@ func (s *session) explain(j *decode.Journey) error {
 		}
 		d := j.NewDrop(f, s.reasonName(f.Reason), locs[f.Location])
 		j.Drop = &d
-		if d.Reason == "NETFILTER_DROP" || j.Error != nil && j.Error.Result() == "ttl-exceeded" {
-			return nil // the rule, or the error, says why
+		if _, byRule := j.NetfilterDrop(); byRule || d.Reason == "NETFILTER_DROP" || j.Error != nil && j.Error.Result() == "ttl-exceeded" {
+			return nil // the rule, or the error, says why (a kernel without reasons names no NETFILTER_DROP)
 		}
 		inode = d.Netns
 		loss = hint.Loss{Src: f.Src, Dst: f.Dst, Ifindex: d.Ifindex, In: d.In, Reason: d.Reason, Len: f.Len}
