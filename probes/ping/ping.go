@@ -83,6 +83,9 @@ type Pinger struct {
 
 	closed  atomic.Bool
 	ignored atomic.Uint64
+	// sentOnce says a send has succeeded: the kernel accepted this
+	// socket's requests as they are.
+	sentOnce bool
 
 	// Reused by Receive.
 	buf []byte
@@ -323,10 +326,17 @@ func (p *Pinger) Send(seq uint16) (time.Time, error) {
 	if err == nil {
 		err = serr
 	}
-	switch err {
-	case unix.ENETUNREACH, unix.EHOSTUNREACH, unix.EADDRNOTAVAIL:
+	switch {
+	case err == nil:
+		p.sentOnce = true
+	case err == unix.ENETUNREACH, err == unix.EHOSTUNREACH, err == unix.EADDRNOTAVAIL:
 		err = noRouteError{err.(unix.Errno)}
-	case unix.EMSGSIZE:
+	case err == unix.EINVAL && p.sentOnce:
+		// The same request was accepted before, so what changed is the
+		// path: while the device a route leaves by is being deleted, an
+		// IPv6 send can fail with EINVAL (seen on 5.10).
+		err = noRouteError{unix.EINVAL}
+	case err == unix.EMSGSIZE:
 		err = &TooBigError{MTU: p.pathMTU()}
 	}
 	if err != nil {
