@@ -107,7 +107,7 @@ func checkKernel(mode probes.AttachMode) (checkReport, error) {
 	line("tracefs", fsErr, mount, true)
 	offsets, btfErr := probes.KernelOffsets()
 	// As a run does, so that the program loads below answer for one.
-	if err := allowBPFMemory(); err != nil {
+	if err := probes.AllowBPFMemory(); err != nil {
 		line("RLIMIT_MEMLOCK", err, "", true)
 	}
 	line("BTF", btfErr, "/sys/kernel/btf/vmlinux", true)

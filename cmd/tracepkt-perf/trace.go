@@ -10,8 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/cilium/ebpf/rlimit"
-
 	"github.com/tracepkt/tracepkt-perf/decode"
 	"github.com/tracepkt/tracepkt-perf/decode/tpk"
 	"github.com/tracepkt/tracepkt-perf/probes"
@@ -68,7 +66,7 @@ func openSession(o options, rec *recordFile, newWriter func(*renderContext) jour
 			fs.Close()
 		}
 	}()
-	if err := allowBPFMemory(); err != nil {
+	if err := probes.AllowBPFMemory(); err != nil {
 		return nil, err
 	}
 	s := &session{fs: fs, offsets: offsets}
@@ -127,17 +125,6 @@ func openSession(o options, rec *recordFile, newWriter func(*renderContext) jour
 		}
 	}
 	return s, nil
-}
-
-// allowBPFMemory lifts RLIMIT_MEMLOCK where the kernel charges BPF maps and
-// programs to it (before 5.11, e.g. Debian 11's 5.10, whose default limit
-// refuses the programs); later kernels charge the memory cgroup instead, and
-// this does nothing there.
-func allowBPFMemory() error {
-	if err := rlimit.RemoveMemlock(); err != nil {
-		return fmt.Errorf("lift RLIMIT_MEMLOCK for BPF (kernel before 5.11): %w", err)
-	}
-	return nil
 }
 
 // interfaceName names interface ifindex of the namespace of inode, if
