@@ -13,10 +13,11 @@ import (
 // skipsOutsideRequire are the tests that may skip by themselves, and why:
 // none of them skips for a requirement CI is supposed to have.
 var skipsOutsideRequire = map[string]string{
-	"probes/nftrace/capture_test.go":       "a tool run by hand with -args -capture, not a test",
-	"internal/vmtest/guest_test.go":        "runs only inside the test VM, where make test-matrix runs it",
-	"cmd/tracepkt-perf/kprobe_e2e_test.go": "kprobes exist only in the matrix kernels, where their absence fails",
-	"cmd/tracepkt-perf/podman_e2e_test.go": "podman cannot keep its storage on the test VM's read-only root: it runs in the host suite",
+	"probes/nftrace/capture_test.go":            "a tool run by hand with -args -capture, not a test",
+	"internal/vmtest/guest_test.go":             "runs only inside the test VM, where make test-matrix runs it",
+	"cmd/tracepkt-perf/kprobe_e2e_test.go":      "kprobes exist only in the matrix kernels, where their absence fails",
+	"cmd/tracepkt-perf/podman_e2e_test.go":      "podman cannot keep its storage on the test VM's read-only root: it runs in the host suite",
+	"cmd/tracepkt-perf/guest_recording_test.go": "records inside a matrix guest, and replays on the host what a guest recorded: make test-vm runs each where it belongs",
 }
 
 // TestSkipsGoThroughRequire: a test that skips must do it through Require
