@@ -81,10 +81,11 @@ func matrixSection(cfg config, progress io.Writer) (section, error) {
 	}
 	return section{
 		title: "Kernel matrix",
-		method: fmt.Sprintf(`Each Debian kernel of the matrix (6.1 and 6.12 in /boot, 5.10 unpacked by make deps) boots under QEMU (TCG, 2 vCPUs, no KVM) through tracepkt-vmtest
-and runs this bench's guest part: a veth pair to a namespace, then ping -c1 and tracepkt-perf
--c1 (per attachment mode) to it, %d runs each, one of each in turn; medians. TCG emulation
-makes every absolute figure slow: read the exit/ping ratio, measured in the same guest.`, guestRuns),
+		method: fmt.Sprintf(`Each Debian kernel of the matrix (6.1 and 6.12 in /boot, 5.10 unpacked by make deps) boots
+under QEMU (TCG, 2 vCPUs, no KVM) through tracepkt-vmtest and runs this bench's guest part: a
+veth pair to a namespace, then ping -c1 and tracepkt-perf -c1 (per attachment mode) to it, %d
+runs each, one of each in turn; medians. TCG emulation makes every absolute figure slow: read
+the exit/ping ratio, measured in the same guest.`, guestRuns),
 		table: table(rows),
 	}, nil
 }
