@@ -85,8 +85,8 @@ func explain(s state, l Loss) string {
 	r := strings.ToUpper(l.Reason)
 	switch {
 	case strings.Contains(r, "RPFILTER"):
-		if h := s.rpFilter(l, iif); h != "" {
-			return h
+		if rp, ok := s.reversePath(l, iif); ok {
+			return rp.hint()
 		}
 	case strings.HasPrefix(r, "NEIGH_"):
 		if h := s.neighbour(l); h != "" {
@@ -174,8 +174,8 @@ func (s state) route(l Loss, iif string) (*netlink.Route, string) {
 			case unix.EINVAL, unix.EXDEV:
 				// The source check refused it (EXDEV before 6.13, EINVAL
 				// since): the reverse-path filter, when its state says so.
-				if s.reversePathRefuses(l, iif) {
-					return nil, s.rpFilter(l, iif)
+				if rp, ok := s.reversePath(l, iif); ok && rp.refuses() {
+					return nil, rp.hint()
 				}
 				return nil, prefix + ": refused (invalid source or forwarding off)"
 			}
@@ -295,37 +295,49 @@ func (s state) neighbour(l Loss) string {
 	return ""
 }
 
-// reversePathRefuses reports whether the reverse-path filter on iif refuses
-// the packet's source: in strict mode (1) when the route back leaves by
-// another device, in loose mode (2) when there is no route back. The higher
-// of the device's and "all"'s settings applies.
-func (s state) reversePathRefuses(l Loss, iif string) bool {
+// reversePath is the reverse-path filter's view of a packet that came in
+// by iif: its settings there and the device the route back to the source
+// leaves by ("" without a route back).
+type reversePath struct {
+	src      netip.Addr
+	iif, key string
+	val, all string
+	back     string
+}
+
+// reversePath reads the filter's settings and the route back, once; false
+// for a packet that did not come in by a device or is not IPv4.
+func (s state) reversePath(l Loss, iif string) (reversePath, bool) {
 	if iif == "" || !l.Src.Is4() {
-		return false
+		return reversePath{}, false
 	}
-	mode := max(sysctl("net.ipv4.conf.all.rp_filter"), sysctl("net.ipv4.conf."+iif+".rp_filter"))
-	routes, err := s.h.RouteGet(net.IP(l.Src.AsSlice()))
-	noRoute := err != nil || len(routes) == 0
-	switch mode {
+	rp := reversePath{src: l.Src, iif: iif, key: fmt.Sprintf("net.ipv4.conf.%s.rp_filter", iif)}
+	rp.val, rp.all = sysctl(rp.key), sysctl("net.ipv4.conf.all.rp_filter")
+	if routes, err := s.h.RouteGet(net.IP(l.Src.AsSlice())); err == nil && len(routes) > 0 {
+		rp.back = s.linkName(uint32(routes[0].LinkIndex))
+	}
+	return rp, true
+}
+
+// refuses reports whether the filter refuses the source: in strict mode (1)
+// when the route back leaves by another device, in loose mode (2) when there
+// is no route back. The higher of the device's and "all"'s settings applies.
+func (rp reversePath) refuses() bool {
+	switch max(rp.val, rp.all) {
 	case "1":
-		return noRoute || s.linkName(uint32(routes[0].LinkIndex)) != iif
+		return rp.back != rp.iif
 	case "2":
-		return noRoute
+		return rp.back == ""
 	}
 	return false
 }
 
-// rpFilter says the reverse-path filter refused the packet: the route back
-// to its source does not leave through the device it came in by.
-func (s state) rpFilter(l Loss, iif string) string {
-	if iif == "" || !l.Src.Is4() {
-		return ""
-	}
-	key := fmt.Sprintf("net.ipv4.conf.%s.rp_filter", iif)
-	val, all := sysctl(key), sysctl("net.ipv4.conf.all.rp_filter")
+// hint says the reverse-path filter refused the packet: the route back to
+// its source does not leave through the device it came in by.
+func (rp reversePath) hint() string {
 	back := "no route"
-	if routes, err := s.h.RouteGet(net.IP(l.Src.AsSlice())); err == nil && len(routes) > 0 {
-		back = "through " + s.linkName(uint32(routes[0].LinkIndex))
+	if rp.back != "" {
+		back = "through " + rp.back
 	}
-	return fmt.Sprintf("reverse-path filter: %s = %s (all: %s), and the route back to %s leaves %s, not %s", key, val, all, l.Src, back, iif)
+	return fmt.Sprintf("reverse-path filter: %s = %s (all: %s), and the route back to %s leaves %s, not %s", rp.key, rp.val, rp.all, rp.src, back, rp.iif)
 }
