@@ -139,9 +139,9 @@ type Filter struct {
 	// skb->data differently.
 	Dir     decode.Direction
 	Clauses []Clause
-	// Direct reads the skb's fields with plain loads, where rSkb is a
-	// BTF-typed pointer (tp_btf) the verifier lets the program dereference,
-	// instead of a bpf_probe_read_kernel call each.
+	// Direct reads the skb's scalar fields with plain loads, where rSkb is
+	// a BTF-typed pointer (tp_btf) the verifier lets the program
+	// dereference, instead of a bpf_probe_read_kernel call each.
 	Direct bool
 }
 
@@ -157,19 +157,14 @@ func (f Filter) Program() asm.Instructions {
 	return insns
 }
 
-// networkHeader sets rNet to the address of the network header.
+// networkHeader sets rNet to the address of the network header. The skb's
+// pointers (data, head) are always copied with a probe read, so rNet is a
+// plain number on every verifier: a plain load of a pointer field through a
+// BTF-typed skb is a scalar to some verifiers and untrusted read-only memory
+// to others (6.18 builds), which then refuse arithmetic and narrow spills of
+// what is derived from it. Direct loads only the skb's scalar fields.
 func (f Filter) networkHeader() asm.Instructions {
 	o := f.Offsets
-	if f.Direct {
-		if f.Dir == decode.In {
-			return asm.Instructions{asm.LoadMem(rNet, rSkb, int16(o.SkbData), asm.DWord).WithSource(asm.Comment("net = skb->data"))}
-		}
-		return asm.Instructions{
-			asm.LoadMem(rNet, rSkb, int16(o.SkbHead), asm.DWord).WithSource(asm.Comment("net = skb->head + skb->network_header")),
-			asm.LoadMem(asm.R1, rSkb, int16(o.SkbNetworkHeader), asm.Half),
-			asm.Add.Reg(rNet, asm.R1),
-		}
-	}
 	if f.Dir == decode.In {
 		// On receive, the link-layer header has been pulled: data is the network header.
 		insns := note("net = skb->data", read(scratch0, 8, rSkb, int32(o.SkbData), "exit"))
@@ -177,6 +172,13 @@ func (f Filter) networkHeader() asm.Instructions {
 	}
 	// On transmit, data points at the link-layer header the device sends.
 	insns := note("net = skb->head + skb->network_header", read(scratch0, 8, rSkb, int32(o.SkbHead), "exit"))
+	if f.Direct {
+		return append(insns,
+			asm.LoadMem(rNet, asm.RFP, scratch0, asm.DWord),
+			asm.LoadMem(asm.R1, rSkb, int16(o.SkbNetworkHeader), asm.Half),
+			asm.Add.Reg(rNet, asm.R1),
+		)
+	}
 	insns = append(insns, read(scratch1, 2, rSkb, int32(o.SkbNetworkHeader), "exit")...)
 	return append(insns,
 		asm.LoadMem(rNet, asm.RFP, scratch0, asm.DWord),

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
+	"strings"
 	"unsafe"
 
 	"github.com/cilium/ebpf"
@@ -49,6 +51,9 @@ const (
 	verifierLogSize    = 1 << 20
 	progLicense        = "Dual MIT/GPL"
 	progNameMaxLen     = 15
+	// verifierReasonLines of the end of a verifier log say why it refused
+	// a program: the reason and the instructions it stopped at.
+	verifierReasonLines = 3
 )
 
 // loadTpBTF loads insns as a BTF-typed raw tracepoint program for the
@@ -76,7 +81,7 @@ func loadTpBTF(insns asm.Instructions, name string, attachID btf.TypeID) (*ebpf.
 		log := make([]byte, verifierLogSize)
 		attr.logLevel, attr.logSize, attr.logBuf = 1, uint32(len(log)), uint64(uintptr(unsafe.Pointer(&log[0])))
 		if fd2, lerr := progLoad(&attr); lerr != nil {
-			err = fmt.Errorf("%w: %s", lerr, bytes.TrimSpace(bytes.TrimRight(log, "\x00")))
+			err = fmt.Errorf("%w: %s", lerr, verifierReason(log))
 		} else {
 			unix.Close(fd2)
 		}
@@ -93,6 +98,31 @@ func loadTpBTF(insns asm.Instructions, name string, attachID btf.TypeID) (*ebpf.
 		return nil, fmt.Errorf("load program: %w", err)
 	}
 	return prog, nil
+}
+
+// verifierReason is the end of a verifier log, on one line: the verifier
+// writes its reason last, after the instructions it walked, and the closing
+// "processed N insns" statistics say nothing about why. The log ends at its
+// first NUL: the kernel rewinds the log as it prunes states, and what it
+// wrote past the end before stays in the buffer.
+func verifierReason(log []byte) string {
+	if end := bytes.IndexByte(log, 0); end >= 0 {
+		log = log[:end]
+	}
+	lines := strings.Split(string(log), "\n")
+	var reason []string
+	for i := len(lines) - 1; i >= 0 && len(reason) < verifierReasonLines; i-- {
+		line := strings.TrimSpace(lines[i])
+		if line == "" || len(reason) == 0 && strings.HasPrefix(line, "processed ") {
+			continue
+		}
+		reason = append(reason, line)
+	}
+	if len(reason) == 0 {
+		return "no verifier log"
+	}
+	slices.Reverse(reason)
+	return "verifier: " + strings.Join(reason, " / ")
 }
 
 // progLoad runs BPF_PROG_LOAD, retried on EAGAIN as libbpf does.

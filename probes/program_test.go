@@ -7,9 +7,11 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 
 	"github.com/tracepkt/tracepkt-perf/decode"
+	"github.com/tracepkt/tracepkt-perf/internal/testenv"
 	"github.com/tracepkt/tracepkt-perf/tracefs"
 )
 
@@ -110,5 +112,51 @@ func TestTracepointProgramDependsOnEchoID(t *testing.T) {
 	b := fmt.Sprint(TracepointProgram(ProgramParams{Offsets: goldenOffsets, Probe: decode.ProbeNetDevQueue, Clauses: OursClauses(2)}))
 	if a == b {
 		t.Error("programs for different echo ids are identical")
+	}
+}
+
+// TestDeviceProgramsLoad hands every device program, each way it can be
+// attached, to the running kernel's verifier and attaches it: a verifier
+// that types loads differently (a scalar on one build, untrusted memory on
+// another) fails the subtest named after the program and the attachment,
+// with the end of the verifier's log.
+func TestDeviceProgramsLoad(t *testing.T) {
+	testenv.RequireRoot(t)
+	fs, err := tracefs.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fs.Close() })
+	offsets, err := KernelOffsets()
+	if err != nil {
+		t.Fatal(err)
+	}
+	events, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.PerfEventArray, KeySize: 4, ValueSize: 4, MaxEntries: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { events.Close() })
+	progs := devicePrograms{fs: fs, offsets: offsets, clauses: OursClauses(0xbeef)}
+	for _, p := range decode.Probes() {
+		for _, at := range AttachAuto.attachments() {
+			t.Run(p.String()+"/"+string(at), func(t *testing.T) {
+				if err := checkAs(progs, p, at, events); err != nil {
+					t.Errorf("%s as %s: %v", p, at, err)
+				}
+			})
+		}
+	}
+}
+
+// TestVerifierReason keeps the end of a log, up to its first NUL: what the
+// kernel wrote before rewinding stays in the buffer after it.
+func TestVerifierReason(t *testing.T) {
+	log := []byte("0: R1=ctx() R10=fp0\n719: (6b) *(u16 *)(r10 -152) = r1\ninvalid size of register spill\nprocessed 316 insns (limit 1000000)\n\x00from 796 to 797: safe\n\x00\x00")
+	want := "verifier: 0: R1=ctx() R10=fp0 / 719: (6b) *(u16 *)(r10 -152) = r1 / invalid size of register spill"
+	if got := verifierReason(log); got != want {
+		t.Errorf("verifierReason = %q, want %q", got, want)
+	}
+	if got := verifierReason(make([]byte, 16)); got != "no verifier log" {
+		t.Errorf("empty log: %q", got)
 	}
 }
