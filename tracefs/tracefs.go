@@ -29,13 +29,17 @@ type FS struct {
 	dir     *os.File
 }
 
-// Open finds the tracefs mount through /proc/self/mounts. When there is none
+// Open finds the tracefs mount through /proc/thread-self/mounts. When there is none
 // it mounts one in a mount namespace of its own, so the machine's mounts stay
 // as they were, before and after the run, even a run killed with SIGKILL.
 // `ip netns exec` mounts a fresh sysfs that hides the host's tracefs, so a
 // tool run under it needs this too.
 func Open() (*FS, error) {
-	f, err := os.Open("/proc/self/mounts")
+	// The mounts of this thread, not of the process's first thread: a
+	// private mount made by an earlier Open lives in the namespace of the
+	// thread that made it, which Go keeps parked when it is the first one,
+	// and /proc/self shows that thread's mounts.
+	f, err := os.Open("/proc/thread-self/mounts")
 	if err != nil {
 		return nil, fmt.Errorf("find tracefs: %w", err)
 	}
@@ -102,7 +106,7 @@ func findMount(r io.Reader) (string, bool) {
 	return "", false
 }
 
-// unescapeMount undoes the octal escapes (\040 for a space) of /proc/self/mounts.
+// unescapeMount undoes the octal escapes (\040 for a space) of a mounts table.
 func unescapeMount(s string) string {
 	if !strings.Contains(s, `\`) {
 		return s
