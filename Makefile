@@ -4,6 +4,11 @@
 
 GO ?= go
 export CGO_ENABLED := 0
+# Recipes that pipe a test run into tee keep the run's exit status.
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+# Verbose output of each suite (host, one per guest kernel), read for the skips.
+TEST_LOGS := $(CURDIR)/.vmtest/logs
 BIN := bin/tracepkt-perf
 
 # Debian packages the tests and the demo use; `make deps` installs the missing ones.
@@ -17,7 +22,7 @@ VM_TEST_PKGS := ./internal/vmtest ./cmd/tracepkt-perf ./probes/ping ./internal/t
 # run on the host only.
 VM_TEST_FLAGS := -test.v -test.skip='^(TestE2ENoLeaks|TestE2EStats|TestStatsRouter|TestStatsReroute|TestDiff|TestSVG|TestReplayPeakRSS|TestManPageRenders|TestManualPages)$$'
 
-.PHONY: all build install uninstall demo test test-host test-matrix bench deps lint clean
+.PHONY: all build install uninstall demo test test-host test-matrix skips bench deps lint clean
 all: build
 
 build:
@@ -57,9 +62,13 @@ lint:
 
 # Unit tests and root end-to-end tests on the running kernel, under the race
 # detector (which needs cgo; the binaries stay static). The end-to-end tests
-# run the test binary as the tool, so the tool itself runs under it too.
+# run the test binary as the tool, so the tool itself runs under it too. They
+# run in a mount namespace of their own with every tracefs unmounted, as on a
+# freshly booted machine: a mount left by an earlier run can never help them.
 test-host: build
-	CGO_ENABLED=1 $(GO) test -race -count=1 -p 1 ./...
+	mkdir -p $(TEST_LOGS)
+	unshare --mount --propagation private sh -c 'grep -w tracefs /proc/self/mounts | while read -r _ dir _; do umount -l "$$dir"; done; exec "$$@"' sh \
+		env CGO_ENABLED=1 $(GO) test -race -count=1 -p 1 -v ./... 2>&1 | tee $(TEST_LOGS)/host.log | grep -v -E '^(=== (RUN|PAUSE|CONT|NAME)|\s+--- PASS|--- PASS)'
 
 # The kernel matrix: the root tests inside every Debian amd64 kernel in /boot
 # (make deps installs 6.1 and 6.12) and in $(VM_KERNEL_CACHE) (make deps
@@ -70,7 +79,17 @@ test-matrix:
 	if [ -z "$$kernels" ]; then echo "no distro kernel in /boot for the matrix: run make deps"; exit 1; fi; \
 	for k in $$kernels; do $(MAKE) --no-print-directory test-vm KERNEL=$$k || exit 1; done
 
-test: deps lint test-host test-matrix
+test: deps lint
+	rm -rf $(TEST_LOGS)
+	$(MAKE) --no-print-directory test-host test-matrix; status=$$?; $(MAKE) --no-print-directory skips; exit $$status
+
+# Every test that skipped, with its reason, on the host and in each guest:
+# empty on a complete machine.
+skips:
+	@echo "skipped tests (host and each guest):"
+	@awk '/--- SKIP: / { name = $$3; reason = ""; if ((getline line) > 0) { sub(/^[ \t]+/, "", line); reason = line } \
+		f = FILENAME; sub(/.*\//, "", f); sub(/\.log$$/, "", f); print "  " f ": " name ": " reason; n++ } \
+		END { if (!n) print "  none" }' $(wildcard $(TEST_LOGS)/*.log) /dev/null
 
 # Every cost of the tool (cmd/tracepkt-bench): prints each table and writes
 # BENCHMARKS.md. BENCH_FLAGS passes flags, e.g. -sections answer,flood or

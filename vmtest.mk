@@ -14,6 +14,13 @@ VM_DEBIAN_SUITES ?= bullseye
 VM_KERNEL_CACHE ?= /var/cache/tracepkt-perf
 VM_TIMEOUT ?= 30m
 VM_TEST_FLAGS ?= -test.v
+# Each test binary in a guest stops after this long, naming the tests still
+# running: a hang fails fast instead of waiting out VM_TIMEOUT.
+VM_TEST_TIMEOUT ?= 12m
+# Where test-vm keeps each guest's output (the main Makefile reads it for skips).
+TEST_LOGS ?= $(CURDIR)/.vmtest/logs
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 
 # ./internal/vmtest -> internal_vmtest.test
 vm_test_bin = $(subst /,_,$(patsubst ./%,%,$(1))).test
@@ -25,7 +32,9 @@ test-vm:
 	CGO_ENABLED=0 go build -o bin/tracepkt-vmtest ./cmd/tracepkt-vmtest
 	mkdir -p .vmtest
 	set -e; $(foreach p,$(VM_TEST_PKGS),go test -c -o .vmtest/$(call vm_test_bin,$(p)) $(p);)
+	mkdir -p $(TEST_LOGS)
 	bin/tracepkt-vmtest $(if $(KERNEL),-kernel $(KERNEL)) -timeout $(VM_TIMEOUT) -workdir $(CURDIR) -files $(VM_FILES) \
-		$(foreach p,$(VM_TEST_PKGS),-- env -C $(p) $(CURDIR)/.vmtest/$(call vm_test_bin,$(p)) $(VM_TEST_FLAGS))
+		$(foreach p,$(VM_TEST_PKGS),-- env -C $(p) $(CURDIR)/.vmtest/$(call vm_test_bin,$(p)) $(VM_TEST_FLAGS) -test.timeout=$(VM_TEST_TIMEOUT)) \
+		2>&1 | tee $(TEST_LOGS)/$(if $(KERNEL),$(notdir $(KERNEL)),newest).log
 	$(if $(filter ./cmd/tracepkt-perf,$(VM_TEST_PKGS)),env -C cmd/tracepkt-perf TRACEPKT_GUEST_RECORDINGS=$(VM_FILES)/recordings \
 		$(CURDIR)/.vmtest/cmd_tracepkt-perf.test -test.run '^TestReplayGuestRecordings$$' $(VM_TEST_FLAGS))
