@@ -53,11 +53,11 @@ func (s *session) explain(j *decode.Journey) error {
 			return nil // the rule, or the error, says why (a kernel without reasons names no NETFILTER_DROP)
 		}
 		inode = d.Netns
-		loss = hint.Loss{Src: f.Src, Dst: f.Dst, Ifindex: d.Ifindex, In: d.In, Reason: d.Reason, Len: f.Len}
+		loss = hint.Loss{Src: f.Src, Dst: f.Dst, Ifindex: d.Ifindex, In: d.In, Reason: d.Reason, Len: f.Len, Request: d.IsRequest()}
 	} else if len(j.Hops) > 0 {
 		h := &j.Hops[len(j.Hops)-1]
 		inode = h.Netns
-		loss = hint.Loss{Src: h.Src, Dst: h.Dst, Ifindex: h.Ifindex, In: h.Probe.Direction() == decode.In}
+		loss = hint.Loss{Src: h.Src, Dst: h.Dst, Ifindex: h.Ifindex, In: h.Probe.Direction() == decode.In, Request: h.IsRequest()}
 	} else if s.from != nil {
 		// It never reached a device: the namespace it was sent from holds why.
 		inode = s.from.Inode

@@ -29,6 +29,10 @@ type Loss struct {
 	// Len is the packet's length where it was lost (skb->len from the
 	// network header on), 0 when unknown.
 	Len uint32
+	// Request says the packet is an echo request: one that entered a
+	// namespace owning its destination and was never answered is
+	// explained by why that namespace could not answer.
+	Request bool
 }
 
 // Explain enters the namespace of ns on a locked thread and returns one line
@@ -103,6 +107,12 @@ func explain(s state, l Loss) string {
 			return fmt.Sprintf("the packet (%d bytes) does not fit the MTU toward %s: %s has mtu %d", l.Len, l.Dst, dev, mtu)
 		}
 	}
+	// IPv6 frees an unanswered request with no particular reason.
+	if (r == "" || r == "NOT_SPECIFIED") && l.Request && iif != "" && s.local(l.Dst) {
+		if h := s.unanswered(l); h != "" {
+			return h
+		}
+	}
 	// Forwarding, then the route, the link it leaves by and the neighbour.
 	if h := s.forwarding(l, iif); h != "" {
 		return h
@@ -134,6 +144,27 @@ func (s state) forwarding(l Loss, iif string) string {
 	key := fmt.Sprintf("net.%s.conf.%s.forwarding", ipv, dev)
 	if sysctl(key) == "0" {
 		return fmt.Sprintf("forwarding is off in %s: %s = 0, so %s arriving on %s is not routed on", l.Netns, key, l.Dst, iif)
+	}
+	return ""
+}
+
+// unanswered says why a namespace that received an echo request for one of
+// its addresses sent no reply, as a person would look: its setting for
+// answering echoes, then the route back to the source. IPv4 consumes such a request, IPv6 frees it as a drop
+// without a reason.
+func (s state) unanswered(l Loss) string {
+	key := "net.ipv4.icmp_echo_ignore_all"
+	if l.Dst.Is6() {
+		key = "net.ipv6.icmp.echo_ignore_all"
+	}
+	if sysctl(key) == "1" {
+		return fmt.Sprintf("%s ignores echo requests: %s = 1 in %s", l.Dst, key, l.Netns)
+	}
+	if !l.Src.IsValid() {
+		return ""
+	}
+	if route, h := s.route(Loss{Netns: l.Netns, Src: l.Dst, Dst: l.Src}, ""); route == nil {
+		return fmt.Sprintf("%s cannot answer %s: %s", l.Dst, l.Src, h)
 	}
 	return ""
 }
