@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -23,6 +24,9 @@ func exportPcapng(o options, r *tpk.Reader, stderr io.Writer) error {
 	}
 	if cerr := out.Close(); err == nil {
 		err = cerr
+	}
+	if errors.Is(err, tpk.ErrCorrupt) {
+		return fmt.Errorf("replay %s: %w", o.replay, err) // the recording is at fault, as the other modes say
 	}
 	if err != nil {
 		return fmt.Errorf("pcapng %s: %w", o.pcapng, err)

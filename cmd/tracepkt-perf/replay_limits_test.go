@@ -51,9 +51,10 @@ func TestReplayPeakRSS(t *testing.T) {
 		t.Fatal(err)
 	}
 	body := bytes.Repeat([]byte{1, 0}, 1<<19) // mask fTime, delta 0
-	payload := binary.AppendUvarint(binary.AppendUvarint(nil, 3), uint64(len(body)))
-	payload = append(payload, body...)
-	for range 4 {
+	for block := range uint64(4) {
+		payload := binary.AppendUvarint(nil, block+1) // after the header's block 0
+		payload = binary.AppendUvarint(binary.AppendUvarint(payload, 3), uint64(len(body)))
+		payload = append(payload, body...)
 		var hdr [8]byte
 		binary.LittleEndian.PutUint32(hdr[:], uint32(len(payload)))
 		table := crc32.MakeTable(crc32.Castagnoli)

@@ -12,14 +12,14 @@ import (
 // A .tpk recording holds what a live run saw, so that a replay on any machine,
 // without root, feeds the same records to the same decoder and renderer.
 //
-// On-disk format, version 1. Fixed-width integers are little-endian; uvarint is
+// On-disk format, version 2. Fixed-width integers are little-endian; uvarint is
 // encoding/binary's unsigned varint and varint its zigzag signed varint.
 //
 //	file     = magic version:u16 block*
 //	magic    = "\x89TPK\r\n\x1a\n" (the \x89, CR-LF and ^Z catch text-mode transfers)
 //	block    = length:u32 crc:u32 payload[length]   1 <= length <= MaxBlockSize
 //	           crc is CRC-32C (Castagnoli) of the 4 length bytes, then the payload
-//	payload  = frame*
+//	payload  = index:uvarint frame*   index counts the file's blocks from 0
 //	frame    = type:uvarint length:uvarint body[length]
 //	string   = length:uvarint bytes
 //	addr     = 0 (none) | 4 [4]byte | 6 [16]byte    (zones are not kept)
@@ -47,6 +47,12 @@ import (
 // The version changes only when a reader of the old version would misread the
 // file; readers keep reading every older version.
 //
+// Versions: 1 has no block index (payload = frame*); 2 adds it, because a
+// block left out, repeated or moved keeps every checksum valid while the
+// records after it decode against the wrong base. A reader refuses a version 2
+// file at the first block whose index is not the next one, and reads version 1
+// files as before, unchecked.
+//
 // Blocks make the file durable: the writer emits whole blocks, so a crash loses
 // at most the block being written, and the reader stops at an incomplete last
 // block, reporting its size (Truncated). A tail of zero bytes (a file extended
@@ -56,7 +62,7 @@ import (
 // order, from the start.
 const (
 	// FormatVersion is the version this package writes and the newest it reads.
-	FormatVersion = 1
+	FormatVersion = 2
 	// MaxBlockSize bounds a block's payload; a reader refuses larger ones.
 	MaxBlockSize = 4 << 20
 

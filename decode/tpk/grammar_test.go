@@ -3,6 +3,7 @@ package tpk_test
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"hash/crc32"
 	"io"
 	"net/netip"
@@ -50,12 +51,18 @@ func TestHandBuiltBlock(t *testing.T) {
 	payload := cat(frame(1, header), frame(3, cat(record, again)), frame(4, outcome))
 
 	// file = magic version:u16 block*; block = length:u32 crc:u32 payload,
-	// crc the CRC-32C of the 4 length bytes, then the payload.
-	length := binary.LittleEndian.AppendUint32(nil, uint32(len(payload)))
-	table := crc32.MakeTable(crc32.Castagnoli)
-	crc := crc32.Update(crc32.Checksum(length, table), table, payload)
-	file := cat([]byte("\x89TPK\r\n\x1a\n"), []byte{1, 0}, length, binary.LittleEndian.AppendUint32(nil, crc), payload)
+	// crc the CRC-32C of the 4 length bytes, then the payload, and from
+	// version 2 on payload = index:uvarint frame*, the first block's index 0.
+	for version, payload := range map[byte][]byte{1: payload, 2: cat(uv(0), payload)} {
+		length := binary.LittleEndian.AppendUint32(nil, uint32(len(payload)))
+		table := crc32.MakeTable(crc32.Castagnoli)
+		crc := crc32.Update(crc32.Checksum(length, table), table, payload)
+		file := cat([]byte("\x89TPK\r\n\x1a\n"), []byte{version, 0}, length, binary.LittleEndian.AppendUint32(nil, crc), payload)
+		t.Run(fmt.Sprintf("version %d", version), func(t *testing.T) { readHandBuilt(t, file) })
+	}
+}
 
+func readHandBuilt(t *testing.T, file []byte) {
 	r, err := tpk.NewReader(bytes.NewReader(file))
 	if err != nil {
 		t.Fatal(err)

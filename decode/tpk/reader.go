@@ -17,11 +17,13 @@ import (
 type Reader struct {
 	br        *bufio.Reader
 	hdr       Header
-	buf       []byte        // payload of the current block
-	blk       frameCursor   // frames of the current block
-	recs      frameCursor   // body of the records frame being read
-	offset    int64         // file offset of the next block
-	blkOffset int64         // file offset of the current block
+	buf       []byte      // payload of the current block
+	blk       frameCursor // frames of the current block
+	recs      frameCursor // body of the records frame being read
+	offset    int64       // file offset of the next block
+	blkOffset int64       // file offset of the current block
+	version   uint16
+	blocks    uint64        // index of the next block, from version 2
 	state     decode.Record // base of the next record, see fTime
 	lost      decode.Record // the last lost notice
 	ifaces    []ifaceKey
@@ -55,12 +57,13 @@ func NewReader(rd io.Reader) (*Reader, error) {
 	if n < preambleLen {
 		return nil, fmt.Errorf("recording ends after %d bytes, inside its preamble: %w", n, io.ErrUnexpectedEOF)
 	}
-	if v := binary.LittleEndian.Uint16(pre[magicLen:]); v != FormatVersion {
+	r.version = binary.LittleEndian.Uint16(pre[magicLen:])
+	if v := r.version; v < 1 || v > FormatVersion {
 		newer := ""
 		if v > FormatVersion {
 			newer = " (a newer tracepkt-perf wrote it)"
 		}
-		return nil, fmt.Errorf("%w: version %d%s, this build reads version %d", ErrUnsupportedVersion, v, newer, FormatVersion)
+		return nil, fmt.Errorf("%w: version %d%s, this build reads versions 1 to %d", ErrUnsupportedVersion, v, newer, FormatVersion)
 	}
 	r.offset = preambleLen
 	if err := r.readBlock(); err != nil {
@@ -228,7 +231,30 @@ func (r *Reader) readBlock() error {
 	r.offset += blockHdrLen + int64(length)
 	r.blk = frameCursor{b: r.buf}
 	r.recs = frameCursor{}
+	if r.version >= 2 {
+		return r.blockIndex()
+	}
 	return nil
+}
+
+// blockIndex reads the index that starts a block from version 2 on: every
+// block's checksum holds when one is left out, repeated or moved, and the
+// records after it would decode against the wrong base (see fTime).
+func (r *Reader) blockIndex() error {
+	want := r.blocks
+	got := r.blk.uvarint()
+	switch {
+	case r.blk.bad:
+		return r.corrupt("no block index")
+	case got == want:
+		r.blocks++
+		return nil
+	case got < want:
+		return r.corrupt("block %d again, after block %d: a block is repeated or out of order", got, want-1)
+	case got == want+1:
+		return r.corrupt("block %d is missing or out of order: this is block %d", want, got)
+	}
+	return r.corrupt("blocks %d to %d are missing or out of order: this is block %d", want, got-1, got)
 }
 
 // zeroTail consumes the rest of a file whose next block header is all zeros:

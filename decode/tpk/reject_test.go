@@ -231,7 +231,7 @@ func TestFirstFrameMustBeHeader(t *testing.T) {
 	var b []byte
 	b = append(b, tpkMagic[:]...)
 	b = binary.LittleEndian.AppendUint16(b, FormatVersion)
-	payload := appendFrame(nil, frameOutcome, encodeOutcome(nil, &EchoOutcome{}))
+	payload := appendFrame([]byte{0}, frameOutcome, encodeOutcome(nil, &EchoOutcome{})) // block 0
 	b = append(b, tpkBlock(payload)...)
 	if _, err := NewReader(bytes.NewReader(b)); !errors.Is(err, ErrCorrupt) {
 		t.Errorf("NewReader: %v, want ErrCorrupt", err)
@@ -359,13 +359,15 @@ func FuzzFrames(f *testing.F) {
 	small := smallRecording(f)
 	data := small.bytes()
 	for i := 0; i+1 < len(small.ends); i++ {
-		f.Add(data[small.ends[i]+blockHdrLen : small.ends[i+1]])
+		// The frames, without the block's index (one byte for these).
+		f.Add(data[small.ends[i]+blockHdrLen+1 : small.ends[i+1]])
 	}
 	prefix := data[:small.ends[1]]
-	f.Fuzz(func(t *testing.T, payload []byte) {
-		if len(payload) == 0 || len(payload) > MaxBlockSize {
+	f.Fuzz(func(t *testing.T, frames []byte) {
+		if len(frames) == 0 || len(frames) >= MaxBlockSize {
 			return
 		}
+		payload := append([]byte{2}, frames...) // the index of the block after the prefix
 		fuzzRead(t, append(bytes.Clone(prefix), tpkBlock(payload)...))
 	})
 }
@@ -411,4 +413,58 @@ func fuzzRead(t *testing.T, data []byte) {
 			}
 		}
 	}
+}
+
+// TestBlockSequence leaves out, repeats and swaps whole blocks of a five-echo
+// recording: every checksum holds, and the reader stops at the first block
+// out of sequence, after the items before it, saying which block is missing.
+func TestBlockSequence(t *testing.T) {
+	rec := newRecording(t, testHeader())
+	rec.snapshot(testrecord.Snapshot())
+	for seq := uint16(1); seq <= 5; seq++ {
+		rec.echo(demoEcho(4, seq))
+	}
+	// Block 0 is the header, block k (1-5) ends with echo k.
+	data := rec.bytes()
+	blocks := make([][]byte, len(rec.ends))
+	for i, end := range rec.ends {
+		start := 0
+		if i > 0 {
+			start = rec.ends[i-1]
+		}
+		blocks[i] = data[start:end]
+	}
+	file := func(order ...int) []byte {
+		var b []byte
+		for _, i := range order {
+			b = append(b, blocks[i]...)
+		}
+		return b
+	}
+	for _, c := range []struct {
+		name string
+		data []byte
+		want string
+		// items: those of the blocks up to this one
+		items int
+	}{
+		{"block 2 removed", file(0, 1, 3, 4, 5), "block 2 is missing or out of order: this is block 3", 1},
+		{"blocks 2 and 3 removed", file(0, 1, 4, 5), "blocks 2 to 3 are missing or out of order: this is block 4", 1},
+		{"block 3 duplicated", file(0, 1, 2, 3, 3, 4, 5), "block 3 again, after block 3: a block is repeated or out of order", 3},
+		{"blocks 3 and 4 swapped", file(0, 1, 2, 4, 3, 5), "block 3 is missing or out of order: this is block 4", 2},
+		{"block 1 repeated at the end", file(0, 1, 2, 3, 4, 5, 1), "block 1 again, after block 5", 5},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			got, _, err := readAll(t, c.data)
+			if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error %v, want ErrCorrupt saying %q", err, c.want)
+			}
+			checkItems(t, got, rec.items[:rec.count[c.items]])
+		})
+	}
+	got, _, err := readAll(t, file(0, 1, 2, 3, 4, 5))
+	if err != io.EOF {
+		t.Fatalf("every block in order: %v", err)
+	}
+	checkItems(t, got, rec.items)
 }

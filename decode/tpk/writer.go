@@ -14,8 +14,10 @@ import (
 // echo so that a crash loses at most the echo in progress.
 type Writer struct {
 	w         io.Writer
-	blk       []byte // preamble (first block only), block header room, frames
+	blk       []byte // preamble (first block only), block header room, index, frames
 	blkStart  int    // offset of the block header in blk
+	frames    int    // offset of the block's first frame in blk, after its index
+	blocks    uint64 // index of the block being built
 	recs      []byte // body of the records frame being built
 	tmp       []byte
 	prev      decode.Record // base of the next record, see fTime
@@ -41,7 +43,7 @@ func NewWriter(w io.Writer, h Header) (*Writer, error) {
 	wr.blk = append(wr.blk, tpkMagic[:]...)
 	wr.blk = binary.LittleEndian.AppendUint16(wr.blk, FormatVersion)
 	wr.blkStart = len(wr.blk)
-	wr.blk = append(wr.blk, make([]byte, blockHdrLen)...)
+	wr.startBlock()
 	wr.tmp = encodeHeader(wr.tmp[:0], &h)
 	wr.blk = appendFrame(wr.blk, frameHeader, wr.tmp)
 	if len(wr.blk)-wr.blkStart-blockHdrLen > MaxBlockSize {
@@ -132,10 +134,10 @@ func (w *Writer) Flush() error {
 		return w.err
 	}
 	w.endRecords()
-	payload := len(w.blk) - w.blkStart - blockHdrLen
-	if payload == 0 {
+	if len(w.blk) == w.frames {
 		return nil
 	}
+	payload := len(w.blk) - w.blkStart - blockHdrLen
 	hdr := w.blk[w.blkStart : w.blkStart+blockHdrLen]
 	binary.LittleEndian.PutUint32(hdr[0:], uint32(payload))
 	sum := crc32.Update(crc32.Checksum(hdr[:4], castagnoli), castagnoli, w.blk[w.blkStart+blockHdrLen:])
@@ -146,8 +148,18 @@ func (w *Writer) Flush() error {
 		return w.err
 	}
 	w.blkStart = 0
-	w.blk = append(w.blk[:0], make([]byte, blockHdrLen)...)
+	w.blk = w.blk[:0]
+	w.blocks++
+	w.startBlock()
 	return nil
+}
+
+// startBlock leaves room for the header of the next block and writes its
+// index, so that a reader notices a block that is missing or repeated.
+func (w *Writer) startBlock() {
+	w.blk = append(w.blk, make([]byte, blockHdrLen)...)
+	w.blk = binary.AppendUvarint(w.blk, w.blocks)
+	w.frames = len(w.blk)
 }
 
 func (w *Writer) writeFrame(typ uint64, body []byte) error {
