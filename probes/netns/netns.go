@@ -204,11 +204,12 @@ func netnsInode(f *os.File) (uint32, error) {
 	return uint32(st.Ino), nil
 }
 
-// ErrGone says that a namespace's path no longer leads to it: its process exited.
+// ErrGone says that a namespace's path no longer leads to it: its process
+// exited, or its bind mount was removed.
 var ErrGone = errors.New("network namespace gone")
 
-// Open opens ns.Path and checks that it still names ns; if the path vanished or was
-// reused for another namespace, the error wraps ErrGone.
+// Open opens ns.Path and checks that it still names ns; if the path vanished, is no
+// longer a namespace or was reused for another one, the error wraps ErrGone.
 func (ns Netns) Open() (*os.File, error) {
 	f, err := os.OpenFile(ns.Path, os.O_RDONLY|unix.O_CLOEXEC, 0)
 	if errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ESRCH) {
@@ -220,7 +221,10 @@ func (ns Netns) Open() (*os.File, error) {
 	ino, err := netnsInode(f)
 	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("open %v: %w", ns, err)
+		// ns was a namespace when it was found, so its path has lost its
+		// bind mount since: ip netns del unmounts before it unlinks, and
+		// ip netns add creates the file before it mounts over it.
+		return nil, fmt.Errorf("open %v: %w: %w", ns, err, ErrGone)
 	}
 	if ino != ns.Inode {
 		f.Close()
