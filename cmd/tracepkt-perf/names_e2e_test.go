@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -293,5 +294,40 @@ func TestE2ENetnsLimit(t *testing.T) {
 	}
 	if got := chainsIn("--netns", n.db.Name); !slices.Equal(got, []string{"tpk.in"}) {
 		t.Errorf("--netns %s: db's chains %v, want [tpk.in]", n.db.Name, got)
+	}
+}
+
+// TestE2EContainerNotHost runs the tool as PID 1 of a container made by
+// unshare (its own network, mount and PID namespaces, a /proc of its own)
+// over loopback: PID 1 there is the tool, so its namespace is a process's,
+// not the host's.
+func TestE2EContainerNotHost(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireCommands(t, "unshare", "ip", "readlink")
+	nsFile := filepath.Join(t.TempDir(), "netns")
+	self := testBinary(t)
+	// The namespace's inode is read by readlink before the tool starts, not by the tool.
+	cmd := exec.Command("unshare", "--net", "--mount", "--pid", "--fork", "--mount-proc", "sh", "-c",
+		`ip link set lo up && readlink /proc/self/ns/net > "$1" && exec "$0" --json -W 3s 127.0.0.1`, self, nsFile)
+	res := runCmd(t, cmd)
+	link, err := os.ReadFile(nsFile)
+	if err != nil {
+		t.Fatalf("%v (tool exit %d: %s)", err, res.code, res.stderr)
+	}
+	var ino uint64
+	if _, err := fmt.Sscanf(string(link), "net:[%d]", &ino); err != nil {
+		t.Fatalf("namespace link %q: %v", link, err)
+	}
+	echoes := echoesOf(t, res)
+	if len(echoes) != 1 || echoes[0].Result != "reply" || len(echoes[0].Hops) == 0 {
+		t.Fatalf("echoes: %s", res.stdout)
+	}
+	comm := filepath.Base(self)[:min(len(filepath.Base(self)), 15)]
+	want := comm + "[1]"
+	for _, h := range echoes[0].Hops {
+		o := h.NetnsOwner
+		if uint64(h.Netns) != ino || h.Ifname != "lo" || h.NetnsName != want || o == nil || *o != (jsonOwner{Kind: "process", Name: want, Pid: 1, Comm: comm}) {
+			t.Errorf("hop net:[%d] %s named %q, owner %+v; want net:[%d] lo, %s", h.Netns, h.Ifname, h.NetnsName, o, ino, want)
+		}
 	}
 }

@@ -93,7 +93,7 @@ func List() ([]Netns, error) {
 			continue
 		}
 		p := "/proc/" + pid + "/ns/net"
-		ino, ok := readNsLink(p)
+		ino, ok := readNsLink(p, "net")
 		if !ok {
 			continue
 		}
@@ -129,15 +129,15 @@ func readDirNames(dir string) ([]string, error) {
 	return names, nil
 }
 
-// readNsLink reads the namespace a /proc/<pid>/ns/net link names; readlink
-// gives "net:[<inode>]" without resolving the namespace file.
-func readNsLink(path string) (uint32, bool) {
+// readNsLink reads the namespace a /proc/<pid>/ns/<kind> link names; readlink
+// gives "<kind>:[<inode>]" without resolving the namespace file.
+func readNsLink(path, kind string) (uint32, bool) {
 	var link [64]byte
 	n, err := unix.Readlink(path, link[:])
 	if err != nil {
 		return 0, false
 	}
-	return parseNsLink(string(link[:n]))
+	return parseNsLink(string(link[:n]), kind)
 }
 
 // namePath is the bind mount a name from Netns.Names stands for.
@@ -151,9 +151,9 @@ func namePath(name string) string {
 	return name
 }
 
-// parseNsLink parses the target of a /proc/<pid>/ns/net link, "net:[<inode>]".
-func parseNsLink(s string) (uint32, bool) {
-	s, ok := strings.CutPrefix(s, "net:[")
+// parseNsLink parses the target of a /proc/<pid>/ns/<kind> link, "<kind>:[<inode>]".
+func parseNsLink(s, kind string) (uint32, bool) {
+	s, ok := strings.CutPrefix(s, kind+":[")
 	if !ok {
 		return 0, false
 	}

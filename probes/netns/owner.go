@@ -9,9 +9,16 @@ import (
 	"strings"
 )
 
-// initNetInode is the inode of the kernel's initial network namespace,
-// PROC_NET_INIT_INO in <linux/proc_ns.h>.
-const initNetInode = 0xEFFFFFF9
+// Inodes the kernel fixes for its initial namespaces, PROC_*_INIT_INO in
+// <linux/proc_ns.h>; those it allocates start at PROC_DYNAMIC_FIRST,
+// 0xF0000000, so no other namespace ever has one of these.
+const (
+	// initPidInode, the initial PID namespace's, is fixed since 3.8.
+	initPidInode = 0xEFFFFFFC
+	// initNetInode, init_net's, is fixed only on recent kernels (6.18 has
+	// it, 6.1 allocates init_net's inode like any other).
+	initNetInode = 0xEFFFFFF9
+)
 
 // Places says where the container runtimes keep what names their containers.
 // Files that are missing or unreadable only cost the name: the owner then
@@ -47,7 +54,9 @@ var DefaultPlaces = Places{
 // seen in the middle of a run costs only its own look-up.
 type Namer struct {
 	places Places
-	host   uint32 // PID 1's namespace
+	host   uint32 // init_net's inode, as hostNetns finds it
+	// hostInit says that PID 1 is the machine's init, in init_net.
+	hostInit bool
 	// storageNames maps a containers/storage id to its first name; read once.
 	storageNames map[string]string
 }
@@ -55,16 +64,38 @@ type Namer struct {
 // NewNamer returns a Namer that reads places.
 func NewNamer(places Places) *Namer {
 	n := &Namer{places: places}
-	var ok bool
-	if n.host, ok = readNsLink(filepath.Join(places.Proc, "1/ns/net")); !ok {
-		// Some sandboxes refuse even root a look at PID 1's namespaces; PID 1
-		// then lives in the initial namespace, whose inode the kernel fixes.
-		n.host = initNetInode
-	}
+	n.host, n.hostInit = hostNetns(places.Proc)
 	return n
 }
 
-// Host returns the inode of PID 1's network namespace.
+// hostNetns returns the inode of init_net, the machine's own network
+// namespace, and whether PID 1 lives in it. PID 1's network namespace is
+// init_net only when PID 1 is the machine's init, in the initial PID
+// namespace, whose inode the kernel has fixed since 3.8: inside a container
+// with a PID namespace of its own (unshare --pid --mount-proc, docker, a
+// pod), PID 1 is the container's init, in the container's network
+// namespace. There only init_net's own fixed inode, on the kernels that fix
+// it, tells the host's namespace (which a container with a network
+// namespace of its own does not see anyway).
+func hostNetns(proc string) (uint32, bool) {
+	pidns, ok := readNsLink(filepath.Join(proc, "1/ns/pid"), "pid")
+	if !ok {
+		// Some sandboxes refuse even root a look at PID 1's namespaces;
+		// this process's PID namespace is then the one /proc shows.
+		pidns, ok = readNsLink(filepath.Join(proc, "self/ns/pid"), "pid")
+	}
+	if !ok || pidns != initPidInode {
+		return initNetInode, false
+	}
+	if host, ok := readNsLink(filepath.Join(proc, "1/ns/net"), "net"); ok {
+		return host, true
+	}
+	// The machine's init lives in init_net; on kernels that do not fix its
+	// inode, nothing is called host.
+	return initNetInode, true
+}
+
+// Host returns the inode of the initial network namespace.
 func (n *Namer) Host() uint32 { return n.host }
 
 // Owner returns the best owner of ns: the host; else the pod or container a
@@ -72,6 +103,9 @@ func (n *Namer) Host() uint32 { return n.host }
 // last); else a process living in it. The zero Owner means nothing is known.
 func (n *Namer) Owner(ns Netns) decode.Owner {
 	if ns.Inode == n.host {
+		if !n.hostInit {
+			return decode.Owner{Kind: decode.OwnerProcess, Name: decode.HostName}
+		}
 		return decode.Owner{Kind: decode.OwnerProcess, Name: decode.HostName, Pid: 1, Comm: n.comm(1)}
 	}
 	if o, ok := n.containerOwner(ns.Pids); ok {

@@ -81,6 +81,9 @@ func fakePlaces(t *testing.T, procs []fakeProc, files map[string]string) Places 
 	if err := os.Symlink("net:[1]", filepath.Join(p.Proc, "1", "ns", "net")); err != nil {
 		t.Fatal(err)
 	}
+	if err := os.Symlink("pid:[4026531836]", filepath.Join(p.Proc, "1", "ns", "pid")); err != nil {
+		t.Fatal(err)
+	}
 	write(filepath.Join(p.Proc, "1", "comm"), "init\n")
 	for _, pr := range procs {
 		write(filepath.Join(p.Proc, pr.pid, "comm"), pr.comm+"\n")
@@ -139,6 +142,27 @@ func TestUnitOwner(t *testing.T) {
 		if got := n.Owner(tc.ns); got != tc.want {
 			t.Errorf("%s: Owner = %+v, want %+v", tc.name, got, tc.want)
 		}
+	}
+}
+
+// TestUnitHostInContainer: where PID 1 is a container's init, in a PID
+// namespace of its own, its network namespace is not the host's; init_net
+// still is, known by the inode recent kernels fix for it.
+func TestUnitHostInContainer(t *testing.T) {
+	places := fakePlaces(t, nil, nil)
+	pidns := filepath.Join(places.Proc, "1", "ns", "pid")
+	if err := os.Remove(pidns); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("pid:[4026532300]", pidns); err != nil {
+		t.Fatal(err)
+	}
+	n := NewNamer(places)
+	if got := n.Owner(Netns{Inode: 1, Pids: []int{1}}); got.Name == decode.HostName {
+		t.Errorf("a container's init's namespace: Owner = %+v, want not the host", got)
+	}
+	if got, want := n.Owner(Netns{Inode: initNetInode}), (decode.Owner{Kind: decode.OwnerProcess, Name: decode.HostName}); got != want {
+		t.Errorf("init_net: Owner = %+v, want %+v (PID 1 is not in it)", got, want)
 	}
 }
 
