@@ -221,7 +221,10 @@ func TestRefuseNonUnicast(t *testing.T) {
 			t.Errorf("refuseNonUnicast(%s) = %v, want a one-line usage error", a, err)
 		}
 	}
-	for _, a := range []string{"127.0.0.1", "::1"} {
+	if err := refuseNonUnicast(netip.MustParseAddr("fe80::1")); err == nil || !strings.Contains(err.Error(), "fe80::1%") {
+		t.Errorf("refuseNonUnicast(fe80::1) = %v, want an error asking for the interface", err)
+	}
+	for _, a := range []string{"127.0.0.1", "::1", "fe80::1%lo"} {
 		if err := refuseNonUnicast(netip.MustParseAddr(a)); err != nil {
 			t.Errorf("refuseNonUnicast(%s) = %v", a, err)
 		}
