@@ -10,10 +10,9 @@ import (
 	"runtime"
 	"strings"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/tracepkt/tracepkt-perf/decode"
 	"github.com/tracepkt/tracepkt-perf/probes"
+	"github.com/tracepkt/tracepkt-perf/probes/nftrace"
 	"github.com/tracepkt/tracepkt-perf/tracefs"
 )
 
@@ -136,15 +135,10 @@ func checkKernel(mode probes.AttachMode) (checkReport, error) {
 			line("kprobe "+p.Kprobe(), err, args.String(), false)
 		}
 	}
-	nftraceErr := nftraceSupported()
-	line("nftrace", nftraceErr, "NFNLGRP_NFTRACE", false)
+	line("nftrace", nftrace.Supported(), "NFNLGRP_NFTRACE", false)
 	line("iptables backend", nil, iptablesBackend(), false)
 	if fsErr == nil {
-		plan, err := netfilterSource("auto", fs, runtime.GOARCH)
-		if err == nil && plan.sources&nfNftrace != 0 && nftraceErr != nil {
-			// Consistent with the nftrace row above: a run would fail.
-			err = fmt.Errorf("auto picks %s, but nftrace cannot run here", plan.sources)
-		}
+		plan, err := netfilterSource("auto", fs, runtime.GOARCH, nftrace.Supported)
 		rep.NetfilterSource = plan.sources.String()
 		line("netfilter source", err, "auto picks "+plan.sources.String(), false)
 	}
@@ -175,21 +169,4 @@ func iptablesBackend() string {
 		backend += "; legacy tables loaded: " + strings.Join(tables, ", ")
 	}
 	return backend
-}
-
-// nftraceSupported returns nil when this process can listen to nftables
-// trace events.
-func nftraceSupported() error {
-	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_NETFILTER)
-	if err != nil {
-		return fmt.Errorf("netlink netfilter socket: %w", err)
-	}
-	defer unix.Close(fd)
-	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		return fmt.Errorf("bind netlink socket: %w", err)
-	}
-	if err := unix.SetsockoptInt(fd, unix.SOL_NETLINK, unix.NETLINK_ADD_MEMBERSHIP, unix.NFNLGRP_NFTRACE); err != nil {
-		return fmt.Errorf("join NFNLGRP_NFTRACE: %w", err)
-	}
-	return nil
 }

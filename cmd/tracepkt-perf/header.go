@@ -33,6 +33,7 @@ func newHeader(netfilter netfilterPlan, fs *tracefs.FS) tpk.Header {
 	caps := runCaps{
 		netfilter: netfilter.sources, noKprobes: fs.KprobesSupported() != nil, legacyTables: strings.Join(legacyTables(), ","),
 		argsFromVersion: netfilter.argsFromVersion, kprobeNoBTF: netfilter.kprobeNoBTF,
+		nftraceMissing: netfilter.nftraceMissing,
 	}
 	h.Capabilities = append(h.Capabilities, caps.strings()...)
 	return h

@@ -39,25 +39,34 @@ func parseNFSources(name string) nfSources {
 // netfilterPlan is what --netfilter resolved to on this kernel.
 type netfilterPlan struct {
 	sources nfSources
+	auto    bool           // --netfilter auto: its kprobes are optional
 	kprobes []decode.Probe // netfilter functions to put kprobes on
+	// nftraceMissing says why auto could not take nftables tracing.
+	nftraceMissing string
 	// Set by resolveKprobes: "fn(params)" whose argument order came from
 	// the kernel version, and functions left out (module without BTF).
 	argsFromVersion, kprobeNoBTF []string
 }
 
-// netfilterSource resolves --netfilter on this kernel and architecture.
+// netfilterSource resolves --netfilter on this kernel and architecture;
+// nftrace says whether nftables tracing can be listened to here.
 // auto takes kprobes for iptables-legacy, which nothing else sees, and
 // nftables tracing for nftables and iptables-nft rules, which it shows down
 // to the rule; where the netfilter kprobes cannot run (no kprobes, or an
 // architecture whose calling convention they do not know), nftables tracing
-// alone.
-func netfilterSource(want string, fs *tracefs.FS, arch string) (netfilterPlan, error) {
+// alone. Where nftables tracing cannot run (nf_tables not loaded nor
+// loadable: there are no nftables rules then), auto goes on without it and
+// says why under the table; --netfilter nftrace fails.
+func netfilterSource(want string, fs *tracefs.FS, arch string, nftrace func() error) (netfilterPlan, error) {
 	kprobes := netfilterKprobes(fs, arch)
 	legacy := []decode.Probe{decode.ProbeIptDoTable, decode.ProbeIp6tDoTable}
 	switch want {
 	case "off":
 		return netfilterPlan{sources: nfOff}, nil
 	case "nftrace":
+		if err := nftrace(); err != nil {
+			return netfilterPlan{}, fmt.Errorf("--netfilter nftrace: %w", err)
+		}
 		return netfilterPlan{sources: nfNftrace}, nil
 	case "kprobe":
 		if kprobes != nil {
@@ -65,10 +74,18 @@ func netfilterSource(want string, fs *tracefs.FS, arch string) (netfilterPlan, e
 		}
 		return netfilterPlan{sources: nfKprobe, kprobes: decode.NetfilterProbes()}, nil
 	}
-	if kprobes != nil {
-		return netfilterPlan{sources: nfNftrace}, nil
+	plan := netfilterPlan{auto: true}
+	if err := nftrace(); err != nil {
+		plan.nftraceMissing = err.Error()
+		plan.sources = nfOff
+	} else {
+		plan.sources = nfNftrace
 	}
-	return netfilterPlan{sources: nfKprobe | nfNftrace, kprobes: legacy}, nil
+	if kprobes == nil {
+		plan.sources = plan.sources&^nfOff | nfKprobe
+		plan.kprobes = legacy
+	}
+	return plan, nil
 }
 
 // netfilterKprobes returns nil when the netfilter kprobes can run here: the
@@ -89,6 +106,8 @@ const (
 	// Kernels whose modules have no BTF (before 5.11):
 	capArgsFromVersion = "kprobe-args-from-version:" // fn(params): argument order from the kernel version
 	capKprobeNoBTF     = "kprobe-no-btf:"            // fn: no kprobe, its module has no BTF
+	// auto could not take nftables tracing: why.
+	capNftraceMissing = "nftrace-missing:"
 )
 
 // runCaps is what the capabilities of a header say about netfilter.
@@ -98,6 +117,7 @@ type runCaps struct {
 	legacyTables string // comma separated
 	// See netfilterPlan.
 	argsFromVersion, kprobeNoBTF []string
+	nftraceMissing               string
 }
 
 // strings lists c as header capabilities.
@@ -114,6 +134,9 @@ func (c runCaps) strings() []string {
 	}
 	for _, fn := range c.kprobeNoBTF {
 		caps = append(caps, capKprobeNoBTF+fn)
+	}
+	if c.nftraceMissing != "" {
+		caps = append(caps, capNftraceMissing+c.nftraceMissing)
 	}
 	return caps
 }
@@ -133,6 +156,8 @@ func parseCaps(caps []string) runCaps {
 			c.argsFromVersion = append(c.argsFromVersion, strings.TrimPrefix(s, capArgsFromVersion))
 		case strings.HasPrefix(s, capKprobeNoBTF):
 			c.kprobeNoBTF = append(c.kprobeNoBTF, strings.TrimPrefix(s, capKprobeNoBTF))
+		case strings.HasPrefix(s, capNftraceMissing):
+			c.nftraceMissing = strings.TrimPrefix(s, capNftraceMissing)
 		}
 	}
 	return c
@@ -142,6 +167,9 @@ func parseCaps(caps []string) runCaps {
 // run could not show.
 func (c runCaps) notes() []string {
 	var notes []string
+	if c.nftraceMissing != "" {
+		notes = append(notes, fmt.Sprintf("netfilter: nftables tracing cannot run here (%s): nftables and iptables-nft rules are not shown", c.nftraceMissing))
+	}
 	if c.legacyTables != "" && c.netfilter&(nfKprobe|nfOff) == 0 {
 		why := "nftables tracing cannot see them"
 		if c.noKprobes {
@@ -150,7 +178,7 @@ func (c runCaps) notes() []string {
 		notes = append(notes, fmt.Sprintf("netfilter: iptables-legacy rules (tables %s) are not shown: %s", c.legacyTables, why))
 	}
 	notes = append(notes, c.kprobeNotes()...)
-	if c.netfilter == nfKprobe {
+	if c.netfilter == nfKprobe && c.nftraceMissing == "" {
 		notes = append(notes, "netfilter: kprobes show each table's or chain's verdict; --netfilter nftrace (or auto) shows the nftables rule that decided")
 	}
 	return notes

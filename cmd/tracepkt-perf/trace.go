@@ -74,7 +74,7 @@ func openSession(o options, rec *recordFile, newWriter func(*renderContext) jour
 	if s.reasons, err = fs.Symbols(group, event, "reason"); err != nil {
 		return nil, err
 	}
-	if s.netfilter, err = netfilterSource(o.netfilter, fs, runtime.GOARCH); err != nil {
+	if s.netfilter, err = netfilterSource(o.netfilter, fs, runtime.GOARCH, nftrace.Supported); err != nil {
 		return nil, err
 	}
 	s.netfilter.resolveKprobes()
@@ -252,8 +252,8 @@ func (s *session) openSources(target netip.Addr, o options) (_ *sources, err err
 	if err != nil {
 		return nil, err
 	}
-	// With nftrace beside them, kprobes that cannot be added are a note.
-	cfg := probes.Config{EchoID: id, Netfilter: s.netfilter.kprobes, NetfilterOptional: s.netfilter.sources&nfNftrace != 0,
+	// auto's kprobes that cannot be added are a note.
+	cfg := probes.Config{EchoID: id, Netfilter: s.netfilter.kprobes, NetfilterOptional: s.netfilter.auto,
 		RingPages: o.ringPages, Attach: o.attach}
 	if src.tracer, err = probes.Open(s.fs, offsets, cfg); err != nil {
 		return nil, err

@@ -146,6 +146,18 @@ func Open(nss []netns.Netns, echoID uint16) (_ *Tracer, err error) {
 	return t, nil
 }
 
+// Supported returns nil when nftables tracing can be listened to here: a
+// trace socket opens, as Open opens one in each namespace. Where nf_tables
+// or nfnetlink is neither loaded nor loadable, it says so
+// (EPROTONOSUPPORT).
+func Supported() error {
+	fd, err := traceSocket()
+	if err != nil {
+		return err
+	}
+	return unix.Close(fd)
+}
+
 // traceSocket opens a netlink socket in the calling thread's network namespace that
 // receives the NFNLGRP_NFTRACE group.
 func traceSocket() (int, error) {
