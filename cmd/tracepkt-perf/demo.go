@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"os"
 
 	"github.com/tracepkt/tracepkt-perf/internal/topology"
 )
@@ -32,7 +33,9 @@ func runDemo(ctx context.Context, o options, rec *recordFile, newWriter func(*re
 	n, err := topo.DockerBridge(cfg)
 	if err != nil {
 		// Another demo may have started between the sweep and now: say so.
-		if serr := topology.SweepDemo(topology.DemoBridge); errors.Is(serr, topology.ErrDemoInUse) {
+		// The bridge may be this demo's own, built before what failed.
+		var inUse *topology.DemoInUseError
+		if serr := topology.SweepDemo(topology.DemoBridge); errors.As(serr, &inUse) && inUse.Pid != os.Getpid() {
 			return fmt.Errorf("demo: %w", serr)
 		}
 		return fmt.Errorf("demo: build topology: %w", err)

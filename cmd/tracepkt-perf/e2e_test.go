@@ -455,6 +455,26 @@ func assertDemoRemoved(t *testing.T) {
 	}
 }
 
+// TestE2EDemoReadOnlyRun runs the demo where /run/netns is read-only: in a
+// mount namespace of its own (and a network namespace of its own, so its
+// bridge is nobody's business), with an empty directory bound read-only
+// over /run/netns. It fails for that reason, saying so, not because its
+// own bridge is "in use by" itself.
+func TestE2EDemoReadOnlyRun(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireCommands(t, "unshare", "mount")
+	cmd := exec.Command("unshare", "--mount", "--net", "sh", "-c",
+		`mount --bind -o ro "$1" /run/netns && exec "$0" --demo`, testBinary(t), t.TempDir())
+	res := runCmd(t, cmd)
+	const want = "tracepkt-perf: demo: build topology: create netns " + topology.DemoBridge + "-"
+	if res.code != 2 || res.stdout != "" || strings.Count(res.stderr, "\n") != 1 || !strings.HasPrefix(res.stderr, want) ||
+		!strings.Contains(res.stderr, "/run/netns is read-only") {
+		t.Errorf("demo with /run/netns read-only: exit %d, stdout %q, stderr %q; want exit 2 and one line %q... saying /run/netns is read-only",
+			res.code, res.stdout, res.stderr, want)
+	}
+	assertDemoRemoved(t)
+}
+
 // TestE2EDemo runs the demo: per family, the container answers, the
 // firewall namespace's own rule drops the request, and the router with no
 // route onward drops it and answers unreachable; exit 0, as the demo meant.

@@ -137,7 +137,7 @@ func prepareNetnsDir() error {
 	netnsDirMu.Lock()
 	defer netnsDirMu.Unlock()
 	if err := os.MkdirAll(netnsRunDir, 0o755); err != nil {
-		return fmt.Errorf("create %s: %w", netnsRunDir, err)
+		return fmt.Errorf("create %s: %w", netnsRunDir, readOnly(err))
 	}
 	bound := false
 	for {
@@ -154,6 +154,16 @@ func prepareNetnsDir() error {
 		}
 		bound = true
 	}
+}
+
+// readOnly says what a read-only /run means for err: a named namespace is
+// a file under /run/netns with the namespace mounted on it, as ip netns
+// makes them.
+func readOnly(err error) error {
+	if errors.Is(err, unix.EROFS) {
+		return fmt.Errorf("%s is read-only, and named network namespaces are files there: %w", netnsRunDir, err)
+	}
+	return err
 }
 
 func validNetnsName(name string) error {
@@ -175,7 +185,7 @@ func createNamedNetns(name string) (*Netns, error) {
 	path := filepath.Join(netnsRunDir, name)
 	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE|os.O_EXCL, 0)
 	if err != nil {
-		return nil, fmt.Errorf("create netns %s: %w", name, err)
+		return nil, fmt.Errorf("create netns %s: %w", name, readOnly(err))
 	}
 	f.Close()
 
