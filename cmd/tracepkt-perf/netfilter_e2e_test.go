@@ -149,6 +149,8 @@ func TestE2ENetfilterDropInForward(t *testing.T) {
 		}
 		if d := e.Drop; d == nil || d.Reason != reason || uint64(d.Netns) != r || d.Ifname != "eth0" || d.Hint != "" {
 			t.Errorf("drop %+v, want %q in %d after eth0, without a hint (the rule says why)", d, reason, r)
+		} else if err := testenv.KernelLocation(t, d.Location); err != nil {
+			t.Error(err)
 		}
 		if got := rowsWithNetfilter(e); e.Result != "dropped" || strings.Join(got, "\n") != strings.Join(want, "\n") {
 			t.Errorf("result %s, rows:\n%s\nwant:\n%s", e.Result, strings.Join(got, "\n"), strings.Join(want, "\n"))

@@ -1,7 +1,6 @@
 package vmtest
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"os"
@@ -14,6 +13,8 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
+
+	"github.com/tracepkt/tracepkt-perf/internal/testenv"
 )
 
 // guestTracefs is where the guest's /init mounts tracefs.
@@ -85,7 +86,7 @@ func TestGuestCapabilities(t *testing.T) {
 
 	t.Run("nft_do_chain", func(t *testing.T) {
 		modprobe(t, "nf_tables")
-		if !kallsymsHas(t, "nft_do_chain") {
+		if !testenv.KernelText(t, "nft_do_chain") {
 			t.Error("nft_do_chain not in /proc/kallsyms after modprobe nf_tables")
 		}
 	})
@@ -110,24 +111,4 @@ func appendLine(tb testing.TB, file, line string) {
 	if _, err := f.WriteString(line + "\n"); err != nil {
 		tb.Fatalf("write %q to %s: %v", line, file, err)
 	}
-}
-
-func kallsymsHas(tb testing.TB, symbol string) bool {
-	tb.Helper()
-	f, err := os.Open("/proc/kallsyms")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		// "address type name [module]"
-		if fields := strings.Fields(sc.Text()); len(fields) >= 3 && fields[2] == symbol {
-			return true
-		}
-	}
-	if err := sc.Err(); err != nil {
-		tb.Fatalf("read /proc/kallsyms: %v", err)
-	}
-	return false
 }
