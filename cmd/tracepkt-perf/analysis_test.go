@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tracepkt/tracepkt-perf/decode"
 	"github.com/tracepkt/tracepkt-perf/decode/tpk"
@@ -291,6 +292,60 @@ func pathHops(t *testing.T, hops []jsonStatHop) (out, namespaces []string) {
 	return out, namespaces
 }
 
+// checkSVGPath checks the hops of a path as an SVG drew them, hops[i] as
+// drawn[i], against the interface columns of all the hops drawn: each badge
+// in its interface's column and in its type's colour, and the time since
+// the previous hop, the median of the echoes, written within the rounding
+// to three digits.
+func checkSVGPath(t *testing.T, els []testenv.SVGElement, drawn []testenv.SVGHop, hops []jsonStatHop) {
+	t.Helper()
+	var places []string
+	for _, h := range hops {
+		places = append(places, h.NetnsName+" "+h.Ifname)
+	}
+	if got, want := testenv.SVGColumns(els), testenv.WantSVGColumns(places); !slices.Equal(got, want) {
+		t.Errorf("columns %q, want %q", got, want)
+	}
+	if len(drawn) != len(hops) {
+		t.Fatalf("%d hops drawn, want %d", len(drawn), len(hops))
+	}
+	for i, d := range drawn {
+		h := hops[i]
+		if d.Column != places[i] {
+			t.Errorf("hop %d (%s %s %s): badge in column %q", i+1, places[i], h.Dir, h.Type, d.Column)
+		}
+		if c := testenv.SVGColour(h.Type, d.Run); d.Colour != c {
+			t.Errorf("hop %d (%s%s): colour %s, want %s", i+1, h.Type, d.Run, d.Colour, c)
+		}
+		if i == 0 {
+			continue
+		}
+		got, ok := svgMedian(d.Texts, h.Echoes)
+		if diff := max(got-h.P50Ns, h.P50Ns-got); !ok || diff*200 > h.P50Ns {
+			t.Errorf("hop %d: texts %q, want the median %dns among them", i+1, d.Texts, h.P50Ns)
+		}
+	}
+}
+
+// svgMedian reads the time since the previous hop among the texts of a hop
+// of a group of echoes: "+2.5µs" for one echo, "p50 2.5µs" for more, after
+// the run's letter or a warning sign.
+func svgMedian(texts []string, echoes int) (int64, bool) {
+	for _, text := range texts {
+		for _, p := range []string{"⚠ ", "A ", "B "} {
+			text = strings.TrimPrefix(text, p)
+		}
+		v, ok := strings.CutPrefix(text, "p50 ")
+		if echoes == 1 {
+			v, ok = strings.CutPrefix(text, "+")
+		}
+		if d, err := time.ParseDuration(v); ok && err == nil {
+			return int64(d), true
+		}
+	}
+	return 0, false
+}
+
 func TestSVG(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -325,6 +380,7 @@ func TestSVG(t *testing.T) {
 			if got := testenv.SVGBoxes(els); !slices.Equal(got, namespaces) {
 				t.Errorf("namespace boxes %v, want %v", got, namespaces)
 			}
+			checkSVGPath(t, els, testenv.SVGHops(t, els), s.Paths[0].Hops)
 			if drops := testenv.Classed(els, "drop"); (len(drops) > 0) != tc.drop {
 				t.Errorf("drops drawn: %v", drops)
 			}
@@ -362,6 +418,13 @@ func TestSVG(t *testing.T) {
 		if got := testenv.SVGBoxes(els); !slices.Equal(got, namespaces) {
 			t.Errorf("namespace boxes %v, want %v", got, namespaces)
 		}
+		var drawnA []testenv.SVGHop
+		for _, h := range testenv.SVGHops(t, els) {
+			if h.Run != "B" {
+				drawnA = append(drawnA, h)
+			}
+		}
+		checkSVGPath(t, els, drawnA, a.Paths[0].Hops)
 		div := testenv.Classed(els, "divergence")
 		drops := testenv.Classed(els, "drop")
 		if len(div) != 1 || !strings.Contains(div[0].Text, "B stops after the request entering eth0") || len(drops) != 1 {

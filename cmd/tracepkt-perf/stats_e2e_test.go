@@ -219,5 +219,6 @@ func TestE2EStats(t *testing.T) {
 	if hops, boxes := testenv.Classed(els, "hop"), testenv.SVGBoxes(els); len(hops) != 8 || !slices.Equal(boxes, []string{n.A.Name, n.R.Name, n.B.Name}) {
 		t.Errorf("%d hops drawn, boxes %v", len(hops), boxes)
 	}
+	checkSVGPath(t, els, testenv.SVGHops(t, els), s.Paths[0].Hops)
 	testenv.RenderSVG(t, "live", doc)
 }

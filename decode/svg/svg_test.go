@@ -74,8 +74,65 @@ func wantHops(run string, first int, hops []stats.Hop) []string {
 	return out
 }
 
-// drawJourney draws g, checks that every hop is drawn in order, and
-// returns the SVG and its classed elements.
+// drawn are the hops a test expects drawn, in order: what they are, the run
+// of a diff they belong to only, and the time text each must show ("" for
+// none).
+type drawn struct {
+	hops  []stats.Hop
+	runs  []string
+	times []string
+}
+
+func (d *drawn) add(run string, hops []stats.Hop, timeOf func(h *stats.Hop) string) {
+	for i := range hops {
+		d.hops = append(d.hops, hops[i])
+		d.runs = append(d.runs, run)
+		d.times = append(d.times, timeOf(&hops[i]))
+	}
+}
+
+// micros is the time of a hop of one echo as the picture says it: the
+// times here are whole microseconds.
+func micros(h *stats.Hop) string {
+	if h.Delta.N == 0 {
+		return ""
+	}
+	return fmt.Sprintf("+%dµs", h.Delta.P50/time.Microsecond)
+}
+
+// checkDrawn checks the ladder against the hops it must show: a column per
+// interface, labelled, each badge in its interface's column and in the
+// colour of its type, and the times.
+func checkDrawn(t *testing.T, els []testenv.SVGElement, want drawn) {
+	t.Helper()
+	var places []string
+	for _, h := range want.hops {
+		places = append(places, h.Netns+" "+h.Ifname)
+	}
+	if got, want := testenv.SVGColumns(els), testenv.WantSVGColumns(places); !slices.Equal(got, want) {
+		t.Errorf("columns %q, want %q", got, want)
+	}
+	got := testenv.SVGHops(t, els)
+	if len(got) != len(want.hops) {
+		t.Fatalf("%d hops drawn, want %d", len(got), len(want.hops))
+	}
+	for i, g := range got {
+		h := &want.hops[i]
+		if g.Column != places[i] {
+			t.Errorf("hop %d (%s %s %s): badge in column %q", i+1, places[i], h.Dir, h.Type, g.Column)
+		}
+		if c := testenv.SVGColour(h.Type, want.runs[i]); g.Colour != c {
+			t.Errorf("hop %d (%s %s): colour %s, want %s", i+1, h.Type, want.runs[i], g.Colour, c)
+		}
+		if w := want.times[i]; w != "" && !slices.Contains(g.Texts, w) {
+			t.Errorf("hop %d: texts %q, want %q among them", i+1, g.Texts, w)
+		}
+	}
+}
+
+// drawJourney draws g, checks that every hop is drawn in order, in its
+// column, colour and with its time, and returns the SVG and its classed
+// elements.
 func drawJourney(t *testing.T, g *stats.Group, h Header) ([]byte, []testenv.SVGElement) {
 	t.Helper()
 	var buf bytes.Buffer
@@ -86,6 +143,9 @@ func drawJourney(t *testing.T, g *stats.Group, h Header) ([]byte, []testenv.SVGE
 	if got, want := hopsOf(els), wantHops("", 1, g.Hops); !slices.Equal(got, want) {
 		t.Errorf("hops:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
+	var want drawn
+	want.add("", g.Hops, micros)
+	checkDrawn(t, els, want)
 	return buf.Bytes(), els
 }
 
@@ -136,6 +196,15 @@ func TestDiff(t *testing.T) {
 	if got := hopsOf(els); !slices.Equal(got, want) {
 		t.Errorf("hops:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
+	var drew drawn
+	drew.add("", a.Hops[:5], func(h *stats.Hop) string {
+		if h.Delta.N == 0 {
+			return ""
+		}
+		return "A " + micros(h) // B's times are the same
+	})
+	drew.add("A", a.Hops[5:], func(h *stats.Hop) string { return "A " + micros(h) })
+	checkDrawn(t, els, drew)
 	div := testenv.Classed(els, "divergence")
 	if len(div) != 1 || !strings.Contains(div[0].Text, "B stops after the request entering eth0 in router: dropped by filter.FORWARD") {
 		t.Errorf("divergence %v", div)

@@ -8,15 +8,20 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 )
 
 // SVGElement is an element of an SVG document that has a class attribute,
-// with the text inside it.
+// with the text inside it and the elements inside it.
 type SVGElement struct {
 	Name  string
 	Attrs map[string]string
 	Text  string
+	// Inner are the elements inside this one, classed or not, in document
+	// order, each with its own text (their own Inner is not filled).
+	Inner []SVGElement
 }
 
 // SVGElements parses doc as XML and returns its elements that have a class,
@@ -24,8 +29,9 @@ type SVGElement struct {
 func SVGElements(tb testing.TB, doc []byte) []SVGElement {
 	tb.Helper()
 	dec := xml.NewDecoder(bytes.NewReader(doc))
-	var out []SVGElement
-	var open []int // indices in out of the elements being read, -1 for unclassed ones
+	var all []SVGElement // every element, in document order
+	inner := map[int][]int{}
+	var open []int // indices in all of the elements being read
 	for {
 		tok, err := dec.Token()
 		if err == io.EOF {
@@ -40,21 +46,30 @@ func SVGElements(tb testing.TB, doc []byte) []SVGElement {
 			for _, a := range tok.Attr {
 				e.Attrs[a.Name.Local] = a.Value
 			}
-			if e.Attrs["class"] == "" {
-				open = append(open, -1)
-				continue
-			}
-			open = append(open, len(out))
-			out = append(out, e)
-		case xml.CharData:
-			for _, i := range open {
-				if i >= 0 {
-					out[i].Text += string(tok)
+			for _, o := range open {
+				if all[o].Attrs["class"] != "" {
+					inner[o] = append(inner[o], len(all))
 				}
+			}
+			open = append(open, len(all))
+			all = append(all, e)
+		case xml.CharData:
+			for _, o := range open {
+				all[o].Text += string(tok)
 			}
 		case xml.EndElement:
 			open = open[:len(open)-1]
 		}
+	}
+	var out []SVGElement
+	for i, e := range all {
+		if e.Attrs["class"] == "" {
+			continue
+		}
+		for _, j := range inner[i] {
+			e.Inner = append(e.Inner, all[j])
+		}
+		out = append(out, e)
 	}
 	return out
 }
@@ -79,6 +94,116 @@ func SVGBoxes(els []SVGElement) []string {
 		}
 	}
 	return out
+}
+
+// SVGColumns lists the interface columns an SVG of decode/svg draws, as
+// "netns ifname" from the labels at their heads, in order.
+func SVGColumns(els []SVGElement) []string {
+	var out []string
+	for _, c := range svgColumns(els) {
+		out = append(out, c.name)
+	}
+	return out
+}
+
+type svgColumn struct{ name, x string }
+
+func svgColumns(els []SVGElement) []svgColumn {
+	var out []svgColumn
+	for _, e := range Classed(els, "netns") {
+		if e.Name != "g" {
+			continue
+		}
+		for _, in := range e.Inner {
+			if in.Attrs["class"] == "ifname" {
+				out = append(out, svgColumn{e.Attrs["data-netns"] + " " + strings.TrimSpace(in.Text), in.Attrs["x"]})
+			}
+		}
+	}
+	return out
+}
+
+// WantSVGColumns are the columns a ladder of the given hops ("netns ifname",
+// in the order drawn) must have: a box per namespace in the order the hops
+// first meet it, and in it a column per interface, in the same order.
+func WantSVGColumns(hops []string) []string {
+	var order []string
+	ifaces := map[string][]string{}
+	for _, h := range hops {
+		ns, ifname, _ := strings.Cut(h, " ")
+		if _, ok := ifaces[ns]; !ok {
+			order = append(order, ns)
+		}
+		if !slices.Contains(ifaces[ns], ifname) {
+			ifaces[ns] = append(ifaces[ns], ifname)
+		}
+	}
+	var out []string
+	for _, ns := range order {
+		for _, ifname := range ifaces[ns] {
+			out = append(out, ns+" "+ifname)
+		}
+	}
+	return out
+}
+
+// SVGHop is a hop as an SVG of decode/svg draws it.
+type SVGHop struct {
+	// Run is "A" or "B" for a hop of one run only in a diff, else empty.
+	Run string
+	// Column is the column of the badge, "netns ifname" of the label
+	// straight above it; empty when no label is.
+	Column string
+	// Colour is the badge's fill.
+	Colour string
+	// Texts are the texts drawn with the hop (times, direction, notes).
+	Texts []string
+}
+
+// SVGHops are the hops an SVG of decode/svg draws, in order; a hop without
+// its badge fails tb.
+func SVGHops(tb testing.TB, els []SVGElement) []SVGHop {
+	tb.Helper()
+	cols := svgColumns(els)
+	var out []SVGHop
+	for _, e := range Classed(els, "hop") {
+		h := SVGHop{Run: e.Attrs["data-run"]}
+		badge := false
+		for _, in := range e.Inner {
+			switch in.Name {
+			case "circle":
+				badge = true
+				h.Colour = in.Attrs["fill"]
+				for _, c := range cols {
+					if c.x == in.Attrs["cx"] {
+						h.Column = c.name
+					}
+				}
+			case "text":
+				h.Texts = append(h.Texts, strings.TrimSpace(in.Text))
+			}
+		}
+		if !badge {
+			tb.Fatalf("hop %s has no badge", e.Attrs["data-num"])
+		}
+		out = append(out, h)
+	}
+	return out
+}
+
+// SVGColour is the colour decode/svg must draw a hop of type typ in (its
+// legend): requests blue, replies green, ICMP errors red, and in a diff
+// the hops of run B only orange.
+func SVGColour(typ, run string) string {
+	switch {
+	case run == "B":
+		return "#bc4c00"
+	case typ == "request":
+		return "#1f6feb"
+	case typ == "reply":
+		return "#1a7f37"
+	}
+	return "#cf222e"
 }
 
 // RenderSVG renders doc to PNG with librsvg's rsvg-convert (a real
