@@ -86,22 +86,51 @@ func statsGolden(t *testing.T, name string, record func(t *testing.T)) {
 	golden(t, name+".stats", []byte(res.stdout))
 }
 
+// recordedRouter finds the inodes of the namespaces A, R and B of a
+// recording through a router (routerNamed), by their names: the first hop's
+// namespace is A, and the others are named after it. Each name must have
+// one inode, and the three must differ.
+func recordedRouter(t *testing.T, hops []jsonStatHop) (a, r, b uint64) {
+	t.Helper()
+	if len(hops) == 0 {
+		t.Fatal("no hop")
+	}
+	prefix, ok := strings.CutSuffix(hops[0].NetnsName, "-a")
+	if !ok {
+		t.Fatalf("first hop in %q, want the namespace A (name ending in -a)", hops[0].NetnsName)
+	}
+	inodes := map[string]uint64{}
+	for _, h := range hops {
+		if ino, ok := inodes[h.NetnsName]; ok && ino != uint64(h.Netns) {
+			t.Fatalf("namespace %s recorded with inodes %d and %d", h.NetnsName, ino, h.Netns)
+		}
+		inodes[h.NetnsName] = uint64(h.Netns)
+	}
+	a, r, b = inodes[prefix+"-a"], inodes[prefix+"-r"], inodes[prefix+"-b"]
+	if a == 0 || r == 0 || b == 0 || a == r || r == b || a == b || len(inodes) != 3 {
+		t.Fatalf("namespaces %v, want %s-a, -r and -b, with three inodes", inodes, prefix)
+	}
+	return a, r, b
+}
+
 func TestStatsRouter(t *testing.T) {
 	statsGolden(t, "stats-router-ipv4", recordStatsRouter)
 	s, out := replayStats(t, "stats-router-ipv4", 0)
 	golden(t, "stats-router-ipv4.stats.json", []byte(out))
 
 	echoes := replayEchoes(t, "stats-router-ipv4")
-	if len(echoes) != 50 || s.Echoes != 50 || s.Replied != 50 || len(s.Paths) != 1 {
-		t.Fatalf("%d echoes replayed; stats: %d echoes, %d replies, %d paths", len(echoes), s.Echoes, s.Replied, len(s.Paths))
+	if len(echoes) != 50 || s.Echoes != 50 || s.Replied != 50 || s.Unseen != 0 || s.LostSamples != 0 || len(s.Paths) != 1 {
+		t.Fatalf("%d echoes replayed; stats: %d echoes, %d replies, %d unseen, %d lost samples, %d paths",
+			len(echoes), s.Echoes, s.Replied, s.Unseen, s.LostSamples, len(s.Paths))
 	}
 	p := s.Paths[0]
-	var want []string
-	for _, h := range p.Hops {
-		want = append(want, row(uint64(h.Netns), h.Ifname, h.Dir, h.Type))
+	a, r, b := recordedRouter(t, p.Hops)
+	want := routerRows(a, r, b, "eth1", "eth0")
+	if got := statRows(p.Hops); !slices.Equal(got, want) {
+		t.Fatalf("path:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
-	if len(want) != 8 {
-		t.Fatalf("path of %d hops through the router:\n%s", len(want), strings.Join(want, "\n"))
+	if p.Echoes != 50 || p.Replied != 50 || len(p.Seqs) != 50 || p.Seqs[0] != 1 || p.Seqs[49] != 50 {
+		t.Errorf("path of %d echoes, %d replies, seqs %v; want 1 to 50, all replied", p.Echoes, p.Replied, p.Seqs)
 	}
 	// The percentiles again, from the times each echo recorded.
 	deltas := make([][]int64, len(p.Hops))
@@ -146,21 +175,44 @@ func TestStatsReroute(t *testing.T) {
 	if len(s.Paths) != 2 || s.Paths[0].Echoes+s.Paths[1].Echoes != 12 {
 		t.Fatalf("%d paths: %+v", len(s.Paths), s.Paths)
 	}
-	// The first five echoes went through R's eth1, the route changed, the
-	// rest went through eth2; each path's third hop is R's output.
-	for _, p := range s.Paths {
-		out := p.Hops[2]
-		before := p.Seqs[0] == 1
-		want := "eth2"
-		if before {
-			want = "eth1"
+	// The paths again, from the rows each echo recorded: the first five
+	// went from R's eth1 into B's eth0, the rest from R's eth2 into B's
+	// eth1, every reply back over the first link; the path more echoes
+	// took comes first.
+	a, r, b := recordedRouter(t, s.Paths[0].Hops)
+	before, after := routerRows(a, r, b, "eth1", "eth0"), routerRows(a, r, b, "eth2", "eth1")
+	var seqsBefore, seqsAfter []uint16
+	for _, e := range replayEchoes(t, "stats-reroute-ipv4") {
+		var got []string
+		for _, h := range deviceHops(e) {
+			got = append(got, row(uint64(h.Netns), h.Ifname, h.Dir, h.Type))
 		}
-		if out.Ifname != want || out.Dir != "out" || out.Type != "request" || len(p.Hops) != 8 {
-			t.Errorf("path of seqs %v: third hop %+v, want %s out", p.Seqs, out, want)
+		switch {
+		case e.Result != "reply":
+			t.Errorf("echo %d: %s", e.Seq, e.Result)
+		case slices.Equal(got, before):
+			seqsBefore = append(seqsBefore, e.Seq)
+		case slices.Equal(got, after):
+			seqsAfter = append(seqsAfter, e.Seq)
+		default:
+			t.Errorf("echo %d took neither path:\n%s", e.Seq, strings.Join(got, "\n"))
 		}
-		for _, seq := range p.Seqs {
-			if before != (seq <= 5) {
-				t.Errorf("path through %s has echo %d", want, seq)
+	}
+	if !slices.Equal(seqsBefore, []uint16{1, 2, 3, 4, 5}) || !slices.Equal(seqsAfter, []uint16{6, 7, 8, 9, 10, 11, 12}) {
+		t.Errorf("echoes %v through eth1, %v through eth2; want 1-5 and 6-12", seqsBefore, seqsAfter)
+	}
+	for i, w := range []struct {
+		rows []string
+		seqs []uint16
+	}{{after, seqsAfter}, {before, seqsBefore}} {
+		p := s.Paths[i]
+		if got := statRows(p.Hops); !slices.Equal(got, w.rows) || !slices.Equal(p.Seqs, w.seqs) || p.Echoes != len(w.seqs) || p.Replied != len(w.seqs) {
+			t.Errorf("path %d: seqs %v, %d echoes, %d replies, rows:\n%s\nwant seqs %v, all replied, rows:\n%s",
+				i+1, p.Seqs, p.Echoes, p.Replied, strings.Join(got, "\n"), w.seqs, strings.Join(w.rows, "\n"))
+		}
+		for j, h := range p.Hops {
+			if h.Echoes != len(w.seqs) || h.LostAfter != 0 {
+				t.Errorf("path %d, hop %d: %d echoes, %d lost after; want %d, none lost", i+1, j+1, h.Echoes, h.LostAfter, len(w.seqs))
 			}
 		}
 	}

@@ -31,10 +31,36 @@ func recordRun(t *testing.T, topo *topology.Topology, src *topology.Netns, targe
 	}
 }
 
-// recordStatsRouter records 50 echoes through a router namespace.
+// routerRows is the path of an echo from A through R to B and back, with
+// the namespaces' inodes: the request leaves R by rOut and enters B by bIn,
+// the reply comes back over R's eth1.
+func routerRows(a, r, b uint64, rOut, bIn string) []string {
+	return []string{
+		row(a, "eth0", "out", "request"), row(r, "eth0", "in", "request"), row(r, rOut, "out", "request"), row(b, bIn, "in", "request"),
+		row(b, "eth0", "out", "reply"), row(r, "eth1", "in", "reply"), row(r, "eth0", "out", "reply"), row(a, "eth0", "in", "reply"),
+	}
+}
+
+// statRows are the rows of a path of --stats --json.
+func statRows(hops []jsonStatHop) []string {
+	var out []string
+	for _, h := range hops {
+		out = append(out, row(uint64(h.Netns), h.Ifname, h.Dir, h.Type))
+	}
+	return out
+}
+
+// recordStatsRouter records 50 echoes through a router namespace, and
+// checks the recorded path against the namespaces' inodes read from /proc
+// while they exist.
 func recordStatsRouter(t *testing.T) {
 	topo, n := router(t)
 	recordRun(t, topo, n.Source, n.Target4, "stats-router-ipv4", "-c", "50", "-i", "0.01")
+	s, _ := replayStats(t, "stats-router-ipv4", 0)
+	want := routerRows(inode(t, n.A), inode(t, n.R), inode(t, n.B), "eth1", "eth0")
+	if len(s.Paths) != 1 || !slices.Equal(statRows(s.Paths[0].Hops), want) {
+		t.Fatalf("recorded paths %+v, want one:\n%s", s.Paths, strings.Join(want, "\n"))
+	}
 }
 
 // recordReroute records echoes through a router that, after the fifth
@@ -173,10 +199,7 @@ func TestE2EStats(t *testing.T) {
 	if err := topo.CheckOwnRoute(n.Source, n.Target4); err != nil {
 		t.Fatal(err)
 	}
-	want := []string{
-		row(a, "eth0", "out", "request"), row(r, "eth0", "in", "request"), row(r, "eth1", "out", "request"), row(b, "eth0", "in", "request"),
-		row(b, "eth0", "out", "reply"), row(r, "eth1", "in", "reply"), row(r, "eth0", "out", "reply"), row(a, "eth0", "in", "reply"),
-	}
+	want := routerRows(a, r, b, "eth1", "eth0")
 
 	names := []string{n.A.Name, n.R.Name, n.R.Name, n.B.Name, n.B.Name, n.R.Name, n.R.Name, n.A.Name}
 	res := runTool(t, n.Source, "-c", "100", "-i", "0.01", "--stats", n.Target4.String())
