@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 	"testing"
 
 	"github.com/tracepkt/tracepkt-perf/internal/testenv"
@@ -76,5 +77,24 @@ func TestStartInNetns(t *testing.T) {
 	cmd := testenv.StartInNetns(t, ns.Name, "sleep", "5")
 	if got := testenv.NetnsInodeOfPid(t, cmd.Process.Pid); got != ns.Inode {
 		t.Errorf("process started in %s is in net:[%d], want net:[%d]", ns.Name, got, ns.Inode)
+	}
+}
+
+func TestKernelLocation(t *testing.T) {
+	if err := testenv.KernelLocation(t, "schedule+0x1c"); err != nil {
+		t.Error(err)
+	}
+	for _, bad := range []string{"", "schedule", "0xffffffff81a2b3c0", "schedule+28", "tracepkt_no_such_function+0x10"} {
+		if testenv.KernelLocation(t, bad) == nil {
+			t.Errorf("KernelLocation(%q) = nil, want an error", bad)
+		}
+	}
+}
+
+func TestWantSVGColumns(t *testing.T) {
+	hops := []string{"a eth0", "r eth0", "r eth1", "b eth0", "b eth0", "r eth1", "r eth0", "a eth0", "r eth2"}
+	want := []string{"a eth0", "r eth0", "r eth1", "r eth2", "b eth0"}
+	if got := testenv.WantSVGColumns(hops); !slices.Equal(got, want) {
+		t.Errorf("WantSVGColumns = %q, want %q", got, want)
 	}
 }
