@@ -21,8 +21,10 @@ import (
 )
 
 // nftraceQuiet is how long the netfilter source waits for more trace
-// messages after the last one: the kernel sends them before the packet
-// moves on, so they are queued by the time the echo is over.
+// messages after the last one when an echo ended without its reply. A reply
+// needs no wait: the kernel queues each hook's trace message on the trace
+// sockets before the packet moves on, so every message of the request's and
+// the reply's hooks was queued before the reply reached the pinger.
 const nftraceQuiet = 2 * time.Millisecond
 
 // errorSettle is how long an ICMP error leaves the sources to catch up
@@ -378,7 +380,11 @@ func echo(ctx context.Context, p *ping.Pinger, t *probes.Tracer, nf *nftrace.Tra
 	var nfLost uint64
 	if nf != nil {
 		lost := nf.Lost()
-		if events, err = nf.Drain(nftraceQuiet); err != nil {
+		quiet := nftraceQuiet
+		if replied {
+			quiet = 0
+		}
+		if events, err = nf.Drain(quiet); err != nil {
 			notes = append(notes, fmt.Sprintf("netfilter: %v: netfilter rows may be missing their hook or rule", err))
 		}
 		nfLost = nf.Lost() - lost
