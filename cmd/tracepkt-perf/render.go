@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -10,10 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/olekukonko/tablewriter"
-	"github.com/olekukonko/tablewriter/renderer"
-	"github.com/olekukonko/tablewriter/tw"
 
 	"github.com/tracepkt/tracepkt-perf/decode"
 	"github.com/tracepkt/tracepkt-perf/decode/stats"
@@ -29,7 +24,7 @@ func newJourneyWriter(jsonOut bool, w io.Writer, rc *renderContext) journeyWrite
 	if jsonOut {
 		return jsonWriter{json.NewEncoder(w), rc}
 	}
-	return &tableWriter{w: w, rc: rc}
+	return &tableWriter{w: w, rc: rc, table: newPlainTable()}
 }
 
 // tableWriter prints one table per echo, then a summary line; a blank line
@@ -37,15 +32,16 @@ func newJourneyWriter(jsonOut bool, w io.Writer, rc *renderContext) journeyWrite
 type tableWriter struct {
 	w       io.Writer
 	rc      *renderContext
+	table   *plainTable
+	buf     []byte // what one echo prints, kept for the next
 	written bool
 }
 
 func (t *tableWriter) Journey(j *decode.Journey) error {
-	var buf bytes.Buffer
+	out := t.buf[:0]
 	if t.written {
-		buf.WriteByte('\n')
+		out = append(out, '\n')
 	}
-	table := plainTable(&buf)
 	withNF := len(j.Netfilter) > 0
 	header := []string{"NETWORK NS", "INTERFACE", "DIR", "TYPE", "ADDRESSES", "+TIME", "+HOP"}
 	if withNF {
@@ -54,7 +50,7 @@ func (t *tableWriter) Journey(j *decode.Journey) error {
 	if j.Drop != nil {
 		header = append(header, "DROP")
 	}
-	table.Header(header)
+	t.table.start(header)
 	rows := j.Rows()
 	for _, v := range viewsOf(t.rc, j, rows) {
 		cells := []string{t.rc.netnsCell(v.netns), v.ifname, v.dir, v.typ, v.src + " -> " + v.dst, v.since, v.delta}
@@ -64,54 +60,25 @@ func (t *tableWriter) Journey(j *decode.Journey) error {
 		if j.Drop != nil {
 			cells = append(cells, v.drop)
 		}
-		if err := table.Append(cells); err != nil {
+		if err := t.table.row(cells); err != nil {
 			return err
 		}
 	}
 	if len(rows) > 0 {
-		if err := table.Render(); err != nil {
+		var err error
+		if out, err = t.table.appendTo(out); err != nil {
 			return err
 		}
 	}
-	var out strings.Builder
-	out.WriteString(trimLines(buf.String()))
-	out.WriteString(summary(j, t.rc) + "\n")
+	out = append(append(out, summary(j, t.rc)...), '\n')
 	if !t.written {
 		for _, n := range t.rc.notes {
-			out.WriteString(n + "\n")
+			out = append(append(out, n...), '\n')
 		}
 	}
-	t.written = true
-	_, err := io.WriteString(t.w, out.String())
+	t.written, t.buf = true, out
+	_, err := t.w.Write(out)
 	return err
-}
-
-// plainTable is a table without borders, columns two spaces apart.
-func plainTable(w io.Writer) *tablewriter.Table {
-	return tablewriter.NewTable(w,
-		tablewriter.WithRenderer(renderer.NewBlueprint(tw.Rendition{
-			Borders:  tw.BorderNone,
-			Symbols:  tw.NewSymbols(tw.StyleNone),
-			Settings: tw.Settings{Separators: tw.Separators{BetweenColumns: tw.On}, Lines: tw.LinesNone},
-		})),
-		tablewriter.WithHeaderAutoFormat(tw.Off),
-		tablewriter.WithHeaderAlignment(tw.AlignLeft),
-		tablewriter.WithRowAlignment(tw.AlignLeft),
-		tablewriter.WithPadding(tw.Padding{Right: "  ", Overwrite: true}),
-	)
-}
-
-// trimLines drops the blanks the renderer pads the last column with; they
-// only get in the way of copy and paste.
-func trimLines(s string) string {
-	var out strings.Builder
-	for _, line := range strings.SplitAfter(s, "\n") {
-		out.WriteString(strings.TrimRight(line, " \n"))
-		if strings.HasSuffix(line, "\n") {
-			out.WriteByte('\n')
-		}
-	}
-	return out.String()
 }
 
 func familyOf(a netip.Addr) uint8 {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -63,6 +62,7 @@ func writeStats(w io.Writer, s *stats.Summary, rc *renderContext, jsonOut bool) 
 	if s.Unseen > 0 {
 		fmt.Fprintf(&out, "%s never reached a network device\n", plural(s.Unseen, "request", "requests"))
 	}
+	table := newPlainTable()
 	for i := range s.Groups {
 		g := &s.Groups[i]
 		out.WriteString("\n")
@@ -70,11 +70,11 @@ func writeStats(w io.Writer, s *stats.Summary, rc *renderContext, jsonOut bool) 
 			fmt.Fprintf(&out, "path %d of %d: %s (seq %s), %s\n", i+1, len(s.Groups), plural(g.Echoes, "echo", "echoes"),
 				seqRanges(g.Seqs), plural(g.Replied, "reply", "replies"))
 		}
-		table, err := statsTable(g, rc)
+		text, err := statsTable(table, g, rc)
 		if err != nil {
 			return err
 		}
-		out.WriteString(table)
+		out.Write(text)
 		if g.Replied > 0 {
 			fmt.Fprintf(&out, "round trip p50 %s, p99 %s; kernel path p50 %s, p99 %s: %.0f%% of the round trip\n",
 				stats.FormatDuration(g.RTT.P50), stats.FormatDuration(g.RTT.P99),
@@ -97,9 +97,7 @@ func writeStats(w io.Writer, s *stats.Summary, rc *renderContext, jsonOut bool) 
 	return err
 }
 
-func statsTable(g *stats.Group, rc *renderContext) (string, error) {
-	var buf bytes.Buffer
-	table := plainTable(&buf)
+func statsTable(table *plainTable, g *stats.Group, rc *renderContext) ([]byte, error) {
 	withDrops, withErrors, withVerdicts := false, false, false
 	for _, h := range g.Hops {
 		withDrops = withDrops || len(h.Drops) > 0
@@ -116,7 +114,7 @@ func statsTable(g *stats.Group, rc *renderContext) (string, error) {
 	if withVerdicts {
 		header = append(header, "NETFILTER VERDICTS")
 	}
-	table.Header(header)
+	table.start(header)
 	for i := range g.Hops {
 		h := &g.Hops[i]
 		cells := []string{strconv.Itoa(i + 1), rc.netnsCell(h.Inode), h.Ifname, h.Dir.String(), h.Type, strconv.Itoa(h.Count)}
@@ -147,14 +145,11 @@ func statsTable(g *stats.Group, rc *renderContext) (string, error) {
 			}
 			cells = append(cells, strings.Join(vs, "; "))
 		}
-		if err := table.Append(cells); err != nil {
-			return "", err
+		if err := table.row(cells); err != nil {
+			return nil, err
 		}
 	}
-	if err := table.Render(); err != nil {
-		return "", err
-	}
-	return trimLines(buf.String()), nil
+	return table.appendTo(nil)
 }
 
 // countsCell lists counts: "IP_INNOROUTES ×3, NETFILTER_DROP ×1".
