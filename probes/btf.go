@@ -25,6 +25,8 @@ type Offsets struct {
 	DevIfindex       uint32 // net_device.ifindex (int)
 	DevNet           uint32 // net_device.nd_net.net (struct net *)
 	NetInum          uint32 // net.ns.inum (unsigned int)
+	SkbSk            uint32 // sk_buff.sk (struct sock *)
+	SockNet          uint32 // sock.__sk_common.skc_net.net (struct net *)
 }
 
 // ErrNoBTF is returned when the running kernel exposes no BTF.
@@ -62,6 +64,8 @@ var offsetFields = []offsetField{
 	{"net_device", "ifindex", 4, func(o *Offsets) *uint32 { return &o.DevIfindex }},
 	{"net_device", "nd_net.net", 8, func(o *Offsets) *uint32 { return &o.DevNet }},
 	{"net", "ns.inum", 4, func(o *Offsets) *uint32 { return &o.NetInum }},
+	{"sk_buff", "sk", 8, func(o *Offsets) *uint32 { return &o.SkbSk }},
+	{"sock", "__sk_common.skc_net.net", 8, func(o *Offsets) *uint32 { return &o.SockNet }},
 }
 
 // deviceTypes are the running kernel's types the device programs need: the

@@ -37,6 +37,13 @@ func syntheticTypes() []btf.Type {
 	possibleNet := &btf.Typedef{Name: "possible_net_t", Type: &btf.Struct{Size: 8, Members: []btf.Member{
 		{Name: "net", Type: ptr(net), Offset: 0},
 	}}}
+	// struct sock's namespace sits in its first member, struct sock_common.
+	sock := &btf.Struct{Name: "sock", Size: 768, Members: []btf.Member{
+		{Name: "__sk_common", Type: &btf.Struct{Name: "sock_common", Size: 136, Members: []btf.Member{
+			{Name: "skc_daddr", Type: u32, Offset: 0},
+			{Name: "skc_net", Type: possibleNet, Offset: bits(48)},
+		}}, Offset: 0},
+	}}
 	dev := &btf.Struct{Name: "net_device", Size: 512, Members: []btf.Member{
 		{Name: "name", Type: &btf.Array{Type: u8, Index: u32, Nelems: 16}, Offset: bits(280)},
 		{Name: "ifindex", Type: i32, Offset: bits(224)},
@@ -59,11 +66,15 @@ func syntheticTypes() []btf.Type {
 			{Name: "transport_header", Type: u16, Offset: 0},
 			{Name: "network_header", Type: u16, Offset: bits(2)},
 		}}, Offset: bits(178)},
+		{Name: "", Type: &btf.Union{Size: 8, Members: []btf.Member{
+			{Name: "sk", Type: ptr(sock), Offset: 0},
+			{Name: "ip_defrag_offset", Type: i32, Offset: 0},
+		}}, Offset: bits(24)},
 		{Name: "head", Type: ptr(u8), Offset: bits(192)},
 		{Name: "data", Type: ptr(u8), Offset: bits(200)},
 	}}
 
-	return []btf.Type{skb, dev, net}
+	return []btf.Type{skb, dev, net, sock}
 }
 
 // buildSpec marshals types into BTF and loads it back, as the kernel's would be.
@@ -114,7 +125,7 @@ func TestLookupOffsets(t *testing.T) {
 		}
 		want := Offsets{
 			SkbHead: 192, SkbData: 200, SkbNetworkHeader: 180, SkbLen: 112, SkbDataLen: 116, SkbDev: 16,
-			DevName: 280, DevIfindex: 224, DevNet: 264, NetInum: 176,
+			DevName: 280, DevIfindex: 224, DevNet: 264, NetInum: 176, SkbSk: 24, SockNet: 48,
 		}
 		if got != want {
 			t.Errorf("%s: offsets\n got %+v\nwant %+v", name, got, want)

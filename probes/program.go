@@ -149,20 +149,30 @@ func recordHeader(p decode.Probe) asm.Instructions {
 	}
 }
 
-// deviceFields reads skb->dev into the record; a record without them still counts.
+// deviceFields reads skb->dev into the record; a record without them still
+// counts. A packet not yet given a device (a drop at an OUTPUT hook) takes
+// its namespace from its socket instead.
 func deviceFields(o Offsets) asm.Instructions {
 	var insns asm.Instructions
 	insns = append(insns, note("skb->dev: name, ifindex, nd_net.net->ns.inum", read(scratch0, 8, rSkb, int32(o.SkbDev), "output"))...)
 	insns = append(insns,
 		asm.LoadMem(rDev, asm.RFP, scratch0, asm.DWord),
-		asm.JEq.Imm(rDev, 0, "output"),
+		asm.JEq.Imm(rDev, 0, "sock"),
 	)
 	insns = append(insns, read(rec(decode.OffIfname), 16, rDev, int32(o.DevName), "output")...)
 	insns = append(insns, read(rec(decode.OffIfindex), 4, rDev, int32(o.DevIfindex), "output")...)
 	insns = append(insns, read(scratch0, 8, rDev, int32(o.DevNet), "output")...)
+	insns = append(insns, asm.Ja.Label("netns"))
+	rSock := rDev // no device: skb->sk, then its struct net
+	insns = append(insns, label("sock", note("no device: skb->sk->__sk_common.skc_net.net", read(scratch0, 8, rSkb, int32(o.SkbSk), "output")))...)
+	insns = append(insns,
+		asm.LoadMem(rSock, asm.RFP, scratch0, asm.DWord),
+		asm.JEq.Imm(rSock, 0, "output"),
+	)
+	insns = append(insns, read(scratch0, 8, rSock, int32(o.SockNet), "output")...)
 	rNetns := rDev // now struct net *
 	insns = append(insns,
-		asm.LoadMem(rNetns, asm.RFP, scratch0, asm.DWord),
+		asm.LoadMem(rNetns, asm.RFP, scratch0, asm.DWord).WithSymbol("netns"),
 		asm.JEq.Imm(rNetns, 0, "output"),
 	)
 	insns = append(insns, read(rec(decode.OffNetns), 4, rNetns, int32(o.NetInum), "output")...)

@@ -21,7 +21,7 @@ var update = flag.Bool("update", false, "rewrite testdata/*.golden")
 // set will do, the point is that a change in generated code shows in review.
 var goldenOffsets = Offsets{
 	SkbHead: 192, SkbData: 200, SkbNetworkHeader: 180, SkbLen: 112, SkbDataLen: 116, SkbDev: 16,
-	DevName: 280, DevIfindex: 224, DevNet: 264, NetInum: 176,
+	DevName: 280, DevIfindex: 224, DevNet: 264, NetInum: 176, SkbSk: 24, SockNet: 48,
 }
 
 func golden(t *testing.T, name, got string) {

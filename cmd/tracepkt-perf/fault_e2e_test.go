@@ -248,6 +248,16 @@ func TestE2ENetfilterRowNamesItsInterface(t *testing.T) {
 		if got := strings.Join(netfilterRows(e), "\n"); res.code != 1 || got != want {
 			t.Errorf("%v: exit %d, rows:\n%s\nwant:\n%s", args, res.code, got, want)
 		}
+		// The packet had no device yet: its drop row takes the namespace
+		// from the packet's socket.
+		for _, h := range e.Hops {
+			if h.Dir == "drop" && uint64(h.Netns) != a {
+				t.Errorf("%v: drop row in namespace %d, want %d (the sender's)", args, h.Netns, a)
+			}
+		}
+		if e.Drop != nil && uint64(e.Drop.Netns) != a {
+			t.Errorf("%v: drop in namespace %d, want %d (the sender's)", args, e.Drop.Netns, a)
+		}
 	}
 	// The send itself fails (EPERM): the run still shows the drop, exit 1.
 	res := runTool(t, n.Source, "-W", "0.2", n.Target4.String())
