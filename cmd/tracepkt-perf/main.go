@@ -39,8 +39,9 @@ Flags:
                        (default 1s)
   -W, --timeout D      how long to wait for each reply (default 1s)
   -4, -6               resolve TARGET to IPv4 / IPv6 only
-  -s, --size N         payload bytes of each request (default 56, at least 16)
-  -t, --ttl N          IPv4 TTL / IPv6 hop limit of the requests
+  -s, --size N         payload bytes of each request (default 56; 16 to 65507
+                       for IPv4, 65527 for IPv6)
+  -t, --ttl N          IPv4 TTL / IPv6 hop limit of the requests (1 to 255)
   -M, --pmtudisc M     path MTU discovery: do (set DF, never fragment),
                        dont (fragment), want (DF unless the route's MTU is
                        smaller)
@@ -238,6 +239,12 @@ func parseArgs(args []string, stdout io.Writer) (options, error) {
 	o.attach, attachErr = probes.ParseAttachMode(attach)
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	// A size or TTL given is held to what it says, 0 included: only one
+	// not given means ping's default.
+	var sizeErr error
+	if set["s"] || set["size"] {
+		sizeErr = checkSize(o.ping.Size, sizeFamilyIs6(o, positional))
+	}
 	switch {
 	case attachErr != nil:
 		return o, usageError{attachErr.Error()}
@@ -249,9 +256,9 @@ func parseArgs(args []string, stdout io.Writer) (options, error) {
 		return o, usageError{fmt.Sprintf("--timeout must be more than 0 and at most %s", stats.FormatDuration(maxWait))}
 	case o.only4 && o.only6:
 		return o, usageError{"-4 and -6 exclude each other"}
-	case o.ping.Size != 0 && (o.ping.Size < ping.MinSize || o.ping.Size > maxPayload):
-		return o, usageError{fmt.Sprintf("--size must be between %d and %d, not %d", ping.MinSize, maxPayload, o.ping.Size)}
-	case o.ping.TTL < 0 || o.ping.TTL > 255:
+	case sizeErr != nil:
+		return o, sizeErr
+	case (set["t"] || set["ttl"]) && (o.ping.TTL < 1 || o.ping.TTL > 255):
 		return o, usageError{fmt.Sprintf("--ttl must be between 1 and 255, not %d", o.ping.TTL)}
 	case o.ping.PMTUDisc != "" && o.ping.PMTUDisc != "do" && o.ping.PMTUDisc != "dont" && o.ping.PMTUDisc != "want":
 		return o, usageError{fmt.Sprintf("--pmtudisc takes do, dont or want, not %q", o.ping.PMTUDisc)}
@@ -299,8 +306,48 @@ func parseArgs(args []string, stdout io.Writer) (options, error) {
 	return o, nil
 }
 
-// maxPayload is the largest ICMP echo payload in an IPv4 packet, as ping's.
-const maxPayload = 65507
+// maxPayload is the largest ICMP echo payload: what an IP packet without
+// jumbo options holds after the 8-byte ICMP header. IPv4's 16-bit total
+// length counts its 20-byte header; IPv6's payload length does not count
+// its 40-byte one.
+func maxPayload(v6 bool) int {
+	if v6 {
+		return 65535 - 8
+	}
+	return 65535 - 20 - 8
+}
+
+// checkSize refuses a --size the echo cannot carry: below ping.MinSize the
+// request has no room for the cookie and the send time.
+func checkSize(size int, v6 bool) error {
+	if size < ping.MinSize || size > maxPayload(v6) {
+		family := "IPv4"
+		if v6 {
+			family = "IPv6"
+		}
+		return usageError{fmt.Sprintf("--size must be between %d and %d for %s, not %d", ping.MinSize, maxPayload(v6), family, size)}
+	}
+	return nil
+}
+
+// sizeFamilyIs6 is the family whose bound --size is held to before the
+// target is resolved: IPv6's, the larger, unless the family is already
+// known to be IPv4 (-4, an IPv4 address, or --demo without -6, which
+// sends IPv4 first); run holds a host name to its address's bound.
+func sizeFamilyIs6(o options, positional []string) bool {
+	switch {
+	case o.only4:
+		return false
+	case o.only6:
+		return true
+	case o.demo:
+		return false
+	case len(positional) == 1:
+		a, err := netip.ParseAddr(positional[0])
+		return err != nil || !a.Unmap().Is4()
+	}
+	return true
+}
 
 // liveOnly are the flags that shape a live run: they mean nothing to
 // --check or --replay.
@@ -453,6 +500,11 @@ func run(args []string, stdout, stderr io.Writer) (err error) {
 		}
 		if err := refuseNonUnicast(target); err != nil {
 			return err
+		}
+		if o.ping.Size != 0 {
+			if err := checkSize(o.ping.Size, target.Is6()); err != nil {
+				return err
+			}
 		}
 	}
 	// The recording is opened once the input is known to be good, and

@@ -70,7 +70,7 @@ func TestParseArgsErrors(t *testing.T) {
 		{"--diff", "a.tpk"}, {"--diff", "a.tpk", "b.tpk", "c.tpk"}, {"--diff", "a.tpk", "b.tpk", "--stats"},
 		{"--diff", "a.tpk", "b.tpk", "--replay", "c.tpk"}, {"--stats", "--demo"}, {"--svg", "o.svg", "--check"},
 		{"--replay", "a.tpk", "--pcapng", "o.pcapng", "--stats"},
-		{"-s", "15", "x"}, {"-s", "65508", "x"}, {"-t", "256", "x"}, {"-t", "-1", "x"}, {"-M", "probe", "x"},
+		{"-s", "15", "x"}, {"-s", "65508", "10.0.0.2"}, {"-t", "256", "x"}, {"-t", "-1", "x"}, {"-M", "probe", "x"},
 		{"-m", "4294967296", "x"}, {"-m", "-1", "x"}, {"-s", "big", "x"},
 		{"--ring-pages", "3", "x"}, {"--ring-pages", "2048", "x"}, {"--attach", "kprobe", "x"},
 		{"--verbose", "x"}, {"--from-netns", "a", "--demo"},
@@ -132,6 +132,41 @@ func TestReasonName(t *testing.T) {
 	}
 	if got := (&session{}).reasonName(0); got != "" {
 		t.Errorf("a kernel without reasons named one %q", got)
+	}
+}
+
+// TestParseArgsSizeAndTTL: -s and -t given are held to what they say, 0
+// included (never the default in disguise), and the size to the bound of
+// the family: 65507 for IPv4, 65527 for IPv6.
+func TestParseArgsSizeAndTTL(t *testing.T) {
+	for _, args := range []string{
+		"-s 0 x", "--size=0 x", "-t 0 x", "--ttl 0 x", "-s 65508 10.0.0.2", "-4 -s 65508 x", "-6 -s 65528 x",
+		"-s 65528 fd00::2", "--demo -s 65508", "--demo -6 -s 65528",
+	} {
+		_, err := parseArgs(strings.Fields(args), nil)
+		var ue usageError
+		if !errors.As(err, &ue) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("parseArgs(%s) = %v, want a one-line usage error", args, err)
+		}
+	}
+	for args, want := range map[string]ping.Options{
+		"x":                     {},
+		"-s 65507 10.0.0.2":     {Size: 65507},
+		"-6 -s 65527 x":         {Size: 65527},
+		"-s 65527 fd00::2":      {Size: 65527},
+		"-s 65527 host.example": {Size: 65527}, // held to its address's family once resolved
+		"--demo -6 -s 65527":    {Size: 65527},
+		"-s 16 -t 1 x":          {Size: 16, TTL: 1},
+	} {
+		if o, err := parseArgs(strings.Fields(args), nil); err != nil || o.ping != want {
+			t.Errorf("parseArgs(%s) = %+v, %v, want %+v", args, o.ping, err, want)
+		}
+	}
+	if err := checkSize(65508, false); err == nil || !strings.Contains(err.Error(), "65507 for IPv4") {
+		t.Errorf("checkSize(65508, IPv4) = %v", err)
+	}
+	if err := checkSize(65527, true); err != nil {
+		t.Errorf("checkSize(65527, IPv6) = %v", err)
 	}
 }
 
