@@ -75,7 +75,8 @@ Flags:
   -h, --help           this help
 
 Exit status: 0 when every echo got a reply, 1 when one did not (dropped, an
-ICMP error, or no answer), 2 for usage or environment errors.
+ICMP error, or no answer) or a signal came before the first was sent, 2 for
+usage or environment errors.
 
 Examples:
   sudo tracepkt-perf 172.17.0.2
@@ -100,6 +101,15 @@ var (
 // maxRingPages bounds --ring-pages: 4 MiB per CPU.
 const maxRingPages = 1024
 
+// interruptedError: a signal ended the run before it had every reply it was
+// to wait for, and no row says so (exit 1, said on stderr).
+type interruptedError struct{ when string }
+
+func (e interruptedError) Error() string { return "interrupted " + e.when }
+
+// errInterruptedStartup: a signal came before the first echo was sent.
+var errInterruptedStartup = interruptedError{"during start-up, before the first echo was sent"}
+
 // usageError is bad command-line input (exit 2, with a hint).
 type usageError struct{ msg string }
 
@@ -111,10 +121,14 @@ func main() {
 
 func exitCode(err error, stderr io.Writer) int {
 	var ue usageError
+	var ie interruptedError
 	switch {
 	case err == nil, errors.Is(err, errHelp):
 		return 0
 	case errors.Is(err, errUnanswered), errors.Is(err, errDiffer):
+		return 1
+	case errors.As(err, &ie):
+		fmt.Fprintf(stderr, "tracepkt-perf: %v\n", err)
 		return 1
 	case errors.As(err, &ue):
 		fmt.Fprintf(stderr, "tracepkt-perf: %v\nrun 'tracepkt-perf --help' for usage\n", err)
@@ -495,7 +509,7 @@ func run(args []string, stdout, stderr io.Writer) (err error) {
 	defer stop()
 	var target netip.Addr
 	if !o.demo {
-		if target, err = resolve(ctx, o.target, o.only4, o.only6); err != nil {
+		if target, err = resolve(ctx, net.DefaultResolver.LookupNetIP, o.target, o.only4, o.only6); err != nil {
 			return err
 		}
 		if err := refuseNonUnicast(target); err != nil {
@@ -555,8 +569,12 @@ var stopSignals = []os.Signal{
 	syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGXCPU, syscall.SIGXFSZ, syscall.SIGVTALRM,
 }
 
-// resolve turns TARGET into one address, preferring IPv4 like ping.
-func resolve(ctx context.Context, target string, only4, only6 bool) (netip.Addr, error) {
+// lookupFunc looks host up as net.Resolver.LookupNetIP does.
+type lookupFunc func(ctx context.Context, network, host string) ([]netip.Addr, error)
+
+// resolve turns TARGET into one address, preferring IPv4 like ping; a host
+// name is looked up with lookup.
+func resolve(ctx context.Context, lookup lookupFunc, target string, only4, only6 bool) (netip.Addr, error) {
 	if a, err := netip.ParseAddr(target); err == nil {
 		a = a.Unmap()
 		if only4 && !a.Is4() {
@@ -576,7 +594,10 @@ func resolve(ctx context.Context, target string, only4, only6 bool) (netip.Addr,
 	} else if only6 {
 		network = "ip6"
 	}
-	addrs, err := net.DefaultResolver.LookupNetIP(ctx, network, target)
+	addrs, err := lookup(ctx, network, target)
+	if err != nil && ctx.Err() != nil {
+		return netip.Addr{}, interruptedError{fmt.Sprintf("while resolving %s, before the first echo was sent", target)}
+	}
 	if err != nil {
 		return netip.Addr{}, fmt.Errorf("unknown host %s: %w", target, err)
 	}

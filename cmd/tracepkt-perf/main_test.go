@@ -2,8 +2,11 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"flag"
+	"io"
+	"net"
 	"net/netip"
 	"reflect"
 	"runtime"
@@ -101,15 +104,37 @@ func TestHelp(t *testing.T) {
 
 func TestResolveMalformed(t *testing.T) {
 	for _, target := range []string{"1.2.3", "300.1.1.1", "fd00:::1:::", "10.0.0.0/8"} {
-		if _, err := resolve(t.Context(), target, false, false); err == nil {
+		if _, err := resolve(t.Context(), net.DefaultResolver.LookupNetIP, target, false, false); err == nil {
 			t.Errorf("resolve(%q) succeeded", target)
 		}
 	}
-	if _, err := resolve(t.Context(), "::1", true, false); err == nil {
+	if _, err := resolve(t.Context(), net.DefaultResolver.LookupNetIP, "::1", true, false); err == nil {
 		t.Error("resolve(::1) with -4 succeeded")
 	}
-	if a, err := resolve(t.Context(), "::ffff:127.0.0.1", false, false); err != nil || a.String() != "127.0.0.1" {
+	if a, err := resolve(t.Context(), net.DefaultResolver.LookupNetIP, "::ffff:127.0.0.1", false, false); err != nil || a.String() != "127.0.0.1" {
 		t.Errorf("resolve of a mapped address: %v, %v", a, err)
+	}
+}
+
+// TestResolveInterrupted: a signal during a slow lookup is an interrupted
+// run (exit 1, said so), not an unknown host.
+func TestResolveInterrupted(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	blocking := func(ctx context.Context, network, host string) ([]netip.Addr, error) {
+		cancel() // the signal, while the lookup waits for an answer
+		<-ctx.Done()
+		return nil, &net.DNSError{Err: ctx.Err().Error(), Name: host}
+	}
+	_, err := resolve(ctx, blocking, "slow.example", false, false)
+	var stderr bytes.Buffer
+	if code := exitCode(err, &stderr); code != 1 || stderr.String() != "tracepkt-perf: interrupted while resolving slow.example, before the first echo was sent\n" {
+		t.Errorf("exit %d, stderr %q", code, stderr.String())
+	}
+	failing := func(context.Context, string, string) ([]netip.Addr, error) {
+		return nil, &net.DNSError{Err: "no such host", Name: "nope.example", IsNotFound: true}
+	}
+	if _, err := resolve(t.Context(), failing, "nope.example", false, false); exitCode(err, io.Discard) != 2 || !strings.Contains(err.Error(), "unknown host nope.example") {
+		t.Errorf("an unknown host: %v", err)
 	}
 }
 
