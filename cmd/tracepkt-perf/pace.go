@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"time"
 )
 
@@ -29,22 +30,33 @@ func (realClock) Sleep(ctx context.Context, d time.Duration) {
 // to the start of the next, as ping measures it; an echo that takes longer
 // than interval is followed at once. The sequence number wraps after 65535,
 // as ping's does, while the count is an int, so the run always ends. A
-// done ctx ends it early, without an error.
+// done ctx ends it early, without an error once an echo was sent (its row
+// says the rest), with errInterruptedStartup before: echo returns
+// errNotSent when ctx ended before it could send.
 func pace(ctx context.Context, count int, interval time.Duration, c clock, echo func(seq uint16) error) error {
 	var start time.Time
-	for i := 1; i <= count; i++ {
+	sent := 0
+	for i := 1; i <= count && ctx.Err() == nil; i++ {
 		if i > 1 {
 			if wait := interval - c.Now().Sub(start); wait > 0 {
 				c.Sleep(ctx, wait)
 			}
 		}
 		if ctx.Err() != nil {
-			return nil
+			break
 		}
 		start = c.Now()
-		if err := echo(uint16(i)); err != nil {
+		err := echo(uint16(i))
+		if errors.Is(err, errNotSent) {
+			break
+		}
+		if err != nil {
 			return err
 		}
+		sent++
+	}
+	if sent == 0 && ctx.Err() != nil {
+		return errInterruptedStartup
 	}
 	return nil
 }

@@ -163,3 +163,39 @@ func TestPaceInterrupted(t *testing.T) {
 		t.Errorf("pace: %d echoes, %v; want 2, nil", n, err)
 	}
 }
+
+// TestPaceInterruptedBeforeFirstEcho: a ctx done before the first echo was
+// sent, or an echo that could not send for it, is an interrupted start-up
+// (exit 1, said so), never a quiet end; after one echo, a quiet end.
+func TestPaceInterruptedBeforeFirstEcho(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	n := 0
+	if err := pace(ctx, 3, 0, &fakeClock{}, func(uint16) error { n++; return nil }); err != errInterruptedStartup || n != 0 {
+		t.Errorf("pace with a done ctx: %d echoes, %v", n, err)
+	}
+	for _, count := range []int{1, 3} {
+		ctx, cancel = context.WithCancel(t.Context())
+		n = 0
+		err := pace(ctx, count, 0, &fakeClock{}, func(uint16) error {
+			n++
+			cancel() // the signal, just before the send
+			return errNotSent
+		})
+		if err != errInterruptedStartup || n != 1 {
+			t.Errorf("-c %d, the first echo not sent: %d calls, %v", count, n, err)
+		}
+	}
+	ctx, cancel = context.WithCancel(t.Context())
+	n = 0
+	err := pace(ctx, 3, 0, &fakeClock{}, func(uint16) error {
+		if n++; n == 2 {
+			cancel()
+			return errNotSent
+		}
+		return nil
+	})
+	if err != nil || n != 2 {
+		t.Errorf("interrupted before the second echo: %d calls, %v", n, err)
+	}
+}

@@ -165,7 +165,7 @@ func (s *session) trace(ctx context.Context, target netip.Addr, o options) (err 
 		j, events, err := echo(ctx, src.pinger, src.tracer, src.nf, target, seq, o.timeout, &recs)
 		switch {
 		case errors.Is(err, errNotSent):
-			return nil
+			return err
 		case errors.Is(err, ping.ErrNoRoute) && sent == 0:
 			return fmt.Errorf("no route to %s", target)
 		case errors.Is(err, ping.ErrNoRoute):
