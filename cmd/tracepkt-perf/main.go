@@ -76,7 +76,7 @@ Flags:
 
 Exit status: 0 when every echo got a reply, 1 when one did not (dropped, an
 ICMP error, or no answer) or a signal came before the first was sent, 2 for
-usage or environment errors.
+usage or environment errors, or output that cannot be written.
 
 Examples:
   sudo tracepkt-perf 172.17.0.2
@@ -116,7 +116,11 @@ type usageError struct{ msg string }
 func (e usageError) Error() string { return e.msg }
 
 func main() {
-	os.Exit(exitCode(run(os.Args[1:], os.Stdout, os.Stderr), os.Stderr))
+	// A write to a pipe whose reader is gone fails with EPIPE, an error
+	// like any other (exit 2, said), rather than kill the tool silently.
+	// Caught, not ignored: a live run also ends on a SIGPIPE sent to it.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
+	os.Exit(exitCode(run(os.Args[1:], stdoutOf(), os.Stderr), os.Stderr))
 }
 
 func exitCode(err error, stderr io.Writer) int {
@@ -226,7 +230,9 @@ func parseArgs(args []string, stdout io.Writer) (options, error) {
 	for {
 		if err := fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
-				fmt.Fprint(stdout, usageText)
+				if _, err := fmt.Fprint(stdout, usageText); err != nil {
+					return o, err
+				}
 				return o, errHelp
 			}
 			return o, usageError{err.Error()}
