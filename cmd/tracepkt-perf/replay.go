@@ -23,6 +23,10 @@ func replay(o options, stdout, stderr io.Writer) error {
 		return fmt.Errorf("replay %s: %w", o.replay, err)
 	}
 	if o.pcapng != "" {
+		// Refused before OUT is touched, as the replay refuses it.
+		if err := requireEcho(o.replay, stderr); err != nil {
+			return err
+		}
 		return exportPcapng(o, r, stderr)
 	}
 	ro, err := newRunOutput(o, stdout)
@@ -83,9 +87,45 @@ func replayJourneys(r *tpk.Reader, path string, newWriter func(*renderContext) j
 	}
 	warnCutOff(stderr, path, r)
 	if echoes == 0 {
-		return unanswered, fmt.Errorf("replay %s: the recording holds no echo", path)
+		return unanswered, noEchoError(path)
 	}
 	return unanswered, nil
+}
+
+// noEchoError is the error of a recording at path that holds no echo.
+func noEchoError(path string) error {
+	return fmt.Errorf("replay %s: the recording holds no echo", path)
+}
+
+// requireEcho reads the recording at path up to its first echo, and fails
+// as replayJourneys does when it has none.
+func requireEcho(path string, stderr io.Writer) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("replay: %w", err)
+	}
+	defer f.Close()
+	r, err := tpk.NewReader(bufio.NewReaderSize(f, 1<<16))
+	if err != nil {
+		return fmt.Errorf("replay %s: %w", path, err)
+	}
+	var (
+		rec  decode.Record
+		snap decode.Snapshot
+		out  tpk.EchoOutcome
+	)
+	for {
+		kind, err := r.Next(&rec, &snap, &out)
+		switch {
+		case errors.Is(err, io.EOF):
+			warnCutOff(stderr, path, r)
+			return noEchoError(path)
+		case err != nil:
+			return fmt.Errorf("replay %s: %w", path, err)
+		case kind == tpk.KindOutcome:
+			return nil
+		}
+	}
 }
 
 // warnCutOff says, once r has been read to the end, that the recording at

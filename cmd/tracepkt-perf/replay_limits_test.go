@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"hash/crc32"
 	"os"
 	"os/exec"
@@ -15,7 +16,8 @@ import (
 )
 
 // TestReplayNoEcho: a recording cut before its first echo says so, exit 2,
-// instead of printing nothing with exit 0.
+// instead of printing nothing with exit 0; its --pcapng export likewise,
+// and writes no file.
 func TestReplayNoEcho(t *testing.T) {
 	data, err := os.ReadFile(filepath.Join("testdata", "veth-ipv4.tpk"))
 	if err != nil {
@@ -28,12 +30,16 @@ func TestReplayNoEcho(t *testing.T) {
 	if err := os.WriteFile(file, data[:first], 0o644); err != nil {
 		t.Fatal(err)
 	}
-	for _, mode := range [][]string{nil, {"--json"}} {
+	out := filepath.Join(t.TempDir(), "out.pcapng")
+	for _, mode := range [][]string{nil, {"--json"}, {"--pcapng", out}} {
 		res := runTool(t, nil, append([]string{"--replay", file}, mode...)...)
 		want := "tracepkt-perf: replay " + file + ": the recording holds no echo\n"
 		if res.code != 2 || res.stderr != want || res.stdout != "" {
 			t.Errorf("%v: exit %d, stderr %q, stdout %q; want exit 2, %q", mode, res.code, res.stderr, res.stdout, want)
 		}
+	}
+	if _, err := os.Stat(out); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("--pcapng of a recording without an echo left %s (%v)", out, err)
 	}
 }
 
