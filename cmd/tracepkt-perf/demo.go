@@ -19,7 +19,7 @@ import (
 // other two fail on purpose: the demo exits 0 when every echo came out as
 // meant, 1 otherwise. A demo killed with SIGKILL leaves its links behind; the
 // next demo sweeps them.
-func runDemo(ctx context.Context, o options, rec *recordFile, newWriter func(*renderContext) journeyWriter, stderr io.Writer) (err error) {
+func runDemo(ctx context.Context, o options, rec *outFile, newWriter func(*renderContext) journeyWriter, stderr io.Writer) (err error) {
 	if err := topology.SweepDemo(topology.DemoBridge); err != nil {
 		return fmt.Errorf("demo: %w", err)
 	}

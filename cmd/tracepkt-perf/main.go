@@ -530,9 +530,9 @@ func run(args []string, stdout, stderr io.Writer) (err error) {
 	// The recording is opened once the input is known to be good, and
 	// fails before anything is attached; its path is only written once
 	// an echo is in it.
-	var rec *recordFile
+	var rec *outFile
 	if o.record != "" {
-		if rec, err = createRecordFile(o.record); err != nil {
+		if rec, err = createOutFile(o.record); err != nil {
 			return fmt.Errorf("record: %w", err)
 		}
 		defer func() { err = closeRecording(rec, err, stderr) }()
@@ -557,11 +557,11 @@ func run(args []string, stdout, stderr io.Writer) (err error) {
 // closeRecording closes the recording at the end of a run that ended with
 // err: a failure to sync or close it fails the run; a run that recorded no
 // echo says so, and leaves the path as it was.
-func closeRecording(rec *recordFile, err error, stderr io.Writer) error {
+func closeRecording(rec *outFile, err error, stderr io.Writer) error {
 	cerr := rec.Close()
 	switch {
-	case errors.Is(cerr, errNothingRecorded):
-		fmt.Fprintf(stderr, "tracepkt-perf: record: %v\n", cerr)
+	case errors.Is(cerr, errNotPublished):
+		fmt.Fprintf(stderr, "tracepkt-perf: record: %v: no echo completed\n", cerr)
 		return err
 	case cerr != nil:
 		return errors.Join(err, fmt.Errorf("record: %w", cerr))

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"fmt"
 	"io"
-	"os"
 
 	"github.com/tracepkt/tracepkt-perf/decode"
 	"github.com/tracepkt/tracepkt-perf/decode/stats"
@@ -19,15 +18,16 @@ type runOutput struct {
 	stdout io.Writer
 	rc     *renderContext
 	all    *collector
-	svg    *os.File
+	svg    *outFile
 }
 
-// newRunOutput creates the --svg file now, so that a path that cannot be
-// written fails before anything is traced.
+// newRunOutput opens the --svg file now, unnamed, so that a path that
+// cannot be written fails before anything is traced; the path itself is
+// only written once the picture is drawn.
 func newRunOutput(o options, stdout io.Writer) (*runOutput, error) {
 	ro := &runOutput{o: o, stdout: stdout}
 	if o.svg != "" {
-		f, err := os.Create(o.svg)
+		f, err := createOutFile(o.svg)
 		if err != nil {
 			return nil, fmt.Errorf("svg: %w", err)
 		}
@@ -36,7 +36,7 @@ func newRunOutput(o options, stdout io.Writer) (*runOutput, error) {
 	return ro, nil
 }
 
-// close closes the --svg file on the paths that did not finish.
+// close drops the --svg file on the paths that did not finish.
 func (ro *runOutput) close() {
 	if ro.svg != nil {
 		ro.svg.Close()
@@ -97,11 +97,14 @@ func (ro *runOutput) writeSVG(draw func(io.Writer) error) error {
 	if err == nil {
 		err = bw.Flush()
 	}
+	if err == nil {
+		err = f.publish()
+	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
-		return fmt.Errorf("svg %s: %w", f.Name(), err)
+		return fmt.Errorf("svg %s: %w", f.path, err)
 	}
 	return nil
 }

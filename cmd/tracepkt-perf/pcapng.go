@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 
 	"github.com/tracepkt/tracepkt-perf/decode/pcapng"
 	"github.com/tracepkt/tracepkt-perf/decode/tpk"
@@ -13,7 +12,7 @@ import (
 
 // exportPcapng writes the packets of the recording r to o.pcapng.
 func exportPcapng(o options, r *tpk.Reader, stderr io.Writer) error {
-	out, err := os.Create(o.pcapng)
+	out, err := createOutFile(o.pcapng)
 	if err != nil {
 		return fmt.Errorf("pcapng: %w", err)
 	}
@@ -21,6 +20,9 @@ func exportPcapng(o options, r *tpk.Reader, stderr io.Writer) error {
 	n, err := pcapng.Export(bw, r)
 	if err == nil {
 		err = bw.Flush()
+	}
+	if err == nil {
+		err = out.publish()
 	}
 	if cerr := out.Close(); err == nil {
 		err = cerr

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/tracepkt/tracepkt-perf/internal/topology"
 )
 
@@ -62,5 +64,51 @@ func TestE2ERecordKeepsFileOnFailure(t *testing.T) {
 	replayed := runTool(t, nil, "--replay", old)
 	if replayed.code != 0 || replayed.stdout != res.stdout || !strings.Contains(res.stdout, "reply from") {
 		t.Errorf("replay of the new recording: exit %d\n%s\nlive:\n%s", replayed.code, replayed.stdout, res.stdout)
+	}
+}
+
+// TestE2ERecordNeverReplaces: --record refuses, before tracing (exit 2, one
+// line, nothing on stdout), a path that holds anything but a regular file:
+// a character device with /dev/null's numbers (made in a directory of the
+// test's own), a FIFO, a symlink, a directory, a socket; each is left
+// exactly as it was. Over a 0600 file of another user, the recording keeps
+// that owner and mode.
+func TestE2ERecordNeverReplaces(t *testing.T) {
+	topo, n := vethPair(t)
+	if err := topo.CheckOwnRoute(n.Source, n.Target4); err != nil {
+		t.Fatal(err)
+	}
+	dir := openTempDir(t)
+	for kind, path := range specialFiles(t, dir) {
+		before := fileState(t, path)
+		res := runTool(t, nil, "--record", path, n.Target4.String())
+		want := "tracepkt-perf: record: " + path + " is " + kind + ", not a regular file: not replacing it\n"
+		if res.code != 2 || res.stderr != want || res.stdout != "" {
+			t.Errorf("--record over %s: exit %d, stdout %q, stderr %q; want exit 2, %q", kind, res.code, res.stdout, res.stderr, want)
+		}
+		if after := fileState(t, path); after != before {
+			t.Errorf("--record over %s: it became %s, was %s", kind, after, before)
+		}
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "target")); err != nil || string(b) != "the symlink's target" {
+		t.Errorf("the symlink's target became %q (%v)", b, err)
+	}
+	old := filepath.Join(dir, "theirs.tpk")
+	if err := os.WriteFile(old, []byte("someone else's"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(old, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	res := runTool(t, nil, "--record", old, n.Target4.String())
+	var st unix.Stat_t
+	if err := unix.Lstat(old, &st); err != nil {
+		t.Fatal(err)
+	}
+	if res.code != 0 || st.Mode != unix.S_IFREG|0o600 || st.Uid != 65534 || st.Gid != 65534 {
+		t.Errorf("--record over a 0600 file of uid 65534: exit %d (%s), now mode %#o uid %d gid %d", res.code, res.stderr, st.Mode, st.Uid, st.Gid)
+	}
+	if replayed := runTool(t, nil, "--replay", old); replayed.code != 0 || replayed.stdout != res.stdout {
+		t.Errorf("replay of the recording: exit %d\n%s\nlive:\n%s", replayed.code, replayed.stdout, res.stdout)
 	}
 }

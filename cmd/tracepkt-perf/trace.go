@@ -44,7 +44,7 @@ type session struct {
 	from      *netns.Netns  // where the echo starts (--from-netns); nil: here
 	rec       *tpk.Writer
 	rc        *renderContext
-	recFile   *recordFile
+	recFile   *outFile
 	w         journeyWriter
 	// reasons are the names of skb:kfree_skb's drop reasons on this kernel,
 	// from its format; none before 5.17.
@@ -56,7 +56,7 @@ type session struct {
 // openSession prepares a live run. rec, when not nil, receives the
 // recording; the snapshot is taken now, so a demo must have built its
 // topology before.
-func openSession(o options, rec *recordFile, newWriter func(*renderContext) journeyWriter) (_ *session, err error) {
+func openSession(o options, rec *outFile, newWriter func(*renderContext) journeyWriter) (_ *session, err error) {
 	offsets := sync.OnceValues(probes.KernelOffsets)
 	go offsets()
 	fs, err := tracefs.Open()
