@@ -2,10 +2,12 @@ package main
 
 import (
 	"fmt"
-
 	"strconv"
+	"strings"
+	"time"
 
 	"github.com/tracepkt/tracepkt-perf/decode"
+	"github.com/tracepkt/tracepkt-perf/decode/stats"
 	"github.com/tracepkt/tracepkt-perf/probes"
 	"github.com/tracepkt/tracepkt-perf/probes/hint"
 )
@@ -38,6 +40,12 @@ func (s *session) reasonName(r uint32) string {
 // the result.
 func (s *session) explain(j *decode.Journey) error {
 	if j.Replied {
+		return nil
+	}
+	if note, ok, err := s.lateReply(j); err != nil {
+		return err
+	} else if ok {
+		j.Notes = append(j.Notes, note)
 		return nil
 	}
 	var loss hint.Loss
@@ -87,4 +95,39 @@ func (s *session) explain(j *decode.Journey) error {
 		return fmt.Errorf("read the state of %v: %w", ns, err)
 	}
 	return nil
+}
+
+// lateReply says, of a journey without a reply, whether the reply reached
+// the sender after the pinger stopped waiting: the kernel delivered it to
+// the raw socket, then freed the copy for a ping socket there is none of
+// (NO_SOCKET at ping_rcv, KERNEL-FACTS.md). That is a late reply, not a
+// drop; the note says how late, by the kernel's clock, from the request's
+// first hop.
+func (s *session) lateReply(j *decode.Journey) (string, bool, error) {
+	if j.Error != nil || j.Interrupted || len(j.Hops) == 0 || !j.Hops[0].IsRequest() {
+		return "", false, nil
+	}
+	first := &j.Hops[0]
+	for i := range j.Frees {
+		f := &j.Frees[i]
+		if f.IsRequest() || f.IsError() || f.Netns != first.Netns || f.Time < first.Time || s.reasonName(f.Reason) != "NO_SOCKET" {
+			continue
+		}
+		locs, err := probes.KernelSymbols([]uint64{f.Location})
+		if err != nil {
+			return "", false, err
+		}
+		if !strings.HasPrefix(locs[f.Location], "ping_rcv+") {
+			continue
+		}
+		took := time.Duration(f.Time - first.Time)
+		if took <= j.Timeout {
+			// Within the timeout by the kernel's clock, after it by the pinger's.
+			return fmt.Sprintf("the reply came as the %s timeout (-W) ran out: delivered %s after the request left; not a drop",
+				stats.FormatDuration(j.Timeout), stats.FormatDuration(took)), true, nil
+		}
+		return fmt.Sprintf("the reply came %s late: delivered %s after the request left, past the %s timeout (-W); not a drop",
+			stats.FormatDuration(took-j.Timeout), stats.FormatDuration(took), stats.FormatDuration(j.Timeout)), true, nil
+	}
+	return "", false, nil
 }
