@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tracepkt/tracepkt-perf/internal/testenv"
 )
 
 // fileState is what an output path must keep when the tool does not replace
@@ -123,9 +125,7 @@ func TestOutputPathsNeverReplaced(t *testing.T) {
 // the file at the path (root's, writable by all, here) is refused, exit 2,
 // before writing, and the file stays as it was. Needs root, to run the tool as another user.
 func TestOutputOwnerNotKept(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to run the tool as another user")
-	}
+	testenv.RequireRoot(t) // to run the tool as another user
 	dir := openTempDir(t)
 	if err := os.Chown(dir, 65534, 65534); err != nil {
 		t.Fatal(err)
