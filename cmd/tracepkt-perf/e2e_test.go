@@ -488,8 +488,10 @@ func TestE2EDemo(t *testing.T) {
 	base := topology.DemoBridge + "-" + strconv.Itoa(cmd.Process.Pid)
 	ns := map[string]uint64{}
 	for _, name := range []string{base, base + "-fw", base + "-r"} {
+		// The file comes first, its bind mount after: wait for the namespace.
 		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(2 * time.Millisecond) {
-			if _, err := os.Stat("/run/netns/" + name); err == nil {
+			var fs unix.Statfs_t
+			if err := unix.Statfs("/run/netns/"+name, &fs); err == nil && fs.Type == unix.NSFS_MAGIC {
 				break
 			}
 			if time.Now().After(deadline) {
