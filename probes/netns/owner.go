@@ -25,8 +25,12 @@ const (
 // goes by its id.
 type Places struct {
 	Proc string // procfs, for processes' cgroups and command names
-	// DockerContainers holds <id>/config.v2.json.
-	DockerContainers string
+	// DockerRoot is dockerd's default data root, which holds
+	// containers/<id>/config.v2.json, and DockerConfig its default
+	// configuration file; the running daemons' own roots come first (see
+	// dockerRoots).
+	DockerRoot   string
+	DockerConfig string
 	// ContainersStorage are containers/storage's container directories
 	// (podman, CRI-O): containers.json, and <id>/userdata/config.json.
 	ContainersStorage []string
@@ -39,8 +43,9 @@ type Places struct {
 
 // DefaultPlaces are the runtimes' default paths.
 var DefaultPlaces = Places{
-	Proc:             "/proc",
-	DockerContainers: "/var/lib/docker/containers",
+	Proc:         "/proc",
+	DockerRoot:   "/var/lib/docker",
+	DockerConfig: "/etc/docker/daemon.json",
 	ContainersStorage: []string{
 		"/var/lib/containers/storage/overlay-containers",
 		"/run/containers/storage/overlay-containers",
@@ -59,6 +64,9 @@ type Namer struct {
 	hostInit bool
 	// storageNames maps a containers/storage id to its first name; read once.
 	storageNames map[string]string
+	// dockerRoots are Docker's data roots, looked for at the first Docker
+	// container rather than at start.
+	dockerRoots []string
 }
 
 // NewNamer returns a Namer that reads places.
@@ -181,10 +189,7 @@ func (n *Namer) containerName(c container) string {
 	var name string
 	switch c.runtime {
 	case decode.OwnerDocker:
-		var cfg struct{ Name string }
-		if readJSON(filepath.Join(n.places.DockerContainers, c.id, "config.v2.json"), &cfg) {
-			name = strings.TrimPrefix(cfg.Name, "/")
-		}
+		name = n.dockerName(c.id)
 	case decode.OwnerPodman:
 		name = n.storageName(c.id)
 	case decode.OwnerContainerd:

@@ -62,7 +62,8 @@ func fakePlaces(t *testing.T, procs []fakeProc, files map[string]string) Places 
 	root := t.TempDir()
 	p := Places{
 		Proc:              filepath.Join(root, "proc"),
-		DockerContainers:  filepath.Join(root, "docker"),
+		DockerRoot:        filepath.Join(root, "var/lib/docker"),
+		DockerConfig:      filepath.Join(root, "etc/docker/daemon.json"),
 		ContainersStorage: []string{filepath.Join(root, "storage")},
 		ContainerdTasks:   filepath.Join(root, "tasks"),
 		KubeletPods:       filepath.Join(root, "pods"),
@@ -108,7 +109,7 @@ func TestUnitOwner(t *testing.T) {
 		{"17", "sleep", "0::/user.slice\n"},
 		{"18", "conmon", "0::/machine.slice/libpod-conmon-" + idA + ".scope\n"},
 	}, map[string]string{
-		"docker/" + idA + "/config.v2.json":                                              `{"ID":"` + idA + `","Name":"/web-1","Config":{}}`,
+		"var/lib/docker/containers/" + idA + "/config.v2.json":                           `{"ID":"` + idA + `","Name":"/web-1","Config":{}}`,
 		"storage/containers.json":                                                        `[{"id":"` + idA + `","names":["db-1"],"image":"x"}]`,
 		"tasks/default/" + idA + "/config.json":                                          `{"ociVersion":"1.1.0","annotations":{"nerdctl/name":"cache-1"}}`,
 		"tasks/k8s.io/" + idD + "/config.json":                                           `{"annotations":{"io.kubernetes.cri.sandbox-name":"nginx-7d4","io.kubernetes.cri.sandbox-namespace":"shop"}}`,
