@@ -3,6 +3,7 @@ package netns_test
 import (
 	"github.com/tracepkt/tracepkt-perf/decode"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -72,6 +73,70 @@ func TestOwners(t *testing.T) {
 		got, err := netns.Find(spec, nss, owners)
 		if err != nil || got.Inode != want {
 			t.Errorf("Find(%q) = %v, %v; want net:[%d]", spec, got, err, want)
+		}
+	}
+}
+
+// TestOwnerDockerDataRoot: Docker containers whose daemon keeps its files
+// under a data root of its own, given in its configuration file or on a
+// dockerd's command line, are named from those files.
+func TestOwnerDockerDataRoot(t *testing.T) {
+	testenv.RequireRoot(t)
+	dir := t.TempDir()
+	write := func(path, content string) {
+		t.Helper()
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(content), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	places := netns.DefaultPlaces
+	places.DockerConfig = filepath.Join(dir, "etc/docker/daemon.json")
+	places.DockerRoot = filepath.Join(dir, "var/lib/docker")
+	write(places.DockerConfig, `{"data-root": "`+filepath.Join(dir, "srv/docker")+`"}`)
+
+	// The kernel names a script's process after the script's file: this
+	// one is a dockerd, whose command line gives its data root.
+	dockerd := filepath.Join(dir, "bin/dockerd")
+	write(dockerd, "#!/bin/sh\nread line\n")
+	daemon := exec.Command(dockerd, "--data-root", filepath.Join(dir, "data"))
+	if _, err := daemon.StdinPipe(); err != nil {
+		t.Fatal(err)
+	}
+	if err := daemon.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		daemon.Process.Kill()
+		daemon.Wait()
+	})
+
+	fromConfig, fromConfigIno := testenv.UnshareNet(t)
+	configID := testenv.ContainerID(t)
+	testenv.InCgroup(t, fromConfig.Process.Pid, "system.slice/docker-"+configID+".scope")
+	write(filepath.Join(dir, "srv/docker/containers", configID, "config.v2.json"), `{"Name": "/web-1"}`)
+	fromCmdline, fromCmdlineIno := testenv.UnshareNet(t)
+	cmdlineID := testenv.ContainerID(t)
+	testenv.InCgroup(t, fromCmdline.Process.Pid, "system.slice/docker-"+cmdlineID+".scope")
+	write(filepath.Join(dir, "data/containers", cmdlineID, "config.v2.json"), `{"Name": "/api-1"}`)
+
+	nss, err := netns.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	owners := netns.NewNamer(places).Owners(nss)
+	for _, tc := range []struct {
+		name  string
+		inode uint32
+		want  decode.Owner
+	}{
+		{"daemon.json's data root", fromConfigIno, decode.Owner{Kind: "docker", ID: configID, Name: "web-1", Pid: fromConfig.Process.Pid, Comm: "sleep"}},
+		{"dockerd's data root", fromCmdlineIno, decode.Owner{Kind: "docker", ID: cmdlineID, Name: "api-1", Pid: fromCmdline.Process.Pid, Comm: "sleep"}},
+	} {
+		if got := owners[tc.inode]; got != tc.want {
+			t.Errorf("%s, net:[%d]: owner %+v, want %+v", tc.name, tc.inode, got, tc.want)
 		}
 	}
 }
