@@ -24,21 +24,24 @@ import (
 // own, which answers only when told: a run toward a host name waits in its
 // lookup, after its signal handling is set up and before anything else.
 type slowDNS struct {
-	ns   *topology.Netns
-	conn net.PacketConn
+	ns     *topology.Netns
+	conn   net.PacketConn
+	resolv string
 }
 
-// newSlowDNS makes the namespace and its server; `ip netns exec` gives the
-// tool run in it /etc/netns/NAME/resolv.conf as its /etc/resolv.conf.
+// newSlowDNS makes the namespace, its server and the resolv.conf that
+// names it; command runs the tool in that namespace with that file bound
+// over /etc/resolv.conf in a mount namespace of its own (the guests' /etc
+// is read-only, so /etc/netns cannot be used).
 func newSlowDNS(t *testing.T) *slowDNS {
 	t.Helper()
-	testenv.RequireCommands(t, "ip")
+	testenv.RequireCommands(t, "ip", "unshare", "mount", "sh")
 	topo := testenv.Topology(t)
 	ns, err := topo.Netns(topology.UniqueName("tp"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &slowDNS{ns: ns}
+	d := &slowDNS{ns: ns, resolv: filepath.Join(t.TempDir(), "resolv.conf")}
 	if err := ns.Do(func() (err error) {
 		d.conn, err = net.ListenPacket("udp4", "127.0.0.1:53")
 		return err
@@ -46,21 +49,17 @@ func newSlowDNS(t *testing.T) *slowDNS {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { d.conn.Close() })
-	_, statErr := os.Stat("/etc/netns")
-	dir := filepath.Join("/etc/netns", ns.Name)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		os.RemoveAll(dir)
-		if statErr != nil {
-			os.Remove("/etc/netns") // only when empty: another run may use it
-		}
-	})
-	if err := os.WriteFile(filepath.Join(dir, "resolv.conf"), []byte("nameserver 127.0.0.1\noptions timeout:30 attempts:1\n"), 0o644); err != nil {
+	if err := os.WriteFile(d.resolv, []byte("nameserver 127.0.0.1\noptions timeout:30 attempts:1\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return d
+}
+
+// command runs args in the server's namespace with its resolv.conf; every
+// step execs the next, so the process is the tool's.
+func (d *slowDNS) command(args ...string) *exec.Cmd {
+	return exec.Command("ip", append([]string{"netns", "exec", d.ns.Name, "unshare", "--mount", "sh", "-c",
+		`mount --bind "$0" /etc/resolv.conf && exec "$@"`, d.resolv}, args...)...)
 }
 
 // query waits for the tool's query and returns it and where it came from.
@@ -111,7 +110,7 @@ func TestE2EInterruptedBeforeFirstEcho(t *testing.T) {
 				t.Run(when+"/"+mode+"/"+sig, func(t *testing.T) {
 					rec := filepath.Join(dir, "run.tpk")
 					args := map[string][]string{"plain": nil, "stats": {"--stats"}, "record": {"--record", rec}, "json": {"--json"}}[mode]
-					cmd := exec.Command("ip", append([]string{"netns", "exec", d.ns.Name, self, "-4"}, append(args, host)...)...)
+					cmd := d.command(append([]string{self, "-4"}, append(args, host)...)...)
 					cmd.Env = append(os.Environ(), asToolEnv+"=1")
 					var stdout, stderr bytes.Buffer
 					cmd.Stdout, cmd.Stderr = &stdout, &stderr
