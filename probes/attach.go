@@ -3,6 +3,7 @@ package probes
 import (
 	"errors"
 	"fmt"
+	"github.com/tracepkt/tracepkt-perf/caps"
 	"strings"
 	"sync"
 
@@ -110,7 +111,7 @@ func loadProgram(insns asm.Instructions, typ ebpf.ProgramType, name string, maps
 	}
 	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Name: name, Type: typ, Instructions: insns, License: progLicense})
 	if err != nil {
-		return nil, fmt.Errorf("load program: %w", err)
+		return nil, fmt.Errorf("load program: %w", caps.Explain(err, caps.LoadBPF))
 	}
 	return prog, nil
 }
@@ -135,7 +136,7 @@ func (a *Attachments) attachProgram(insns asm.Instructions, typ ebpf.ProgramType
 	}
 	ev, err := perf.Open(attr, perf.AllThreads, cpu, nil)
 	if err != nil {
-		return fmt.Errorf("open perf event: %w", err)
+		return fmt.Errorf("open perf event: %w", caps.Explain(err, caps.OpenPerfEvent))
 	}
 	a.attached = append(a.attached, ev)
 	if err := ev.SetBPF(uint32(prog.FD())); err != nil {
@@ -167,7 +168,7 @@ func (a *Attachments) attachNetfilter(fs *tracefs.FS, offsets Offsets, cfg Confi
 		return err
 	}
 	if a.pending, err = ebpf.NewMap(PendingMapSpec()); err != nil {
-		return fmt.Errorf("create pending map: %w", err)
+		return fmt.Errorf("create pending map: %w", caps.Explain(err, caps.CreateMap))
 	}
 	for _, p := range cfg.Netfilter {
 		fn := p.Kprobe()

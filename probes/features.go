@@ -2,6 +2,7 @@ package probes
 
 import (
 	"fmt"
+	"github.com/tracepkt/tracepkt-perf/caps"
 	"strings"
 
 	"github.com/cilium/ebpf"
@@ -16,22 +17,34 @@ import (
 func CheckAttach(fs *tracefs.FS, offsets Offsets, p decode.Probe, mode AttachMode) (ProbeAttachment, error) {
 	m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.PerfEventArray, KeySize: 4, ValueSize: 4, MaxEntries: 1})
 	if err != nil {
-		return ProbeAttachment{}, fmt.Errorf("create perf event array: %w", err)
+		return ProbeAttachment{}, fmt.Errorf("create perf event array: %w", caps.Explain(err, caps.CreateMap))
 	}
 	defer m.Close()
 	progs := devicePrograms{fs: fs, offsets: offsets, clauses: OursClauses(1)}
 	group, event := p.Tracepoint()
 	path := ProbeAttachment{Probe: p}
+	var errs []error
 	for _, at := range mode.attachments() {
 		err := checkAs(progs, p, at, m)
 		if err == nil {
 			path.Attachment = at
 			return path, nil
 		}
+		errs = append(errs, err)
 		path.Skipped = append(path.Skipped, fmt.Sprintf("%s: %s", at, short(err)))
 	}
-	return path, fmt.Errorf("%s/%s: %s", group, event, strings.Join(path.Skipped, "; "))
+	return path, &attachError{fmt.Sprintf("%s/%s: %s", group, event, strings.Join(path.Skipped, "; ")), errs}
 }
+
+// attachError says why no way of attaching worked, in one line, and keeps
+// each way's error for errors.Is and errors.As (a missing capability).
+type attachError struct {
+	msg  string
+	errs []error
+}
+
+func (e *attachError) Error() string   { return e.msg }
+func (e *attachError) Unwrap() []error { return e.errs }
 
 func checkAs(progs devicePrograms, p decode.Probe, at Attachment, events *ebpf.Map) error {
 	insns, err := progs.build(p, at)

@@ -7,7 +7,6 @@ import (
 	"strings"
 
 	"github.com/cilium/ebpf/btf"
-	"golang.org/x/sys/unix"
 
 	"github.com/tracepkt/tracepkt-perf/decode"
 )
@@ -80,12 +79,7 @@ func kernelNetfilterProto(base *btf.Spec, p decode.Probe) (*btf.Spec, *btf.FuncP
 	if !isLegacyTable(p) {
 		return nil, nil, NetfilterArgs{}, fmt.Errorf("%s (module %s): %w: the structs it reads are not in vmlinux's BTF", fn, mod, ErrNoModuleBTF)
 	}
-	var uts unix.Utsname
-	if err := unix.Uname(&uts); err != nil {
-		return nil, nil, NetfilterArgs{}, fmt.Errorf("uname: %w", err)
-	}
-	release := unix.ByteSliceToString(uts.Release[:])
-	major, minor, err := parseRelease(release)
+	release, major, minor, err := kernelVersion()
 	if err != nil {
 		return nil, nil, NetfilterArgs{}, err
 	}

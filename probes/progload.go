@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/tracepkt/tracepkt-perf/caps"
 	"runtime"
 	"slices"
 	"strings"
@@ -90,7 +91,7 @@ func loadTpBTF(insns asm.Instructions, name string, attachID btf.TypeID) (*ebpf.
 	runtime.KeepAlive(code.Bytes())
 	runtime.KeepAlive(license)
 	if err != nil {
-		return nil, fmt.Errorf("load program: %w", err)
+		return nil, fmt.Errorf("load program: %w", caps.Explain(err, caps.LoadBPF))
 	}
 	prog, err := ebpf.NewProgramFromFD(fd)
 	if err != nil {

@@ -2,6 +2,7 @@ package probes
 
 import (
 	"fmt"
+	"github.com/tracepkt/tracepkt-perf/caps"
 	"strings"
 
 	"github.com/cilium/ebpf"
@@ -229,7 +230,7 @@ func loadRaw(insns asm.Instructions, at Attachment, name, event string, maps map
 		var err error
 		spec := &ebpf.ProgramSpec{Name: name, Type: ebpf.RawTracepoint, Instructions: insns, License: progLicense}
 		if prog, err = ebpf.NewProgram(spec); err != nil {
-			return nil, nil, fmt.Errorf("load program: %w", err)
+			return nil, nil, fmt.Errorf("load program: %w", caps.Explain(err, caps.LoadBPF))
 		}
 	}
 	var l link.Link

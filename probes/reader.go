@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/tracepkt/tracepkt-perf/caps"
 	"os"
 	"sync"
 	"time"
@@ -62,7 +63,7 @@ func (r *Reader) openRings(pages int, online []int) error {
 		MaxEntries: uint32(possible[len(possible)-1] + 1),
 	})
 	if err != nil {
-		return fmt.Errorf("create perf event array: %w", err)
+		return fmt.Errorf("create perf event array: %w", caps.Explain(err, caps.CreateMap))
 	}
 	if r.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
 		return fmt.Errorf("epoll_create1: %w", err)
@@ -84,7 +85,7 @@ func (r *Reader) openRings(pages int, online []int) error {
 		}
 		ev, err := perf.Open(attr, perf.AllThreads, cpu, nil)
 		if err != nil {
-			return fmt.Errorf("open bpf-output event on cpu %d: %w", cpu, err)
+			return fmt.Errorf("open bpf-output event on cpu %d: %w", cpu, caps.Explain(err, caps.OpenPerfEvent))
 		}
 		r.rings = append(r.rings, ev)
 		if err := ev.MapRingNumPages(pages); err != nil {
@@ -241,4 +242,18 @@ func (r *Reader) teardown() error {
 	r.rings, r.events = nil, nil
 	r.epfd, r.wakefd = -1, -1
 	return errors.Join(errs...)
+}
+
+// CheckRings opens and releases the rings a run reads, one page on the first
+// online CPU: nil when this process may open them.
+func CheckRings() error {
+	online, err := cpuList("online")
+	if err != nil {
+		return err
+	}
+	r, err := newReader(1, online[:1])
+	if err != nil {
+		return err
+	}
+	return r.Close()
 }

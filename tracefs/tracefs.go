@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"github.com/tracepkt/tracepkt-perf/caps"
 	"io"
 	"os"
 	"path/filepath"
@@ -78,13 +79,13 @@ func mountPrivate() (*os.File, error) {
 		runtime.LockOSThread()
 		dir, err := func() (*os.File, error) {
 			if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
-				return nil, fmt.Errorf("new mount namespace: %w", err)
+				return nil, fmt.Errorf("new mount namespace: %w", caps.Explain(err, caps.MountTracefs))
 			}
 			if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
-				return nil, fmt.Errorf("make mounts private: %w", err)
+				return nil, fmt.Errorf("make mounts private: %w", caps.Explain(err, caps.MountTracefs))
 			}
 			if err := unix.Mount("nodev", DefaultMount, "tracefs", 0, ""); err != nil {
-				return nil, fmt.Errorf("at %s: %w", DefaultMount, err)
+				return nil, fmt.Errorf("at %s: %w", DefaultMount, caps.Explain(err, caps.MountTracefs))
 			}
 			return os.OpenFile(DefaultMount, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		}()
@@ -136,7 +137,7 @@ func (fs *FS) EventID(group, event string) (uint64, error) {
 		return 0, fmt.Errorf("%s:%s: %w", group, event, ErrNoEvent)
 	}
 	if err != nil {
-		return 0, fmt.Errorf("read id of %s:%s: %w", group, event, err)
+		return 0, fmt.Errorf("read id of %s:%s: %w", group, event, caps.Explain(err, caps.ReadTracefs))
 	}
 	id, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
 	if err != nil {
@@ -173,7 +174,7 @@ func (fs *FS) openFormat(group, event string) (*os.File, error) {
 		return nil, fmt.Errorf("%s:%s: %w", group, event, ErrNoEvent)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read format of %s:%s: %w", group, event, err)
+		return nil, fmt.Errorf("read format of %s:%s: %w", group, event, caps.Explain(err, caps.ReadTracefs))
 	}
 	return f, nil
 }

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/tracepkt/tracepkt-perf/caps"
+	"github.com/tracepkt/tracepkt-perf/probes/ping"
 	"io"
 	"os"
 	"os/exec"
@@ -19,8 +21,14 @@ import (
 // errCoreMissing: --check found that the core trace cannot run (exit 2).
 var errCoreMissing = fmt.Errorf("the core trace cannot run on this kernel")
 
-// errCheckNeedsRoot: --check cannot tell without root (exit 2).
-var errCheckNeedsRoot = fmt.Errorf("the core trace needs root: run --check with sudo to see what this kernel supports")
+// missingCapsError: --check found that the core trace cannot run for want
+// of capabilities, which a kernel refuses as it would refuse a missing
+// feature (exit 2).
+type missingCapsError struct{ caps []caps.Cap }
+
+func (e missingCapsError) Error() string {
+	return "the core trace needs " + caps.Names(e.caps) + ", which this process does not hold"
+}
 
 // checkRow is one capability: the --check table and its JSON share it.
 type checkRow struct {
@@ -36,6 +44,7 @@ type checkReport struct {
 	Root            bool       `json:"root"`
 	Capabilities    []checkRow `json:"capabilities"`
 	CoreReady       bool       `json:"core_ready"`
+	MissingCaps     []string   `json:"missing_capabilities,omitempty"`
 	NetfilterSource string     `json:"netfilter_source,omitempty"`
 	Verdict         string     `json:"verdict"`
 }
@@ -75,23 +84,19 @@ func check(stdout io.Writer, jsonOut, verbose bool, mode probes.AttachMode) erro
 // checkKernel fills the report; the error says why the core trace cannot run.
 func checkKernel(mode probes.AttachMode) (checkReport, error) {
 	rep := checkReport{Kernel: kernelRelease(), Root: os.Geteuid() == 0, CoreReady: true}
+	// Each failed operation a required row stands for: those a missing
+	// capability explains decide the verdict.
+	var refused []error
 	line := func(name string, err error, okText string, required bool) {
 		r := checkRow{Name: name, OK: err == nil, Required: required, Detail: okText}
 		if err != nil {
 			r.Detail = err.Error()
 			if required {
 				rep.CoreReady = false
+				refused = append(refused, err)
 			}
 		}
 		rep.Capabilities = append(rep.Capabilities, r)
-	}
-	if !rep.Root {
-		// Without root, tracefs, BPF and netlink all say "permission
-		// denied", which would read as a kernel without the feature.
-		rep.CoreReady = false
-		line("root", fmt.Errorf("not root (euid %d): tracefs, BPF programs and nftables tracing need it", os.Geteuid()), "", true)
-		rep.Verdict = "needs root to check"
-		return rep, errCheckNeedsRoot
 	}
 
 	fs, fsErr := tracefs.Open()
@@ -141,6 +146,16 @@ func checkKernel(mode probes.AttachMode) (checkReport, error) {
 		plan, err := netfilterSource("auto", fs, runtime.GOARCH, nftrace.Supported)
 		rep.NetfilterSource = plan.sources.String()
 		line("netfilter source", err, "auto picks "+plan.sources.String(), false)
+	}
+	// What a run opens besides its programs.
+	line("perf rings", probes.CheckRings(), "BPF-output perf events", true)
+	line("raw ICMP socket", ping.CheckSocket(false), "", true)
+	if lack := caps.MissingOf(refused...); len(lack) > 0 {
+		for _, c := range lack {
+			rep.MissingCaps = append(rep.MissingCaps, c.String())
+		}
+		rep.Verdict = "cannot run without " + caps.Names(lack)
+		return rep, missingCapsError{lack}
 	}
 	if !rep.CoreReady {
 		rep.Verdict = "cannot run here"

@@ -499,9 +499,6 @@ func run(args []string, stdout, stderr io.Writer) (err error) {
 	if o.check {
 		return check(stdout, o.jsonOut, o.verbose, o.attach)
 	}
-	if os.Geteuid() != 0 {
-		return errors.New("tracing needs root (BPF, perf events and a raw socket): run it with sudo")
-	}
 	ro, err := newRunOutput(o, stdout)
 	if err != nil {
 		return err

@@ -3,6 +3,7 @@ package netns
 import (
 	"errors"
 	"fmt"
+	"github.com/tracepkt/tracepkt-perf/caps"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -317,7 +318,7 @@ func Do(files []*os.File, fn func(i int) error) error {
 	err := OnThread(func() error {
 		for i, f := range files {
 			if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
-				return fmt.Errorf("enter netns %s: %w", f.Name(), err)
+				return fmt.Errorf("enter netns %s: %w", f.Name(), caps.Explain(err, caps.EnterNetns))
 			}
 			if err := fn(i); err != nil {
 				return err

@@ -3,6 +3,7 @@ package nftrace
 import (
 	"errors"
 	"fmt"
+	"github.com/tracepkt/tracepkt-perf/caps"
 	"os"
 	"os/exec"
 	"slices"
@@ -175,7 +176,7 @@ func traceSocket() (int, error) {
 	}
 	if err := unix.SetsockoptInt(fd, unix.SOL_NETLINK, unix.NETLINK_ADD_MEMBERSHIP, unix.NFNLGRP_NFTRACE); err != nil {
 		unix.Close(fd)
-		return -1, fmt.Errorf("join NFNLGRP_NFTRACE: %w", err)
+		return -1, fmt.Errorf("join NFNLGRP_NFTRACE: %w", caps.Explain(err, caps.TraceNetfilter))
 	}
 	return fd, nil
 }

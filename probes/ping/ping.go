@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/tracepkt/tracepkt-perf/caps"
 	"net"
 	"net/netip"
 	"os"
@@ -134,14 +135,9 @@ func Open(target netip.Addr, id uint16, opts Options) (*Pinger, error) {
 		return nil, fmt.Errorf("open pinger: read random cookie: %w", err)
 	}
 
-	v6 := target.Is6()
-	family, proto, name := unix.AF_INET, unix.IPPROTO_ICMP, "icmp"
-	if v6 {
-		family, proto, name = unix.AF_INET6, unix.IPPROTO_ICMPV6, "icmpv6"
-	}
-	fd, err := unix.Socket(family, unix.SOCK_RAW|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, proto)
+	fd, family, name, err := rawSocket(target.Is6())
 	if err != nil {
-		return nil, fmt.Errorf("open raw %s socket: %w", name, err)
+		return nil, err
 	}
 	if err := setupSocket(fd, family, id); err != nil {
 		unix.Close(fd)
@@ -152,6 +148,29 @@ func Open(target netip.Addr, id uint16, opts Options) (*Pinger, error) {
 		return nil, err
 	}
 	return newPinger(fd, target, to, id, c, opts.Size)
+}
+
+// rawSocket opens the raw ICMP (v6: ICMPv6) socket a pinger sends on.
+func rawSocket(v6 bool) (fd, family int, name string, err error) {
+	family, proto, name := unix.AF_INET, unix.IPPROTO_ICMP, "icmp"
+	if v6 {
+		family, proto, name = unix.AF_INET6, unix.IPPROTO_ICMPV6, "icmpv6"
+	}
+	fd, err = unix.Socket(family, unix.SOCK_RAW|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, proto)
+	if err != nil {
+		return -1, family, name, fmt.Errorf("open raw %s socket: %w", name, caps.Explain(err, caps.RawSocket))
+	}
+	return fd, family, name, nil
+}
+
+// CheckSocket opens and closes the socket a pinger would send on: nil when
+// this process may open it.
+func CheckSocket(v6 bool) error {
+	fd, _, _, err := rawSocket(v6)
+	if err != nil {
+		return err
+	}
+	return unix.Close(fd)
 }
 
 // applyOptions sets the socket options of opts on fd, a socket for target.
