@@ -123,6 +123,11 @@ func checkKernel(mode probes.AttachMode) (checkReport, error) {
 			var path probes.ProbeAttachment
 			path, err = probes.CheckAttach(fs, offsets, p, mode)
 			how = path.String() + " + BPF program load"
+			if err == nil {
+				// A run reads formats (skb:kfree_skb's, for drop
+				// reasons) from tracefs files only root may read.
+				_, err = fs.Format(group, event)
+			}
 		} else if err == nil {
 			_, err = fs.EventID(group, event)
 		}
