@@ -3,7 +3,6 @@ package probes
 import (
 	"errors"
 	"fmt"
-	"github.com/tracepkt/tracepkt-perf/caps"
 	"strings"
 	"sync"
 
@@ -13,6 +12,7 @@ import (
 	"github.com/elastic/go-perf"
 
 	"github.com/tracepkt/tracepkt-perf/decode"
+	"github.com/tracepkt/tracepkt-perf/internal/caps"
 	"github.com/tracepkt/tracepkt-perf/tracefs"
 )
 

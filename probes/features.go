@@ -2,12 +2,12 @@ package probes
 
 import (
 	"fmt"
-	"github.com/tracepkt/tracepkt-perf/caps"
 	"strings"
 
 	"github.com/cilium/ebpf"
 
 	"github.com/tracepkt/tracepkt-perf/decode"
+	"github.com/tracepkt/tracepkt-perf/internal/caps"
 	"github.com/tracepkt/tracepkt-perf/tracefs"
 )
 

@@ -2,7 +2,6 @@ package probes
 
 import (
 	"fmt"
-	"github.com/tracepkt/tracepkt-perf/caps"
 	"strings"
 
 	"github.com/cilium/ebpf"
@@ -11,6 +10,7 @@ import (
 	"github.com/cilium/ebpf/link"
 
 	"github.com/tracepkt/tracepkt-perf/decode"
+	"github.com/tracepkt/tracepkt-perf/internal/caps"
 	"github.com/tracepkt/tracepkt-perf/tracefs"
 )
 

@@ -7,7 +7,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/tracepkt/tracepkt-perf/caps"
+	"github.com/tracepkt/tracepkt-perf/internal/caps"
 	"github.com/tracepkt/tracepkt-perf/internal/testenv"
 )
 

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/tracepkt/tracepkt-perf/caps"
 	"github.com/tracepkt/tracepkt-perf/probes/ping"
 	"io"
 	"os"
@@ -13,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/tracepkt/tracepkt-perf/decode"
+	"github.com/tracepkt/tracepkt-perf/internal/caps"
 	"github.com/tracepkt/tracepkt-perf/probes"
 	"github.com/tracepkt/tracepkt-perf/probes/nftrace"
 	"github.com/tracepkt/tracepkt-perf/tracefs"

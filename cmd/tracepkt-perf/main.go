@@ -31,7 +31,8 @@ const usageText = `usage: tracepkt-perf [flags] TARGET
 
 Sends ICMP echo requests to TARGET (an IPv4 or IPv6 address or a host name)
 and shows every interface and network namespace the request and the reply
-crossed, in kernel time order. Needs root.
+crossed, in kernel time order. Needs root, or the capabilities --check
+names (CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_NET_RAW, CAP_DAC_READ_SEARCH).
 
 Flags:
   -c, --count N        echo requests to send (default 1)

@@ -3,7 +3,6 @@ package netns
 import (
 	"errors"
 	"fmt"
-	"github.com/tracepkt/tracepkt-perf/caps"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -13,6 +12,8 @@ import (
 	"sync"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tracepkt/tracepkt-perf/internal/caps"
 )
 
 // Netns is a network namespace the tracer can enter.

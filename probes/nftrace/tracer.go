@@ -3,7 +3,6 @@ package nftrace
 import (
 	"errors"
 	"fmt"
-	"github.com/tracepkt/tracepkt-perf/caps"
 	"os"
 	"os/exec"
 	"slices"
@@ -16,7 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tracepkt/tracepkt-perf/decode"
-
+	"github.com/tracepkt/tracepkt-perf/internal/caps"
 	"github.com/tracepkt/tracepkt-perf/probes/netns"
 )
 

@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"github.com/tracepkt/tracepkt-perf/caps"
 	"net"
 	"net/netip"
 	"os"
@@ -15,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tracepkt/tracepkt-perf/internal/caps"
 )
 
 // ErrNoRoute matches Send errors saying the kernel has no way to send to the
