@@ -20,8 +20,9 @@ VM_TEST_PKGS := ./internal/vmtest ./cmd/tracepkt-perf ./probes/ping ./internal/t
 # Tests that check no kernel behaviour of their own (statistics and pictures over
 # recordings, manual pages) and take minutes under TCG run on the host only.
 # The leak test runs in the guests in the kprobe mode alone; the host firewall
-# cases, which repeat the core cases, on the host only.
-VM_TEST_FLAGS := -test.v -test.skip='^(TestE2EUnderHostFirewall|TestE2EStats|TestStatsRouter|TestStatsReroute|TestDiff|TestSVG|TestReplayPeakRSS|TestManPageRenders|TestManualPages)$$'
+# cases, which repeat the core cases, and the capability sets, measured with
+# the tracefs a fresh machine lacks and without kprobes, on the host only.
+VM_TEST_FLAGS := -test.v -test.skip='^(TestE2EUnderHostFirewall|TestE2ECapabilities|TestE2EStats|TestStatsRouter|TestStatsReroute|TestDiff|TestSVG|TestReplayPeakRSS|TestManPageRenders|TestManualPages)$$'
 
 .PHONY: all build install uninstall demo test test-host test-matrix skips bench deps lint clean
 all: build
