@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -100,9 +101,14 @@ func (s *session) explain(j *decode.Journey) error {
 // lateReply says, of a journey without a reply, whether the reply reached
 // the sender after the pinger stopped waiting: the kernel delivered it to
 // the raw socket, then freed the copy for a ping socket there is none of
-// (NO_SOCKET at ping_rcv, KERNEL-FACTS.md). That is a late reply, not a
-// drop; the note says how late, by the kernel's clock, from the request's
-// first hop.
+// (NO_SOCKET, KERNEL-FACTS.md; in ping_rcv on 6.18, in icmp_rcv or
+// icmpv6_rcv on 6.1, without a reason before 5.17). That is a late reply,
+// not a drop; the note says how late, by the kernel's clock, from the
+// request's first hop.
+// unclaimedReplyFrees are the functions that free an echo reply's copy no
+// ping socket claimed.
+var unclaimedReplyFrees = []string{"ping_rcv", "icmp_rcv", "icmpv6_rcv"}
+
 func (s *session) lateReply(j *decode.Journey) (string, bool, error) {
 	if j.Error != nil || j.Interrupted || len(j.Hops) == 0 || !j.Hops[0].IsRequest() {
 		return "", false, nil
@@ -110,14 +116,14 @@ func (s *session) lateReply(j *decode.Journey) (string, bool, error) {
 	first := &j.Hops[0]
 	for i := range j.Frees {
 		f := &j.Frees[i]
-		if f.IsRequest() || f.IsError() || f.Netns != first.Netns || f.Time < first.Time || s.reasonName(f.Reason) != "NO_SOCKET" {
+		if reason := s.reasonName(f.Reason); f.IsRequest() || f.IsError() || f.Netns != first.Netns || f.Time < first.Time || reason != "NO_SOCKET" && reason != "" {
 			continue
 		}
 		locs, err := probes.KernelSymbols([]uint64{f.Location})
 		if err != nil {
 			return "", false, err
 		}
-		if !strings.HasPrefix(locs[f.Location], "ping_rcv+") {
+		if fn, _, _ := strings.Cut(locs[f.Location], "+"); !slices.Contains(unclaimedReplyFrees, fn) {
 			continue
 		}
 		took := time.Duration(f.Time - first.Time)

@@ -19,7 +19,7 @@ var (
 // TestE2ELateReply: with a timeout far below the round trip (-W 0.0001), the
 // replies through a veth pair are delivered after the pinger stopped
 // waiting. The kernel then frees the copy meant for a ping socket (there is
-// none: NO_SOCKET at ping_rcv, KERNEL-FACTS.md) after it delivered the reply
+// none: NO_SOCKET at ping_rcv, or icmp_rcv and icmpv6_rcv on 6.1, KERNEL-FACTS.md) after it delivered the reply
 // to the raw socket: a late reply, result timeout with a note saying how
 // late, never a drop.
 func TestE2ELateReply(t *testing.T) {
