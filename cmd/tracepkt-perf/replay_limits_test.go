@@ -78,7 +78,10 @@ func TestReplayPeakRSS(t *testing.T) {
 	if res.code != 2 || !strings.Contains(res.stderr, "records before an echo outcome") {
 		t.Errorf("exit %d, stderr %q; want exit 2, refused for too many records", res.code, res.stderr)
 	}
-	const bound = 160 << 10 // KiB: the Go runtime and a race-instrumented test binary, with room
+	// KiB: the Go runtime and a race-instrumented test binary, with room.
+	// Alone the replay peaks at 74-95 MiB under -race, at 173 MiB when the
+	// whole race suite ran before it; the unbounded reader reached gigabytes.
+	const bound = 256 << 10
 	if rss := cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss; rss > bound {
 		t.Errorf("replay peaked at %d MiB, more than %d MiB", rss>>10, bound>>10)
 	} else {
