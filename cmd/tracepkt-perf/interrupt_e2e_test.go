@@ -242,14 +242,19 @@ func fillPipe(t *testing.T, w *os.File) {
 	}
 }
 
-// waitBlockedOnPipe waits until a thread of process pid sleeps in a pipe write.
+// waitBlockedOnPipe waits until a thread of process pid sleeps in a write
+// to its stderr: its wchan says pipe_write (anon_pipe_write from 6.15), or,
+// where wchan says 0 (5.10 with the ORC unwinder), its syscall file says
+// write (1 on amd64) on fd 2.
 func waitBlockedOnPipe(t *testing.T, pid int) {
 	t.Helper()
 	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
-		tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/wchan", pid))
+		tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*", pid))
 		for _, task := range tasks {
-			// pipe_write, anon_pipe_write from 6.15
-			if b, err := os.ReadFile(task); err == nil && strings.HasSuffix(string(b), "pipe_write") {
+			if b, err := os.ReadFile(task + "/wchan"); err == nil && strings.HasSuffix(string(b), "pipe_write") {
+				return
+			}
+			if b, err := os.ReadFile(task + "/syscall"); err == nil && strings.HasPrefix(string(b), fmt.Sprintf("%d 0x2 ", unix.SYS_WRITE)) {
 				return
 			}
 		}
