@@ -43,19 +43,25 @@ func (s *session) explain(j *decode.Journey) error {
 	if j.Replied {
 		return nil
 	}
-	if note, ok, err := s.lateReply(j); err != nil {
-		return err
-	} else if ok {
+	// /proc/kallsyms is read once, for every free the journey holds.
+	var locs map[uint64]string
+	if len(j.Frees) > 0 {
+		addrs := make([]uint64, len(j.Frees))
+		for i := range j.Frees {
+			addrs[i] = j.Frees[i].Location
+		}
+		var err error
+		if locs, err = probes.KernelSymbols(addrs); err != nil {
+			return err
+		}
+	}
+	if note, ok := s.lateReply(j, locs); ok {
 		j.Notes = append(j.Notes, note)
 		return nil
 	}
 	var loss hint.Loss
 	var inode uint32
 	if f, ok := j.DropRecord(s.notDrop); ok {
-		locs, err := probes.KernelSymbols([]uint64{f.Location})
-		if err != nil {
-			return err
-		}
 		d := j.NewDrop(f, s.reasonName(f.Reason), locs[f.Location])
 		j.Drop = &d
 		if _, byRule := j.NetfilterDrop(); byRule || d.Reason == "NETFILTER_DROP" || j.Error != nil && j.Error.Result() == "ttl-exceeded" {
@@ -109,19 +115,16 @@ func (s *session) explain(j *decode.Journey) error {
 // ping socket claimed.
 var unclaimedReplyFrees = []string{"ping_rcv", "icmp_rcv", "icmpv6_rcv"}
 
-func (s *session) lateReply(j *decode.Journey) (string, bool, error) {
+// locs names the frees' locations.
+func (s *session) lateReply(j *decode.Journey, locs map[uint64]string) (string, bool) {
 	if j.Error != nil || j.Interrupted || len(j.Hops) == 0 || !j.Hops[0].IsRequest() {
-		return "", false, nil
+		return "", false
 	}
 	first := &j.Hops[0]
 	for i := range j.Frees {
 		f := &j.Frees[i]
 		if reason := s.reasonName(f.Reason); f.IsRequest() || f.IsError() || f.Netns != first.Netns || f.Time < first.Time || reason != "NO_SOCKET" && reason != "" {
 			continue
-		}
-		locs, err := probes.KernelSymbols([]uint64{f.Location})
-		if err != nil {
-			return "", false, err
 		}
 		if fn, _, _ := strings.Cut(locs[f.Location], "+"); !slices.Contains(unclaimedReplyFrees, fn) {
 			continue
@@ -130,10 +133,10 @@ func (s *session) lateReply(j *decode.Journey) (string, bool, error) {
 		if took <= j.Timeout {
 			// Within the timeout by the kernel's clock, after it by the pinger's.
 			return fmt.Sprintf("the reply came as the %s timeout (-W) ran out: delivered %s after the request left; not a drop",
-				stats.FormatDuration(j.Timeout), stats.FormatDuration(took)), true, nil
+				stats.FormatDuration(j.Timeout), stats.FormatDuration(took)), true
 		}
 		return fmt.Sprintf("the reply came %s late: delivered %s after the request left, past the %s timeout (-W); not a drop",
-			stats.FormatDuration(took-j.Timeout), stats.FormatDuration(took), stats.FormatDuration(j.Timeout)), true, nil
+			stats.FormatDuration(took-j.Timeout), stats.FormatDuration(took), stats.FormatDuration(j.Timeout)), true
 	}
-	return "", false, nil
+	return "", false
 }
