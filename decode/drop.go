@@ -12,7 +12,9 @@ type Drop struct {
 	Ifname   string
 	Family   uint8
 	ICMPType uint8 // of the dropped packet: request, reply or error
-	Src, Dst netip.Addr
+	// Proto and TCPFlags are the Record's, for a TCP probe.
+	Proto, TCPFlags uint8
+	Src, Dst        netip.Addr
 	// Reason is the kernel's enum skb_drop_reason name ("IP_INNOROUTES"),
 	// empty on kernels without drop reasons.
 	Reason string
@@ -24,7 +26,7 @@ type Drop struct {
 }
 
 // IsRequest reports whether the dropped packet was the echo request.
-func (d *Drop) IsRequest() bool { return d.ICMPType == 8 || d.ICMPType == 128 }
+func (d *Drop) IsRequest() bool { return isRequest(d.Proto, d.ICMPType, d.TCPFlags) }
 
 // DropRecord returns the free that ended the echo, if one did. A free only
 // counts as the echo's drop when the packet was not seen going further: no
@@ -66,7 +68,7 @@ func (j *Journey) seenAfter(f *Record) bool {
 // unknown, the last hop of the same packet before it gives the place.
 func (j *Journey) NewDrop(f *Record, reason, location string) Drop {
 	d := Drop{Time: f.Time, Netns: f.Netns, Ifindex: f.Ifindex, Ifname: f.IfName(), Family: f.Family,
-		ICMPType: f.ICMPType, Src: f.Src, Dst: f.Dst, Reason: reason, Location: location}
+		ICMPType: f.ICMPType, Proto: f.Proto, TCPFlags: f.TCPFlags, Src: f.Src, Dst: f.Dst, Reason: reason, Location: location}
 	h, ok := j.lastBefore(f)
 	if ok && d.Netns == 0 {
 		d.Netns, d.Ifindex, d.Ifname = h.Netns, h.Ifindex, h.IfName()

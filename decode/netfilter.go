@@ -64,14 +64,16 @@ type NetfilterEvent struct {
 	TraceID uint32
 	// The packet: enough to tie the event to our echo.
 	ICMPType uint8
-	EchoID   uint16
-	Seq      uint16
-	Src, Dst netip.Addr
-	Source   string // "nftrace" or "kprobe"
+	// Proto and TCPFlags are the Record's, for a TCP probe.
+	Proto, TCPFlags uint8
+	EchoID          uint16
+	Seq             uint16
+	Src, Dst        netip.Addr
+	Source          string // "nftrace" or "kprobe"
 }
 
 // IsRequest reports whether the event is about the echo request.
-func (e *NetfilterEvent) IsRequest() bool { return isEchoRequest(e.ICMPType) }
+func (e *NetfilterEvent) IsRequest() bool { return isRequest(e.Proto, e.ICMPType, e.TCPFlags) }
 
 // NFPROTO_* values of <linux/netfilter.h>, as nftables names the families.
 var nfprotoNames = map[uint8]string{1: "inet", 2: "ip", 3: "arp", 5: "netdev", 7: "bridge", 10: "ip6"}
@@ -88,7 +90,7 @@ func (r *Record) NetfilterEvent() NetfilterEvent {
 	e := NetfilterEvent{
 		Time: r.Time, Netns: r.Netns, Type: TraceChain, Source: "kprobe",
 		Table: cString(nf.Table[:]), Chain: cString(nf.Chain[:]), Iif: nf.Iif, Oif: nf.Oif,
-		ICMPType: r.ICMPType, EchoID: r.EchoID, Seq: r.Seq, Src: r.Src, Dst: r.Dst,
+		ICMPType: r.ICMPType, Proto: r.Proto, TCPFlags: r.TCPFlags, EchoID: r.EchoID, Seq: r.Seq, Src: r.Src, Dst: r.Dst,
 	}
 	if nf.Hook < 5 {
 		e.Hook = Hook(nf.Hook + 1) // NF_INET_PRE_ROUTING is 0

@@ -28,6 +28,8 @@ const (
 	OffSrc      = 56 // [16]byte; IPv4 uses the first 4
 	OffDst      = 72 // [16]byte
 	OffCapLen   = 88 // u16 valid bytes in Packet
+	OffProto    = 90 // u8 the probe's protocol (ProtoTCP); 0 for an echo's packets and errors
+	OffTCPFlags = 91 // u8 TCP flags of a TCP packet of ours; 0 for ICMP
 	OffPacket   = 96 // [PacketBytes]byte from the network header on
 	PacketBytes = 128
 	// The drop probe's fields; zero in the records of other probes.
@@ -107,6 +109,11 @@ type Record struct {
 	Seq      uint16
 	Ifname   [16]byte
 	Src, Dst netip.Addr
+	// Proto is ProtoTCP for the packets of a TCP probe and the ICMP errors
+	// quoting one (then ICMPType is the error's type), 0 for an echo's.
+	// TCPFlags are the flags of a TCP packet.
+	Proto    uint8
+	TCPFlags uint8
 	// CapLen and Packet are the packet bytes of a device record.
 	CapLen uint16
 	Packet [PacketBytes]byte
@@ -150,6 +157,8 @@ func (r *Record) Decode(b []byte) error {
 	r.ICMPType = b[OffICMPType]
 	r.EchoID = binary.BigEndian.Uint16(b[OffEchoID:])
 	r.Seq = binary.BigEndian.Uint16(b[OffSeq:])
+	r.Proto = b[OffProto]
+	r.TCPFlags = b[OffTCPFlags]
 	copy(r.Ifname[:], b[OffIfname:OffIfname+16])
 	switch r.Family {
 	case 4:
@@ -189,9 +198,18 @@ func cString(b []byte) string {
 	return string(b)
 }
 
-// IsRequest reports whether the record carries an echo request (else a
-// reply, or an ICMP error quoting one).
-func (r *Record) IsRequest() bool { return isEchoRequest(r.ICMPType) }
+// IsRequest reports whether the record carries an echo request or a TCP
+// probe's own packet (else a reply, or an ICMP error quoting one).
+func (r *Record) IsRequest() bool { return isRequest(r.Proto, r.ICMPType, r.TCPFlags) }
+
+// isRequest reports whether a packet of ours is the prober's own: an echo
+// request, or a TCP probe's SYN or RST.
+func isRequest(proto, icmpType, tcpFlags uint8) bool {
+	if proto == ProtoTCP && icmpType == 0 {
+		return IsTCPRequest(tcpFlags)
+	}
+	return isEchoRequest(icmpType)
+}
 
 // isEchoRequest reports whether an ICMP or ICMPv6 type is an echo request.
 func isEchoRequest(icmpType uint8) bool { return icmpType == 8 || icmpType == 128 }

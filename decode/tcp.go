@@ -1,0 +1,89 @@
+package decode
+
+// A TCP probe cannot be marked by its ports: NAT rewrites them. It is marked
+// by its initial sequence number, which NAT leaves alone: probe k of a run
+// sends a SYN with ISN = Cookie + 2k. The answer to it acknowledges ISN+1
+// (a SYN-ACK, or an RST from the target or a REJECT), and the prober's
+// kernel answers a SYN-ACK with an RST whose sequence number is ISN+1. An
+// ICMP error quotes the SYN's first 8 bytes, ports and sequence number.
+// So every packet of probe k carries Cookie + 2k or Cookie + 2k + 1, and the
+// in-kernel test is one subtraction and one unsigned comparison.
+
+// TCP flags, byte 13 of the TCP header (RFC 9293).
+const (
+	TCPFin = 0x01
+	TCPSyn = 0x02
+	TCPRst = 0x04
+	TCPAck = 0x10
+)
+
+// IP protocol numbers a probe can use.
+const (
+	ProtoICMP = 1
+	ProtoTCP  = 6
+)
+
+// TCPMark is what marks the TCP packets of one run: the run's echo id (the
+// id its records carry, as an echo's do), its cookie, and its span, twice
+// the number of probes it may send (at most 2^17: sequences wrap at 2^16).
+type TCPMark struct {
+	EchoID uint16
+	Cookie uint32
+	Span   uint32
+}
+
+// MaxTCPSpan is the span of a run of 65,536 probes or more.
+const MaxTCPSpan = 2 << 16
+
+// NewTCPMark returns the mark of a run of count probes with a random cookie
+// rnd, moved down so that no sequence number of the run wraps past 2^32:
+// the nftables rules test a plain range.
+func NewTCPMark(echoID uint16, rnd uint32, count int) TCPMark {
+	span := uint32(MaxTCPSpan)
+	if count > 0 && count < MaxTCPSpan/2 {
+		span = 2 * uint32(count)
+	}
+	if rnd > ^uint32(0)-span {
+		rnd -= span + 1
+	}
+	return TCPMark{EchoID: echoID, Cookie: rnd, Span: span}
+}
+
+// ISN is the initial sequence number of probe seq.
+func (m TCPMark) ISN(seq uint16) uint32 { return m.Cookie + 2*uint32(seq) }
+
+// Key is the number a TCP header of flags, seq and ack is tested by: the
+// acknowledgement less one where it has ACK, the sequence number of a bare
+// SYN, the sequence number less one otherwise (the prober's own RST).
+func Key(flags uint8, seq, ack uint32) uint32 {
+	switch {
+	case flags&TCPAck != 0:
+		return ack - 1
+	case flags&TCPSyn != 0:
+		return seq
+	}
+	return seq - 1
+}
+
+// Probe returns the probe a key or a quoted SYN's sequence number is of,
+// and whether it is of this run.
+func (m TCPMark) Probe(key uint32) (seq uint16, ok bool) {
+	d := key - m.Cookie
+	if d >= m.Span || d&1 != 0 {
+		return 0, false
+	}
+	return uint16(d >> 1), true
+}
+
+// IsTCPRequest reports whether TCP flags are those of a packet the prober's
+// side sends: its SYN, or its kernel's RST (never with ACK).
+func IsTCPRequest(flags uint8) bool { return flags&TCPAck == 0 }
+
+// TCPResult names what a TCP packet answering a SYN says: "open" for a
+// SYN-ACK, "closed" for an RST.
+func TCPResult(flags uint8) string {
+	if flags&TCPRst != 0 {
+		return "closed"
+	}
+	return "open"
+}
