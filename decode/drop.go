@@ -88,16 +88,21 @@ func (j *Journey) lastBefore(f *Record) (Record, bool) {
 	return Record{}, false
 }
 
-// Result is the journey's outcome as --json names it: "reply", "dropped",
-// "unreachable", "ttl-exceeded", "too-big" or "timeout". An ICMP error
-// explains more than a drop (a REJECT is both), and "timeout" is left for
-// a loss nothing explains.
+// Result is the journey's outcome as --json names it: "reply" (for a TCP
+// probe "open", and "closed" for an RST), "dropped", "unreachable",
+// "ttl-exceeded", "too-big" or "timeout". An ICMP error explains more than
+// a drop (a REJECT is both), and "timeout" is left for a loss nothing
+// explains.
 func (j *Journey) Result() string {
 	switch {
+	case j.Replied && j.Proto == ProtoTCP:
+		return "open"
 	case j.Replied:
 		return "reply"
 	case j.Interrupted:
 		return "interrupted"
+	case j.Proto == ProtoTCP && j.TCPFlags&TCPRst != 0:
+		return "closed"
 	case j.Error != nil:
 		return j.Error.Result()
 	case j.Drop != nil:

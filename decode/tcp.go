@@ -1,5 +1,10 @@
 package decode
 
+import (
+	"encoding/binary"
+	"net/netip"
+)
+
 // A TCP probe cannot be marked by its ports: NAT rewrites them. It is marked
 // by its initial sequence number, which NAT leaves alone: probe k of a run
 // sends a SYN with ISN = Cookie + 2k. The answer to it acknowledges ISN+1
@@ -86,4 +91,68 @@ func TCPResult(flags uint8) string {
 		return "closed"
 	}
 	return "open"
+}
+
+// TCPType names a TCP packet of ours by its flags: "syn", "syn-ack" or "rst".
+func TCPType(flags uint8) string {
+	switch {
+	case flags&TCPRst != 0:
+		return "rst"
+	case flags&(TCPSyn|TCPAck) == TCPSyn|TCPAck:
+		return "syn-ack"
+	case flags&TCPSyn != 0:
+		return "syn"
+	}
+	return "tcp"
+}
+
+// packetType names a packet of ours: an echo's as PacketType does, a TCP
+// probe's by its flags, and an ICMP error quoting either by its Result.
+func packetType(family, proto, icmpType, tcpFlags uint8) string {
+	if proto == ProtoTCP && icmpType == 0 {
+		return TCPType(tcpFlags)
+	}
+	return PacketType(family, icmpType)
+}
+
+// PacketType names the record's packet: "request", "reply", "syn",
+// "syn-ack", "rst", or an ICMP error's Result.
+func (r *Record) PacketType() string { return packetType(r.Family, r.Proto, r.ICMPType, r.TCPFlags) }
+
+// PacketType names the dropped packet as Record.PacketType does.
+func (d *Drop) PacketType() string { return packetType(d.Family, d.Proto, d.ICMPType, d.TCPFlags) }
+
+// PacketType names the event's packet as Record.PacketType does.
+func (e *NetfilterEvent) PacketType() string {
+	return packetType(familyOf(e.Src), e.Proto, e.ICMPType, e.TCPFlags)
+}
+
+func familyOf(a netip.Addr) uint8 {
+	if a.Is4() {
+		return 4
+	}
+	return 6
+}
+
+// Ports returns the TCP ports of a device or drop record of a TCP packet,
+// read from its captured bytes; ok is false for other packets, and where
+// the TCP header is behind IPv6 extension headers or was not captured.
+func (r *Record) Ports() (src, dst uint16, ok bool) {
+	if r.Proto != ProtoTCP || r.ICMPType != 0 {
+		return 0, 0, false
+	}
+	p := r.Packet[:r.CapLen]
+	var l4 int
+	switch {
+	case r.Family == 4 && len(p) >= 20:
+		l4 = int(p[0]&0xf) * 4
+	case r.Family == 6 && len(p) >= 40 && p[6] == ProtoTCP:
+		l4 = 40
+	default:
+		return 0, 0, false
+	}
+	if l4 < 20 || len(p) < l4+4 {
+		return 0, 0, false
+	}
+	return binary.BigEndian.Uint16(p[l4:]), binary.BigEndian.Uint16(p[l4+2:]), true
 }

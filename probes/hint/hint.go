@@ -29,7 +29,8 @@ type Loss struct {
 	// Len is the packet's length where it was lost (skb->len from the
 	// network header on), 0 when unknown.
 	Len uint32
-	// Request says the packet is an echo request: one that entered a
+	// Request says the packet is an echo request (never a TCP probe's SYN,
+	// which unanswered's settings do not concern): one that entered a
 	// namespace owning its destination and was never answered is
 	// explained by why that namespace could not answer.
 	Request bool

@@ -1,0 +1,128 @@
+package decode
+
+import (
+	"net/netip"
+	"slices"
+	"strings"
+)
+
+// Translation is a change NAT made to a TCP probe's packet between two
+// sightings: the address and port of one end, before and after.
+type Translation struct {
+	// Kind is "DNAT" or "SNAT" for the probe's own packets, "reverse DNAT"
+	// or "reverse SNAT" for the answer (conntrack undoing the probe's).
+	Kind          string
+	Before, After netip.AddrPort
+	// Netns is the namespace where the change was made; Hop the index in
+	// the journey's Hops of the first sighting after it.
+	Netns uint32
+	Hop   int
+	// Rule is the netfilter event of the rule that made it, when the
+	// netfilter source saw one in that namespace.
+	Rule *NetfilterEvent
+}
+
+// Translations returns the NAT changes the hops of a TCP probe show, in
+// order, each once. Each packet (the SYN, the answer, the prober's RST) is
+// followed on its own; its first hop, for a packet the prober sent, is
+// compared with the address and port it was sent to: a difference there
+// was made where it was sent (OUTPUT).
+func (j *Journey) Translations() []Translation {
+	if j.Proto != ProtoTCP {
+		return nil
+	}
+	var packets []uint8 // TCP flags, one packet each
+	for _, h := range j.Hops {
+		if !h.IsError() && !slices.Contains(packets, h.TCPFlags) {
+			packets = append(packets, h.TCPFlags)
+		}
+	}
+	var out []Translation
+	add := func(t Translation) {
+		for _, o := range out {
+			if o.Kind == t.Kind && o.Before == t.Before && o.After == t.After && o.Netns == t.Netns {
+				return
+			}
+		}
+		out = append(out, t)
+	}
+	for _, flags := range packets {
+		request := IsTCPRequest(flags)
+		var prev *Record
+		var prevSrc, prevDst netip.AddrPort
+		if request {
+			prevDst = netip.AddrPortFrom(j.Target, j.Port)
+		}
+		for i := range j.Hops {
+			h := &j.Hops[i]
+			if h.IsError() || h.TCPFlags != flags {
+				continue
+			}
+			sport, dport, ok := h.Ports()
+			if !ok {
+				continue
+			}
+			src, dst := netip.AddrPortFrom(h.Src, sport), netip.AddrPortFrom(h.Dst, dport)
+			// Made where the packet was last seen, unless it is seen leaving
+			// a namespace now: then there, before it left.
+			where := h.Netns
+			if prev != nil && h.Probe.Direction() != Out {
+				where = prev.Netns
+			}
+			// A change of the answer's destination undoes the probe's source
+			// NAT, and of its source, the probe's destination NAT.
+			if prevDst.IsValid() && dst != prevDst {
+				add(j.translation(natKind("DNAT", "SNAT", request), prevDst, dst, where, i, request))
+			}
+			if prevSrc.IsValid() && src != prevSrc {
+				add(j.translation(natKind("SNAT", "DNAT", request), prevSrc, src, where, i, request))
+			}
+			prev, prevSrc, prevDst = h, src, dst
+		}
+	}
+	return out
+}
+
+// natKind names a change of the probe's packet, or of the answer, undoing
+// the probe's.
+func natKind(ofProbe, ofAnswer string, request bool) string {
+	if request {
+		return ofProbe
+	}
+	return "reverse " + ofAnswer
+}
+
+// translation ties a change of the probe's own packet to the NAT rule the
+// netfilter source saw on it in that namespace: for nftables, a rule whose
+// text says dnat, snat or masquerade; for the kprobe source, which sees
+// chains but not rules, the last chain of a nat table at a hook where that
+// NAT is made. The answer's changes are conntrack's, made by no rule.
+func (j *Journey) translation(kind string, before, after netip.AddrPort, netns uint32, hop int, request bool) Translation {
+	t := Translation{Kind: kind, Before: before, After: after, Netns: netns, Hop: hop}
+	if !request {
+		return t
+	}
+	words, hooks := []string{"snat", "masquerade"}, []Hook{HookPostrouting, HookInput}
+	if kind == "DNAT" {
+		words, hooks = []string{"dnat"}, []Hook{HookPrerouting, HookOutput}
+	}
+	var chain *NetfilterEvent
+	for i := range j.Netfilter {
+		e := &j.Netfilter[i]
+		if e.Netns != netns || !e.IsRequest() {
+			continue
+		}
+		rule := strings.ToLower(e.Rule)
+		for _, w := range words {
+			if strings.Contains(rule, w) {
+				t.Rule = e
+				return t
+			}
+		}
+		if e.Rule == "" && e.Table == "nat" && slices.Contains(hooks, e.Hook) {
+			chain = e
+		}
+	}
+	t.Rule = chain
+	return t
+}

@@ -1,0 +1,165 @@
+package decode
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"strings"
+	"testing"
+)
+
+func TestTCPMark(t *testing.T) {
+	m := NewTCPMark(7, 1000, 3)
+	if m.Span != 6 || m.Cookie != 1000 || m.EchoID != 7 {
+		t.Fatalf("mark %+v", m)
+	}
+	isn := m.ISN(2)
+	cases := []struct {
+		name           string
+		flags          uint8
+		seq, ack       uint32
+		wantSeq        uint16
+		wantOurs       bool
+		wantRequest    bool
+		wantPacketType string
+	}{
+		{"our SYN", TCPSyn, isn, 0, 2, true, true, "syn"},
+		{"SYN-ACK", TCPSyn | TCPAck, 99, isn + 1, 2, true, false, "syn-ack"},
+		{"RST answering the SYN", TCPRst | TCPAck, 0, isn + 1, 2, true, false, "rst"},
+		{"our kernel's RST to the SYN-ACK", TCPRst, isn + 1, 0, 2, true, true, "rst"},
+		{"SYN of a probe past the span", TCPSyn, m.ISN(3), 0, 0, false, true, "syn"},
+		{"SYN with an odd key", TCPSyn, isn + 1, 0, 0, false, true, "syn"},
+		{"SYN below the cookie", TCPSyn, 999, 0, 0, false, true, "syn"},
+		{"answer to another SYN", TCPSyn | TCPAck, 0, isn, 0, false, false, "syn-ack"},
+	}
+	for _, c := range cases {
+		seq, ok := m.Probe(Key(c.flags, c.seq, c.ack))
+		if ok != c.wantOurs || ok && seq != c.wantSeq {
+			t.Errorf("%s: probe %d %v, want %d %v", c.name, seq, ok, c.wantSeq, c.wantOurs)
+		}
+		if got := IsTCPRequest(c.flags); got != c.wantRequest {
+			t.Errorf("%s: request %v", c.name, got)
+		}
+		if got := TCPType(c.flags); got != c.wantPacketType {
+			t.Errorf("%s: type %q, want %q", c.name, got, c.wantPacketType)
+		}
+	}
+}
+
+func TestNewTCPMarkNeverWraps(t *testing.T) {
+	for _, count := range []int{1, 1000, 65536, 1 << 20} {
+		m := NewTCPMark(1, ^uint32(0), count)
+		if m.Cookie+m.Span < m.Cookie {
+			t.Errorf("count %d: cookie %#x span %d wraps", count, m.Cookie, m.Span)
+		}
+		if want := min(2*uint32(count), MaxTCPSpan); m.Span != want {
+			t.Errorf("count %d: span %d, want %d", count, m.Span, want)
+		}
+		if _, ok := m.Probe(m.ISN(uint16(min(count, 65536) - 1))); !ok {
+			t.Errorf("count %d: the last probe is not of the run", count)
+		}
+	}
+}
+
+// tcpHop is a device record of a TCP packet of probe 0, with its IPv4 and
+// TCP headers captured.
+func tcpHop(ts uint64, netns uint32, p Probe, flags uint8, src, dst string) Record {
+	s, d := netip.MustParseAddrPort(src), netip.MustParseAddrPort(dst)
+	r := Record{Time: ts, Netns: netns, Ifindex: 2, Probe: p, Family: 4, Proto: ProtoTCP, TCPFlags: flags,
+		EchoID: 7, Src: s.Addr(), Dst: d.Addr(), CapLen: 40}
+	r.Packet[0] = 0x45
+	r.Packet[9] = ProtoTCP
+	copy(r.Packet[12:], s.Addr().AsSlice())
+	copy(r.Packet[16:], d.Addr().AsSlice())
+	binary.BigEndian.PutUint16(r.Packet[20:], s.Port())
+	binary.BigEndian.PutUint16(r.Packet[22:], d.Port())
+	r.Packet[33] = flags
+	return r
+}
+
+func TestPorts(t *testing.T) {
+	h := tcpHop(1, 1, ProbeNetDevQueue, TCPSyn, "10.0.0.1:40000", "10.96.0.10:80")
+	if s, d, ok := h.Ports(); !ok || s != 40000 || d != 80 {
+		t.Errorf("ports %d %d %v", s, d, ok)
+	}
+	h.CapLen = 22
+	if _, _, ok := h.Ports(); ok {
+		t.Error("ports of a truncated capture")
+	}
+	h.CapLen, h.ICMPType = 40, 3
+	if _, _, ok := h.Ports(); ok {
+		t.Error("ports of an ICMP error")
+	}
+}
+
+func TestTranslations(t *testing.T) {
+	const client, node, pod = 1, 2, 3
+	c, vip, ep, masq := "10.0.0.1:40000", "10.96.0.10:80", "10.244.1.5:8080", "10.244.1.1:61234"
+	hops := []Record{
+		tcpHop(10, client, ProbeNetDevQueue, TCPSyn, c, vip),
+		tcpHop(20, node, ProbeNetifReceiveSkb, TCPSyn, c, vip),
+		tcpHop(30, node, ProbeNetDevQueue, TCPSyn, masq, ep), // DNAT and masquerade in node
+		tcpHop(40, pod, ProbeNetifReceiveSkb, TCPSyn, masq, ep),
+		tcpHop(50, pod, ProbeNetDevQueue, TCPSyn|TCPAck, ep, masq),
+		tcpHop(60, node, ProbeNetifReceiveSkb, TCPSyn|TCPAck, ep, masq),
+		tcpHop(70, node, ProbeNetDevQueue, TCPSyn|TCPAck, vip, c), // conntrack undoes both
+		tcpHop(80, client, ProbeNetifReceiveSkb, TCPSyn|TCPAck, vip, c),
+		tcpHop(90, client, ProbeNetDevQueue, TCPRst, c, vip), // the prober's RST: same DNAT again
+		tcpHop(100, node, ProbeNetifReceiveSkb, TCPRst, c, vip),
+		tcpHop(110, node, ProbeNetDevQueue, TCPRst, masq, ep),
+	}
+	nf := []NetfilterEvent{
+		{Netns: node, Table: "nat", Chain: "KUBE-SEP-XYZ", Hook: HookPrerouting, Type: TraceRule, Verdict: "ACCEPT",
+			RuleHandle: 3, Rule: "meta l4proto tcp dnat to 10.244.1.5:8080", Proto: ProtoTCP, TCPFlags: TCPSyn, Src: hops[0].Src},
+		{Netns: node, Table: "nat", Chain: "KUBE-POSTROUTING", Hook: HookPostrouting, Type: TraceRule, Verdict: "ACCEPT",
+			RuleHandle: 9, Rule: "masquerade fully-random", Proto: ProtoTCP, TCPFlags: TCPSyn, Src: hops[0].Src},
+	}
+	j := Journey{Outcome: Outcome{Target: netip.MustParseAddr("10.96.0.10"), Port: 80, Proto: ProtoTCP}, Hops: hops, Netfilter: nf}
+	var got []string
+	for _, tr := range j.Translations() {
+		rule := ""
+		if tr.Rule != nil {
+			rule = " " + tr.Rule.Chain
+		}
+		got = append(got, tr.Kind+" "+tr.Before.String()+">"+tr.After.String()+" @"+string(rune('0'+tr.Netns))+" hop"+string(rune('0'+tr.Hop))+rule)
+	}
+	want := []string{
+		"DNAT 10.96.0.10:80>10.244.1.5:8080 @2 hop2 KUBE-SEP-XYZ",
+		"SNAT 10.0.0.1:40000>10.244.1.1:61234 @2 hop2 KUBE-POSTROUTING",
+		"reverse SNAT 10.244.1.1:61234>10.0.0.1:40000 @2 hop6",
+		"reverse DNAT 10.244.1.5:8080>10.96.0.10:80 @2 hop6",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("translations:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+
+	// A DNAT in OUTPUT, where the probe was sent: its first hop already
+	// goes to the endpoint.
+	j.Hops = []Record{tcpHop(10, client, ProbeNetDevQueue, TCPSyn, c, ep)}
+	if tr := j.Translations(); len(tr) != 1 || tr[0].Kind != "DNAT" || tr[0].Netns != client || tr[0].Hop != 0 {
+		t.Errorf("OUTPUT DNAT: %+v", tr)
+	}
+	// An echo has none.
+	j.Proto = 0
+	if tr := j.Translations(); tr != nil {
+		t.Errorf("an echo's translations: %+v", tr)
+	}
+}
+
+func TestTCPResult(t *testing.T) {
+	j := Journey{Outcome: Outcome{Proto: ProtoTCP, Replied: true, TCPFlags: TCPSyn | TCPAck}}
+	if r := j.Result(); r != "open" {
+		t.Errorf("SYN-ACK: %q", r)
+	}
+	j.Replied, j.TCPFlags = false, TCPRst|TCPAck
+	if r := j.Result(); r != "closed" {
+		t.Errorf("RST: %q", r)
+	}
+	j.TCPFlags, j.Error = 0, &ICMPError{Family: 4, Type: 3, Code: 3}
+	if r := j.Result(); r != "unreachable" {
+		t.Errorf("port unreachable: %q", r)
+	}
+	j.Error = nil
+	if r := j.Result(); r != "timeout" {
+		t.Errorf("nothing: %q", r)
+	}
+}
