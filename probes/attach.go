@@ -40,7 +40,7 @@ func attach(fs *tracefs.FS, offsets Offsets, cfg Config, events *ebpf.Map, cpu i
 			a.Close()
 		}
 	}()
-	clauses := OursClauses(cfg.EchoID)
+	clauses := cfg.Clauses()
 	progs := devicePrograms{fs: fs, offsets: offsets, clauses: clauses}
 	for _, p := range cfg.Probes {
 		path, err := a.attachDevice(progs, p, cfg.Attach, cpu)

@@ -13,19 +13,29 @@ import (
 
 // CheckAttach finds how the program of probe p would be attached under
 // mode: it loads it the first way the kernel accepts (and attaches it, for a
-// raw tracepoint), then releases it. The error says why no way works.
+// raw tracepoint), then releases it. The program is loaded as an echo run
+// and as a TCP run build it, so that the answer holds for either. The error
+// says why no way works.
 func CheckAttach(fs *tracefs.FS, offsets Offsets, p decode.Probe, mode AttachMode) (ProbeAttachment, error) {
 	m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.PerfEventArray, KeySize: 4, ValueSize: 4, MaxEntries: 1})
 	if err != nil {
 		return ProbeAttachment{}, fmt.Errorf("create perf event array: %w", caps.Explain(err, caps.CreateMap))
 	}
 	defer m.Close()
-	progs := devicePrograms{fs: fs, offsets: offsets, clauses: OursClauses(1)}
+	var runs []devicePrograms
+	for _, cfg := range checkRuns {
+		runs = append(runs, devicePrograms{fs: fs, offsets: offsets, clauses: cfg.Clauses()})
+	}
 	group, event := p.Tracepoint()
 	path := ProbeAttachment{Probe: p}
 	var errs []error
 	for _, at := range mode.attachments() {
-		err := checkAs(progs, p, at, m)
+		var err error
+		for _, progs := range runs {
+			if err = checkAs(progs, p, at, m); err != nil {
+				break
+			}
+		}
 		if err == nil {
 			path.Attachment = at
 			return path, nil
@@ -34,6 +44,12 @@ func CheckAttach(fs *tracefs.FS, offsets Offsets, p decode.Probe, mode AttachMod
 		path.Skipped = append(path.Skipped, fmt.Sprintf("%s: %s", at, short(err)))
 	}
 	return path, &attachError{fmt.Sprintf("%s/%s: %s", group, event, strings.Join(path.Skipped, "; ")), errs}
+}
+
+// checkRuns are the kinds of run CheckAttach builds programs for.
+var checkRuns = []Config{
+	{EchoID: 1},
+	{TCP: &decode.TCPMark{EchoID: 1, Cookie: 1 << 31, Span: decode.MaxTCPSpan}},
 }
 
 // attachError says why no way of attaching worked, in one line, and keeps

@@ -23,8 +23,9 @@ type Clause struct {
 	// jumps to ours for a packet of ours, to next otherwise.
 	Test func(family int, l4 int16, ours, next string) asm.Instructions
 	// Fill copies what the record keeps of the L4 bytes, once the packet
-	// is known to be ours and the record has been zeroed.
-	Fill func(family int, l4 int16) asm.Instructions
+	// is known to be ours and the record has been zeroed. Labels of its
+	// own start with at, which is unique in the program.
+	Fill func(family int, l4 int16, at string) asm.Instructions
 }
 
 // EchoClause keeps ICMP and ICMPv6 echo requests and replies carrying id.
@@ -48,7 +49,7 @@ func EchoClause(id uint16) Clause {
 				asm.Ja.Label(next),
 			}
 		},
-		Fill: func(_ int, l4 int16) asm.Instructions { return icmpFields(l4, l4+4) },
+		Fill: func(_ int, l4 int16, _ string) asm.Instructions { return icmpFields(l4, l4+4) },
 	}
 }
 
@@ -63,20 +64,53 @@ func icmpFields(typ, echo int16) asm.Instructions {
 	}
 }
 
-// Where an ICMP error quotes an echo of ours: after its own 8-byte header,
-// the quoted IP header (IPv4 without options: our echoes carry none), then
-// the quoted echo's ICMP header.
+// Where an ICMP error quotes a packet of ours: after its own 8-byte header,
+// the quoted IP header (IPv4 without options: our echoes and SYNs carry
+// none), then the quoted L4 header (an echo's ICMP header, a SYN's TCP
+// header, whose first 8 bytes every error quotes).
 const (
 	quotedIP     = 8
-	quotedEcho4  = quotedIP + ipv4HeaderLen
-	quotedEcho6  = quotedIP + ipv6HeaderLen
-	errorL4Bytes = quotedEcho6 + 8
+	quotedL4v4   = quotedIP + ipv4HeaderLen
+	quotedL4v6   = quotedIP + ipv6HeaderLen
+	errorL4Bytes = quotedL4v6 + 8
 )
 
-// ErrorClause keeps ICMP and ICMPv6 errors (unreachable, time exceeded,
-// parameter problem, and ICMPv6's packet too big) whose quoted packet is an
-// echo request or reply carrying id. The record takes the error's type and
-// the quoted echo's id and sequence.
+// quotedL4 is the stack offset of the quoted L4 header of an error at l4.
+func quotedL4(family int, l4 int16) int16 {
+	if family == 4 {
+		return l4 + quotedL4v4
+	}
+	return l4 + quotedL4v6
+}
+
+// quoting tests that the ICMP or ICMPv6 message at l4 is an error
+// (unreachable, time exceeded, parameter problem, and ICMPv6's packet too
+// big) quoting a packet of protocol proto, else jumps to next. Its labels
+// start with at.
+func quoting(family int, l4 int16, proto int32, at, next string) asm.Instructions {
+	insns := asm.Instructions{asm.LoadMem(asm.R1, asm.RFP, l4, asm.Byte)}
+	if family == 4 {
+		return append(insns,
+			asm.JEq.Imm(asm.R1, 3, at+"_type"),
+			asm.JEq.Imm(asm.R1, 11, at+"_type"),
+			asm.JNE.Imm(asm.R1, 12, next),
+			asm.LoadMem(asm.R1, asm.RFP, l4+quotedIP, asm.Byte).WithSymbol(at+"_type"),
+			asm.JNE.Imm(asm.R1, 0x45, next),
+			asm.LoadMem(asm.R1, asm.RFP, l4+quotedIP+9, asm.Byte),
+			asm.JNE.Imm(asm.R1, proto, next),
+		)
+	}
+	return append(insns,
+		asm.JEq.Imm(asm.R1, 0, next),
+		asm.JGT.Imm(asm.R1, 4, next),
+		asm.LoadMem(asm.R1, asm.RFP, l4+quotedIP+6, asm.Byte),
+		asm.JNE.Imm(asm.R1, proto, next),
+	)
+}
+
+// ErrorClause keeps ICMP and ICMPv6 errors whose quoted packet is an echo
+// request or reply carrying id. The record takes the error's type and the
+// quoted echo's id and sequence.
 func ErrorClause(id uint16) Clause {
 	return Clause{
 		Name:    "error",
@@ -84,28 +118,12 @@ func ErrorClause(id uint16) Clause {
 		Proto6:  58,
 		L4Bytes: errorL4Bytes,
 		Test: func(family int, l4 int16, ours, next string) asm.Instructions {
-			insns := asm.Instructions{asm.LoadMem(asm.R1, asm.RFP, l4, asm.Byte).WithSource(asm.Comment("an error quoting an echo of ours"))}
-			echo := l4 + quotedEcho6
-			request, reply := int32(128), int32(129)
+			proto, request, reply := int32(58), int32(128), int32(129)
 			if family == 4 {
-				echo, request, reply = l4+quotedEcho4, 8, 0
-				insns = append(insns,
-					asm.JEq.Imm(asm.R1, 3, ours+"_type"),
-					asm.JEq.Imm(asm.R1, 11, ours+"_type"),
-					asm.JNE.Imm(asm.R1, 12, next),
-					asm.LoadMem(asm.R1, asm.RFP, l4+quotedIP, asm.Byte).WithSymbol(ours+"_type"),
-					asm.JNE.Imm(asm.R1, 0x45, next),
-					asm.LoadMem(asm.R1, asm.RFP, l4+quotedIP+9, asm.Byte),
-					asm.JNE.Imm(asm.R1, 1, next),
-				)
-			} else {
-				insns = append(insns,
-					asm.JEq.Imm(asm.R1, 0, next),
-					asm.JGT.Imm(asm.R1, 4, next),
-					asm.LoadMem(asm.R1, asm.RFP, l4+quotedIP+6, asm.Byte),
-					asm.JNE.Imm(asm.R1, 58, next),
-				)
+				proto, request, reply = 1, 8, 0
 			}
+			insns := note("an error quoting an echo of ours", quoting(family, l4, proto, ours, next))
+			echo := quotedL4(family, l4)
 			return append(insns,
 				asm.LoadMem(asm.R1, asm.RFP, echo+4, asm.Half),
 				asm.JNE.Imm(asm.R1, wire(id), next),
@@ -115,18 +133,134 @@ func ErrorClause(id uint16) Clause {
 				asm.Ja.Label(next),
 			)
 		},
-		Fill: func(family int, l4 int16) asm.Instructions {
-			if family == 4 {
-				return icmpFields(l4, l4+quotedEcho4+4)
-			}
-			return icmpFields(l4, l4+quotedEcho6+4)
+		Fill: func(family int, l4 int16, _ string) asm.Instructions {
+			return icmpFields(l4, quotedL4(family, l4)+4)
 		},
+	}
+}
+
+// tcpBytes is how much of a TCP header the TCP clause reads: up to its
+// flags, byte 13 (RFC 9293).
+const tcpBytes = 14
+
+// TCPClause keeps the TCP packets of a run marked by m (decode.TCPMark):
+// those whose key (decode.Key: the acknowledgement less one with ACK, the
+// sequence number of a bare SYN, the sequence number less one otherwise)
+// less the cookie is even and below the span. The record takes the
+// protocol, the flags, the run's echo id and the probe's number.
+func TCPClause(m decode.TCPMark) Clause {
+	return Clause{
+		Name:    "tcp",
+		Proto4:  decode.ProtoTCP,
+		Proto6:  decode.ProtoTCP,
+		L4Bytes: tcpBytes,
+		Test: func(_ int, l4 int16, ours, next string) asm.Instructions {
+			insns := note("TCP: key - cookie, even and below the span", tcpKey(m, l4, ours+"_key"))
+			return append(insns, inSpan(m, ours, next)...)
+		},
+		Fill: func(_ int, l4 int16, at string) asm.Instructions {
+			insns := asm.Instructions{
+				asm.LoadMem(asm.R1, asm.RFP, l4+13, asm.Byte).WithSource(asm.Comment("TCP: flags, echo id, probe = (key - cookie) / 2")),
+				asm.StoreMem(asm.RFP, rec(decode.OffTCPFlags), asm.R1, asm.Byte),
+			}
+			insns = append(insns, tcpRecord(m)...)
+			insns = append(insns, tcpKey(m, l4, at+"_key")...)
+			return append(insns, probeSeq()...)
+		},
+	}
+}
+
+// tcpKey leaves in r2 the key of the TCP header at l4 less the cookie, as
+// a u32: the acknowledgement with ACK, else the sequence number, less the
+// cookie plus one unless it is a bare SYN. The key's last step is labelled
+// key.
+func tcpKey(m decode.TCPMark, l4 int16, key string) asm.Instructions {
+	return asm.Instructions{
+		asm.LoadMem(asm.R1, asm.RFP, l4+13, asm.Byte),
+		asm.Mov.Imm32(asm.R3, int32(m.Cookie+1)),
+		asm.LoadMem(asm.R2, asm.RFP, l4+8, asm.Word).WithSource(asm.Comment("ACK: ack - (cookie + 1)")),
+		asm.JSet.Imm(asm.R1, decode.TCPAck, key),
+		asm.LoadMem(asm.R2, asm.RFP, l4+4, asm.Word).WithSource(asm.Comment("else seq - (cookie + 1), seq - cookie for a SYN")),
+		asm.And.Imm(asm.R1, decode.TCPSyn),
+		asm.RSh.Imm(asm.R1, 1),
+		asm.Sub.Reg32(asm.R3, asm.R1),
+		asm.HostTo(asm.BE, asm.R2, asm.Word).WithSymbol(key).WithSource(asm.Comment("be32, less cookie (+ 1)")),
+		asm.Sub.Reg32(asm.R2, asm.R3),
+	}
+}
+
+// inSpan jumps to ours when r2, a key less the cookie, is even and below
+// the span, else to next.
+func inSpan(m decode.TCPMark, ours, next string) asm.Instructions {
+	return asm.Instructions{
+		asm.JSet.Imm(asm.R2, 1, next),
+		asm.JLT.Imm(asm.R2, int32(m.Span), ours),
+		asm.Ja.Label(next),
+	}
+}
+
+// tcpRecord marks the record as a TCP probe's, of the run's echo id.
+func tcpRecord(m decode.TCPMark) asm.Instructions {
+	return asm.Instructions{
+		asm.StoreImm(asm.RFP, rec(decode.OffProto), decode.ProtoTCP, asm.Byte),
+		asm.StoreImm(asm.RFP, rec(decode.OffEchoID), int64(wire(m.EchoID)), asm.Half),
+	}
+}
+
+// probeSeq stores r2, a key less the cookie, halved as the record's
+// sequence, in network order as an echo's.
+func probeSeq() asm.Instructions {
+	return asm.Instructions{
+		asm.RSh.Imm(asm.R2, 1).WithSource(asm.Comment("seq = be16((key - cookie) / 2)")),
+		asm.HostTo(asm.BE, asm.R2, asm.Half),
+		asm.StoreMem(asm.RFP, rec(decode.OffSeq), asm.R2, asm.Half),
+	}
+}
+
+// TCPErrorClause keeps ICMP and ICMPv6 errors whose quoted packet is a TCP
+// SYN of the run marked by m: its sequence number (bytes 4-7 of the quoted
+// TCP header) is an ISN of the run. The record takes the error's type, the
+// protocol, the run's echo id and the probe's number.
+func TCPErrorClause(m decode.TCPMark) Clause {
+	return Clause{
+		Name:    "tcp_error",
+		Proto4:  1,
+		Proto6:  58,
+		L4Bytes: errorL4Bytes,
+		Test: func(family int, l4 int16, ours, next string) asm.Instructions {
+			insns := note("an error quoting a SYN of ours", quoting(family, l4, decode.ProtoTCP, ours, next))
+			insns = append(insns, quotedISN(m, family, l4)...)
+			return append(insns, inSpan(m, ours, next)...)
+		},
+		Fill: func(family int, l4 int16, _ string) asm.Instructions {
+			insns := asm.Instructions{
+				asm.LoadMem(asm.R1, asm.RFP, l4, asm.Byte).WithSource(asm.Comment("ICMP type, echo id, probe = (ISN - cookie) / 2")),
+				asm.StoreMem(asm.RFP, rec(decode.OffICMPType), asm.R1, asm.Byte),
+			}
+			insns = append(insns, tcpRecord(m)...)
+			insns = append(insns, quotedISN(m, family, l4)...)
+			return append(insns, probeSeq()...)
+		},
+	}
+}
+
+// quotedISN leaves in r2 the sequence number of the TCP header an error at
+// l4 quotes, less the cookie, as a u32.
+func quotedISN(m decode.TCPMark, family int, l4 int16) asm.Instructions {
+	return asm.Instructions{
+		asm.LoadMem(asm.R2, asm.RFP, quotedL4(family, l4)+4, asm.Word).WithSource(asm.Comment("be32(quoted seq) - cookie")),
+		asm.HostTo(asm.BE, asm.R2, asm.Word),
+		asm.Sub.Imm32(asm.R2, int32(m.Cookie)),
 	}
 }
 
 // OursClauses are the clauses of a trace of the echo id: its echoes, and
 // ICMP errors about them.
 func OursClauses(id uint16) []Clause { return []Clause{EchoClause(id), ErrorClause(id)} }
+
+// TCPClauses are the clauses of a trace of the TCP run marked by m: its
+// packets, and ICMP errors about its SYNs.
+func TCPClauses(m decode.TCPMark) []Clause { return []Clause{TCPClause(m), TCPErrorClause(m)} }
 
 // Filter is the start of every packet program: from the skb in rSkb it
 // rejects what none of its clauses keeps, reading as little as it can, and
@@ -349,7 +483,7 @@ func (f Filter) clauses(family int) asm.Instructions {
 			}
 			insns = append(insns, label(here, start)...)
 			insns = append(insns, label(ours, f.capture(family, here))...)
-			insns = append(insns, c.Fill(family, l4)...)
+			insns = append(insns, c.Fill(family, l4, here+"_fill")...)
 			insns = append(insns, asm.Ja.Label("ours"))
 		}
 	}

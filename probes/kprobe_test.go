@@ -128,6 +128,15 @@ func TestKprobeProgramsGolden(t *testing.T) {
 			golden(t, "kretprobe_"+tc.name, fmt.Sprintf("%v", ret))
 		}
 	}
+	// A TCP run's entry program (the return program knows no clauses).
+	spec := netfilterSpec(t, false)
+	nf, err := LookupNetfilterOffsets(spec, spec, decode.ProbeNftDoChain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entry := KprobeEntryProgram(KprobeParams{Offsets: goldenOffsets, NF: nf, Probe: decode.ProbeNftDoChain, Clauses: goldenTCP.Clauses()})
+	assertResolved(t, "kprobe_tcp_nft_do_chain", entry)
+	golden(t, "kprobe_tcp_nft_do_chain", fmt.Sprintf("%v", entry))
 }
 
 // TestKprobeProgramsLoad hands the netfilter programs to the verifier, with
@@ -156,14 +165,16 @@ func TestKprobeProgramsLoad(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		p := KprobeParams{Offsets: goldenOffsets, NF: nf, Probe: tc.probe, Clauses: OursClauses(0xbeef)}
-		for name, insns := range map[string]func(KprobeParams) asm.Instructions{"entry": KprobeEntryProgram, "return": KprobeReturnProgram} {
-			prog, err := loadProgram(insns(p), ebpf.Kprobe, "tracepkt_test", maps)
-			if err != nil {
-				t.Errorf("%s %s (before 5.16: %v): %v", tc.probe, name, tc.before516, err)
-				continue
+		for run, cfg := range map[string]Config{"echo": {EchoID: 0xbeef}, "tcp": goldenTCP} {
+			p := KprobeParams{Offsets: goldenOffsets, NF: nf, Probe: tc.probe, Clauses: cfg.Clauses()}
+			for name, insns := range map[string]func(KprobeParams) asm.Instructions{"entry": KprobeEntryProgram, "return": KprobeReturnProgram} {
+				prog, err := loadProgram(insns(p), ebpf.Kprobe, "tracepkt_test", maps)
+				if err != nil {
+					t.Errorf("%s run, %s %s (before 5.16: %v): %v", run, tc.probe, name, tc.before516, err)
+					continue
+				}
+				prog.Close()
 			}
-			prog.Close()
 		}
 	}
 }

@@ -84,7 +84,16 @@ func TestTracepointProgramGolden(t *testing.T) {
 	// A kernel without drop reasons (5.10) records the location alone.
 	insns := TracepointProgram(ProgramParams{Offsets: goldenOffsets, SkbOffset: 8, Probe: decode.ProbeKfreeSkb, Clauses: OursClauses(0xbeef), Drop: DropFields{16, -1}})
 	golden(t, "program_kfree_skb_no_reason", fmt.Sprintf("%v", insns))
+	// A TCP run's programs: its clauses take the place of the echo's.
+	for _, p := range decode.Probes() {
+		insns := TracepointProgram(ProgramParams{Offsets: goldenOffsets, SkbOffset: 8, Probe: p, Clauses: goldenTCP.Clauses(), Drop: DropFields{16, 36}})
+		assertResolved(t, "tcp_"+p.String(), insns)
+		golden(t, "program_tcp_"+p.String(), fmt.Sprintf("%v", insns))
+	}
 }
+
+// goldenTCP is the TCP run of the golden programs: 16 probes.
+var goldenTCP = Config{TCP: &decode.TCPMark{EchoID: 0xbeef, Cookie: 0xc0ffee00, Span: 32}}
 
 func TestDropFieldsOf(t *testing.T) {
 	common := []tracefs.Field{{Name: "common_type", Size: 2}, {Name: "skbaddr", Offset: 8, Size: 8}, {Name: "location", Offset: 16, Size: 8}}
@@ -136,14 +145,16 @@ func TestDeviceProgramsLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { events.Close() })
-	progs := devicePrograms{fs: fs, offsets: offsets, clauses: OursClauses(0xbeef)}
-	for _, p := range decode.Probes() {
-		for _, at := range AttachAuto.attachments() {
-			t.Run(p.String()+"/"+string(at), func(t *testing.T) {
-				if err := checkAs(progs, p, at, events); err != nil {
-					t.Errorf("%s as %s: %v", p, at, err)
-				}
-			})
+	for run, cfg := range map[string]Config{"echo": {EchoID: 0xbeef}, "tcp": goldenTCP} {
+		progs := devicePrograms{fs: fs, offsets: offsets, clauses: cfg.Clauses()}
+		for _, p := range decode.Probes() {
+			for _, at := range AttachAuto.attachments() {
+				t.Run(run+"/"+p.String()+"/"+string(at), func(t *testing.T) {
+					if err := checkAs(progs, p, at, events); err != nil {
+						t.Errorf("%s run, %s as %s: %v", run, p, at, err)
+					}
+				})
+			}
 		}
 	}
 }

@@ -11,6 +11,10 @@ import (
 // Config selects what a Tracer attaches.
 type Config struct {
 	EchoID uint16
+	// TCP, when set, makes this the trace of a TCP run marked by it (its
+	// EchoID is the one records carry; Config.EchoID is then unused); nil
+	// is the trace of an echo run.
+	TCP *decode.TCPMark
 	// Probes to attach; nil means decode.Probes().
 	Probes []decode.Probe
 	// Attach says how device probes may be attached; "" means AttachAuto.
@@ -28,6 +32,15 @@ type Config struct {
 	NetfilterOptional bool
 }
 
+// Clauses say which packets are ours in the trace cfg asks for: a TCP
+// run's packets and the errors about them, or an echo run's.
+func (cfg Config) Clauses() []Clause {
+	if cfg.TCP != nil {
+		return TCPClauses(*cfg.TCP)
+	}
+	return OursClauses(cfg.EchoID)
+}
+
 // Tracer is one trace: the Reader of the rings and the Attachments that
 // write to them. Read it as its Reader; Close releases both.
 type Tracer struct {
@@ -36,7 +49,7 @@ type Tracer struct {
 	closeOnce   sync.Once
 }
 
-// Open attaches the probes for one echo id. On error, nothing stays attached.
+// Open attaches the probes for one echo id, or one TCP run (Config.TCP). On error, nothing stays attached.
 func Open(fs *tracefs.FS, offsets Offsets, cfg Config) (*Tracer, error) {
 	if cfg.Probes == nil {
 		cfg.Probes = decode.Probes()

@@ -246,7 +246,7 @@ func (s *session) openSources(target netip.Addr, o options) (_ *sources, err err
 	}()
 	// The nftables tables go in while the kernel's BTF may still be parsed.
 	if s.netfilter.sources&nfNftrace != 0 {
-		if src.nf, err = nftrace.Open(s.traced, id); err != nil {
+		if src.nf, err = nftrace.Open(s.traced, nftrace.Match{EchoID: id}); err != nil {
 			return nil, fmt.Errorf("netfilter: %w", err)
 		}
 	}

@@ -28,7 +28,7 @@ func BenchmarkOpenClose(b *testing.B) {
 			var open, close time.Duration
 			for b.Loop() {
 				start := time.Now()
-				tr, err := Open(nss, 0x4242)
+				tr, err := Open(nss, Match{EchoID: 0x4242})
 				if err != nil {
 					b.Fatal(err)
 				}

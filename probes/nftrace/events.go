@@ -238,6 +238,8 @@ func assemble(netns uint32, msgs []traceMsg, lastHook map[uint32]decode.Hook, ch
 			Oif:        m.Oif,
 			TraceID:    m.ID,
 			ICMPType:   m.Packet.ICMPType,
+			Proto:      m.Packet.Proto,
+			TCPFlags:   m.Packet.TCPFlags,
 			EchoID:     m.Packet.EchoID,
 			Seq:        m.Packet.Seq,
 			Src:        m.Packet.Src,

@@ -100,7 +100,7 @@ func filterEmpty(names []string) []string {
 // openTracer opens a tracer and closes it when tb ends, failing tb if Close fails.
 func openTracer(tb testing.TB, nss []netns.Netns, id uint16) *Tracer {
 	tb.Helper()
-	t, err := Open(nss, id)
+	t, err := Open(nss, Match{EchoID: id})
 	if err != nil {
 		tb.Fatalf("Open: %v", err)
 	}

@@ -46,7 +46,7 @@ func tracerChild(spec string) int {
 	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
-	t, err := Open(nss, uint16(id))
+	t, err := Open(nss, Match{EchoID: uint16(id)})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2

@@ -110,7 +110,7 @@ func TestRouter(t *testing.T) {
 				t.Fatal(err)
 			}
 			start := time.Now()
-			tr, err := Open(netnsList(r.A, r.R, r.B), id)
+			tr, err := Open(netnsList(r.A, r.R, r.B), Match{EchoID: id})
 			if err != nil {
 				t.Fatal(err)
 			}

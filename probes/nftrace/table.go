@@ -71,24 +71,59 @@ func isHelperTable(family uint8, name string) bool {
 	return ok && family == unix.NFPROTO_INET
 }
 
-// traceRules returns the expressions of the two rules of each helper chain:
+// traceRules returns the expressions of the rules of each helper chain. For the echoes of
+// an id:
 //
 //	meta l4proto icmp      @th,32,16 <id> meta nftrace set 1
 //	meta l4proto ipv6-icmp @th,32,16 <id> meta nftrace set 1
 //
-// Bytes 4-5 of an ICMP or ICMPv6 echo message are its identifier.
-func traceRules(echoID uint16) [][]expr.Any {
-	var id [2]byte
-	binary.BigEndian.PutUint16(id[:], echoID)
-	rule := func(proto byte) []expr.Any {
+// Bytes 4-5 of an ICMP or ICMPv6 echo message are its identifier. For a TCP run (see
+// decode.TCPMark; NewTCPMark keeps cookie + span from wrapping):
+//
+//	meta l4proto tcp @th,32,32 <cookie>-<cookie + span - 1> meta nftrace set 1
+//	meta l4proto tcp @th,64,32 <cookie + 1>-<cookie + span> meta nftrace set 1
+//
+// The first takes the run's SYNs and the prober's RSTs by sequence number, the second the
+// answers by acknowledgement number: a superset of the run's packets (another flow's
+// segment falls in the range once in 2^32/span), which Drain narrows to them. ICMP errors
+// quoting a SYN of the run are not traced: a rule could find them (the quoted sequence
+// number sits at @th,256,32 behind a quoted IPv4 header without options, @th,416,32 behind
+// an IPv6 header without extension headers), but a trace message carries only the first
+// 20 bytes of the transport header (NFT_TRACETYPE_TRANSPORT_HSIZE), which end inside the
+// quoted IP header: Drain could not tell which run, or which probe, an error is about. The
+// BPF probes see them.
+func traceRules(match Match) [][]expr.Any {
+	nftrace := []expr.Any{
+		&expr.Immediate{Register: 1, Data: []byte{1}},
+		&expr.Meta{Key: expr.MetaKeyNFTRACE, SourceRegister: true, Register: 1},
+	}
+	l4proto := func(proto byte) []expr.Any {
 		return []expr.Any{
 			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
-			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 4, Len: 2},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: id[:]},
-			&expr.Immediate{Register: 1, Data: []byte{1}},
-			&expr.Meta{Key: expr.MetaKeyNFTRACE, SourceRegister: true, Register: 1},
 		}
+	}
+	// payload loads bytes of the transport header at off.
+	payload := func(off, n uint32) expr.Any {
+		return &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: off, Len: n}
+	}
+	// within compares the register with [from, to], in network byte order, as nft does.
+	within := func(from, to uint32) []expr.Any {
+		return []expr.Any{
+			&expr.Cmp{Op: expr.CmpOpGte, Register: 1, Data: binary.BigEndian.AppendUint32(nil, from)},
+			&expr.Cmp{Op: expr.CmpOpLte, Register: 1, Data: binary.BigEndian.AppendUint32(nil, to)},
+		}
+	}
+	if m := match.TCP; m != nil {
+		first, last := m.Cookie, m.Cookie+m.Span-1
+		return [][]expr.Any{
+			slices.Concat(l4proto(unix.IPPROTO_TCP), []expr.Any{payload(4, 4)}, within(first, last), nftrace),
+			slices.Concat(l4proto(unix.IPPROTO_TCP), []expr.Any{payload(8, 4)}, within(first+1, last+1), nftrace),
+		}
+	}
+	id := binary.BigEndian.AppendUint16(nil, match.EchoID)
+	rule := func(proto byte) []expr.Any {
+		return slices.Concat(l4proto(proto), []expr.Any{payload(4, 2), &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: id}}, nftrace)
 	}
 	return [][]expr.Any{rule(unix.IPPROTO_ICMP), rule(unix.IPPROTO_ICMPV6)}
 }
@@ -132,13 +167,13 @@ func helperTable(name string) (*nftables.Table, []*nftables.Chain) {
 
 // installMessages returns the batch that creates the helper table; owner sets
 // NFT_TABLE_F_OWNER on it.
-func installMessages(name string, echoID uint16, owner bool) ([]netlink.Message, error) {
+func installMessages(name string, match Match, owner bool) ([]netlink.Message, error) {
 	msgs, err := buildBatch(func(c *nftables.Conn) {
 		t, chains := helperTable(name)
 		c.AddTable(t)
 		for _, ch := range chains {
 			c.AddChain(ch)
-			for _, exprs := range traceRules(echoID) {
+			for _, exprs := range traceRules(match) {
 				c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: exprs})
 			}
 		}
@@ -249,12 +284,12 @@ type installBatches struct {
 	owned, plain []netlink.Message
 }
 
-func newInstallBatches(name string, echoID uint16) (installBatches, error) {
-	owned, err := installMessages(name, echoID, true)
+func newInstallBatches(name string, match Match) (installBatches, error) {
+	owned, err := installMessages(name, match, true)
 	if err != nil {
 		return installBatches{}, err
 	}
-	plain, err := installMessages(name, echoID, false)
+	plain, err := installMessages(name, match, false)
 	if err != nil {
 		return installBatches{}, err
 	}

@@ -40,10 +40,11 @@ func listExprs(t *testing.T, exprs []expr.Any) string {
 				fmt.Fprintf(&b, "  [ meta load %s => reg %d ]\n", metaKeys[e.Key], e.Register)
 			}
 		case *expr.Cmp:
-			if e.Op != expr.CmpOpEq {
+			op, ok := map[expr.CmpOp]string{expr.CmpOpEq: "eq", expr.CmpOpGte: "gte", expr.CmpOpLte: "lte"}[e.Op]
+			if !ok {
 				t.Fatalf("cmp op %v", e.Op)
 			}
-			fmt.Fprintf(&b, "  [ cmp eq reg %d %s ]\n", e.Register, words(e.Data))
+			fmt.Fprintf(&b, "  [ cmp %s reg %d %s ]\n", op, e.Register, words(e.Data))
 		case *expr.Payload:
 			fmt.Fprintf(&b, "  [ payload load %db @ %s header + %d => reg %d ]\n", e.Len, bases[e.Base], e.Offset, e.DestRegister)
 		case *expr.Immediate:
@@ -74,7 +75,7 @@ func TestTraceRules(t *testing.T) {
   [ immediate reg 1 0x00000001 ]
   [ meta set nftrace with reg 1 ]
 `}
-	rules := traceRules(0x4242)
+	rules := traceRules(Match{EchoID: 0x4242})
 	if len(rules) != len(want) {
 		t.Fatalf("%d rules, want %d", len(rules), len(want))
 	}
@@ -84,8 +85,41 @@ func TestTraceRules(t *testing.T) {
 		}
 	}
 	// The echo id is compared in network byte order.
-	if got := listExprs(t, traceRules(0x1234)[0]); !strings.Contains(got, "cmp eq reg 1 0x00003412") {
+	if got := listExprs(t, traceRules(Match{EchoID: 0x1234})[0]); !strings.Contains(got, "cmp eq reg 1 0x00003412") {
 		t.Errorf("echo id 0x1234:\n%s", got)
+	}
+}
+
+// TestTraceRulesTCP checks the helper rules of a TCP run, with cookie 0xc0ffee00 and span
+// 32 (16 probes), against what nft 1.0.6 generates (nft --debug=netlink) for
+//
+//	meta l4proto tcp @th,32,32 0xc0ffee00-0xc0ffee1f meta nftrace set 1
+//	meta l4proto tcp @th,64,32 0xc0ffee01-0xc0ffee20 meta nftrace set 1
+func TestTraceRulesTCP(t *testing.T) {
+	m := decode.TCPMark{EchoID: 0x4242, Cookie: 0xc0ffee00, Span: 32}
+	want := []string{`  [ meta load l4proto => reg 1 ]
+  [ cmp eq reg 1 0x00000006 ]
+  [ payload load 4b @ transport header + 4 => reg 1 ]
+  [ cmp gte reg 1 0x00eeffc0 ]
+  [ cmp lte reg 1 0x1feeffc0 ]
+  [ immediate reg 1 0x00000001 ]
+  [ meta set nftrace with reg 1 ]
+`, `  [ meta load l4proto => reg 1 ]
+  [ cmp eq reg 1 0x00000006 ]
+  [ payload load 4b @ transport header + 8 => reg 1 ]
+  [ cmp gte reg 1 0x01eeffc0 ]
+  [ cmp lte reg 1 0x20eeffc0 ]
+  [ immediate reg 1 0x00000001 ]
+  [ meta set nftrace with reg 1 ]
+`}
+	rules := traceRules(Match{EchoID: m.EchoID, TCP: &m})
+	if len(rules) != len(want) {
+		t.Fatalf("%d rules, want %d", len(rules), len(want))
+	}
+	for i, r := range rules {
+		if got := listExprs(t, r); got != want[i] {
+			t.Errorf("rule %d:\n%s\nwant:\n%s", i, got, want[i])
+		}
 	}
 }
 
@@ -102,7 +136,7 @@ func TestInstallMessages(t *testing.T) {
 		unix.NFNL_MSG_BATCH_END,
 	}
 	for _, owner := range []bool{true, false} {
-		msgs, err := installMessages(name, 0x4242, owner)
+		msgs, err := installMessages(name, Match{EchoID: 0x4242}, owner)
 		if err != nil {
 			t.Fatal(err)
 		}

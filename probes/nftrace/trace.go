@@ -59,6 +59,13 @@ type packet struct {
 	ICMPType uint8
 	EchoID   uint16
 	Seq      uint16
+	// TCP is true for a TCP segment; then TCPFlags and Key, its decode.Key, are set.
+	TCP      bool
+	TCPFlags uint8
+	Key      uint32
+	// Proto is decode.ProtoTCP once the packet is known to be of a TCP run (Match.claim),
+	// which then also sets EchoID and Seq.
+	Proto uint8
 }
 
 // parseTraceMessages calls fn with each NFT_MSG_TRACE message in b, one datagram read from
@@ -147,6 +154,7 @@ func parseTrace(b []byte, m *traceMsg) error {
 // IP protocol numbers and ICMP types of echo messages.
 const (
 	protoICMP        = 1
+	protoTCP         = 6
 	protoICMPv6      = 58
 	icmpEchoReply    = 0
 	icmpEchoRequest  = 8
@@ -155,17 +163,21 @@ const (
 )
 
 // ipv6ExtHeaders are the IPv6 extension headers that may sit between the fixed header and
-// ICMPv6. The trace carries at most 40 bytes of network header, so they cannot be walked.
+// the transport header. The trace carries at most 40 bytes of network header, so they
+// cannot be walked: behind one, the transport header is read both as ICMPv6 and as TCP, and
+// the match decides (Match.claim).
 var ipv6ExtHeaders = map[uint8]bool{0: true, 43: true, 44: true, 51: true, 60: true}
 
-// parsePacket reads addresses from an IPv4 or IPv6 header and, when the layer-4 protocol is
-// ICMP or ICMPv6, the echo fields from the transport header.
+// parsePacket reads addresses from an IPv4 or IPv6 header and, from the transport header,
+// the fields of an ICMP or ICMPv6 echo or of a TCP segment. The kernel sends at most 20
+// bytes of transport header (NFT_TRACETYPE_TRANSPORT_HSIZE): enough for both, not for
+// what an ICMP error quotes beyond its first 12 bytes.
 func parsePacket(network, transport []byte) packet {
 	var p packet
 	if len(network) == 0 {
 		return p
 	}
-	var icmpv6 bool
+	var icmp, icmpv6, tcp bool
 	switch network[0] >> 4 {
 	case 4:
 		if len(network) < 20 {
@@ -173,28 +185,29 @@ func parsePacket(network, transport []byte) packet {
 		}
 		p.Src = netip.AddrFrom4([4]byte(network[12:16]))
 		p.Dst = netip.AddrFrom4([4]byte(network[16:20]))
-		if network[9] != protoICMP {
-			return p
-		}
+		icmp, tcp = network[9] == protoICMP, network[9] == protoTCP
 	case 6:
 		if len(network) < 40 {
 			return p
 		}
 		p.Src = netip.AddrFrom16([16]byte(network[8:24]))
 		p.Dst = netip.AddrFrom16([16]byte(network[24:40]))
-		if next := network[6]; next != protoICMPv6 && !ipv6ExtHeaders[next] {
-			return p
-		}
-		icmpv6 = true
+		next := network[6]
+		icmpv6 = next == protoICMPv6 || ipv6ExtHeaders[next]
+		tcp = next == protoTCP || ipv6ExtHeaders[next]
 	default:
 		return p
+	}
+	if tcp && len(transport) >= 14 {
+		p.TCP, p.TCPFlags = true, transport[13]
+		p.Key = decode.Key(p.TCPFlags, binary.BigEndian.Uint32(transport[4:8]), binary.BigEndian.Uint32(transport[8:12]))
 	}
 	if len(transport) < 8 {
 		return p
 	}
 	typ := transport[0]
 	if icmpv6 && (typ == icmp6EchoRequest || typ == icmp6EchoReply) ||
-		!icmpv6 && (typ == icmpEchoRequest || typ == icmpEchoReply) {
+		icmp && (typ == icmpEchoRequest || typ == icmpEchoReply) {
 		p.Echo = true
 		p.ICMPType = typ
 		p.EchoID = binary.BigEndian.Uint16(transport[4:6])

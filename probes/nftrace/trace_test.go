@@ -142,22 +142,37 @@ func TestParsePacket(t *testing.T) {
 	icmp := mustHex("08000d934242000180b6c47cd9946cd018eb1d54")
 	v6 := slices.Concat(mustHex("600000000040"+"3a"+"40"), capturedA6Addr.AsSlice(), capturedB6Addr.AsSlice())
 	icmp6 := mustHex("80000000424200020000")
+	// TCP segments of probe 2 of a run with cookie 0xc0ffee00: ISN 0xc0ffee04.
+	v4tcp := slices.Concat(v4[:9], []byte{6}, v4[10:])
+	syn := mustHex("9c4001bb" + "c0ffee04" + "00000000" + "5002faf0" + "00000000")
+	synAck := mustHex("01bb9c40" + "11111111" + "c0ffee05" + "5012faf0" + "00000000")
+	rst := mustHex("9c4001bb" + "c0ffee05" + "00000000" + "5004faf0" + "00000000")
+	rstAck := mustHex("01bb9c40" + "00000000" + "c0ffee05" + "5014faf0" + "00000000")
+	quotedV4 := mustHex("4500003c00004000400600006313540263135482")
 	for _, tc := range []struct {
 		name               string
 		network, transport []byte
 		want               packet
 	}{
-		{"ipv4 echo request", v4, icmp, packet{capturedA4Addr, capturedB4Addr, true, 8, 0x4242, 1}},
-		{"ipv4 not icmp", slices.Concat(v4[:9], []byte{6}, v4[10:]), icmp, packet{Src: capturedA4Addr, Dst: capturedB4Addr}},
+		{"ipv4 echo request", v4, icmp, packet{Src: capturedA4Addr, Dst: capturedB4Addr, Echo: true, ICMPType: 8, EchoID: 0x4242, Seq: 1}},
+		{"ipv4 udp", slices.Concat(v4[:9], []byte{17}, v4[10:]), icmp, packet{Src: capturedA4Addr, Dst: capturedB4Addr}},
 		{"ipv4 icmp not echo", v4, slices.Concat([]byte{3}, icmp[1:]), packet{Src: capturedA4Addr, Dst: capturedB4Addr}},
 		{"ipv4 icmpv6 echo type", v4, slices.Concat([]byte{128}, icmp[1:]), packet{Src: capturedA4Addr, Dst: capturedB4Addr}},
 		{"ipv4 transport cut", v4, icmp[:7], packet{Src: capturedA4Addr, Dst: capturedB4Addr}},
 		{"ipv4 cut", v4[:19], icmp, packet{}},
-		{"ipv6 echo request", v6, icmp6, packet{capturedA6Addr, capturedB6Addr, true, 128, 0x4242, 2}},
-		{"ipv6 echo reply behind a hop-by-hop header", slices.Concat(v6[:6], []byte{0}, v6[7:]), slices.Concat([]byte{129}, icmp6[1:]), packet{capturedA6Addr, capturedB6Addr, true, 129, 0x4242, 2}},
+		{"ipv6 echo request", v6, icmp6, packet{Src: capturedA6Addr, Dst: capturedB6Addr, Echo: true, ICMPType: 128, EchoID: 0x4242, Seq: 2}},
+		{"ipv6 echo reply behind a hop-by-hop header", slices.Concat(v6[:6], []byte{0}, v6[7:]), slices.Concat([]byte{129}, icmp6[1:], make([]byte, 4)),
+			packet{Src: capturedA6Addr, Dst: capturedB6Addr, Echo: true, ICMPType: 129, EchoID: 0x4242, Seq: 2, TCP: true, Key: 0x42420001}}, // as TCP: no flags, seq 0x42420002
 		{"ipv6 udp", slices.Concat(v6[:6], []byte{17}, v6[7:]), icmp6, packet{Src: capturedA6Addr, Dst: capturedB6Addr}},
 		{"ipv6 icmpv4 echo type", v6, slices.Concat([]byte{8}, icmp6[1:]), packet{Src: capturedA6Addr, Dst: capturedB6Addr}},
 		{"ipv6 cut", v6[:39], icmp6, packet{}},
+		{"ipv4 SYN", v4tcp, syn, packet{Src: capturedA4Addr, Dst: capturedB4Addr, TCP: true, TCPFlags: 0x02, Key: 0xc0ffee04}},
+		{"ipv4 SYN-ACK", v4tcp, synAck, packet{Src: capturedA4Addr, Dst: capturedB4Addr, TCP: true, TCPFlags: 0x12, Key: 0xc0ffee04}},
+		{"ipv4 own RST", v4tcp, rst, packet{Src: capturedA4Addr, Dst: capturedB4Addr, TCP: true, TCPFlags: 0x04, Key: 0xc0ffee04}},
+		{"ipv4 tcp cut before its flags", v4tcp, syn[:13], packet{Src: capturedA4Addr, Dst: capturedB4Addr}},
+		{"ipv4 unreachable quoting a SYN: the trace's 20 bytes end before its seq", v4, slices.Concat([]byte{3, 3, 0xfc, 0xfc, 0, 0, 0, 0}, quotedV4[:12]),
+			packet{Src: capturedA4Addr, Dst: capturedB4Addr}},
+		{"ipv6 RST|ACK", slices.Concat(v6[:6], []byte{6}, v6[7:]), rstAck, packet{Src: capturedA6Addr, Dst: capturedB6Addr, TCP: true, TCPFlags: 0x14, Key: 0xc0ffee04}},
 		{"not ip", []byte{0x20}, icmp, packet{}},
 		{"empty", nil, nil, packet{}},
 	} {
@@ -166,6 +181,39 @@ func TestParsePacket(t *testing.T) {
 				t.Errorf("parsePacket = %+v, want %+v", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestMatchClaim: a TCP run claims its packets (decode.Key, less the cookie, even and within
+// the span), numbering them as the BPF probes do; an echo match claims only echoes of its id.
+func TestMatchClaim(t *testing.T) {
+	m := decode.TCPMark{EchoID: 0x7c03, Cookie: 0xc0ffee00, Span: 8}
+	tcp := Match{EchoID: 0x7c03, TCP: &m}
+	for _, tc := range []struct {
+		name  string
+		match Match
+		p     packet
+		ours  bool
+		seq   uint16
+	}{
+		{"SYN of probe 2", tcp, packet{TCP: true, TCPFlags: 0x02, Key: 0xc0ffee04}, true, 2},
+		{"answer to probe 3", tcp, packet{TCP: true, TCPFlags: 0x12, Key: 0xc0ffee06}, true, 3},
+		{"odd key", tcp, packet{TCP: true, TCPFlags: 0x02, Key: 0xc0ffee05}, false, 0},
+		{"key past the span", tcp, packet{TCP: true, TCPFlags: 0x02, Key: 0xc0ffee08}, false, 0},
+		{"key below the cookie", tcp, packet{TCP: true, TCPFlags: 0x02, Key: 0xc0ffedfe}, false, 0},
+		{"echo of the run's id", tcp, packet{Echo: true, ICMPType: 8, EchoID: 0x7c03, Seq: 1}, false, 0},
+		{"echo of the id", Match{EchoID: 0x7c03}, packet{Echo: true, ICMPType: 8, EchoID: 0x7c03, Seq: 1}, true, 1},
+		{"echo of another id", Match{EchoID: 0x7c03}, packet{Echo: true, ICMPType: 8, EchoID: 0x7c04, Seq: 1}, false, 0},
+		{"TCP in an echo run", Match{EchoID: 0x7c03}, packet{TCP: true, TCPFlags: 0x02, Key: 0xc0ffee04}, false, 0},
+	} {
+		p := tc.p
+		ours := tc.match.claim(&p)
+		if ours != tc.ours || ours && (p.Seq != tc.seq || p.EchoID != 0x7c03) {
+			t.Errorf("%s: claim = %v, %+v; want %v, seq %d", tc.name, ours, p, tc.ours, tc.seq)
+		}
+		if ours && tc.match.TCP != nil && p.Proto != decode.ProtoTCP || tc.match.TCP == nil && p.Proto != 0 {
+			t.Errorf("%s: proto %d", tc.name, p.Proto)
+		}
 	}
 }
 
@@ -230,7 +278,7 @@ func assembleCaptured(t *testing.T, netns uint32, echoID uint16, chains map[chai
 	t.Helper()
 	st := &nsState{}
 	for _, d := range datagrams {
-		if err := parseTraceMessages(d, func(m *traceMsg) { st.receive(m, echoID) }); err != nil {
+		if err := parseTraceMessages(d, func(m *traceMsg) { st.receive(m, Match{EchoID: echoID}) }); err != nil {
 			t.Fatal(err)
 		}
 	}

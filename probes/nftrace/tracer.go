@@ -37,12 +37,37 @@ const (
 // ErrClosed is returned by Drain on a closed Tracer, or when Close interrupts it.
 var ErrClosed = errors.New("nftrace: tracer closed")
 
-// Tracer traces one echo id through the netfilter chains of a set of network namespaces.
-// Drain and Close may be called from different goroutines.
+// Match says which packets a Tracer traces: the echoes of EchoID, or, when TCP is set, the
+// packets of the TCP run it marks. ICMP errors are not traced for either (see traceRules).
+type Match struct {
+	EchoID uint16
+	TCP    *decode.TCPMark
+}
+
+// claim reports whether p is of the match, and for a TCP run's packet sets its Proto,
+// EchoID and Seq (the probe) as the BPF probes record them.
+func (match Match) claim(p *packet) bool {
+	m := match.TCP
+	if m == nil {
+		return p.Echo && p.EchoID == match.EchoID
+	}
+	if !p.TCP {
+		return false
+	}
+	k, ok := m.Probe(p.Key)
+	if !ok {
+		return false
+	}
+	p.Proto, p.EchoID, p.Seq = decode.ProtoTCP, m.EchoID, k
+	return true
+}
+
+// Tracer traces one echo id, or one TCP run, through the netfilter chains of a set of
+// network namespaces. Drain and Close may be called from different goroutines.
 type Tracer struct {
-	echoID uint16
-	table  string
-	nft    string // path of nft(8); empty when missing: no rule text
+	match Match
+	table string
+	nft   string // path of nft(8); empty when missing: no rule text
 
 	// wake is an eventfd: Close writes it to end a Drain waiting in ppoll.
 	wake    int
@@ -77,11 +102,12 @@ const installWorkers = 16
 // Open installs the helper table, inet tracepkt_<pid>_<hex>, in every namespace given and
 // starts listening to nftrace messages there. Where the kernel refuses the owner flag
 // (before 5.12), it also deletes there the helper tables of runs killed before they could.
-// Its chains hook prerouting and output at priority math.MinInt32 and set meta nftrace on ICMP and ICMPv6 packets whose echo id is
-// echoID; the kernel keeps the mark across the later hooks of that namespace. A namespace
+// Its chains hook prerouting and output at priority math.MinInt32 and set meta nftrace on
+// the packets of match (see traceRules); the kernel keeps the mark across the later hooks
+// of that namespace. A namespace
 // whose path no longer leads to it (its process exited) is skipped. On failure nothing
 // is left installed.
-func Open(nss []netns.Netns, echoID uint16) (_ *Tracer, err error) {
+func Open(nss []netns.Netns, match Match) (_ *Tracer, err error) {
 	name, err := newTableName()
 	if err != nil {
 		return nil, err
@@ -90,7 +116,7 @@ func Open(nss []netns.Netns, echoID uint16) (_ *Tracer, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("create eventfd: %w", err)
 	}
-	t := &Tracer{echoID: echoID, table: name, wake: wake, buf: make([]byte, readBufSize)}
+	t := &Tracer{match: match, table: name, wake: wake, buf: make([]byte, readBufSize)}
 	if p, err := exec.LookPath("nft"); err == nil {
 		t.nft = p
 	}
@@ -100,7 +126,7 @@ func Open(nss []netns.Netns, echoID uint16) (_ *Tracer, err error) {
 		}
 	}()
 
-	batches, err := newInstallBatches(name, echoID)
+	batches, err := newInstallBatches(name, match)
 	if err != nil {
 		return nil, err
 	}
@@ -269,7 +295,7 @@ func (t *Tracer) readAll() error {
 			}
 			// A malformed message ends its datagram, and counts as lost; the
 			// next datagram is read on.
-			if err := parseTraceMessages(t.buf[:n], func(m *traceMsg) { st.receive(m, t.echoID) }); err != nil {
+			if err := parseTraceMessages(t.buf[:n], func(m *traceMsg) { st.receive(m, t.match) }); err != nil {
 				t.lost++
 			}
 		}
@@ -284,9 +310,9 @@ type tracedPacket struct {
 	iif, oif uint32
 }
 
-// receive keeps m if it is about our echo and not from a helper table. Messages without
+// receive keeps m if it is about a packet of match and not from a helper table. Messages without
 // headers are tied to their packet, and its interfaces, by trace id.
-func (st *nsState) receive(m *traceMsg, echoID uint16) {
+func (st *nsState) receive(m *traceMsg, match Match) {
 	if st.packets == nil || len(st.packets) >= maxTraceIDs {
 		st.packets = make(map[uint32]tracedPacket)
 	}
@@ -297,7 +323,7 @@ func (st *nsState) receive(m *traceMsg, echoID uint16) {
 	} else {
 		return
 	}
-	if !m.Packet.Echo || m.Packet.EchoID != echoID || isHelperTable(m.Family, m.Table) {
+	if !match.claim(&m.Packet) || isHelperTable(m.Family, m.Table) {
 		return
 	}
 	st.pending = append(st.pending, *m)
