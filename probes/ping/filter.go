@@ -52,29 +52,6 @@ const (
 // carrying id. Raw IPv4 sockets run the filter on the packet from the IP
 // header on, ICMPv6 raw sockets from the ICMPv6 header on.
 func socketFilter(family int, id uint16) (filterProgram, error) {
-	const (
-		ldxMSH = unix.BPF_LDX | unix.BPF_B | unix.BPF_MSH
-		ldbAbs = unix.BPF_LD | unix.BPF_B | unix.BPF_ABS
-		ldhAbs = unix.BPF_LD | unix.BPF_H | unix.BPF_ABS
-		ldbInd = unix.BPF_LD | unix.BPF_B | unix.BPF_IND
-		ldhInd = unix.BPF_LD | unix.BPF_H | unix.BPF_IND
-		andK   = unix.BPF_ALU | unix.BPF_AND | unix.BPF_K
-		lshK   = unix.BPF_ALU | unix.BPF_LSH | unix.BPF_K
-		addK   = unix.BPF_ALU | unix.BPF_ADD | unix.BPF_K
-		addX   = unix.BPF_ALU | unix.BPF_ADD | unix.BPF_X
-		tax    = unix.BPF_MISC | unix.BPF_TAX
-		jeqK   = unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K
-		retK   = unix.BPF_RET | unix.BPF_K
-	)
-	// A test jumps to its label when true and to the final drop when false,
-	// unless it names a label for false too.
-	type insn struct {
-		code    uint16
-		k       uint32
-		jt, jf  string
-		label   string
-		comment string
-	}
 	var prog []insn
 	switch family {
 	case unix.AF_INET:
@@ -119,6 +96,38 @@ func socketFilter(family int, id uint16) (filterProgram, error) {
 	default:
 		return nil, fmt.Errorf("build socket filter: address family %d: %w", family, unix.EAFNOSUPPORT)
 	}
+	return assemble(prog), nil
+}
+
+// Classic BPF opcodes the socket filters use.
+const (
+	ldxMSH = unix.BPF_LDX | unix.BPF_B | unix.BPF_MSH
+	ldbAbs = unix.BPF_LD | unix.BPF_B | unix.BPF_ABS
+	ldhAbs = unix.BPF_LD | unix.BPF_H | unix.BPF_ABS
+	ldbInd = unix.BPF_LD | unix.BPF_B | unix.BPF_IND
+	ldhInd = unix.BPF_LD | unix.BPF_H | unix.BPF_IND
+	andK   = unix.BPF_ALU | unix.BPF_AND | unix.BPF_K
+	lshK   = unix.BPF_ALU | unix.BPF_LSH | unix.BPF_K
+	addK   = unix.BPF_ALU | unix.BPF_ADD | unix.BPF_K
+	addX   = unix.BPF_ALU | unix.BPF_ADD | unix.BPF_X
+	tax    = unix.BPF_MISC | unix.BPF_TAX
+	jeqK   = unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K
+	retK   = unix.BPF_RET | unix.BPF_K
+)
+
+// insn is a filter instruction before its jumps are resolved. A test jumps
+// to its label when true and to the final drop when false, unless it names
+// a label for false too; "+" is the next instruction.
+type insn struct {
+	code    uint16
+	k       uint32
+	jt, jf  string
+	label   string
+	comment string
+}
+
+// assemble appends the final drop and accept to prog and resolves its jumps.
+func assemble(prog []insn) filterProgram {
 	prog = append(prog,
 		insn{code: retK, label: "drop", comment: "drop"},
 		insn{code: retK, k: filterAccept, label: "accept", comment: "accept the whole packet"},
@@ -145,7 +154,7 @@ func socketFilter(family int, id uint16) (filterProgram, error) {
 			p[i].Jt, p[i].Jf = target(i, in.jt), target(i, in.jf)
 		}
 	}
-	return p, nil
+	return p
 }
 
 // sockFilters returns the instructions as SO_ATTACH_FILTER takes them.

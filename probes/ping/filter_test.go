@@ -201,7 +201,7 @@ func runFilter(tb testing.TB, prog []unix.SockFilter, pkt []byte) uint32 {
 }
 
 func TestICMPv6Filter(t *testing.T) {
-	f := icmpv6Filter()
+	f := icmpv6Filter(echoICMPv6Types...)
 	for typ := range 256 {
 		blocked := f.Data[typ>>5]&(1<<(typ&31)) != 0
 		passes := typ == icmpv6EchoReply || typ >= 1 && typ <= 4

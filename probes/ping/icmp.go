@@ -40,9 +40,13 @@ var (
 	errTruncated    = errors.New("truncated packet")
 	errMalformed    = errors.New("malformed packet")
 	errNotEchoReply = errors.New("not an echo reply")
-	errForeignID    = errors.New("echo id is not ours")
-	errForeignRun   = errors.New("payload cookie is not ours")
-	errChecksum     = errors.New("bad icmp checksum")
+	errNotICMPError = errors.New("not an icmp error quoting a packet")
+	// errOtherProtocol is a quote of a packet of another protocol than
+	// the prober's.
+	errOtherProtocol = errors.New("quoted packet of another protocol")
+	errForeignID     = errors.New("echo id is not ours")
+	errForeignRun    = errors.New("payload cookie is not ours")
+	errChecksum      = errors.New("bad icmp checksum")
 )
 
 // echo is an ICMP or ICMPv6 echo request or reply. Its wire layout must match
