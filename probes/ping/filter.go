@@ -44,6 +44,7 @@ const (
 	protoICMPv6         = 58
 	icmpErrorHeaderLen  = 8 // type, code, checksum, then 4 bytes before the quoted packet
 	quotedIPv4HdrOffset = icmpErrorHeaderLen
+	tcpDstPortOffset    = 2 // destination port in a TCP header
 )
 
 // socketFilter builds the socket filter that accepts only echo replies
@@ -97,6 +98,41 @@ func socketFilter(family int, id uint16) (filterProgram, error) {
 		return nil, fmt.Errorf("build socket filter: address family %d: %w", family, unix.EAFNOSUPPORT)
 	}
 	return assemble(prog), nil
+}
+
+// tcpAnswerFilter builds the filter of a TCP prober's raw TCP socket, which
+// gets a copy of every TCP segment delivered in the namespace: it accepts
+// only segments to port, the port the prober holds. Raw IPv4 sockets run it
+// from the IP header on, raw IPv6 sockets from the TCP header on. The mark
+// is checked in Go.
+func tcpAnswerFilter(family int, port uint16) (filterProgram, error) {
+	var prog []insn
+	switch family {
+	case unix.AF_INET:
+		prog = []insn{
+			{code: ldxMSH, comment: "X = IPv4 header length, 4*IHL"},
+			{code: ldhInd, k: tcpDstPortOffset, comment: "A = TCP destination port"},
+		}
+	case unix.AF_INET6:
+		prog = []insn{{code: ldhAbs, k: tcpDstPortOffset, comment: "A = TCP destination port"}}
+	default:
+		return nil, fmt.Errorf("build tcp socket filter: address family %d: %w", family, unix.EAFNOSUPPORT)
+	}
+	prog = append(prog, insn{code: jeqK, k: uint32(port), jt: "accept", comment: "our port?"})
+	return assemble(prog), nil
+}
+
+// icmpErrorFilter builds the filter of a TCP prober's raw ICMP socket: it
+// accepts the ICMP errors that quote a packet. Which packet is checked in
+// Go. (ICMPv6 sockets get the same from ICMP6_FILTER.)
+func icmpErrorFilter() filterProgram {
+	return assemble([]insn{
+		{code: ldxMSH, comment: "X = IPv4 header length, 4*IHL"},
+		{code: ldbInd, comment: "A = ICMP type"},
+		{code: jeqK, k: icmpv4DestUnreach, jt: "accept", jf: "+", comment: "destination unreachable?"},
+		{code: jeqK, k: icmpv4TimeExceeded, jt: "accept", jf: "+", comment: "time exceeded?"},
+		{code: jeqK, k: icmpv4ParamProblem, jt: "accept", comment: "parameter problem?"},
+	})
 }
 
 // Classic BPF opcodes the socket filters use.

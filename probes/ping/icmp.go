@@ -129,12 +129,14 @@ type parsedReply struct {
 	Size int
 	// Error is set when the message is an ICMP error quoting request Seq.
 	Error *ICMPError
+	// TCPFlags are the flags of a TCP answer.
+	TCPFlags uint8
 }
 
-// icmpMessage returns the ICMP message of b as read from a raw socket, and
-// the IPv4 TTL. For IPv4, b starts with the IP header; for ICMPv6 with the
-// ICMPv6 header.
-func icmpMessage(v6 bool, b []byte) (msg []byte, ttl int, err error) {
+// ipPayload returns what follows the IP header of b as read from a raw
+// socket (the ICMP message, the TCP segment), and the IPv4 TTL. For IPv4, b
+// starts with the IP header; for IPv6 with what follows it.
+func ipPayload(v6 bool, b []byte) (msg []byte, ttl int, err error) {
 	if v6 {
 		return b, 0, nil
 	}
@@ -162,7 +164,7 @@ func parseReply(v6 bool, b []byte, id uint16, c cookie, size int) (parsedReply, 
 	if !v6 {
 		wantType = icmpv4EchoReply
 	}
-	msg, ttl, err := icmpMessage(v6, b)
+	msg, ttl, err := ipPayload(v6, b)
 	if err != nil {
 		return r, err
 	}

@@ -6,7 +6,7 @@ import (
 )
 
 // ICMPError is an ICMP or ICMPv6 error message (RFC 792, RFC 4443) that
-// quoted one of our echo requests.
+// quoted one of our echo requests or TCP SYNs.
 type ICMPError struct {
 	Type, Code uint8
 	// MTU is the next-hop MTU of a "fragmentation needed" (IPv4) or "packet
@@ -51,7 +51,7 @@ func parseError(v6 bool, b []byte, id uint16, c cookie) (parsedReply, error) {
 // proto as its first next header: our probes carry no extension headers.
 func parseICMPError(v6 bool, b []byte, proto uint8) (parsedReply, []byte, error) {
 	var r parsedReply
-	msg, ttl, err := icmpMessage(v6, b)
+	msg, ttl, err := ipPayload(v6, b)
 	if err != nil {
 		return r, nil, err
 	}

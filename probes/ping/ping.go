@@ -85,8 +85,8 @@ type Pinger struct {
 	oob []byte
 }
 
-// Reply is an echo reply to one of our requests or, when Error is set, an
-// ICMP error about one of them.
+// Reply is an echo reply to one of our requests, a TCP answer to one of our
+// SYNs (TCPFlags set) or, when Error is set, an ICMP error about either.
 type Reply struct {
 	Seq  uint16
 	From netip.Addr
@@ -97,8 +97,11 @@ type Reply struct {
 	// TTL is the IPv4 TTL or the IPv6 hop limit of the reply; 0 if unknown.
 	TTL int
 	// Size is the length of the ICMP message, header included, like ping's
-	// "64 bytes from".
+	// "64 bytes from"; for a TCP answer, of the TCP segment.
 	Size int
+	// TCPFlags are the flags of a TCP answer: SYN|ACK from an open port,
+	// RST|ACK from a closed one; 0 for an echo reply or an ICMP error.
+	TCPFlags uint8
 }
 
 // Open opens a raw ICMP (IPv4) or ICMPv6 socket for target in the calling
@@ -148,11 +151,17 @@ func rawSocket(v6 bool) (fd, family int, name string, err error) {
 	if v6 {
 		family, proto, name = unix.AF_INET6, unix.IPPROTO_ICMPV6, "icmpv6"
 	}
-	fd, err = unix.Socket(family, unix.SOCK_RAW|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, proto)
+	fd, err = openRaw(family, proto, name)
+	return fd, family, name, err
+}
+
+// openRaw opens a non-blocking raw socket of proto, name in errors.
+func openRaw(family, proto int, name string) (int, error) {
+	fd, err := unix.Socket(family, unix.SOCK_RAW|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, proto)
 	if err != nil {
-		return -1, family, name, fmt.Errorf("open raw %s socket: %w", name, caps.Explain(err, caps.RawSocket))
+		return -1, fmt.Errorf("open raw %s socket: %w", name, caps.Explain(err, caps.RawSocket))
 	}
-	return fd, family, name, nil
+	return fd, nil
 }
 
 // CheckSocket opens and closes the socket a pinger would send on: nil when

@@ -93,8 +93,12 @@ func attachFilter(fd int, prog filterProgram) error {
 	if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &fprog); err != nil {
 		return fmt.Errorf("attach socket filter: %w", err)
 	}
-	// Packets queued between socket() and the filter attach were never
-	// filtered: drop them.
+	return drain(fd)
+}
+
+// drain drops what fd received before its filters were set: those packets
+// were never filtered.
+func drain(fd int) error {
 	buf := make([]byte, recvBufLen)
 	for {
 		_, _, err := unix.Recvfrom(fd, buf, unix.MSG_DONTWAIT)
@@ -164,8 +168,6 @@ func sendTo(conn syscall.RawConn, msg []byte, to unix.Sockaddr) error {
 // *TooBigError. sentOnce says an earlier send on the socket succeeded.
 func sendError(err error, sentOnce bool, to unix.Sockaddr) error {
 	switch {
-	case err == unix.ENETUNREACH, err == unix.EHOSTUNREACH, err == unix.EADDRNOTAVAIL:
-		return noRouteError{err.(unix.Errno)}
 	case err == unix.EINVAL && sentOnce:
 		// The same request was accepted before, so what changed is the
 		// path: while the device a route leaves by is being deleted, an
@@ -173,6 +175,17 @@ func sendError(err error, sentOnce bool, to unix.Sockaddr) error {
 		return noRouteError{unix.EINVAL}
 	case err == unix.EMSGSIZE:
 		return &TooBigError{MTU: pathMTU(to)}
+	}
+	return noRoute(err)
+}
+
+// noRoute marks the errnos saying the kernel has no way to send to a
+// target as ErrNoRoute: no route (ENETUNREACH, EHOSTUNREACH) or no source
+// address (EADDRNOTAVAIL). It returns any other error as it is.
+func noRoute(err error) error {
+	switch err {
+	case unix.ENETUNREACH, unix.EHOSTUNREACH, unix.EADDRNOTAVAIL:
+		return noRouteError{err.(unix.Errno)}
 	}
 	return err
 }
@@ -221,7 +234,7 @@ func lookupRoute(to unix.Sockaddr, opts Options) (route, error) {
 		return route{}, fmt.Errorf("look up route: %w", err)
 	}
 	if err := unix.Connect(fd, dst); err != nil {
-		return route{}, fmt.Errorf("look up route: %w", err)
+		return route{}, fmt.Errorf("look up route: %w", noRoute(err))
 	}
 	src, err := unix.Getsockname(fd)
 	if err != nil {
@@ -293,6 +306,7 @@ func (pkt packet) reply(v6 bool, r parsedReply) Reply {
 		TTL:      r.TTL,
 		Size:     r.Size,
 		Error:    r.Error,
+		TCPFlags: r.TCPFlags,
 	}
 }
 
@@ -315,6 +329,17 @@ func hopLimit(oob []byte) int {
 		if m.Header.Level == unix.IPPROTO_IPV6 && m.Header.Type == unix.IPV6_HOPLIMIT && len(m.Data) >= 4 {
 			return int(int32(binary.NativeEndian.Uint32(m.Data)))
 		}
+	}
+	return 0
+}
+
+// sockaddrPort returns the port of an IPv4 or IPv6 socket address, or 0.
+func sockaddrPort(sa unix.Sockaddr) int {
+	switch sa := sa.(type) {
+	case *unix.SockaddrInet4:
+		return sa.Port
+	case *unix.SockaddrInet6:
+		return sa.Port
 	}
 	return 0
 }
