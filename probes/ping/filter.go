@@ -44,6 +44,7 @@ const (
 	protoICMPv6         = 58
 	icmpErrorHeaderLen  = 8 // type, code, checksum, then 4 bytes before the quoted packet
 	quotedIPv4HdrOffset = icmpErrorHeaderLen
+	tcpDstPortOffset    = 2 // destination port in a TCP header
 )
 
 // socketFilter builds the socket filter that accepts only echo replies
@@ -52,29 +53,6 @@ const (
 // carrying id. Raw IPv4 sockets run the filter on the packet from the IP
 // header on, ICMPv6 raw sockets from the ICMPv6 header on.
 func socketFilter(family int, id uint16) (filterProgram, error) {
-	const (
-		ldxMSH = unix.BPF_LDX | unix.BPF_B | unix.BPF_MSH
-		ldbAbs = unix.BPF_LD | unix.BPF_B | unix.BPF_ABS
-		ldhAbs = unix.BPF_LD | unix.BPF_H | unix.BPF_ABS
-		ldbInd = unix.BPF_LD | unix.BPF_B | unix.BPF_IND
-		ldhInd = unix.BPF_LD | unix.BPF_H | unix.BPF_IND
-		andK   = unix.BPF_ALU | unix.BPF_AND | unix.BPF_K
-		lshK   = unix.BPF_ALU | unix.BPF_LSH | unix.BPF_K
-		addK   = unix.BPF_ALU | unix.BPF_ADD | unix.BPF_K
-		addX   = unix.BPF_ALU | unix.BPF_ADD | unix.BPF_X
-		tax    = unix.BPF_MISC | unix.BPF_TAX
-		jeqK   = unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K
-		retK   = unix.BPF_RET | unix.BPF_K
-	)
-	// A test jumps to its label when true and to the final drop when false,
-	// unless it names a label for false too.
-	type insn struct {
-		code    uint16
-		k       uint32
-		jt, jf  string
-		label   string
-		comment string
-	}
 	var prog []insn
 	switch family {
 	case unix.AF_INET:
@@ -119,6 +97,73 @@ func socketFilter(family int, id uint16) (filterProgram, error) {
 	default:
 		return nil, fmt.Errorf("build socket filter: address family %d: %w", family, unix.EAFNOSUPPORT)
 	}
+	return assemble(prog), nil
+}
+
+// tcpAnswerFilter builds the filter of a TCP prober's raw TCP socket, which
+// gets a copy of every TCP segment delivered in the namespace: it accepts
+// only segments to port, the port the prober holds. Raw IPv4 sockets run it
+// from the IP header on, raw IPv6 sockets from the TCP header on. The mark
+// is checked in Go.
+func tcpAnswerFilter(family int, port uint16) (filterProgram, error) {
+	var prog []insn
+	switch family {
+	case unix.AF_INET:
+		prog = []insn{
+			{code: ldxMSH, comment: "X = IPv4 header length, 4*IHL"},
+			{code: ldhInd, k: tcpDstPortOffset, comment: "A = TCP destination port"},
+		}
+	case unix.AF_INET6:
+		prog = []insn{{code: ldhAbs, k: tcpDstPortOffset, comment: "A = TCP destination port"}}
+	default:
+		return nil, fmt.Errorf("build tcp socket filter: address family %d: %w", family, unix.EAFNOSUPPORT)
+	}
+	prog = append(prog, insn{code: jeqK, k: uint32(port), jt: "accept", comment: "our port?"})
+	return assemble(prog), nil
+}
+
+// icmpErrorFilter builds the filter of a TCP prober's raw ICMP socket: it
+// accepts the ICMP errors that quote a packet. Which packet is checked in
+// Go. (ICMPv6 sockets get the same from ICMP6_FILTER.)
+func icmpErrorFilter() filterProgram {
+	return assemble([]insn{
+		{code: ldxMSH, comment: "X = IPv4 header length, 4*IHL"},
+		{code: ldbInd, comment: "A = ICMP type"},
+		{code: jeqK, k: icmpv4DestUnreach, jt: "accept", jf: "+", comment: "destination unreachable?"},
+		{code: jeqK, k: icmpv4TimeExceeded, jt: "accept", jf: "+", comment: "time exceeded?"},
+		{code: jeqK, k: icmpv4ParamProblem, jt: "accept", comment: "parameter problem?"},
+	})
+}
+
+// Classic BPF opcodes the socket filters use.
+const (
+	ldxMSH = unix.BPF_LDX | unix.BPF_B | unix.BPF_MSH
+	ldbAbs = unix.BPF_LD | unix.BPF_B | unix.BPF_ABS
+	ldhAbs = unix.BPF_LD | unix.BPF_H | unix.BPF_ABS
+	ldbInd = unix.BPF_LD | unix.BPF_B | unix.BPF_IND
+	ldhInd = unix.BPF_LD | unix.BPF_H | unix.BPF_IND
+	andK   = unix.BPF_ALU | unix.BPF_AND | unix.BPF_K
+	lshK   = unix.BPF_ALU | unix.BPF_LSH | unix.BPF_K
+	addK   = unix.BPF_ALU | unix.BPF_ADD | unix.BPF_K
+	addX   = unix.BPF_ALU | unix.BPF_ADD | unix.BPF_X
+	tax    = unix.BPF_MISC | unix.BPF_TAX
+	jeqK   = unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K
+	retK   = unix.BPF_RET | unix.BPF_K
+)
+
+// insn is a filter instruction before its jumps are resolved. A test jumps
+// to its label when true and to the final drop when false, unless it names
+// a label for false too; "+" is the next instruction.
+type insn struct {
+	code    uint16
+	k       uint32
+	jt, jf  string
+	label   string
+	comment string
+}
+
+// assemble appends the final drop and accept to prog and resolves its jumps.
+func assemble(prog []insn) filterProgram {
 	prog = append(prog,
 		insn{code: retK, label: "drop", comment: "drop"},
 		insn{code: retK, k: filterAccept, label: "accept", comment: "accept the whole packet"},
@@ -145,7 +190,7 @@ func socketFilter(family int, id uint16) (filterProgram, error) {
 			p[i].Jt, p[i].Jf = target(i, in.jt), target(i, in.jf)
 		}
 	}
-	return p, nil
+	return p
 }
 
 // sockFilters returns the instructions as SO_ATTACH_FILTER takes them.

@@ -135,9 +135,15 @@ func errorV4(typ, code uint8, mtu uint16, hdr, quoted []byte) []byte {
 
 // errorV6 is an ICMPv6 error quoting an IPv6 header (next header ICMPv6) and msg.
 func errorV6(typ, code uint8, mtu uint32, msg []byte) []byte {
+	return errorV6Quoting(typ, code, mtu, protoICMPv6, msg)
+}
+
+// errorV6Quoting is an ICMPv6 error quoting an IPv6 header with next header
+// nh, and msg.
+func errorV6Quoting(typ, code uint8, mtu uint32, nh uint8, msg []byte) []byte {
 	h := []byte{typ, code, 0, 0, byte(mtu >> 24), byte(mtu >> 16), byte(mtu >> 8), byte(mtu)}
 	ip6 := make([]byte, 40)
-	ip6[0], ip6[6], ip6[7] = 0x60, 58, 64
+	ip6[0], ip6[6], ip6[7] = 0x60, nh, 64
 	return cat(h, ip6, msg)
 }
 
@@ -201,7 +207,7 @@ func runFilter(tb testing.TB, prog []unix.SockFilter, pkt []byte) uint32 {
 }
 
 func TestICMPv6Filter(t *testing.T) {
-	f := icmpv6Filter()
+	f := icmpv6Filter(echoICMPv6Types...)
 	for typ := range 256 {
 		blocked := f.Data[typ>>5]&(1<<(typ&31)) != 0
 		passes := typ == icmpv6EchoReply || typ >= 1 && typ <= 4

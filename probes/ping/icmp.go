@@ -40,9 +40,13 @@ var (
 	errTruncated    = errors.New("truncated packet")
 	errMalformed    = errors.New("malformed packet")
 	errNotEchoReply = errors.New("not an echo reply")
-	errForeignID    = errors.New("echo id is not ours")
-	errForeignRun   = errors.New("payload cookie is not ours")
-	errChecksum     = errors.New("bad icmp checksum")
+	errNotICMPError = errors.New("not an icmp error quoting a packet")
+	// errOtherProtocol is a quote of a packet of another protocol than
+	// the prober's.
+	errOtherProtocol = errors.New("quoted packet of another protocol")
+	errForeignID     = errors.New("echo id is not ours")
+	errForeignRun    = errors.New("payload cookie is not ours")
+	errChecksum      = errors.New("bad icmp checksum")
 )
 
 // echo is an ICMP or ICMPv6 echo request or reply. Its wire layout must match
@@ -125,12 +129,14 @@ type parsedReply struct {
 	Size int
 	// Error is set when the message is an ICMP error quoting request Seq.
 	Error *ICMPError
+	// TCPFlags are the flags of a TCP answer.
+	TCPFlags uint8
 }
 
-// icmpMessage returns the ICMP message of b as read from a raw socket, and
-// the IPv4 TTL. For IPv4, b starts with the IP header; for ICMPv6 with the
-// ICMPv6 header.
-func icmpMessage(v6 bool, b []byte) (msg []byte, ttl int, err error) {
+// ipPayload returns what follows the IP header of b as read from a raw
+// socket (the ICMP message, the TCP segment), and the IPv4 TTL. For IPv4, b
+// starts with the IP header; for IPv6 with what follows it.
+func ipPayload(v6 bool, b []byte) (msg []byte, ttl int, err error) {
 	if v6 {
 		return b, 0, nil
 	}
@@ -158,7 +164,7 @@ func parseReply(v6 bool, b []byte, id uint16, c cookie, size int) (parsedReply, 
 	if !v6 {
 		wantType = icmpv4EchoReply
 	}
-	msg, ttl, err := icmpMessage(v6, b)
+	msg, ttl, err := ipPayload(v6, b)
 	if err != nil {
 		return r, err
 	}

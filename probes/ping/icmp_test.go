@@ -209,7 +209,7 @@ func TestParseError(t *testing.T) {
 		{"v6 packet too big", true, errorV6(2, 0, 1280, echoRequestV6), ICMPError{Type: 2, MTU: 1280}, nil},
 		{"v6 hop limit exceeded", true, errorV6(3, 0, 0, echoRequestV6), ICMPError{Type: 3}, nil},
 		{"v6 other id", true, errorV6(1, 0, 0, cat(echoRequestV6[:4], []byte{0x12, 0x35}, echoRequestV6[6:])), ICMPError{}, errForeignID},
-		{"v6 redirect", true, errorV6(137, 0, 0, echoRequestV6), ICMPError{}, errNotEchoReply},
+		{"v6 redirect", true, errorV6(137, 0, 0, echoRequestV6), ICMPError{}, errNotICMPError},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r, err := parseError(tc.v6, tc.pkt, 0x1234, testCookie)

@@ -6,7 +6,7 @@ import (
 )
 
 // ICMPError is an ICMP or ICMPv6 error message (RFC 792, RFC 4443) that
-// quoted one of our echo requests.
+// quoted one of our echo requests or TCP SYNs.
 type ICMPError struct {
 	Type, Code uint8
 	// MTU is the next-hop MTU of a "fragmentation needed" (IPv4) or "packet
@@ -19,29 +19,62 @@ type ICMPError struct {
 // the payload (routers may quote as little as the first 8 bytes of the
 // ICMP header), and returns the quoted sequence number with the error.
 func parseError(v6 bool, b []byte, id uint16, c cookie) (parsedReply, error) {
-	var r parsedReply
-	msg, ttl, err := icmpMessage(v6, b)
+	proto, echoReq := uint8(protoICMP), uint8(icmpv4EchoRequest)
+	if v6 {
+		proto, echoReq = protoICMPv6, icmpv6EchoRequest
+	}
+	r, quoted, err := parseICMPError(v6, b, proto)
 	if err != nil {
-		return r, err
+		return parsedReply{}, err
+	}
+	q, err := parseEcho(quoted)
+	if err != nil {
+		return parsedReply{}, err
+	}
+	if q.Type != echoReq {
+		return parsedReply{}, fmt.Errorf("quoted icmp type %d: %w", q.Type, errNotEchoReply)
+	}
+	if q.ID != id {
+		return parsedReply{}, fmt.Errorf("quoted echo id %d: %w", q.ID, errForeignID)
+	}
+	if len(q.Payload) >= cookieLen && cookie(q.Payload[:cookieLen]) != c {
+		return parsedReply{}, errForeignRun
+	}
+	r.Seq = q.Seq
+	return r, nil
+}
+
+// parseICMPError checks that b, as read from a raw socket, is an ICMP or
+// ICMPv6 error quoting an IP packet of protocol proto, and returns the error
+// with the IPv4 TTL and the message size (Seq is left to the caller), and
+// what the quote holds after the quoted IP header. An IPv6 quote must have
+// proto as its first next header: our probes carry no extension headers.
+func parseICMPError(v6 bool, b []byte, proto uint8) (parsedReply, []byte, error) {
+	var r parsedReply
+	msg, ttl, err := ipPayload(v6, b)
+	if err != nil {
+		return r, nil, err
 	}
 	if len(msg) < icmpErrorHeaderLen {
-		return r, fmt.Errorf("icmp error: %w: %d bytes", errTruncated, len(msg))
+		return r, nil, fmt.Errorf("icmp error: %w: %d bytes", errTruncated, len(msg))
 	}
 	e := &ICMPError{Type: msg[0], Code: msg[1]}
 	quoted := msg[icmpErrorHeaderLen:]
-	var echoReq uint8
 	if v6 {
 		switch e.Type {
 		case icmpv6PacketTooBig:
 			e.MTU = binary.BigEndian.Uint32(msg[4:])
 		case icmpv6DestUnreach, icmpv6TimeExceeded, icmpv6ParamProblem:
 		default:
-			return r, fmt.Errorf("icmpv6 type %d: %w", e.Type, errNotEchoReply)
+			return r, nil, fmt.Errorf("icmpv6 type %d: %w", e.Type, errNotICMPError)
 		}
-		if len(quoted) < ipv6HeaderLen || quoted[ipv6NextHdrOffset] != protoICMPv6 {
-			return r, fmt.Errorf("quoted ipv6 header: %w", errMalformed)
+		if len(quoted) < ipv6HeaderLen {
+			return r, nil, fmt.Errorf("quoted ipv6 header: %w", errMalformed)
 		}
-		quoted, echoReq = quoted[ipv6HeaderLen:], icmpv6EchoRequest
+		if nh := quoted[ipv6NextHdrOffset]; nh != proto {
+			return r, nil, fmt.Errorf("quoted ipv6 next header %d: %w", nh, errOtherProtocol)
+		}
+		quoted = quoted[ipv6HeaderLen:]
 	} else {
 		switch e.Type {
 		case icmpv4DestUnreach:
@@ -50,30 +83,20 @@ func parseError(v6 bool, b []byte, id uint16, c cookie) (parsedReply, error) {
 			}
 		case icmpv4TimeExceeded, icmpv4ParamProblem:
 		default:
-			return r, fmt.Errorf("icmp type %d: %w", e.Type, errNotEchoReply)
+			return r, nil, fmt.Errorf("icmp type %d: %w", e.Type, errNotICMPError)
 		}
-		if len(quoted) < ipv4MinHeaderLen || quoted[0]>>4 != 4 || quoted[ipv4ProtoOffset] != protoICMP {
-			return r, fmt.Errorf("quoted ipv4 header: %w", errMalformed)
+		if len(quoted) < ipv4MinHeaderLen || quoted[0]>>4 != 4 {
+			return r, nil, fmt.Errorf("quoted ipv4 header: %w", errMalformed)
+		}
+		if p := quoted[ipv4ProtoOffset]; p != proto {
+			return r, nil, fmt.Errorf("quoted ipv4 protocol %d: %w", p, errOtherProtocol)
 		}
 		ihl := int(quoted[0]&0x0f) * 4
 		if ihl < ipv4MinHeaderLen || len(quoted) < ihl {
-			return r, fmt.Errorf("quoted ipv4 header: %w: header length %d", errMalformed, ihl)
+			return r, nil, fmt.Errorf("quoted ipv4 header: %w: header length %d", errMalformed, ihl)
 		}
-		quoted, echoReq = quoted[ihl:], icmpv4EchoRequest
+		quoted = quoted[ihl:]
 	}
-	q, err := parseEcho(quoted)
-	if err != nil {
-		return r, err
-	}
-	if q.Type != echoReq {
-		return r, fmt.Errorf("quoted icmp type %d: %w", q.Type, errNotEchoReply)
-	}
-	if q.ID != id {
-		return r, fmt.Errorf("quoted echo id %d: %w", q.ID, errForeignID)
-	}
-	if len(q.Payload) >= cookieLen && cookie(q.Payload[:cookieLen]) != c {
-		return r, errForeignRun
-	}
-	r.Seq, r.TTL, r.Size, r.Error = q.Seq, ttl, len(msg), e
-	return r, nil
+	r.TTL, r.Size, r.Error = ttl, len(msg), e
+	return r, quoted, nil
 }
