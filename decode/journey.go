@@ -123,6 +123,8 @@ func (j *Journey) Split() (request, target, reply time.Duration, ok bool) {
 	for i := range j.Hops {
 		h := &j.Hops[i]
 		switch {
+		case h.IsRequest() && firstRep != nil && h.Proto == ProtoTCP:
+			// The prober's own RST, after a TCP probe's answer.
 		case h.IsRequest():
 			if firstReq == nil {
 				firstReq = h
@@ -235,7 +237,9 @@ func (j *Journey) slotOf(e *NetfilterEvent) (int, uint64) {
 		return 2*j.hopsUntil(e.Time) - 1, e.Time
 	}
 	matches := func(h *Record, dir Direction, ifindex uint32) bool {
-		return h.Netns == e.Netns && h.IsRequest() == e.IsRequest() && h.Probe.Direction() == dir &&
+		// A TCP probe's packets (SYN, answer, the prober's RST) are told
+		// apart by their flags; an echo's are 0.
+		return h.Netns == e.Netns && h.IsRequest() == e.IsRequest() && h.TCPFlags == e.TCPFlags && h.Probe.Direction() == dir &&
 			(ifindex == 0 || h.Ifindex == ifindex)
 	}
 	if e.Hook == HookOutput || e.Hook == HookPostrouting {

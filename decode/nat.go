@@ -93,10 +93,12 @@ func natKind(ofProbe, ofAnswer string, request bool) string {
 }
 
 // translation ties a change of the probe's own packet to the NAT rule the
-// netfilter source saw on it in that namespace: for nftables, a rule whose
-// text says dnat, snat or masquerade; for the kprobe source, which sees
-// chains but not rules, the last chain of a nat table at a hook where that
-// NAT is made. The answer's changes are conntrack's, made by no rule.
+// netfilter source saw on it in that namespace: a rule whose text says
+// dnat, snat or masquerade; else the last rule or, for the kprobe source,
+// which sees chains but not rules, the last chain, of a nat table at a hook
+// where that NAT is made, that accepted the packet, as a NAT target does
+// (nft cannot print every iptables-nft target: its text may not say). The
+// answer's changes are conntrack's, made by no rule.
 func (j *Journey) translation(kind string, before, after netip.AddrPort, netns uint32, hop int, request bool) Translation {
 	t := Translation{Kind: kind, Before: before, After: after, Netns: netns, Hop: hop}
 	if !request {
@@ -106,7 +108,6 @@ func (j *Journey) translation(kind string, before, after netip.AddrPort, netns u
 	if kind == "DNAT" {
 		words, hooks = []string{"dnat"}, []Hook{HookPrerouting, HookOutput}
 	}
-	var chain *NetfilterEvent
 	for i := range j.Netfilter {
 		e := &j.Netfilter[i]
 		if e.Netns != netns || !e.IsRequest() {
@@ -119,10 +120,9 @@ func (j *Journey) translation(kind string, before, after netip.AddrPort, netns u
 				return t
 			}
 		}
-		if e.Rule == "" && e.Table == "nat" && slices.Contains(hooks, e.Hook) {
-			chain = e
+		if e.Table == "nat" && slices.Contains(hooks, e.Hook) && e.Verdict == "ACCEPT" && (e.Type == TraceRule || e.Source == "kprobe") {
+			t.Rule = e
 		}
 	}
-	t.Rule = chain
 	return t
 }

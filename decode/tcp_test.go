@@ -132,6 +132,18 @@ func TestTranslations(t *testing.T) {
 		t.Errorf("translations:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 
+	// Where nft could not print the rule's target, the rule of a nat chain
+	// at the hook that accepted the packet made it; a chain's end did not.
+	j.Netfilter = []NetfilterEvent{
+		{Netns: node, Table: "nat", Chain: "KUBE-SEP-XYZ", Hook: HookPrerouting, Type: TraceRule, Verdict: "ACCEPT",
+			RuleHandle: 3, Rule: "meta l4proto tcp counter", Proto: ProtoTCP, TCPFlags: TCPSyn, Src: hops[0].Src},
+		{Netns: node, Table: "nat", Chain: "KUBE-MARK-MASQ", Hook: HookPrerouting, Type: TraceReturn, Verdict: "CONTINUE",
+			Proto: ProtoTCP, TCPFlags: TCPSyn, Src: hops[0].Src},
+	}
+	if tr := j.Translations(); tr[0].Rule == nil || tr[0].Rule.Chain != "KUBE-SEP-XYZ" || tr[1].Rule != nil {
+		t.Errorf("DNAT by a rule without its text: %+v", tr[:2])
+	}
+
 	// A DNAT in OUTPUT, where the probe was sent: its first hop already
 	// goes to the endpoint.
 	j.Hops = []Record{tcpHop(10, client, ProbeNetDevQueue, TCPSyn, c, ep)}
@@ -161,5 +173,32 @@ func TestTCPResult(t *testing.T) {
 	j.Error = nil
 	if r := j.Result(); r != "timeout" {
 		t.Errorf("nothing: %q", r)
+	}
+}
+
+func TestTCPRowsAndSplit(t *testing.T) {
+	const client, node = 1, 2
+	c, s := "10.0.0.1:40000", "10.0.0.2:80"
+	j := Journey{Outcome: Outcome{Proto: ProtoTCP, Replied: true}, Hops: []Record{
+		tcpHop(10, client, ProbeNetDevQueue, TCPSyn, c, s),
+		tcpHop(20, node, ProbeNetifReceiveSkb, TCPSyn, c, s),
+		tcpHop(30, node, ProbeNetDevQueue, TCPSyn|TCPAck, s, c),
+		tcpHop(40, client, ProbeNetifReceiveSkb, TCPSyn|TCPAck, s, c),
+		tcpHop(50, client, ProbeNetDevQueue, TCPRst, c, s),
+		tcpHop(60, node, ProbeNetifReceiveSkb, TCPRst, c, s),
+	}}
+	// The prober's RST comes after the answer: the split ends at the answer.
+	if req, target, rep, ok := j.Split(); !ok || req != 10 || target != 10 || rep != 10 {
+		t.Errorf("split %v %v %v %v", req, target, rep, ok)
+	}
+	// An nftrace verdict on the RST in node is placed after the RST entered
+	// node, not after the SYN did.
+	j.Netfilter = []NetfilterEvent{
+		{Netns: node, Table: "filter", Chain: "INPUT", Hook: HookInput, Type: TracePolicy, Verdict: "ACCEPT",
+			Proto: ProtoTCP, TCPFlags: TCPRst, Src: j.Hops[0].Src, Iif: 2},
+	}
+	rows := j.Rows()
+	if rows[len(rows)-1].NF == nil {
+		t.Errorf("the RST's verdict is not after its hop: %s", rowNames(rows))
 	}
 }

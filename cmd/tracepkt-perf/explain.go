@@ -40,8 +40,8 @@ func (s *session) reasonName(r uint32) string {
 // now in the namespace where it happened. A live run only: a recording keeps
 // the result.
 func (s *session) explain(j *decode.Journey) error {
-	if j.Replied {
-		return nil
+	if j.Replied || j.Result() == "closed" {
+		return nil // a TCP probe's RST says it all
 	}
 	// /proc/kallsyms is read once, for every free the journey holds.
 	var locs map[uint64]string
@@ -68,11 +68,11 @@ func (s *session) explain(j *decode.Journey) error {
 			return nil // the rule, or the error, says why (a kernel without reasons names no NETFILTER_DROP)
 		}
 		inode = d.Netns
-		loss = hint.Loss{Src: f.Src, Dst: f.Dst, Ifindex: d.Ifindex, In: d.In, Reason: d.Reason, Len: f.Len, Request: d.IsRequest()}
+		loss = hint.Loss{Src: f.Src, Dst: f.Dst, Ifindex: d.Ifindex, In: d.In, Reason: d.Reason, Len: f.Len, Request: d.IsRequest() && j.Proto == 0}
 	} else if len(j.Hops) > 0 {
 		h := &j.Hops[len(j.Hops)-1]
 		inode = h.Netns
-		loss = hint.Loss{Src: h.Src, Dst: h.Dst, Ifindex: h.Ifindex, In: h.Probe.Direction() == decode.In, Request: h.IsRequest()}
+		loss = hint.Loss{Src: h.Src, Dst: h.Dst, Ifindex: h.Ifindex, In: h.Probe.Direction() == decode.In, Request: h.IsRequest() && j.Proto == 0}
 	} else if s.from != nil {
 		// It never reached a device: the namespace it was sent from holds why.
 		inode = s.from.Inode

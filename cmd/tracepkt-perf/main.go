@@ -48,6 +48,9 @@ Flags:
                        smaller)
   -I, --interface I    send through interface I, or from source address I
   -m, --mark N         mark the requests with fwmark N (policy routing, rules)
+      --tcp PORT       probe TCP PORT with a SYN instead of an echo: open
+                       (SYN-ACK), closed (RST), unreachable, dropped or
+                       timeout, with the NAT it went through
       --json           one JSON object per echo, one per line
       --demo           build a throwaway bridge + namespace topology, trace an
                        IPv4 and an IPv6 echo into it, remove it
@@ -75,8 +78,9 @@ Flags:
       --version        the version, commit, and Go and cilium/ebpf versions
   -h, --help           this help
 
-Exit status: 0 when every echo got a reply, 1 when one did not (dropped, an
-ICMP error, or no answer) or a signal came before the first was sent, 2 for
+Exit status: 0 when every echo got a reply (with --tcp: every port was open),
+1 when one did not (dropped, an ICMP error, closed, or no answer) or a signal
+came before the first was sent, 2 for
 usage or environment errors, or output that cannot be written.
 
 Examples:
@@ -84,6 +88,7 @@ Examples:
   sudo tracepkt-perf -6 -c 3 --json fd00::2
   sudo tracepkt-perf --demo
   sudo tracepkt-perf --from-netns web-1 172.17.0.3
+  sudo tracepkt-perf --tcp 80 10.96.0.10
   sudo tracepkt-perf --record incident.tpk 172.17.0.2
   tracepkt-perf --replay incident.tpk --json
   tracepkt-perf --replay incident.tpk --pcapng incident.pcapng
@@ -168,6 +173,8 @@ type options struct {
 	version   bool
 	target    string
 	ping      ping.Options
+	// tcpPort, when not 0, makes the probes TCP SYNs to that port (--tcp).
+	tcpPort uint16
 	// ringPages is a diagnostic (--ring-pages, not in the help): the data
 	// pages of each per-CPU ring, to make loss happen on purpose.
 	ringPages int
@@ -226,6 +233,8 @@ func parseArgs(args []string, stdout io.Writer) (options, error) {
 	fs.BoolVar(&o.diff, "diff", false, "")
 	fs.StringVar(&o.svg, "svg", "", "")
 	fs.IntVar(&o.ringPages, "ring-pages", 0, "")
+	var tcpPort int
+	fs.IntVar(&tcpPort, "tcp", 0, "")
 	args = splitShortValues(fs, args)
 	var positional []string
 	for {
@@ -277,6 +286,12 @@ func parseArgs(args []string, stdout io.Writer) (options, error) {
 		return o, usageError{fmt.Sprintf("--timeout must be more than 0 and at most %s", stats.FormatDuration(maxWait))}
 	case o.only4 && o.only6:
 		return o, usageError{"-4 and -6 exclude each other"}
+	case set["tcp"] && (tcpPort < 1 || tcpPort > 65535):
+		return o, usageError{fmt.Sprintf("--tcp takes a port from 1 to 65535, not %d", tcpPort)}
+	case set["tcp"] && (set["s"] || set["size"]):
+		return o, usageError{"--size is an echo's payload: a --tcp probe is a bare SYN"}
+	case set["tcp"] && (o.demo || o.record != "" || o.stats || o.svg != ""):
+		return o, usageError{"--tcp traces live runs, shown as tables or --json: not with --demo, --record, --stats or --svg"}
 	case sizeErr != nil:
 		return o, sizeErr
 	case (set["t"] || set["ttl"]) && (o.ping.TTL < 1 || o.ping.TTL > 255):
@@ -319,6 +334,7 @@ func parseArgs(args []string, stdout io.Writer) (options, error) {
 		o.target = positional[0]
 	}
 	o.ping.Mark = uint32(mark)
+	o.tcpPort = uint16(tcpPort)
 	if a, err := netip.ParseAddr(iface); err == nil {
 		o.ping.Source = a.Unmap()
 	} else {
@@ -373,7 +389,7 @@ func sizeFamilyIs6(o options, positional []string) bool {
 // liveOnly are the flags that shape a live run: they mean nothing to
 // --check or --replay.
 var liveOnly = []string{"c", "count", "i", "interval", "W", "timeout", "s", "size", "t", "ttl", "M", "pmtudisc",
-	"I", "interface", "m", "mark", "4", "6", "netfilter", "record", "from-netns", "netns", "ring-pages"}
+	"I", "interface", "m", "mark", "4", "6", "netfilter", "record", "from-netns", "netns", "ring-pages", "tcp"}
 
 // refuseUnusedFlags refuses the flags that mean nothing in the chosen mode,
 // rather than ignore them: --check --record x would otherwise exit 0 and

@@ -59,6 +59,9 @@ func TestParseArgs(t *testing.T) {
 	if o, err = parseArgs([]string{"--attach", "perf", "::1"}, nil); err != nil || o.attach != probes.AttachPerf {
 		t.Errorf("--attach perf: %+v, %v", o, err)
 	}
+	if o, err = parseArgs([]string{"--tcp", "443", "-c", "2", "::1"}, nil); err != nil || o.tcpPort != 443 || o.count != 2 {
+		t.Errorf("--tcp 443: %+v, %v", o, err)
+	}
 	if o, err = parseArgs([]string{"--ring-pages", "2", "::1"}, nil); err != nil || o.ringPages != 2 {
 		t.Errorf("--ring-pages 2: %+v, %v", o, err)
 	}
@@ -78,6 +81,9 @@ func TestParseArgsErrors(t *testing.T) {
 		{"--ring-pages", "3", "x"}, {"--ring-pages", "2048", "x"}, {"--attach", "kprobe", "x"},
 		{"--verbose", "x"}, {"--from-netns", "a", "--demo"},
 		{"--netns", "a", "--replay", "a.tpk"}, {"--netns", "a,,b", "x"}, {"--from-netns", "a", "--check"},
+		{"--tcp", "0", "x"}, {"--tcp", "65536", "x"}, {"--tcp", "http", "x"}, {"--tcp", "80", "-s", "100", "x"},
+		{"--tcp", "80", "--record", "a.tpk", "x"}, {"--tcp", "80", "--stats", "x"}, {"--tcp", "80", "--demo"},
+		{"--tcp", "80", "--replay", "a.tpk"}, {"--tcp", "80", "--check"},
 	} {
 		_, err := parseArgs(args, nil)
 		var ue usageError

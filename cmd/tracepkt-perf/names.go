@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/tracepkt/tracepkt-perf/decode"
 	"github.com/tracepkt/tracepkt-perf/probes/netns"
@@ -141,22 +142,37 @@ func (n *namespaces) relist() error {
 	return nil
 }
 
-// openPinger opens the pinger in from's namespace (this one when nil): the
-// raw socket is created on a locked OS thread that entered it, so it sends,
+// prober sends a run's probes and receives their answers: the ICMP pinger,
+// or the TCP prober of --tcp.
+type prober interface {
+	Send(seq uint16) (time.Time, error)
+	Receive(deadline time.Time) (ping.Reply, error)
+	ID() uint16
+	Close() error
+}
+
+// openProber opens the prober in from's namespace (this one when nil): its
+// sockets are created on a locked OS thread that entered it, so it sends,
 // routes and receives there, whichever thread uses it, while the rest of
-// the program stays where it was.
-func openPinger(target netip.Addr, id uint16, opts ping.Options, from *netns.Netns) (*ping.Pinger, error) {
-	if from == nil {
+// the program stays where it was. mark is nil for echoes.
+func openProber(target netip.Addr, port uint16, id uint16, mark *decode.TCPMark, opts ping.Options, from *netns.Netns) (prober, error) {
+	open := func() (prober, error) {
+		if mark != nil {
+			return ping.OpenTCP(target, port, *mark, opts)
+		}
 		return ping.Open(target, id, opts)
+	}
+	if from == nil {
+		return open()
 	}
 	f, err := from.Open()
 	if err != nil {
 		return nil, fmt.Errorf("--from-netns: %w", err)
 	}
 	defer f.Close()
-	var p *ping.Pinger
+	var p prober
 	err = netns.Do([]*os.File{f}, func(int) error {
-		p, err = ping.Open(target, id, opts)
+		p, err = open()
 		return err
 	})
 	return p, err

@@ -94,6 +94,7 @@ type rowView struct {
 	ifname                           string
 	ifindex                          uint32
 	dir, typ, src, dst, since, delta string
+	sport, dport                     uint16 // of a TCP packet
 	tNs, dtNs                        int64
 	timed                            bool
 	chain, verdict, rule, drop       string
@@ -129,15 +130,19 @@ func viewOf(rc *renderContext, j *decode.Journey, r decode.Row, start uint64) ro
 	if h := r.Hop; h != nil {
 		v.hop, v.timed = h, true
 		v.netns, v.ifname, v.ifindex = h.Netns, h.IfName(), h.Ifindex
-		v.dir, v.typ = h.Probe.Direction().String(), decode.PacketType(h.Family, h.ICMPType)
+		v.dir, v.typ = h.Probe.Direction().String(), h.PacketType()
 		v.src, v.dst = h.Src.String(), h.Dst.String()
+		if sport, dport, ok := h.Ports(); ok {
+			v.sport, v.dport = sport, dport
+			v.src, v.dst = netip.AddrPortFrom(h.Src, sport).String(), netip.AddrPortFrom(h.Dst, dport).String()
+		}
 		v.since = sinceFirst(time.Duration(v.tNs))
 		return v
 	}
 	if d := r.Drop; d != nil {
 		v.timed = true
 		v.netns, v.ifname, v.ifindex = d.Netns, d.Ifname, d.Ifindex
-		v.dir, v.typ = decode.Freed.String(), decode.PacketType(d.Family, d.ICMPType)
+		v.dir, v.typ = decode.Freed.String(), d.PacketType()
 		v.since = sinceFirst(time.Duration(v.tNs))
 		v.drop = dropText(d)
 		v.src, v.dst = d.Src.String(), d.Dst.String()
@@ -145,7 +150,7 @@ func viewOf(rc *renderContext, j *decode.Journey, r decode.Row, start uint64) ro
 	}
 	e := r.NF
 	v.nf = e
-	v.netns, v.typ = e.Netns, decode.PacketType(familyOf(e.Src), e.ICMPType)
+	v.netns, v.typ = e.Netns, e.PacketType()
 	v.src, v.dst = e.Src.String(), e.Dst.String()
 	v.ifindex = e.Oif
 	if e.Hook != decode.HookOutput && e.Hook != decode.HookPostrouting || e.Oif == 0 {
@@ -186,10 +191,14 @@ func plural(n int, one, many string) string {
 // explains it.
 func summary(j *decode.Journey, rc *renderContext) string {
 	var b strings.Builder
-	if j.Replied {
+	if j.Replied || j.Result() == "closed" {
 		nss, ifs := j.Crossed()
-		fmt.Fprintf(&b, "reply from %s in %s: crossed %s, %s", j.Target, stats.FormatDuration(j.RTT),
-			plural(nss, "network namespace", "network namespaces"), plural(ifs, "interface", "interfaces"))
+		if j.Proto == decode.ProtoTCP {
+			b.WriteString(tcpAnswer(j, rc))
+		} else {
+			fmt.Fprintf(&b, "reply from %s in %s", j.Target, stats.FormatDuration(j.RTT))
+		}
+		fmt.Fprintf(&b, ": crossed %s, %s", plural(nss, "network namespace", "network namespaces"), plural(ifs, "interface", "interfaces"))
 		if req, target, rep, ok := j.Split(); ok {
 			fmt.Fprintf(&b, "; request path %s, in the target %s, reply path %s", stats.FormatDuration(req), stats.FormatDuration(target), stats.FormatDuration(rep))
 		}
@@ -204,7 +213,11 @@ func summary(j *decode.Journey, rc *renderContext) string {
 		case j.Timeout == 0:
 			waited = ""
 		}
-		fmt.Fprintf(&b, "no reply from %s (seq %d)", j.Target, j.Seq)
+		if j.Proto == decode.ProtoTCP {
+			fmt.Fprintf(&b, "no answer from %s (seq %d)", netip.AddrPortFrom(j.Target, j.Port), j.Seq)
+		} else {
+			fmt.Fprintf(&b, "no reply from %s (seq %d)", j.Target, j.Seq)
+		}
 		nfDrop, byRule := j.NetfilterDrop()
 		switch {
 		case j.Error != nil && !j.Error.From.IsValid():
@@ -222,7 +235,7 @@ func summary(j *decode.Journey, rc *renderContext) string {
 			}
 		case byRule:
 			fmt.Fprintf(&b, "%s: the %s was dropped by %s.%s (%s) in network namespace %s", waited,
-				decode.PacketType(familyOf(nfDrop.Src), nfDrop.ICMPType), nfDrop.Table, nfDrop.Chain, nfDrop.RuleText(), rc.netnsCell(nfDrop.Netns))
+				nfDrop.PacketType(), nfDrop.Table, nfDrop.Chain, nfDrop.RuleText(), rc.netnsCell(nfDrop.Netns))
 		case j.Drop != nil:
 			b.WriteString(": " + dropLine(j.Drop, rc))
 		default:
@@ -236,7 +249,7 @@ func summary(j *decode.Journey, rc *renderContext) string {
 				if last.Probe.Direction() == decode.In {
 					verb = "entering"
 				}
-				fmt.Fprintf(&b, ": the %s was last seen %s %s in network namespace %s", decode.PacketType(last.Family, last.ICMPType), verb, last.IfName(), rc.netnsCell(last.Netns))
+				fmt.Fprintf(&b, ": the %s was last seen %s %s in network namespace %s", last.PacketType(), verb, last.IfName(), rc.netnsCell(last.Netns))
 			} else {
 				b.WriteString(": the request never reached a network device")
 			}
@@ -244,6 +257,9 @@ func summary(j *decode.Journey, rc *renderContext) string {
 		if j.Hint != "" {
 			b.WriteString("\n  " + j.Hint)
 		}
+	}
+	for _, t := range j.Translations() {
+		b.WriteString("\n  " + translationLine(t, rc))
 	}
 	if ring := j.Lost - j.NetfilterLost; ring > 0 {
 		fmt.Fprintf(&b, "\n%s lost: the kernel's rings overflowed, rows may be missing", plural(int(ring), "event", "events"))
@@ -261,7 +277,7 @@ func summary(j *decode.Journey, rc *renderContext) string {
 // router (4026532411) after west: IP_INNOROUTES (ip_error+0x5c)".
 func dropLine(d *decode.Drop, rc *renderContext) string {
 	var b strings.Builder
-	if typ := decode.PacketType(d.Family, d.ICMPType); typ != "request" {
+	if typ := d.PacketType(); typ != "request" && typ != "syn" {
 		b.WriteString("the " + typ + " was ")
 	}
 	b.WriteString("dropped in netns " + rc.netnsCell(d.Netns))
@@ -308,6 +324,11 @@ type jsonEcho struct {
 	Hint      string         `json:"hint,omitempty"`
 	// Split is the round trip of a reply, split at the target.
 	Split *jsonSplit `json:"split,omitempty"`
+	// Protocol is "tcp" for a TCP probe to Port ("icmp" is left out);
+	// AnswerFrom is the address its answer came from.
+	Protocol   string `json:"protocol,omitempty"`
+	Port       uint16 `json:"port,omitempty"`
+	AnswerFrom string `json:"answer_from,omitempty"`
 }
 
 // jsonRunNotes say how the run traced netfilter, and what it could not see.
@@ -365,6 +386,22 @@ type jsonHop struct {
 	Len        uint32     `json:"len"`
 	// Netfilter is set on rows with probe "netfilter".
 	Netfilter *jsonNetfilter `json:"netfilter,omitempty"`
+	// Sport and Dport are a TCP packet's ports; NAT are the translations
+	// first seen on this hop (a DNAT and a masquerade can both be).
+	Sport uint16     `json:"sport,omitempty"`
+	Dport uint16     `json:"dport,omitempty"`
+	NAT   []*jsonNAT `json:"nat,omitempty"`
+}
+
+// jsonNAT is a decode.Translation.
+type jsonNAT struct {
+	Kind   string `json:"kind"`
+	Before string `json:"before"`
+	After  string `json:"after"`
+	Netns  uint32 `json:"netns"`
+	Table  string `json:"table,omitempty"`
+	Chain  string `json:"chain,omitempty"`
+	Rule   string `json:"rule,omitempty"`
 }
 
 // jsonOwner is the owner of a namespace, nil when unknown.
@@ -411,8 +448,22 @@ func (w jsonWriter) Journey(j *decode.Journey) error {
 		jsonRunNotes:  w.rc.jsonNotes(),
 	}
 	e.Notes = slices.Concat(e.Notes, j.Notes)
-	if j.Replied {
+	if j.Replied || j.Result() == "closed" {
 		e.RTTNs = j.RTT.Nanoseconds()
+	}
+	if j.Proto == decode.ProtoTCP {
+		e.Protocol, e.Port = "tcp", j.Port
+		if j.From.IsValid() {
+			e.AnswerFrom = j.From.String()
+		}
+	}
+	nat := map[*decode.Record][]*jsonNAT{}
+	for _, t := range j.Translations() {
+		n := &jsonNAT{Kind: t.Kind, Before: t.Before.String(), After: t.After.String(), Netns: t.Netns}
+		if r := t.Rule; r != nil {
+			n.Table, n.Chain, n.Rule = r.Table, r.Chain, r.Rule
+		}
+		nat[&j.Hops[t.Hop]] = append(nat[&j.Hops[t.Hop]], n)
 	}
 	if req, target, rep, ok := j.Split(); ok && j.Replied {
 		e.Split = &jsonSplit{req.Nanoseconds(), target.Nanoseconds(), rep.Nanoseconds()}
@@ -425,7 +476,7 @@ func (w jsonWriter) Journey(j *decode.Journey) error {
 	}
 	if d := j.Drop; d != nil {
 		e.Drop = &jsonEchoDrop{Reason: d.Reason, Location: d.Location, Netns: d.Netns, NetnsName: w.rc.names[d.Netns],
-			Ifname: d.Ifname, Hint: j.Hint, Type: decode.PacketType(d.Family, d.ICMPType), KtimeNs: d.Time}
+			Ifname: d.Ifname, Hint: j.Hint, Type: d.PacketType(), KtimeNs: d.Time}
 	} else {
 		e.Hint = j.Hint
 	}
@@ -440,6 +491,7 @@ func (w jsonWriter) Journey(j *decode.Journey) error {
 		switch {
 		case v.hop != nil:
 			h.Probe, h.CPU, h.Len = v.hop.Probe.String(), v.hop.CPU, v.hop.Len
+			h.Sport, h.Dport, h.NAT = v.sport, v.dport, nat[v.hop]
 		case r.Drop != nil:
 			h.Probe = decode.ProbeKfreeSkb.String()
 		default:
@@ -453,4 +505,42 @@ func (w jsonWriter) Journey(j *decode.Journey) error {
 		e.Hops = append(e.Hops, h)
 	}
 	return w.enc.Encode(e)
+}
+
+// tcpAnswer says what answered a TCP probe: "open: 10.96.0.10:80 answered
+// SYN-ACK in 1.2ms", or "closed: ... answered RST", where the RST was born
+// (the namespace the answer was first seen in), and an answer from another
+// address than the one probed, which the prober's side does not take as an
+// answer to its SYN.
+func tcpAnswer(j *decode.Journey, rc *renderContext) string {
+	var b strings.Builder
+	to := netip.AddrPortFrom(j.Target, j.Port)
+	if j.Replied {
+		fmt.Fprintf(&b, "open: %s answered SYN-ACK in %s", to, stats.FormatDuration(j.RTT))
+	} else {
+		fmt.Fprintf(&b, "closed: %s answered RST in %s", to, stats.FormatDuration(j.RTT))
+		for _, h := range j.Hops {
+			if !h.IsRequest() && !h.IsError() {
+				fmt.Fprintf(&b, " (sent from network namespace %s)", rc.netnsCell(h.Netns))
+				break
+			}
+		}
+	}
+	if j.From.IsValid() && j.From != j.Target {
+		fmt.Fprintf(&b, "; the answer came from %s, not %s: it was not translated back", j.From, j.Target)
+	}
+	return b.String()
+}
+
+// translationLine says what NAT changed and where: "DNAT 10.96.0.10:80 ->
+// 10.244.1.5:8080 in network namespace node (nat.KUBE-SEP-XYZ rule 3: ...)".
+func translationLine(t decode.Translation, rc *renderContext) string {
+	line := fmt.Sprintf("%s %s -> %s in network namespace %s", t.Kind, t.Before, t.After, rc.netnsCell(t.Netns))
+	if e := t.Rule; e != nil {
+		if rule := e.RuleText(); rule != "" {
+			return line + fmt.Sprintf(" (%s.%s %s)", e.Table, e.Chain, rule)
+		}
+		return line + fmt.Sprintf(" (%s.%s)", e.Table, e.Chain)
+	}
+	return line
 }

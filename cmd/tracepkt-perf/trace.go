@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -162,7 +164,7 @@ func (s *session) trace(ctx context.Context, target netip.Addr, o options) (err 
 	unanswered, sent := 0, 0
 	notes := src.tracer.Notes() // said under the first echo
 	err = pace(ctx, o.count, o.interval, realClock{}, func(seq uint16) error {
-		j, events, err := echo(ctx, src.pinger, src.tracer, src.nf, target, seq, o.timeout, &recs)
+		j, events, err := echo(ctx, src.pinger, src.tracer, src.nf, target, o.tcpPort, seq, o.timeout, &recs)
 		switch {
 		case errors.Is(err, errNotSent):
 			return err
@@ -228,7 +230,7 @@ func (s *session) output(j *decode.Journey, recs []decode.Record, events []decod
 type sources struct {
 	tracer *probes.Tracer
 	nf     *nftrace.Tracer
-	pinger *ping.Pinger
+	pinger prober
 }
 
 // openSources opens the sources of a run to target, as o asks; on error,
@@ -238,6 +240,16 @@ func (s *session) openSources(target netip.Addr, o options) (_ *sources, err err
 	if err != nil {
 		return nil, err
 	}
+	var mark *decode.TCPMark
+	if o.tcpPort != 0 {
+		var b [4]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return nil, fmt.Errorf("read random TCP cookie: %w", err)
+		}
+		// Probes are numbered from 1, as ping numbers its echoes.
+		m := decode.NewTCPMark(id, binary.BigEndian.Uint32(b[:]), o.count+1)
+		mark = &m
+	}
 	src := &sources{}
 	defer func() {
 		if err != nil {
@@ -246,7 +258,7 @@ func (s *session) openSources(target netip.Addr, o options) (_ *sources, err err
 	}()
 	// The nftables tables go in while the kernel's BTF may still be parsed.
 	if s.netfilter.sources&nfNftrace != 0 {
-		if src.nf, err = nftrace.Open(s.traced, nftrace.Match{EchoID: id}); err != nil {
+		if src.nf, err = nftrace.Open(s.traced, nftrace.Match{EchoID: id, TCP: mark}); err != nil {
 			return nil, fmt.Errorf("netfilter: %w", err)
 		}
 	}
@@ -255,7 +267,7 @@ func (s *session) openSources(target netip.Addr, o options) (_ *sources, err err
 		return nil, err
 	}
 	// auto's kprobes that cannot be added are a note.
-	cfg := probes.Config{EchoID: id, Netfilter: s.netfilter.kprobes, NetfilterOptional: s.netfilter.auto,
+	cfg := probes.Config{EchoID: id, TCP: mark, Netfilter: s.netfilter.kprobes, NetfilterOptional: s.netfilter.auto,
 		RingPages: o.ringPages, Attach: o.attach}
 	if src.tracer, err = probes.Open(s.fs, offsets, cfg); err != nil {
 		return nil, err
@@ -263,7 +275,11 @@ func (s *session) openSources(target netip.Addr, o options) (_ *sources, err err
 	if from := o.ping.Source; from.IsValid() && from.Is4() != target.Is4() {
 		return nil, usageError{fmt.Sprintf("-I %s is not of the family of %s", from, target)}
 	}
-	if src.pinger, err = openPinger(target, id, o.ping, s.from); err != nil {
+	if src.pinger, err = openProber(target, o.tcpPort, id, mark, o.ping, s.from); err != nil {
+		if errors.Is(err, ping.ErrNoRoute) {
+			// A TCP prober needs its source address to open.
+			return nil, fmt.Errorf("no route to %s", target)
+		}
 		return nil, err
 	}
 	return src, nil
@@ -297,7 +313,7 @@ var errNotSent = errors.New("interrupted before the echo was sent")
 // echo sends one request, waits for its reply or the timeout, then collects
 // what the sources hold: every probe fired before the reply reached our
 // socket, and every trace message was sent before the packet moved on.
-func echo(ctx context.Context, p *ping.Pinger, t *probes.Tracer, nf *nftrace.Tracer, target netip.Addr, seq uint16, timeout time.Duration, recs *[]decode.Record) (decode.Journey, []decode.NetfilterEvent, error) {
+func echo(ctx context.Context, p prober, t *probes.Tracer, nf *nftrace.Tracer, target netip.Addr, port, seq uint16, timeout time.Duration, recs *[]decode.Record) (decode.Journey, []decode.NetfilterEvent, error) {
 	if ctx.Err() != nil {
 		return decode.Journey{}, nil, errNotSent
 	}
@@ -345,7 +361,8 @@ func echo(ctx context.Context, p *ping.Pinger, t *probes.Tracer, nf *nftrace.Tra
 		// A late reply or error about an earlier echo is skipped; an error
 		// about this one ends the wait as a reply does.
 		answered = reply.Seq == seq
-		replied = answered && reply.Error == nil
+		// An RST answers a TCP probe without opening: "closed".
+		replied = answered && reply.Error == nil && reply.TCPFlags&decode.TCPRst == 0
 	}
 	waited := time.Since(sent)
 
@@ -381,7 +398,7 @@ func echo(ctx context.Context, p *ping.Pinger, t *probes.Tracer, nf *nftrace.Tra
 	if nf != nil {
 		lost := nf.Lost()
 		quiet := nftraceQuiet
-		if replied {
+		if answered && reply.Error == nil {
 			quiet = 0
 		}
 		if events, err = nf.Drain(quiet); err != nil {
@@ -391,6 +408,12 @@ func echo(ctx context.Context, p *ping.Pinger, t *probes.Tracer, nf *nftrace.Tra
 	}
 	o := decode.Outcome{Target: target, EchoID: p.ID(), Seq: seq, Replied: replied, Timeout: timeout, Interrupted: interrupted,
 		NetfilterLost: nfLost, Notes: notes}
+	if port != 0 {
+		o.Proto, o.Port = decode.ProtoTCP, port
+		if answered && reply.Error == nil {
+			o.TCPFlags, o.From, o.RTT = reply.TCPFlags, reply.From.WithZone(""), reply.Received.Sub(sent)
+		}
+	}
 	switch {
 	case interrupted:
 		o.Timeout = waited

@@ -52,7 +52,7 @@ var (
 	// perf_event_open of tracepoints and BPF-output rings, whatever
 	// kernel.perf_event_paranoid says.
 	OpenPerfEvent = Need{{Perfmon}, {SysAdmin}}
-	// The ICMP echo socket.
+	// The raw sockets a probe is sent and answered on (ICMP echo, TCP SYN).
 	RawSocket = Need{{NetRaw}}
 	// Joining NFNLGRP_NFTRACE and adding the tracing tables.
 	TraceNetfilter = Need{{NetAdmin}}

@@ -31,18 +31,41 @@ var familyCodes = map[string]uint8{
 // listRuleset runs `nft --handle --stateless list ruleset` in the calling thread's network
 // namespace (the child inherits the thread's namespace) and returns its output. The whole
 // ruleset is listed, not chain by chain: nft 1.0.6 cannot name a chain that is also a
-// keyword (such as fwd) on its command line, even quoted.
+// keyword (such as fwd) on its command line, even quoted. That nft also loses track of
+// iptables-nft's targets across families in one listing ("XT target DNAT not found" for an
+// ip6 nat rule after an ip one, while each family alone lists right): then each family of
+// the listing is listed again on its own, and the listings are joined.
 func listRuleset(nft string) ([]byte, error) {
+	out, warnings, err := runNft(nft, "list", "ruleset")
+	if err != nil || !bytes.Contains(warnings, []byte(" not found")) {
+		return out, err
+	}
+	var joined []byte
+	for family := range familyCodes {
+		if !bytes.Contains(out, []byte("table "+family+" ")) {
+			continue
+		}
+		one, _, err := runNft(nft, "list", "ruleset", family)
+		if err != nil {
+			return nil, err
+		}
+		joined = append(joined, one...)
+	}
+	return joined, nil
+}
+
+// runNft runs nft with args after --handle --stateless and returns its output and what it
+// said on stderr.
+func runNft(nft string, args ...string) (out, warnings []byte, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), nftTimeout)
 	defer cancel()
 	var stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, nft, "--handle", "--stateless", "list", "ruleset")
+	cmd := exec.CommandContext(ctx, nft, append([]string{"--handle", "--stateless"}, args...)...)
 	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w: %s", strings.Join(cmd.Args, " "), err, bytes.TrimSpace(stderr.Bytes()))
+	if out, err = cmd.Output(); err != nil {
+		return nil, nil, fmt.Errorf("%s: %w: %s", strings.Join(cmd.Args, " "), err, bytes.TrimSpace(stderr.Bytes()))
 	}
-	return out, nil
+	return out, stderr.Bytes(), nil
 }
 
 // parseRuleset maps each rule of an `nft --handle --stateless list ruleset` listing to its

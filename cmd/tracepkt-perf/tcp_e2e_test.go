@@ -1,0 +1,277 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/tracepkt/tracepkt-perf/internal/testenv"
+	"github.com/tracepkt/tracepkt-perf/internal/topology"
+)
+
+// kubeProxyRules is a Service's rule set as kube-proxy's iptables mode
+// writes it (iptables-save shape, cut to one Service and its ports), for
+// iptables-restore --noflush in the node's namespace: port 80 to an
+// endpoint that listens on epPort, port 81 to one where nothing listens,
+// port 82 a Service without endpoints (REJECTed in filter), port 83 to an
+// endpoint the node's FORWARD chain drops. Traffic from outside clusterNet
+// is marked for masquerade, as with --cluster-cidr.
+func kubeProxyRules(vip, ep netip.Addr, clusterNet netip.Prefix, epPort int) string {
+	bits := "/32"
+	if vip.Is6() {
+		bits = "/128"
+	}
+	dnat := func(a netip.Addr, port int) string { return netip.AddrPortFrom(a, uint16(port)).String() }
+	var b strings.Builder
+	b.WriteString(`*nat
+:KUBE-SERVICES - [0:0]
+:KUBE-POSTROUTING - [0:0]
+:KUBE-MARK-MASQ - [0:0]
+:KUBE-SVC-TPKWEB - [0:0]
+:KUBE-SEP-TPKWEB1 - [0:0]
+:KUBE-SVC-TPKDEAD - [0:0]
+:KUBE-SEP-TPKDEAD1 - [0:0]
+:KUBE-SVC-TPKFW - [0:0]
+:KUBE-SEP-TPKFW1 - [0:0]
+-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
+-A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
+-A POSTROUTING -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING
+-A KUBE-MARK-MASQ -j MARK --or-mark 0x4000
+-A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN
+-A KUBE-POSTROUTING -j MARK --xor-mark 0x4000
+-A KUBE-POSTROUTING -m comment --comment "kubernetes service traffic requiring SNAT" -j MASQUERADE --random-fully
+`)
+	for _, svc := range []struct {
+		name, sep string
+		port      int
+		to        string
+	}{{"TPKWEB", "TPKWEB1", 80, dnat(ep, epPort)}, {"TPKDEAD", "TPKDEAD1", 81, dnat(ep, epPort+1)}, {"TPKFW", "TPKFW1", 83, dnat(ep, epPort+3)}} {
+		fmt.Fprintf(&b, "-A KUBE-SERVICES -d %s%s -p tcp -m comment --comment \"default/%s cluster IP\" -m tcp --dport %d -j KUBE-SVC-%s\n",
+			vip, bits, strings.ToLower(svc.name), svc.port, svc.name)
+		fmt.Fprintf(&b, "-A KUBE-SVC-%s ! -s %s -d %s%s -p tcp -m comment --comment \"default/%s cluster IP\" -m tcp --dport %d -j KUBE-MARK-MASQ\n",
+			svc.name, clusterNet, vip, bits, strings.ToLower(svc.name), svc.port)
+		fmt.Fprintf(&b, "-A KUBE-SVC-%s -m comment --comment \"default/%s -> %s\" -j KUBE-SEP-%s\n", svc.name, strings.ToLower(svc.name), svc.to, svc.sep)
+		fmt.Fprintf(&b, "-A KUBE-SEP-%s -p tcp -m comment --comment \"default/%s\" -m tcp -j DNAT --to-destination %s\n", svc.sep, strings.ToLower(svc.name), svc.to)
+	}
+	reject := "icmp-port-unreachable"
+	if vip.Is6() {
+		reject = "icmp6-port-unreachable"
+	}
+	fmt.Fprintf(&b, `COMMIT
+*filter
+:KUBE-SERVICES - [0:0]
+:KUBE-FORWARD - [0:0]
+-A FORWARD -m conntrack --ctstate NEW -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
+-A FORWARD -m comment --comment "kubernetes forwarding rules" -j KUBE-FORWARD
+-A KUBE-SERVICES -d %s%s -p tcp -m comment --comment "default/tpknone has no endpoints" -m tcp --dport 82 -j REJECT --reject-with %s
+-A KUBE-FORWARD -d %s -p tcp -m tcp --dport %d -j DROP
+COMMIT
+`, vip, bits, reject, ep, epPort+3)
+	return b.String()
+}
+
+// serviceNode builds client A -> node R -> endpoint B, with a Service
+// address on no interface that R translates to B (kubeProxyRules), and a
+// TCP listener in B. It returns the Service addresses.
+func serviceNode(t *testing.T) (n *topology.RouterNet, vip4, vip6 netip.Addr, epPort int) {
+	t.Helper()
+	topo, n := router(t)
+	testenv.RequireCommands(t, "iptables-restore", "ip6tables-restore", "ss")
+	epPort = 8080
+	// The Service addresses: unassigned addresses of B's networks, routed
+	// by R toward B, so a packet R does not translate stays in the topology.
+	vip4, vip6 = lastHost(n.B4), lastHost(n.B6)
+	for _, vip := range []netip.Addr{vip4, vip6} {
+		inNetns(t, n.R, "ip", "route", "add", netip.PrefixFrom(vip, vip.BitLen()).String(), "dev", n.RLinkB)
+		if err := topo.CheckOwnRoute(n.A, vip); err != nil {
+			t.Fatalf("not probing: %v", err)
+		}
+	}
+	for _, f := range []struct {
+		restore string
+		vip, ep netip.Addr
+	}{{"iptables-restore", vip4, n.Target4}, {"ip6tables-restore", vip6, n.Target6}} {
+		// The client is outside the cluster network: its probes are masqueraded.
+		cmd := exec.Command("ip", "netns", "exec", n.R.Name, f.restore, "--noflush")
+		cmd.Stdin = strings.NewReader(kubeProxyRules(f.vip, f.ep, netip.PrefixFrom(f.ep, f.ep.BitLen()), epPort))
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("%s: %v\n%s", f.restore, err, out)
+		}
+	}
+	var ln net.Listener
+	if err := n.B.Do(func() (err error) {
+		ln, err = net.Listen("tcp", fmt.Sprintf(":%d", epPort))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	if out := inNetns(t, n.B, "ss", "-Htln", fmt.Sprintf("sport = :%d", epPort)); !strings.Contains(out, "LISTEN") {
+		t.Fatalf("no listener on %d in %s: %q", epPort, n.B, out)
+	}
+	return n, vip4, vip6, epPort
+}
+
+// ruleHandle is the handle of the one rule of an `nft -a list` output
+// that contains text.
+func ruleHandle(t *testing.T, listing, text string) int {
+	t.Helper()
+	var handles []int
+	for _, line := range strings.Split(listing, "\n") {
+		if _, h, ok := strings.Cut(line, "# handle "); ok && strings.Contains(line, text) {
+			var n int
+			if _, err := fmt.Sscan(h, &n); err != nil {
+				t.Fatalf("handle of %q: %v", line, err)
+			}
+			handles = append(handles, n)
+		}
+	}
+	if len(handles) != 1 {
+		t.Fatalf("%d rules with %q in:\n%s", len(handles), text, listing)
+	}
+	return handles[0]
+}
+
+// lastHost is the last address of p but one (below IPv4's broadcast): an
+// address of p's network that Router gives no interface.
+func lastHost(p netip.Prefix) netip.Addr {
+	a := p.Masked().Addr().AsSlice()
+	for i := p.Bits(); i < len(a)*8; i++ {
+		a[i/8] |= 0x80 >> (i % 8)
+	}
+	a[len(a)-1]--
+	addr, _ := netip.AddrFromSlice(a)
+	return addr
+}
+
+func TestE2ETCPThroughServiceNAT(t *testing.T) {
+	n, vip4, vip6, epPort := serviceNode(t)
+	a, r, b := inode(t, n.A), inode(t, n.R), inode(t, n.B)
+	families(t, vip4, vip6, func(t *testing.T, vip netip.Addr) {
+		ep, rb := n.Target4, n.RB4.Addr()
+		if vip.Is6() {
+			ep, rb = n.Target6, n.RB6.Addr()
+		}
+		t.Run("open", func(t *testing.T) {
+			res := runTool(t, n.A, "--json", "-W", "2s", "--tcp", "80", vip.String())
+			if res.code != 0 {
+				t.Fatalf("exit %d\n%s%s", res.code, res.stderr, res.stdout)
+			}
+			e := decodeEchoes(t, res.stdout)[0]
+			if e.Result != "open" || e.Protocol != "tcp" || e.Port != 80 || e.AnswerFrom != vip.String() || e.RTTNs <= 0 {
+				t.Errorf("result %q protocol %q port %d answer from %q rtt %d", e.Result, e.Protocol, e.Port, e.AnswerFrom, e.RTTNs)
+			}
+			want := []string{
+				row(a, "eth0", "out", "syn"), row(r, "eth0", "in", "syn"), row(r, "eth1", "out", "syn"), row(b, "eth0", "in", "syn"),
+				row(b, "eth0", "out", "syn-ack"), row(r, "eth1", "in", "syn-ack"), row(r, "eth0", "out", "syn-ack"), row(a, "eth0", "in", "syn-ack"),
+				row(a, "eth0", "out", "rst"), row(r, "eth0", "in", "rst"), row(r, "eth1", "out", "rst"), row(b, "eth0", "in", "rst"),
+			}
+			if got := rows(e); strings.Join(got, "\n") != strings.Join(want, "\n") {
+				t.Errorf("rows:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+			}
+			// The SYN leaves R translated twice: to the endpoint, and from R's
+			// address (masquerade, a random port); the answer is translated back.
+			var sport uint16
+			var nat []string
+			var dnatRule *jsonNAT
+			for _, h := range e.Hops {
+				if h.Type == "syn" && h.Netns == uint32(a) {
+					sport = h.Sport
+				}
+				for _, x := range h.NAT {
+					if x.Kind == "DNAT" {
+						dnatRule = x
+					}
+					after := x.After
+					if x.Kind == "SNAT" {
+						after = netip.AddrPortFrom(netip.MustParseAddrPort(after).Addr(), 0).String() // fully random
+					}
+					nat = append(nat, fmt.Sprintf("%s %s %s -> %s @%d", row(uint64(h.Netns), h.Ifname, h.Dir, h.Type), x.Kind, x.Before, after, x.Netns))
+				}
+			}
+			to := func(a netip.Addr, p uint16) string { return netip.AddrPortFrom(a, p).String() }
+			src := to(n.A4.Addr(), sport)
+			if vip.Is6() {
+				src = to(n.A6.Addr(), sport)
+			}
+			wantNAT := []string{
+				fmt.Sprintf("%s DNAT %s -> %s @%d", row(r, "eth1", "out", "syn"), to(vip, 80), to(ep, uint16(epPort)), r),
+				fmt.Sprintf("%s SNAT %s -> %s @%d", row(r, "eth1", "out", "syn"), src, to(rb, 0), r),
+			}
+			if len(nat) < 2 || strings.Join(nat[:2], "\n") != strings.Join(wantNAT, "\n") {
+				t.Errorf("translations:\n%s\nwant first:\n%s", strings.Join(nat, "\n"), strings.Join(wantNAT, "\n"))
+			}
+			// The DNAT is tied to the rule that made it, as nft lists it.
+			family := "ip"
+			if vip.Is6() {
+				family = "ip6"
+			}
+			chain := inNetns(t, n.R, "nft", "-a", "list", "chain", family, "nat", "KUBE-SEP-TPKWEB1")
+			handle := ruleHandle(t, chain, "dnat to "+to(ep, uint16(epPort)))
+			if dnatRule == nil || dnatRule.Table != "nat" || dnatRule.Chain != "KUBE-SEP-TPKWEB1" || !strings.Contains(dnatRule.Rule, "dnat to") ||
+				!strings.Contains(res.stdout, fmt.Sprintf(`"rule_handle":%d,`, handle)) {
+				t.Errorf("DNAT rule %+v, want nat.KUBE-SEP-TPKWEB1 handle %d (%s)", dnatRule, handle, chain)
+			}
+			// The prober's kernel reset the connection: nothing half-open is
+			// left on the endpoint, nothing queued on its listener.
+			if out := inNetns(t, n.B, "ss", "-Htn", "state", "syn-recv"); strings.TrimSpace(out) != "" {
+				t.Errorf("half-open connections left in %s:\n%s", n.B, out)
+			}
+			if out := inNetns(t, n.B, "ss", "-Htn", "state", "established"); strings.TrimSpace(out) != "" {
+				t.Errorf("connections left in %s:\n%s", n.B, out)
+			}
+		})
+		t.Run("open, as a table", func(t *testing.T) {
+			res := runTool(t, n.A, "-W", "2s", "--tcp", "80", vip.String())
+			to := func(a netip.Addr, p uint16) string { return netip.AddrPortFrom(a, p).String() }
+			want := []string{
+				fmt.Sprintf("open: %s answered SYN-ACK in ", to(vip, 80)),
+				fmt.Sprintf("\n  DNAT %s -> %s in network namespace %s (%d) (nat.KUBE-SEP-TPKWEB1 rule ", to(vip, 80), to(ep, uint16(epPort)), n.R.Name, r),
+				fmt.Sprintf("\n  reverse DNAT %s -> %s in network namespace %s (%d)\n", to(ep, uint16(epPort)), to(vip, 80), n.R.Name, r),
+			}
+			for _, w := range want {
+				if res.code != 0 || !strings.Contains(res.stdout, w) {
+					t.Errorf("exit %d, no %q in\n%s%s", res.code, w, res.stderr, res.stdout)
+				}
+			}
+		})
+		t.Run("closed", func(t *testing.T) {
+			res := runTool(t, n.A, "-W", "2s", "--tcp", "81", vip.String())
+			want := fmt.Sprintf("closed: %s answered RST in ", netip.AddrPortFrom(vip, 81))
+			if res.code != 1 || !strings.Contains(res.stdout, want) || !strings.Contains(res.stdout, fmt.Sprintf("(sent from network namespace %s (%d))", n.B.Name, b)) {
+				t.Errorf("exit %d, want 1 and %q, sent from %s\n%s%s", res.code, want, n.B.Name, res.stderr, res.stdout)
+			}
+			wantNAT := fmt.Sprintf("DNAT %s -> %s in network namespace %s (%d)", netip.AddrPortFrom(vip, 81), netip.AddrPortFrom(ep, uint16(epPort+1)), n.R.Name, r)
+			if !strings.Contains(res.stdout, wantNAT) {
+				t.Errorf("no %q in\n%s", wantNAT, res.stdout)
+			}
+		})
+		t.Run("no endpoints", func(t *testing.T) {
+			res := runTool(t, n.A, "--json", "-W", "2s", "--tcp", "82", vip.String())
+			if res.code != 1 {
+				t.Fatalf("exit %d, want 1\n%s%s", res.code, res.stderr, res.stdout)
+			}
+			e := decodeEchoes(t, res.stdout)[0]
+			code := uint8(3)
+			if vip.Is6() {
+				code = 4
+			}
+			if e.Result != "unreachable" || e.ICMPError == nil || e.ICMPError.Code != code {
+				t.Errorf("result %q icmp error %+v, want unreachable, port unreachable", e.Result, e.ICMPError)
+			}
+		})
+		t.Run("dropped in FORWARD", func(t *testing.T) {
+			res := runTool(t, n.A, "--json", "-W", "1s", "--tcp", "83", vip.String())
+			if res.code != 1 {
+				t.Fatalf("exit %d, want 1\n%s%s", res.code, res.stderr, res.stdout)
+			}
+			e := decodeEchoes(t, res.stdout)[0]
+			if e.Result != "dropped" || e.Drop == nil || e.Drop.Netns != uint32(r) || e.Drop.Type != "syn" {
+				t.Errorf("result %q drop %+v, want dropped in %d", e.Result, e.Drop, r)
+			}
+		})
+	})
+}
