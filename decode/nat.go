@@ -93,8 +93,8 @@ func natKind(ofProbe, ofAnswer string, request bool) string {
 }
 
 // translation ties a change of the probe's own packet to the NAT rule the
-// netfilter source saw on it in that namespace: a rule whose text says
-// dnat, snat or masquerade; else the last rule or, for the kprobe source,
+// netfilter source saw on it in that namespace: a rule whose text has the
+// statement dnat, snat or masquerade; else the last rule or, for the kprobe source,
 // which sees chains but not rules, the last chain, of a nat table at a hook
 // where that NAT is made, that accepted the packet, as a NAT target does
 // (nft cannot print every iptables-nft target: its text may not say). The
@@ -113,9 +113,9 @@ func (j *Journey) translation(kind string, before, after netip.AddrPort, netns u
 		if e.Netns != netns || !e.IsRequest() {
 			continue
 		}
-		rule := strings.ToLower(e.Rule)
-		for _, w := range words {
-			if strings.Contains(rule, w) {
+		// A statement, never part of a name: "jump mark-for-masquerade" is not one.
+		for _, w := range strings.Fields(strings.ToLower(e.Rule)) {
+			if slices.Contains(words, w) {
 				t.Rule = e
 				return t
 			}

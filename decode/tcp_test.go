@@ -110,6 +110,8 @@ func TestTranslations(t *testing.T) {
 	nf := []NetfilterEvent{
 		{Netns: node, Table: "nat", Chain: "KUBE-SEP-XYZ", Hook: HookPrerouting, Type: TraceRule, Verdict: "ACCEPT",
 			RuleHandle: 3, Rule: "meta l4proto tcp dnat to 10.244.1.5:8080", Proto: ProtoTCP, TCPFlags: TCPSyn, Src: hops[0].Src},
+		{Netns: node, Table: "kube-proxy", Chain: "service-X", Hook: HookPrerouting, Type: TraceRule, Verdict: "JUMP",
+			RuleHandle: 5, Rule: "ip saddr != 10.244.0.0/16 jump mark-for-masquerade", Proto: ProtoTCP, TCPFlags: TCPSyn, Src: hops[0].Src},
 		{Netns: node, Table: "nat", Chain: "KUBE-POSTROUTING", Hook: HookPostrouting, Type: TraceRule, Verdict: "ACCEPT",
 			RuleHandle: 9, Rule: "masquerade fully-random", Proto: ProtoTCP, TCPFlags: TCPSyn, Src: hops[0].Src},
 	}

@@ -156,11 +156,21 @@ type prober interface {
 // routes and receives there, whichever thread uses it, while the rest of
 // the program stays where it was. mark is nil for echoes.
 func openProber(target netip.Addr, port uint16, id uint16, mark *decode.TCPMark, opts ping.Options, from *netns.Netns) (prober, error) {
+	// A failed open returns a nil interface, never one holding a nil
+	// prober that Close would be called on.
 	open := func() (prober, error) {
 		if mark != nil {
-			return ping.OpenTCP(target, port, *mark, opts)
+			if p, err := ping.OpenTCP(target, port, *mark, opts); err == nil {
+				return p, nil
+			} else {
+				return nil, err
+			}
 		}
-		return ping.Open(target, id, opts)
+		if p, err := ping.Open(target, id, opts); err == nil {
+			return p, nil
+		} else {
+			return nil, err
+		}
 	}
 	if from == nil {
 		return open()
@@ -175,7 +185,10 @@ func openProber(target netip.Addr, port uint16, id uint16, mark *decode.TCPMark,
 		p, err = open()
 		return err
 	})
-	return p, err
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
 }
 
 // specList is a flag that may be given several times, each a comma-separated list.

@@ -238,6 +238,29 @@ func TestE2ETCPThroughServiceNAT(t *testing.T) {
 				}
 			}
 		})
+		t.Run("from the node", func(t *testing.T) {
+			// Sent from the node itself, the probe is translated in OUTPUT,
+			// before its first hop.
+			res := runTool(t, n.R, "--json", "-W", "2s", "--tcp", "80", vip.String())
+			if res.code != 0 {
+				t.Fatalf("exit %d\n%s%s", res.code, res.stderr, res.stdout)
+			}
+			e := decodeEchoes(t, res.stdout)[0]
+			var first jsonHop
+			for _, h := range e.Hops {
+				if h.Probe == "net_dev_queue" {
+					first = h
+					break
+				}
+			}
+			if e.Result != "open" || first.Netns != uint32(r) || len(first.NAT) == 0 {
+				t.Fatalf("result %q, first hop %+v", e.Result, first)
+			}
+			if x := first.NAT[0]; x.Kind != "DNAT" || x.Before != netip.AddrPortFrom(vip, 80).String() ||
+				x.After != netip.AddrPortFrom(ep, uint16(epPort)).String() || x.Netns != uint32(r) || x.Chain != "KUBE-SEP-TPKWEB1" {
+				t.Errorf("first hop's translation %+v, want DNAT to the endpoint in %d by KUBE-SEP-TPKWEB1", x, r)
+			}
+		})
 		t.Run("closed", func(t *testing.T) {
 			res := runTool(t, n.A, "-W", "2s", "--tcp", "81", vip.String())
 			want := fmt.Sprintf("closed: %s answered RST in ", netip.AddrPortFrom(vip, 81))
@@ -273,5 +296,124 @@ func TestE2ETCPThroughServiceNAT(t *testing.T) {
 				t.Errorf("result %q drop %+v, want dropped in %d", e.Result, e.Drop, r)
 			}
 		})
+	})
+}
+
+// kubeProxyNftRules is a Service's rule set as kube-proxy's nftables mode
+// writes it (cut to one Service with an endpoint listening on epPort at
+// port 80, and one without endpoints at port 82), for `nft -f -`: a
+// services verdict map, a numgen-random per-Service chain, an endpoint
+// chain that DNATs, masquerade fully-random for marked packets, and the
+// no-endpoints reject.
+func kubeProxyNftRules(vip, ep netip.Addr, epPort int) string {
+	family, addr, proto := "ip", "ipv4_addr", "ip"
+	if vip.Is6() {
+		family, addr, proto = "ip6", "ipv6_addr", "ip6"
+	}
+	svc := "service-TPKWEB00-default/web/tcp/http"
+	endpoint := fmt.Sprintf("endpoint-TPKEP000-default/web/tcp/http__ep/%d", epPort)
+	return fmt.Sprintf(`table %[1]s kube-proxy {
+	comment "rules for kube-proxy"
+	map service-ips {
+		type %[2]s . inet_proto . inet_service : verdict
+		elements = { %[4]s . tcp . 80 : goto %[6]s }
+	}
+	map no-endpoint-services {
+		type %[2]s . inet_proto . inet_service : verdict
+		elements = { %[4]s . tcp . 82 : goto reject-chain }
+	}
+	chain nat-prerouting { type nat hook prerouting priority -100; policy accept; jump services; }
+	chain nat-output { type nat hook output priority -100; policy accept; jump services; }
+	chain nat-postrouting { type nat hook postrouting priority 100; policy accept; jump masquerading; }
+	chain filter-forward { type filter hook forward priority -110; policy accept; ct state new jump service-endpoints-check; }
+	chain filter-output { type filter hook output priority -110; policy accept; ct state new jump service-endpoints-check; }
+	chain mark-for-masquerade { mark set mark or 0x4000; }
+	chain masquerading {
+		mark and 0x4000 == 0 return
+		mark set mark xor 0x4000
+		masquerade fully-random
+	}
+	chain services { %[3]s daddr . meta l4proto . th dport vmap @service-ips; }
+	chain service-endpoints-check { %[3]s daddr . meta l4proto . th dport vmap @no-endpoint-services; }
+	chain reject-chain { reject; }
+	chain %[6]s {
+		%[3]s daddr %[4]s tcp dport 80 %[3]s saddr != %[5]s jump mark-for-masquerade
+		numgen random mod 1 vmap { 0 : goto %[7]s }
+	}
+	chain %[7]s {
+		%[3]s saddr %[5]s jump mark-for-masquerade
+		meta l4proto tcp dnat to %[8]s
+	}
+}
+`, family, addr, proto, vip, ep, svc, endpoint, netip.AddrPortFrom(ep, uint16(epPort)))
+}
+
+func TestE2ETCPThroughKubeProxyNftables(t *testing.T) {
+	topo, n := router(t)
+	testenv.RequireCommands(t, "nft", "ss")
+	const epPort = 8080
+	vip4, vip6 := lastHost(n.B4), lastHost(n.B6)
+	for _, f := range []struct{ vip, ep netip.Addr }{{vip4, n.Target4}, {vip6, n.Target6}} {
+		inNetns(t, n.R, "ip", "route", "add", netip.PrefixFrom(f.vip, f.vip.BitLen()).String(), "dev", n.RLinkB)
+		if err := topo.CheckOwnRoute(n.A, f.vip); err != nil {
+			t.Fatalf("not probing: %v", err)
+		}
+		cmd := exec.Command("ip", "netns", "exec", n.R.Name, "nft", "-f", "-")
+		cmd.Stdin = strings.NewReader(kubeProxyNftRules(f.vip, f.ep, epPort))
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("nft -f: %v\n%s", err, out)
+		}
+	}
+	var ln net.Listener
+	if err := n.B.Do(func() (err error) {
+		ln, err = net.Listen("tcp", fmt.Sprintf(":%d", epPort))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	r := inode(t, n.R)
+	families(t, vip4, vip6, func(t *testing.T, vip netip.Addr) {
+		ep, family := n.Target4, "ip"
+		if vip.Is6() {
+			ep, family = n.Target6, "ip6"
+		}
+		endpoint := fmt.Sprintf("endpoint-TPKEP000-default/web/tcp/http__ep/%d", epPort)
+		listing := inNetns(t, n.R, "nft", "-a", "list", "chain", family, "kube-proxy", endpoint)
+		dnat := "dnat to " + netip.AddrPortFrom(ep, epPort).String()
+		handle := ruleHandle(t, listing, dnat)
+		masq := ruleHandle(t, inNetns(t, n.R, "nft", "-a", "list", "chain", family, "kube-proxy", "masquerading"), "masquerade fully-random")
+
+		res := runTool(t, n.A, "--json", "-W", "2s", "--tcp", "80", vip.String())
+		if res.code != 0 {
+			t.Fatalf("exit %d\n%s%s", res.code, res.stderr, res.stdout)
+		}
+		e := decodeEchoes(t, res.stdout)[0]
+		var got []string
+		for _, h := range e.Hops {
+			for _, x := range h.NAT {
+				got = append(got, fmt.Sprintf("%s %d %s.%s %q", x.Kind, x.Netns, x.Table, x.Chain, x.Rule))
+			}
+		}
+		want := []string{
+			fmt.Sprintf("DNAT %d kube-proxy.%s %q", r, endpoint, "meta l4proto tcp "+dnat),
+			fmt.Sprintf("SNAT %d kube-proxy.masquerading %q", r, "masquerade fully-random"),
+		}
+		if e.Result != "open" || len(got) < 2 || strings.Join(got[:2], "\n") != strings.Join(want, "\n") {
+			t.Errorf("result %q, translations:\n%s\nwant first:\n%s", e.Result, strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
+		for _, h := range []int{handle, masq} {
+			if !strings.Contains(res.stdout, fmt.Sprintf(`"rule_handle":%d,`, h)) {
+				t.Errorf("no row of rule %d", h)
+			}
+		}
+
+		res = runTool(t, n.A, "--json", "-W", "2s", "--tcp", "82", vip.String())
+		if res.code != 1 {
+			t.Fatalf("no endpoints: exit %d, want 1\n%s%s", res.code, res.stderr, res.stdout)
+		}
+		if e := decodeEchoes(t, res.stdout)[0]; e.Result != "unreachable" || e.ICMPError == nil {
+			t.Errorf("no endpoints: result %q, icmp error %+v", e.Result, e.ICMPError)
+		}
 	})
 }
