@@ -216,7 +216,11 @@ func TestGolden(t *testing.T) {
 // TestTruncation cuts a recording at every byte: the reader recovers the
 // blocks before the cut and reports the rest as truncated.
 func TestTruncation(t *testing.T) {
-	rec := smallRecording(t)
+	checkTruncations(t, smallRecording(t))
+}
+
+func checkTruncations(t *testing.T, rec *recording) {
+	t.Helper()
 	data := rec.bytes()
 	headerEnd := rec.ends[0]
 	for n := 0; n <= len(data); n++ {
