@@ -6,8 +6,6 @@ import (
 	"errors"
 	"io"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"reflect"
 	"testing"
 	"time"
@@ -151,32 +149,6 @@ func TestTCPReplayRebuildsJourneys(t *testing.T) {
 	if !reflect.DeepEqual(results, wantResults) || !reflect.DeepEqual(types, wantTypes) {
 		t.Errorf("results %v, types %v\nwant %v, %v", results, types, wantResults, wantTypes)
 	}
-}
-
-// TestGoldenTCP compares what this build writes for a run of TCP probes
-// with testdata/tcp-v3.tpk, and reads it back: version 3 stays readable.
-func TestGoldenTCP(t *testing.T) {
-	rec := tcpRecording(t)
-	path := filepath.Join("testdata", "tcp-v3.tpk")
-	if *update {
-		if err := os.WriteFile(path, rec.bytes(), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	golden, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if !bytes.Equal(rec.bytes(), golden) {
-		t.Errorf("the recording differs from %s (%d bytes, want %d): if the format changed on purpose, "+
-			"bump FormatVersion, keep reading the old version and run go test -update", path, rec.buf.Len(), len(golden))
-	}
-	got, r, err := readAll(t, golden)
-	if err != io.EOF {
-		t.Fatalf("read %s: %v", path, err)
-	}
-	checkHeader(t, r.Header(), tcpHeader())
-	checkItems(t, got, rec.items)
 }
 
 // TestEchoRunsStayVersion2: a run of echoes is written as version 2, which

@@ -86,37 +86,11 @@ func ICMPEchoSize(src, dst netip.Addr, request bool, id, seq uint16, ipID uint16
 	icmp = append(icmp, payload...)
 	if src.Is4() {
 		binary.BigEndian.PutUint16(icmp[2:], inetChecksum(icmp, 0))
-		ip := make([]byte, 20, 20+len(icmp))
-		ip[0] = 0x45
-		binary.BigEndian.PutUint16(ip[2:], uint16(20+len(icmp)))
-		binary.BigEndian.PutUint16(ip[4:], ipID)
-		ip[6] = 0x40 // don't fragment
-		ip[8] = 64   // TTL
-		ip[9] = 1    // ICMP
-		s, d := src.As4(), dst.As4()
-		copy(ip[12:], s[:])
-		copy(ip[16:], d[:])
-		binary.BigEndian.PutUint16(ip[10:], inetChecksum(ip, 0))
-		return append(ip, icmp...)
+		return append(ipHeader(src, dst, 1, len(icmp), ipID), icmp...)
 	}
-	ip := make([]byte, 40, 40+len(icmp))
-	ip[0] = 0x60
-	binary.BigEndian.PutUint16(ip[4:], uint16(len(icmp)))
-	ip[6] = 58 // ICMPv6
-	ip[7] = 64 // hop limit
-	s, d := src.As16(), dst.As16()
-	copy(ip[8:], s[:])
-	copy(ip[24:], d[:])
-	// The ICMPv6 checksum covers a pseudo-header: addresses, length, next header.
-	var pseudo uint32
-	for _, a := range [][]byte{ip[8:24], ip[24:40]} {
-		for i := 0; i < len(a); i += 2 {
-			pseudo += uint32(binary.BigEndian.Uint16(a[i:]))
-		}
-	}
-	pseudo += uint32(len(icmp)) + 58
-	binary.BigEndian.PutUint16(icmp[2:], inetChecksum(icmp, pseudo))
-	return append(ip, icmp...)
+	// The ICMPv6 checksum covers a pseudo-header, as TCP's does.
+	binary.BigEndian.PutUint16(icmp[2:], inetChecksum(icmp, pseudoHeader(src, dst, 58, len(icmp))))
+	return append(ipHeader(src, dst, 58, len(icmp), ipID), icmp...)
 }
 
 // TCPSegment builds an IPv4 or IPv6 packet holding a bare TCP header (no
@@ -132,37 +106,49 @@ func TCPSegment(src, dst netip.AddrPort, flags uint8, seq, ack uint32, ipID uint
 	if flags&decode.TCPRst == 0 {
 		binary.BigEndian.PutUint16(tcp[14:], 64240) // window
 	}
-	// The checksum covers a pseudo-header: addresses, protocol, length.
-	var pseudo uint32
-	s, d := src.Addr().AsSlice(), dst.Addr().AsSlice()
-	for _, a := range [][]byte{s, d} {
-		for i := 0; i < len(a); i += 2 {
-			pseudo += uint32(binary.BigEndian.Uint16(a[i:]))
-		}
-	}
-	pseudo += uint32(len(tcp)) + decode.ProtoTCP
-	binary.BigEndian.PutUint16(tcp[16:], inetChecksum(tcp, pseudo))
-	if src.Addr().Is4() {
-		ip := make([]byte, 20, 20+len(tcp))
+	sum := pseudoHeader(src.Addr(), dst.Addr(), decode.ProtoTCP, len(tcp))
+	binary.BigEndian.PutUint16(tcp[16:], inetChecksum(tcp, sum))
+	return append(ipHeader(src.Addr(), dst.Addr(), decode.ProtoTCP, len(tcp), ipID), tcp...)
+}
+
+// ipHeader is the IPv4 header (with its checksum, don't fragment, TTL 64) or
+// IPv6 header (hop limit 64) of a packet of n bytes of protocol proto.
+func ipHeader(src, dst netip.Addr, proto uint8, n int, ipID uint16) []byte {
+	if src.Is4() {
+		ip := make([]byte, 20, 20+n)
 		ip[0] = 0x45
-		binary.BigEndian.PutUint16(ip[2:], uint16(20+len(tcp)))
+		binary.BigEndian.PutUint16(ip[2:], uint16(20+n))
 		binary.BigEndian.PutUint16(ip[4:], ipID)
 		ip[6] = 0x40 // don't fragment
 		ip[8] = 64   // TTL
-		ip[9] = decode.ProtoTCP
-		copy(ip[12:], s)
-		copy(ip[16:], d)
+		ip[9] = proto
+		s, d := src.As4(), dst.As4()
+		copy(ip[12:], s[:])
+		copy(ip[16:], d[:])
 		binary.BigEndian.PutUint16(ip[10:], inetChecksum(ip, 0))
-		return append(ip, tcp...)
+		return ip
 	}
-	ip := make([]byte, 40, 40+len(tcp))
+	ip := make([]byte, 40, 40+n)
 	ip[0] = 0x60
-	binary.BigEndian.PutUint16(ip[4:], uint16(len(tcp)))
-	ip[6] = decode.ProtoTCP
+	binary.BigEndian.PutUint16(ip[4:], uint16(n))
+	ip[6] = proto
 	ip[7] = 64 // hop limit
-	copy(ip[8:], s)
-	copy(ip[24:], d)
-	return append(ip, tcp...)
+	s, d := src.As16(), dst.As16()
+	copy(ip[8:], s[:])
+	copy(ip[24:], d[:])
+	return ip
+}
+
+// pseudoHeader is the sum of the pseudo-header a TCP or ICMPv6 checksum
+// covers: the addresses, the protocol and the length n.
+func pseudoHeader(src, dst netip.Addr, proto uint8, n int) uint32 {
+	var sum uint32
+	for _, a := range [][]byte{src.AsSlice(), dst.AsSlice()} {
+		for i := 0; i < len(a); i += 2 {
+			sum += uint32(binary.BigEndian.Uint16(a[i:]))
+		}
+	}
+	return sum + uint32(n) + uint32(proto)
 }
 
 // checksum is the Internet checksum (RFC 1071) of b, starting from sum.
