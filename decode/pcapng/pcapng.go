@@ -132,11 +132,10 @@ func (p *Writer) WriteRecord(r *decode.Record, notes ...string) error {
 	if dir == decode.In {
 		flags = epbFlagInbound
 	}
-	kind := "reply"
-	if r.IsRequest() {
-		kind = "request"
-	}
-	comment := fmt.Sprintf("%s %s %s (%s) netns %d", kind, dir, r.IfName(), r.Probe, r.Netns)
+	// What the packet is: an echo's "request" or "reply", a TCP probe's
+	// "syn", "syn-ack" or "rst", or the result an ICMP error quoting either
+	// gives ("unreachable").
+	comment := fmt.Sprintf("%s %s %s (%s) netns %d", r.PacketType(), dir, r.IfName(), r.Probe, r.Netns)
 	for _, n := range notes {
 		comment += "; " + n
 	}

@@ -255,6 +255,27 @@ func requireTshark(tb testing.TB) {
 	testenv.RequireCommands(tb, "tshark")
 }
 
+// tsharkFields has tshark read the pcapng file at path, checking IP, TCP
+// and ICMP checksums and numbering TCP sequences as sent, and returns the
+// fields of each packet, separated by "|", a line a packet.
+func tsharkFields(t *testing.T, path string, fields ...string) string {
+	t.Helper()
+	args := []string{"-r", path, "-n", "-o", "ip.check_checksum:TRUE", "-o", "tcp.check_checksum:TRUE",
+		"-o", "tcp.relative_sequence_numbers:FALSE", "-T", "fields", "-E", "separator=|"}
+	for _, f := range fields {
+		args = append(args, "-e", f)
+	}
+	cmd := exec.Command("tshark", args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("%v: %v\n%s", cmd.Args, err, stderr.String())
+	}
+	t.Logf("%s", out)
+	return string(out)
+}
+
 // TestPcapngTshark has Wireshark read the export: every hop shows its echo
 // request or reply, with valid checksums, on its interface, with its comment.
 func TestPcapngTshark(t *testing.T) {
@@ -264,19 +285,10 @@ func TestPcapngTshark(t *testing.T) {
 	if err := os.WriteFile(path, writePcapng(t, &h, testrecord.Snapshot(), pcapngHops()), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("tshark", "-r", path, "-n", "-o", "ip.check_checksum:TRUE",
-		"-T", "fields", "-E", "separator=|",
-		"-e", "frame.interface_name", "-e", "frame.interface_description", "-e", "frame.time_epoch",
-		"-e", "frame.len", "-e", "frame.cap_len", "-e", "frame.packet_flags_direction",
-		"-e", "ip.checksum.status", "-e", "icmp.type", "-e", "icmp.checksum.status",
-		"-e", "icmpv6.type", "-e", "icmpv6.checksum.status", "-e", "icmpv6.echo.sequence_number", "-e", "frame.comment")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("%v: %v\n%s", cmd.Args, err, stderr.String())
-	}
-	t.Logf("%s", out)
+	out := tsharkFields(t, path, "frame.interface_name", "frame.interface_description", "frame.time_epoch",
+		"frame.len", "frame.cap_len", "frame.packet_flags_direction",
+		"ip.checksum.status", "icmp.type", "icmp.checksum.status",
+		"icmpv6.type", "icmpv6.checksum.status", "icmpv6.echo.sequence_number", "frame.comment")
 	want := `tpdemo0|netns 4026531833|1741964967.536900851|84|84|0x00000002|1|8|1||||request out tpdemo0 (net_dev_queue) netns 4026531833
 tpdemoh|netns 4026531833|1741964967.536903951|84|84|0x00000002|1|8|1||||request out tpdemoh (net_dev_queue) netns 4026531833
 eth0|netns 4026532400 (tpdemo0-1234)|1741964967.536910651|84|84|0x00000001|1|8|1||||request in eth0 (netif_receive_skb) netns 4026532400
@@ -291,7 +303,7 @@ tpdemoh|netns 4026531833|1741964968.536926270|104|104|0x00000001||||129|1|2|repl
 tpdemo0|netns 4026531833|1741964968.536946770|104|104|0x00000001||||129|1|2|reply in tpdemo0 (netif_receive_skb) netns 4026531833
 eth0|netns 4026532400 (tpdemo0-1234)|1741964969.534897932|204|128|0x00000001||||128|2|3|request in eth0 (netif_receive_skb) netns 4026532400
 `
-	if string(out) != want {
+	if out != want {
 		t.Errorf("tshark read:\n%s\nwant:\n%s", out, want)
 	}
 }
@@ -375,5 +387,110 @@ func TestExportNetfilterInComments(t *testing.T) {
 	}
 	if strings.Join(comments, "\n") != strings.Join(want, "\n") {
 		t.Errorf("comments:\n%s\nwant:\n%s", strings.Join(comments, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// tcpHops are the records of the TCP tests: a probe to an open port over
+// IPv4 (SYN, SYN-ACK, the prober's RST), one to a closed port over IPv6
+// (SYN, RST), and an ICMP error quoting a SYN.
+func tcpHops() []decode.Record {
+	open, _ := testrecord.DemoTCP(4, 1, true)
+	closed, _ := testrecord.DemoTCP(6, 2, false)
+	unreach := testrecord.HopRecord(3_000_000_000, 1, testrecord.CtrNetns, 2, "eth0", decode.ProbeNetDevQueue, 0,
+		testrecord.ICMPEcho(testrecord.Ctr4, testrecord.Host4, false, 0, 0, 0, time.Unix(0, 0)))
+	unreach.ICMPType, unreach.Proto = 3, decode.ProtoTCP
+	return append(append(open, closed...), unreach)
+}
+
+// TestPcapngTCP: a TCP probe's packets are exported as the IP packets they
+// are, each named by what it is in its comment.
+func TestPcapngTCP(t *testing.T) {
+	recs := tcpHops()
+	var got []string
+	for _, b := range parsePcapng(t, writePcapng(t, nil, testrecord.Snapshot(), recs)) {
+		if b.typ == pcapngIDB {
+			if lt := binary.LittleEndian.Uint16(b.body); lt != linktypeRaw {
+				t.Errorf("interface of link type %d", lt)
+			}
+		}
+		if b.typ != pcapngEPB {
+			continue
+		}
+		capLen := int(binary.LittleEndian.Uint32(b.body[12:]))
+		data := b.body[20 : 20+capLen]
+		got = append(got, fmt.Sprintf("%d % x %s", capLen, data[:1], pcapngOptions(t, b.body[20+capLen+(-capLen&3):])[optComment]))
+	}
+	want := []string{
+		"40 45 syn out tpdemo0 (net_dev_queue) netns 4026531833",
+		"40 45 syn out tpdemoh (net_dev_queue) netns 4026531833",
+		"40 45 syn in eth0 (netif_receive_skb) netns 4026532400",
+		"40 45 syn-ack out eth0 (net_dev_queue) netns 4026532400",
+		"40 45 syn-ack in tpdemoh (netif_receive_skb) netns 4026531833",
+		"40 45 syn-ack in tpdemo0 (netif_receive_skb) netns 4026531833",
+		"40 45 rst out tpdemo0 (net_dev_queue) netns 4026531833",
+		"40 45 rst out tpdemoh (net_dev_queue) netns 4026531833",
+		"40 45 rst in eth0 (netif_receive_skb) netns 4026532400",
+		"60 60 syn out tpdemo0 (net_dev_queue) netns 4026531833",
+		"60 60 syn out tpdemoh (net_dev_queue) netns 4026531833",
+		"60 60 syn in eth0 (netif_receive_skb) netns 4026532400",
+		"60 60 rst out eth0 (net_dev_queue) netns 4026532400",
+		"60 60 rst in tpdemoh (netif_receive_skb) netns 4026531833",
+		"60 60 rst in tpdemo0 (netif_receive_skb) netns 4026531833",
+		"84 45 unreachable out eth0 (net_dev_queue) netns 4026532400",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("packets:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// TestPcapngTCPTshark has Wireshark read a TCP probe's packets: TCP, with
+// valid checksums, the ports and flags they were sent with.
+func TestPcapngTCPTshark(t *testing.T) {
+	requireTshark(t)
+	open, _ := testrecord.DemoTCP(4, 1, true)
+	closed, _ := testrecord.DemoTCP(6, 2, false)
+	path := filepath.Join(t.TempDir(), "tcp.pcapng")
+	if err := os.WriteFile(path, writePcapng(t, nil, nil, append(open, closed...)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := tsharkFields(t, path, "frame.interface_name", "frame.protocols", "ip.checksum.status", "tcp.srcport", "tcp.dstport",
+		"tcp.flags", "tcp.seq", "tcp.ack", "tcp.checksum.status", "frame.comment")
+	// Probe 1's ISN is the mark's cookie 0x5eed0000 + 2; the answers
+	// acknowledge ISN+1 and the prober's RST has it as its sequence number.
+	want := `tpdemo0|raw:ip:tcp|1|40001|8080|0x0002|1592590338|0|1|syn out tpdemo0 (net_dev_queue) netns 4026531833
+tpdemoh|raw:ip:tcp|1|40001|8080|0x0002|1592590338|0|1|syn out tpdemoh (net_dev_queue) netns 4026531833
+eth0|raw:ip:tcp|1|40001|8080|0x0002|1592590338|0|1|syn in eth0 (netif_receive_skb) netns 4026532400
+eth0|raw:ip:tcp|1|8080|40001|0x0012|2050686977|1592590339|1|syn-ack out eth0 (net_dev_queue) netns 4026532400
+tpdemoh|raw:ip:tcp|1|8080|40001|0x0012|2050686977|1592590339|1|syn-ack in tpdemoh (netif_receive_skb) netns 4026531833
+tpdemo0|raw:ip:tcp|1|8080|40001|0x0012|2050686977|1592590339|1|syn-ack in tpdemo0 (netif_receive_skb) netns 4026531833
+tpdemo0|raw:ip:tcp|1|40001|8080|0x0004|1592590339|0|1|rst out tpdemo0 (net_dev_queue) netns 4026531833
+tpdemoh|raw:ip:tcp|1|40001|8080|0x0004|1592590339|0|1|rst out tpdemoh (net_dev_queue) netns 4026531833
+eth0|raw:ip:tcp|1|40001|8080|0x0004|1592590339|0|1|rst in eth0 (netif_receive_skb) netns 4026532400
+tpdemo0|raw:ipv6:tcp||40002|8080|0x0002|1592590340|0|1|syn out tpdemo0 (net_dev_queue) netns 4026531833
+tpdemoh|raw:ipv6:tcp||40002|8080|0x0002|1592590340|0|1|syn out tpdemoh (net_dev_queue) netns 4026531833
+eth0|raw:ipv6:tcp||40002|8080|0x0002|1592590340|0|1|syn in eth0 (netif_receive_skb) netns 4026532400
+eth0|raw:ipv6:tcp||8080|40002|0x0014|0|1592590341|1|rst out eth0 (net_dev_queue) netns 4026532400
+tpdemoh|raw:ipv6:tcp||8080|40002|0x0014|0|1592590341|1|rst in tpdemoh (netif_receive_skb) netns 4026531833
+tpdemo0|raw:ipv6:tcp||8080|40002|0x0014|0|1592590341|1|rst in tpdemo0 (netif_receive_skb) netns 4026531833
+`
+	if out != want {
+		t.Errorf("tshark read:\n%s\nwant:\n%s", out, want)
+	}
+}
+
+// TestExportPcapngTCP exports a recording of TCP probes (version 3): the
+// same packets as writing their records.
+func TestExportPcapngTCP(t *testing.T) {
+	h := testHeader()
+	h.Proto = decode.ProtoTCP
+	recs, o := testrecord.DemoTCP(4, 1, true)
+	r := recording(t, h, testrecord.Snapshot(), recs, &tpk.EchoOutcome{Outcome: o})
+	var buf bytes.Buffer
+	n, err := Export(&buf, r)
+	if err != nil || n != len(recs) {
+		t.Fatalf("exported %d packets: %v, want %d", n, err, len(recs))
+	}
+	if want := writePcapng(t, &h, testrecord.Snapshot(), recs); !bytes.Equal(buf.Bytes(), want) {
+		t.Error("exporting the recording differs from writing its records")
 	}
 }

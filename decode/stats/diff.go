@@ -54,8 +54,12 @@ type Divergence struct {
 type Branch struct {
 	// Next is the hop the run went on to; nil when it stopped.
 	Next *Hop
-	// Replied says the run's echoes got their reply.
-	Replied bool
+	// Replied says the run's echoes got their reply (its TCP probes their
+	// SYN-ACK); Closed that its TCP probes got an RST.
+	Replied, Closed bool
+	// Answer names what a run that got an answer got: "the reply", "the
+	// SYN-ACK" or "an RST".
+	Answer string
 	// Why says why a run that stopped did: a drop, or "" if nothing said.
 	Why string
 }
@@ -93,15 +97,19 @@ func Compare(a, b *Run) Diff {
 	} else if a.Origin.BootID != b.Origin.BootID {
 		d.Notes = append(d.Notes, "A and B were recorded in different boots of the machine: hops are matched by namespace name, interface, direction and type, not by inode or ifindex")
 	}
-	if ta, tb := a.Summary.Target, b.Summary.Target; ta != tb {
-		d.Notes = append(d.Notes, fmt.Sprintf("A traced echoes to %s, B to %s", ta, tb))
+	sa, sb := &a.Summary, &b.Summary
+	switch {
+	case sa.Proto == 0 && sb.Proto == 0 && sa.Target != sb.Target:
+		d.Notes = append(d.Notes, fmt.Sprintf("A traced echoes to %s, B to %s", sa.Target, sb.Target))
+	case sa.Target != sb.Target || sa.Proto != sb.Proto || sa.Port != sb.Port:
+		d.Notes = append(d.Notes, fmt.Sprintf("A traced %s, B %s", sa.probes(), sb.probes()))
 	}
 	ga, gb := a.Summary.Main(), b.Summary.Main()
 	n := 0
 	for n < len(ga.Hops) && n < len(gb.Hops) && ga.Hops[n].Place == gb.Hops[n].Place {
 		n++
 	}
-	samePath := n == len(ga.Hops) && n == len(gb.Hops) && (ga.Replied > 0) == (gb.Replied > 0)
+	samePath := n == len(ga.Hops) && n == len(gb.Hops) && (ga.Replied > 0) == (gb.Replied > 0) && (ga.Closed > 0) == (gb.Closed > 0)
 	if !samePath {
 		d.Divergence = divergence(ga, gb, n)
 	}
@@ -114,6 +122,15 @@ func Compare(a, b *Run) Diff {
 	d.Paths = append(otherPaths("A", &a.Summary, &b.Summary), otherPaths("B", &b.Summary, &a.Summary)...)
 	d.Same = samePath && len(d.Paths) == 0
 	return d
+}
+
+// probes says what the run traced: "echoes to 10.0.1.2", "TCP port 80 of
+// 10.0.1.2".
+func (s *Summary) probes() string {
+	if s.Proto == decode.ProtoTCP {
+		return fmt.Sprintf("TCP port %d of %s", s.Port, s.Target)
+	}
+	return "echoes to " + s.Target.String()
 }
 
 // Main is the group most echoes took; an empty one when no echo reached a
@@ -140,8 +157,8 @@ func divergence(ga, gb *Group, n int) *Divergence {
 			return run + " went on to " + HopText(b.Next) + " (" + b.Why + ")"
 		case b.Next != nil:
 			return run + " went on to " + HopText(b.Next)
-		case b.Replied:
-			return run + " got the reply"
+		case b.Replied || b.Closed:
+			return run + " got " + b.Answer
 		}
 		return run + " stopped too"
 	}
@@ -173,7 +190,13 @@ func why(b Branch) string {
 }
 
 func branch(g *Group, n int) Branch {
-	b := Branch{Replied: g.Replied > 0}
+	b := Branch{Replied: g.Replied > 0, Closed: g.Closed > 0, Answer: "the reply"}
+	for i := len(g.Hops) - 1; i >= 0; i-- {
+		if h := &g.Hops[i]; h.Side == SideAnswer {
+			b.Answer = answerText(h.Type)
+			break
+		}
+	}
 	if n < len(g.Hops) {
 		b.Next = &g.Hops[n]
 		// An ICMP error on the way says why the run went elsewhere.
@@ -206,15 +229,31 @@ func branch(g *Group, n int) Branch {
 	return b
 }
 
-// HopText names a hop in words: "the request entering eth0 in router".
+// answerText names an answer by its packet type: "the reply", "the
+// SYN-ACK", "an RST".
+func answerText(typ string) string {
+	switch typ {
+	case "reply":
+		return "the reply"
+	case "rst":
+		return "an RST"
+	}
+	return "the " + strings.ToUpper(typ)
+}
+
+// HopText names a hop in words: "the request entering eth0 in router", "the
+// SYN-ACK leaving eth0 in web".
 func HopText(h *Hop) string {
 	verb := "leaving"
 	if h.Dir == decode.In {
 		verb = "entering"
 	}
 	typ := h.Type
-	if typ != "request" && typ != "reply" {
+	switch {
+	case h.Side == SideError:
 		typ = "ICMP error (" + typ + ")"
+	case typ != "request" && typ != "reply":
+		typ = strings.ToUpper(typ) // a TCP probe's SYN, SYN-ACK or RST
 	}
 	return fmt.Sprintf("the %s %s %s in %s", typ, verb, h.Ifname, NetnsText(h))
 }

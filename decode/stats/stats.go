@@ -28,13 +28,41 @@ type Place struct {
 	Owner  string
 	Ifname string
 	Dir    decode.Direction
-	// Type is the packet's, as decode.PacketType names it: "request",
-	// "reply", or an ICMP error quoting the request ("unreachable", ...).
+	// Type is the packet's, as decode.Record.PacketType names it:
+	// "request" or "reply" for an echo, "syn", "syn-ack" or "rst" for a
+	// TCP probe, or an ICMP error quoting either ("unreachable", ...).
 	Type string
+	// Side is the side of the exchange the packet is on: a TCP probe has
+	// an RST on either side.
+	Side Side
 }
 
-// IsRequest reports whether the hop carried the echo request.
-func (p *Place) IsRequest() bool { return p.Type == "request" }
+// Side says which side of a probe's exchange a packet is on.
+type Side uint8
+
+const (
+	// SideRequest is the prober's own packet: an echo request, a TCP
+	// probe's SYN, or the RST its kernel answers a SYN-ACK with.
+	SideRequest Side = iota + 1
+	// SideAnswer is the target's answer: an echo reply, a SYN-ACK, an RST.
+	SideAnswer
+	// SideError is an ICMP error quoting the request.
+	SideError
+)
+
+// sideOf is the side of the exchange the packet of h is on.
+func sideOf(h *decode.Record) Side {
+	switch {
+	case h.IsRequest():
+		return SideRequest
+	case h.IsError():
+		return SideError
+	}
+	return SideAnswer
+}
+
+// IsRequest reports whether the hop carried the prober's own packet.
+func (p *Place) IsRequest() bool { return p.Side == SideRequest }
 
 // Hop is one hop of a path, with what the echoes of its group did there.
 type Hop struct {
@@ -80,10 +108,13 @@ type Verdict struct {
 type Group struct {
 	Hops    []Hop
 	Echoes  int
-	Replied int
-	Seqs    []uint16
+	Replied int // for TCP probes, those that found the port open
+	// Closed counts the TCP probes an RST answered: the port is closed.
+	Closed int
+	Seqs   []uint16
 	// RTT is the round trip the pinger measured; Kernel the time from the
-	// first hop to the last, of the echoes that got a reply.
+	// first hop to the last hop of the answer, of the echoes that got a
+	// reply (the SYN-ACK of a TCP probe, not the RST after it).
 	RTT, Kernel Percentiles
 }
 
@@ -107,9 +138,15 @@ func (g *Group) Path() []Place {
 
 // Summary is the statistics of a run's echoes.
 type Summary struct {
-	Target  netip.Addr
+	Target netip.Addr
+	// Proto and Port are the first journey's: decode.ProtoTCP and the
+	// port of a run of TCP probes, 0 for echoes.
+	Proto   uint8
+	Port    uint16
 	Echoes  int
-	Replied int
+	Replied int // for TCP probes, those that found the port open
+	// Closed counts the TCP probes an RST answered: the port is closed.
+	Closed int
 	// Unseen counts echoes whose request never reached a network device.
 	Unseen int
 	// Lost counts the records the kernel's rings dropped during the run.
@@ -140,12 +177,15 @@ func Summarize(journeys []decode.Journey, names Names) Summary {
 	for i := range journeys {
 		j := &journeys[i]
 		if i == 0 {
-			s.Target = j.Target
+			s.Target, s.Proto, s.Port = j.Target, j.Proto, j.Port
 		}
 		s.Echoes++
 		s.Lost += j.Lost
 		if j.Replied {
 			s.Replied++
+		}
+		if closed(j) {
+			s.Closed++
 		}
 		if len(j.Hops) == 0 {
 			s.Unseen++
@@ -175,14 +215,11 @@ func Summarize(journeys []decode.Journey, names Names) Summary {
 		return best
 	}
 	order := make([]int, 0, len(echoes))
-	for i := range echoes {
-		if echoes[i].j.Replied {
-			order = append(order, i)
-		}
-	}
 	var lost []int
 	for i := range echoes {
-		if !echoes[i].j.Replied {
+		if answered(echoes[i].j) {
+			order = append(order, i)
+		} else {
 			lost = append(lost, i)
 		}
 	}
@@ -211,6 +248,13 @@ func Summarize(journeys []decode.Journey, names Names) Summary {
 	return s
 }
 
+// closed reports whether an RST answered the journey's TCP probe.
+func closed(j *decode.Journey) bool { return j.Proto == decode.ProtoTCP && j.Result() == "closed" }
+
+// answered reports whether the journey is complete: the echo got its reply,
+// or the TCP probe its SYN-ACK or RST.
+func answered(j *decode.Journey) bool { return j.Replied || closed(j) }
+
 func newEcho(j *decode.Journey, names Names) echo {
 	e := echo{j: j, places: make([]Place, len(j.Hops)), verdicts: make([][]*decode.NetfilterEvent, len(j.Hops))}
 	unnamed := map[uint32]string{}
@@ -223,7 +267,7 @@ func newEcho(j *decode.Journey, names Names) echo {
 			}
 			n.Name = unnamed[h.Netns]
 		}
-		e.places[i] = Place{Netns: n.Name, Owner: n.Owner, Ifname: h.IfName(), Dir: h.Probe.Direction(), Type: decode.PacketType(h.Family, h.ICMPType)}
+		e.places[i] = Place{Netns: n.Name, Owner: n.Owner, Ifname: h.IfName(), Dir: h.Probe.Direction(), Type: h.PacketType(), Side: sideOf(h)}
 	}
 	// A verdict belongs to the hop before it, or to the first hop for the
 	// output chains the request met before leaving its namespace.
@@ -293,11 +337,14 @@ func summarizeGroup(path []Place, members []*echo) Group {
 			}
 			errs[at][ErrorText(x)]++
 		}
-		if j.Replied {
+		switch {
+		case j.Replied:
 			g.Replied++
 			rtts = append(rtts, j.RTT)
-			kernel = append(kernel, time.Duration(j.Hops[len(j.Hops)-1].Time-j.Hops[0].Time))
-		} else {
+			kernel = append(kernel, time.Duration(lastAnswer(j).Time-j.Hops[0].Time))
+		case closed(j):
+			g.Closed++
+		default:
 			g.Hops[len(j.Hops)-1].LostAfter++
 		}
 	}
@@ -317,6 +364,17 @@ func summarizeGroup(path []Place, members []*echo) Group {
 	g.RTT, g.Kernel = percentiles(rtts), percentiles(kernel)
 	markOutliers(g.Hops)
 	return g
+}
+
+// lastAnswer is the last hop of the answer of a replied journey (the
+// prober's RST after a SYN-ACK is not), or its last hop if none is seen.
+func lastAnswer(j *decode.Journey) *decode.Record {
+	for i := len(j.Hops) - 1; i >= 0; i-- {
+		if h := &j.Hops[i]; sideOf(h) == SideAnswer {
+			return h
+		}
+	}
+	return &j.Hops[len(j.Hops)-1]
 }
 
 // ErrorText says what an ICMP error said, and who sent it: "destination

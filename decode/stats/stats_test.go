@@ -120,7 +120,7 @@ func TestSummarizeGroupsByPath(t *testing.T) {
 		t.Fatalf("main group: %d echoes %d replied seqs %v, %d hops", g.Echoes, g.Replied, g.Seqs, len(g.Hops))
 	}
 	h := g.Hops[1]
-	if h.Place != (Place{Netns: "r", Ifname: "eth0", Dir: decode.In, Type: "request"}) || h.Inode != inoR {
+	if h.Place != (Place{Netns: "r", Ifname: "eth0", Dir: decode.In, Type: "request", Side: SideRequest}) || h.Inode != inoR {
 		t.Errorf("hop 1 is %+v", h)
 	}
 	if h.Count != 4 || h.LostAfter != 1 || h.Delta != (Percentiles{4, 20000, 40000, 40000, 40000}) {

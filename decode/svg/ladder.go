@@ -72,7 +72,8 @@ const (
 	badgeR   = 10
 )
 
-// Colours: request, reply, drop, the B run of a diff, and greys.
+// Colours: request (the prober's packets), reply (the target's answers),
+// drop (and ICMP errors), the B run of a diff, and greys.
 const (
 	colRequest = "#1f6feb"
 	colReply   = "#1a7f37"
@@ -297,10 +298,14 @@ func (l *ladder) legend(s *svgWriter, y float64) {
 		s.printf(`<text x="%.0f" y="%.0f" font-size="11" fill="%s">%s</text>`+"\n", x+30, y, colMuted, esc(label))
 		x += 40 + charW*float64(len(label))
 	}
-	if l.diff {
+	switch {
+	case l.diff:
 		item(colRequest, "", "A and B, or A only")
 		item(colB, ` stroke-dasharray="6 3"`, "B only")
-	} else {
+	case l.tcp():
+		item(colRequest, "", "SYN, the prober's RST")
+		item(colReply, "", "SYN-ACK or RST")
+	default:
 		item(colRequest, "", "request")
 		item(colReply, "", "reply")
 	}
@@ -316,21 +321,26 @@ func (l *ladder) legend(s *svgWriter, y float64) {
 	s.printf(`<text x="%.0f" y="%.0f" font-size="11" fill="%s">numbers: hop order; time since the previous hop</text>`+"\n", x, y, colMuted)
 }
 
+// tcp reports whether the ladder is a TCP probe's: its first packet is a SYN.
+func (l *ladder) tcp() bool { return len(l.rows) > 0 && isTCP(l.rows[0].hop.Type) }
+
+// sideNames are the data-side attributes of a hop's side of the exchange.
+var sideNames = map[stats.Side]string{stats.SideRequest: "request", stats.SideAnswer: "answer", stats.SideError: "error"}
+
 func (l *ladder) drawRow(s *svgWriter, r *row, y, prevY, width float64) {
-	color, marker, dash := colReply, "rep", ""
-	switch r.hop.Type {
-	case "request":
+	color, marker, dash := colDrop, "err", "" // an ICMP error about the request
+	switch r.hop.Side {
+	case stats.SideRequest:
 		color, marker = colRequest, "req"
-	case "reply":
-	default: // an ICMP error about the request
-		color, marker = colDrop, "err"
+	case stats.SideAnswer:
+		color, marker = colReply, "rep"
 	}
 	if r.run == "B" {
 		color, marker, dash = colB, "b", ` stroke-dasharray="6 3"`
 	}
 	typ, dir := r.hop.Type, r.hop.Dir.String()
-	s.printf(`<g class="hop" data-num="%d" data-netns="%s" data-ifname="%s" data-dir="%s" data-type="%s" data-run="%s">`+"\n",
-		r.num, esc(r.hop.Netns), esc(r.hop.Ifname), dir, typ, r.run)
+	s.printf(`<g class="hop" data-num="%d" data-netns="%s" data-ifname="%s" data-dir="%s" data-type="%s" data-side="%s" data-run="%s">`+"\n",
+		r.num, esc(r.hop.Netns), esc(r.hop.Ifname), dir, typ, sideNames[r.hop.Side], r.run)
 	x := colX(r.to)
 	label := r.time
 	if r.run != "" {

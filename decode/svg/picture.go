@@ -89,13 +89,17 @@ func median(h *stats.Hop) string {
 	return "p50 " + stats.FormatDuration(h.Delta.P50)
 }
 
+// isTCP reports whether a packet type is a TCP probe's.
+func isTCP(typ string) bool { return typ == "syn" || typ == "syn-ack" || typ == "rst" }
+
 // hopNotes are the lines under a hop of g: its verdicts, its drops and
-// ICMP errors, and the echoes lost after it that nothing explains.
+// ICMP errors, and the echoes (or TCP probes) lost after it that nothing
+// explains.
 func hopNotes(h *stats.Hop, g *stats.Group) []note {
 	var out []note
 	echoes := g.Echoes
 	dropped := 0
-	if h.Type != "request" && h.Type != "reply" {
+	if h.Side == stats.SideError {
 		// The echoes an ICMP error explained end on the error's hops.
 		for _, gh := range g.Hops {
 			for _, c := range gh.Errors {
@@ -119,9 +123,13 @@ func hopNotes(h *stats.Hop, g *stats.Group) []note {
 		out = append(out, note{text: "✕ " + c.Reason + times(c.Count, echoes), kind: "drop"})
 	}
 	if lost := h.LostAfter - dropped; lost > 0 {
-		text := "✕ last seen here: no reply"
+		probes, answer := "echoes", "reply"
+		if isTCP(g.Hops[0].Type) {
+			probes, answer = "probes", "answer"
+		}
+		text := "✕ last seen here: no " + answer
 		if echoes > 1 {
-			text = fmt.Sprintf("✕ %d of %d echoes last seen here, no reply", lost, echoes)
+			text = fmt.Sprintf("✕ %d of %d %s last seen here, no %s", lost, echoes, probes, answer)
 		}
 		out = append(out, note{text: text, kind: "drop"})
 	}

@@ -3,6 +3,7 @@ package svg
 import (
 	"bytes"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -18,11 +19,11 @@ import (
 const inoWeb, inoHost, inoRouter, inoDB = 4026532301, 4026531833, 4026532402, 4026532503
 
 func hop(ns string, inode uint32, ifname string, dir decode.Direction, req bool, dt time.Duration) stats.Hop {
-	typ := "reply"
+	typ, side := "reply", stats.SideAnswer
 	if req {
-		typ = "request"
+		typ, side = "request", stats.SideRequest
 	}
-	h := stats.Hop{Place: stats.Place{Netns: ns, Ifname: ifname, Dir: dir, Type: typ}, Inode: inode, Count: 1}
+	h := stats.Hop{Place: stats.Place{Netns: ns, Ifname: ifname, Dir: dir, Type: typ, Side: side}, Inode: inode, Count: 1}
 	if dt > 0 {
 		h.Delta = stats.Percentiles{N: 1, P50: dt, P90: dt, P99: dt, Max: dt}
 	}
@@ -102,7 +103,7 @@ func micros(h *stats.Hop) string {
 
 // checkDrawn checks the ladder against the hops it must show: a column per
 // interface, labelled, each badge in its interface's column and in the
-// colour of its type, and the times.
+// colour of its side of the exchange, and the times.
 func checkDrawn(t *testing.T, els []testenv.SVGElement, want drawn) {
 	t.Helper()
 	var places []string
@@ -121,7 +122,7 @@ func checkDrawn(t *testing.T, els []testenv.SVGElement, want drawn) {
 		if g.Column != places[i] {
 			t.Errorf("hop %d (%s %s %s): badge in column %q", i+1, places[i], h.Dir, h.Type, g.Column)
 		}
-		if c := testenv.SVGColour(h.Type, want.runs[i]); g.Colour != c {
+		if c := testenv.SVGSideColour(sideNames[h.Side], want.runs[i]); g.Colour != c {
 			t.Errorf("hop %d (%s %s): colour %s, want %s", i+1, h.Type, want.runs[i], g.Colour, c)
 		}
 		if w := want.times[i]; w != "" && !slices.Contains(g.Texts, w) {
@@ -221,7 +222,7 @@ func TestJourneyICMPError(t *testing.T) {
 		hop("router", inoRouter, "eth0", decode.Out, false, 9*time.Microsecond),
 		hop("host", inoHost, "veth-rtr", decode.In, false, 8*time.Microsecond),
 	} {
-		h.Type = "unreachable"
+		h.Type, h.Side = "unreachable", stats.SideError
 		hops = append(hops, h)
 	}
 	hops[5].Errors = []stats.Count{{Reason: "destination unreachable: communication administratively prohibited from 10.0.9.1", Count: 1}}
@@ -235,4 +236,122 @@ func TestJourneyICMPError(t *testing.T) {
 		t.Errorf("drops %v", drops)
 	}
 	testenv.RenderSVG(t, "journey-icmp-error", doc)
+}
+
+// tcpJourney is TCP probe seq from web-1 to port 5432 of db-1 through the
+// router: the SYN, then for an open port the SYN-ACK and the prober's RST,
+// for a closed one db-1's RST; with neither, the SYN's first n hops only.
+func tcpJourney(seq uint16, result string, n int) decode.Journey {
+	type leg struct {
+		netns  uint32
+		ifname string
+		dir    decode.Direction
+	}
+	there := []leg{{inoWeb, "eth0", decode.Out}, {inoRouter, "eth0", decode.In}, {inoRouter, "eth1", decode.Out}, {inoDB, "eth0", decode.In}}
+	back := []leg{{inoDB, "eth0", decode.Out}, {inoRouter, "eth1", decode.In}, {inoRouter, "eth0", decode.Out}, {inoWeb, "eth0", decode.In}}
+	j := decode.Journey{Outcome: decode.Outcome{Target: netip.MustParseAddr("10.0.2.9"), EchoID: 7, Seq: seq, Timeout: time.Second,
+		Proto: decode.ProtoTCP, Port: 5432}}
+	t := uint64(seq) * 1e9
+	add := func(legs []leg, flags uint8) {
+		for _, l := range legs {
+			t += 9000
+			r := decode.Record{Time: t, Netns: l.netns, Family: 4, Proto: decode.ProtoTCP, TCPFlags: flags, EchoID: 7, Seq: seq,
+				Probe: decode.ProbeNetifReceiveSkb}
+			if l.dir == decode.Out {
+				r.Probe = decode.ProbeNetDevQueue
+			}
+			copy(r.Ifname[:], l.ifname)
+			j.Hops = append(j.Hops, r)
+		}
+	}
+	add(there, decode.TCPSyn)
+	switch result {
+	case "open":
+		add(back, decode.TCPSyn|decode.TCPAck)
+		add(there, decode.TCPRst)
+		j.Replied, j.TCPFlags, j.RTT = true, decode.TCPSyn|decode.TCPAck, 80*time.Microsecond
+	case "closed":
+		add(back, decode.TCPRst|decode.TCPAck)
+		j.TCPFlags = decode.TCPRst | decode.TCPAck
+	default:
+		j.Hops = j.Hops[:n]
+	}
+	return j
+}
+
+var tcpNames = stats.Names{inoWeb: {Name: "web-1"}, inoRouter: {Name: "router"}, inoDB: {Name: "db-1"}}
+
+// TestJourneyTCP draws TCP probes: the SYN and the prober's RST on the
+// request side, the SYN-ACK and the target's RST on the answer side; a
+// closed port is an answer, a SYN that vanished a loss.
+func TestJourneyTCP(t *testing.T) {
+	s := stats.Summarize([]decode.Journey{
+		tcpJourney(1, "open", 0), tcpJourney(2, "open", 0), tcpJourney(3, "", 2),
+		tcpJourney(4, "closed", 0),
+	}, tcpNames)
+	open, closed := &s.Groups[0], &s.Groups[1]
+	var buf bytes.Buffer
+	if err := Journey(&buf, Header{Title: "TCP port 5432 of 10.0.2.9: open"}, open); err != nil {
+		t.Fatal(err)
+	}
+	doc, els := buf.Bytes(), testenv.SVGElements(t, buf.Bytes())
+	var drew drawn
+	drew.add("", open.Hops, func(h *stats.Hop) string { return "p50 " + stats.FormatDuration(h.Delta.P50) }) // more than one probe
+	drew.times[0] = ""
+	checkDrawn(t, els, drew)
+	var sides []string
+	for _, e := range testenv.Classed(els, "hop") {
+		sides = append(sides, e.Attrs["data-type"]+" "+e.Attrs["data-side"])
+	}
+	want := []string{"syn request", "syn request", "syn request", "syn request", "syn-ack answer", "syn-ack answer",
+		"syn-ack answer", "syn-ack answer", "rst request", "rst request", "rst request", "rst request"}
+	if !slices.Equal(sides, want) {
+		t.Errorf("hops %q, want %q", sides, want)
+	}
+	if !bytes.Contains(doc, []byte(">SYN, the prober&#39;s RST<")) || !bytes.Contains(doc, []byte(">SYN-ACK or RST<")) {
+		t.Error("the legend does not name the TCP packets")
+	}
+	drops := testenv.Classed(els, "drop")
+	if len(drops) != 1 || drops[0].Text != "✕ 1 of 3 probes last seen here, no answer" {
+		t.Errorf("drops %v", drops)
+	}
+	testenv.RenderSVG(t, "journey-tcp-open", doc)
+
+	doc, els = drawJourney(t, closed, Header{Title: "TCP port 5432 of 10.0.2.9: closed"})
+	if hops := testenv.Classed(els, "hop"); hops[4].Attrs["data-type"] != "rst" || hops[4].Attrs["data-side"] != "answer" {
+		t.Errorf("db-1's RST: %v", hops[4].Attrs)
+	}
+	if drops := testenv.Classed(els, "drop"); len(drops) != 0 {
+		t.Errorf("a closed port drawn as a loss: %v", drops)
+	}
+	testenv.RenderSVG(t, "journey-tcp-closed", doc)
+}
+
+// TestDiffTCP: an open port in A, closed in B; they part after the SYN
+// entered db-1, and B's RST is drawn as B's own.
+func TestDiffTCP(t *testing.T) {
+	ra := &stats.Run{Summary: stats.Summarize([]decode.Journey{tcpJourney(1, "open", 0)}, tcpNames)}
+	rb := &stats.Run{Summary: stats.Summarize([]decode.Journey{tcpJourney(1, "closed", 0)}, tcpNames)}
+	a, b := ra.Summary.Main(), rb.Summary.Main()
+	d := stats.Compare(ra, rb)
+	var buf bytes.Buffer
+	if err := Diff(&buf, Header{Title: "A: open.tpk, B: closed.tpk"}, a, b, &d); err != nil {
+		t.Fatal(err)
+	}
+	els := testenv.SVGElements(t, buf.Bytes())
+	want := append(append(wantHops("", 1, a.Hops[:4]), wantHops("A", 5, a.Hops[4:])...), wantHops("B", 5, b.Hops[4:])...)
+	if got := hopsOf(els); !slices.Equal(got, want) {
+		t.Errorf("hops:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	var drew drawn
+	none := func(*stats.Hop) string { return "" }
+	drew.add("", a.Hops[:4], none)
+	drew.add("A", a.Hops[4:], none)
+	drew.add("B", b.Hops[4:], none)
+	checkDrawn(t, els, drew)
+	div := testenv.Classed(els, "divergence")
+	if len(div) != 1 || !strings.Contains(strings.Join(strings.Fields(div[0].Text), " "), "A went on to the SYN-ACK leaving eth0 in db-1, B went on to the RST leaving eth0 in db-1") {
+		t.Errorf("divergence %v", div)
+	}
+	testenv.RenderSVG(t, "diff-tcp", buf.Bytes())
 }

@@ -12,7 +12,7 @@ import (
 // A .tpk recording holds what a live run saw, so that a replay on any machine,
 // without root, feeds the same records to the same decoder and renderer.
 //
-// On-disk format, version 2. Fixed-width integers are little-endian; uvarint is
+// On-disk format, version 3. Fixed-width integers are little-endian; uvarint is
 // encoding/binary's unsigned varint and varint its zigzag signed varint.
 //
 //	file     = magic version:u16 block*
@@ -53,6 +53,17 @@ import (
 // file at the first block whose index is not the next one, and reads version 1
 // files as before, unchecked.
 //
+// Version 3 carries TCP probes (--tcp): a version 2 reader would show their
+// packets and outcomes as echoes. It adds the record fields fProto and
+// fTCPFlags (new mask bits, which version 2 readers refuse), Proto and
+// TCPFlags at the end of every netfilter event and of the drop (neither has
+// room for appended fields), and, appended where appending is allowed, the
+// header's Proto and an outcome's TCP fields (see encodeHeader and
+// encodeOutcome). A writer writes version 3 only for a run of TCP probes
+// (Header.Proto); a run of echoes is still written as version 2, byte for
+// byte, so that older builds keep reading it. A reader refuses anything of a
+// TCP probe in a file of an older version: no writer put it there.
+//
 // Blocks make the file durable: the writer emits whole blocks, so a crash loses
 // at most the block being written, and the reader stops at an incomplete last
 // block, reporting its size (Truncated). A tail of zero bytes (a file extended
@@ -61,10 +72,15 @@ import (
 // interfaces and address pairs are interned file-wide, so blocks decode only in
 // order, from the start.
 const (
-	// FormatVersion is the version this package writes and the newest it reads.
-	FormatVersion = 2
+	// FormatVersion is the newest version this package writes and reads:
+	// the version of recordings of TCP probes. Recordings of echoes are
+	// written as echoVersion.
+	FormatVersion = tcpVersion
 	// MaxBlockSize bounds a block's payload; a reader refuses larger ones.
 	MaxBlockSize = 4 << 20
+
+	echoVersion = 2 // what recordings of echoes are written as
+	tcpVersion  = 3 // the first version with TCP probes
 
 	magicLen      = 8
 	preambleLen   = magicLen + 2
@@ -119,6 +135,10 @@ type Header struct {
 	StartKtime    uint64    // CLOCK_MONOTONIC ns at the same instant (the clock records use)
 	Args          []string  // command line
 	Capabilities  []string  // e.g. "probe:net_dev_queue", "netfilter:nftrace"
+	// Proto is decode.ProtoTCP for a run of TCP probes, 0 for a run of
+	// echoes: it decides the version the Writer writes (see FormatVersion),
+	// and only a run of TCP probes may write their records and outcomes.
+	Proto uint8
 }
 
 // EchoOutcome follows an echo's records in a recording: what the pinger saw,

@@ -50,7 +50,8 @@ func appendEntry(b []byte, tmp *[]byte, f func([]byte) []byte) []byte {
 
 // encodeHeader: ToolVersion KernelRelease Hostname BootID:string
 // StartWall:(seconds:varint nanoseconds:uvarint) StartKtime:uvarint
-// Args Capabilities:list(string).
+// Args Capabilities:list(string); then, appended for a run of TCP probes
+// only (version 3), Proto:u8.
 func encodeHeader(b []byte, h *Header) []byte {
 	b = appendString(b, h.ToolVersion)
 	b = appendString(b, h.KernelRelease)
@@ -60,7 +61,11 @@ func encodeHeader(b []byte, h *Header) []byte {
 	b = binary.AppendUvarint(b, uint64(h.StartWall.Nanosecond()))
 	b = binary.AppendUvarint(b, h.StartKtime)
 	b = appendStrings(b, h.Args)
-	return appendStrings(b, h.Capabilities)
+	b = appendStrings(b, h.Capabilities)
+	if h.Proto != 0 {
+		b = append(b, h.Proto)
+	}
+	return b
 }
 
 // encodeSnapshot: list(length:uvarint namespace), namespace = Inode:uvarint
@@ -124,8 +129,9 @@ const (
 )
 
 // encodeOutcome: Target:addr EchoID Seq:uvarint Replied:u8 (0 timeout, 1 reply,
-// 2 interrupted by a signal) RTT Timeout:varint ns.
-func encodeOutcome(b []byte, o *EchoOutcome) []byte {
+// 2 interrupted by a signal) RTT Timeout:varint ns; then the appended fields
+// below. Netfilter events and the drop are laid out as version v has them.
+func encodeOutcome(b []byte, o *EchoOutcome, v uint16) []byte {
 	b = appendAddr(b, unzoned(o.Target))
 	b = binary.AppendUvarint(b, uint64(o.EchoID))
 	b = binary.AppendUvarint(b, uint64(o.Seq))
@@ -143,16 +149,18 @@ func encodeOutcome(b []byte, o *EchoOutcome) []byte {
 	// stop before them, and files without them stay as version 1 first
 	// wrote them. Then list(netfilter event), the loss (see appendLoss)
 	// and after it, again only when there is something to say,
-	// NetfilterLost:uvarint list(Notes:string).
-	more := o.NetfilterLost != 0 || len(o.Notes) > 0
+	// NetfilterLost:uvarint list(Notes:string), and after that, for a TCP
+	// probe only (version 3), Proto:u8 Port:uvarint TCPFlags:u8 From:addr.
+	tcp := o.Proto != 0
+	more := o.NetfilterLost != 0 || len(o.Notes) > 0 || tcp
 	if len(o.Netfilter) == 0 && o.Error == nil && o.Drop == nil && o.Hint == "" && !more {
 		return b
 	}
 	b = binary.AppendUvarint(b, uint64(len(o.Netfilter)))
 	for i := range o.Netfilter {
-		b = appendNetfilter(b, &o.Netfilter[i])
+		b = appendNetfilter(b, &o.Netfilter[i], v)
 	}
-	b = appendLoss(b, o)
+	b = appendLoss(b, o, v)
 	if !more {
 		return b
 	}
@@ -161,7 +169,13 @@ func encodeOutcome(b []byte, o *EchoOutcome) []byte {
 	for _, n := range o.Notes {
 		b = appendString(b, n)
 	}
-	return b
+	if !tcp {
+		return b
+	}
+	b = append(b, o.Proto)
+	b = binary.AppendUvarint(b, uint64(o.Port))
+	b = append(b, o.TCPFlags)
+	return appendAddr(b, unzoned(o.From))
 }
 
 // Flags of the loss fields after an outcome's netfilter events.
@@ -175,8 +189,9 @@ const (
 // appendLoss encodes what explains a lost echo: flags:u8, then the ICMP
 // error (family type code:u8 from:addr mtu:uvarint), the drop (time netns
 // ifindex:uvarint ifname:string family icmptype:u8 src dst:addr
-// reason location:string) and the hint (string), each when its flag is set.
-func appendLoss(b []byte, o *EchoOutcome) []byte {
+// reason location:string, and from version 3 on proto tcpflags:u8) and the
+// hint (string), each when its flag is set.
+func appendLoss(b []byte, o *EchoOutcome, v uint16) []byte {
 	e, d := o.Error, o.Drop
 	var flags byte
 	if e != nil {
@@ -207,6 +222,9 @@ func appendLoss(b []byte, o *EchoOutcome) []byte {
 		b = appendAddr(b, unzoned(d.Dst))
 		b = appendString(b, d.Reason)
 		b = appendString(b, d.Location)
+		if v >= tcpVersion {
+			b = append(b, d.Proto, d.TCPFlags)
+		}
 	}
 	if o.Hint != "" {
 		b = appendString(b, o.Hint)
@@ -214,8 +232,9 @@ func appendLoss(b []byte, o *EchoOutcome) []byte {
 	return b
 }
 
-// loss decodes what appendLoss wrote into o; a file without it has none.
-func (c *frameCursor) loss(o *EchoOutcome) {
+// loss decodes what appendLoss wrote for version v into o; a file without
+// it has none.
+func (c *frameCursor) loss(o *EchoOutcome, v uint16) {
 	o.Error, o.Drop, o.Hint = nil, nil, ""
 	if c.bad || c.off >= len(c.b) {
 		return
@@ -232,6 +251,9 @@ func (c *frameCursor) loss(o *EchoOutcome) {
 		d.Family, d.ICMPType = c.byte(), c.byte()
 		d.Src, d.Dst = c.addr(), c.addr()
 		d.Reason, d.Location = c.string(), c.string()
+		if v >= tcpVersion {
+			d.Proto, d.TCPFlags = c.proto(), c.byte()
+		}
 		d.In = flags&lossDropIn != 0
 		o.Drop = d
 	}
@@ -240,7 +262,10 @@ func (c *frameCursor) loss(o *EchoOutcome) {
 	}
 }
 
-func appendNetfilter(b []byte, e *decode.NetfilterEvent) []byte {
+// appendNetfilter: Time Netns:uvarint Family Table Chain Verdict Target
+// Rule Source:string Hook Type ICMPType:u8 RuleHandle Iif Oif TraceID EchoID
+// Seq:uvarint Src Dst:addr, and from version 3 on Proto TCPFlags:u8.
+func appendNetfilter(b []byte, e *decode.NetfilterEvent, v uint16) []byte {
 	b = binary.AppendUvarint(b, e.Time)
 	b = binary.AppendUvarint(b, uint64(e.Netns))
 	for _, s := range []string{e.Family, e.Table, e.Chain, e.Verdict, e.Target, e.Rule, e.Source} {
@@ -254,25 +279,44 @@ func appendNetfilter(b []byte, e *decode.NetfilterEvent) []byte {
 	b = binary.AppendUvarint(b, uint64(e.EchoID))
 	b = binary.AppendUvarint(b, uint64(e.Seq))
 	b = appendAddr(b, unzoned(e.Src))
-	return appendAddr(b, unzoned(e.Dst))
+	b = appendAddr(b, unzoned(e.Dst))
+	if v >= tcpVersion {
+		b = append(b, e.Proto, e.TCPFlags)
+	}
+	return b
 }
 
-// decodeAppended decodes the fields appended to an outcome frame (see
-// encodeOutcome) into o. Its own cursor keeps the outcome's on the stack
-// when there are none, the common case.
-func decodeAppended(b []byte, o *EchoOutcome) bool {
+// decodeAppended decodes the fields appended to an outcome frame of a file
+// of version v (see encodeOutcome) into o. Its own cursor keeps the
+// outcome's on the stack when there are none, the common case.
+func decodeAppended(b []byte, o *EchoOutcome, v uint16) bool {
 	c := frameCursor{b: b}
 	budget := maxItems
-	o.Netfilter = readList(&c, &budget, 20, (*frameCursor).netfilter)
-	c.loss(o)
+	o.Netfilter = readList(&c, &budget, 20, func(c *frameCursor) decode.NetfilterEvent { return c.netfilter(v) })
+	c.loss(o, v)
 	if !c.bad && c.off < len(c.b) {
 		o.NetfilterLost = c.uvarint()
 		o.Notes = readList(&c, &budget, 1, (*frameCursor).string)
 	}
+	if !c.bad && c.off < len(c.b) {
+		o.Proto = c.proto()
+		o.Port = c.uvarint16()
+		o.TCPFlags = c.byte()
+		o.From = c.addr()
+	}
 	return !c.bad
 }
 
-func (c *frameCursor) netfilter() decode.NetfilterEvent {
+// proto reads a probe protocol, see validProto.
+func (c *frameCursor) proto() uint8 {
+	p := c.byte()
+	if !validProto(p) {
+		c.bad = true
+	}
+	return p
+}
+
+func (c *frameCursor) netfilter(v uint16) decode.NetfilterEvent {
 	var e decode.NetfilterEvent
 	e.Time = c.uvarint()
 	e.Netns = c.uvarint32()
@@ -284,6 +328,9 @@ func (c *frameCursor) netfilter() decode.NetfilterEvent {
 	e.Iif, e.Oif, e.TraceID = c.uvarint32(), c.uvarint32(), c.uvarint32()
 	e.EchoID, e.Seq = c.uvarint16(), c.uvarint16()
 	e.Src, e.Dst = c.addr(), c.addr()
+	if v >= tcpVersion {
+		e.Proto, e.TCPFlags = c.proto(), c.byte()
+	}
 	return e
 }
 
@@ -303,8 +350,14 @@ func (r *Reader) decodeHeader(body []byte, h *Header) error {
 	budget := maxItems
 	h.Args = readList(&c, &budget, 1, (*frameCursor).string)
 	h.Capabilities = readList(&c, &budget, 1, (*frameCursor).string)
+	if c.off < len(c.b) {
+		h.Proto = c.proto()
+	}
 	if c.bad {
 		return r.corrupt("bad header frame")
+	}
+	if h.Proto != 0 && r.version < tcpVersion {
+		return r.corrupt("a run of TCP probes in a version %d file", r.version)
 	}
 	return nil
 }
@@ -319,13 +372,17 @@ func (r *Reader) decodeOutcome(body []byte, o *EchoOutcome) error {
 	o.RTT = time.Duration(c.varint())
 	o.Timeout = time.Duration(c.varint())
 	o.Netfilter, o.Error, o.Drop, o.Hint, o.NetfilterLost, o.Notes = nil, nil, nil, "", 0, nil
+	o.Proto, o.Port, o.TCPFlags, o.From = 0, 0, 0, netip.Addr{}
 	if !c.bad && c.off < len(c.b) {
-		if !decodeAppended(c.b[c.off:], o) {
-			return r.corrupt("bad netfilter events or loss in outcome frame")
+		if !decodeAppended(c.b[c.off:], o, r.version) {
+			return r.corrupt("bad netfilter events, loss or TCP fields in outcome frame")
 		}
 	}
 	if c.bad {
 		return r.corrupt("bad outcome frame")
+	}
+	if r.version < tcpVersion && (o.Proto != 0 || o.Port != 0 || o.TCPFlags != 0 || o.From.IsValid()) {
+		return r.corrupt("a TCP probe's outcome in a version %d file", r.version)
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"hash/crc32"
 	"io"
 	"net/netip"
+	"reflect"
 	"testing"
 	"time"
 
@@ -89,6 +90,82 @@ func readHandBuilt(t *testing.T, file []byte) {
 	if k, err := r.Next(&rec, nil, &out); err != nil || k != tpk.KindOutcome || out.Target != netip.MustParseAddr("10.0.0.2") ||
 		out.EchoID != 0x1234 || out.Seq != 1 || !out.Replied || out.RTT != 35*time.Microsecond || out.Timeout != time.Second {
 		t.Fatalf("outcome: %v %v %+v", k, err, out)
+	}
+	if _, err := r.Next(&rec, nil, &out); err != io.EOF {
+		t.Errorf("after the block: %v, want io.EOF", err)
+	}
+}
+
+// TestHandBuiltTCPBlock builds a version 3 recording of a TCP probe from the
+// grammar, as TestHandBuiltBlock does one of an echo: the header's Proto,
+// the record fields fProto and fTCPFlags, and an outcome with a netfilter
+// event and a drop (each ending with Proto TCPFlags) and the TCP fields.
+func TestHandBuiltTCPBlock(t *testing.T) {
+	uv := func(v uint64) []byte { return binary.AppendUvarint(nil, v) }
+	sv := func(v int64) []byte { return binary.AppendVarint(nil, v) }
+	str := func(s string) []byte { return append(uv(uint64(len(s))), s...) }
+	cat := func(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
+	frame := func(typ uint64, body []byte) []byte { return cat(uv(typ), uv(uint64(len(body))), body) }
+	a1, a2 := []byte{4, 10, 0, 0, 1}, []byte{4, 10, 0, 0, 2}
+
+	// header, then Proto:u8 appended.
+	header := cat(str("v9"), str("6.18.0"), str("box"), str(""), sv(1_700_000_000), uv(0), uv(1000),
+		uv(0), uv(0), []byte{6})
+	// record: fTime fAddrs fFamily fEchoID fSeq, and fProto (bit 13) fTCPFlags (bit 14).
+	const fTime, fAddrs, fFamily, fEchoID, fSeq, fProto, fTCPFlags = 1 << 0, 1 << 3, 1 << 9, 1 << 10, 1 << 11, 1 << 13, 1 << 14
+	syn := cat(uv(fTime|fAddrs|fFamily|fEchoID|fSeq|fProto|fTCPFlags), sv(50), uv(0), a1, a2,
+		[]byte{4}, []byte{0x12, 0x34}, sv(1), []byte{6}, []byte{0x02})
+	synAck := cat(uv(fTime|fTCPFlags), sv(9), []byte{0x12}) // SYN|ACK: only the flags and the time change
+	// netfilter event = Time Netns Family Table Chain Verdict Target Rule
+	// Source Hook Type ICMPType RuleHandle Iif Oif TraceID EchoID Seq Src Dst
+	// Proto TCPFlags.
+	event := cat(uv(0), uv(7), str("inet"), str("f"), str("in"), str("ACCEPT"), str(""), str(""), str("nftrace"),
+		[]byte{2, 1, 0}, uv(0), uv(2), uv(0), uv(0), uv(0x1234), uv(1), a1, a2, []byte{6, 0x02})
+	// loss = flags (lossDrop) drop = time netns ifindex ifname family
+	// icmptype src dst reason location proto tcpflags.
+	loss := cat([]byte{2}, uv(1070), uv(7), uv(2), str("eth0"), []byte{4, 0}, a1, a2, str(""), str("tcp_v4_rcv+0x1"), []byte{6, 0x02})
+	// outcome = Target EchoID Seq Replied RTT Timeout, list(event) loss
+	// NetfilterLost list(Notes), Proto Port TCPFlags From.
+	outcome := cat(a2, uv(0x1234), uv(1), []byte{1}, sv(35_000), sv(int64(time.Second)),
+		uv(1), event, loss, uv(0), uv(0), []byte{6}, uv(8080), []byte{0x12}, a2)
+	payload := cat(uv(0), frame(1, header), frame(3, cat(syn, synAck)), frame(4, outcome))
+	length := binary.LittleEndian.AppendUint32(nil, uint32(len(payload)))
+	table := crc32.MakeTable(crc32.Castagnoli)
+	crc := crc32.Update(crc32.Checksum(length, table), table, payload)
+	file := cat([]byte("\x89TPK\r\n\x1a\n"), []byte{3, 0}, length, binary.LittleEndian.AppendUint32(nil, crc), payload)
+
+	r, err := tpk.NewReader(bytes.NewReader(file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := r.Header(); h.Proto != decode.ProtoTCP || h.StartKtime != 1000 {
+		t.Errorf("header %+v", h)
+	}
+	src, dst := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.2")
+	want := decode.Record{Time: 1050, Src: src, Dst: dst, Family: 4, EchoID: 0x1234, Seq: 1, Proto: decode.ProtoTCP, TCPFlags: decode.TCPSyn}
+	var (
+		rec decode.Record
+		out tpk.EchoOutcome
+	)
+	for i, flags := range []uint8{decode.TCPSyn, decode.TCPSyn | decode.TCPAck} {
+		want.TCPFlags = flags
+		if k, err := r.Next(&rec, nil, &out); err != nil || k != tpk.KindRecord || rec != want {
+			t.Fatalf("item %d: %v %v\n got %+v\nwant %+v", i, k, err, rec, want)
+		}
+		want.Time += 9
+	}
+	if k, err := r.Next(&rec, nil, &out); err != nil || k != tpk.KindOutcome {
+		t.Fatalf("outcome: %v %v", k, err)
+	}
+	wantOut := decode.Outcome{Target: dst, EchoID: 0x1234, Seq: 1, Replied: true, RTT: 35 * time.Microsecond, Timeout: time.Second,
+		Proto: decode.ProtoTCP, Port: 8080, TCPFlags: decode.TCPSyn | decode.TCPAck, From: dst,
+		Drop: &decode.Drop{Time: 1070, Netns: 7, Ifindex: 2, Ifname: "eth0", Family: 4, Proto: decode.ProtoTCP, TCPFlags: decode.TCPSyn,
+			Src: src, Dst: dst, Location: "tcp_v4_rcv+0x1"}}
+	wantEvent := decode.NetfilterEvent{Netns: 7, Family: "inet", Table: "f", Chain: "in", Verdict: "ACCEPT", Source: "nftrace",
+		Hook: decode.HookInput, Type: decode.TracePolicy, Iif: 2, EchoID: 0x1234, Seq: 1, Src: src, Dst: dst,
+		Proto: decode.ProtoTCP, TCPFlags: decode.TCPSyn}
+	if !reflect.DeepEqual(out.Outcome, wantOut) || len(out.Netfilter) != 1 || out.Netfilter[0] != wantEvent {
+		t.Errorf("outcome\n got %+v %+v\nwant %+v %+v", out.Outcome, out.Netfilter, wantOut, wantEvent)
 	}
 	if _, err := r.Next(&rec, nil, &out); err != io.EOF {
 		t.Errorf("after the block: %v, want io.EOF", err)

@@ -32,6 +32,8 @@ import (
 //	fEchoID  u16 big-endian
 //	fSeq     varint
 //	fLost    uvarint, not 0
+//	fProto     u8, 0 or decode.ProtoTCP  from version 3 on
+//	fTCPFlags  u8                        from version 3 on
 const (
 	fTime = 1 << iota
 	fIface
@@ -46,8 +48,24 @@ const (
 	fEchoID
 	fSeq
 	fLost
+	fProto
+	fTCPFlags
 	fAll = 1<<iota - 1
+	// fAllV2 are the fields of versions 1 and 2.
+	fAllV2 = fProto - 1
 )
+
+// fieldsOf returns the record fields a file of version v may have.
+func fieldsOf(v uint16) uint64 {
+	if v >= tcpVersion {
+		return fAll
+	}
+	return fAllV2
+}
+
+// validProto reports whether p is a probe protocol the format knows: 0 for
+// an echo's packets, decode.ProtoTCP for a TCP probe's.
+func validProto(p uint8) bool { return p == 0 || p == decode.ProtoTCP }
 
 type ifaceKey struct {
 	netns, ifindex uint32
@@ -146,6 +164,12 @@ func diffMask(r, base *decode.Record, src, dst netip.Addr) uint64 {
 	if r.Seq != base.Seq {
 		mask |= fSeq
 	}
+	if r.Proto != base.Proto {
+		mask |= fProto
+	}
+	if r.TCPFlags != base.TCPFlags {
+		mask |= fTCPFlags
+	}
 	return mask
 }
 
@@ -217,6 +241,12 @@ func (w *Writer) encodeRecord(b []byte, mask uint64, r, base *decode.Record, src
 	if mask&fLost != 0 {
 		b = binary.AppendUvarint(b, r.Lost)
 	}
+	if mask&fProto != 0 {
+		b = append(b, r.Proto)
+	}
+	if mask&fTCPFlags != 0 {
+		b = append(b, r.TCPFlags)
+	}
 	return b
 }
 
@@ -257,8 +287,8 @@ func (r *Reader) decodeRecord() (*decode.Record, error) {
 	if mask == 0 {
 		return nil, r.corrupt("empty record")
 	}
-	if mask&^fAll != 0 {
-		return nil, r.corrupt("record with unknown fields %#x", mask&^fAll)
+	if unknown := mask &^ fieldsOf(r.version); unknown != 0 {
+		return nil, r.corrupt("record with unknown fields %#x", unknown)
 	}
 	d := &r.state
 	if mask&fLost != 0 {
@@ -338,6 +368,14 @@ func (r *Reader) decodeRecord() (*decode.Record, error) {
 		if d.Lost = c.uvarint(); d.Lost == 0 {
 			c.bad = true
 		}
+	}
+	if mask&fProto != 0 {
+		if d.Proto = c.byte(); !validProto(d.Proto) {
+			c.bad = true
+		}
+	}
+	if mask&fTCPFlags != 0 {
+		d.TCPFlags = c.byte()
 	}
 	if c.bad {
 		return nil, r.corrupt("bad record")

@@ -79,8 +79,9 @@ func TestUnknownFramesAndFields(t *testing.T) {
 	rec.records(recs[2:]...)
 	// An outcome with a field appended by a newer writer, after the (empty)
 	// list of netfilter events, the loss flags (none), no netfilter messages
-	// lost and no notes.
-	craft(rec.w, frameOutcome, append(encodeOutcome(nil, &out), 0, 0, 0, 0, 0x2a, 0x2a))
+	// lost, no notes and the TCP fields of an echo (protocol 0, port 0, no
+	// flags, no address).
+	craft(rec.w, frameOutcome, append(encodeOutcome(nil, &out, echoVersion), 0, 0, 0, 0, 0, 0, 0, 0, 0x2a, 0x2a))
 	rec.items = append(rec.items, tpkItem{kind: KindOutcome, out: out})
 	craft(rec.w, 1<<40, nil)
 	rec.flush()
@@ -231,7 +232,7 @@ func TestFirstFrameMustBeHeader(t *testing.T) {
 	var b []byte
 	b = append(b, tpkMagic[:]...)
 	b = binary.LittleEndian.AppendUint16(b, FormatVersion)
-	payload := appendFrame([]byte{0}, frameOutcome, encodeOutcome(nil, &EchoOutcome{})) // block 0
+	payload := appendFrame([]byte{0}, frameOutcome, encodeOutcome(nil, &EchoOutcome{}, FormatVersion)) // block 0
 	b = append(b, tpkBlock(payload)...)
 	if _, err := NewReader(bytes.NewReader(b)); !errors.Is(err, ErrCorrupt) {
 		t.Errorf("NewReader: %v, want ErrCorrupt", err)
@@ -344,6 +345,7 @@ func FuzzReader(f *testing.F) {
 	small := smallRecording(f)
 	f.Add(small.bytes())
 	f.Add(small.bytes()[:small.ends[2]+10])
+	f.Add(tcpRecording(f).bytes())
 	rec := newRecording(f, testHeader())
 	rec.records(oddRecords()...)
 	rec.outcome(EchoOutcome{Outcome: decode.Outcome{Target: testrecord.Ctr4}})

@@ -180,43 +180,59 @@ func TestSnapshotOwners(t *testing.T) {
 	checkItems(t, got, rec.items)
 }
 
-// TestGolden compares what this build writes with testdata/small-v2.tpk, and
-// reads it and testdata/small.tpk, the same recording in version 1: every
-// version this build has written stays readable.
+// TestGolden compares what this build writes with testdata/small-v2.tpk (a
+// run of echoes) and testdata/tcp-v3.tpk (of TCP probes), and reads them
+// and testdata/small.tpk, the echoes in version 1: every version this build
+// has written stays readable.
 func TestGolden(t *testing.T) {
-	rec := smallRecording(t)
-	path := filepath.Join("testdata", "small-v2.tpk")
-	if *update {
-		if err := os.WriteFile(path, rec.bytes(), 0o644); err != nil {
-			t.Fatal(err)
+	for _, c := range []struct {
+		golden    string
+		recording func(testing.TB) *recording
+		header    Header
+		older     []string // the same recording in older versions
+	}{
+		{"small-v2.tpk", smallRecording, testHeader(), []string{"small.tpk"}},
+		{"tcp-v3.tpk", tcpRecording, tcpHeader(), nil},
+	} {
+		rec := c.recording(t)
+		path := filepath.Join("testdata", c.golden)
+		if *update {
+			if err := os.WriteFile(path, rec.bytes(), 0o644); err != nil {
+				t.Fatal(err)
+			}
 		}
-	}
-	golden, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if !bytes.Equal(rec.bytes(), golden) {
-		t.Errorf("the recording differs from %s (%d bytes, want %d): if the format changed on purpose, "+
-			"bump FormatVersion, keep reading the old version and run go test -update", path, rec.buf.Len(), len(golden))
-	}
-	for _, path := range []string{path, filepath.Join("testdata", "small.tpk")} {
 		golden, err := os.ReadFile(path)
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("%v (run go test -update to create it)", err)
 		}
-		got, r, err := readAll(t, golden)
-		if err != io.EOF {
-			t.Fatalf("read %s: %v", path, err)
+		if !bytes.Equal(rec.bytes(), golden) {
+			t.Errorf("the recording differs from %s (%d bytes, want %d): if the format changed on purpose, "+
+				"bump FormatVersion, keep reading the old version and run go test -update", path, rec.buf.Len(), len(golden))
 		}
-		checkHeader(t, r.Header(), testHeader())
-		checkItems(t, got, rec.items)
+		for _, name := range append([]string{c.golden}, c.older...) {
+			path := filepath.Join("testdata", name)
+			data, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, r, err := readAll(t, data)
+			if err != io.EOF {
+				t.Fatalf("read %s: %v", path, err)
+			}
+			checkHeader(t, r.Header(), c.header)
+			checkItems(t, got, rec.items)
+		}
 	}
 }
 
 // TestTruncation cuts a recording at every byte: the reader recovers the
 // blocks before the cut and reports the rest as truncated.
 func TestTruncation(t *testing.T) {
-	rec := smallRecording(t)
+	checkTruncations(t, smallRecording(t))
+}
+
+func checkTruncations(t *testing.T, rec *recording) {
+	t.Helper()
 	data := rec.bytes()
 	headerEnd := rec.ends[0]
 	for n := 0; n <= len(data); n++ {

@@ -2,6 +2,7 @@ package tpk
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
@@ -14,6 +15,7 @@ import (
 // echo so that a crash loses at most the echo in progress.
 type Writer struct {
 	w         io.Writer
+	version   uint16 // echoVersion, or for a run of TCP probes tcpVersion
 	blk       []byte // preamble (first block only), block header room, index, frames
 	blkStart  int    // offset of the block header in blk
 	frames    int    // offset of the block's first frame in blk, after its index
@@ -29,19 +31,29 @@ type Writer struct {
 	err       error
 }
 
-// NewWriter writes the file's preamble and h to w, at once.
+// NewWriter writes the file's preamble and h to w, at once. A run of TCP
+// probes (h.Proto decode.ProtoTCP) is written as FormatVersion, a run of
+// echoes as version 2, which older builds read too.
 func NewWriter(w io.Writer, h Header) (*Writer, error) {
 	wr := &Writer{
-		w:      w,
-		ifaces: make(map[ifaceKey]uint64),
-		addrs:  make(map[addrPair]uint64),
+		w:       w,
+		version: echoVersion,
+		ifaces:  make(map[ifaceKey]uint64),
+		addrs:   make(map[addrPair]uint64),
+	}
+	switch h.Proto {
+	case 0:
+	case decode.ProtoTCP:
+		wr.version = tcpVersion
+	default:
+		return nil, fmt.Errorf("write recording header: probes of protocol %d", h.Proto)
 	}
 	if n := len(h.Args) + len(h.Capabilities); n > maxItems {
 		return nil, fmt.Errorf("write recording header: %d arguments and capabilities exceed %d", n, maxItems)
 	}
 	wr.prev.Time = h.StartKtime
 	wr.blk = append(wr.blk, tpkMagic[:]...)
-	wr.blk = binary.LittleEndian.AppendUint16(wr.blk, FormatVersion)
+	wr.blk = binary.LittleEndian.AppendUint16(wr.blk, wr.version)
 	wr.blkStart = len(wr.blk)
 	wr.startBlock()
 	wr.tmp = encodeHeader(wr.tmp[:0], &h)
@@ -90,7 +102,10 @@ func (w *Writer) WriteOutcome(o *EchoOutcome) error {
 	if w.err != nil {
 		return w.err
 	}
-	w.tmp = encodeOutcome(w.tmp[:0], o)
+	if err := w.checkOutcome(o); err != nil {
+		return fmt.Errorf("write outcome: %w", err)
+	}
+	w.tmp = encodeOutcome(w.tmp[:0], o, w.version)
 	w.echoRecs = 0
 	return w.writeFrame(frameOutcome, w.tmp)
 }
@@ -104,12 +119,51 @@ func (w *Writer) WriteRecord(r *decode.Record) error {
 	if r.CapLen > decode.PacketBytes {
 		return fmt.Errorf("write record: captured length %d exceeds %d", r.CapLen, decode.PacketBytes)
 	}
+	if err := w.checkTCP(r.Proto, r.TCPFlags); err != nil {
+		return fmt.Errorf("write record: %w", err)
+	}
 	if w.echoRecs++; w.echoRecs > MaxRecordsPerEcho {
 		return fmt.Errorf("write record: more than %d records before an echo outcome", MaxRecordsPerEcho)
 	}
 	w.recs = w.appendRecord(w.recs, r)
 	if len(w.blk)+len(w.recs) > blockSoftSize {
 		return w.Flush()
+	}
+	return nil
+}
+
+// ErrTCPInEchoRun is returned for a TCP probe's record or outcome given to
+// the Writer of a run of echoes (Header.Proto 0): its version has no room
+// for them.
+var ErrTCPInEchoRun = errors.New("a TCP probe's packet or outcome in a recording of echoes (Header.Proto is 0)")
+
+// checkTCP checks a protocol and TCP flags against what the recording's
+// version can hold.
+func (w *Writer) checkTCP(proto, flags uint8) error {
+	switch {
+	case !validProto(proto):
+		return fmt.Errorf("protocol %d", proto)
+	case w.version < tcpVersion && (proto != 0 || flags != 0):
+		return ErrTCPInEchoRun
+	}
+	return nil
+}
+
+// checkOutcome checks the TCP fields of o, its netfilter events and drop.
+func (w *Writer) checkOutcome(o *EchoOutcome) error {
+	if err := w.checkTCP(o.Proto, o.TCPFlags); err != nil {
+		return err
+	}
+	if w.version < tcpVersion && (o.Port != 0 || o.From.IsValid()) {
+		return ErrTCPInEchoRun
+	}
+	for i := range o.Netfilter {
+		if err := w.checkTCP(o.Netfilter[i].Proto, o.Netfilter[i].TCPFlags); err != nil {
+			return err
+		}
+	}
+	if d := o.Drop; d != nil {
+		return w.checkTCP(d.Proto, d.TCPFlags)
 	}
 	return nil
 }

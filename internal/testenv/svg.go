@@ -193,14 +193,30 @@ func SVGHops(tb testing.TB, els []SVGElement) []SVGHop {
 
 // SVGColour is the colour decode/svg must draw a hop of type typ in (its
 // legend): requests blue, replies green, ICMP errors red, and in a diff
-// the hops of run B only orange.
+// the hops of run B only orange. A TCP probe's "syn" is a request and its
+// "syn-ack" an answer; an "rst" can be either, see SVGSideColour.
 func SVGColour(typ, run string) string {
+	side := "error"
+	switch typ {
+	case "request", "syn":
+		side = "request"
+	case "reply", "syn-ack":
+		side = "answer"
+	}
+	return SVGSideColour(side, run)
+}
+
+// SVGSideColour is the colour decode/svg must draw a hop in by the side of
+// the exchange its data-side attribute names: "request" (the prober's
+// packets) blue, "answer" green, "error" (ICMP errors) red, and in a diff
+// the hops of run B only orange.
+func SVGSideColour(side, run string) string {
 	switch {
 	case run == "B":
 		return "#bc4c00"
-	case typ == "request":
+	case side == "request":
 		return "#1f6feb"
-	case typ == "reply":
+	case side == "answer":
 		return "#1a7f37"
 	}
 	return "#cf222e"
