@@ -59,8 +59,8 @@ func (l *loadedRun) run() *stats.Run {
 // runLine introduces a run: its file, what its echoes did, where it was recorded.
 func runLine(name string, l *loadedRun, r *stats.Run) string {
 	s := &r.Summary
-	return fmt.Sprintf("%s: %s: %s to %s, %s (host %s, kernel %s, %s)", name, l.path, plural(s.Echoes, "echo", "echoes"), s.Target,
-		plural(s.Replied, "reply", "replies"), l.hdr.Hostname, l.hdr.KernelRelease, l.hdr.StartWall.Format("2006-01-02 15:04:05 MST"))
+	return fmt.Sprintf("%s: %s: %s to %s, %s (host %s, kernel %s, %s)", name, l.path, probeCount(s, s.Echoes), probed(s),
+		answers(s, s.Replied, s.Closed), l.hdr.Hostname, l.hdr.KernelRelease, l.hdr.StartWall.Format("2006-01-02 15:04:05 MST"))
 }
 
 func diffText(la, lb *loadedRun, a, b *stats.Run, d *stats.Diff) string {

@@ -11,8 +11,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// newHeader describes this run for a recording.
-func newHeader(netfilter netfilterPlan, fs *tracefs.FS) tpk.Header {
+// newHeader describes this run for a recording; proto is decode.ProtoTCP
+// for a run of TCP probes.
+func newHeader(netfilter netfilterPlan, fs *tracefs.FS, proto uint8) tpk.Header {
 	host, _ := os.Hostname()
 	boot, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
 	var ts unix.Timespec
@@ -25,6 +26,7 @@ func newHeader(netfilter netfilterPlan, fs *tracefs.FS) tpk.Header {
 		StartWall:     time.Now().UTC(),
 		StartKtime:    uint64(ts.Nano()),
 		Args:          os.Args,
+		Proto:         proto,
 	}
 	for _, p := range decode.Probes() {
 		group, event := p.Tracepoint()

@@ -290,8 +290,8 @@ func parseArgs(args []string, stdout io.Writer) (options, error) {
 		return o, usageError{fmt.Sprintf("--tcp takes a port from 1 to 65535, not %d", tcpPort)}
 	case set["tcp"] && (set["s"] || set["size"]):
 		return o, usageError{"--size is an echo's payload: a --tcp probe is a bare SYN"}
-	case set["tcp"] && (o.demo || o.record != "" || o.stats || o.svg != ""):
-		return o, usageError{"--tcp traces live runs, shown as tables or --json: not with --demo, --record, --stats or --svg"}
+	case set["tcp"] && o.demo:
+		return o, usageError{"--demo sends echoes: not with --tcp"}
 	case sizeErr != nil:
 		return o, sizeErr
 	case (set["t"] || set["ttl"]) && (o.ping.TTL < 1 || o.ping.TTL > 255):

@@ -82,7 +82,7 @@ func TestParseArgsErrors(t *testing.T) {
 		{"--verbose", "x"}, {"--from-netns", "a", "--demo"},
 		{"--netns", "a", "--replay", "a.tpk"}, {"--netns", "a,,b", "x"}, {"--from-netns", "a", "--check"},
 		{"--tcp", "0", "x"}, {"--tcp", "65536", "x"}, {"--tcp", "http", "x"}, {"--tcp", "80", "-s", "100", "x"},
-		{"--tcp", "80", "--record", "a.tpk", "x"}, {"--tcp", "80", "--stats", "x"}, {"--tcp", "80", "--demo"},
+		{"--tcp", "80", "--demo"},
 		{"--tcp", "80", "--replay", "a.tpk"}, {"--tcp", "80", "--check"},
 	} {
 		_, err := parseArgs(args, nil)

@@ -112,12 +112,12 @@ func (ro *runOutput) writeSVG(draw func(io.Writer) error) error {
 // journeySVG draws the path most echoes of a run took.
 func journeySVG(w io.Writer, s *stats.Summary) error {
 	g := s.Main()
-	h := svg.Header{Title: fmt.Sprintf("%s to %s", plural(s.Echoes, "echo", "echoes"), s.Target)}
+	h := svg.Header{Title: fmt.Sprintf("%s to %s", probeCount(s, s.Echoes), probed(s))}
 	switch {
 	case len(g.Hops) == 0:
 		h.Lines = append(h.Lines, "no echo reached a network device")
 	case g.Replied > 0:
-		line := fmt.Sprintf("%s; round trip p50 %s, p99 %s; kernel path p50 %s (%.0f%%)", plural(g.Replied, "reply", "replies"),
+		line := fmt.Sprintf("%s; round trip p50 %s, p99 %s; kernel path p50 %s (%.0f%%)", answers(s, g.Replied, g.Closed),
 			stats.FormatDuration(g.RTT.P50), stats.FormatDuration(g.RTT.P99), stats.FormatDuration(g.Kernel.P50), 100*g.KernelShare())
 		if s.Echoes == 1 {
 			line = fmt.Sprintf("reply in %s; kernel path %s (%.0f%%)", stats.FormatDuration(g.RTT.P50), stats.FormatDuration(g.Kernel.P50), 100*g.KernelShare())

@@ -51,8 +51,8 @@ func writeStats(w io.Writer, s *stats.Summary, rc *renderContext, jsonOut bool) 
 		return json.NewEncoder(w).Encode(statsJSON(s, rc))
 	}
 	var out strings.Builder
-	fmt.Fprintf(&out, "%s to %s: %s", plural(s.Echoes, "echo", "echoes"), s.Target, plural(s.Replied, "reply", "replies"))
-	if lost := s.Echoes - s.Replied; lost > 0 {
+	fmt.Fprintf(&out, "%s to %s: %s", probeCount(s, s.Echoes), probed(s), answers(s, s.Replied, s.Closed))
+	if lost := s.Echoes - s.Replied - s.Closed; lost > 0 {
 		fmt.Fprintf(&out, ", %d without", lost)
 	}
 	if len(s.Groups) > 1 {
@@ -67,8 +67,8 @@ func writeStats(w io.Writer, s *stats.Summary, rc *renderContext, jsonOut bool) 
 		g := &s.Groups[i]
 		out.WriteString("\n")
 		if len(s.Groups) > 1 {
-			fmt.Fprintf(&out, "path %d of %d: %s (seq %s), %s\n", i+1, len(s.Groups), plural(g.Echoes, "echo", "echoes"),
-				seqRanges(g.Seqs), plural(g.Replied, "reply", "replies"))
+			fmt.Fprintf(&out, "path %d of %d: %s (seq %s), %s\n", i+1, len(s.Groups), probeCount(s, g.Echoes),
+				seqRanges(g.Seqs), answers(s, g.Replied, g.Closed))
 		}
 		text, err := statsTable(table, g, rc)
 		if err != nil {
@@ -269,4 +269,28 @@ func family(a netip.Addr) string {
 		return "ipv6"
 	}
 	return "ipv4"
+}
+
+// probeCount counts a run's probes: "3 echoes", or "3 TCP probes".
+func probeCount(s *stats.Summary, n int) string {
+	if s.Proto == decode.ProtoTCP {
+		return plural(n, "TCP probe", "TCP probes")
+	}
+	return plural(n, "echo", "echoes")
+}
+
+// probed is what a run probed: its target, with the port of a TCP probe.
+func probed(s *stats.Summary) string {
+	if s.Proto == decode.ProtoTCP {
+		return netip.AddrPortFrom(s.Target, s.Port).String()
+	}
+	return s.Target.String()
+}
+
+// answers counts the answers: "2 replies", or "2 open, 1 closed".
+func answers(s *stats.Summary, replied, closed int) string {
+	if s.Proto == decode.ProtoTCP {
+		return fmt.Sprintf("%d open, %d closed", replied, closed)
+	}
+	return plural(replied, "reply", "replies")
 }

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -236,6 +237,22 @@ func TestE2ETCPThroughServiceNAT(t *testing.T) {
 				if res.code != 0 || !strings.Contains(res.stdout, w) {
 					t.Errorf("exit %d, no %q in\n%s%s", res.code, w, res.stderr, res.stdout)
 				}
+			}
+		})
+		t.Run("recorded, replayed, summed up", func(t *testing.T) {
+			rec := filepath.Join(t.TempDir(), "svc.tpk")
+			live := runTool(t, n.A, "--json", "-c", "3", "-i", "0", "-W", "2s", "--record", rec, "--tcp", "80", vip.String())
+			if live.code != 0 {
+				t.Fatalf("exit %d\n%s%s", live.code, live.stderr, live.stdout)
+			}
+			replayed := runTool(t, nil, "--json", "--replay", rec)
+			if replayed.code != 0 || replayed.stdout != live.stdout {
+				t.Errorf("replay: exit %d, output differs from the live run's:\n%s\nlive:\n%s", replayed.code, replayed.stdout, live.stdout)
+			}
+			st := runTool(t, nil, "--stats", "--replay", rec)
+			want := fmt.Sprintf("3 TCP probes to %s: 3 open, 0 closed\n", netip.AddrPortFrom(vip, 80))
+			if st.code != 0 || !strings.HasPrefix(st.stdout, want) {
+				t.Errorf("--stats: exit %d, want it to start %q:\n%s%s", st.code, want, st.stderr, st.stdout)
 			}
 		})
 		t.Run("from the node", func(t *testing.T) {

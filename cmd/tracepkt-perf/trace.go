@@ -107,7 +107,11 @@ func openSession(o options, rec *outFile, newWriter func(*renderContext) journey
 	if err != nil {
 		return nil, err
 	}
-	hdr := newHeader(s.netfilter, fs)
+	var proto uint8
+	if o.tcpPort != 0 {
+		proto = decode.ProtoTCP
+	}
+	hdr := newHeader(s.netfilter, fs, proto)
 	s.rc = newRenderContext(hdr.Capabilities)
 	s.rc.setSnapshot(snap)
 	if rec == nil {
