@@ -75,12 +75,14 @@ COMMIT
 }
 
 // serviceNode builds client A -> node R -> endpoint B, with a Service
-// address on no interface that R translates to B (kubeProxyRules), and a
-// TCP listener in B. It returns the Service addresses.
-func serviceNode(t *testing.T) (n *topology.RouterNet, vip4, vip6 netip.Addr, epPort int) {
+// address on no interface that R translates to B (kubeProxyRules, loaded
+// with restore4 and restore6: iptables-restore or iptables-legacy-restore
+// and their IPv6 twins), and a TCP listener in B. It returns the Service
+// addresses.
+func serviceNode(t *testing.T, restore4, restore6 string) (n *topology.RouterNet, vip4, vip6 netip.Addr, epPort int) {
 	t.Helper()
 	topo, n := router(t)
-	testenv.RequireCommands(t, "iptables-restore", "ip6tables-restore", "ss")
+	testenv.RequireCommands(t, restore4, restore6, "ss")
 	epPort = 8080
 	// The Service addresses: unassigned addresses of B's networks, routed
 	// by R toward B, so a packet R does not translate stays in the topology.
@@ -94,7 +96,7 @@ func serviceNode(t *testing.T) (n *topology.RouterNet, vip4, vip6 netip.Addr, ep
 	for _, f := range []struct {
 		restore string
 		vip, ep netip.Addr
-	}{{"iptables-restore", vip4, n.Target4}, {"ip6tables-restore", vip6, n.Target6}} {
+	}{{restore4, vip4, n.Target4}, {restore6, vip6, n.Target6}} {
 		// The client is outside the cluster network: its probes are masqueraded.
 		cmd := exec.Command("ip", "netns", "exec", n.R.Name, f.restore, "--noflush")
 		cmd.Stdin = strings.NewReader(kubeProxyRules(f.vip, f.ep, netip.PrefixFrom(f.ep, f.ep.BitLen()), epPort))
@@ -149,7 +151,7 @@ func lastHost(p netip.Prefix) netip.Addr {
 }
 
 func TestE2ETCPThroughServiceNAT(t *testing.T) {
-	n, vip4, vip6, epPort := serviceNode(t)
+	n, vip4, vip6, epPort := serviceNode(t, "iptables-restore", "ip6tables-restore")
 	a, r, b := inode(t, n.A), inode(t, n.R), inode(t, n.B)
 	families(t, vip4, vip6, func(t *testing.T, vip netip.Addr) {
 		ep, rb := n.Target4, n.RB4.Addr()
@@ -431,6 +433,38 @@ func TestE2ETCPThroughKubeProxyNftables(t *testing.T) {
 		}
 		if e := decodeEchoes(t, res.stdout)[0]; e.Result != "unreachable" || e.ICMPError == nil {
 			t.Errorf("no endpoints: result %q, icmp error %+v", e.Result, e.ICMPError)
+		}
+	})
+}
+
+// TestE2ETCPThroughLegacyIptables: kube-proxy's rules in iptables-legacy,
+// which only the kprobe source sees, chain by chain: the translations are
+// tied to the nat table's chains at their hooks.
+func TestE2ETCPThroughLegacyIptables(t *testing.T) {
+	requireKprobes(t)
+	n, vip4, vip6, epPort := serviceNode(t, "iptables-legacy-restore", "ip6tables-legacy-restore")
+	r := inode(t, n.R)
+	families(t, vip4, vip6, func(t *testing.T, vip netip.Addr) {
+		ep := n.Target4
+		if vip.Is6() {
+			ep = n.Target6
+		}
+		res := runTool(t, n.A, "--json", "--netfilter", "kprobe", "-W", "2s", "--tcp", "80", vip.String())
+		if res.code != 0 {
+			t.Fatalf("exit %d\n%s%s", res.code, res.stderr, res.stdout)
+		}
+		e := decodeEchoes(t, res.stdout)[0]
+		var got []string
+		for _, h := range e.Hops {
+			for _, x := range h.NAT {
+				got = append(got, fmt.Sprintf("%s %s %d %s.%s", x.Kind, x.After, x.Netns, x.Table, x.Chain))
+			}
+		}
+		if e.Result != "open" || len(got) < 1 || got[0] != fmt.Sprintf("DNAT %s %d nat.PREROUTING", netip.AddrPortFrom(ep, uint16(epPort)), r) {
+			t.Errorf("result %q, translations:\n%s\nwant first DNAT to %s in %d by nat.PREROUTING", e.Result, strings.Join(got, "\n"), ep, r)
+		}
+		if len(got) < 2 || !strings.HasPrefix(got[1], "SNAT ") || !strings.HasSuffix(got[1], fmt.Sprintf(" %d nat.POSTROUTING", r)) {
+			t.Errorf("translations:\n%s\nwant a SNAT by nat.POSTROUTING second", strings.Join(got, "\n"))
 		}
 	})
 }
