@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/tracepkt/tracepkt-perf/internal/testenv"
 	"github.com/tracepkt/tracepkt-perf/internal/topology"
+	"github.com/tracepkt/tracepkt-perf/internal/vmtest"
 )
 
 // kubeProxyRules is a Service's rule set as kube-proxy's iptables mode
@@ -116,6 +118,15 @@ func serviceNode(t *testing.T, restore4, restore6 string) (n *topology.RouterNet
 		t.Fatalf("no listener on %d in %s: %q", epPort, n.B, out)
 	}
 	return n, vip4, vip6, epPort
+}
+
+// hostOnly skips, in a test guest, a case that shows no kernel behaviour
+// of its own: each run of the tool costs seconds under emulation.
+func hostOnly(t *testing.T, what string) {
+	t.Helper()
+	if os.Getenv(vmtest.GuestEnvVar) == "1" {
+		t.Skipf("%s: no kernel behaviour of its own, tested in the host suite", what)
+	}
 }
 
 // ruleHandle is the handle of the one rule of an `nft -a list` output
@@ -228,6 +239,7 @@ func TestE2ETCPThroughServiceNAT(t *testing.T) {
 			}
 		})
 		t.Run("open, as a table", func(t *testing.T) {
+			hostOnly(t, "the table of the journey the JSON case asserts")
 			res := runTool(t, n.A, "-W", "2s", "--tcp", "80", vip.String())
 			to := func(a netip.Addr, p uint16) string { return netip.AddrPortFrom(a, p).String() }
 			want := []string{
@@ -242,6 +254,7 @@ func TestE2ETCPThroughServiceNAT(t *testing.T) {
 			}
 		})
 		t.Run("recorded, replayed, summed up", func(t *testing.T) {
+			hostOnly(t, "recording and replay, of the journey the JSON case asserts")
 			rec := filepath.Join(t.TempDir(), "svc.tpk")
 			live := runTool(t, n.A, "--json", "-c", "3", "-i", "0", "-W", "2s", "--record", rec, "--tcp", "80", vip.String())
 			if live.code != 0 {
