@@ -106,17 +106,7 @@ func serviceNode(t *testing.T, restore4, restore6 string) (n *topology.RouterNet
 			t.Fatalf("%s: %v\n%s", f.restore, err, out)
 		}
 	}
-	var ln net.Listener
-	if err := n.B.Do(func() (err error) {
-		ln, err = net.Listen("tcp", fmt.Sprintf(":%d", epPort))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	if out := inNetns(t, n.B, "ss", "-Htln", fmt.Sprintf("sport = :%d", epPort)); !strings.Contains(out, "LISTEN") {
-		t.Fatalf("no listener on %d in %s: %q", epPort, n.B, out)
-	}
+	listen(t, n.B, epPort)
 	return n, vip4, vip6, epPort
 }
 
@@ -147,6 +137,23 @@ func ruleHandle(t *testing.T, listing, text string) int {
 		t.Fatalf("%d rules with %q in:\n%s", len(handles), text, listing)
 	}
 	return handles[0]
+}
+
+// listen holds a TCP socket listening on port in ns (both families) until
+// t ends, and checks with ss that it listens there.
+func listen(t *testing.T, ns *topology.Netns, port int) {
+	t.Helper()
+	var ln net.Listener
+	if err := ns.Do(func() (err error) {
+		ln, err = net.Listen("tcp", fmt.Sprintf(":%d", port))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	if out := inNetns(t, ns, "ss", "-Htln", fmt.Sprintf("sport = :%d", port)); !strings.Contains(out, "LISTEN") {
+		t.Fatalf("no listener on %d in %s: %q", port, ns, out)
+	}
 }
 
 // lastHost is the last address of p but one (below IPv4's broadcast): an
@@ -396,14 +403,7 @@ func TestE2ETCPThroughKubeProxyNftables(t *testing.T) {
 			t.Fatalf("nft -f: %v\n%s", err, out)
 		}
 	}
-	var ln net.Listener
-	if err := n.B.Do(func() (err error) {
-		ln, err = net.Listen("tcp", fmt.Sprintf(":%d", epPort))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
+	listen(t, n.B, epPort)
 	r := inode(t, n.R)
 	families(t, vip4, vip6, func(t *testing.T, vip netip.Addr) {
 		ep, family := n.Target4, "ip"

@@ -280,29 +280,39 @@ func TestCloseUnblocksReceive(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			done := make(chan error, 1)
-			go func() {
-				_, err := p.Receive(time.Time{}) // no deadline
-				done <- err
-			}()
-			// Let Receive park in the poller; were it late, it would still
-			// have to return os.ErrClosed.
-			time.Sleep(50 * time.Millisecond)
-			if err := p.Close(); err != nil {
-				t.Fatal(err)
-			}
-			select {
-			case err := <-done:
-				if !errors.Is(err, os.ErrClosed) {
-					t.Errorf("Receive after Close: error = %v, want %v", err, os.ErrClosed)
-				}
-			case <-time.After(replyTimeout):
-				t.Fatal("Receive still blocked after Close")
-			}
+			closeDuringReceive(t, p)
 			if _, err := p.Send(1); !errors.Is(err, os.ErrClosed) {
 				t.Errorf("Send after Close: error = %v, want %v", err, os.ErrClosed)
 			}
 		})
+	}
+}
+
+// closeDuringReceive closes p while a Receive without a deadline waits,
+// which must then return os.ErrClosed.
+func closeDuringReceive(t *testing.T, p interface {
+	Receive(time.Time) (Reply, error)
+	Close() error
+}) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() {
+		_, err := p.Receive(time.Time{}) // no deadline
+		done <- err
+	}()
+	// Let Receive park in the poller; were it late, it would still have
+	// to return os.ErrClosed.
+	time.Sleep(50 * time.Millisecond)
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, os.ErrClosed) {
+			t.Errorf("Receive after Close: error = %v, want %v", err, os.ErrClosed)
+		}
+	case <-time.After(replyTimeout):
+		t.Fatal("Receive still blocked after Close")
 	}
 }
 

@@ -137,25 +137,7 @@ func TestTCPReceiveSkipsForeignPackets(t *testing.T) {
 func TestTCPCloseUnblocksReceive(t *testing.T) {
 	p, _, _ := socketpairTCPProber(t, testDst4)
 	p.src = testSrc4
-	done := make(chan error, 1)
-	go func() {
-		_, err := p.Receive(time.Time{}) // no deadline
-		done <- err
-	}()
-	// Let Receive block; were it late, it would still have to return
-	// os.ErrClosed.
-	time.Sleep(50 * time.Millisecond)
-	if err := p.Close(); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-done:
-		if !errors.Is(err, os.ErrClosed) {
-			t.Errorf("Receive after Close: error = %v, want %v", err, os.ErrClosed)
-		}
-	case <-time.After(replyTimeout):
-		t.Fatal("Receive still blocked after Close")
-	}
+	closeDuringReceive(t, p)
 	if readersRunning() {
 		t.Error("a reader goroutine outlived Close")
 	}
