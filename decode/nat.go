@@ -80,7 +80,42 @@ func (j *Journey) Translations() []Translation {
 			prev, prevSrc, prevDst = h, src, dst
 		}
 	}
+	// The probe's source as it was sent is not recorded: a source NAT made
+	// where it was sent, before its first hop (netavark masquerades
+	// loopback to a published port), shows only undone, on the answer.
+	// Conntrack undoes in a namespace exactly the change made there, so the
+	// probe's own change is the inverse, first seen where the probe's
+	// source is the translated one.
+	for _, rev := range slices.Clone(out) {
+		if rev.Kind != "reverse SNAT" || slices.ContainsFunc(out, func(o Translation) bool {
+			return o.Kind == "SNAT" && o.Netns == rev.Netns && o.Before == rev.After && o.After == rev.Before
+		}) {
+			continue
+		}
+		hop := j.firstRequestFrom(rev.Before)
+		if hop < 0 {
+			continue
+		}
+		t := j.translation("SNAT", rev.After, rev.Before, rev.Netns, hop, true)
+		at := slices.IndexFunc(out, func(o Translation) bool { return strings.HasPrefix(o.Kind, "reverse ") || o.Hop > hop })
+		out = slices.Insert(out, at, t)
+	}
 	return out
+}
+
+// firstRequestFrom is the index of the first hop of a packet the prober
+// sent whose source is src, or -1.
+func (j *Journey) firstRequestFrom(src netip.AddrPort) int {
+	for i := range j.Hops {
+		h := &j.Hops[i]
+		if h.IsError() || !IsTCPRequest(h.TCPFlags) {
+			continue
+		}
+		if sport, _, ok := h.Ports(); ok && netip.AddrPortFrom(h.Src, sport) == src {
+			return i
+		}
+	}
+	return -1
 }
 
 // natKind names a change of the probe's packet, or of the answer, undoing

@@ -152,6 +152,40 @@ func TestTranslations(t *testing.T) {
 	if tr := j.Translations(); len(tr) != 1 || tr[0].Kind != "DNAT" || tr[0].Netns != client || tr[0].Hop != 0 {
 		t.Errorf("OUTPUT DNAT: %+v", tr)
 	}
+	// Loopback to a published port, masqueraded where it was sent: the
+	// first hop already shows both changes, and the source's only shows
+	// undone, on the answer (bridge netfilter makes it before the bridge's
+	// own receive); the probe's is its inverse, made by the masquerade.
+	lo, pub, ctr, gw := "127.0.0.1:40000", "127.0.0.1:8080", "10.88.0.5:80", "10.88.0.1:40000"
+	j = Journey{Outcome: Outcome{Target: netip.MustParseAddr("127.0.0.1"), Port: 8080, Proto: ProtoTCP}, Hops: []Record{
+		tcpHop(10, node, ProbeNetDevQueue, TCPSyn, gw, ctr),
+		tcpHop(20, pod, ProbeNetifReceiveSkb, TCPSyn, gw, ctr),
+		tcpHop(30, pod, ProbeNetDevQueue, TCPSyn|TCPAck, ctr, gw),
+		tcpHop(40, node, ProbeNetifReceiveSkb, TCPSyn|TCPAck, ctr, gw),
+		tcpHop(50, node, ProbeNetifReceiveSkb, TCPSyn|TCPAck, ctr, lo),
+	}, Netfilter: []NetfilterEvent{
+		{Netns: node, Table: "nat", Chain: "NETAVARK-DN-1", Hook: HookOutput, Type: TraceRule, Verdict: "ACCEPT",
+			RuleHandle: 4, Rule: "tcp dport 8080 counter dnat to 10.88.0.5:80", Proto: ProtoTCP, TCPFlags: TCPSyn},
+		{Netns: node, Table: "nat", Chain: "NETAVARK-HOSTPORT-MASQ", Hook: HookPostrouting, Type: TraceRule, Verdict: "ACCEPT",
+			RuleHandle: 7, Rule: "meta mark & 0x00002000 == 0x00002000 counter masquerade", Proto: ProtoTCP, TCPFlags: TCPSyn},
+	}}
+	got = nil
+	for _, tr := range j.Translations() {
+		rule := ""
+		if tr.Rule != nil {
+			rule = " " + tr.Rule.Chain
+		}
+		got = append(got, tr.Kind+" "+tr.Before.String()+">"+tr.After.String()+" @"+string(rune('0'+tr.Netns))+" hop"+string(rune('0'+tr.Hop))+rule)
+	}
+	want = []string{
+		"DNAT " + pub + ">" + ctr + " @2 hop0 NETAVARK-DN-1",
+		"SNAT " + lo + ">" + gw + " @2 hop0 NETAVARK-HOSTPORT-MASQ",
+		"reverse SNAT " + gw + ">" + lo + " @2 hop4",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("loopback masqueraded where sent:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+
 	// An echo has none.
 	j.Proto = 0
 	if tr := j.Translations(); tr != nil {

@@ -23,6 +23,17 @@ import (
 // It returns the container's name, id and the pid of its sleep.
 func podmanContainer(t *testing.T) (name, id string, pid int) {
 	t.Helper()
+	tag := podmanImage(t)
+	name = topology.UniqueName("tpk-web-")
+	id = podmanRun(t, name, "--network", "none", tag, "/bin/sleep", "60")
+	return name, id, podmanPid(t, name)
+}
+
+// podmanImage skips t (fails it in CI) where podman cannot run, and imports
+// an image from a busybox-static rootfs (no registry is needed), removed
+// when t ends. It returns the image's tag.
+func podmanImage(t *testing.T) string {
+	t.Helper()
 	testenv.RequireRoot(t)
 	if os.Getenv(vmtest.GuestEnvVar) == "1" {
 		t.Skip("the test VM shares the host root read-only: podman cannot keep its storage there; this test runs in the host suite")
@@ -34,18 +45,26 @@ func podmanContainer(t *testing.T) (name, id string, pid int) {
 	}
 	image := filepath.Join(t.TempDir(), "rootfs.tar")
 	writeRootfs(t, image, busybox)
-	name = topology.UniqueName("tpk-web-")
-	tag := "localhost/" + name + ":test"
-	podman := func(args ...string) string {
-		t.Helper()
-		out, err := exec.Command("podman", args...).CombinedOutput()
-		if err != nil {
-			t.Fatalf("podman %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		return strings.TrimSpace(string(out))
-	}
-	podman("import", "--quiet", image, tag)
+	tag := "localhost/" + topology.UniqueName("tpk-img-") + ":test"
+	podman(t, "import", "--quiet", image, tag)
 	t.Cleanup(func() { _ = exec.Command("podman", "rmi", "--force", tag).Run() })
+	return tag
+}
+
+// podman runs podman with args and returns what it printed, trimmed.
+func podman(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := exec.Command("podman", args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("podman %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// podmanRun starts a container called name (`podman run --detach`, then
+// args: options, image and command), removed when t ends, and returns its id.
+func podmanRun(t *testing.T, name string, args ...string) string {
+	t.Helper()
 	// This machine's root lacks CAP_SYS_RESOURCE, so no rlimit may be raised:
 	// keep the open-files limit we have, and podman's own process limit
 	// (it lowers its own to 32768 at start). runc, since crun refuses a
@@ -59,15 +78,20 @@ func podmanContainer(t *testing.T) (name, id string, pid int) {
 	if err := unix.Getrlimit(unix.RLIMIT_NPROC, &cur); err == nil && cur.Max < nproc {
 		nproc = cur.Max
 	}
-	id = podman("run", "--detach", "--runtime", "runc", "--name", name, "--network", "none",
-		"--ulimit", fmt.Sprintf("nofile=%d:%d", nofile.Max, nofile.Max), "--ulimit", fmt.Sprintf("nproc=%d:%d", nproc, nproc),
-		tag, "/bin/sleep", "60")
 	t.Cleanup(func() { _ = exec.Command("podman", "rm", "--force", "--time", "0", name).Run() })
-	pid, err = strconv.Atoi(podman("inspect", "--format", "{{.State.Pid}}", name))
+	return podman(t, append([]string{"run", "--detach", "--runtime", "runc", "--name", name,
+		"--ulimit", fmt.Sprintf("nofile=%d:%d", nofile.Max, nofile.Max), "--ulimit", fmt.Sprintf("nproc=%d:%d", nproc, nproc)},
+		args...)...)
+}
+
+// podmanPid is the pid of a running container's first process.
+func podmanPid(t *testing.T, name string) int {
+	t.Helper()
+	pid, err := strconv.Atoi(podman(t, "inspect", "--format", "{{.State.Pid}}", name))
 	if err != nil || pid <= 0 {
 		t.Fatalf("podman inspect %s: pid %d, %v", name, pid, err)
 	}
-	return name, id, pid
+	return pid
 }
 
 // writeRootfs writes a tar of a root file system holding busybox as
