@@ -182,6 +182,9 @@ func dockerHost(t *testing.T) *dockerHostNet {
 func TestE2EPublishedPortDocker(t *testing.T) {
 	for _, version := range []int{27, 28} {
 		t.Run(fmt.Sprintf("docker%d", version), func(t *testing.T) {
+			if version == 27 {
+				hostOnly(t, "Docker 27's rule shape: the kernel paths of Docker 28's")
+			}
 			testenv.RequireCommands(t, "iptables-restore", "ip6tables-restore", "iptables", "ip6tables", "nft")
 			n := dockerHost(t)
 			for _, f := range []struct {
@@ -206,6 +209,7 @@ func publishedPortCases(t *testing.T, n *dockerHostNet) {
 	families(t, n.Host4, n.Host6, func(t *testing.T, host netip.Addr) {
 		ctr, client, family, iptables := n.Ctr4, n.Client4, "ip", "iptables"
 		if host.Is6() {
+			hostOnly(t, "IPv6 NAT, which the Service tests cover in the guests")
 			ctr, client, family, iptables = n.Ctr6, n.Client6, "ip6", "ip6tables"
 		}
 		dnatHandle := ruleHandle(t, inNetns(t, n.Host, "nft", "-a", "list", "chain", family, "nat", "DOCKER"), "dnat to "+to(ctr, 80))
