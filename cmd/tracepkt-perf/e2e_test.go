@@ -9,6 +9,8 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -477,7 +479,10 @@ func TestE2EDemoReadOnlyRun(t *testing.T) {
 
 // TestE2EDemo runs the demo: per family, the container answers, the
 // firewall namespace's own rule drops the request, and the router with no
-// route onward drops it and answers unreachable; exit 0, as the demo meant.
+// route onward drops it and answers unreachable; then the Service, which
+// the node translates to the pod: open at one port, closed at the next,
+// rejected (unreachable) at the one without endpoints; exit 0, as the demo
+// meant.
 func TestE2EDemo(t *testing.T) {
 	testenv.RequireRoot(t)
 	root := inode(t, &topology.Netns{})
@@ -487,7 +492,7 @@ func TestE2EDemo(t *testing.T) {
 	// from the tool's own output.
 	base := topology.DemoBridge + "-" + strconv.Itoa(cmd.Process.Pid)
 	ns := map[string]uint64{}
-	for _, name := range []string{base, base + "-fw", base + "-r"} {
+	for _, name := range []string{base, base + "-fw", base + "-r", base + "-node", base + "-pod"} {
 		// The file comes first, its bind mount after: wait for the namespace.
 		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(2 * time.Millisecond) {
 			var fs unix.Statfs_t
@@ -507,12 +512,12 @@ func TestE2EDemo(t *testing.T) {
 		t.Fatalf("exit %d, stderr:\n%s", code, stderr)
 	}
 	echoes := decodeEchoes(t, string(out))
-	if len(echoes) != 6 {
-		t.Fatalf("%d echoes, want 6:\n%s", len(echoes), out)
+	if len(echoes) != 12 {
+		t.Fatalf("%d echoes and TCP probes, want 12:\n%s", len(echoes), out)
 	}
-	ctr, fw, rtr := ns[base], ns[base+"-fw"], ns[base+"-r"]
-	if ctr == root || fw == root || rtr == root || fw == ctr || rtr == ctr || fw == rtr {
-		t.Errorf("root %d, container %d, firewall %d, router %d: want four namespaces", root, ctr, fw, rtr)
+	ctr, fw, rtr, node, podNs := ns[base], ns[base+"-fw"], ns[base+"-r"], ns[base+"-node"], ns[base+"-pod"]
+	if distinct := map[uint64]bool{root: true, ctr: true, fw: true, rtr: true, node: true, podNs: true}; len(distinct) != 6 {
+		t.Errorf("root %d, container %d, firewall %d, router %d, node %d, pod %d: want six namespaces", root, ctr, fw, rtr, node, podNs)
 	}
 	for i, fam := range []struct{ container, firewall, far, router string }{
 		{"172.31.250.2", "172.31.250.3", "172.31.251.2", "172.31.250.4"},
@@ -534,7 +539,167 @@ func TestE2EDemo(t *testing.T) {
 		assertLoss(t, farEcho, wantLoss{result: "unreachable", reason: "IP_INNOROUTES", netns: rtr, ifname: "eth0", hint: "no route",
 			errFrom: netip.MustParseAddr(fam.router), errType: map[bool]uint8{true: 3, false: 1}[i == 0]})
 	}
+	for i, fam := range []struct{ vip, node, nodeLink, pod string }{
+		{"172.31.254.10", "172.31.250.5", "172.31.253.1", "172.31.253.2"},
+		{"fd00:7470:0:4::a", "fd00:7470::5", "fd00:7470:0:3::1", "fd00:7470:0:3::2"},
+	} {
+		vip, pod := netip.MustParseAddr(fam.vip), netip.MustParseAddr(fam.pod)
+		assertDemoService(t, echoes[6+3*i:9+3*i], vip, netip.MustParseAddr(fam.node), netip.MustParseAddr(fam.nodeLink), pod, root, node, podNs)
+	}
 	assertDemoRemoved(t)
+}
+
+// assertDemoService checks the demo's three TCP probes to the Service at
+// vip, which node translates to pod: open, closed, rejected.
+func assertDemoService(t *testing.T, probes []jsonEcho, vip, nodeAddr, nodeLink, pod netip.Addr, root, node, podNs uint64) {
+	t.Helper()
+	to := func(a netip.Addr, p int) string { return netip.AddrPortFrom(a, uint16(p)).String() }
+	there := []string{
+		row(root, "tpdemo0", "out", "syn"), row(root, "tpdemo0n", "out", "syn"),
+		row(node, "eth0", "in", "syn"), row(node, "eth1", "out", "syn"), row(podNs, "eth0", "in", "syn"),
+	}
+	back := func(typ string) []string {
+		return []string{row(podNs, "eth0", "out", typ), row(node, "eth1", "in", typ), row(node, "eth0", "out", typ),
+			row(root, "tpdemo0n", "in", typ), row(root, "tpdemo0", "in", typ)}
+	}
+	for i, w := range []struct {
+		port, epPort int
+		result       string
+		rows         []string
+	}{
+		{80, 8080, "open", slices.Concat(there, back("syn-ack"), []string{
+			row(root, "tpdemo0", "out", "rst"), row(root, "tpdemo0n", "out", "rst"),
+			row(node, "eth0", "in", "rst"), row(node, "eth1", "out", "rst"), row(podNs, "eth0", "in", "rst")})},
+		{81, 8081, "closed", slices.Concat(there, back("rst"))},
+		{82, 0, "unreachable", []string{
+			row(root, "tpdemo0", "out", "syn"), row(root, "tpdemo0n", "out", "syn"), row(node, "eth0", "in", "syn"),
+			row(node, "eth0", "out", "unreachable"), row(root, "tpdemo0n", "in", "unreachable"), row(root, "tpdemo0", "in", "unreachable")}},
+	} {
+		e := probes[i]
+		if e.Result != w.result || e.Protocol != "tcp" || e.Port != uint16(w.port) || e.Target != vip.String() {
+			t.Errorf("probe %d: %s %s port %d result %q, want tcp to %s port %d %s", i, e.Target, e.Protocol, e.Port, e.Result, vip, w.port, w.result)
+		}
+		if got := rows(e); strings.Join(got, "\n") != strings.Join(w.rows, "\n") {
+			t.Errorf("%s rows:\n%s\nwant:\n%s", to(vip, w.port), strings.Join(got, "\n"), strings.Join(w.rows, "\n"))
+		}
+		// Every translation happens in the node, by its kube-proxy
+		// table: to the endpoint and from the node's address toward the
+		// pod (masquerade, a random port), and back.
+		var nat []string
+		for _, h := range e.Hops {
+			for _, x := range h.NAT {
+				after := x.After
+				if x.Kind == "SNAT" {
+					after = netip.AddrPortFrom(netip.MustParseAddrPort(after).Addr(), 0).String()
+				}
+				nat = append(nat, fmt.Sprintf("%s %s %s -> %s @%d %s.%s", row(uint64(h.Netns), h.Ifname, h.Dir, h.Type), x.Kind, x.Before, after, x.Netns, x.Table, x.Chain))
+			}
+		}
+		if w.epPort == 0 {
+			if len(nat) != 0 {
+				t.Errorf("%s: translations %q, want none", to(vip, w.port), nat)
+			}
+			code := map[bool]uint8{true: 4, false: 3}[vip.Is6()]
+			if e.ICMPError == nil || e.ICMPError.Code != code || e.ICMPError.From != nodeAddr.String() {
+				t.Errorf("%s: icmp error %+v, want port unreachable (code %d) from %s", to(vip, w.port), e.ICMPError, code, nodeAddr)
+			}
+			continue
+		}
+		endpoint := fmt.Sprintf("kube-proxy.endpoint-%s-demo/%s/tcp/http__%s/%d",
+			map[int]string{80: "DEMOWEB0", 81: "DEMOCLS0"}[w.port], map[int]string{80: "web", 81: "closed"}[w.port], pod, w.epPort)
+		var src string
+		for _, h := range e.Hops {
+			if h.Probe == "net_dev_queue" && h.Type == "syn" && h.Netns == uint32(root) {
+				src = netip.MustParseAddrPort(h.Src).String()
+				break
+			}
+		}
+		want := []string{
+			fmt.Sprintf("%s DNAT %s -> %s @%d %s", row(node, "eth1", "out", "syn"), to(vip, w.port), to(pod, w.epPort), node, endpoint),
+			fmt.Sprintf("%s SNAT %s -> %s @%d kube-proxy.masquerading", row(node, "eth1", "out", "syn"), src, to(nodeLink, 0), node),
+		}
+		if len(nat) < 2 || strings.Join(nat[:2], "\n") != strings.Join(want, "\n") {
+			t.Errorf("%s translations:\n%s\nwant first:\n%s", to(vip, w.port), strings.Join(nat, "\n"), strings.Join(want, "\n"))
+		}
+		if e.AnswerFrom != vip.String() {
+			t.Errorf("%s answered from %q, want the Service address", to(vip, w.port), e.AnswerFrom)
+		}
+	}
+}
+
+// TestE2EDemoOneFamily: with -6 the demo probes only IPv6 addresses, its
+// service scene included.
+func TestE2EDemoOneFamily(t *testing.T) {
+	testenv.RequireRoot(t)
+	res := runTool(t, nil, "--demo", "-6", "--json")
+	if res.code != 0 {
+		t.Fatalf("exit %d\n%s%s", res.code, res.stderr, res.stdout)
+	}
+	var got []string
+	for _, e := range decodeEchoes(t, res.stdout) {
+		got = append(got, fmt.Sprintf("%s %s %d %s", e.Target, e.Protocol, e.Port, e.Result))
+	}
+	want := []string{
+		"fd00:7470::2  0 reply", "fd00:7470::3  0 dropped", "fd00:7470:0:1::2  0 unreachable",
+		"fd00:7470:0:4::a tcp 80 open", "fd00:7470:0:4::a tcp 81 closed", "fd00:7470:0:4::a tcp 82 unreachable",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("probes:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	assertDemoRemoved(t)
+}
+
+// TestE2EDemoRecorded: a recording holds echoes or TCP probes, so a
+// recorded demo leaves its service scene out, says so, and records its
+// echoes, which replay as they were shown.
+func TestE2EDemoRecorded(t *testing.T) {
+	testenv.RequireRoot(t)
+	rec := filepath.Join(t.TempDir(), "demo.tpk")
+	live := runTool(t, nil, "--demo", "-4", "--json", "--record", rec)
+	const note = "demo: the service scene's TCP probes are left out of a recording, which holds echoes or TCP probes, not both\n"
+	if live.code != 0 || !strings.Contains(live.stderr, note) {
+		t.Fatalf("exit %d, want 0 and %q in stderr:\n%s", live.code, note, live.stderr)
+	}
+	var got []string
+	for _, e := range decodeEchoes(t, live.stdout) {
+		got = append(got, e.Target+" "+e.Result)
+	}
+	if want := []string{"172.31.250.2 reply", "172.31.250.3 dropped", "172.31.251.2 unreachable"}; strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("echoes:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	replayed := runTool(t, nil, "--json", "--replay", rec)
+	if replayed.code != 1 || replayed.stdout != live.stdout {
+		t.Errorf("replay: exit %d (want 1: two echoes failed), output differs from the live run's:\n%s\nlive:\n%s", replayed.code, replayed.stdout, live.stdout)
+	}
+	assertDemoRemoved(t)
+}
+
+// TestE2EDemoKilled kills a demo with SIGKILL once its whole topology is
+// built: it leaves its bridge, links and namespaces (the service scene's
+// node, with its kube-proxy tables, and pod included); the next demo sweeps
+// them, runs, and leaves nothing; the machine's own ruleset never changed.
+func TestE2EDemoKilled(t *testing.T) {
+	testenv.RequireRoot(t)
+	before := ruleset(t, &topology.Netns{})
+	cmd, stdout, stderr := startTool(t, "--demo", "-c", "100", "-i", "50ms")
+	readUntil(t, stdout, "reply from", stderr)
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	base := topology.DemoBridge + "-" + strconv.Itoa(cmd.Process.Pid)
+	for _, name := range []string{base, base + "-fw", base + "-r", base + "-far", base + "-node", base + "-pod"} {
+		if _, err := os.Stat("/run/netns/" + name); err != nil {
+			t.Errorf("the killed demo left no namespace %s: nothing to sweep (%v)", name, err)
+		}
+	}
+	if res := runTool(t, nil, "--demo", "-4", "-W", "0.3"); res.code != 0 {
+		t.Errorf("the demo after a killed one: exit %d\n%s", res.code, res.stderr)
+	}
+	assertDemoRemoved(t)
+	if after := ruleset(t, &topology.Netns{}); after != before {
+		t.Errorf("ruleset changed by a killed demo:\n%s\nwas:\n%s", after, before)
+	}
 }
 
 // TestE2EDemoInterrupted stops a long demo after its first echo with each

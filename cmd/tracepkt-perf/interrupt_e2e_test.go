@@ -205,7 +205,7 @@ func TestE2EDemoInterruptedBeforeFirstEcho(t *testing.T) {
 			cmd.Wait()
 			stderr := string(out[bytes.LastIndexByte(out, 'x')+1:]) // past what the test put in
 			code := cmd.ProcessState.ExitCode()
-			if code != 1 || !strings.HasSuffix(stderr, "\ntracepkt-perf: interrupted during the demo, after 0 echoes of its 6\n") || stdout.Len() != 0 {
+			if code != 1 || !strings.HasSuffix(stderr, "\ntracepkt-perf: interrupted during the demo, after 0 probes of its 12\n") || stdout.Len() != 0 {
 				t.Errorf("exit %d, stdout %q, stderr:\n%s", code, stdout.String(), stderr)
 			}
 			assertDemoRemoved(t)

@@ -52,8 +52,9 @@ Flags:
                        (SYN-ACK), closed (RST), unreachable, dropped or
                        timeout, with the NAT it went through
       --json           one JSON object per echo, one per line
-      --demo           build a throwaway bridge + namespace topology, trace an
-                       IPv4 and an IPv6 echo into it, remove it
+      --demo           build a throwaway bridge + namespace topology, trace
+                       IPv4 and IPv6 echoes and TCP probes of a Service (DNAT
+                       to a pod) into it, remove it
       --check          print what this kernel supports; exit 0 when the
                        trace can run (with --json: one JSON object)
       --verbose        with --check: also list the network namespaces, as

@@ -67,7 +67,7 @@ func demoNetnsPid(bridge, name string) (int, bool) {
 	if !ok {
 		return 0, false
 	}
-	for _, suffix := range []string{demoFirewallSuffix, demoRouterSuffix, demoFarSuffix} {
+	for _, suffix := range []string{demoFirewallSuffix, demoRouterSuffix, demoFarSuffix, demoNodeSuffix, demoPodSuffix} {
 		if p, ok := strings.CutSuffix(pidText, suffix); ok {
 			pidText = p
 			break
@@ -145,7 +145,7 @@ func procStart(pid int) (start uint64, state byte, err error) {
 
 // SweepDemo removes what a dead demo left on bridge: the bridge, its ports and the links
 // sharing its alias in the caller's namespace, and the demo namespaces "<bridge>-<pid>"
-// (and "<bridge>-<pid>-fw", "-r", "-far") whose process is gone. It returns an error
+// (and "<bridge>-<pid>-fw", "-r", "-far", "-node", "-pod") whose process is gone. It returns an error
 // wrapping ErrDemoInUse if a live process owns the bridge, and an error if a link called
 // bridge exists that no demo created. Nothing left is not an error.
 func SweepDemo(bridge string) error {

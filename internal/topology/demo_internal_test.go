@@ -8,7 +8,7 @@ import (
 func TestDemoNetnsPid(t *testing.T) {
 	for name, want := range map[string]int{
 		"tpdemo0-1234": 1234, "tpdemo0-1234-fw": 1234, "tpdemo0-1234-r": 1234, "tpdemo0-1234-far": 1234,
-		"tpdemo0-1234-x": 0, "tpdemo0-01234": 0, "tpdemo0-": 0, "tpdemo0-fw": 0, "tpdemo1-1234": 0, "other": 0,
+		"tpdemo0-1234-node": 1234, "tpdemo0-1234-pod": 1234, "tpdemo0-1234-x": 0, "tpdemo0-01234": 0, "tpdemo0-": 0, "tpdemo0-fw": 0, "tpdemo1-1234": 0, "other": 0,
 	} {
 		pid, ok := demoNetnsPid("tpdemo0", name)
 		if pid != want || ok != (want != 0) {
