@@ -631,6 +631,7 @@ func assertDemoService(t *testing.T, probes []jsonEcho, vip, nodeAddr, nodeLink,
 // service scene included.
 func TestE2EDemoOneFamily(t *testing.T) {
 	testenv.RequireRoot(t)
+	hostOnly(t, "-6 chooses the demo's probes")
 	res := runTool(t, nil, "--demo", "-6", "--json")
 	if res.code != 0 {
 		t.Fatalf("exit %d\n%s%s", res.code, res.stderr, res.stdout)
@@ -654,6 +655,7 @@ func TestE2EDemoOneFamily(t *testing.T) {
 // echoes, which replay as they were shown.
 func TestE2EDemoRecorded(t *testing.T) {
 	testenv.RequireRoot(t)
+	hostOnly(t, "the demo's recording and its replay")
 	rec := filepath.Join(t.TempDir(), "demo.tpk")
 	live := runTool(t, nil, "--demo", "-4", "--json", "--record", rec)
 	const note = "demo: the service scene's TCP probes are left out of a recording, which holds echoes or TCP probes, not both\n"
@@ -680,6 +682,7 @@ func TestE2EDemoRecorded(t *testing.T) {
 // them, runs, and leaves nothing; the machine's own ruleset never changed.
 func TestE2EDemoKilled(t *testing.T) {
 	testenv.RequireRoot(t)
+	hostOnly(t, "the next demo's sweep")
 	before := ruleset(t, &topology.Netns{})
 	cmd, stdout, stderr := startTool(t, "--demo", "-c", "100", "-i", "50ms")
 	readUntil(t, stdout, "reply from", stderr)
