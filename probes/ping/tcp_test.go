@@ -56,10 +56,19 @@ func socketpairTCPProber(tb testing.TB, target netip.Addr) (p *TCPProber, tcpPee
 	return p, peers[0], peers[1]
 }
 
-// readersRunning reports whether a goroutine runs TCPProber.read.
+// readersRunning reports whether a goroutine still runs TCPProber.read a
+// second after the call. Close returns once every reader has called Done, in
+// its deferred return: a reader may still be on its way out for a moment.
 func readersRunning() bool {
 	buf := make([]byte, 1<<20)
-	return strings.Contains(string(buf[:runtime.Stack(buf, true)]), "ping.(*TCPProber).read(")
+	for deadline := time.Now().Add(time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if !strings.Contains(string(buf[:runtime.Stack(buf, true)]), "ping.(*TCPProber).read(") {
+			return false
+		}
+		if time.Now().After(deadline) {
+			return true
+		}
+	}
 }
 
 // TestTCPReceiveSkipsForeignPackets feeds the prober through socketpairs, so
