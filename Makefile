@@ -88,12 +88,15 @@ test: deps lint
 
 # Every test that skipped, with its reason, on the host and in each guest:
 # on a complete machine only those that run elsewhere by design (the kprobe
-# tests on a kernel without kprobes, the guest-only tests on the host). Verbose output prints a test's log lines
-# before its "--- SKIP" line: the reason is the last of them.
+# tests on a kernel without kprobes, the guest-only tests on the host). A
+# test's reason is the last log line under its "=== RUN" (or CONT, NAME)
+# line: verbose output prints a subtest's "--- SKIP" line later, with its
+# parent's result.
 skips:
 	@echo "skipped tests (host and each guest):"
-	@awk '/^=== RUN/ { reason = "" } /^[ \t]+[^ \t]+\.go:[0-9]+: / { reason = $$0; sub(/^[ \t]+/, "", reason) } \
-		/--- SKIP: / { f = FILENAME; sub(/.*\//, "", f); sub(/\.log$$/, "", f); print "  " f ": " $$3 ": " reason; n++ } \
+	@awk 'FNR == 1 { delete reason; cur = "" } /^=== (RUN|CONT|NAME) / { cur = $$3 } \
+		/^[ \t]+[^ \t]+\.go:[0-9]+: / && cur != "" { r = $$0; sub(/^[ \t]+/, "", r); reason[cur] = r } \
+		/--- SKIP: / { f = FILENAME; sub(/.*\//, "", f); sub(/\.log$$/, "", f); print "  " f ": " $$3 ": " reason[$$3]; n++ } \
 		END { if (!n) print "  none" }' $(wildcard $(TEST_LOGS)/*.log) /dev/null
 
 # Every cost of the tool (cmd/tracepkt-bench): prints each table and writes
