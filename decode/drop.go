@@ -101,7 +101,7 @@ func (j *Journey) Result() string {
 		return "reply"
 	case j.Interrupted:
 		return "interrupted"
-	case j.Proto == ProtoTCP && j.TCPFlags&TCPRst != 0:
+	case j.Closed():
 		return "closed"
 	case j.Error != nil:
 		return j.Error.Result()
@@ -112,6 +112,12 @@ func (j *Journey) Result() string {
 		return "dropped"
 	}
 	return "timeout"
+}
+
+// Closed reports whether a TCP probe's answer was an RST: the port is
+// closed (Result "closed"), an answer though not a reply.
+func (j *Journey) Closed() bool {
+	return j.Proto == ProtoTCP && !j.Replied && !j.Interrupted && j.TCPFlags&TCPRst != 0
 }
 
 // NetfilterDrop returns the netfilter verdict that ended the journey, if one did.

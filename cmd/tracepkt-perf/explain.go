@@ -40,7 +40,7 @@ func (s *session) reasonName(r uint32) string {
 // now in the namespace where it happened. A live run only: a recording keeps
 // the result.
 func (s *session) explain(j *decode.Journey) error {
-	if j.Replied || j.Result() == "closed" {
+	if j.Replied || j.Closed() {
 		return nil // a TCP probe's RST says it all
 	}
 	// /proc/kallsyms is read once, for every free the journey holds.

@@ -156,21 +156,11 @@ type prober interface {
 // routes and receives there, whichever thread uses it, while the rest of
 // the program stays where it was. mark is nil for echoes.
 func openProber(target netip.Addr, port uint16, id uint16, mark *decode.TCPMark, opts ping.Options, from *netns.Netns) (prober, error) {
-	// A failed open returns a nil interface, never one holding a nil
-	// prober that Close would be called on.
 	open := func() (prober, error) {
 		if mark != nil {
-			if p, err := ping.OpenTCP(target, port, *mark, opts); err == nil {
-				return p, nil
-			} else {
-				return nil, err
-			}
+			return asProber(ping.OpenTCP(target, port, *mark, opts))
 		}
-		if p, err := ping.Open(target, id, opts); err == nil {
-			return p, nil
-		} else {
-			return nil, err
-		}
+		return asProber(ping.Open(target, id, opts))
 	}
 	if from == nil {
 		return open()
@@ -185,6 +175,15 @@ func openProber(target netip.Addr, port uint16, id uint16, mark *decode.TCPMark,
 		p, err = open()
 		return err
 	})
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// asProber returns what an open returned as a prober: nil on error, never
+// an interface holding a nil prober that Close would be called on.
+func asProber[P prober](p P, err error) (prober, error) {
 	if err != nil {
 		return nil, err
 	}

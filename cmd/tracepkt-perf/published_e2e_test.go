@@ -234,11 +234,7 @@ func publishedPortCases(t *testing.T, n *dockerHostNet) {
 		}
 
 		t.Run("from a client", func(t *testing.T) {
-			res := runTool(t, n.Client, "--json", "-W", "2s", "--tcp", "8080", host.String())
-			if res.code != 0 {
-				t.Fatalf("exit %d\n%s%s", res.code, res.stderr, res.stdout)
-			}
-			e := decodeEchoes(t, res.stdout)[0]
+			e, res := probeJSON(t, n.Client, 0, "-W", "2s", "--tcp", "8080", host.String())
 			if e.Result != "open" || e.Port != 8080 || e.AnswerFrom != host.String() {
 				t.Errorf("result %q port %d answer from %q, want open from %s", e.Result, e.Port, e.AnswerFrom, host)
 			}
@@ -266,11 +262,7 @@ func publishedPortCases(t *testing.T, n *dockerHostNet) {
 		t.Run("from the host", func(t *testing.T) {
 			// curl to the host's own address: translated in OUTPUT, before
 			// the SYN's first hop.
-			res := runTool(t, n.Host, "--json", "-W", "2s", "--tcp", "8080", host.String())
-			if res.code != 0 {
-				t.Fatalf("exit %d\n%s%s", res.code, res.stderr, res.stdout)
-			}
-			e := decodeEchoes(t, res.stdout)[0]
+			e, res := probeJSON(t, n.Host, 0, "-W", "2s", "--tcp", "8080", host.String())
 			if e.Result != "open" || e.AnswerFrom != host.String() {
 				t.Errorf("result %q answer from %q, want open from %s", e.Result, e.AnswerFrom, host)
 			}
@@ -292,11 +284,7 @@ func publishedPortCases(t *testing.T, n *dockerHostNet) {
 
 		t.Run("not published", func(t *testing.T) {
 			// Nothing DNATs 8081: the host's own stack answers, with an RST.
-			res := runTool(t, n.Client, "--json", "-W", "2s", "--tcp", "8081", host.String())
-			if res.code != 1 {
-				t.Fatalf("exit %d, want 1\n%s%s", res.code, res.stderr, res.stdout)
-			}
-			e := decodeEchoes(t, res.stdout)[0]
+			e, _ := probeJSON(t, n.Client, 1, "-W", "2s", "--tcp", "8081", host.String())
 			if e.Result != "closed" || e.AnswerFrom != host.String() {
 				t.Errorf("result %q answer from %q, want closed by %s", e.Result, e.AnswerFrom, host)
 			}
@@ -320,11 +308,7 @@ func publishedPortCases(t *testing.T, n *dockerHostNet) {
 			inNetns(t, n.Host, append([]string{iptables, "-I"}, rule...)...)
 			t.Cleanup(func() { inNetns(t, n.Host, append([]string{iptables, "-D"}, rule...)...) })
 			handle := ruleHandle(t, inNetns(t, n.Host, "nft", "-a", "list", "chain", family, "filter", "DOCKER-USER"), " drop")
-			res := runTool(t, n.Client, "--json", "-W", "1s", "--tcp", "8080", host.String())
-			if res.code != 1 {
-				t.Fatalf("exit %d, want 1\n%s%s", res.code, res.stderr, res.stdout)
-			}
-			e := decodeEchoes(t, res.stdout)[0]
+			e, _ := probeJSON(t, n.Client, 1, "-W", "1s", "--tcp", "8080", host.String())
 			reason := "NETFILTER_DROP"
 			if !kernelReasons(t) {
 				reason = ""

@@ -191,7 +191,7 @@ func plural(n int, one, many string) string {
 // explains it.
 func summary(j *decode.Journey, rc *renderContext) string {
 	var b strings.Builder
-	if j.Replied || j.Result() == "closed" {
+	if j.Replied || j.Closed() {
 		nss, ifs := j.Crossed()
 		if j.Proto == decode.ProtoTCP {
 			b.WriteString(tcpAnswer(j, rc))
@@ -448,7 +448,7 @@ func (w jsonWriter) Journey(j *decode.Journey) error {
 		jsonRunNotes:  w.rc.jsonNotes(),
 	}
 	e.Notes = slices.Concat(e.Notes, j.Notes)
-	if j.Replied || j.Result() == "closed" {
+	if j.Replied || j.Closed() {
 		e.RTTNs = j.RTT.Nanoseconds()
 	}
 	if j.Proto == decode.ProtoTCP {

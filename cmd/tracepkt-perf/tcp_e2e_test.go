@@ -110,6 +110,17 @@ func serviceNode(t *testing.T, restore4, restore6 string) (n *topology.RouterNet
 	return n, vip4, vip6, epPort
 }
 
+// probeJSON runs the tool with --json and args inside src, requires exit
+// status code, and returns the first probe it printed, with the run.
+func probeJSON(t *testing.T, src *topology.Netns, code int, args ...string) (jsonEcho, toolResult) {
+	t.Helper()
+	res := runTool(t, src, append([]string{"--json"}, args...)...)
+	if res.code != code {
+		t.Fatalf("exit %d, want %d\n%s%s", res.code, code, res.stderr, res.stdout)
+	}
+	return decodeEchoes(t, res.stdout)[0], res
+}
+
 // hostOnly skips, in a test guest, a case that shows no kernel behaviour
 // of its own: each run of the tool costs seconds under emulation.
 func hostOnly(t *testing.T, what string) {
@@ -177,11 +188,7 @@ func TestE2ETCPThroughServiceNAT(t *testing.T) {
 			ep, rb = n.Target6, n.RB6.Addr()
 		}
 		t.Run("open", func(t *testing.T) {
-			res := runTool(t, n.A, "--json", "-W", "2s", "--tcp", "80", vip.String())
-			if res.code != 0 {
-				t.Fatalf("exit %d\n%s%s", res.code, res.stderr, res.stdout)
-			}
-			e := decodeEchoes(t, res.stdout)[0]
+			e, res := probeJSON(t, n.A, 0, "-W", "2s", "--tcp", "80", vip.String())
 			if e.Result != "open" || e.Protocol != "tcp" || e.Port != 80 || e.AnswerFrom != vip.String() || e.RTTNs <= 0 {
 				t.Errorf("result %q protocol %q port %d answer from %q rtt %d", e.Result, e.Protocol, e.Port, e.AnswerFrom, e.RTTNs)
 			}
@@ -280,11 +287,7 @@ func TestE2ETCPThroughServiceNAT(t *testing.T) {
 		t.Run("from the node", func(t *testing.T) {
 			// Sent from the node itself, the probe is translated in OUTPUT,
 			// before its first hop.
-			res := runTool(t, n.R, "--json", "-W", "2s", "--tcp", "80", vip.String())
-			if res.code != 0 {
-				t.Fatalf("exit %d\n%s%s", res.code, res.stderr, res.stdout)
-			}
-			e := decodeEchoes(t, res.stdout)[0]
+			e, _ := probeJSON(t, n.R, 0, "-W", "2s", "--tcp", "80", vip.String())
 			var first jsonHop
 			for _, h := range e.Hops {
 				if h.Probe == "net_dev_queue" {
@@ -312,11 +315,7 @@ func TestE2ETCPThroughServiceNAT(t *testing.T) {
 			}
 		})
 		t.Run("no endpoints", func(t *testing.T) {
-			res := runTool(t, n.A, "--json", "-W", "2s", "--tcp", "82", vip.String())
-			if res.code != 1 {
-				t.Fatalf("exit %d, want 1\n%s%s", res.code, res.stderr, res.stdout)
-			}
-			e := decodeEchoes(t, res.stdout)[0]
+			e, _ := probeJSON(t, n.A, 1, "-W", "2s", "--tcp", "82", vip.String())
 			code := uint8(3)
 			if vip.Is6() {
 				code = 4
@@ -326,11 +325,7 @@ func TestE2ETCPThroughServiceNAT(t *testing.T) {
 			}
 		})
 		t.Run("dropped in FORWARD", func(t *testing.T) {
-			res := runTool(t, n.A, "--json", "-W", "1s", "--tcp", "83", vip.String())
-			if res.code != 1 {
-				t.Fatalf("exit %d, want 1\n%s%s", res.code, res.stderr, res.stdout)
-			}
-			e := decodeEchoes(t, res.stdout)[0]
+			e, _ := probeJSON(t, n.A, 1, "-W", "1s", "--tcp", "83", vip.String())
 			if e.Result != "dropped" || e.Drop == nil || e.Drop.Netns != uint32(r) || e.Drop.Type != "syn" {
 				t.Errorf("result %q drop %+v, want dropped in %d", e.Result, e.Drop, r)
 			}
@@ -416,11 +411,7 @@ func TestE2ETCPThroughKubeProxyNftables(t *testing.T) {
 		handle := ruleHandle(t, listing, dnat)
 		masq := ruleHandle(t, inNetns(t, n.R, "nft", "-a", "list", "chain", family, "kube-proxy", "masquerading"), "masquerade fully-random")
 
-		res := runTool(t, n.A, "--json", "-W", "2s", "--tcp", "80", vip.String())
-		if res.code != 0 {
-			t.Fatalf("exit %d\n%s%s", res.code, res.stderr, res.stdout)
-		}
-		e := decodeEchoes(t, res.stdout)[0]
+		e, res := probeJSON(t, n.A, 0, "-W", "2s", "--tcp", "80", vip.String())
 		var got []string
 		for _, h := range e.Hops {
 			for _, x := range h.NAT {
@@ -462,11 +453,7 @@ func TestE2ETCPThroughLegacyIptables(t *testing.T) {
 		if vip.Is6() {
 			ep = n.Target6
 		}
-		res := runTool(t, n.A, "--json", "--netfilter", "kprobe", "-W", "2s", "--tcp", "80", vip.String())
-		if res.code != 0 {
-			t.Fatalf("exit %d\n%s%s", res.code, res.stderr, res.stdout)
-		}
-		e := decodeEchoes(t, res.stdout)[0]
+		e, _ := probeJSON(t, n.A, 0, "--netfilter", "kprobe", "-W", "2s", "--tcp", "80", vip.String())
 		var got []string
 		for _, h := range e.Hops {
 			for _, x := range h.NAT {

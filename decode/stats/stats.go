@@ -184,7 +184,7 @@ func Summarize(journeys []decode.Journey, names Names) Summary {
 		if j.Replied {
 			s.Replied++
 		}
-		if closed(j) {
+		if j.Closed() {
 			s.Closed++
 		}
 		if len(j.Hops) == 0 {
@@ -248,12 +248,9 @@ func Summarize(journeys []decode.Journey, names Names) Summary {
 	return s
 }
 
-// closed reports whether an RST answered the journey's TCP probe.
-func closed(j *decode.Journey) bool { return j.Proto == decode.ProtoTCP && j.Result() == "closed" }
-
 // answered reports whether the journey is complete: the echo got its reply,
 // or the TCP probe its SYN-ACK or RST.
-func answered(j *decode.Journey) bool { return j.Replied || closed(j) }
+func answered(j *decode.Journey) bool { return j.Replied || j.Closed() }
 
 func newEcho(j *decode.Journey, names Names) echo {
 	e := echo{j: j, places: make([]Place, len(j.Hops)), verdicts: make([][]*decode.NetfilterEvent, len(j.Hops))}
@@ -342,7 +339,7 @@ func summarizeGroup(path []Place, members []*echo) Group {
 			g.Replied++
 			rtts = append(rtts, j.RTT)
 			kernel = append(kernel, time.Duration(lastAnswer(j).Time-j.Hops[0].Time))
-		case closed(j):
+		case j.Closed():
 			g.Closed++
 		default:
 			g.Hops[len(j.Hops)-1].LostAfter++
