@@ -28,8 +28,8 @@ const (
 	OffSrc      = 56 // [16]byte; IPv4 uses the first 4
 	OffDst      = 72 // [16]byte
 	OffCapLen   = 88 // u16 valid bytes in Packet
-	OffProto    = 90 // u8 the probe's protocol (ProtoTCP); 0 for an echo's packets and errors
-	OffTCPFlags = 91 // u8 TCP flags of a TCP packet of ours; 0 for ICMP
+	OffProto    = 90 // u8 the probe's protocol (ProtoTCP, ProtoUDP); 0 for an echo's packets and errors
+	OffTCPFlags = 91 // u8 TCP flags of a TCP packet of ours, UDPAnswer for a UDP answer; 0 for ICMP
 	OffPacket   = 96 // [PacketBytes]byte from the network header on
 	PacketBytes = 128
 	// The drop probe's fields; zero in the records of other probes.
@@ -109,9 +109,10 @@ type Record struct {
 	Seq      uint16
 	Ifname   [16]byte
 	Src, Dst netip.Addr
-	// Proto is ProtoTCP for the packets of a TCP probe and the ICMP errors
-	// quoting one (then ICMPType is the error's type), 0 for an echo's.
-	// TCPFlags are the flags of a TCP packet.
+	// Proto is ProtoTCP or ProtoUDP for the packets of a TCP or UDP probe
+	// and the ICMP errors quoting one (then ICMPType is the error's type), 0
+	// for an echo's. TCPFlags are the flags of a TCP packet, UDPAnswer for
+	// a UDP datagram answering ours.
 	Proto    uint8
 	TCPFlags uint8
 	// CapLen and Packet are the packet bytes of a device record.
@@ -205,8 +206,12 @@ func (r *Record) IsRequest() bool { return isRequest(r.Proto, r.ICMPType, r.TCPF
 // isRequest reports whether a packet of ours is the prober's own: an echo
 // request, or a TCP probe's SYN or RST.
 func isRequest(proto, icmpType, tcpFlags uint8) bool {
-	if proto == ProtoTCP && icmpType == 0 {
+	switch {
+	case icmpType != 0:
+	case proto == ProtoTCP:
 		return IsTCPRequest(tcpFlags)
+	case proto == ProtoUDP:
+		return tcpFlags&UDPAnswer == 0
 	}
 	return isEchoRequest(icmpType)
 }

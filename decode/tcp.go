@@ -109,8 +109,12 @@ func TCPType(flags uint8) string {
 // packetType names a packet of ours: an echo's as PacketType does, a TCP
 // probe's by its flags, and an ICMP error quoting either by its Result.
 func packetType(family, proto, icmpType, tcpFlags uint8) string {
-	if proto == ProtoTCP && icmpType == 0 {
+	switch {
+	case icmpType != 0:
+	case proto == ProtoTCP:
 		return TCPType(tcpFlags)
+	case proto == ProtoUDP:
+		return UDPType(tcpFlags)
 	}
 	return PacketType(family, icmpType)
 }
@@ -134,11 +138,11 @@ func familyOf(a netip.Addr) uint8 {
 	return 6
 }
 
-// Ports returns the TCP ports of a device or drop record of a TCP packet,
-// read from its captured bytes; ok is false for other packets, and where
-// the TCP header is behind IPv6 extension headers or was not captured.
+// Ports returns the ports of a device or drop record of a TCP or UDP packet
+// of ours, read from its captured bytes; ok is false for other packets, and
+// where the L4 header is behind IPv6 extension headers or was not captured.
 func (r *Record) Ports() (src, dst uint16, ok bool) {
-	if r.Proto != ProtoTCP || r.ICMPType != 0 {
+	if (r.Proto != ProtoTCP && r.Proto != ProtoUDP) || r.ICMPType != 0 {
 		return 0, 0, false
 	}
 	p := r.Packet[:r.CapLen]
@@ -146,7 +150,7 @@ func (r *Record) Ports() (src, dst uint16, ok bool) {
 	switch {
 	case r.Family == 4 && len(p) >= 20:
 		l4 = int(p[0]&0xf) * 4
-	case r.Family == 6 && len(p) >= 40 && p[6] == ProtoTCP:
+	case r.Family == 6 && len(p) >= 40 && p[6] == r.Proto:
 		l4 = 40
 	default:
 		return 0, 0, false

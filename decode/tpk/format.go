@@ -135,9 +135,10 @@ type Header struct {
 	StartKtime    uint64    // CLOCK_MONOTONIC ns at the same instant (the clock records use)
 	Args          []string  // command line
 	Capabilities  []string  // e.g. "probe:net_dev_queue", "netfilter:nftrace"
-	// Proto is decode.ProtoTCP for a run of TCP probes, 0 for a run of
-	// echoes: it decides the version the Writer writes (see FormatVersion),
-	// and only a run of TCP probes may write their records and outcomes.
+	// Proto is decode.ProtoTCP or decode.ProtoUDP for a run of TCP or UDP
+	// probes, 0 for a run of echoes: it decides the version the Writer
+	// writes (see FormatVersion), and only a run of TCP or UDP probes may
+	// write their records and outcomes.
 	Proto uint8
 }
 

@@ -65,7 +65,7 @@ func fieldsOf(v uint16) uint64 {
 
 // validProto reports whether p is a probe protocol the format knows: 0 for
 // an echo's packets, decode.ProtoTCP for a TCP probe's.
-func validProto(p uint8) bool { return p == 0 || p == decode.ProtoTCP }
+func validProto(p uint8) bool { return p == 0 || p == decode.ProtoTCP || p == decode.ProtoUDP }
 
 type ifaceKey struct {
 	netns, ifindex uint32

@@ -165,8 +165,8 @@ func TestEchoRunsStayVersion2(t *testing.T) {
 // version 2 reader would show it as an echo), and protocols the format
 // does not know; the refused calls leave the recording intact.
 func TestWriterRefusesTCPInEchoRun(t *testing.T) {
-	if _, err := NewWriter(io.Discard, Header{Proto: 17}); err == nil {
-		t.Error("NewWriter accepted a run of UDP probes")
+	if _, err := NewWriter(io.Discard, Header{Proto: 132}); err == nil {
+		t.Error("NewWriter accepted a run of SCTP probes")
 	}
 	syn, _ := demoTCP(4, 1, true)
 	rec := newRecording(t, testHeader())
@@ -191,11 +191,11 @@ func TestWriterRefusesTCPInEchoRun(t *testing.T) {
 		}
 	}
 	tcp := newRecording(t, tcpHeader())
-	if err := tcp.w.WriteRecord(&decode.Record{Proto: 17}); err == nil {
-		t.Error("WriteRecord accepted a UDP packet")
+	if err := tcp.w.WriteRecord(&decode.Record{Proto: 132}); err == nil {
+		t.Error("WriteRecord accepted an SCTP packet")
 	}
-	if err := tcp.w.WriteOutcome(&EchoOutcome{Netfilter: []decode.NetfilterEvent{{Proto: 17}}}); err == nil {
-		t.Error("WriteOutcome accepted a verdict on a UDP packet")
+	if err := tcp.w.WriteOutcome(&EchoOutcome{Netfilter: []decode.NetfilterEvent{{Proto: 132}}}); err == nil {
+		t.Error("WriteOutcome accepted a verdict on an SCTP packet")
 	}
 	rec.echo(demoEcho(4, 1))
 	tcp.echo(demoTCP(4, 1, true))
@@ -226,18 +226,18 @@ func TestTCPCorruptFrames(t *testing.T) {
 		body    []byte
 	}{
 		{"record field of a later version", tcpVersion, frameRecords, binary.AppendUvarint(nil, fTCPFlags<<1)},
-		{"record protocol UDP", tcpVersion, frameRecords, []byte{0x80, 0x40, 17}}, // fProto
+		{"record protocol SCTP", tcpVersion, frameRecords, []byte{0x80, 0x40, 132}}, // fProto
 		{"record cut before its TCP flags", tcpVersion, frameRecords, []byte{0x80, 0x80, 0x01}},
 		{"TCP outcome cut after its protocol", tcpVersion, frameOutcome, tcpOut[:len(tcpOut)-8]},
 		{"TCP outcome cut after its port", tcpVersion, frameOutcome, tcpOut[:len(tcpOut)-6]},
 		{"TCP outcome cut inside its address", tcpVersion, frameOutcome, tcpOut[:len(tcpOut)-2]},
-		{"TCP outcome of protocol UDP", tcpVersion, frameOutcome, withProto(tcpOut, len(tcpOut)-9, 17)},
+		{"TCP outcome of protocol SCTP", tcpVersion, frameOutcome, withProto(tcpOut, len(tcpOut)-9, 132)},
 		{"TCP outcome port past 65535", tcpVersion, frameOutcome,
 			append(append(bytes.Clone(tcpOut[:len(tcpOut)-8]), 0x80, 0x80, 0x04), tcpOut[len(tcpOut)-6:]...)},
 		{"verdict cut before its TCP fields", tcpVersion, frameOutcome, loss[:nfEnd]},
-		{"verdict on protocol UDP", tcpVersion, frameOutcome, withProto(loss, nfEnd, 17)},
+		{"verdict on protocol SCTP", tcpVersion, frameOutcome, withProto(loss, nfEnd, 132)},
 		{"drop cut before its TCP flags", tcpVersion, frameOutcome, loss[:dropEnd+1]},
-		{"drop of protocol UDP", tcpVersion, frameOutcome, withProto(loss, dropEnd, 17)},
+		{"drop of protocol SCTP", tcpVersion, frameOutcome, withProto(loss, dropEnd, 132)},
 		{"TCP outcome in version 2", echoVersion, frameOutcome, encodeOutcome(nil, &out, echoVersion)},
 		{"record protocol in version 2", echoVersion, frameRecords, []byte{0x80, 0x40, decode.ProtoTCP}},
 	} {

@@ -32,7 +32,7 @@ type Writer struct {
 }
 
 // NewWriter writes the file's preamble and h to w, at once. A run of TCP
-// probes (h.Proto decode.ProtoTCP) is written as FormatVersion, a run of
+// or UDP probes (h.Proto decode.ProtoTCP, decode.ProtoUDP) is written as FormatVersion, a run of
 // echoes as version 2, which older builds read too.
 func NewWriter(w io.Writer, h Header) (*Writer, error) {
 	wr := &Writer{
@@ -43,7 +43,7 @@ func NewWriter(w io.Writer, h Header) (*Writer, error) {
 	}
 	switch h.Proto {
 	case 0:
-	case decode.ProtoTCP:
+	case decode.ProtoTCP, decode.ProtoUDP:
 		wr.version = tcpVersion
 	default:
 		return nil, fmt.Errorf("write recording header: probes of protocol %d", h.Proto)
