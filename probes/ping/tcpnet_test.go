@@ -122,17 +122,6 @@ func (n *tcpNet) listen(tb testing.TB, addr netip.Addr) uint16 {
 	return uint16(l.Addr().(*net.TCPAddr).Port)
 }
 
-// nft loads ruleset into the nftables of ns, one of the tcpNet's: the
-// tables go with the namespace.
-func nft(tb testing.TB, ns *topology.Netns, ruleset string) {
-	tb.Helper()
-	cmd := exec.Command("ip", "netns", "exec", ns.Name, "nft", "-f", "-")
-	cmd.Stdin = strings.NewReader(ruleset)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		tb.Fatalf("nft -f in %v: %v\n%s\nruleset:\n%s", ns, err, out, ruleset)
-	}
-}
-
 // ss runs ss -Htan with args in ns and returns its lines.
 func ss(tb testing.TB, ns *topology.Netns, args ...string) []string {
 	tb.Helper()
@@ -306,7 +295,7 @@ func TestTCPFirewall(t *testing.T) {
 	for _, f := range n.families {
 		t.Run(f.name, func(t *testing.T) {
 			reset, icmp, drop := n.listen(t, f.server), n.listen(t, f.server), n.listen(t, f.server)
-			nft(t, n.server, fmt.Sprintf(`table inet tptcp_%s {
+			testenv.Nft(t, n.server, fmt.Sprintf(`table inet tptcp_%s {
 	chain input {
 		type filter hook input priority filter; policy accept;
 		tcp dport %d reject with tcp reset
@@ -361,7 +350,7 @@ func TestTCPDNAT(t *testing.T) {
 			if f.server.Is6() {
 				family, daddr, to = "ip6", "ip6 daddr", fmt.Sprintf("[%s]:%d", f.server, port)
 			}
-			nft(t, n.server, fmt.Sprintf(`table %s tpnat {
+			testenv.Nft(t, n.server, fmt.Sprintf(`table %s tpnat {
 	chain prerouting {
 		type nat hook prerouting priority dstnat; policy accept;
 		%s %s tcp dport 80 dnat to %s
@@ -414,7 +403,7 @@ func TestTCPStaleAnswerIgnored(t *testing.T) {
 // with EPERM, which is not a missing capability nor a missing route.
 func TestTCPSendRefused(t *testing.T) {
 	n := newTCPNet(t)
-	nft(t, n.client, `table inet tpout {
+	testenv.Nft(t, n.client, `table inet tpout {
 	chain output {
 		type filter hook output priority filter; policy accept;
 		tcp dport 9 drop
