@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -34,35 +35,37 @@ func socketpairTCPProber(tb testing.TB, target netip.Addr) (p *TCPProber, tcpPee
 	p = newTCPProber(target, 80, testMark)
 	p.sport = 40000
 	p.to, _ = sockaddr(target)
-	var peers [2]int
-	for i, f := range []**os.File{&p.send, &p.icmp} {
-		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		peers[i] = fds[1]
-		tb.Cleanup(func() { unix.Close(fds[1]) })
-		*f = os.NewFile(uintptr(fds[0]), "socketpair")
-	}
-	var err error
-	if p.sendConn, err = p.send.SyscallConn(); err != nil {
-		tb.Fatal(err)
-	}
-	if p.icmpConn, err = p.icmp.SyscallConn(); err != nil {
-		tb.Fatal(err)
-	}
+	tcpPeer = socketpair(tb, &p.send, &p.sendConn)
+	icmpPeer = socketpair(tb, &p.icmp, &p.icmpConn)
 	p.start()
 	tb.Cleanup(func() { p.Close() })
-	return p, peers[0], peers[1]
+	return p, tcpPeer, icmpPeer
 }
 
-// readersRunning reports whether a goroutine still runs TCPProber.read a
+// socketpair sets *f and *conn to one end of a datagram socketpair, for a
+// prober to read as it would a socket, and returns the other end, closed
+// when tb ends.
+func socketpair(tb testing.TB, f **os.File, conn *syscall.RawConn) int {
+	tb.Helper()
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { unix.Close(fds[1]) })
+	*f = os.NewFile(uintptr(fds[0]), "socketpair")
+	if *conn, err = (*f).SyscallConn(); err != nil {
+		tb.Fatal(err)
+	}
+	return fds[1]
+}
+
+// readersRunning reports whether a goroutine still runs receiver.read a
 // second after the call. Close returns once every reader has called Done, in
 // its deferred return: a reader may still be on its way out for a moment.
 func readersRunning() bool {
 	buf := make([]byte, 1<<20)
 	for deadline := time.Now().Add(time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if !strings.Contains(string(buf[:runtime.Stack(buf, true)]), "ping.(*TCPProber).read(") {
+		if !strings.Contains(string(buf[:runtime.Stack(buf, true)]), "ping.(*receiver).read(") {
 			return false
 		}
 		if time.Now().After(deadline) {
@@ -141,11 +144,21 @@ func TestTCPReceiveSkipsForeignPackets(t *testing.T) {
 	}
 }
 
-// TestTCPCloseUnblocksReceive: Close ends a pending Receive and the readers,
-// and a closed prober refuses everything with os.ErrClosed.
 func TestTCPCloseUnblocksReceive(t *testing.T) {
 	p, _, _ := socketpairTCPProber(t, testDst4)
 	p.src = testSrc4
+	checkCloseUnblocksReceive(t, p)
+}
+
+// checkCloseUnblocksReceive checks that Close ends a pending Receive and
+// the readers of p, a TCP or UDP prober, and that p, closed, refuses
+// everything with os.ErrClosed.
+func checkCloseUnblocksReceive(t *testing.T, p interface {
+	Send(uint16) (time.Time, error)
+	Receive(time.Time) (Reply, error)
+	Close() error
+}) {
+	t.Helper()
 	closeDuringReceive(t, p)
 	if readersRunning() {
 		t.Error("a reader goroutine outlived Close")
