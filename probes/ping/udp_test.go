@@ -12,6 +12,20 @@ import (
 	"github.com/tracepkt/tracepkt-perf/decode"
 )
 
+// prober is what the command uses of a prober: both TCP and UDP probers
+// are one.
+type prober interface {
+	ID() uint16
+	SourcePort() uint16
+	Source() netip.Addr
+	Ignored() uint64
+	Send(seq uint16) (time.Time, error)
+	Receive(deadline time.Time) (Reply, error)
+	Close() error
+}
+
+var _, _ prober = (*TCPProber)(nil), (*UDPProber)(nil)
+
 // testUDPMark marks probes with the payload alone; testDNSMark is the DNS
 // query the same run sends to port 53.
 var (
@@ -226,3 +240,7 @@ func TestUDPOpenInvalid(t *testing.T) {
 		}
 	}
 }
+
+func TestUDPOpenLeaksNoFD(t *testing.T) { testOpenLeaksNoFD(t, openUDP9) }
+
+func TestUDPOpenNoRoute(t *testing.T) { testOpenNoRoute(t, openUDP9) }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/tracepkt/tracepkt-perf/decode"
 	"github.com/tracepkt/tracepkt-perf/internal/topology"
+	"golang.org/x/sys/unix"
 )
 
 // openUDP opens a UDP prober in the client for target:port with a fresh
@@ -324,6 +325,35 @@ func TestUDPDNAT(t *testing.T) {
 			send(t, p, 1)
 			expectUDP(t, p, 1, f.server, 4, nil)
 			expectIgnored(t, p, 0)
+		})
+	}
+}
+
+// TestUDPOptions: both sockets carry the mark and the device and are bound
+// to the source address; the UDP socket, bound to the source port and not
+// connected, the TTL and path MTU discovery.
+func TestUDPOptions(t *testing.T) {
+	n := newTCPNet(t)
+	for _, f := range n.families {
+		t.Run(f.name, func(t *testing.T) {
+			f.client = n.secondClientAddr(t, f)
+			port := serveUDP(t, n.server, f.server, 0, echoUDP)
+			p := openInClient(t, n, f, f.server, func() (*UDPProber, error) {
+				return OpenUDP(f.server, port, testUDPMark, testOptions(f.client))
+			})
+			if p.ID() != testUDPMark.EchoID {
+				t.Errorf("ID() = %#x, want %#x", p.ID(), testUDPMark.EchoID)
+			}
+			checkSocketOptions(t, "udp", int(p.sock.Fd()), f.client, 9)
+			checkSocketOptions(t, "icmp", int(p.icmp.Fd()), f.client, 0)
+			if sa, err := unix.Getsockname(int(p.sock.Fd())); err != nil || sockaddrPort(sa) != int(p.SourcePort()) || p.SourcePort() == 0 {
+				t.Errorf("udp socket bound to %v (%v), SourcePort() %d", sa, err, p.SourcePort())
+			}
+			if _, err := unix.Getpeername(int(p.sock.Fd())); !errors.Is(err, unix.ENOTCONN) {
+				t.Errorf("udp socket: getpeername error %v, want ENOTCONN", err)
+			}
+			send(t, p, 0)
+			expectUDP(t, p, 0, f.server, decode.MarkLen, nil)
 		})
 	}
 }
