@@ -40,19 +40,26 @@ var (
 // datagram to its port from any address. A raw ICMP or ICMPv6 socket reads
 // the errors.
 //
-// A datagram is a reply to probe Seq:
-//   - when it echoes the mark of probe Seq (an echo server, a DNS server
+// Which probe a datagram answers (Reply.Seq):
+//   - the probe whose mark it echoes (an echo server, a DNS server
 //     returning the client cookie), whatever its source;
-//   - else, when the mark is a DNS query's, when it is a DNS response: its
-//     id, which is the probe's number;
-//   - else, Seq is the latest probe Send was called for.
+//   - else, when the mark is a DNS query's and the datagram a DNS
+//     response, the probe its id names (the query's id is the probe's
+//     number);
+//   - else the latest probe Send was called for, as a reply cannot say.
 //
-// A datagram that does not echo the mark is ignored and counted when it
-// comes from the target's address but not from the probed port: a reply
-// un-NATed on its way back comes from the target's address and port, one
-// that was not from the address of the endpoint NAT chose, with its port,
-// so such a datagram answers nothing we sent. From any other address it is
-// taken as a reply, one that was not un-NATed; Reply.From says where from.
+// A datagram without the mark from the target's address but another port
+// than the probed one is ignored and counted (Ignored): a reply un-NATed on
+// its way back comes from the target's address and port, and one that was
+// not from the address (and port) of the endpoint NAT chose, so it answers
+// nothing we sent. From any other address it is taken as a reply that was
+// not un-NATed, and Reply.From says where it came from. A datagram without
+// the mark before the first Send is ignored too.
+//
+// An ICMP error answers the probe whose mark its quote of the datagram
+// carries; one quoting too little of the payload to hold the mark is
+// ignored (RFC 792 asks only for the UDP header; Linux quotes all of a
+// probe).
 //
 // Send may be called concurrently with Receive; Receive must not be called
 // concurrently with itself.
