@@ -357,3 +357,32 @@ func TestUDPOptions(t *testing.T) {
 		})
 	}
 }
+
+// TestUDPTimeExceeded: probes with a TTL of 1 to the VIP, which the server
+// would forward (back to the client), expire at the server: its time
+// exceeded errors say which probe each quotes.
+func TestUDPTimeExceeded(t *testing.T) {
+	n := newTCPNet(t)
+	if err := n.server.Forwarding(true); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range n.families {
+		t.Run(f.name, func(t *testing.T) {
+			if err := n.topo.AddRoute(n.server, netip.PrefixFrom(f.vip, f.vip.BitLen()), f.client); err != nil {
+				t.Fatal(err)
+			}
+			p := openInClient(t, n, f, f.vip, func() (*UDPProber, error) {
+				return OpenUDP(f.vip, 7, testUDPMark, Options{TTL: 1})
+			})
+			expired := &ICMPError{Type: icmpv4TimeExceeded}
+			if f.vip.Is6() {
+				expired = &ICMPError{Type: icmpv6TimeExceeded}
+			}
+			for seq := range uint16(2) {
+				send(t, p, seq)
+				expectUDP(t, p, seq, f.server, 0, expired)
+			}
+			expectIgnored(t, p, 0)
+		})
+	}
+}
