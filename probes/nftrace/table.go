@@ -92,20 +92,23 @@ func isHelperTable(family uint8, name string) bool {
 // 20 bytes of the transport header (NFT_TRACETYPE_TRANSPORT_HSIZE), which end inside the
 // quoted IP header: Drain could not tell which run, or which probe, an error is about. The
 // BPF probes see them.
+//
+// For a UDP run (see decode.UDPMark), the requests by their mark, 8 + Offset bytes into
+// the transport header (Offset 0 for the default payload, 32 for a DNS query, up to
+// decode.MaxPayload - decode.MarkLen = 504 behind a user payload: Linux 6.18 loads
+// payload at such offsets, TestUDPRun sends one; older kernels may not, see
+// maxOldPayloadOffset):
+//
+//	meta l4proto udp @th,<(8 + Offset) * 8>,32 <cookie> @th,<(8 + Offset + 6) * 8>,16 <echo id> meta nftrace set 1
+//
+// Replies carry no mark: TraceReplies adds replyRules once the prober's port is known.
 func traceRules(match Match) [][]expr.Any {
-	nftrace := []expr.Any{
-		&expr.Immediate{Register: 1, Data: []byte{1}},
-		&expr.Meta{Key: expr.MetaKeyNFTRACE, SourceRegister: true, Register: 1},
-	}
-	l4proto := func(proto byte) []expr.Any {
-		return []expr.Any{
-			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
-		}
-	}
-	// payload loads bytes of the transport header at off.
-	payload := func(off, n uint32) expr.Any {
-		return &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: off, Len: n}
+	if m := match.UDP; m != nil {
+		off := uint32(udpHeaderLen + m.Offset)
+		return [][]expr.Any{slices.Concat(l4proto(unix.IPPROTO_UDP),
+			[]expr.Any{payload(off, 4), eq(binary.BigEndian.AppendUint32(nil, m.Cookie))},
+			[]expr.Any{payload(off+6, 2), eq(binary.BigEndian.AppendUint16(nil, m.EchoID))},
+			setNftrace())}
 	}
 	// within compares the register with [from, to], in network byte order, as nft does.
 	within := func(from, to uint32) []expr.Any {
@@ -117,15 +120,83 @@ func traceRules(match Match) [][]expr.Any {
 	if m := match.TCP; m != nil {
 		first, last := m.Cookie, m.Cookie+m.Span-1
 		return [][]expr.Any{
-			slices.Concat(l4proto(unix.IPPROTO_TCP), []expr.Any{payload(4, 4)}, within(first, last), nftrace),
-			slices.Concat(l4proto(unix.IPPROTO_TCP), []expr.Any{payload(8, 4)}, within(first+1, last+1), nftrace),
+			slices.Concat(l4proto(unix.IPPROTO_TCP), []expr.Any{payload(4, 4)}, within(first, last), setNftrace()),
+			slices.Concat(l4proto(unix.IPPROTO_TCP), []expr.Any{payload(8, 4)}, within(first+1, last+1), setNftrace()),
 		}
 	}
 	id := binary.BigEndian.AppendUint16(nil, match.EchoID)
 	rule := func(proto byte) []expr.Any {
-		return slices.Concat(l4proto(proto), []expr.Any{payload(4, 2), &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: id}}, nftrace)
+		return slices.Concat(l4proto(proto), []expr.Any{payload(4, 2), eq(id)}, setNftrace())
 	}
 	return [][]expr.Any{rule(unix.IPPROTO_ICMP), rule(unix.IPPROTO_ICMPV6)}
+}
+
+// maxOldPayloadOffset is the largest offset at which kernels before commit 077dc4a27579
+// ("netfilter: nft_payload: extend offset to 65535 bytes") load packet bytes: they check
+// NFTA_PAYLOAD_OFFSET against U8_MAX and refuse more with ERANGE. (Kernels older still,
+// without that check, keep the offset's low 8 bits: there, a mark behind a long user
+// payload is looked for at the wrong place and its requests go untraced.)
+const maxOldPayloadOffset = 255
+
+// explainOffset says why the kernel refused a helper table with ERANGE when the UDP mark
+// of match lies further into the transport header than kernels of 8-bit payload offsets
+// load; other errors come back as they are.
+func explainOffset(err error, match Match) error {
+	m := match.UDP
+	if m == nil || !errors.Is(err, unix.ERANGE) {
+		return err
+	}
+	// The echo id, 6 bytes into the mark, is loaded last.
+	last := udpHeaderLen + m.Offset + 6
+	if last <= maxOldPayloadOffset {
+		return err
+	}
+	return fmt.Errorf("%w: this kernel loads packet bytes at offsets up to %d into the transport header, the mark behind a payload of %d bytes needs %d: payloads of at most %d bytes can be traced here",
+		err, maxOldPayloadOffset, m.Offset, last, maxOldPayloadOffset-udpHeaderLen-6)
+}
+
+// replyRules returns the expressions of the rule TraceReplies adds to each helper chain for
+// the replies to a UDP prober whose source port is sport:
+//
+//	meta l4proto udp udp dport <sport> meta nftrace set 1
+//
+// It matches on the packet alone, in the same chains as the request's rule, ahead of
+// every other chain. A rule on the conntrack entry (ct direction reply, ct original
+// proto-src) would take no other host's datagram to that port, but any ct expression takes
+// a reference on conntrack in the namespace (nf_ct_netns_get), switching connection
+// tracking and defragmentation on where nothing used them: a change to the user's
+// namespaces we do not make. A namespace that rewrites the source port of the request
+// (masquerade with a port clash) sees the reply to the new port until its NAT restores
+// it: its chains before that are not traced.
+func replyRules(sport uint16) [][]expr.Any {
+	return [][]expr.Any{slices.Concat(l4proto(unix.IPPROTO_UDP),
+		[]expr.Any{payload(2, 2), eq(binary.BigEndian.AppendUint16(nil, sport))}, setNftrace())}
+}
+
+// setNftrace is meta nftrace set 1.
+func setNftrace() []expr.Any {
+	return []expr.Any{
+		&expr.Immediate{Register: 1, Data: []byte{1}},
+		&expr.Meta{Key: expr.MetaKeyNFTRACE, SourceRegister: true, Register: 1},
+	}
+}
+
+// l4proto is meta l4proto <proto>.
+func l4proto(proto byte) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		eq([]byte{proto}),
+	}
+}
+
+// payload loads n bytes of the transport header at off into register 1.
+func payload(off, n uint32) expr.Any {
+	return &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: off, Len: n}
+}
+
+// eq compares register 1 with data.
+func eq(data []byte) expr.Any {
+	return &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: data}
 }
 
 // buildBatch returns the netlink messages, batch begin and end included, that google/nftables
@@ -173,9 +244,7 @@ func installMessages(name string, match Match, owner bool) ([]netlink.Message, e
 		c.AddTable(t)
 		for _, ch := range chains {
 			c.AddChain(ch)
-			for _, exprs := range traceRules(match) {
-				c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: exprs})
-			}
+			addRules(c, ch, traceRules(match))
 		}
 	})
 	if err != nil {
@@ -187,6 +256,28 @@ func installMessages(name string, match Match, owner bool) ([]netlink.Message, e
 		}
 	}
 	return msgs, nil
+}
+
+// addRulesMessages returns the batch that appends rules to each chain of the helper table
+// name.
+func addRulesMessages(name string, rules [][]expr.Any) ([]netlink.Message, error) {
+	msgs, err := buildBatch(func(c *nftables.Conn) {
+		_, chains := helperTable(name)
+		for _, ch := range chains {
+			addRules(c, ch, rules)
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("build rules of table %s: %w", name, err)
+	}
+	return msgs, nil
+}
+
+// addRules appends rules to chain ch.
+func addRules(c *nftables.Conn, ch *nftables.Chain, rules [][]expr.Any) {
+	for _, exprs := range rules {
+		c.AddRule(&nftables.Rule{Table: ch.Table, Chain: ch, Exprs: exprs})
+	}
 }
 
 // deleteMessages returns the batch that deletes the table name of family.

@@ -2,6 +2,7 @@ package nftrace
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 	"strings"
@@ -120,6 +121,76 @@ func TestTraceRulesTCP(t *testing.T) {
 		if got := listExprs(t, r); got != want[i] {
 			t.Errorf("rule %d:\n%s\nwant:\n%s", i, got, want[i])
 		}
+	}
+}
+
+// TestTraceRulesUDP checks the helper rule of a UDP run sending DNS queries (the mark at
+// Offset 32), with cookie 0x5eed0035 and echo id 0x7d00, and the reply rule TraceReplies
+// adds for port 47794, against what nft 1.0.6 generates (nft --debug=netlink) for
+//
+//	meta l4proto udp @th,320,32 0x5eed0035 @th,368,16 0x7d00 meta nftrace set 1
+//	meta l4proto udp udp dport 47794 meta nftrace set 1
+func TestTraceRulesUDP(t *testing.T) {
+	m, err := decode.NewUDPMark(0x7d00, 0x5eed0035, decode.DNSPort, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name  string
+		rules [][]expr.Any
+		want  string
+	}{
+		{"request", traceRules(Match{EchoID: m.EchoID, UDP: &m}), `  [ meta load l4proto => reg 1 ]
+  [ cmp eq reg 1 0x00000011 ]
+  [ payload load 4b @ transport header + 40 => reg 1 ]
+  [ cmp eq reg 1 0x3500ed5e ]
+  [ payload load 2b @ transport header + 46 => reg 1 ]
+  [ cmp eq reg 1 0x0000007d ]
+  [ immediate reg 1 0x00000001 ]
+  [ meta set nftrace with reg 1 ]
+`},
+		{"reply", replyRules(47794), `  [ meta load l4proto => reg 1 ]
+  [ cmp eq reg 1 0x00000011 ]
+  [ payload load 2b @ transport header + 2 => reg 1 ]
+  [ cmp eq reg 1 0x0000b2ba ]
+  [ immediate reg 1 0x00000001 ]
+  [ meta set nftrace with reg 1 ]
+`},
+	} {
+		if len(tc.rules) != 1 {
+			t.Fatalf("%s: %d rules, want 1", tc.name, len(tc.rules))
+		}
+		if got := listExprs(t, tc.rules[0]); got != tc.want {
+			t.Errorf("%s rule:\n%s\nwant:\n%s", tc.name, got, tc.want)
+		}
+	}
+}
+
+// TestExplainOffset: a kernel's ERANGE is explained when the mark lies past the 255 bytes
+// of 8-bit payload offsets, and only then.
+func TestExplainOffset(t *testing.T) {
+	refused := fmt.Errorf("add table inet t: %w", unix.ERANGE)
+	for _, tc := range []struct {
+		name    string
+		err     error
+		offset  int
+		explain bool
+	}{
+		{"mark past 255", refused, 242, true},
+		{"mark within 255", refused, 241, false},
+		{"another error", fmt.Errorf("add table inet t: %w", unix.EINVAL), 504, false},
+	} {
+		m := decode.UDPMark{Offset: tc.offset}
+		got := explainOffset(tc.err, Match{UDP: &m})
+		if !errors.Is(got, tc.err) || (got != tc.err) != tc.explain {
+			t.Errorf("%s: %v", tc.name, got)
+		}
+		if tc.explain && !strings.Contains(got.Error(), "payloads of at most 241 bytes") {
+			t.Errorf("%s: %v", tc.name, got)
+		}
+	}
+	if got := explainOffset(refused, Match{EchoID: 1}); got != refused {
+		t.Errorf("echo run: %v", got)
 	}
 }
 

@@ -1,6 +1,7 @@
 package nftrace
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -37,35 +38,121 @@ const (
 // ErrClosed is returned by Drain on a closed Tracer, or when Close interrupts it.
 var ErrClosed = errors.New("nftrace: tracer closed")
 
-// Match says which packets a Tracer traces: the echoes of EchoID, or, when TCP is set, the
-// packets of the TCP run it marks. ICMP errors are not traced for either (see traceRules).
+// Match says which packets a Tracer traces: the echoes of EchoID, or, when TCP or UDP is
+// set, the packets of the TCP or UDP run it marks. ICMP errors are not traced (see
+// traceRules).
 type Match struct {
 	EchoID uint16
 	TCP    *decode.TCPMark
+	UDP    *decode.UDPMark
 }
 
-// claim reports whether p is of the match, and for a TCP run's packet sets its Proto,
-// EchoID and Seq (the probe) as the BPF probes record them.
-func (match Match) claim(p *packet) bool {
-	m := match.TCP
-	if m == nil {
-		return p.Echo && p.EchoID == match.EchoID
+// claimer decides which traced packets are of its match. For a UDP run it also holds the
+// prober's source port, once TraceReplies gave it, and the probe number of the latest
+// request it claimed, which is the number given to replies.
+type claimer struct {
+	match   Match
+	sport   uint16
+	lastSeq uint16
+}
+
+// claim reports whether p is of the match, and for a TCP or UDP run's packet sets its
+// Proto, EchoID and Seq (the probe) as the BPF probes record them, and TCPFlags to
+// decode.UDPAnswer for a UDP reply.
+func (c *claimer) claim(p *packet) bool {
+	switch {
+	case c.match.TCP != nil:
+		if !p.TCP {
+			return false
+		}
+		k, ok := c.match.TCP.Probe(p.Key)
+		if !ok {
+			return false
+		}
+		p.Proto, p.EchoID, p.Seq = decode.ProtoTCP, c.match.EchoID, k
+		return true
+	case c.match.UDP != nil:
+		return c.claimUDP(p)
 	}
-	if !p.TCP {
+	return p.Echo && p.EchoID == c.match.EchoID
+}
+
+// claimUDP claims a UDP run's request or reply.
+//
+// A reply carries no mark: once TraceReplies gave the prober's source port, a datagram to
+// that port from another is one (traced by its destination port alone, so any datagram to
+// the port is taken for one: the port is the prober's, held by its socket, but a router
+// also sees other hosts' flows from the same port number). Its Seq is that of the latest
+// request claimed, which is the probe the reply answers as long as probes go one at a
+// time, each drained before the next is sent.
+//
+// A request is traced by its mark (traceRules), but the trace shows only the first 12
+// bytes of its payload (transportHSize): the whole mark when it starts within the first 4
+// (the default payload: Offset 0), none of it for a DNS query (Offset 32) or behind a
+// longer user payload. A request is claimed when its UDP length is the run's and every
+// visible byte is the run's payload's: the user's bytes, the mark's, a DNS query's header.
+// Where the mark is visible this is as sure as the cookie (32 random bits) and echo id;
+// where it is not, the packet was traced by some rule that sets nftrace, ours for the mark
+// unless another tool traces too, and a datagram of the same length and leading bytes
+// (another run with the same payload, another client's DNS query with the same id and
+// flags) would be claimed as well. The probe number is the mark's when visible, else the
+// DNS id of a DNS query; behind a user payload of more than 6 bytes it is not visible and
+// Seq is 0.
+func (c *claimer) claimUDP(p *packet) bool {
+	if !p.UDP {
 		return false
 	}
-	k, ok := m.Probe(p.Key)
+	m := c.match.UDP
+	if c.sport != 0 && p.Dport == c.sport && p.Sport != c.sport {
+		p.Proto, p.EchoID, p.Seq, p.TCPFlags = decode.ProtoUDP, m.EchoID, c.lastSeq, decode.UDPAnswer
+		return true
+	}
+	seq, ok := udpRequestSeq(m, p)
 	if !ok {
 		return false
 	}
-	p.Proto, p.EchoID, p.Seq = decode.ProtoTCP, m.EchoID, k
+	c.lastSeq = seq
+	p.Proto, p.EchoID, p.Seq, p.TCPFlags = decode.ProtoUDP, m.EchoID, seq, 0
 	return true
 }
 
-// Tracer traces one echo id, or one TCP run, through the netfilter chains of a set of
+// udpRequestSeq reports whether the visible bytes of p's payload are those of a request of
+// m, and returns the probe number where they show it (else 0): the mark's, at Offset+4,
+// and a DNS query's id, at 0, which must agree.
+func udpRequestSeq(m *decode.UDPMark, p *packet) (seq uint16, ok bool) {
+	if int(p.UDPLen) != udpHeaderLen+len(m.Base) {
+		return 0, false
+	}
+	seqAt := []int{m.Offset + 4}
+	if m.DNS {
+		seqAt = append(seqAt, 0)
+	}
+	visible := p.Payload[:p.Visible]
+	known := false
+	for _, at := range seqAt {
+		if at+2 > len(visible) {
+			continue
+		}
+		s := binary.BigEndian.Uint16(visible[at:])
+		if known && s != seq {
+			return 0, false
+		}
+		seq, known = s, true
+	}
+	// Every other byte is the same in every probe's payload.
+	want := m.Payload(0)
+	for i, b := range visible {
+		isSeq := slices.ContainsFunc(seqAt, func(at int) bool { return i == at || i == at+1 })
+		if i >= len(want) || b != want[i] && !isSeq {
+			return 0, false
+		}
+	}
+	return seq, true
+}
+
+// Tracer traces one echo id, or one TCP or UDP run, through the netfilter chains of a set of
 // network namespaces. Drain and Close may be called from different goroutines.
 type Tracer struct {
-	match Match
 	table string
 	nft   string // path of nft(8); empty when missing: no rule text
 
@@ -75,6 +162,7 @@ type Tracer struct {
 
 	mu     sync.Mutex
 	closed bool
+	claims claimer
 	nss    []*nsState
 	buf    []byte
 	lost   uint64
@@ -108,6 +196,9 @@ const installWorkers = 16
 // whose path no longer leads to it (its process exited) is skipped. On failure nothing
 // is left installed.
 func Open(nss []netns.Netns, match Match) (_ *Tracer, err error) {
+	if m := match.UDP; m != nil && (m.Offset < 0 || m.Offset+decode.MarkLen > len(m.Base)) {
+		return nil, fmt.Errorf("nftrace: UDP mark at byte %d of a %d-byte payload", m.Offset, len(m.Base))
+	}
 	name, err := newTableName()
 	if err != nil {
 		return nil, err
@@ -116,7 +207,7 @@ func Open(nss []netns.Netns, match Match) (_ *Tracer, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("create eventfd: %w", err)
 	}
-	t := &Tracer{match: match, table: name, wake: wake, buf: make([]byte, readBufSize)}
+	t := &Tracer{claims: claimer{match: match}, table: name, wake: wake, buf: make([]byte, readBufSize)}
 	if p, err := exec.LookPath("nft"); err == nil {
 		t.nft = p
 	}
@@ -167,7 +258,7 @@ func Open(nss []netns.Netns, match Match) (_ *Tracer, err error) {
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, explainOffset(err, match)
 	}
 	return t, nil
 }
@@ -295,7 +386,7 @@ func (t *Tracer) readAll() error {
 			}
 			// A malformed message ends its datagram, and counts as lost; the
 			// next datagram is read on.
-			if err := parseTraceMessages(t.buf[:n], func(m *traceMsg) { st.receive(m, t.match) }); err != nil {
+			if err := parseTraceMessages(t.buf[:n], func(m *traceMsg) { st.receive(m, &t.claims) }); err != nil {
 				t.lost++
 			}
 		}
@@ -310,9 +401,9 @@ type tracedPacket struct {
 	iif, oif uint32
 }
 
-// receive keeps m if it is about a packet of match and not from a helper table. Messages without
+// receive keeps m if c claims its packet and it is not from a helper table. Messages without
 // headers are tied to their packet, and its interfaces, by trace id.
-func (st *nsState) receive(m *traceMsg, match Match) {
+func (st *nsState) receive(m *traceMsg, c *claimer) {
 	if st.packets == nil || len(st.packets) >= maxTraceIDs {
 		st.packets = make(map[uint32]tracedPacket)
 	}
@@ -323,10 +414,66 @@ func (st *nsState) receive(m *traceMsg, match Match) {
 	} else {
 		return
 	}
-	if !match.claim(&m.Packet) || isHelperTable(m.Family, m.Table) {
+	if !c.claim(&m.Packet) || isHelperTable(m.Family, m.Table) {
 		return
 	}
 	st.pending = append(st.pending, *m)
+}
+
+// TraceReplies traces, from now on, the replies to the prober of a UDP run, whose source
+// port is sport: known only once the prober has opened, after Open. It adds replyRules to
+// the helper table in every namespace, and from then on a UDP datagram to sport from
+// another port is claimed as a reply (see claimer.claimUDP). It may be called once, for a
+// UDP match only. When it fails in some namespaces, the rule is in the others and their
+// replies are traced; the errors of all namespaces are joined.
+func (t *Tracer) TraceReplies(sport uint16) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	switch {
+	case t.closed || t.closing.Load():
+		return ErrClosed
+	case t.claims.match.UDP == nil:
+		return errors.New("nftrace: replies are traced for a UDP run only")
+	case sport == 0:
+		return errors.New("nftrace: trace replies to port 0")
+	case t.claims.sport != 0:
+		return fmt.Errorf("nftrace: replies to port %d are traced already", t.claims.sport)
+	}
+	msgs, err := addRulesMessages(t.table, replyRules(sport))
+	if err != nil {
+		return err
+	}
+	t.claims.sport = sport
+	return t.eachOwner(func(st *nsState) error {
+		if err := sendBatch(st.owner, msgs); err != nil {
+			return fmt.Errorf("add reply rules to table inet %s in %v: %w", t.table, st.ns, err)
+		}
+		return nil
+	})
+}
+
+// eachOwner calls fn for each namespace whose table is in place, on up to installWorkers
+// of them at once: each batch waits for its commit, and in parallel the waits overlap.
+// The errors are joined.
+func (t *Tracer) eachOwner(fn func(*nsState) error) error {
+	errs := make([]error, len(t.nss))
+	work := make(chan int)
+	var wg sync.WaitGroup
+	for range min(installWorkers, len(t.nss)) {
+		wg.Go(func() {
+			for i := range work {
+				errs[i] = fn(t.nss[i])
+			}
+		})
+	}
+	for i, st := range t.nss {
+		if st.owner != nil {
+			work <- i
+		}
+	}
+	close(work)
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // Close deletes the helper table in every namespace, closes the sockets, and ends a Drain
@@ -352,28 +499,12 @@ func (t *Tracer) Close() error {
 		errs = append(errs, err)
 	}
 	if del != nil {
-		// Each delete waits for its commit: in parallel, the waits overlap.
-		delErrs := make([]error, len(t.nss))
-		work := make(chan int)
-		var wg sync.WaitGroup
-		for range min(installWorkers, len(t.nss)) {
-			wg.Go(func() {
-				for i := range work {
-					st := t.nss[i]
-					if err := sendBatch(st.owner, del); err != nil && !errors.Is(err, unix.ENOENT) {
-						delErrs[i] = fmt.Errorf("delete table inet %s in %v: %w", t.table, st.ns, err)
-					}
-				}
-			})
-		}
-		for i, st := range t.nss {
-			if st.owner != nil {
-				work <- i
+		errs = append(errs, t.eachOwner(func(st *nsState) error {
+			if err := sendBatch(st.owner, del); err != nil && !errors.Is(err, unix.ENOENT) {
+				return fmt.Errorf("delete table inet %s in %v: %w", t.table, st.ns, err)
 			}
-		}
-		close(work)
-		wg.Wait()
-		errs = append(errs, delErrs...)
+			return nil
+		}))
 	}
 	for _, st := range t.nss {
 		if st.owner != nil {
