@@ -16,6 +16,8 @@ import (
 	"github.com/google/nftables/expr"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/tracepkt/tracepkt-perf/decode"
 )
 
 // tablePrefix starts the name of every table this package installs:
@@ -101,14 +103,19 @@ func isHelperTable(family uint8, name string) bool {
 //
 //	meta l4proto udp @th,<(8 + Offset) * 8>,32 <cookie> @th,<(8 + Offset + 6) * 8>,16 <echo id> meta nftrace set 1
 //
+// followed by "jump seq" when a trace would not show the whole mark (see seqRules).
 // Replies carry no mark: TraceReplies adds replyRules once the prober's port is known.
 func traceRules(match Match) [][]expr.Any {
 	if m := match.UDP; m != nil {
 		off := uint32(udpHeaderLen + m.Offset)
-		return [][]expr.Any{slices.Concat(l4proto(unix.IPPROTO_UDP),
+		rule := slices.Concat(l4proto(unix.IPPROTO_UDP),
 			[]expr.Any{payload(off, 4), eq(binary.BigEndian.AppendUint32(nil, m.Cookie))},
 			[]expr.Any{payload(off+6, 2), eq(binary.BigEndian.AppendUint16(nil, m.EchoID))},
-			setNftrace())}
+			setNftrace())
+		if !markVisible(m) {
+			rule = append(rule, &expr.Verdict{Kind: expr.VerdictJump, Chain: chainSeq})
+		}
+		return [][]expr.Any{rule}
 	}
 	// within compares the register with [from, to], in network byte order, as nft does.
 	within := func(from, to uint32) []expr.Any {
@@ -131,11 +138,67 @@ func traceRules(match Match) [][]expr.Any {
 	return [][]expr.Any{rule(unix.IPPROTO_ICMP), rule(unix.IPPROTO_ICMPV6)}
 }
 
+// seqBits is the width of a UDP probe's number.
+const seqBits = 16
+
+// chainSeq is the helper chain that reads a UDP request's probe number (seqRules);
+// seqBitChain(i) the empty chain it jumps to when bit i is set.
+const chainSeq = "seq"
+
+func seqBitChain(i int) string { return fmt.Sprintf("seq_bit%d", i) }
+
+// seqBit returns the bit a seqBitChain stands for, and whether chain is one.
+func seqBit(chain string) (int, bool) {
+	rest, ok := strings.CutPrefix(chain, "seq_bit")
+	if !ok {
+		return 0, false
+	}
+	i, err := strconv.Atoi(rest)
+	return i, err == nil && i >= 0 && i < seqBits && seqBitChain(i) == chain
+}
+
+// markVisible reports whether a trace shows the whole mark of m's requests: in the first
+// 12 bytes of the payload (transportHSize), as with the default payload (Offset 0).
+func markVisible(m *decode.UDPMark) bool {
+	return m.Offset+decode.MarkLen <= transportHSize-udpHeaderLen
+}
+
+// seqRules returns the rules of chain seq, for a UDP run whose mark a trace does not show
+// whole (a DNS query's, 32 bytes in; one behind a user payload of more than 4 bytes); nil
+// for other runs. The mark rule jumps there; rule i jumps on to the empty chain
+// seq_bit<i> when bit i of the probe number (a big-endian u16 at 8 + Offset + 4) is set:
+//
+//	@th,<(8 + Offset + 4) * 8 + 15 - i>,1 1 jump seq_bit<i>
+//
+// The trace of each jump names its target chain, so the messages of our own table tell
+// claimer that the packet they trace carries the run's mark (only the mark rule jumps to
+// seq) and its probe number (claimer.observe). It costs the run's own requests 16 more
+// rules and a jump per bit set in each namespace, and other packets nothing.
+func seqRules(match Match) [][]expr.Any {
+	m := match.UDP
+	if m == nil || markVisible(m) {
+		return nil
+	}
+	seq := uint32(udpHeaderLen + m.Offset + 4)
+	rules := make([][]expr.Any, seqBits)
+	for i := range seqBits {
+		bit := byte(1) << (i % 8)
+		rules[i] = []expr.Any{
+			payload(seq+1-uint32(i/8), 1),
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 1, Mask: []byte{bit}, Xor: []byte{0}},
+			eq([]byte{bit}),
+			&expr.Verdict{Kind: expr.VerdictJump, Chain: seqBitChain(i)},
+		}
+	}
+	return rules
+}
+
 // maxOldPayloadOffset is the largest offset at which kernels before commit 077dc4a27579
 // ("netfilter: nft_payload: extend offset to 65535 bytes") load packet bytes: they check
 // NFTA_PAYLOAD_OFFSET against U8_MAX and refuse more with ERANGE. (Kernels older still,
-// without that check, keep the offset's low 8 bits: there, a mark behind a long user
-// payload is looked for at the wrong place and its requests go untraced.)
+// without that check, may keep only the offset's low 8 bits: there, a mark behind a long
+// user payload would be looked for at the wrong place and its requests go untraced. Not
+// tested: only Linux 6.18 was at hand.)
 const maxOldPayloadOffset = 255
 
 // explainOffset says why the kernel refused a helper table with ERANGE when the UDP mark
@@ -242,6 +305,13 @@ func installMessages(name string, match Match, owner bool) ([]netlink.Message, e
 	msgs, err := buildBatch(func(c *nftables.Conn) {
 		t, chains := helperTable(name)
 		c.AddTable(t)
+		// A chain is jumped to by name: it goes in first.
+		if rules := seqRules(match); rules != nil {
+			for i := range seqBits {
+				c.AddChain(&nftables.Chain{Name: seqBitChain(i), Table: t})
+			}
+			addRules(c, c.AddChain(&nftables.Chain{Name: chainSeq, Table: t}), rules)
+		}
 		for _, ch := range chains {
 			c.AddChain(ch)
 			addRules(c, ch, traceRules(match))

@@ -218,7 +218,7 @@ func TestMatchClaim(t *testing.T) {
 		{"TCP in an echo run", Match{EchoID: 0x7c03}, packet{TCP: true, TCPFlags: 0x02, Key: 0xc0ffee04}, false, 0},
 	} {
 		p := tc.p
-		ours := (&claimer{match: tc.match}).claim(&p)
+		ours := (&claimer{match: tc.match}).claim(&p, 0)
 		if ours != tc.ours || ours && (p.Seq != tc.seq || p.EchoID != 0x7c03) {
 			t.Errorf("%s: claim = %v, %+v; want %v, seq %d", tc.name, ours, p, tc.ours, tc.seq)
 		}
@@ -229,9 +229,9 @@ func TestMatchClaim(t *testing.T) {
 }
 
 // TestClaimUDP: a UDP run claims a request whose visible payload bytes are its own, taking
-// the probe number from the mark or a DNS query's id where the trace shows them, and once
-// TraceReplies gave the prober's port, a datagram to that port as a reply to the latest
-// request claimed.
+// the probe number from the mark where the trace shows it whole, else from the seq chain
+// of the helper table, and once TraceReplies gave the prober's port, a datagram to that
+// port as a reply to the latest request claimed.
 func TestClaimUDP(t *testing.T) {
 	const id, cookie, sport = 0x7d00, 0x5eed0000, 40000
 	mark := func(port uint16, user []byte) *decode.UDPMark {
@@ -251,6 +251,7 @@ func TestClaimUDP(t *testing.T) {
 	request := func(m *decode.UDPMark, seq uint16) packet { return datagram(sport, 53, m.Payload(seq)) }
 	withByte := func(p packet, i int, b byte) packet { p.Payload[i] = b; return p }
 	withLen := func(p packet, n uint16) packet { p.UDPLen = n; return p }
+
 	dnsAnswer := dns.Payload(9)
 	dnsAnswer[2] |= 0x80 // QR: a response
 	for _, tc := range []struct {
@@ -261,32 +262,43 @@ func TestClaimUDP(t *testing.T) {
 		ours  bool
 		seq   uint16
 		flags uint8
+		trace uint32 // the packet's trace id: 7, the one the seq chain read probe 9 of
 	}{
-		{"default payload", def, 0, request(def, 9), true, 9, 0},
-		{"default payload, other cookie", def, 0, withByte(request(def, 9), 3, 1), false, 0, 0},
-		{"default payload, other echo id", def, 0, withByte(request(def, 9), 7, 1), false, 0, 0},
-		{"default payload, other length", def, 0, withLen(request(def, 9), 17), false, 0, 0},
-		{"dns query: seq from its id", dns, 0, request(dns, 9), true, 9, 0},
-		{"dns query, other flags", dns, 0, withByte(request(dns, 9), 3, 0x20), false, 0, 0},
-		{"dns query, two questions", dns, 0, withByte(request(dns, 9), 5, 2), false, 0, 0},
-		{"dns answer", dns, 0, datagram(53, sport, dnsAnswer), false, 0, 0},
-		{"user payload: mark out of sight", user, 0, request(user, 9), true, 0, 0},
-		{"user payload, other bytes", user, 0, withByte(request(user, 9), 0, 'x'), false, 0, 0},
-		{"short user payload: mark in sight", short, 0, request(short, 9), true, 9, 0},
-		{"short user payload, other cookie", short, 0, withByte(request(short, 9), 3, 0), false, 0, 0},
-		{"reply to the prober", dns, sport, datagram(53, sport, []byte("answer")), true, 9, decode.UDPAnswer},
-		{"reply before TraceReplies", dns, 0, datagram(53, sport, []byte("answer")), false, 0, 0},
-		{"datagram to another port", dns, sport, datagram(53, sport+1, []byte("answer")), false, 0, 0},
-		{"request once replies are traced", def, sport, request(def, 10), true, 10, 0},
-		{"not udp", def, sport, packet{Echo: true, ICMPType: 8, EchoID: id, Seq: 9}, false, 0, 0},
+		{"default payload", def, 0, request(def, 9), true, 9, 0, 7},
+		{"default payload, other cookie", def, 0, withByte(request(def, 9), 3, 1), false, 0, 0, 7},
+		{"default payload, other echo id", def, 0, withByte(request(def, 9), 7, 1), false, 0, 0, 7},
+		{"default payload, other length", def, 0, withLen(request(def, 9), 17), false, 0, 0, 7},
+		{"dns query: seq from the seq chain", dns, 0, request(dns, 9), true, 9, 0, 7},
+		{"dns query, id not the seq chain's", dns, 0, request(dns, 10), false, 0, 0, 7},
+		{"dns query, not through the seq chain", dns, 0, request(dns, 9), false, 0, 0, 8},
+		{"dns query, other flags", dns, 0, withByte(request(dns, 9), 3, 0x20), false, 0, 0, 7},
+		{"dns query, two questions", dns, 0, withByte(request(dns, 9), 5, 2), false, 0, 0, 7},
+		{"dns answer", dns, 0, datagram(53, sport, dnsAnswer), false, 0, 0, 7},
+		{"user payload: mark out of sight, seq from the seq chain", user, 0, request(user, 9), true, 9, 0, 7},
+		{"user payload, not through the seq chain", user, 0, request(user, 9), false, 0, 0, 8},
+		{"user payload, other bytes", user, 0, withByte(request(user, 9), 0, 'x'), false, 0, 0, 7},
+		{"short user payload: mark in sight", short, 0, request(short, 9), true, 9, 0, 7},
+		{"short user payload, other cookie", short, 0, withByte(request(short, 9), 3, 0), false, 0, 0, 7},
+		{"reply to the prober", dns, sport, datagram(53, sport, []byte("answer")), true, 9, decode.UDPAnswer, 7},
+		{"reply before TraceReplies", dns, 0, datagram(53, sport, []byte("answer")), false, 0, 0, 7},
+		{"datagram to another port", dns, sport, datagram(53, sport+1, []byte("answer")), false, 0, 0, 7},
+		{"request once replies are traced", def, sport, request(def, 10), true, 10, 0, 7},
+		{"not udp", def, sport, packet{Echo: true, ICMPType: 8, EchoID: id, Seq: 9}, false, 0, 0, 7},
 	} {
-		c := &claimer{match: Match{EchoID: id, UDP: tc.m}, sport: tc.sport}
+		c := &claimer{match: Match{EchoID: id, UDP: tc.m}, table: "tracepkt_1_0badcafe", sport: tc.sport}
+		// Trace id 7 went through the seq chain, which read probe 9: the jump to seq, then
+		// to seq_bit0 and seq_bit3 (seq_bit16 is none).
+		for _, target := range []string{chainSeq, "seq_bit0", "seq_bit3", "seq_bit16"} {
+			c.observe(&traceMsg{Family: unix.NFPROTO_INET, Table: c.table, HasVerdict: true, Verdict: unix.NFT_JUMP, Target: target, ID: 7})
+		}
+		// Another table's jumps say nothing.
+		c.observe(&traceMsg{Family: unix.NFPROTO_INET, Table: "tracepkt_1_00000000", HasVerdict: true, Verdict: unix.NFT_JUMP, Target: "seq_bit1", ID: 7})
 		// A request of probe 9 claimed first: the probe number of replies.
-		if first := request(tc.m, 9); !c.claim(&first) {
+		if first := request(tc.m, 9); !c.claim(&first, 7) {
 			t.Fatalf("%s: probe 9 not claimed", tc.name)
 		}
 		p := tc.p
-		ours := c.claim(&p)
+		ours := c.claim(&p, tc.trace)
 		if ours != tc.ours {
 			t.Errorf("%s: claim = %v, want %v", tc.name, ours, tc.ours)
 			continue

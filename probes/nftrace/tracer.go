@@ -1,6 +1,7 @@
 package nftrace
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -48,18 +49,45 @@ type Match struct {
 }
 
 // claimer decides which traced packets are of its match. For a UDP run it also holds the
-// prober's source port, once TraceReplies gave it, and the probe number of the latest
-// request it claimed, which is the number given to replies.
+// prober's source port, once TraceReplies gave it, the probe number of the latest request
+// it claimed, which is the number given to replies, and what the seq chain of our helper
+// table read of each request it traced.
 type claimer struct {
 	match   Match
+	table   string // the helper table, whose seq chain gives probe numbers (seqRules)
 	sport   uint16
 	lastSeq uint16
+	seqs    map[uint32]uint16 // trace id -> probe number the seq chain read
+}
+
+// observe reads, from a message of our own helper table, what the seq chain says of the
+// probe number of the request it traces: the jump to seq starts it at 0, each jump to
+// seq_bit<i> sets bit i (seqRules).
+func (c *claimer) observe(m *traceMsg) {
+	if m.Family != unix.NFPROTO_INET || m.Table != c.table || !m.HasVerdict || m.Verdict != unix.NFT_JUMP {
+		return
+	}
+	if m.Target == chainSeq {
+		if c.seqs == nil || len(c.seqs) >= maxTraceIDs {
+			c.seqs = make(map[uint32]uint16)
+		}
+		c.seqs[m.ID] = 0
+		return
+	}
+	if i, ok := seqBit(m.Target); ok {
+		if seq, started := c.seqs[m.ID]; started {
+			c.seqs[m.ID] = seq | 1<<i
+		}
+	}
 }
 
 // claim reports whether p is of the match, and for a TCP or UDP run's packet sets its
 // Proto, EchoID and Seq (the probe) as the BPF probes record them, and TCPFlags to
 // decode.UDPAnswer for a UDP reply.
-func (c *claimer) claim(p *packet) bool {
+//
+// id is the packet's trace id, under which observe keeps a probe number the packet does
+// not show.
+func (c *claimer) claim(p *packet, id uint32) bool {
 	switch {
 	case c.match.TCP != nil:
 		if !p.TCP {
@@ -72,7 +100,7 @@ func (c *claimer) claim(p *packet) bool {
 		p.Proto, p.EchoID, p.Seq = decode.ProtoTCP, c.match.EchoID, k
 		return true
 	case c.match.UDP != nil:
-		return c.claimUDP(p)
+		return c.claimUDP(p, id)
 	}
 	return p.Echo && p.EchoID == c.match.EchoID
 }
@@ -86,19 +114,9 @@ func (c *claimer) claim(p *packet) bool {
 // request claimed, which is the probe the reply answers as long as probes go one at a
 // time, each drained before the next is sent.
 //
-// A request is traced by its mark (traceRules), but the trace shows only the first 12
-// bytes of its payload (transportHSize): the whole mark when it starts within the first 4
-// (the default payload: Offset 0), none of it for a DNS query (Offset 32) or behind a
-// longer user payload. A request is claimed when its UDP length is the run's and every
-// visible byte is the run's payload's: the user's bytes, the mark's, a DNS query's header.
-// Where the mark is visible this is as sure as the cookie (32 random bits) and echo id;
-// where it is not, the packet was traced by some rule that sets nftrace, ours for the mark
-// unless another tool traces too, and a datagram of the same length and leading bytes
-// (another run with the same payload, another client's DNS query with the same id and
-// flags) would be claimed as well. The probe number is the mark's when visible, else the
-// DNS id of a DNS query; behind a user payload of more than 6 bytes it is not visible and
-// Seq is 0.
-func (c *claimer) claimUDP(p *packet) bool {
+// A request is claimed as surely as its mark (the cookie, 32 random bits, and the echo
+// id) tells it: see requestSeq.
+func (c *claimer) claimUDP(p *packet, id uint32) bool {
 	if !p.UDP {
 		return false
 	}
@@ -107,7 +125,7 @@ func (c *claimer) claimUDP(p *packet) bool {
 		p.Proto, p.EchoID, p.Seq, p.TCPFlags = decode.ProtoUDP, m.EchoID, c.lastSeq, decode.UDPAnswer
 		return true
 	}
-	seq, ok := udpRequestSeq(m, p)
+	seq, ok := c.requestSeq(p, id)
 	if !ok {
 		return false
 	}
@@ -116,38 +134,25 @@ func (c *claimer) claimUDP(p *packet) bool {
 	return true
 }
 
-// udpRequestSeq reports whether the visible bytes of p's payload are those of a request of
-// m, and returns the probe number where they show it (else 0): the mark's, at Offset+4,
-// and a DNS query's id, at 0, which must agree.
-func udpRequestSeq(m *decode.UDPMark, p *packet) (seq uint16, ok bool) {
-	if int(p.UDPLen) != udpHeaderLen+len(m.Base) {
+// requestSeq reports whether p, of trace id id, is a request of the run, and returns its
+// probe number. A trace shows only the first 12 bytes of the payload (transportHSize):
+// where they hold the whole mark (markVisible), the mark says it all; elsewhere (a DNS
+// query, a user payload) the packet must have been through our seq chain, which only the
+// mark rule jumps to and which read its probe number (observe). Either way its UDP length
+// must be the run's, and each byte the trace shows that probe's payload's: the user's
+// bytes, the mark's, a DNS query's header with the probe number as its id.
+func (c *claimer) requestSeq(p *packet, id uint32) (seq uint16, ok bool) {
+	m := c.match.UDP
+	visible := p.Payload[:p.Visible]
+	if int(p.UDPLen) != udpHeaderLen+len(m.Base) || len(visible) > len(m.Base) {
 		return 0, false
 	}
-	seqAt := []int{m.Offset + 4}
-	if m.DNS {
-		seqAt = append(seqAt, 0)
+	if !markVisible(m) {
+		seq, ok = c.seqs[id]
+	} else if len(visible) >= m.Offset+decode.MarkLen {
+		seq, ok = binary.BigEndian.Uint16(visible[m.Offset+4:]), true
 	}
-	visible := p.Payload[:p.Visible]
-	known := false
-	for _, at := range seqAt {
-		if at+2 > len(visible) {
-			continue
-		}
-		s := binary.BigEndian.Uint16(visible[at:])
-		if known && s != seq {
-			return 0, false
-		}
-		seq, known = s, true
-	}
-	// Every other byte is the same in every probe's payload.
-	want := m.Payload(0)
-	for i, b := range visible {
-		isSeq := slices.ContainsFunc(seqAt, func(at int) bool { return i == at || i == at+1 })
-		if i >= len(want) || b != want[i] && !isSeq {
-			return 0, false
-		}
-	}
-	return seq, true
+	return seq, ok && bytes.Equal(visible, m.Payload(seq)[:len(visible)])
 }
 
 // Tracer traces one echo id, or one TCP or UDP run, through the netfilter chains of a set of
@@ -207,7 +212,7 @@ func Open(nss []netns.Netns, match Match) (_ *Tracer, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("create eventfd: %w", err)
 	}
-	t := &Tracer{claims: claimer{match: match}, table: name, wake: wake, buf: make([]byte, readBufSize)}
+	t := &Tracer{claims: claimer{match: match, table: name}, table: name, wake: wake, buf: make([]byte, readBufSize)}
 	if p, err := exec.LookPath("nft"); err == nil {
 		t.nft = p
 	}
@@ -414,7 +419,8 @@ func (st *nsState) receive(m *traceMsg, c *claimer) {
 	} else {
 		return
 	}
-	if !c.claim(&m.Packet) || isHelperTable(m.Family, m.Table) {
+	c.observe(m)
+	if !c.claim(&m.Packet, m.ID) || isHelperTable(m.Family, m.Table) {
 		return
 	}
 	st.pending = append(st.pending, *m)

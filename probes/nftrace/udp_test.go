@@ -68,9 +68,10 @@ var udpAnswer = []byte("answer")
 
 // TestUDPRun traces UDP requests from A to B's port 53, sent on by R's DNAT rule to port
 // 5353, and their replies, for the default payload (the mark alone, visible in the trace),
-// a DNS query (the mark 32 bytes into the payload, out of the trace's sight) and a user
-// payload of the largest size (the mark 504 bytes in: the helper rule loads payload at
-// transport header offsets 512 and 518), and checks a datagram with another cookie is not
+// a DNS query (the mark 32 bytes into the payload, out of the trace's sight: the probe
+// number is the query's id) and a user payload of the largest size (the mark 504 bytes in:
+// the helper rules load payload at transport header offsets 512 to 518, and the probe
+// number comes from the seq chain), and checks a datagram with another cookie is not
 // traced.
 func TestUDPRun(t *testing.T) {
 	requireNftables(t)
@@ -114,12 +115,12 @@ func TestUDPRun(t *testing.T) {
 		dst  netip.Addr
 		port uint16 // given to NewUDPMark: 53 makes a DNS query
 		user []byte
-		seq  uint16 // what the events say: 0 where the trace does not show it
 	}{
-		{"default/ipv4", r.Target4, 7, nil, 5},
-		{"default/ipv6", r.Target6, 7, nil, 5},
-		{"dns/ipv4", r.Target4, 53, nil, 5},
-		{"user/ipv4", r.Target4, 7, user, 0},
+		{"default/ipv4", r.Target4, 7, nil},
+		{"default/ipv6", r.Target6, 7, nil},
+		{"dns/ipv4", r.Target4, 53, nil},
+		{"user/ipv4", r.Target4, 7, user},
+		{"user/ipv6", r.Target6, 7, user},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m, err := decode.NewUDPMark(0x7d00, 0x5eed0000|uint32(tc.port), tc.port, tc.user)
@@ -132,10 +133,27 @@ func TestUDPRun(t *testing.T) {
 			if err := tr.TraceReplies(sport); err != nil {
 				t.Fatal(err)
 			}
-			if tc.name == "default/ipv4" {
+			switch tc.name {
+			case "default/ipv4":
 				checkUDPHelperTable(t, r.A.Name, tr.Table(), sport)
+			case "dns/ipv4":
+				// The mark 32 bytes in, its probe number at 44: the seq chain reads
+				// bytes 45 (bits 0-7) and 44 (8-15).
+				got := run(t, r.A.Name, "", "nft", "list", "table", "inet", tr.Table())
+				for _, line := range []string{
+					"\t\tmeta l4proto udp @th,320,32 0x5eed0035 @th,368,16 0x7d00 meta nftrace set 1 jump seq\n",
+					"\tchain seq {\n\t\t@th,360,8 & 0x1 == 0x1 jump seq_bit0\n",
+					"\t\t@th,352,8 & 0x80 == 0x80 jump seq_bit15\n\t}\n",
+					"\tchain seq_bit15 {\n\t}\n",
+				} {
+					if !strings.Contains(got, line) {
+						t.Errorf("nft list table:\n%s\nwant a line %q", got, line)
+					}
+				}
 			}
-			if err := udpExchange(conn, tc.dst, m.Payload(5)); err != nil {
+			// Probe 0x8421: bits in both bytes of its number, for the seq chain to read
+			// behind the user payload.
+			if err := udpExchange(conn, tc.dst, m.Payload(0x8421)); err != nil {
 				t.Fatal(err)
 			}
 			events, err := tr.Drain(5 * time.Millisecond)
@@ -145,7 +163,7 @@ func TestUDPRun(t *testing.T) {
 			want := rows(tc.dst)
 			checkRows(t, events, want)
 			checkRuleTexts(t, map[uint32]string{a: r.A.Name, rr: r.R.Name, b: r.B.Name}, want)
-			checkUDPFields(t, events, m.EchoID, tc.seq, r.A4.Addr(), r.A6.Addr(), tc.dst)
+			checkUDPFields(t, events, m.EchoID, 0x8421, r.A4.Addr(), r.A6.Addr(), tc.dst)
 		})
 	}
 
