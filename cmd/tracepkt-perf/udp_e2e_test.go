@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/tracepkt/tracepkt-perf/internal/testenv"
 	"github.com/tracepkt/tracepkt-perf/internal/topology"
 )
 
@@ -111,9 +114,9 @@ func TestE2EUDPThroughServiceNAT(t *testing.T) {
 			ep, ra, rb, iptables = n.Target6, n.RA6.Addr(), n.RB6.Addr(), "ip6tables"
 		}
 		to := func(a netip.Addr, p int) string { return netip.AddrPortFrom(a, uint16(p)).String() }
-		// Masquerade to the ports 40000-40001 of R, the first held by R's own flow.
+		// Masquerade to the ports 40000-40009 of R, the first held by R's own flow.
 		inNetns(t, n.R, iptables, "-t", "nat", "-I", "POSTROUTING", "1", "-p", "udp", "-d", ep.String(), "--dport", fmt.Sprint(epPort),
-			"-j", "MASQUERADE", "--to-ports", "40000-40001")
+			"-j", "MASQUERADE", "--to-ports", "40000-40009")
 		occupy(t, n.R, netip.AddrPortFrom(rb, 40000), netip.AddrPortFrom(ep, uint16(epPort)))
 		t.Run("reply", func(t *testing.T) {
 			e, _ := probeJSON(t, n.A, 0, "-W", "2s", "--udp", "53", vip.String())
@@ -141,18 +144,59 @@ func TestE2EUDPThroughServiceNAT(t *testing.T) {
 			if vip.Is6() {
 				src = to(n.A6.Addr(), int(sport))
 			}
-			// The source port taken is the second of the range: the first is held.
+			// The port the masquerade took, as R's conntrack has it: in the
+			// range, not the held one.
+			out := inNetns(t, n.R, "conntrack", "-L", "-f", map[bool]string{false: "ipv4", true: "ipv6"}[vip.Is6()], "-p", "udp", "--orig-port-src", fmt.Sprint(sport))
+			var masq int
+			if _, after, ok := strings.Cut(out, fmt.Sprintf("sport=%d dport=", epPort)); ok {
+				fmt.Sscan(after, &masq)
+			}
+			if masq <= 40000 || masq > 40009 {
+				t.Fatalf("conntrack in %s: source port %d masqueraded to %d, want 40001-40009:\n%s", n.R.Name, sport, masq, out)
+			}
 			wantNAT := []string{
 				fmt.Sprintf("%s DNAT %s -> %s @%d", row(r, "eth1", "out", "request"), to(vip, 53), to(ep, epPort), r),
-				fmt.Sprintf("%s SNAT %s -> %s @%d", row(r, "eth1", "out", "request"), src, to(rb, 40001), r),
-				fmt.Sprintf("%s reverse SNAT %s -> %s @%d", row(r, "eth0", "out", "reply"), to(rb, 40001), src, r),
+				fmt.Sprintf("%s SNAT %s -> %s @%d", row(r, "eth1", "out", "request"), src, to(rb, masq), r),
+				fmt.Sprintf("%s reverse SNAT %s -> %s @%d", row(r, "eth0", "out", "reply"), to(rb, masq), src, r),
 				fmt.Sprintf("%s reverse DNAT %s -> %s @%d", row(r, "eth0", "out", "reply"), to(ep, epPort), to(vip, 53), r),
 			}
 			if strings.Join(nat, "\n") != strings.Join(wantNAT, "\n") {
 				t.Errorf("translations:\n%s\nwant:\n%s", strings.Join(nat, "\n"), strings.Join(wantNAT, "\n"))
 			}
-			if out := inNetns(t, n.R, "conntrack", "-L", "-p", "udp", "--orig-port-src", fmt.Sprint(sport)); !strings.Contains(out, fmt.Sprintf("dport=%d", 40001)) {
-				t.Errorf("conntrack in %s has no entry masqueraded to port 40001 for source port %d:\n%s", n.R.Name, sport, out)
+		})
+		t.Run("recorded, replayed, summed up", func(t *testing.T) {
+			hostOnly(t, "recording and replay, of the journey the JSON case asserts")
+			rec := filepath.Join(t.TempDir(), "dns.tpk")
+			live := runTool(t, n.A, "--json", "-c", "3", "-i", "0", "-W", "2s", "--record", rec, "--udp", "53", vip.String())
+			if live.code != 0 {
+				t.Fatalf("exit %d\n%s%s", live.code, live.stderr, live.stdout)
+			}
+			replayed := runTool(t, nil, "--json", "--replay", rec)
+			if replayed.code != 0 || replayed.stdout != live.stdout {
+				t.Errorf("replay: exit %d, output differs from the live run's:\n%s\nlive:\n%s", replayed.code, replayed.stdout, live.stdout)
+			}
+			for i, e := range decodeEchoes(t, live.stdout) {
+				if e.Seq != uint16(i+1) || e.Result != "reply" {
+					t.Errorf("probe %d: seq %d result %q", i+1, e.Seq, e.Result)
+				}
+			}
+			st := runTool(t, nil, "--stats", "--replay", rec)
+			want := fmt.Sprintf("3 UDP probes to %s: 3 replies\n", netip.AddrPortFrom(vip, 53))
+			if st.code != 0 || !strings.HasPrefix(st.stdout, want) {
+				t.Errorf("--stats: exit %d, want it to start %q:\n%s%s", st.code, want, st.stderr, st.stdout)
+			}
+			pcap := filepath.Join(t.TempDir(), "dns.pcapng")
+			if res := runTool(t, nil, "--replay", rec, "--pcapng", pcap); res.code != 0 {
+				t.Fatalf("--pcapng: exit %d\n%s", res.code, res.stderr)
+			}
+			testenv.RequireCommands(t, "tshark")
+			out, err := exec.Command("tshark", "-r", pcap, "-T", "fields", "-e", "udp.dstport", "-e", "dns.flags.response").Output()
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Each probe: 4 request hops to 53 then 5353, 4 reply hops.
+			if lines := strings.Fields(string(out)); !strings.Contains(string(out), "5353\t0") || !strings.Contains(string(out), "\t1") || len(lines) != 3*8*2 {
+				t.Errorf("tshark of the export:\n%s", out)
 			}
 		})
 		t.Run("closed", func(t *testing.T) {
@@ -165,7 +209,7 @@ func TestE2EUDPThroughServiceNAT(t *testing.T) {
 				t.Errorf("result %q icmp error %+v, want closed, port unreachable from %s", e.Result, e.ICMPError, vip)
 			}
 			text := runTool(t, n.A, "-W", "2s", "--udp", "54", vip.String())
-			want := fmt.Sprintf("closed: no socket on %s (seq 1): %s answered \"port unreachable\" (sent from network namespace %s (%d))", to(vip, 54), vip, n.B.Name, b)
+			want := fmt.Sprintf("closed: no socket on %s (seq 1): %s answered \"destination unreachable: port unreachable\" (sent from network namespace %s (%d))", to(vip, 54), vip, n.B.Name, b)
 			if text.code != 1 || !strings.Contains(text.stdout, want) {
 				t.Errorf("exit %d, no %q in\n%s%s\n(json: %s)", text.code, want, text.stderr, text.stdout, res.stdout)
 			}
