@@ -428,7 +428,7 @@ func (st *nsState) receive(m *traceMsg, c *claimer) {
 
 // TraceReplies traces, from now on, the replies to the prober of a UDP run, whose source
 // port is sport: known only once the prober has opened, after Open. It adds replyRules to
-// the helper table in every namespace, and from then on a UDP datagram to sport from
+// the helper table in every namespace (see replyMessages), and from then on a UDP datagram to sport from
 // another port is claimed as a reply (see claimer.claimUDP). It may be called once, for a
 // UDP match only. When it fails in some namespaces, the rule is in the others and their
 // replies are traced; the errors of all namespaces are joined.
@@ -445,7 +445,7 @@ func (t *Tracer) TraceReplies(sport uint16) error {
 	case t.claims.sport != 0:
 		return fmt.Errorf("nftrace: replies to port %d are traced already", t.claims.sport)
 	}
-	msgs, err := addRulesMessages(t.table, replyRules(sport))
+	msgs, err := replyMessages(t.table, sport)
 	if err != nil {
 		return err
 	}
