@@ -79,7 +79,14 @@ func isHelperTable(family uint8, name string) bool {
 //	meta l4proto icmp      @th,32,16 <id> meta nftrace set 1
 //	meta l4proto ipv6-icmp @th,32,16 <id> meta nftrace set 1
 //
-// Bytes 4-5 of an ICMP or ICMPv6 echo message are its identifier. For a TCP run (see
+// Bytes 4-5 of an ICMP or ICMPv6 echo message are its identifier. With Match.EchoCookie,
+// also
+//
+//	meta l4proto icmp      @th,64,32 <cookie> meta nftrace set 1
+//	meta l4proto ipv6-icmp @th,64,32 <cookie> meta nftrace set 1
+//
+// for an echo whose id a NAT rewrote (the payload's first 4 bytes are the pinger's
+// cookie; claim takes echoes only). For a TCP run (see
 // decode.TCPMark; NewTCPMark keeps cookie + span from wrapping):
 //
 //	meta l4proto tcp @th,32,32 <cookie>-<cookie + span - 1> meta nftrace set 1
@@ -132,10 +139,15 @@ func traceRules(match Match) [][]expr.Any {
 		}
 	}
 	id := binary.BigEndian.AppendUint16(nil, match.EchoID)
-	rule := func(proto byte) []expr.Any {
-		return slices.Concat(l4proto(proto), []expr.Any{payload(4, 2), eq(id)}, setNftrace())
+	rule := func(proto byte, off, n uint32, data []byte) []expr.Any {
+		return slices.Concat(l4proto(proto), []expr.Any{payload(off, n), eq(data)}, setNftrace())
 	}
-	return [][]expr.Any{rule(unix.IPPROTO_ICMP), rule(unix.IPPROTO_ICMPV6)}
+	rules := [][]expr.Any{rule(unix.IPPROTO_ICMP, 4, 2, id), rule(unix.IPPROTO_ICMPV6, 4, 2, id)}
+	if match.EchoCookie != 0 {
+		cookie := binary.BigEndian.AppendUint32(nil, match.EchoCookie)
+		rules = append(rules, rule(unix.IPPROTO_ICMP, 8, 4, cookie), rule(unix.IPPROTO_ICMPV6, 8, 4, cookie))
+	}
+	return rules
 }
 
 // seqBits is the width of a UDP probe's number.

@@ -44,8 +44,11 @@ var ErrClosed = errors.New("nftrace: tracer closed")
 // traceRules).
 type Match struct {
 	EchoID uint16
-	TCP    *decode.TCPMark
-	UDP    *decode.UDPMark
+	// EchoCookie, when not 0, also traces an echo whose id a NAT rewrote by its payload's
+	// first 4 bytes (big-endian), the pinger's cookie.
+	EchoCookie uint32
+	TCP        *decode.TCPMark
+	UDP        *decode.UDPMark
 }
 
 // claimer decides which traced packets are of its match. For a UDP run it also holds the
@@ -102,7 +105,11 @@ func (c *claimer) claim(p *packet, id uint32) bool {
 	case c.match.UDP != nil:
 		return c.claimUDP(p, id)
 	}
-	return p.Echo && p.EchoID == c.match.EchoID
+	if !p.Echo || p.EchoID != c.match.EchoID && (c.match.EchoCookie == 0 || p.Cookie != c.match.EchoCookie) {
+		return false
+	}
+	p.EchoID = c.match.EchoID // a NAT may have rewritten it
+	return true
 }
 
 // claimUDP claims a UDP run's request or reply.
