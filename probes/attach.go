@@ -13,6 +13,7 @@ import (
 
 	"github.com/tracepkt/tracepkt-perf/decode"
 	"github.com/tracepkt/tracepkt-perf/internal/caps"
+	"github.com/tracepkt/tracepkt-perf/internal/phases"
 	"github.com/tracepkt/tracepkt-perf/tracefs"
 )
 
@@ -57,6 +58,7 @@ func attach(fs *tracefs.FS, offsets Offsets, cfg Config, events *ebpf.Map, cpu i
 		a.paths = append(a.paths, path)
 	}
 	if len(cfg.Netfilter) > 0 {
+		defer phases.Begin("netfilter kprobes").End()
 		if err := a.attachNetfilter(fs, offsets, cfg, clauses, cpu); err != nil {
 			return nil, err
 		}
@@ -84,7 +86,9 @@ func (a *Attachments) attachDevice(progs devicePrograms, p decode.Probe, mode At
 
 // attachAs builds, loads and attaches the program of probe p one way.
 func (a *Attachments) attachAs(progs devicePrograms, p decode.Probe, at Attachment, name string, cpu int) error {
+	span := phases.Begin("build programs")
 	insns, err := progs.build(p, at)
+	span.End()
 	if err != nil {
 		return err
 	}
@@ -96,6 +100,7 @@ func (a *Attachments) attachAs(progs devicePrograms, p decode.Probe, at Attachme
 		}
 		return a.attachProgram(insns, ebpf.TracePoint, name, group+":"+event, tpID, cpu)
 	}
+	defer phases.Begin("load and attach programs").End()
 	prog, l, err := loadRaw(insns, at, name, event, a.maps())
 	if err != nil {
 		return err
@@ -133,6 +138,7 @@ func loadProgram(insns asm.Instructions, typ ebpf.ProgramType, name string, maps
 // tpID (a tracepoint, or a kprobe created through tracefs) through one perf
 // event: the program then runs for hits on every CPU.
 func (a *Attachments) attachProgram(insns asm.Instructions, typ ebpf.ProgramType, name, label string, tpID uint64, cpu int) error {
+	defer phases.Begin("load and attach programs").End()
 	prog, err := loadProgram(insns, typ, name, a.maps())
 	if err != nil {
 		return err

@@ -22,6 +22,7 @@ import (
 
 	"github.com/tracepkt/tracepkt-perf/decode"
 	"github.com/tracepkt/tracepkt-perf/decode/stats"
+	"github.com/tracepkt/tracepkt-perf/internal/phases"
 	"github.com/tracepkt/tracepkt-perf/probes"
 	"github.com/tracepkt/tracepkt-perf/probes/ping"
 )
@@ -137,7 +138,11 @@ func main() {
 	// like any other (exit 2, said), rather than kill the tool silently.
 	// Caught, not ignored: a live run also ends on a SIGPIPE sent to it.
 	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
-	os.Exit(exitCode(run(os.Args[1:], stdoutOf(), os.Stderr), os.Stderr))
+	span := phases.Begin("main to exit")
+	code := exitCode(run(os.Args[1:], stdoutOf(), os.Stderr), os.Stderr)
+	span.End()
+	phases.Write(os.Stderr)
+	os.Exit(code)
 }
 
 func exitCode(err error, stderr io.Writer) int {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/tracepkt/tracepkt-perf/decode"
 	"github.com/tracepkt/tracepkt-perf/decode/tpk"
+	"github.com/tracepkt/tracepkt-perf/internal/phases"
 	"github.com/tracepkt/tracepkt-perf/probes"
 	"github.com/tracepkt/tracepkt-perf/probes/netns"
 	"github.com/tracepkt/tracepkt-perf/probes/nftrace"
@@ -59,7 +60,12 @@ type session struct {
 // recording; the snapshot is taken now, so a demo must have built its
 // topology before.
 func openSession(o options, rec *outFile, newWriter func(*renderContext) journeyWriter) (_ *session, err error) {
-	offsets := sync.OnceValues(probes.KernelOffsets)
+	span := phases.Begin("open session")
+	defer span.End()
+	offsets := sync.OnceValues(func() (probes.Offsets, error) {
+		defer phases.Begin("kernel types").End()
+		return probes.KernelOffsets()
+	})
 	go offsets()
 	fs, err := tracefs.Open()
 	if err != nil {
@@ -152,7 +158,10 @@ func (s *session) trace(ctx context.Context, target netip.Addr, o options) (err 
 	if err != nil {
 		return err
 	}
-	defer func() { err = errors.Join(err, src.close()) }()
+	defer func() {
+		defer phases.Begin("teardown").End()
+		err = errors.Join(err, src.close())
+	}()
 	// A signal closes the pinger: a pending Receive returns at once, and
 	// the outstanding echo is shown with what the sources saw of it.
 	interrupted := context.AfterFunc(ctx, func() { src.pinger.Close() })
@@ -252,24 +261,35 @@ func (s *session) openSources(target netip.Addr, o options) (_ *sources, err err
 	}()
 	// The nftables tables go in while the kernel's BTF may still be parsed.
 	if s.netfilter.sources&nfNftrace != 0 {
-		if src.nf, err = nftrace.Open(s.traced, nftrace.Match{EchoID: id, EchoCookie: m.echoCookie(), TCP: m.tcp, UDP: m.udp}); err != nil {
+		span := phases.Begin("nftables install")
+		src.nf, err = nftrace.Open(s.traced, nftrace.Match{EchoID: id, EchoCookie: m.echoCookie(), TCP: m.tcp, UDP: m.udp})
+		span.End()
+		if err != nil {
 			return nil, fmt.Errorf("netfilter: %w", err)
 		}
 	}
+	span := phases.Begin("wait for kernel types")
 	offsets, err := s.offsets()
+	span.End()
 	if err != nil {
 		return nil, err
 	}
 	// auto's kprobes that cannot be added are a note.
 	cfg := probes.Config{EchoID: id, EchoCookie: m.echoCookie(), TCP: m.tcp, UDP: m.udp, Netfilter: s.netfilter.kprobes, NetfilterOptional: s.netfilter.auto,
 		RingPages: o.ringPages, Attach: o.attach}
-	if src.tracer, err = probes.Open(s.fs, offsets, cfg); err != nil {
+	span = phases.Begin("probes open")
+	src.tracer, err = probes.Open(s.fs, offsets, cfg)
+	span.End()
+	if err != nil {
 		return nil, err
 	}
 	if from := o.ping.Source; from.IsValid() && from.Is4() != target.Is4() {
 		return nil, usageError{fmt.Sprintf("-I %s is not of the family of %s", from, target)}
 	}
-	if src.pinger, err = openProber(target, o.port, id, m, o.ping, s.from); err != nil {
+	span = phases.Begin("prober open")
+	src.pinger, err = openProber(target, o.port, id, m, o.ping, s.from)
+	span.End()
+	if err != nil {
 		if errors.Is(err, ping.ErrNoRoute) {
 			// A TCP prober needs its source address to open.
 			return nil, fmt.Errorf("no route to %s", target)
@@ -357,6 +377,7 @@ func echo(ctx context.Context, p prober, t *probes.Tracer, nf *nftrace.Tracer, t
 	// What the sources hold is kept even when one of them fails: the
 	// failure becomes a note under the echo, never the loss of its rows.
 	var notes []string
+	span := phases.Begin("send to answer")
 	sent, err := p.Send(seq)
 	var tooBig *ping.TooBigError
 	if errors.As(err, &tooBig) {
@@ -402,6 +423,8 @@ func echo(ctx context.Context, p prober, t *probes.Tracer, nf *nftrace.Tracer, t
 		replied = answered && reply.Error == nil && reply.TCPFlags&decode.TCPRst == 0
 	}
 	waited := time.Since(sent)
+	span.End()
+	defer phases.Begin("drain sources").End()
 
 	if answered && !replied {
 		// The kernel frees the request right after it sends the error, and
