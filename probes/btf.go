@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 
 	"github.com/cilium/ebpf/btf"
 
@@ -68,13 +67,6 @@ var offsetFields = []offsetField{
 	{"sock", "__sk_common.skc_net.net", 8, func(o *Offsets) *uint32 { return &o.SockNet }},
 }
 
-// deviceTypes are the running kernel's types the device programs need: the
-// structs they read and their raw tracepoints' typedefs, read once per
-// process.
-var deviceTypes = sync.OnceValues(func() (*kernelTypes, error) {
-	return loadKernelTypes(deviceTypeNames())
-})
-
 // deviceTypeNames are the names of the structs and typedefs the device
 // programs need, and of the struct members they read.
 func deviceTypeNames() (names, members []string) {
@@ -89,13 +81,14 @@ func deviceTypeNames() (names, members []string) {
 	return names, members
 }
 
-// KernelOffsets looks the offsets up in the running kernel's BTF.
+// KernelOffsets are the offsets of the running kernel: cached, or looked
+// up in its BTF.
 func KernelOffsets() (Offsets, error) {
-	types, err := deviceTypes()
+	facts, err := deviceFacts()
 	if err != nil {
 		return Offsets{}, err
 	}
-	return LookupOffsets(types)
+	return facts.Offsets, nil
 }
 
 // LookupOffsets finds every member the programs read in spec, checking sizes.

@@ -97,7 +97,7 @@ func TestKernelTypesMatchBTFSpec(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kt, err := deviceTypes()
+	kt, err := loadKernelTypes(deviceTypeNames())
 	if err != nil {
 		t.Fatal(err)
 	}

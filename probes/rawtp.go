@@ -110,24 +110,15 @@ func (d devicePrograms) build(p decode.Probe, at Attachment) (asm.Instructions, 
 		}
 		return TracepointProgram(params), nil
 	}
-	types, err := deviceTypes()
+	facts, err := deviceFacts()
 	if err != nil {
 		return nil, err
 	}
-	args, err := RawTracepointArgs(types, event)
+	raw, err := facts.rawTracepoint(event)
 	if err != nil {
 		return nil, err
 	}
-	skb := argIndex(args, isSkb)
-	if skb < 0 {
-		return nil, fmt.Errorf("btf: raw tracepoint %s has no struct sk_buff * argument", event)
-	}
-	params.SkbOffset = int16(8 * skb)
-	if p == decode.ProbeKfreeSkb {
-		if params.Drop, err = rawDropFields(args); err != nil {
-			return nil, fmt.Errorf("btf: raw tracepoint %s: %w", event, err)
-		}
-	}
+	params.SkbOffset, params.Drop = raw.SkbOffset, raw.Drop
 	return TracepointProgram(params), nil
 }
 
@@ -215,15 +206,15 @@ func loadRaw(insns asm.Instructions, at Attachment, name, event string, maps map
 	}
 	var prog *ebpf.Program
 	if at == TpBTF {
-		types, err := deviceTypes()
+		facts, err := deviceFacts()
 		if err != nil {
 			return nil, nil, err
 		}
-		id, err := types.typeID(tracepointTypedef(event), kindTypedef)
+		raw, err := facts.rawTracepoint(event)
 		if err != nil {
-			return nil, nil, fmt.Errorf("btf: raw tracepoint %s: %w", event, err)
+			return nil, nil, err
 		}
-		if prog, err = loadTpBTF(insns, name, id); err != nil {
+		if prog, err = loadTpBTF(insns, name, raw.TypedefID); err != nil {
 			return nil, nil, err
 		}
 	} else {
