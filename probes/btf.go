@@ -1,9 +1,13 @@
 package probes
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/cilium/ebpf/btf"
 
@@ -31,16 +35,56 @@ type Offsets struct {
 // ErrNoBTF is returned when the running kernel exposes no BTF.
 var ErrNoBTF = errors.New("kernel BTF not available (is CONFIG_DEBUG_INFO_BTF set? /sys/kernel/btf/vmlinux)")
 
-// kernelBTF holds the running kernel's BTF and its modules', each parsed
-// once per process, for the netfilter kprobes' argument and member lookups.
-var kernelBTF = btf.NewCache()
+// kernelSpec is the running kernel's BTF as cilium/ebpf parses it, for the
+// netfilter kprobes' argument and member lookups: parsed once per process
+// from the blob the device types were read from, not read again.
+var kernelSpec = sync.OnceValues(func() (*btf.Spec, error) {
+	raw, err := vmlinuxBTF()
+	if err != nil {
+		return nil, err
+	}
+	return btf.LoadSpecFromReader(bytes.NewReader(raw))
+})
 
 // KernelBTF returns the running kernel's BTF, parsed on first use.
 func KernelBTF() (*btf.Spec, error) {
-	spec, err := kernelBTF.Kernel()
+	spec, err := kernelSpec()
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrNoBTF, err)
 	}
+	return spec, nil
+}
+
+// moduleSpecs are the modules' BTF read so far, by module name.
+var moduleSpecs struct {
+	sync.Mutex
+	byName map[string]*btf.Spec
+}
+
+// moduleBTF returns the BTF of module mod (/sys/kernel/btf/<mod>), split
+// from the kernel's, parsed on first use.
+func moduleBTF(mod string) (*btf.Spec, error) {
+	base, err := KernelBTF()
+	if err != nil {
+		return nil, err
+	}
+	moduleSpecs.Lock()
+	defer moduleSpecs.Unlock()
+	if spec, ok := moduleSpecs.byName[mod]; ok {
+		return spec, nil
+	}
+	raw, err := os.ReadFile(filepath.Join("/sys/kernel/btf", mod))
+	if err != nil {
+		return nil, err
+	}
+	spec, err := btf.LoadSplitSpecFromReader(bytes.NewReader(raw), base)
+	if err != nil {
+		return nil, err
+	}
+	if moduleSpecs.byName == nil {
+		moduleSpecs.byName = map[string]*btf.Spec{}
+	}
+	moduleSpecs.byName[mod] = spec
 	return spec, nil
 }
 

@@ -89,11 +89,12 @@ func TestRawTracepointArgs(t *testing.T) {
 }
 
 // The running kernel's BTF read as kernelTypes gives what cilium/ebpf's full
-// parse gives: the offsets, and each device probe's raw tracepoint arguments.
+// parse gives (KernelBTF, from the same blob): the offsets, and each device
+// probe's raw tracepoint arguments.
 func TestKernelTypesMatchBTFSpec(t *testing.T) {
 	_, err := os.Stat("/sys/kernel/btf/vmlinux")
 	testenv.Require(t, err)
-	spec, err := btf.LoadKernelSpec()
+	spec, err := KernelBTF()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -67,6 +67,18 @@ const (
 // loadKernelTypes reads the running kernel's BTF for the structs and
 // typedefs names, and the struct members memberNames.
 func loadKernelTypes(names, memberNames []string) (*kernelTypes, error) {
+	raw, err := vmlinuxBTF()
+	if err != nil {
+		return nil, err
+	}
+	return parseKernelTypes(raw, names, memberNames)
+}
+
+// vmlinuxBTF is the running kernel's BTF blob, read once per process for
+// the device types and cilium/ebpf's full parse (KernelBTF). Where the
+// kernel cannot map it (before 6.16), each read returns 4 KB at most
+// whatever the size asked for: over a thousand system calls for one pass.
+var vmlinuxBTF = sync.OnceValues(func() ([]byte, error) {
 	f, err := os.Open("/sys/kernel/btf/vmlinux")
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrNoBTF, err)
@@ -84,8 +96,8 @@ func loadKernelTypes(names, memberNames []string) (*kernelTypes, error) {
 			return nil, fmt.Errorf("%w: %w", ErrNoBTF, err)
 		}
 	}
-	return parseKernelTypes(raw, names, memberNames)
-}
+	return raw, nil
+})
 
 // parseKernelTypes finds names in the BTF blob raw (native byte order, as
 // the kernel's is).

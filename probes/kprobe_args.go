@@ -61,7 +61,7 @@ func KernelNetfilterArgs(p decode.Probe) (NetfilterArgs, error) {
 func kernelNetfilterProto(base *btf.Spec, p decode.Probe) (*btf.Spec, *btf.FuncProto, NetfilterArgs, error) {
 	fn, mod := p.Kprobe(), netfilterModule[p]
 	if _, err := os.Stat("/sys/kernel/btf/" + mod); err == nil {
-		spec, err := kernelBTF.Module(mod)
+		spec, err := moduleBTF(mod)
 		if err != nil {
 			return nil, nil, NetfilterArgs{}, fmt.Errorf("btf of module %s: %w", mod, err)
 		}
