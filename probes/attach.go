@@ -49,13 +49,8 @@ func attach(fs *tracefs.FS, offsets Offsets, cfg Config, events *ebpf.Map, cpu i
 		}
 	}
 	clauses := cfg.Clauses()
-	progs := devicePrograms{fs: fs, offsets: offsets, clauses: clauses}
-	for _, p := range cfg.Probes {
-		path, err := a.attachDevice(progs, p, cfg.Attach, cpu)
-		if err != nil {
-			return nil, err
-		}
-		a.paths = append(a.paths, path)
+	if err := a.attachDevices(devicePrograms{fs: fs, offsets: offsets, clauses: clauses}, cfg, cpu); err != nil {
+		return nil, err
 	}
 	if len(cfg.Netfilter) > 0 {
 		defer phases.Begin("netfilter kprobes").End()
@@ -64,6 +59,34 @@ func attach(fs *tracefs.FS, offsets Offsets, cfg Config, events *ebpf.Map, cpu i
 		}
 	}
 	return a, nil
+}
+
+// attachDevices attaches the programs of cfg's device probes, all at once:
+// the kernel verifies programs loaded by a privileged process concurrently,
+// and the loads are most of the time to attach.
+func (a *Attachments) attachDevices(progs devicePrograms, cfg Config, cpu int) error {
+	parts := make([]Attachments, len(cfg.Probes))
+	paths := make([]ProbeAttachment, len(cfg.Probes))
+	errs := make([]error, len(cfg.Probes))
+	var wg sync.WaitGroup
+	for i, p := range cfg.Probes {
+		parts[i] = Attachments{events: a.events, tuples: a.tuples}
+		wg.Go(func() { paths[i], errs[i] = parts[i].attachDevice(progs, p, cfg.Attach, cpu) })
+	}
+	wg.Wait()
+	// What attached is a's to close, whatever failed.
+	for _, part := range parts {
+		a.progs = append(a.progs, part.progs...)
+		a.links = append(a.links, part.links...)
+		a.attached = append(a.attached, part.attached...)
+	}
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	a.paths = paths
+	return nil
 }
 
 // attachDevice attaches the program of device probe p the first way mode
