@@ -13,7 +13,7 @@ BIN := bin/tracepkt-perf
 
 # Debian packages the tests and the demo use; `make deps` installs the missing ones.
 DEB_PACKAGES := iproute2 iputils-ping nftables iptables tshark qemu-system-x86 busybox-static cpio xz-utils zstd gcc libc6-dev librsvg2-bin groff-base kmod \
-	linux-image-amd64 linux-image-6.12-amd64 podman runc
+	linux-image-amd64 linux-image-6.12-amd64 podman runc conntrack
 
 # Root test packages that also run inside the distro kernel.
 VM_TEST_PKGS := ./internal/vmtest ./cmd/tracepkt-perf ./probes/ping ./internal/topology ./probes/nftrace ./probes ./probes/netns

@@ -1,6 +1,9 @@
 package decode
 
-import "net/netip"
+import (
+	"net/netip"
+	"slices"
+)
 
 // Drop is where and why the kernel dropped a packet of the echo: the free
 // that ended its journey, resolved to names when the live run saw it, so a
@@ -89,7 +92,8 @@ func (j *Journey) lastBefore(f *Record) (Record, bool) {
 }
 
 // Result is the journey's outcome as --json names it: "reply" (for a TCP
-// probe "open", and "closed" for an RST), "dropped", "unreachable",
+// probe "open", and "closed" for an RST; for a UDP probe "closed" for a
+// port unreachable no netfilter rule sent), "dropped", "unreachable",
 // "ttl-exceeded", "too-big" or "timeout". An ICMP error explains more than
 // a drop (a REJECT is both), and "timeout" is left for a loss nothing
 // explains.
@@ -102,6 +106,8 @@ func (j *Journey) Result() string {
 	case j.Interrupted:
 		return "interrupted"
 	case j.Closed():
+		return "closed"
+	case j.NoSocket():
 		return "closed"
 	case j.Error != nil:
 		return j.Error.Result()
@@ -118,6 +124,20 @@ func (j *Journey) Result() string {
 // closed (Result "closed"), an answer though not a reply.
 func (j *Journey) Closed() bool {
 	return j.Proto == ProtoTCP && !j.Replied && !j.Interrupted && j.TCPFlags&TCPRst != 0
+}
+
+// NoSocket reports whether a UDP probe was answered with a port
+// unreachable from a stack with no socket on its port, not from a REJECT:
+// the kernel freed the datagram for NO_SOCKET, or, where it gives no
+// reasons, no netfilter rule dropped it (a REJECT shows as a rule's drop).
+func (j *Journey) NoSocket() bool {
+	if j.Proto != ProtoUDP || j.Replied || j.Interrupted || j.Error == nil || !j.Error.PortUnreachable() {
+		return false
+	}
+	if j.Drop != nil && j.Drop.Reason != "" {
+		return j.Drop.Reason == "NO_SOCKET"
+	}
+	return !slices.ContainsFunc(j.Rows(), func(r Row) bool { return r.NF != nil && r.NF.Verdict == "DROP" })
 }
 
 // NetfilterDrop returns the netfilter verdict that ended the journey, if one did.

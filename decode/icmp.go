@@ -96,6 +96,14 @@ func (e *ICMPError) Text() string {
 	return fmt.Sprintf("icmp type %d code %d", e.Type, e.Code)
 }
 
+// PortUnreachable reports whether the error is a port unreachable.
+func (e *ICMPError) PortUnreachable() bool {
+	if e.Family == 6 {
+		return e.Type == 1 && e.Code == 4
+	}
+	return e.Type == 3 && e.Code == 3
+}
+
 // Rejected reports whether the error is one a firewall's REJECT rule sends
 // for an echo request: port unreachable (the default) or a prohibition.
 func (e *ICMPError) Rejected() bool {

@@ -20,13 +20,15 @@ type Outcome struct {
 	Timeout time.Duration
 	// Interrupted: a signal ended the wait for the reply, after Timeout.
 	Interrupted bool
-	// Proto is ProtoTCP for a TCP probe to Port of Target, 0 for an echo.
+	// Proto is ProtoTCP or ProtoUDP for a TCP or UDP probe to Port of
+	// Target, 0 for an echo.
 	Proto uint8
 	Port  uint16
 	// TCPFlags are the flags of the TCP answer that reached the prober:
-	// SYN|ACK for an open port (then Replied), RST for a closed one.
+	// SYN|ACK for an open port (then Replied), RST for a closed one;
+	// UDPAnswer for a UDP reply.
 	TCPFlags uint8
-	// From is the address the TCP answer came from.
+	// From is the address the TCP or UDP answer came from.
 	From netip.Addr
 	// NetfilterLost counts the netfilter trace messages lost while this
 	// echo was traced (socket overflows, unparsable messages); the journey

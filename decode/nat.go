@@ -22,13 +22,13 @@ type Translation struct {
 	Rule *NetfilterEvent
 }
 
-// Translations returns the NAT changes the hops of a TCP probe show, in
-// order, each once. Each packet (the SYN, the answer, the prober's RST) is
-// followed on its own; its first hop, for a packet the prober sent, is
+// Translations returns the NAT changes the hops of a TCP or UDP probe show,
+// in order, each once. Each packet (the SYN, the answer, the prober's RST;
+// the datagram and its reply) is followed on its own; its first hop, for a packet the prober sent, is
 // compared with the address and port it was sent to: a difference there
 // was made where it was sent (OUTPUT).
 func (j *Journey) Translations() []Translation {
-	if j.Proto != ProtoTCP {
+	if j.Proto != ProtoTCP && j.Proto != ProtoUDP {
 		return nil
 	}
 	var packets []uint8 // TCP flags, one packet each
@@ -47,7 +47,7 @@ func (j *Journey) Translations() []Translation {
 		out = append(out, t)
 	}
 	for _, flags := range packets {
-		request := IsTCPRequest(flags)
+		request := isRequest(j.Proto, 0, flags)
 		var prev *Record
 		var prevSrc, prevDst netip.AddrPort
 		if request {
@@ -108,7 +108,7 @@ func (j *Journey) Translations() []Translation {
 func (j *Journey) firstRequestFrom(src netip.AddrPort) int {
 	for i := range j.Hops {
 		h := &j.Hops[i]
-		if h.IsError() || !IsTCPRequest(h.TCPFlags) {
+		if h.IsError() || !h.IsRequest() {
 			continue
 		}
 		if sport, _, ok := h.Ports(); ok && netip.AddrPortFrom(h.Src, sport) == src {

@@ -143,6 +143,18 @@ func ParsePayload(s string, readFile func(string) ([]byte, error)) ([]byte, erro
 	return b, nil
 }
 
+// ProtoName names a probe protocol as --json does: "tcp", "udp", or "" for
+// an echo run's 0.
+func ProtoName(proto uint8) string {
+	switch proto {
+	case ProtoTCP:
+		return "tcp"
+	case ProtoUDP:
+		return "udp"
+	}
+	return ""
+}
+
 // UDPType names a UDP datagram of ours by its TCPFlags byte: "request", or
 // "reply" for an answer kept by its tuple.
 func UDPType(flags uint8) string {

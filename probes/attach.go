@@ -18,11 +18,13 @@ import (
 
 // Attachments are the BPF programs of one trace and what attaches them: a
 // raw tracepoint link or a perf event per device probe, a perf event per
-// kprobe, and the kprobe group and pending map of the netfilter probes. The
-// programs write to the rings of a Reader.
+// kprobe, the kprobe group and pending map of the netfilter probes, and the
+// tuple map every program of a UDP trace shares. The programs write to the
+// rings of a Reader.
 type Attachments struct {
 	events   *ebpf.Map // the Reader's rings, not owned
 	pending  *ebpf.Map
+	tuples   *ebpf.Map // a UDP trace's TupleMap
 	kprobes  *tracefs.KprobeGroup
 	progs    []*ebpf.Program
 	links    []link.Link
@@ -40,6 +42,11 @@ func attach(fs *tracefs.FS, offsets Offsets, cfg Config, events *ebpf.Map, cpu i
 			a.Close()
 		}
 	}()
+	if cfg.UDP != nil {
+		if a.tuples, err = ebpf.NewMap(TupleMapSpec()); err != nil {
+			return nil, fmt.Errorf("create tuple map: %w", caps.Explain(err, caps.CreateMap))
+		}
+	}
 	clauses := cfg.Clauses()
 	progs := devicePrograms{fs: fs, offsets: offsets, clauses: clauses}
 	for _, p := range cfg.Probes {
@@ -89,12 +96,18 @@ func (a *Attachments) attachAs(progs devicePrograms, p decode.Probe, at Attachme
 		}
 		return a.attachProgram(insns, ebpf.TracePoint, name, group+":"+event, tpID, cpu)
 	}
-	prog, l, err := loadRaw(insns, at, name, event, map[string]*ebpf.Map{EventsMap: a.events})
+	prog, l, err := loadRaw(insns, at, name, event, a.maps())
 	if err != nil {
 		return err
 	}
 	a.progs, a.links = append(a.progs, prog), append(a.links, l)
 	return nil
+}
+
+// maps are the maps the programs may reference, by reference name; those
+// the trace has not created are nil.
+func (a *Attachments) maps() map[string]*ebpf.Map {
+	return map[string]*ebpf.Map{EventsMap: a.events, PendingMap: a.pending, TupleMap: a.tuples}
 }
 
 // Paths says how each device probe was attached.
@@ -120,7 +133,7 @@ func loadProgram(insns asm.Instructions, typ ebpf.ProgramType, name string, maps
 // tpID (a tracepoint, or a kprobe created through tracefs) through one perf
 // event: the program then runs for hits on every CPU.
 func (a *Attachments) attachProgram(insns asm.Instructions, typ ebpf.ProgramType, name, label string, tpID uint64, cpu int) error {
-	prog, err := loadProgram(insns, typ, name, map[string]*ebpf.Map{EventsMap: a.events, PendingMap: a.pending})
+	prog, err := loadProgram(insns, typ, name, a.maps())
 	if err != nil {
 		return err
 	}
@@ -226,9 +239,11 @@ func (a *Attachments) Close() error {
 	if a.kprobes != nil {
 		errs = append(errs, a.kprobes.Close())
 	}
-	if a.pending != nil {
-		errs = append(errs, a.pending.Close())
+	for _, m := range []*ebpf.Map{a.pending, a.tuples} {
+		if m != nil {
+			errs = append(errs, m.Close())
+		}
 	}
-	a.attached, a.links, a.progs, a.kprobes, a.pending = nil, nil, nil, nil, nil
+	a.attached, a.links, a.progs, a.kprobes, a.pending, a.tuples = nil, nil, nil, nil, nil, nil
 	return errors.Join(errs...)
 }

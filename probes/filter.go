@@ -377,7 +377,7 @@ func (f Filter) ipv6() asm.Instructions {
 			asm.Ja.Label("exit"),
 		)
 		// Hop-by-hop, routing, destination options: length in 8-byte units, minus one.
-		insns = append(insns, label(opt, readL4(scratch2, 2, "exit"))...)
+		insns = append(insns, label(opt, readL4(scratch2, 2, 0, "exit"))...)
 		insns = append(insns,
 			asm.LoadMem(asm.R1, asm.RFP, scratch2, asm.Byte),
 			asm.StoreMem(asm.RFP, nextHdr, asm.R1, asm.DWord),
@@ -388,7 +388,7 @@ func (f Filter) ipv6() asm.Instructions {
 			asm.Ja.Label(next),
 		)
 		// Fragment header: only the first fragment holds the L4 header.
-		insns = append(insns, label(frag, readL4(scratch2, 8, "exit"))...)
+		insns = append(insns, label(frag, readL4(scratch2, 8, 0, "exit"))...)
 		insns = append(insns,
 			asm.LoadMem(asm.R1, asm.RFP, scratch2+2, asm.Half),
 			asm.And.Imm(asm.R1, wire(0xfff8)),
@@ -478,7 +478,7 @@ func (f Filter) clauses(family int) asm.Instructions {
 				l4 = int16(ipSlot + fixedL4(family))
 				start = note(c.Name+": the L4 header, read with the IP header", c.Test(family, l4, ours, next))
 			} else {
-				start = note(c.Name+": read the L4 header", readL4(l4Slot, c.L4Bytes, next))
+				start = note(c.Name+": read the L4 header", readL4(l4Slot, c.L4Bytes, 0, next))
 				start = append(start, c.Test(family, l4, ours, next)...)
 			}
 			insns = append(insns, label(here, start)...)

@@ -86,7 +86,7 @@ type KprobeParams struct {
 
 // Stack slots of the kprobe programs, below those of the device programs.
 const (
-	pktinfoSlot = l4Slot - 8      // nftables: the nft_pktinfo pointer
+	pktinfoSlot = markSlot - 8    // nftables: the nft_pktinfo pointer
 	pktSkbSlot  = pktinfoSlot - 8 // nftables: pkt->skb as read
 	keySlot     = pktSkbSlot - 8  // the pending map key: this call's slot
 	nameLen     = 32

@@ -128,15 +128,17 @@ func TestKprobeProgramsGolden(t *testing.T) {
 			golden(t, "kretprobe_"+tc.name, fmt.Sprintf("%v", ret))
 		}
 	}
-	// A TCP run's entry program (the return program knows no clauses).
+	// A TCP or UDP run's entry program (the return program knows no clauses).
 	spec := netfilterSpec(t, false)
 	nf, err := LookupNetfilterOffsets(spec, spec, decode.ProbeNftDoChain)
 	if err != nil {
 		t.Fatal(err)
 	}
-	entry := KprobeEntryProgram(KprobeParams{Offsets: goldenOffsets, NF: nf, Probe: decode.ProbeNftDoChain, Clauses: goldenTCP.Clauses()})
-	assertResolved(t, "kprobe_tcp_nft_do_chain", entry)
-	golden(t, "kprobe_tcp_nft_do_chain", fmt.Sprintf("%v", entry))
+	for run, cfg := range map[string]Config{"tcp": goldenTCP, "udp": goldenUDP} {
+		entry := KprobeEntryProgram(KprobeParams{Offsets: goldenOffsets, NF: nf, Probe: decode.ProbeNftDoChain, Clauses: cfg.Clauses()})
+		assertResolved(t, "kprobe_"+run+"_nft_do_chain", entry)
+		golden(t, "kprobe_"+run+"_nft_do_chain", fmt.Sprintf("%v", entry))
+	}
 }
 
 // TestKprobeProgramsLoad hands the netfilter programs to the verifier, with
@@ -155,7 +157,12 @@ func TestKprobeProgramsLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pending.Close()
-	maps := map[string]*ebpf.Map{EventsMap: events, PendingMap: pending}
+	tuples, err := ebpf.NewMap(TupleMapSpec())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tuples.Close()
+	maps := map[string]*ebpf.Map{EventsMap: events, PendingMap: pending, TupleMap: tuples}
 	for _, tc := range []struct {
 		before516 bool
 		probe     decode.Probe
@@ -165,7 +172,7 @@ func TestKprobeProgramsLoad(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for run, cfg := range map[string]Config{"echo": {EchoID: 0xbeef}, "tcp": goldenTCP} {
+		for run, cfg := range map[string]Config{"echo": {EchoID: 0xbeef}, "tcp": goldenTCP, "udp": goldenUDP} {
 			p := KprobeParams{Offsets: goldenOffsets, NF: nf, Probe: tc.probe, Clauses: cfg.Clauses()}
 			for name, insns := range map[string]func(KprobeParams) asm.Instructions{"entry": KprobeEntryProgram, "return": KprobeReturnProgram} {
 				prog, err := loadProgram(insns(p), ebpf.Kprobe, "tracepkt_test", maps)

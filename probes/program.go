@@ -2,6 +2,7 @@ package probes
 
 import (
 	"encoding/binary"
+	"slices"
 
 	"github.com/cilium/ebpf/asm"
 
@@ -39,8 +40,9 @@ type DropFields struct {
 }
 
 // Stack layout, from the frame pointer down: the record handed to
-// bpf_perf_event_output, scratch slots, the start of the IP header and the
-// L4 bytes a clause tests.
+// bpf_perf_event_output, scratch slots, the start of the IP header, the L4
+// bytes a clause tests, and what the UDP clauses keep: a tuple (the tuple
+// map's key) and a mark.
 const (
 	recOff   = -decode.RecordSize
 	scratch0 = recOff - 8   // pointers and sizes read on the way
@@ -49,6 +51,8 @@ const (
 	nextHdr  = scratch2 - 8 // IPv6 next header while walking extension headers
 	ipSlot   = nextHdr - ipBytes
 	l4Slot   = ipSlot - l4Max
+	tupleKey = l4Slot - tupleLen // a UDP tuple, as the tuple map's key
+	markSlot = tupleKey - decode.MarkLen
 	// ipBytes from the network header on hold what decides IPv4 (version,
 	// fragment, header length, protocol) and IPv6 (version, next header),
 	// and the first 8 bytes of the L4 header after an IPv4 header without
@@ -84,6 +88,13 @@ func wire(v uint16) int32 {
 	return int32(binary.NativeEndian.Uint16(b[:]))
 }
 
+// wire32 turns a network-order u32 constant into the value a native load of it yields.
+func wire32(v uint32) int32 {
+	var b [4]byte
+	binary.BigEndian.PutUint32(b[:], v)
+	return int32(binary.NativeEndian.Uint32(b[:]))
+}
+
 // read copies size bytes from kernel address src+off to the stack.
 func read(dst int16, size int32, src asm.Register, off int32, fail string) asm.Instructions {
 	return asm.Instructions{
@@ -97,11 +108,15 @@ func read(dst int16, size int32, src asm.Register, off int32, fail string) asm.I
 	}
 }
 
-// readL4 copies size bytes at the current L4 offset (rNet + rL4Off) to the stack.
-func readL4(dst int16, size int32, fail string) asm.Instructions {
-	insns := read(dst, size, rNet, 0, fail)
-	insns[4] = asm.Add.Reg(asm.R3, rL4Off)
-	return insns
+// readL4 copies size bytes at off from the current L4 offset (rNet + rL4Off
+// + off) to the stack.
+func readL4(dst int16, size, off int32, fail string) asm.Instructions {
+	insns := read(dst, size, rNet, off, fail)
+	if off == 0 {
+		insns[4] = asm.Add.Reg(asm.R3, rL4Off)
+		return insns
+	}
+	return slices.Insert(insns, 4, asm.Add.Reg(asm.R3, rL4Off))
 }
 
 // TracepointProgram builds the program for one device probe: it finds the

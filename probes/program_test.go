@@ -63,7 +63,7 @@ func assertResolved(t *testing.T, name string, insns asm.Instructions) {
 			t.Errorf("%s: instruction %d is invalid", name, i)
 		}
 		ref := ins.Reference()
-		if ref != "" && ref != EventsMap && ref != PendingMap && !symbols[ref] {
+		if ref != "" && ref != EventsMap && ref != PendingMap && ref != TupleMap && !symbols[ref] {
 			t.Errorf("%s: instruction %d (%v) jumps to %q, which the program lacks", name, i, ins, ref)
 		}
 	}
@@ -84,16 +84,22 @@ func TestTracepointProgramGolden(t *testing.T) {
 	// A kernel without drop reasons (5.10) records the location alone.
 	insns := TracepointProgram(ProgramParams{Offsets: goldenOffsets, SkbOffset: 8, Probe: decode.ProbeKfreeSkb, Clauses: OursClauses(0xbeef), Drop: DropFields{16, -1}})
 	golden(t, "program_kfree_skb_no_reason", fmt.Sprintf("%v", insns))
-	// A TCP run's programs: its clauses take the place of the echo's.
-	for _, p := range decode.Probes() {
-		insns := TracepointProgram(ProgramParams{Offsets: goldenOffsets, SkbOffset: 8, Probe: p, Clauses: goldenTCP.Clauses(), Drop: DropFields{16, 36}})
-		assertResolved(t, "tcp_"+p.String(), insns)
-		golden(t, "program_tcp_"+p.String(), fmt.Sprintf("%v", insns))
+	// A TCP or UDP run's programs: its clauses take the place of the echo's.
+	for run, cfg := range map[string]Config{"tcp": goldenTCP, "udp": goldenUDP} {
+		for _, p := range decode.Probes() {
+			insns := TracepointProgram(ProgramParams{Offsets: goldenOffsets, SkbOffset: 8, Probe: p, Clauses: cfg.Clauses(), Drop: DropFields{16, 36}})
+			assertResolved(t, run+"_"+p.String(), insns)
+			golden(t, "program_"+run+"_"+p.String(), fmt.Sprintf("%v", insns))
+		}
 	}
 }
 
 // goldenTCP is the TCP run of the golden programs: 16 probes.
 var goldenTCP = Config{TCP: &decode.TCPMark{EchoID: 0xbeef, Cookie: 0xc0ffee00, Span: 32}}
+
+// goldenUDP is the UDP run of the golden programs: a DNS query's mark, past
+// the L4 bytes a clause reads.
+var goldenUDP = Config{UDP: &decode.UDPMark{EchoID: 0xbeef, Cookie: 0xc0ffee00, Offset: 32}}
 
 func TestDropFieldsOf(t *testing.T) {
 	common := []tracefs.Field{{Name: "common_type", Size: 2}, {Name: "skbaddr", Offset: 8, Size: 8}, {Name: "location", Offset: 16, Size: 8}}
@@ -145,12 +151,18 @@ func TestDeviceProgramsLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { events.Close() })
-	for run, cfg := range map[string]Config{"echo": {EchoID: 0xbeef}, "tcp": goldenTCP} {
+	tuples, err := ebpf.NewMap(TupleMapSpec())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tuples.Close() })
+	maps := map[string]*ebpf.Map{EventsMap: events, TupleMap: tuples}
+	for run, cfg := range map[string]Config{"echo": {EchoID: 0xbeef}, "tcp": goldenTCP, "udp": goldenUDP} {
 		progs := devicePrograms{fs: fs, offsets: offsets, clauses: cfg.Clauses()}
 		for _, p := range decode.Probes() {
 			for _, at := range AttachAuto.attachments() {
 				t.Run(run+"/"+p.String()+"/"+string(at), func(t *testing.T) {
-					if err := checkAs(progs, p, at, events); err != nil {
+					if err := checkAs(progs, p, at, maps); err != nil {
 						t.Errorf("%s run, %s as %s: %v", run, p, at, err)
 					}
 				})

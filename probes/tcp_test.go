@@ -81,8 +81,22 @@ func threadNetns(t *testing.T, ns *topology.Netns) uint32 {
 	return uint32(ino)
 }
 
-// openTCPTracer opens a Tracer of the device probes for the TCP run m.
-func openTCPTracer(t *testing.T, m decode.TCPMark) *Tracer {
+// openTracer opens a Tracer of the device probes for the run cfg.
+func openTracer(t *testing.T, cfg Config) *Tracer {
+	t.Helper()
+	fs, offsets := traceEnv(t)
+	cfg.Probes = []decode.Probe{decode.ProbeNetDevQueue, decode.ProbeNetifReceiveSkb}
+	tr, err := Open(fs, offsets, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tr.Close() })
+	return tr
+}
+
+// traceEnv is what Open needs of the running kernel: its tracefs, closed
+// when t ends, and its offsets.
+func traceEnv(t *testing.T) (*tracefs.FS, Offsets) {
 	t.Helper()
 	fs, err := tracefs.Open()
 	if err != nil {
@@ -93,12 +107,7 @@ func openTCPTracer(t *testing.T, m decode.TCPMark) *Tracer {
 	if err != nil {
 		testenv.Require(t, err)
 	}
-	tr, err := Open(fs, offsets, Config{EchoID: m.EchoID, TCP: &m, Probes: []decode.Probe{decode.ProbeNetDevQueue, decode.ProbeNetifReceiveSkb}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { tr.Close() })
-	return tr
+	return fs, offsets
 }
 
 // tcpRow is what the TCP tests compare of a record.
@@ -120,11 +129,16 @@ func (r tcpRow) String() string {
 		r.Netns, r.Ifname, r.Dir, r.Family, r.Proto, r.TCPFlags, r.ICMPType, r.EchoID, r.Seq, r.Src, r.Dst)
 }
 
-// readRows reads records until every row of want has come, then for
-// settle more, or until a deadline; it returns the rows read.
-func readRows(t *testing.T, tr *Tracer, want []tcpRow, settle time.Duration) []tcpRow {
+// tcpRowOf is what the TCP tests compare of r.
+func tcpRowOf(r *decode.Record) tcpRow {
+	return tcpRow{r.Netns, r.IfName(), r.Probe.Direction(), r.Family, r.Proto, r.TCPFlags, r.ICMPType, r.EchoID, r.Seq, r.Src, r.Dst}
+}
+
+// readRows reads records, as rowOf has them, until every row of want has
+// come, then for settle more, or until a deadline; it returns the rows read.
+func readRows[R comparable](t *testing.T, tr *Tracer, want []R, settle time.Duration, rowOf func(*decode.Record) R) []R {
 	t.Helper()
-	var got []tcpRow
+	var got []R
 	missing := slices.Clone(want)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
@@ -140,7 +154,7 @@ func readRows(t *testing.T, tr *Tracer, want []tcpRow, settle time.Duration) []t
 		if r.Lost != 0 {
 			t.Fatalf("%d records lost", r.Lost)
 		}
-		row := tcpRow{r.Netns, r.IfName(), r.Probe.Direction(), r.Family, r.Proto, r.TCPFlags, r.ICMPType, r.EchoID, r.Seq, r.Src, r.Dst}
+		row := rowOf(&r)
 		got = append(got, row)
 		if i := slices.Index(missing, row); i >= 0 {
 			missing = slices.Delete(missing, i, i+1)
@@ -153,7 +167,10 @@ func readRows(t *testing.T, tr *Tracer, want []tcpRow, settle time.Duration) []t
 
 // checkRows fails t unless got and want hold the same rows as many times
 // each, saying which are missing and which are extra.
-func checkRows(t *testing.T, got, want []tcpRow) {
+func checkRows[R interface {
+	comparable
+	fmt.Stringer
+}](t *testing.T, got, want []R) {
 	t.Helper()
 	extra := slices.Clone(got)
 	var missing []string
@@ -226,7 +243,7 @@ func TestTCPTracerRecords(t *testing.T) {
 	testenv.RequireRoot(t)
 	n := newTCPNet(t)
 	m := decode.NewTCPMark(0x7c01, 0x5a5a0000, 8)
-	tr := openTCPTracer(t, m)
+	tr := openTracer(t, Config{EchoID: m.EchoID, TCP: &m})
 	const open, closed = 8080, 8081
 	var want []tcpRow
 	for _, fam := range []struct {
@@ -289,7 +306,7 @@ func TestTCPTracerRecords(t *testing.T) {
 			}
 		}
 	}
-	checkRows(t, readRows(t, tr, want, 200*time.Millisecond), want)
+	checkRows(t, readRows(t, tr, want, 200*time.Millisecond, tcpRowOf), want)
 }
 
 // ipv4Packet is an IPv4 packet of proto, with options (a multiple of 4
@@ -341,23 +358,14 @@ func TestTCPFilterPackets(t *testing.T) {
 	testenv.RequireRoot(t)
 	n := newTCPNet(t)
 	m := decode.NewTCPMark(0x7c02, 0xfffe0100, 20)
-	tr := openTCPTracer(t, m)
+	tr := openTracer(t, Config{EchoID: m.EchoID, TCP: &m})
 	c4, s4, c6, s6 := n.client4, n.server4, n.client6, n.server6
 	syn := func(k uint16) []byte { return tcpHeader(40000, 443, m.ISN(k), 0, decode.TCPSyn) }
 	answer := func(k uint16, flags uint8) []byte {
 		return tcpHeader(443, 40000, 0x11111111, m.ISN(k)+1, flags)
 	}
 	nop := []byte{1, 1, 1, 1}
-	type tcase struct {
-		name   string
-		family uint8
-		packet []byte
-		ours   bool
-		k      uint16 // ours: the probe
-		flags  uint8  // ours: the TCP flags recorded
-		icmp   uint8  // ours: the ICMP type recorded
-	}
-	cases := []tcase{
+	cases := []filterCase{
 		{"SYN", 4, ipv4Packet(c4, s4, 6, nil, syn(0)), true, 0, decode.TCPSyn, 0},
 		{"SYN-ACK", 4, ipv4Packet(s4, c4, 6, nil, answer(1, decode.TCPSyn|decode.TCPAck)), true, 1, decode.TCPSyn | decode.TCPAck, 0},
 		{"RST|ACK", 4, ipv4Packet(s4, c4, 6, nil, answer(2, decode.TCPRst|decode.TCPAck)), true, 2, decode.TCPRst | decode.TCPAck, 0},
@@ -387,8 +395,31 @@ func TestTCPFilterPackets(t *testing.T) {
 	}
 	// The last case is ours: once its records come, the others' have had
 	// time to.
-	cases = append(cases, tcase{"SYN, last", 4, ipv4Packet(c4, s4, 6, nil, syn(13)), true, 13, decode.TCPSyn, 0})
+	cases = append(cases, filterCase{"SYN, last", 4, ipv4Packet(c4, s4, 6, nil, syn(13)), true, 13, decode.TCPSyn, 0})
 
+	want := sendCases(t, n, decode.ProtoTCP, m.EchoID, cases, func(_ filterCase, r tcpRow) tcpRow { return r })
+	checkRows(t, readRows(t, tr, want, 300*time.Millisecond, tcpRowOf), want)
+}
+
+// filterCase is a crafted packet a filter test sends, and, if it is ours,
+// what its records say of it.
+type filterCase struct {
+	name   string
+	family uint8
+	packet []byte
+	ours   bool
+	k      uint16 // ours: the probe
+	flags  uint8  // ours: the TCP flags byte recorded
+	icmp   uint8  // ours: the ICMP type recorded
+}
+
+// sendCases sends the packet of each case, in order, from a packet socket
+// on the client's end of n to a MAC address nobody has: the server's end
+// records it and drops it, unanswered. It returns the rows of the records
+// of the cases that are ours, of protocol proto and echo id: leaving, then
+// entering, each as row makes it from the case and its tcpRow.
+func sendCases[R any](t *testing.T, n *tcpNet, proto uint8, echoID uint16, cases []filterCase, row func(filterCase, tcpRow) R) []R {
+	t.Helper()
 	var fd, ifindex int
 	err := n.client.Do(func() error {
 		ifi, err := net.InterfaceByName(n.c)
@@ -403,33 +434,37 @@ func TestTCPFilterPackets(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer unix.Close(fd)
-	var want []tcpRow
+	var want []R
 	for _, c := range cases {
-		proto := uint16(unix.ETH_P_IP)
+		ether := uint16(unix.ETH_P_IP)
 		if c.family == 6 {
-			proto = unix.ETH_P_IPV6
+			ether = unix.ETH_P_IPV6
 		}
 		// A locally administered address nobody has: the other end keeps
 		// it as PACKET_OTHERHOST, and IP drops it unanswered.
-		to := &unix.SockaddrLinklayer{Ifindex: ifindex, Protocol: htons(proto), Halen: 6, Addr: [8]byte{0x02, 0, 0, 0x7c, 0, 0x01}}
+		to := &unix.SockaddrLinklayer{Ifindex: ifindex, Protocol: htons(ether), Halen: 6, Addr: [8]byte{0x02, 0, 0, 0x7c, 0, 0x01}}
 		if err := unix.Sendto(fd, c.packet, 0, to); err != nil {
 			t.Fatalf("%s: send: %v", c.name, err)
 		}
 		if !c.ours {
 			continue
 		}
-		var src, dst netip.Addr
-		if c.family == 4 {
-			src, dst = netip.AddrFrom4([4]byte(c.packet[12:16])), netip.AddrFrom4([4]byte(c.packet[16:20]))
-		} else {
-			src, dst = netip.AddrFrom16([16]byte(c.packet[8:24])), netip.AddrFrom16([16]byte(c.packet[24:40]))
-		}
-		row := tcpRow{n.clientIno, n.c, decode.Out, c.family, decode.ProtoTCP, c.flags, c.icmp, m.EchoID, c.k, src, dst}
-		want = append(want, row)
-		row.Netns, row.Ifname, row.Dir = n.serverIno, n.s, decode.In
-		want = append(want, row)
+		src, dst := packetAddrs(c.family, c.packet)
+		out := tcpRow{n.clientIno, n.c, decode.Out, c.family, proto, c.flags, c.icmp, echoID, c.k, src, dst}
+		in := out
+		in.Netns, in.Ifname, in.Dir = n.serverIno, n.s, decode.In
+		want = append(want, row(c, out), row(c, in))
 	}
-	checkRows(t, readRows(t, tr, want, 300*time.Millisecond), want)
+	return want
+}
+
+// packetAddrs are the source and destination addresses of an IPv4 or IPv6
+// packet.
+func packetAddrs(family uint8, packet []byte) (src, dst netip.Addr) {
+	if family == 4 {
+		return netip.AddrFrom4([4]byte(packet[12:16])), netip.AddrFrom4([4]byte(packet[16:20]))
+	}
+	return netip.AddrFrom16([16]byte(packet[8:24])), netip.AddrFrom16([16]byte(packet[24:40]))
 }
 
 // htons turns a u16 into network order, as a sockaddr_ll's protocol wants it.

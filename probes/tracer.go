@@ -15,6 +15,10 @@ type Config struct {
 	// EchoID is the one records carry; Config.EchoID is then unused); nil
 	// is the trace of an echo run.
 	TCP *decode.TCPMark
+	// UDP, when set, makes this the trace of a UDP run marked by it, as TCP
+	// does (set one of them at most): Open then creates the trace's tuple
+	// map (TupleMap).
+	UDP *decode.UDPMark
 	// Probes to attach; nil means decode.Probes().
 	Probes []decode.Probe
 	// Attach says how device probes may be attached; "" means AttachAuto.
@@ -32,11 +36,14 @@ type Config struct {
 	NetfilterOptional bool
 }
 
-// Clauses say which packets are ours in the trace cfg asks for: a TCP
-// run's packets and the errors about them, or an echo run's.
+// Clauses say which packets are ours in the trace cfg asks for: a TCP or
+// UDP run's packets and the errors about them, or an echo run's.
 func (cfg Config) Clauses() []Clause {
-	if cfg.TCP != nil {
+	switch {
+	case cfg.TCP != nil:
 		return TCPClauses(*cfg.TCP)
+	case cfg.UDP != nil:
+		return UDPClauses(*cfg.UDP)
 	}
 	return OursClauses(cfg.EchoID)
 }
@@ -49,7 +56,8 @@ type Tracer struct {
 	closeOnce   sync.Once
 }
 
-// Open attaches the probes for one echo id, or one TCP run (Config.TCP). On error, nothing stays attached.
+// Open attaches the probes for one echo id, or one TCP or UDP run
+// (Config.TCP, Config.UDP). On error, nothing stays attached.
 func Open(fs *tracefs.FS, offsets Offsets, cfg Config) (*Tracer, error) {
 	if cfg.Probes == nil {
 		cfg.Probes = decode.Probes()

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 
+	"github.com/tracepkt/tracepkt-perf/decode"
 	"github.com/tracepkt/tracepkt-perf/internal/topology"
 )
 
@@ -126,7 +127,10 @@ func runDemo(ctx context.Context, o options, rec *outFile, newWriter func(*rende
 	for _, p := range probes {
 		s.results = s.results[:0]
 		po := o
-		po.tcpPort = p.port
+		po.port = p.port
+		if p.port != 0 {
+			po.proto = decode.ProtoTCP
+		}
 		err := s.trace(ctx, p.target, po)
 		if err != nil && !errors.Is(err, errUnanswered) && !errors.Is(err, errInterruptedStartup) {
 			return err

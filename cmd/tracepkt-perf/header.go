@@ -12,7 +12,7 @@ import (
 )
 
 // newHeader describes this run for a recording; proto is decode.ProtoTCP
-// for a run of TCP probes.
+// or decode.ProtoUDP for a run of TCP or UDP probes.
 func newHeader(netfilter netfilterPlan, fs *tracefs.FS, proto uint8) tpk.Header {
 	host, _ := os.Hostname()
 	boot, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")

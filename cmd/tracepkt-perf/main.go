@@ -20,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tracepkt/tracepkt-perf/decode"
 	"github.com/tracepkt/tracepkt-perf/decode/stats"
 	"github.com/tracepkt/tracepkt-perf/probes"
 	"github.com/tracepkt/tracepkt-perf/probes/ping"
@@ -51,6 +52,13 @@ Flags:
       --tcp PORT       probe TCP PORT with a SYN instead of an echo: open
                        (SYN-ACK), closed (RST), unreachable, dropped or
                        timeout, with the NAT it went through
+      --udp PORT       probe UDP PORT with a datagram instead of an echo:
+                       reply, closed (port unreachable), unreachable,
+                       dropped or timeout, with the NAT it went through
+      --payload P      with --udp: the datagram's payload, hex bytes
+                       ("0a1b", "0a:1b") or @FILE, at most 504 bytes; the
+                       probe's 8-byte mark follows it (default: a DNS query
+                       for "." to port 53, the mark alone elsewhere)
       --json           one JSON object per echo, one per line
       --demo           build a throwaway bridge + namespace topology, trace
                        IPv4 and IPv6 echoes and TCP probes of a Service (DNAT
@@ -79,7 +87,8 @@ Flags:
       --version        the version, commit, and Go and cilium/ebpf versions
   -h, --help           this help
 
-Exit status: 0 when every echo got a reply (with --tcp: every port was open),
+Exit status: 0 when every echo got a reply (with --tcp: every port was open;
+with --udp: every datagram was answered),
 1 when one did not (dropped, an ICMP error, closed, or no answer) or a signal
 came before the first was sent, 2 for
 usage or environment errors, or output that cannot be written.
@@ -90,6 +99,7 @@ Examples:
   sudo tracepkt-perf --demo
   sudo tracepkt-perf --from-netns web-1 172.17.0.3
   sudo tracepkt-perf --tcp 80 10.96.0.10
+  sudo tracepkt-perf --udp 53 10.96.0.10
   sudo tracepkt-perf --record incident.tpk 172.17.0.2
   tracepkt-perf --replay incident.tpk --json
   tracepkt-perf --replay incident.tpk --pcapng incident.pcapng
@@ -174,8 +184,12 @@ type options struct {
 	version   bool
 	target    string
 	ping      ping.Options
-	// tcpPort, when not 0, makes the probes TCP SYNs to that port (--tcp).
-	tcpPort uint16
+	// proto and port, when port is not 0, make the probes TCP SYNs
+	// (decode.ProtoTCP, --tcp) or UDP datagrams (decode.ProtoUDP, --udp)
+	// to that port; payload is --payload's bytes, nil when not given.
+	proto   uint8
+	port    uint16
+	payload []byte
 	// ringPages is a diagnostic (--ring-pages, not in the help): the data
 	// pages of each per-CPU ring, to make loss happen on purpose.
 	ringPages int
@@ -234,8 +248,11 @@ func parseArgs(args []string, stdout io.Writer) (options, error) {
 	fs.BoolVar(&o.diff, "diff", false, "")
 	fs.StringVar(&o.svg, "svg", "", "")
 	fs.IntVar(&o.ringPages, "ring-pages", 0, "")
-	var tcpPort int
+	var tcpPort, udpPort int
 	fs.IntVar(&tcpPort, "tcp", 0, "")
+	fs.IntVar(&udpPort, "udp", 0, "")
+	var payload string
+	fs.StringVar(&payload, "payload", "", "")
 	args = splitShortValues(fs, args)
 	var positional []string
 	for {
@@ -289,10 +306,18 @@ func parseArgs(args []string, stdout io.Writer) (options, error) {
 		return o, usageError{"-4 and -6 exclude each other"}
 	case set["tcp"] && (tcpPort < 1 || tcpPort > 65535):
 		return o, usageError{fmt.Sprintf("--tcp takes a port from 1 to 65535, not %d", tcpPort)}
+	case set["udp"] && (udpPort < 1 || udpPort > 65535):
+		return o, usageError{fmt.Sprintf("--udp takes a port from 1 to 65535, not %d", udpPort)}
+	case set["tcp"] && set["udp"]:
+		return o, usageError{"--tcp and --udp exclude each other"}
 	case set["tcp"] && (set["s"] || set["size"]):
 		return o, usageError{"--size is an echo's payload: a --tcp probe is a bare SYN"}
-	case set["tcp"] && o.demo:
-		return o, usageError{"--demo sends echoes: not with --tcp"}
+	case set["udp"] && (set["s"] || set["size"]):
+		return o, usageError{"--size is an echo's payload: give a --udp probe's with --payload"}
+	case set["payload"] && !set["udp"]:
+		return o, usageError{"--payload is a --udp probe's payload: use it with --udp PORT"}
+	case (set["tcp"] || set["udp"]) && o.demo:
+		return o, usageError{"--demo runs its own probes: not with --tcp or --udp"}
 	case sizeErr != nil:
 		return o, sizeErr
 	case (set["t"] || set["ttl"]) && (o.ping.TTL < 1 || o.ping.TTL > 255):
@@ -335,7 +360,22 @@ func parseArgs(args []string, stdout io.Writer) (options, error) {
 		o.target = positional[0]
 	}
 	o.ping.Mark = uint32(mark)
-	o.tcpPort = uint16(tcpPort)
+	switch {
+	case set["tcp"]:
+		o.proto, o.port = decode.ProtoTCP, uint16(tcpPort)
+	case set["udp"]:
+		o.proto, o.port = decode.ProtoUDP, uint16(udpPort)
+	}
+	if set["payload"] {
+		b, err := decode.ParsePayload(payload, os.ReadFile)
+		if err != nil {
+			return o, usageError{fmt.Sprintf("--payload: %v", err)}
+		}
+		if len(b) > decode.MaxPayload-decode.MarkLen {
+			return o, usageError{fmt.Sprintf("--payload: %d bytes, at most %d", len(b), decode.MaxPayload-decode.MarkLen)}
+		}
+		o.payload = b
+	}
 	if a, err := netip.ParseAddr(iface); err == nil {
 		o.ping.Source = a.Unmap()
 	} else {
@@ -390,7 +430,7 @@ func sizeFamilyIs6(o options, positional []string) bool {
 // liveOnly are the flags that shape a live run: they mean nothing to
 // --check or --replay.
 var liveOnly = []string{"c", "count", "i", "interval", "W", "timeout", "s", "size", "t", "ttl", "M", "pmtudisc",
-	"I", "interface", "m", "mark", "4", "6", "netfilter", "record", "from-netns", "netns", "ring-pages", "tcp"}
+	"I", "interface", "m", "mark", "4", "6", "netfilter", "record", "from-netns", "netns", "ring-pages", "tcp", "udp", "payload"}
 
 // refuseUnusedFlags refuses the flags that mean nothing in the chosen mode,
 // rather than ignore them: --check --record x would otherwise exit 0 and

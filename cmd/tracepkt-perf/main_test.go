@@ -15,9 +15,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tracepkt/tracepkt-perf/probes/ping"
-
+	"github.com/tracepkt/tracepkt-perf/decode"
 	"github.com/tracepkt/tracepkt-perf/probes"
+	"github.com/tracepkt/tracepkt-perf/probes/ping"
 )
 
 func TestParseArgs(t *testing.T) {
@@ -59,8 +59,17 @@ func TestParseArgs(t *testing.T) {
 	if o, err = parseArgs([]string{"--attach", "perf", "::1"}, nil); err != nil || o.attach != probes.AttachPerf {
 		t.Errorf("--attach perf: %+v, %v", o, err)
 	}
-	if o, err = parseArgs([]string{"--tcp", "443", "-c", "2", "::1"}, nil); err != nil || o.tcpPort != 443 || o.count != 2 {
+	if o, err = parseArgs([]string{"--tcp", "443", "-c", "2", "::1"}, nil); err != nil || o.proto != decode.ProtoTCP || o.port != 443 || o.count != 2 {
 		t.Errorf("--tcp 443: %+v, %v", o, err)
+	}
+	if o, err = parseArgs([]string{"--udp", "53", "::1"}, nil); err != nil || o.proto != decode.ProtoUDP || o.port != 53 || o.payload != nil {
+		t.Errorf("--udp 53: %+v, %v", o, err)
+	}
+	if o, err = parseArgs([]string{"--udp", "7", "--payload", "0a:0b", "::1"}, nil); err != nil || !bytes.Equal(o.payload, []byte{10, 11}) {
+		t.Errorf("--payload 0a:0b: %+v, %v", o, err)
+	}
+	if o, err = parseArgs([]string{"--udp", "7", "--payload", "", "::1"}, nil); err != nil || o.payload == nil || len(o.payload) != 0 {
+		t.Errorf("--payload '': %+v, %v", o, err)
 	}
 	if o, err = parseArgs([]string{"--ring-pages", "2", "::1"}, nil); err != nil || o.ringPages != 2 {
 		t.Errorf("--ring-pages 2: %+v, %v", o, err)
@@ -84,6 +93,11 @@ func TestParseArgsErrors(t *testing.T) {
 		{"--tcp", "0", "x"}, {"--tcp", "65536", "x"}, {"--tcp", "http", "x"}, {"--tcp", "80", "-s", "100", "x"},
 		{"--tcp", "80", "--demo"},
 		{"--tcp", "80", "--replay", "a.tpk"}, {"--tcp", "80", "--check"},
+		{"--udp", "0", "x"}, {"--udp", "65536", "x"}, {"--udp", "dns", "x"}, {"--udp", "53", "--tcp", "80", "x"},
+		{"--udp", "53", "-s", "100", "x"}, {"--udp", "53", "--demo"}, {"--udp", "53", "--replay", "a.tpk"},
+		{"--payload", "00", "x"}, {"--tcp", "80", "--payload", "00", "x"}, {"--udp", "7", "--payload", "0g", "x"},
+		{"--udp", "7", "--payload", "abc", "x"}, {"--udp", "7", "--payload", "@/nonexistent/q.bin", "x"},
+		{"--udp", "7", "--payload", strings.Repeat("00", 505), "x"},
 	} {
 		_, err := parseArgs(args, nil)
 		var ue usageError

@@ -143,7 +143,7 @@ func (n *namespaces) relist() error {
 }
 
 // prober sends a run's probes and receives their answers: the ICMP pinger,
-// or the TCP prober of --tcp.
+// or the TCP prober of --tcp, or the UDP prober of --udp.
 type prober interface {
 	Send(seq uint16) (time.Time, error)
 	Receive(deadline time.Time) (ping.Reply, error)
@@ -154,11 +154,14 @@ type prober interface {
 // openProber opens the prober in from's namespace (this one when nil): its
 // sockets are created on a locked OS thread that entered it, so it sends,
 // routes and receives there, whichever thread uses it, while the rest of
-// the program stays where it was. mark is nil for echoes.
-func openProber(target netip.Addr, port uint16, id uint16, mark *decode.TCPMark, opts ping.Options, from *netns.Netns) (prober, error) {
+// the program stays where it was. m holds no mark for echoes.
+func openProber(target netip.Addr, port uint16, id uint16, m marks, opts ping.Options, from *netns.Netns) (prober, error) {
 	open := func() (prober, error) {
-		if mark != nil {
-			return asProber(ping.OpenTCP(target, port, *mark, opts))
+		switch {
+		case m.tcp != nil:
+			return asProber(ping.OpenTCP(target, port, *m.tcp, opts))
+		case m.udp != nil:
+			return asProber(ping.OpenUDP(target, port, *m.udp, opts))
 		}
 		return asProber(ping.Open(target, id, opts))
 	}

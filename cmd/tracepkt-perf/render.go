@@ -193,8 +193,8 @@ func summary(j *decode.Journey, rc *renderContext) string {
 	var b strings.Builder
 	if j.Replied || j.Closed() {
 		nss, ifs := j.Crossed()
-		if j.Proto == decode.ProtoTCP {
-			b.WriteString(tcpAnswer(j, rc))
+		if j.Proto != 0 {
+			b.WriteString(portAnswer(j, rc))
 		} else {
 			fmt.Fprintf(&b, "reply from %s in %s", j.Target, stats.FormatDuration(j.RTT))
 		}
@@ -213,9 +213,12 @@ func summary(j *decode.Journey, rc *renderContext) string {
 		case j.Timeout == 0:
 			waited = ""
 		}
-		if j.Proto == decode.ProtoTCP {
+		switch {
+		case j.NoSocket():
+			fmt.Fprintf(&b, "closed: no socket on %s (seq %d)", netip.AddrPortFrom(j.Target, j.Port), j.Seq)
+		case j.Proto != 0:
 			fmt.Fprintf(&b, "no answer from %s (seq %d)", netip.AddrPortFrom(j.Target, j.Port), j.Seq)
-		} else {
+		default:
 			fmt.Fprintf(&b, "no reply from %s (seq %d)", j.Target, j.Seq)
 		}
 		nfDrop, byRule := j.NetfilterDrop()
@@ -227,6 +230,8 @@ func summary(j *decode.Journey, rc *renderContext) string {
 			switch {
 			case j.Error.MTU != 0:
 				fmt.Fprintf(&b, " (mtu %d)", j.Error.MTU)
+			case j.NoSocket():
+				b.WriteString(sentFrom(j, rc))
 			case j.Error.Rejected():
 				b.WriteString(" (REJECT?)")
 			}
@@ -250,6 +255,12 @@ func summary(j *decode.Journey, rc *renderContext) string {
 					verb = "entering"
 				}
 				fmt.Fprintf(&b, ": the %s was last seen %s %s in network namespace %s", last.PacketType(), verb, last.IfName(), rc.netnsCell(last.Netns))
+				if j.Proto == decode.ProtoUDP && last.IsRequest() && verb == "entering" {
+					// A datagram no socket takes is answered with a port
+					// unreachable, and one the stack drops is freed where
+					// the drop probe sees it.
+					b.WriteString(", no drop seen there: a socket took it and did not answer")
+				}
 			} else {
 				b.WriteString(": the request never reached a network device")
 			}
@@ -451,8 +462,8 @@ func (w jsonWriter) Journey(j *decode.Journey) error {
 	if j.Replied || j.Closed() {
 		e.RTTNs = j.RTT.Nanoseconds()
 	}
-	if j.Proto == decode.ProtoTCP {
-		e.Protocol, e.Port = "tcp", j.Port
+	if j.Proto != 0 {
+		e.Protocol, e.Port = decode.ProtoName(j.Proto), j.Port
 		if j.From.IsValid() {
 			e.AnswerFrom = j.From.String()
 		}
@@ -507,29 +518,40 @@ func (w jsonWriter) Journey(j *decode.Journey) error {
 	return w.enc.Encode(e)
 }
 
-// tcpAnswer says what answered a TCP probe: "open: 10.96.0.10:80 answered
-// SYN-ACK in 1.2ms", or "closed: ... answered RST", where the RST was born
-// (the namespace the answer was first seen in), and an answer from another
-// address than the one probed, which the prober's side does not take as an
-// answer to its SYN.
-func tcpAnswer(j *decode.Journey, rc *renderContext) string {
+// portAnswer says what answered a TCP or UDP probe: "open: 10.96.0.10:80
+// answered SYN-ACK in 1.2ms", or "closed: ... answered RST", where the RST
+// was born (the namespace the answer was first seen in), "reply:
+// 10.96.0.10:53 answered in 1.2ms", and an answer from another address than
+// the one probed, which the prober's side does not take as an answer to
+// its SYN.
+func portAnswer(j *decode.Journey, rc *renderContext) string {
 	var b strings.Builder
 	to := netip.AddrPortFrom(j.Target, j.Port)
-	if j.Replied {
+	switch {
+	case j.Proto == decode.ProtoUDP:
+		fmt.Fprintf(&b, "reply: %s answered in %s", to, stats.FormatDuration(j.RTT))
+	case j.Replied:
 		fmt.Fprintf(&b, "open: %s answered SYN-ACK in %s", to, stats.FormatDuration(j.RTT))
-	} else {
+	default:
 		fmt.Fprintf(&b, "closed: %s answered RST in %s", to, stats.FormatDuration(j.RTT))
-		for _, h := range j.Hops {
-			if !h.IsRequest() && !h.IsError() {
-				fmt.Fprintf(&b, " (sent from network namespace %s)", rc.netnsCell(h.Netns))
-				break
-			}
-		}
+		b.WriteString(sentFrom(j, rc))
 	}
 	if j.From.IsValid() && j.From != j.Target {
 		fmt.Fprintf(&b, "; the answer came from %s, not %s: it was not translated back", j.From, j.Target)
 	}
 	return b.String()
+}
+
+// sentFrom names where the answer to a probe was born: " (sent from
+// network namespace pod-3)", the namespace its first hop was seen in; ""
+// when no hop of it was seen.
+func sentFrom(j *decode.Journey, rc *renderContext) string {
+	for _, h := range j.Hops {
+		if !h.IsRequest() {
+			return fmt.Sprintf(" (sent from network namespace %s)", rc.netnsCell(h.Netns))
+		}
+	}
+	return ""
 }
 
 // translationLine says what NAT changed and where: "DNAT 10.96.0.10:80 ->

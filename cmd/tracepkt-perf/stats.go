@@ -273,15 +273,17 @@ func family(a netip.Addr) string {
 
 // probeCount counts a run's probes: "3 echoes", or "3 TCP probes".
 func probeCount(s *stats.Summary, n int) string {
-	if s.Proto == decode.ProtoTCP {
-		return plural(n, "TCP probe", "TCP probes")
+	if s.Proto != 0 {
+		name := strings.ToUpper(decode.ProtoName(s.Proto))
+		return plural(n, name+" probe", name+" probes")
 	}
 	return plural(n, "echo", "echoes")
 }
 
-// probed is what a run probed: its target, with the port of a TCP probe.
+// probed is what a run probed: its target, with the port of a TCP or UDP
+// probe.
 func probed(s *stats.Summary) string {
-	if s.Proto == decode.ProtoTCP {
+	if s.Proto != 0 {
 		return netip.AddrPortFrom(s.Target, s.Port).String()
 	}
 	return s.Target.String()

@@ -15,14 +15,27 @@ import (
 	"github.com/tracepkt/tracepkt-perf/internal/vmtest"
 )
 
+// svcPorts are the ports of the Services kubeProxyRules writes: Port to an
+// endpoint that listens on EpPort, Port+1 to one where nothing listens,
+// Port+2 a Service without endpoints, Port+3 to an endpoint the node drops.
+type svcPorts struct {
+	Proto        string
+	Port, EpPort int
+}
+
+var (
+	tcpServices = svcPorts{"tcp", 80, 8080}
+	udpServices = svcPorts{"udp", 53, 5353}
+)
+
 // kubeProxyRules is a Service's rule set as kube-proxy's iptables mode
 // writes it (iptables-save shape, cut to one Service and its ports), for
-// iptables-restore --noflush in the node's namespace: port 80 to an
-// endpoint that listens on epPort, port 81 to one where nothing listens,
-// port 82 a Service without endpoints (REJECTed in filter), port 83 to an
-// endpoint the node's FORWARD chain drops. Traffic from outside clusterNet
-// is marked for masquerade, as with --cluster-cidr.
-func kubeProxyRules(vip, ep netip.Addr, clusterNet netip.Prefix, epPort int) string {
+// iptables-restore --noflush in the node's namespace: s.Port to an
+// endpoint that listens on s.EpPort, s.Port+1 to one where nothing
+// listens, s.Port+2 a Service without endpoints (REJECTed in filter),
+// s.Port+3 to an endpoint the node's FORWARD chain drops. Traffic from
+// outside clusterNet is marked for masquerade, as with --cluster-cidr.
+func kubeProxyRules(vip, ep netip.Addr, clusterNet netip.Prefix, s svcPorts) string {
 	bits := "/32"
 	if vip.Is6() {
 		bits = "/128"
@@ -51,13 +64,15 @@ func kubeProxyRules(vip, ep netip.Addr, clusterNet netip.Prefix, epPort int) str
 		name, sep string
 		port      int
 		to        string
-	}{{"TPKWEB", "TPKWEB1", 80, dnat(ep, epPort)}, {"TPKDEAD", "TPKDEAD1", 81, dnat(ep, epPort+1)}, {"TPKFW", "TPKFW1", 83, dnat(ep, epPort+3)}} {
-		fmt.Fprintf(&b, "-A KUBE-SERVICES -d %s%s -p tcp -m comment --comment \"default/%s cluster IP\" -m tcp --dport %d -j KUBE-SVC-%s\n",
-			vip, bits, strings.ToLower(svc.name), svc.port, svc.name)
-		fmt.Fprintf(&b, "-A KUBE-SVC-%s ! -s %s -d %s%s -p tcp -m comment --comment \"default/%s cluster IP\" -m tcp --dport %d -j KUBE-MARK-MASQ\n",
-			svc.name, clusterNet, vip, bits, strings.ToLower(svc.name), svc.port)
+	}{{"TPKWEB", "TPKWEB1", s.Port, dnat(ep, s.EpPort)}, {"TPKDEAD", "TPKDEAD1", s.Port + 1, dnat(ep, s.EpPort+1)}, {"TPKFW", "TPKFW1", s.Port + 3, dnat(ep, s.EpPort+3)}} {
+		fmt.Fprintf(&b, "-A KUBE-SERVICES -d %s%s -p %s -m comment --comment \"default/%s cluster IP\" -m %s --dport %d -j KUBE-SVC-%s\n",
+			vip, bits, s.Proto, strings.ToLower(svc.name), s.Proto, svc.port, svc.name)
+		fmt.Fprintf(&b, "-A KUBE-SVC-%s ! -s %s -d %s%s -p %s -m comment --comment \"default/%s cluster IP\" -m %s --dport %d -j KUBE-MARK-MASQ\n",
+			svc.name, clusterNet, vip, bits, s.Proto, strings.ToLower(svc.name), s.Proto, svc.port)
 		fmt.Fprintf(&b, "-A KUBE-SVC-%s -m comment --comment \"default/%s -> %s\" -j KUBE-SEP-%s\n", svc.name, strings.ToLower(svc.name), svc.to, svc.sep)
-		fmt.Fprintf(&b, "-A KUBE-SEP-%s -p tcp -m comment --comment \"default/%s\" -m tcp -j DNAT --to-destination %s\n", svc.sep, strings.ToLower(svc.name), svc.to)
+		// An endpoint reaching itself through its Service (hairpin) is masqueraded.
+		fmt.Fprintf(&b, "-A KUBE-SEP-%s -s %s%s -m comment --comment \"default/%s\" -j KUBE-MARK-MASQ\n", svc.sep, ep, bits, strings.ToLower(svc.name))
+		fmt.Fprintf(&b, "-A KUBE-SEP-%s -p %s -m comment --comment \"default/%s\" -m %s -j DNAT --to-destination %s\n", svc.sep, s.Proto, strings.ToLower(svc.name), s.Proto, svc.to)
 	}
 	reject := "icmp-port-unreachable"
 	if vip.Is6() {
@@ -69,23 +84,23 @@ func kubeProxyRules(vip, ep netip.Addr, clusterNet netip.Prefix, epPort int) str
 :KUBE-FORWARD - [0:0]
 -A FORWARD -m conntrack --ctstate NEW -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
 -A FORWARD -m comment --comment "kubernetes forwarding rules" -j KUBE-FORWARD
--A KUBE-SERVICES -d %s%s -p tcp -m comment --comment "default/tpknone has no endpoints" -m tcp --dport 82 -j REJECT --reject-with %s
--A KUBE-FORWARD -d %s -p tcp -m tcp --dport %d -j DROP
+-A KUBE-SERVICES -d %[1]s%[2]s -p %[3]s -m comment --comment "default/tpknone has no endpoints" -m %[3]s --dport %[4]d -j REJECT --reject-with %[5]s
+-A KUBE-FORWARD -d %[6]s -p %[3]s -m %[3]s --dport %[7]d -j DROP
 COMMIT
-`, vip, bits, reject, ep, epPort+3)
+`, vip, bits, s.Proto, s.Port+2, reject, ep, s.EpPort+3)
 	return b.String()
 }
 
 // serviceNode builds client A -> node R -> endpoint B, with a Service
 // address on no interface that R translates to B (kubeProxyRules, loaded
 // with restore4 and restore6: iptables-restore or iptables-legacy-restore
-// and their IPv6 twins), and a TCP listener in B. It returns the Service
-// addresses.
-func serviceNode(t *testing.T, restore4, restore6 string) (n *topology.RouterNet, vip4, vip6 netip.Addr, epPort int) {
+// and their IPv6 twins), and in B a TCP listener or a DNS responder on
+// s.EpPort. It returns the Service addresses.
+func serviceNode(t *testing.T, restore4, restore6 string, s svcPorts) (n *topology.RouterNet, vip4, vip6 netip.Addr, epPort int) {
 	t.Helper()
 	topo, n := router(t)
 	testenv.RequireCommands(t, restore4, restore6, "ss")
-	epPort = 8080
+	epPort = s.EpPort
 	// The Service addresses: unassigned addresses of B's networks, routed
 	// by R toward B, so a packet R does not translate stays in the topology.
 	vip4, vip6 = lastHost(n.B4), lastHost(n.B6)
@@ -101,12 +116,16 @@ func serviceNode(t *testing.T, restore4, restore6 string) (n *topology.RouterNet
 	}{{restore4, vip4, n.Target4}, {restore6, vip6, n.Target6}} {
 		// The client is outside the cluster network: its probes are masqueraded.
 		cmd := exec.Command("ip", "netns", "exec", n.R.Name, f.restore, "--noflush")
-		cmd.Stdin = strings.NewReader(kubeProxyRules(f.vip, f.ep, netip.PrefixFrom(f.ep, f.ep.BitLen()), epPort))
+		cmd.Stdin = strings.NewReader(kubeProxyRules(f.vip, f.ep, netip.PrefixFrom(f.ep, f.ep.BitLen()), s))
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("%s: %v\n%s", f.restore, err, out)
 		}
 	}
-	listen(t, n.B, epPort)
+	if s.Proto == "udp" {
+		dnsResponder(t, n.B, epPort)
+	} else {
+		listen(t, n.B, epPort)
+	}
 	return n, vip4, vip6, epPort
 }
 
@@ -180,7 +199,7 @@ func lastHost(p netip.Prefix) netip.Addr {
 }
 
 func TestE2ETCPThroughServiceNAT(t *testing.T) {
-	n, vip4, vip6, epPort := serviceNode(t, "iptables-restore", "ip6tables-restore")
+	n, vip4, vip6, epPort := serviceNode(t, "iptables-restore", "ip6tables-restore", tcpServices)
 	a, r, b := inode(t, n.A), inode(t, n.R), inode(t, n.B)
 	families(t, vip4, vip6, func(t *testing.T, vip netip.Addr) {
 		ep, rb := n.Target4, n.RB4.Addr()
@@ -301,6 +320,36 @@ func TestE2ETCPThroughServiceNAT(t *testing.T) {
 			if x := first.NAT[0]; x.Kind != "DNAT" || x.Before != netip.AddrPortFrom(vip, 80).String() ||
 				x.After != netip.AddrPortFrom(ep, uint16(epPort)).String() || x.Netns != uint32(r) || x.Chain != "KUBE-SEP-TPKWEB1" {
 				t.Errorf("first hop's translation %+v, want DNAT to the endpoint in %d by KUBE-SEP-TPKWEB1", x, r)
+			}
+		})
+		t.Run("hairpin", func(t *testing.T) {
+			// The endpoint reaches itself through its Service: R sends the
+			// SYN back where it came from, translated to the endpoint and
+			// masqueraded to R's address, so the answer comes back through R.
+			// The Service range is routed through the endpoint's gateway, as
+			// a pod's default route takes it.
+			host := netip.PrefixFrom(vip, vip.BitLen()).String()
+			inNetns(t, n.B, "ip", "route", "add", host, "via", rb.String(), "dev", n.BLink)
+			t.Cleanup(func() { inNetns(t, n.B, "ip", "route", "del", host) })
+			e, _ := probeJSON(t, n.B, 0, "-W", "2s", "--tcp", "80", vip.String())
+			want := []string{
+				row(b, "eth0", "out", "syn"), row(r, "eth1", "in", "syn"), row(r, "eth1", "out", "syn"), row(b, "eth0", "in", "syn"),
+				row(b, "eth0", "out", "syn-ack"), row(r, "eth1", "in", "syn-ack"), row(r, "eth1", "out", "syn-ack"), row(b, "eth0", "in", "syn-ack"),
+			}
+			if got := rows(e); e.Result != "open" || len(got) < len(want) || strings.Join(got[:len(want)], "\n") != strings.Join(want, "\n") {
+				t.Errorf("result %q, rows:\n%s\nwant first:\n%s", e.Result, strings.Join(got, "\n"), strings.Join(want, "\n"))
+			}
+			var kinds []string
+			for _, h := range e.Hops {
+				for _, x := range h.NAT {
+					if x.Kind == "SNAT" && netip.MustParseAddrPort(x.After).Addr() != rb {
+						t.Errorf("hairpin SNAT %+v, want to %s", x, rb)
+					}
+					kinds = append(kinds, x.Kind)
+				}
+			}
+			if strings.Join(kinds, " ") != "DNAT SNAT reverse SNAT reverse DNAT" {
+				t.Errorf("translations %q, want DNAT SNAT reverse SNAT reverse DNAT", kinds)
 			}
 		})
 		t.Run("closed", func(t *testing.T) {
@@ -446,7 +495,7 @@ func TestE2ETCPThroughKubeProxyNftables(t *testing.T) {
 // tied to the nat table's chains at their hooks.
 func TestE2ETCPThroughLegacyIptables(t *testing.T) {
 	requireKprobes(t)
-	n, vip4, vip6, epPort := serviceNode(t, "iptables-legacy-restore", "ip6tables-legacy-restore")
+	n, vip4, vip6, epPort := serviceNode(t, "iptables-legacy-restore", "ip6tables-legacy-restore", tcpServices)
 	r := inode(t, n.R)
 	families(t, vip4, vip6, func(t *testing.T, vip netip.Addr) {
 		ep := n.Target4

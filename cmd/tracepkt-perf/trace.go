@@ -107,11 +107,7 @@ func openSession(o options, rec *outFile, newWriter func(*renderContext) journey
 	if err != nil {
 		return nil, err
 	}
-	var proto uint8
-	if o.tcpPort != 0 {
-		proto = decode.ProtoTCP
-	}
-	hdr := newHeader(s.netfilter, fs, proto)
+	hdr := newHeader(s.netfilter, fs, o.proto)
 	s.rc = newRenderContext(hdr.Capabilities)
 	s.rc.setSnapshot(snap)
 	if rec == nil {
@@ -168,7 +164,7 @@ func (s *session) trace(ctx context.Context, target netip.Addr, o options) (err 
 	unanswered, sent := 0, 0
 	notes := src.tracer.Notes() // said under the first echo
 	err = pace(ctx, o.count, o.interval, realClock{}, func(seq uint16) error {
-		j, events, err := echo(ctx, src.pinger, src.tracer, src.nf, target, o.tcpPort, seq, o.timeout, &recs)
+		j, events, err := echo(ctx, src.pinger, src.tracer, src.nf, target, o.proto, o.port, seq, o.timeout, &recs)
 		switch {
 		case errors.Is(err, errNotSent):
 			return err
@@ -244,15 +240,9 @@ func (s *session) openSources(target netip.Addr, o options) (_ *sources, err err
 	if err != nil {
 		return nil, err
 	}
-	var mark *decode.TCPMark
-	if o.tcpPort != 0 {
-		var b [4]byte
-		if _, err := rand.Read(b[:]); err != nil {
-			return nil, fmt.Errorf("read random TCP cookie: %w", err)
-		}
-		// Probes are numbered from 1, as ping numbers its echoes.
-		m := decode.NewTCPMark(id, binary.BigEndian.Uint32(b[:]), o.count+1)
-		mark = &m
+	m, err := newMarks(id, o)
+	if err != nil {
+		return nil, err
 	}
 	src := &sources{}
 	defer func() {
@@ -262,7 +252,7 @@ func (s *session) openSources(target netip.Addr, o options) (_ *sources, err err
 	}()
 	// The nftables tables go in while the kernel's BTF may still be parsed.
 	if s.netfilter.sources&nfNftrace != 0 {
-		if src.nf, err = nftrace.Open(s.traced, nftrace.Match{EchoID: id, TCP: mark}); err != nil {
+		if src.nf, err = nftrace.Open(s.traced, nftrace.Match{EchoID: id, TCP: m.tcp, UDP: m.udp}); err != nil {
 			return nil, fmt.Errorf("netfilter: %w", err)
 		}
 	}
@@ -271,7 +261,7 @@ func (s *session) openSources(target netip.Addr, o options) (_ *sources, err err
 		return nil, err
 	}
 	// auto's kprobes that cannot be added are a note.
-	cfg := probes.Config{EchoID: id, TCP: mark, Netfilter: s.netfilter.kprobes, NetfilterOptional: s.netfilter.auto,
+	cfg := probes.Config{EchoID: id, TCP: m.tcp, UDP: m.udp, Netfilter: s.netfilter.kprobes, NetfilterOptional: s.netfilter.auto,
 		RingPages: o.ringPages, Attach: o.attach}
 	if src.tracer, err = probes.Open(s.fs, offsets, cfg); err != nil {
 		return nil, err
@@ -279,14 +269,50 @@ func (s *session) openSources(target netip.Addr, o options) (_ *sources, err err
 	if from := o.ping.Source; from.IsValid() && from.Is4() != target.Is4() {
 		return nil, usageError{fmt.Sprintf("-I %s is not of the family of %s", from, target)}
 	}
-	if src.pinger, err = openProber(target, o.tcpPort, id, mark, o.ping, s.from); err != nil {
+	if src.pinger, err = openProber(target, o.port, id, m, o.ping, s.from); err != nil {
 		if errors.Is(err, ping.ErrNoRoute) {
 			// A TCP prober needs its source address to open.
 			return nil, fmt.Errorf("no route to %s", target)
 		}
 		return nil, err
 	}
+	// A UDP reply carries no mark: nftables traces it by the port the
+	// prober holds, known now.
+	if u, ok := src.pinger.(*ping.UDPProber); ok && src.nf != nil {
+		if err := src.nf.TraceReplies(u.SourcePort()); err != nil {
+			return nil, fmt.Errorf("netfilter: %w", err)
+		}
+	}
 	return src, nil
+}
+
+// marks are what mark a run's probes: a TCP run's or a UDP run's, both nil
+// for an echo run's, whose id marks them.
+type marks struct {
+	tcp *decode.TCPMark
+	udp *decode.UDPMark
+}
+
+// newMarks draws the cookie of a TCP or UDP run of id.
+func newMarks(id uint16, o options) (marks, error) {
+	if o.proto == 0 {
+		return marks{}, nil
+	}
+	var b [4]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return marks{}, fmt.Errorf("read random cookie: %w", err)
+	}
+	cookie := binary.BigEndian.Uint32(b[:])
+	if o.proto == decode.ProtoUDP {
+		m, err := decode.NewUDPMark(id, cookie, o.port, o.payload)
+		if err != nil {
+			return marks{}, usageError{"--payload: " + err.Error()}
+		}
+		return marks{udp: &m}, nil
+	}
+	// Probes are numbered from 1, as ping numbers its echoes.
+	m := decode.NewTCPMark(id, cookie, o.count+1)
+	return marks{tcp: &m}, nil
 }
 
 // close closes every source. Both tracers wait for RCU grace periods as
@@ -317,7 +343,7 @@ var errNotSent = errors.New("interrupted before the echo was sent")
 // echo sends one request, waits for its reply or the timeout, then collects
 // what the sources hold: every probe fired before the reply reached our
 // socket, and every trace message was sent before the packet moved on.
-func echo(ctx context.Context, p prober, t *probes.Tracer, nf *nftrace.Tracer, target netip.Addr, port, seq uint16, timeout time.Duration, recs *[]decode.Record) (decode.Journey, []decode.NetfilterEvent, error) {
+func echo(ctx context.Context, p prober, t *probes.Tracer, nf *nftrace.Tracer, target netip.Addr, proto uint8, port, seq uint16, timeout time.Duration, recs *[]decode.Record) (decode.Journey, []decode.NetfilterEvent, error) {
 	if ctx.Err() != nil {
 		return decode.Journey{}, nil, errNotSent
 	}
@@ -413,7 +439,7 @@ func echo(ctx context.Context, p prober, t *probes.Tracer, nf *nftrace.Tracer, t
 	o := decode.Outcome{Target: target, EchoID: p.ID(), Seq: seq, Replied: replied, Timeout: timeout, Interrupted: interrupted,
 		NetfilterLost: nfLost, Notes: notes}
 	if port != 0 {
-		o.Proto, o.Port = decode.ProtoTCP, port
+		o.Proto, o.Port = proto, port
 		if answered && reply.Error == nil {
 			o.TCPFlags, o.From, o.RTT = reply.TCPFlags, reply.From.WithZone(""), reply.Received.Sub(sent)
 		}

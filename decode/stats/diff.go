@@ -125,10 +125,10 @@ func Compare(a, b *Run) Diff {
 }
 
 // probes says what the run traced: "echoes to 10.0.1.2", "TCP port 80 of
-// 10.0.1.2".
+// 10.0.1.2", "UDP port 53 of 10.0.1.2".
 func (s *Summary) probes() string {
-	if s.Proto == decode.ProtoTCP {
-		return fmt.Sprintf("TCP port %d of %s", s.Port, s.Target)
+	if s.Proto != 0 {
+		return fmt.Sprintf("%s port %d of %s", strings.ToUpper(decode.ProtoName(s.Proto)), s.Port, s.Target)
 	}
 	return "echoes to " + s.Target.String()
 }

@@ -67,6 +67,17 @@ func Topology(tb testing.TB) *topology.Topology {
 	return t
 }
 
+// Nft loads ruleset into the nftables of ns, a namespace of the test's own:
+// the tables go with the namespace.
+func Nft(tb testing.TB, ns *topology.Netns, ruleset string) {
+	tb.Helper()
+	cmd := exec.Command("ip", "netns", "exec", ns.Name, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(ruleset)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		tb.Fatalf("nft -f in %v: %v\n%s\nruleset:\n%s", ns, err, out, ruleset)
+	}
+}
+
 // NetnsInodeOfPid returns the inode of /proc/<pid>/ns/net, the identity of the process's
 // network namespace, read with stat(2) independently of the topology package.
 func NetnsInodeOfPid(tb testing.TB, pid int) uint64 {

@@ -16,7 +16,7 @@ func TestReadAllCountsUnparsable(t *testing.T) {
 	}
 	defer unix.Close(fds[0])
 	defer unix.Close(fds[1])
-	tr := &Tracer{match: Match{EchoID: 1}, buf: make([]byte, readBufSize), nss: []*nsState{{fd: fds[0]}}}
+	tr := &Tracer{claims: claimer{match: Match{EchoID: 1}}, buf: make([]byte, readBufSize), nss: []*nsState{{fd: fds[0]}}}
 	// A netlink header whose length runs past the datagram, then a
 	// truncated NFT_MSG_TRACE.
 	short := []byte{64, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}

@@ -157,15 +157,8 @@ func rowsString(rs []row) string {
 // checkEchoFields checks the packet fields of every event: our echo, from A to dst or back.
 func checkEchoFields(t *testing.T, events []decode.NetfilterEvent, id, seq uint16, a4, a6, dst netip.Addr) {
 	t.Helper()
-	src := a4
-	if dst.Is6() {
-		src = a6
-	}
 	for _, e := range events {
-		wantSrc, wantDst := src, dst
-		if !e.IsRequest() {
-			wantSrc, wantDst = dst, src
-		}
+		wantSrc, wantDst := ends(&e, a4, a6, dst)
 		if e.EchoID != id || e.Seq != seq || e.Src != wantSrc || e.Dst != wantDst || e.Source != "nftrace" || e.Time != 0 || e.TraceID == 0 {
 			t.Errorf("event %+v: want echo id %d seq %d %v -> %v, source nftrace, time 0, a trace id", e, id, seq, wantSrc, wantDst)
 		}
@@ -174,6 +167,19 @@ func checkEchoFields(t *testing.T, events []decode.NetfilterEvent, id, seq uint1
 			t.Errorf("event %+v: ICMP type %d, want %d", e, e.ICMPType, wantType)
 		}
 	}
+}
+
+// ends returns the source and destination event e should show: of a request from A (a4 or
+// a6, of dst's family) to dst, or of its reply.
+func ends(e *decode.NetfilterEvent, a4, a6, dst netip.Addr) (src, to netip.Addr) {
+	src = a4
+	if dst.Is6() {
+		src = a6
+	}
+	if !e.IsRequest() {
+		return dst, src
+	}
+	return src, dst
 }
 
 // TestRuleTextFollowsRuleset: a table deleted and made again restarts its rule handles; the

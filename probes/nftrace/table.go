@@ -16,6 +16,8 @@ import (
 	"github.com/google/nftables/expr"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/tracepkt/tracepkt-perf/decode"
 )
 
 // tablePrefix starts the name of every table this package installs:
@@ -92,20 +94,28 @@ func isHelperTable(family uint8, name string) bool {
 // 20 bytes of the transport header (NFT_TRACETYPE_TRANSPORT_HSIZE), which end inside the
 // quoted IP header: Drain could not tell which run, or which probe, an error is about. The
 // BPF probes see them.
+//
+// For a UDP run (see decode.UDPMark), the requests by their mark, 8 + Offset bytes into
+// the transport header (Offset 0 for the default payload, 32 for a DNS query, up to
+// decode.MaxPayload - decode.MarkLen = 504 behind a user payload: Linux 6.18 loads
+// payload at such offsets, TestUDPRun sends one; older kernels may not, see
+// maxOldPayloadOffset):
+//
+//	meta l4proto udp @th,<(8 + Offset) * 8>,32 <cookie> @th,<(8 + Offset + 6) * 8>,16 <echo id> meta nftrace set 1
+//
+// followed by "jump seq" when a trace would not show the whole mark (see seqRules).
+// Replies carry no mark: TraceReplies adds replyRules once the prober's port is known.
 func traceRules(match Match) [][]expr.Any {
-	nftrace := []expr.Any{
-		&expr.Immediate{Register: 1, Data: []byte{1}},
-		&expr.Meta{Key: expr.MetaKeyNFTRACE, SourceRegister: true, Register: 1},
-	}
-	l4proto := func(proto byte) []expr.Any {
-		return []expr.Any{
-			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
+	if m := match.UDP; m != nil {
+		off := uint32(udpHeaderLen + m.Offset)
+		rule := slices.Concat(l4proto(unix.IPPROTO_UDP),
+			[]expr.Any{payload(off, 4), eq(binary.BigEndian.AppendUint32(nil, m.Cookie))},
+			[]expr.Any{payload(off+6, 2), eq(binary.BigEndian.AppendUint16(nil, m.EchoID))},
+			setNftrace())
+		if !markVisible(m) {
+			rule = append(rule, &expr.Verdict{Kind: expr.VerdictJump, Chain: chainSeq})
 		}
-	}
-	// payload loads bytes of the transport header at off.
-	payload := func(off, n uint32) expr.Any {
-		return &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: off, Len: n}
+		return [][]expr.Any{rule}
 	}
 	// within compares the register with [from, to], in network byte order, as nft does.
 	within := func(from, to uint32) []expr.Any {
@@ -117,15 +127,140 @@ func traceRules(match Match) [][]expr.Any {
 	if m := match.TCP; m != nil {
 		first, last := m.Cookie, m.Cookie+m.Span-1
 		return [][]expr.Any{
-			slices.Concat(l4proto(unix.IPPROTO_TCP), []expr.Any{payload(4, 4)}, within(first, last), nftrace),
-			slices.Concat(l4proto(unix.IPPROTO_TCP), []expr.Any{payload(8, 4)}, within(first+1, last+1), nftrace),
+			slices.Concat(l4proto(unix.IPPROTO_TCP), []expr.Any{payload(4, 4)}, within(first, last), setNftrace()),
+			slices.Concat(l4proto(unix.IPPROTO_TCP), []expr.Any{payload(8, 4)}, within(first+1, last+1), setNftrace()),
 		}
 	}
 	id := binary.BigEndian.AppendUint16(nil, match.EchoID)
 	rule := func(proto byte) []expr.Any {
-		return slices.Concat(l4proto(proto), []expr.Any{payload(4, 2), &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: id}}, nftrace)
+		return slices.Concat(l4proto(proto), []expr.Any{payload(4, 2), eq(id)}, setNftrace())
 	}
 	return [][]expr.Any{rule(unix.IPPROTO_ICMP), rule(unix.IPPROTO_ICMPV6)}
+}
+
+// seqBits is the width of a UDP probe's number.
+const seqBits = 16
+
+// chainSeq is the helper chain that reads a UDP request's probe number (seqRules);
+// seqBitChain(i) the empty chain it jumps to when bit i is set.
+const chainSeq = "seq"
+
+func seqBitChain(i int) string { return fmt.Sprintf("seq_bit%d", i) }
+
+// seqBit returns the bit a seqBitChain stands for, and whether chain is one.
+func seqBit(chain string) (int, bool) {
+	rest, ok := strings.CutPrefix(chain, "seq_bit")
+	if !ok {
+		return 0, false
+	}
+	i, err := strconv.Atoi(rest)
+	return i, err == nil && i >= 0 && i < seqBits && seqBitChain(i) == chain
+}
+
+// markVisible reports whether a trace shows the whole mark of m's requests: in the first
+// 12 bytes of the payload (transportHSize), as with the default payload (Offset 0).
+func markVisible(m *decode.UDPMark) bool {
+	return m.Offset+decode.MarkLen <= transportHSize-udpHeaderLen
+}
+
+// seqRules returns the rules of chain seq, for a UDP run whose mark a trace does not show
+// whole (a DNS query's, 32 bytes in; one behind a user payload of more than 4 bytes); nil
+// for other runs. The mark rule jumps there; rule i jumps on to the empty chain
+// seq_bit<i> when bit i of the probe number (a big-endian u16 at 8 + Offset + 4) is set:
+//
+//	@th,<(8 + Offset + 4) * 8 + 15 - i>,1 1 jump seq_bit<i>
+//
+// The trace of each jump names its target chain, so the messages of our own table tell
+// claimer that the packet they trace carries the run's mark (only the mark rule jumps to
+// seq) and its probe number (claimer.observe). It costs the run's own requests 16 more
+// rules and a jump per bit set in each namespace, and other packets nothing.
+func seqRules(match Match) [][]expr.Any {
+	m := match.UDP
+	if m == nil || markVisible(m) {
+		return nil
+	}
+	seq := uint32(udpHeaderLen + m.Offset + 4)
+	rules := make([][]expr.Any, seqBits)
+	for i := range seqBits {
+		bit := byte(1) << (i % 8)
+		rules[i] = []expr.Any{
+			payload(seq+1-uint32(i/8), 1),
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 1, Mask: []byte{bit}, Xor: []byte{0}},
+			eq([]byte{bit}),
+			&expr.Verdict{Kind: expr.VerdictJump, Chain: seqBitChain(i)},
+		}
+	}
+	return rules
+}
+
+// maxOldPayloadOffset is the largest offset at which kernels before commit 077dc4a27579
+// ("netfilter: nft_payload: extend offset to 65535 bytes") load packet bytes: they check
+// NFTA_PAYLOAD_OFFSET against U8_MAX and refuse more with ERANGE. (Kernels older still,
+// without that check, may keep only the offset's low 8 bits: there, a mark behind a long
+// user payload would be looked for at the wrong place and its requests go untraced. Not
+// tested: only Linux 6.18 was at hand.)
+const maxOldPayloadOffset = 255
+
+// explainOffset says why the kernel refused a helper table with ERANGE when the UDP mark
+// of match lies further into the transport header than kernels of 8-bit payload offsets
+// load; other errors come back as they are.
+func explainOffset(err error, match Match) error {
+	m := match.UDP
+	if m == nil || !errors.Is(err, unix.ERANGE) {
+		return err
+	}
+	// The echo id, 6 bytes into the mark, is loaded last.
+	last := udpHeaderLen + m.Offset + 6
+	if last <= maxOldPayloadOffset {
+		return err
+	}
+	return fmt.Errorf("%w: this kernel loads packet bytes at offsets up to %d into the transport header, the mark behind a payload of %d bytes needs %d: payloads of at most %d bytes can be traced here",
+		err, maxOldPayloadOffset, m.Offset, last, maxOldPayloadOffset-udpHeaderLen-6)
+}
+
+// replyRules returns the expressions of the rule TraceReplies adds to each helper chain for
+// the replies to a UDP prober whose source port is sport:
+//
+//	meta l4proto udp udp dport <sport> meta nftrace set 1
+//
+// It matches on the packet alone, in the same chains as the request's rule, ahead of
+// every other chain. A rule on the conntrack entry (ct direction reply, ct original
+// proto-src) would take no other host's datagram to that port, but any ct expression takes
+// a reference on conntrack in the namespace (nf_ct_netns_get), switching connection
+// tracking and defragmentation on where nothing used them: a change to the user's
+// namespaces we do not make. A namespace that rewrites the source port of the request (a
+// masquerade) sees the reply to the new port until its NAT restores it: the rule is also
+// in a chain of its own right after that (see replyMessages), so the namespace's chains
+// from then on are traced.
+func replyRules(sport uint16) [][]expr.Any {
+	return [][]expr.Any{slices.Concat(l4proto(unix.IPPROTO_UDP),
+		[]expr.Any{payload(2, 2), eq(binary.BigEndian.AppendUint16(nil, sport))}, setNftrace())}
+}
+
+// setNftrace is meta nftrace set 1.
+func setNftrace() []expr.Any {
+	return []expr.Any{
+		&expr.Immediate{Register: 1, Data: []byte{1}},
+		&expr.Meta{Key: expr.MetaKeyNFTRACE, SourceRegister: true, Register: 1},
+	}
+}
+
+// l4proto is meta l4proto <proto>.
+func l4proto(proto byte) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		eq([]byte{proto}),
+	}
+}
+
+// payload loads n bytes of the transport header at off into register 1.
+func payload(off, n uint32) expr.Any {
+	return &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: off, Len: n}
+}
+
+// eq compares register 1 with data.
+func eq(data []byte) expr.Any {
+	return &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: data}
 }
 
 // buildBatch returns the netlink messages, batch begin and end included, that google/nftables
@@ -171,11 +306,16 @@ func installMessages(name string, match Match, owner bool) ([]netlink.Message, e
 	msgs, err := buildBatch(func(c *nftables.Conn) {
 		t, chains := helperTable(name)
 		c.AddTable(t)
+		// A chain is jumped to by name: it goes in first.
+		if rules := seqRules(match); rules != nil {
+			for i := range seqBits {
+				c.AddChain(&nftables.Chain{Name: seqBitChain(i), Table: t})
+			}
+			addRules(c, c.AddChain(&nftables.Chain{Name: chainSeq, Table: t}), rules)
+		}
 		for _, ch := range chains {
 			c.AddChain(ch)
-			for _, exprs := range traceRules(match) {
-				c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: exprs})
-			}
+			addRules(c, ch, traceRules(match))
 		}
 	})
 	if err != nil {
@@ -187,6 +327,37 @@ func installMessages(name string, match Match, owner bool) ([]netlink.Message, e
 		}
 	}
 	return msgs, nil
+}
+
+// chainReplies is the helper chain that sees a reply right after a namespace's NAT has
+// undone the request's source NAT, at prerouting's destination NAT (NF_IP_PRI_NAT_DST):
+// a masqueraded request's reply reaches the prober's port only there.
+const chainReplies = "replies"
+
+// replyMessages returns the batch that appends replyRules(sport) to each chain of the
+// helper table name, and adds chainReplies with them.
+func replyMessages(name string, sport uint16) ([]netlink.Message, error) {
+	rules := replyRules(sport)
+	msgs, err := buildBatch(func(c *nftables.Conn) {
+		t, chains := helperTable(name)
+		for _, ch := range chains {
+			addRules(c, ch, rules)
+		}
+		afterNAT := nftables.ChainPriorityRef(*nftables.ChainPriorityNATDest + 1)
+		addRules(c, c.AddChain(&nftables.Chain{Name: chainReplies, Table: t, Type: nftables.ChainTypeFilter,
+			Hooknum: nftables.ChainHookPrerouting, Priority: afterNAT}), rules)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("build rules of table %s: %w", name, err)
+	}
+	return msgs, nil
+}
+
+// addRules appends rules to chain ch.
+func addRules(c *nftables.Conn, ch *nftables.Chain, rules [][]expr.Any) {
+	for _, exprs := range rules {
+		c.AddRule(&nftables.Rule{Table: ch.Table, Chain: ch, Exprs: exprs})
+	}
 }
 
 // deleteMessages returns the batch that deletes the table name of family.

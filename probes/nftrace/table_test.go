@@ -2,6 +2,7 @@ package nftrace
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 	"strings"
@@ -47,6 +48,13 @@ func listExprs(t *testing.T, exprs []expr.Any) string {
 			fmt.Fprintf(&b, "  [ cmp %s reg %d %s ]\n", op, e.Register, words(e.Data))
 		case *expr.Payload:
 			fmt.Fprintf(&b, "  [ payload load %db @ %s header + %d => reg %d ]\n", e.Len, bases[e.Base], e.Offset, e.DestRegister)
+		case *expr.Bitwise:
+			fmt.Fprintf(&b, "  [ bitwise reg %d = ( reg %d & %s ) ^ %s ]\n", e.DestRegister, e.SourceRegister, words(e.Mask), words(e.Xor))
+		case *expr.Verdict:
+			if e.Kind != expr.VerdictJump {
+				t.Fatalf("verdict %v", e.Kind)
+			}
+			fmt.Fprintf(&b, "  [ immediate reg 0 jump -> %s ]\n", e.Chain)
 		case *expr.Immediate:
 			fmt.Fprintf(&b, "  [ immediate reg %d %s ]\n", e.Register, words(e.Data))
 		default:
@@ -120,6 +128,115 @@ func TestTraceRulesTCP(t *testing.T) {
 		if got := listExprs(t, r); got != want[i] {
 			t.Errorf("rule %d:\n%s\nwant:\n%s", i, got, want[i])
 		}
+	}
+}
+
+// TestTraceRulesUDP checks the helper rules of UDP runs with cookie 0x5eed0035 and echo id
+// 0x7d00, sending DNS queries (the mark at Offset 32) or a 504-byte user payload, and the
+// reply rule TraceReplies adds for port 47794, against what nft 1.0.6 generates (nft
+// --debug=netlink) for
+//
+//	meta l4proto udp @th,320,32 0x5eed0035 @th,368,16 0x7d00 meta nftrace set 1 jump seq
+//	meta l4proto udp udp dport 47794 meta nftrace set 1
+//	meta l4proto udp @th,4096,32 0x5eed0035 @th,4144,16 0x7d00 meta nftrace set 1 jump seq
+//	@th,4143,1 1 jump seq_bit0
+//	@th,4128,1 1 jump seq_bit15
+//
+// The runs whose mark a trace does not show whole have the seq chain; the default
+// payload's does not (TestUDPRun lists its table).
+func TestTraceRulesUDP(t *testing.T) {
+	m, err := decode.NewUDPMark(0x7d00, 0x5eed0035, decode.DNSPort, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	user, err := decode.NewUDPMark(0x7d00, 0x5eed0035, 7, make([]byte, decode.MaxPayload-decode.MarkLen))
+	if err != nil {
+		t.Fatal(err)
+	}
+	def, err := decode.NewUDPMark(0x7d00, 0x5eed0035, 7, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seqRules(Match{EchoID: def.EchoID, UDP: &def}) != nil || len(seqRules(Match{EchoID: m.EchoID, UDP: &m})) != 16 {
+		t.Error("a seq chain for the default payload, or not 16 rules for the DNS query's")
+	}
+	for _, tc := range []struct {
+		name  string
+		rules [][]expr.Any
+		want  string
+	}{
+		{"request", traceRules(Match{EchoID: m.EchoID, UDP: &m}), `  [ meta load l4proto => reg 1 ]
+  [ cmp eq reg 1 0x00000011 ]
+  [ payload load 4b @ transport header + 40 => reg 1 ]
+  [ cmp eq reg 1 0x3500ed5e ]
+  [ payload load 2b @ transport header + 46 => reg 1 ]
+  [ cmp eq reg 1 0x0000007d ]
+  [ immediate reg 1 0x00000001 ]
+  [ meta set nftrace with reg 1 ]
+  [ immediate reg 0 jump -> seq ]
+`},
+		{"reply", replyRules(47794), `  [ meta load l4proto => reg 1 ]
+  [ cmp eq reg 1 0x00000011 ]
+  [ payload load 2b @ transport header + 2 => reg 1 ]
+  [ cmp eq reg 1 0x0000b2ba ]
+  [ immediate reg 1 0x00000001 ]
+  [ meta set nftrace with reg 1 ]
+`},
+		{"request behind a user payload", traceRules(Match{EchoID: user.EchoID, UDP: &user}), `  [ meta load l4proto => reg 1 ]
+  [ cmp eq reg 1 0x00000011 ]
+  [ payload load 4b @ transport header + 512 => reg 1 ]
+  [ cmp eq reg 1 0x3500ed5e ]
+  [ payload load 2b @ transport header + 518 => reg 1 ]
+  [ cmp eq reg 1 0x0000007d ]
+  [ immediate reg 1 0x00000001 ]
+  [ meta set nftrace with reg 1 ]
+  [ immediate reg 0 jump -> seq ]
+`},
+		{"bit 0 of its probe number", seqRules(Match{EchoID: user.EchoID, UDP: &user})[:1], `  [ payload load 1b @ transport header + 517 => reg 1 ]
+  [ bitwise reg 1 = ( reg 1 & 0x00000001 ) ^ 0x00000000 ]
+  [ cmp eq reg 1 0x00000001 ]
+  [ immediate reg 0 jump -> seq_bit0 ]
+`},
+		{"bit 15", seqRules(Match{EchoID: user.EchoID, UDP: &user})[15:], `  [ payload load 1b @ transport header + 516 => reg 1 ]
+  [ bitwise reg 1 = ( reg 1 & 0x00000080 ) ^ 0x00000000 ]
+  [ cmp eq reg 1 0x00000080 ]
+  [ immediate reg 0 jump -> seq_bit15 ]
+`},
+	} {
+		if len(tc.rules) != 1 {
+			t.Fatalf("%s: %d rules, want 1", tc.name, len(tc.rules))
+		}
+		if got := listExprs(t, tc.rules[0]); got != tc.want {
+			t.Errorf("%s rule:\n%s\nwant:\n%s", tc.name, got, tc.want)
+		}
+	}
+}
+
+// TestExplainOffset: a kernel's ERANGE is explained when the mark lies past the 255 bytes
+// of 8-bit payload offsets, and only then.
+func TestExplainOffset(t *testing.T) {
+	refused := fmt.Errorf("add table inet t: %w", unix.ERANGE)
+	for _, tc := range []struct {
+		name    string
+		err     error
+		offset  int
+		explain bool
+	}{
+		{"mark past 255", refused, 242, true},
+		{"mark within 255", refused, 241, false},
+		{"another error", fmt.Errorf("add table inet t: %w", unix.EINVAL), 504, false},
+	} {
+		m := decode.UDPMark{Offset: tc.offset}
+		got := explainOffset(tc.err, Match{UDP: &m})
+		if !errors.Is(got, tc.err) || (got != tc.err) != tc.explain {
+			t.Errorf("%s: %v", tc.name, got)
+		}
+		if tc.explain && !strings.Contains(got.Error(), "payloads of at most 241 bytes") {
+			t.Errorf("%s: %v", tc.name, got)
+		}
+	}
+	if got := explainOffset(refused, Match{EchoID: 1}); got != refused {
+		t.Errorf("echo run: %v", got)
 	}
 }
 

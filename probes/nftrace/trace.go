@@ -63,10 +63,26 @@ type packet struct {
 	TCP      bool
 	TCPFlags uint8
 	Key      uint32
-	// Proto is decode.ProtoTCP once the packet is known to be of a TCP run (Match.claim),
-	// which then also sets EchoID and Seq.
+	// UDP is true for a UDP datagram; then Sport, Dport, UDPLen (the UDP header's length
+	// field) and the first Visible bytes of its payload, those the trace carries, are set.
+	UDP          bool
+	Sport, Dport uint16
+	UDPLen       uint16
+	Payload      [transportHSize - udpHeaderLen]byte
+	Visible      uint8
+	// Proto is decode.ProtoTCP or decode.ProtoUDP once the packet is known to be of a TCP
+	// or UDP run (claimer.claim), which then also sets EchoID and Seq, and for a UDP reply
+	// TCPFlags to decode.UDPAnswer.
 	Proto uint8
 }
+
+// transportHSize is NFT_TRACETYPE_TRANSPORT_HSIZE (net/netfilter/nf_tables_trace.c): the
+// most transport header bytes a trace message carries. udpHeaderLen is the UDP header's
+// length: a trace shows at most the first 12 bytes of a datagram's payload.
+const (
+	transportHSize = 20
+	udpHeaderLen   = 8
+)
 
 // parseTraceMessages calls fn with each NFT_MSG_TRACE message in b, one datagram read from
 // a netlink socket; other message types are skipped. It stops at the first malformed
@@ -155,6 +171,7 @@ func parseTrace(b []byte, m *traceMsg) error {
 const (
 	protoICMP        = 1
 	protoTCP         = 6
+	protoUDP         = 17
 	protoICMPv6      = 58
 	icmpEchoReply    = 0
 	icmpEchoRequest  = 8
@@ -164,20 +181,21 @@ const (
 
 // ipv6ExtHeaders are the IPv6 extension headers that may sit between the fixed header and
 // the transport header. The trace carries at most 40 bytes of network header, so they
-// cannot be walked: behind one, the transport header is read both as ICMPv6 and as TCP, and
-// the match decides (Match.claim).
+// cannot be walked: behind one, the transport header is read as ICMPv6, as TCP and as UDP,
+// and the match decides (claimer.claim).
 var ipv6ExtHeaders = map[uint8]bool{0: true, 43: true, 44: true, 51: true, 60: true}
 
 // parsePacket reads addresses from an IPv4 or IPv6 header and, from the transport header,
-// the fields of an ICMP or ICMPv6 echo or of a TCP segment. The kernel sends at most 20
-// bytes of transport header (NFT_TRACETYPE_TRANSPORT_HSIZE): enough for both, not for
-// what an ICMP error quotes beyond its first 12 bytes.
+// the fields of an ICMP or ICMPv6 echo, of a TCP segment or of a UDP datagram. The kernel
+// sends at most 20 bytes of transport header (transportHSize): enough for the first two,
+// not for what an ICMP error quotes beyond its first 12 bytes, and a UDP datagram's first
+// 12 bytes of payload.
 func parsePacket(network, transport []byte) packet {
 	var p packet
 	if len(network) == 0 {
 		return p
 	}
-	var icmp, icmpv6, tcp bool
+	var icmp, icmpv6, tcp, udp bool
 	switch network[0] >> 4 {
 	case 4:
 		if len(network) < 20 {
@@ -185,7 +203,7 @@ func parsePacket(network, transport []byte) packet {
 		}
 		p.Src = netip.AddrFrom4([4]byte(network[12:16]))
 		p.Dst = netip.AddrFrom4([4]byte(network[16:20]))
-		icmp, tcp = network[9] == protoICMP, network[9] == protoTCP
+		icmp, tcp, udp = network[9] == protoICMP, network[9] == protoTCP, network[9] == protoUDP
 	case 6:
 		if len(network) < 40 {
 			return p
@@ -195,6 +213,7 @@ func parsePacket(network, transport []byte) packet {
 		next := network[6]
 		icmpv6 = next == protoICMPv6 || ipv6ExtHeaders[next]
 		tcp = next == protoTCP || ipv6ExtHeaders[next]
+		udp = next == protoUDP || ipv6ExtHeaders[next]
 	default:
 		return p
 	}
@@ -202,8 +221,15 @@ func parsePacket(network, transport []byte) packet {
 		p.TCP, p.TCPFlags = true, transport[13]
 		p.Key = decode.Key(p.TCPFlags, binary.BigEndian.Uint32(transport[4:8]), binary.BigEndian.Uint32(transport[8:12]))
 	}
-	if len(transport) < 8 {
+	if len(transport) < udpHeaderLen {
 		return p
+	}
+	if udp {
+		p.UDP = true
+		p.Sport = binary.BigEndian.Uint16(transport[0:2])
+		p.Dport = binary.BigEndian.Uint16(transport[2:4])
+		p.UDPLen = binary.BigEndian.Uint16(transport[4:6])
+		p.Visible = uint8(copy(p.Payload[:], transport[udpHeaderLen:]))
 	}
 	typ := transport[0]
 	if icmpv6 && (typ == icmp6EchoRequest || typ == icmp6EchoReply) ||

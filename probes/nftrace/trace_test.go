@@ -148,6 +148,11 @@ func TestParsePacket(t *testing.T) {
 	synAck := mustHex("01bb9c40" + "11111111" + "c0ffee05" + "5012faf0" + "00000000")
 	rst := mustHex("9c4001bb" + "c0ffee05" + "00000000" + "5004faf0" + "00000000")
 	rstAck := mustHex("01bb9c40" + "00000000" + "c0ffee05" + "5014faf0" + "00000000")
+	// A UDP request from port 40000 to 53, the mark alone: cookie 0xc0ffee00, probe 3, echo
+	// id 0x4242; and the first 20 bytes of one with a 504-byte payload.
+	v4udp := slices.Concat(v4[:9], []byte{17}, v4[10:])
+	udp := mustHex("9c400035" + "0010abcd" + "c0ffee00" + "00034242")
+	long := slices.Concat(mustHex("9c400035"+"0208abcd"), []byte("abcdefghijkl"))
 	quotedV4 := mustHex("4500003c00004000400600006313540263135482")
 	for _, tc := range []struct {
 		name               string
@@ -155,15 +160,21 @@ func TestParsePacket(t *testing.T) {
 		want               packet
 	}{
 		{"ipv4 echo request", v4, icmp, packet{Src: capturedA4Addr, Dst: capturedB4Addr, Echo: true, ICMPType: 8, EchoID: 0x4242, Seq: 1}},
-		{"ipv4 udp", slices.Concat(v4[:9], []byte{17}, v4[10:]), icmp, packet{Src: capturedA4Addr, Dst: capturedB4Addr}},
+		{"ipv4 udp", v4udp, udp, packet{Src: capturedA4Addr, Dst: capturedB4Addr, UDP: true, Sport: 40000, Dport: 53, UDPLen: 16,
+			Payload: [12]byte{0xc0, 0xff, 0xee, 0x00, 0, 3, 0x42, 0x42}, Visible: 8}},
+		{"ipv4 udp, 12 bytes of payload shown", v4udp, long, packet{Src: capturedA4Addr, Dst: capturedB4Addr, UDP: true, Sport: 40000, Dport: 53, UDPLen: 520,
+			Payload: [12]byte{'a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j', 'k', 'l'}, Visible: 12}},
+		{"ipv4 udp header cut", v4udp, udp[:7], packet{Src: capturedA4Addr, Dst: capturedB4Addr}},
 		{"ipv4 icmp not echo", v4, slices.Concat([]byte{3}, icmp[1:]), packet{Src: capturedA4Addr, Dst: capturedB4Addr}},
 		{"ipv4 icmpv6 echo type", v4, slices.Concat([]byte{128}, icmp[1:]), packet{Src: capturedA4Addr, Dst: capturedB4Addr}},
 		{"ipv4 transport cut", v4, icmp[:7], packet{Src: capturedA4Addr, Dst: capturedB4Addr}},
 		{"ipv4 cut", v4[:19], icmp, packet{}},
 		{"ipv6 echo request", v6, icmp6, packet{Src: capturedA6Addr, Dst: capturedB6Addr, Echo: true, ICMPType: 128, EchoID: 0x4242, Seq: 2}},
 		{"ipv6 echo reply behind a hop-by-hop header", slices.Concat(v6[:6], []byte{0}, v6[7:]), slices.Concat([]byte{129}, icmp6[1:], make([]byte, 4)),
-			packet{Src: capturedA6Addr, Dst: capturedB6Addr, Echo: true, ICMPType: 129, EchoID: 0x4242, Seq: 2, TCP: true, Key: 0x42420001}}, // as TCP: no flags, seq 0x42420002
-		{"ipv6 udp", slices.Concat(v6[:6], []byte{17}, v6[7:]), icmp6, packet{Src: capturedA6Addr, Dst: capturedB6Addr}},
+			packet{Src: capturedA6Addr, Dst: capturedB6Addr, Echo: true, ICMPType: 129, EchoID: 0x4242, Seq: 2, TCP: true, Key: 0x42420001, // as TCP: no flags, seq 0x42420002
+				UDP: true, Sport: 0x8100, UDPLen: 0x4242, Visible: 6}}, // as UDP
+		{"ipv6 udp", slices.Concat(v6[:6], []byte{17}, v6[7:]), udp, packet{Src: capturedA6Addr, Dst: capturedB6Addr, UDP: true, Sport: 40000, Dport: 53, UDPLen: 16,
+			Payload: [12]byte{0xc0, 0xff, 0xee, 0x00, 0, 3, 0x42, 0x42}, Visible: 8}},
 		{"ipv6 icmpv4 echo type", v6, slices.Concat([]byte{8}, icmp6[1:]), packet{Src: capturedA6Addr, Dst: capturedB6Addr}},
 		{"ipv6 cut", v6[:39], icmp6, packet{}},
 		{"ipv4 SYN", v4tcp, syn, packet{Src: capturedA4Addr, Dst: capturedB4Addr, TCP: true, TCPFlags: 0x02, Key: 0xc0ffee04}},
@@ -207,12 +218,93 @@ func TestMatchClaim(t *testing.T) {
 		{"TCP in an echo run", Match{EchoID: 0x7c03}, packet{TCP: true, TCPFlags: 0x02, Key: 0xc0ffee04}, false, 0},
 	} {
 		p := tc.p
-		ours := tc.match.claim(&p)
+		ours := (&claimer{match: tc.match}).claim(&p, 0)
 		if ours != tc.ours || ours && (p.Seq != tc.seq || p.EchoID != 0x7c03) {
 			t.Errorf("%s: claim = %v, %+v; want %v, seq %d", tc.name, ours, p, tc.ours, tc.seq)
 		}
 		if ours && tc.match.TCP != nil && p.Proto != decode.ProtoTCP || tc.match.TCP == nil && p.Proto != 0 {
 			t.Errorf("%s: proto %d", tc.name, p.Proto)
+		}
+	}
+}
+
+// TestClaimUDP: a UDP run claims a request whose visible payload bytes are its own, taking
+// the probe number from the mark where the trace shows it whole, else from the seq chain
+// of the helper table, and once TraceReplies gave the prober's port, a datagram to that
+// port as a reply to the latest request claimed.
+func TestClaimUDP(t *testing.T) {
+	const id, cookie, sport = 0x7d00, 0x5eed0000, 40000
+	mark := func(port uint16, user []byte) *decode.UDPMark {
+		m, err := decode.NewUDPMark(id, cookie, port, user)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &m
+	}
+	def, dns, user, short := mark(7, nil), mark(decode.DNSPort, nil), mark(7, []byte("abcdefghijkl")), mark(7, []byte("abc"))
+	// datagram is what a trace shows of a datagram from src to dst with payload.
+	datagram := func(src, dst uint16, payload []byte) packet {
+		p := packet{UDP: true, Sport: src, Dport: dst, UDPLen: uint16(udpHeaderLen + len(payload))}
+		p.Visible = uint8(copy(p.Payload[:], payload))
+		return p
+	}
+	request := func(m *decode.UDPMark, seq uint16) packet { return datagram(sport, 53, m.Payload(seq)) }
+	withByte := func(p packet, i int, b byte) packet { p.Payload[i] = b; return p }
+	withLen := func(p packet, n uint16) packet { p.UDPLen = n; return p }
+
+	dnsAnswer := dns.Payload(9)
+	dnsAnswer[2] |= 0x80 // QR: a response
+	for _, tc := range []struct {
+		name  string
+		m     *decode.UDPMark
+		sport uint16 // given to TraceReplies; 0: not called
+		p     packet
+		ours  bool
+		seq   uint16
+		flags uint8
+		trace uint32 // the packet's trace id: 7, the one the seq chain read probe 9 of
+	}{
+		{"default payload", def, 0, request(def, 9), true, 9, 0, 7},
+		{"default payload, other cookie", def, 0, withByte(request(def, 9), 3, 1), false, 0, 0, 7},
+		{"default payload, other echo id", def, 0, withByte(request(def, 9), 7, 1), false, 0, 0, 7},
+		{"default payload, other length", def, 0, withLen(request(def, 9), 17), false, 0, 0, 7},
+		{"dns query: seq from the seq chain", dns, 0, request(dns, 9), true, 9, 0, 7},
+		{"dns query, id not the seq chain's", dns, 0, request(dns, 10), false, 0, 0, 7},
+		{"dns query, not through the seq chain", dns, 0, request(dns, 9), false, 0, 0, 8},
+		{"dns query, other flags", dns, 0, withByte(request(dns, 9), 3, 0x20), false, 0, 0, 7},
+		{"dns query, two questions", dns, 0, withByte(request(dns, 9), 5, 2), false, 0, 0, 7},
+		{"dns answer", dns, 0, datagram(53, sport, dnsAnswer), false, 0, 0, 7},
+		{"user payload: mark out of sight, seq from the seq chain", user, 0, request(user, 9), true, 9, 0, 7},
+		{"user payload, not through the seq chain", user, 0, request(user, 9), false, 0, 0, 8},
+		{"user payload, other bytes", user, 0, withByte(request(user, 9), 0, 'x'), false, 0, 0, 7},
+		{"short user payload: mark in sight", short, 0, request(short, 9), true, 9, 0, 7},
+		{"short user payload, other cookie", short, 0, withByte(request(short, 9), 3, 0), false, 0, 0, 7},
+		{"reply to the prober", dns, sport, datagram(53, sport, []byte("answer")), true, 9, decode.UDPAnswer, 7},
+		{"reply before TraceReplies", dns, 0, datagram(53, sport, []byte("answer")), false, 0, 0, 7},
+		{"datagram to another port", dns, sport, datagram(53, sport+1, []byte("answer")), false, 0, 0, 7},
+		{"request once replies are traced", def, sport, request(def, 10), true, 10, 0, 7},
+		{"not udp", def, sport, packet{Echo: true, ICMPType: 8, EchoID: id, Seq: 9}, false, 0, 0, 7},
+	} {
+		c := &claimer{match: Match{EchoID: id, UDP: tc.m}, table: "tracepkt_1_0badcafe", sport: tc.sport}
+		// Trace id 7 went through the seq chain, which read probe 9: the jump to seq, then
+		// to seq_bit0 and seq_bit3 (seq_bit16 is none).
+		for _, target := range []string{chainSeq, "seq_bit0", "seq_bit3", "seq_bit16"} {
+			c.observe(&traceMsg{Family: unix.NFPROTO_INET, Table: c.table, HasVerdict: true, Verdict: unix.NFT_JUMP, Target: target, ID: 7})
+		}
+		// Another table's jumps say nothing.
+		c.observe(&traceMsg{Family: unix.NFPROTO_INET, Table: "tracepkt_1_00000000", HasVerdict: true, Verdict: unix.NFT_JUMP, Target: "seq_bit1", ID: 7})
+		// A request of probe 9 claimed first: the probe number of replies.
+		if first := request(tc.m, 9); !c.claim(&first, 7) {
+			t.Fatalf("%s: probe 9 not claimed", tc.name)
+		}
+		p := tc.p
+		ours := c.claim(&p, tc.trace)
+		if ours != tc.ours {
+			t.Errorf("%s: claim = %v, want %v", tc.name, ours, tc.ours)
+			continue
+		}
+		if ours && (p.Proto != decode.ProtoUDP || p.EchoID != id || p.Seq != tc.seq || p.TCPFlags != tc.flags) {
+			t.Errorf("%s: %+v, want proto udp, echo id %#x, seq %d, flags %#x", tc.name, p, id, tc.seq, tc.flags)
 		}
 	}
 }
@@ -278,7 +370,7 @@ func assembleCaptured(t *testing.T, netns uint32, echoID uint16, chains map[chai
 	t.Helper()
 	st := &nsState{}
 	for _, d := range datagrams {
-		if err := parseTraceMessages(d, func(m *traceMsg) { st.receive(m, Match{EchoID: echoID}) }); err != nil {
+		if err := parseTraceMessages(d, func(m *traceMsg) { st.receive(m, &claimer{match: Match{EchoID: echoID}}) }); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -1,6 +1,8 @@
 package nftrace
 
 import (
+	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -37,35 +39,125 @@ const (
 // ErrClosed is returned by Drain on a closed Tracer, or when Close interrupts it.
 var ErrClosed = errors.New("nftrace: tracer closed")
 
-// Match says which packets a Tracer traces: the echoes of EchoID, or, when TCP is set, the
-// packets of the TCP run it marks. ICMP errors are not traced for either (see traceRules).
+// Match says which packets a Tracer traces: the echoes of EchoID, or, when TCP or UDP is
+// set, the packets of the TCP or UDP run it marks. ICMP errors are not traced (see
+// traceRules).
 type Match struct {
 	EchoID uint16
 	TCP    *decode.TCPMark
+	UDP    *decode.UDPMark
 }
 
-// claim reports whether p is of the match, and for a TCP run's packet sets its Proto,
-// EchoID and Seq (the probe) as the BPF probes record them.
-func (match Match) claim(p *packet) bool {
-	m := match.TCP
-	if m == nil {
-		return p.Echo && p.EchoID == match.EchoID
+// claimer decides which traced packets are of its match. For a UDP run it also holds the
+// prober's source port, once TraceReplies gave it, the probe number of the latest request
+// it claimed, which is the number given to replies, and what the seq chain of our helper
+// table read of each request it traced.
+type claimer struct {
+	match   Match
+	table   string // the helper table, whose seq chain gives probe numbers (seqRules)
+	sport   uint16
+	lastSeq uint16
+	seqs    map[uint32]uint16 // trace id -> probe number the seq chain read
+}
+
+// observe reads, from a message of our own helper table, what the seq chain says of the
+// probe number of the request it traces: the jump to seq starts it at 0, each jump to
+// seq_bit<i> sets bit i (seqRules).
+func (c *claimer) observe(m *traceMsg) {
+	if m.Family != unix.NFPROTO_INET || m.Table != c.table || !m.HasVerdict || m.Verdict != unix.NFT_JUMP {
+		return
 	}
-	if !p.TCP {
+	if m.Target == chainSeq {
+		if c.seqs == nil || len(c.seqs) >= maxTraceIDs {
+			c.seqs = make(map[uint32]uint16)
+		}
+		c.seqs[m.ID] = 0
+		return
+	}
+	if i, ok := seqBit(m.Target); ok {
+		if seq, started := c.seqs[m.ID]; started {
+			c.seqs[m.ID] = seq | 1<<i
+		}
+	}
+}
+
+// claim reports whether p is of the match, and for a TCP or UDP run's packet sets its
+// Proto, EchoID and Seq (the probe) as the BPF probes record them, and TCPFlags to
+// decode.UDPAnswer for a UDP reply.
+//
+// id is the packet's trace id, under which observe keeps a probe number the packet does
+// not show.
+func (c *claimer) claim(p *packet, id uint32) bool {
+	switch {
+	case c.match.TCP != nil:
+		if !p.TCP {
+			return false
+		}
+		k, ok := c.match.TCP.Probe(p.Key)
+		if !ok {
+			return false
+		}
+		p.Proto, p.EchoID, p.Seq = decode.ProtoTCP, c.match.EchoID, k
+		return true
+	case c.match.UDP != nil:
+		return c.claimUDP(p, id)
+	}
+	return p.Echo && p.EchoID == c.match.EchoID
+}
+
+// claimUDP claims a UDP run's request or reply.
+//
+// A reply carries no mark: once TraceReplies gave the prober's source port, a datagram to
+// that port from another is one (traced by its destination port alone, so any datagram to
+// the port is taken for one: the port is the prober's, held by its socket, but a router
+// also sees other hosts' flows from the same port number). Its Seq is that of the latest
+// request claimed, which is the probe the reply answers as long as probes go one at a
+// time, each drained before the next is sent.
+//
+// A request is claimed as surely as its mark (the cookie, 32 random bits, and the echo
+// id) tells it: see requestSeq.
+func (c *claimer) claimUDP(p *packet, id uint32) bool {
+	if !p.UDP {
 		return false
 	}
-	k, ok := m.Probe(p.Key)
+	m := c.match.UDP
+	if c.sport != 0 && p.Dport == c.sport && p.Sport != c.sport {
+		p.Proto, p.EchoID, p.Seq, p.TCPFlags = decode.ProtoUDP, m.EchoID, c.lastSeq, decode.UDPAnswer
+		return true
+	}
+	seq, ok := c.requestSeq(p, id)
 	if !ok {
 		return false
 	}
-	p.Proto, p.EchoID, p.Seq = decode.ProtoTCP, m.EchoID, k
+	c.lastSeq = seq
+	p.Proto, p.EchoID, p.Seq, p.TCPFlags = decode.ProtoUDP, m.EchoID, seq, 0
 	return true
 }
 
-// Tracer traces one echo id, or one TCP run, through the netfilter chains of a set of
+// requestSeq reports whether p, of trace id id, is a request of the run, and returns its
+// probe number. A trace shows only the first 12 bytes of the payload (transportHSize):
+// where they hold the whole mark (markVisible), the mark says it all; elsewhere (a DNS
+// query, a user payload) the packet must have been through our seq chain, which only the
+// mark rule jumps to and which read its probe number (observe). Either way its UDP length
+// must be the run's, and each byte the trace shows that probe's payload's: the user's
+// bytes, the mark's, a DNS query's header with the probe number as its id.
+func (c *claimer) requestSeq(p *packet, id uint32) (seq uint16, ok bool) {
+	m := c.match.UDP
+	visible := p.Payload[:p.Visible]
+	if int(p.UDPLen) != udpHeaderLen+len(m.Base) || len(visible) > len(m.Base) {
+		return 0, false
+	}
+	if !markVisible(m) {
+		seq, ok = c.seqs[id]
+	} else if len(visible) >= m.Offset+decode.MarkLen {
+		seq, ok = binary.BigEndian.Uint16(visible[m.Offset+4:]), true
+	}
+	return seq, ok && bytes.Equal(visible, m.Payload(seq)[:len(visible)])
+}
+
+// Tracer traces one echo id, or one TCP or UDP run, through the netfilter chains of a set of
 // network namespaces. Drain and Close may be called from different goroutines.
 type Tracer struct {
-	match Match
 	table string
 	nft   string // path of nft(8); empty when missing: no rule text
 
@@ -75,6 +167,7 @@ type Tracer struct {
 
 	mu     sync.Mutex
 	closed bool
+	claims claimer
 	nss    []*nsState
 	buf    []byte
 	lost   uint64
@@ -108,6 +201,9 @@ const installWorkers = 16
 // whose path no longer leads to it (its process exited) is skipped. On failure nothing
 // is left installed.
 func Open(nss []netns.Netns, match Match) (_ *Tracer, err error) {
+	if m := match.UDP; m != nil && (m.Offset < 0 || m.Offset+decode.MarkLen > len(m.Base)) {
+		return nil, fmt.Errorf("nftrace: UDP mark at byte %d of a %d-byte payload", m.Offset, len(m.Base))
+	}
 	name, err := newTableName()
 	if err != nil {
 		return nil, err
@@ -116,7 +212,7 @@ func Open(nss []netns.Netns, match Match) (_ *Tracer, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("create eventfd: %w", err)
 	}
-	t := &Tracer{match: match, table: name, wake: wake, buf: make([]byte, readBufSize)}
+	t := &Tracer{claims: claimer{match: match, table: name}, table: name, wake: wake, buf: make([]byte, readBufSize)}
 	if p, err := exec.LookPath("nft"); err == nil {
 		t.nft = p
 	}
@@ -167,7 +263,7 @@ func Open(nss []netns.Netns, match Match) (_ *Tracer, err error) {
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, explainOffset(err, match)
 	}
 	return t, nil
 }
@@ -295,7 +391,7 @@ func (t *Tracer) readAll() error {
 			}
 			// A malformed message ends its datagram, and counts as lost; the
 			// next datagram is read on.
-			if err := parseTraceMessages(t.buf[:n], func(m *traceMsg) { st.receive(m, t.match) }); err != nil {
+			if err := parseTraceMessages(t.buf[:n], func(m *traceMsg) { st.receive(m, &t.claims) }); err != nil {
 				t.lost++
 			}
 		}
@@ -310,9 +406,9 @@ type tracedPacket struct {
 	iif, oif uint32
 }
 
-// receive keeps m if it is about a packet of match and not from a helper table. Messages without
+// receive keeps m if c claims its packet and it is not from a helper table. Messages without
 // headers are tied to their packet, and its interfaces, by trace id.
-func (st *nsState) receive(m *traceMsg, match Match) {
+func (st *nsState) receive(m *traceMsg, c *claimer) {
 	if st.packets == nil || len(st.packets) >= maxTraceIDs {
 		st.packets = make(map[uint32]tracedPacket)
 	}
@@ -323,10 +419,67 @@ func (st *nsState) receive(m *traceMsg, match Match) {
 	} else {
 		return
 	}
-	if !match.claim(&m.Packet) || isHelperTable(m.Family, m.Table) {
+	c.observe(m)
+	if !c.claim(&m.Packet, m.ID) || isHelperTable(m.Family, m.Table) {
 		return
 	}
 	st.pending = append(st.pending, *m)
+}
+
+// TraceReplies traces, from now on, the replies to the prober of a UDP run, whose source
+// port is sport: known only once the prober has opened, after Open. It adds replyRules to
+// the helper table in every namespace (see replyMessages), and from then on a UDP datagram to sport from
+// another port is claimed as a reply (see claimer.claimUDP). It may be called once, for a
+// UDP match only. When it fails in some namespaces, the rule is in the others and their
+// replies are traced; the errors of all namespaces are joined.
+func (t *Tracer) TraceReplies(sport uint16) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	switch {
+	case t.closed || t.closing.Load():
+		return ErrClosed
+	case t.claims.match.UDP == nil:
+		return errors.New("nftrace: replies are traced for a UDP run only")
+	case sport == 0:
+		return errors.New("nftrace: trace replies to port 0")
+	case t.claims.sport != 0:
+		return fmt.Errorf("nftrace: replies to port %d are traced already", t.claims.sport)
+	}
+	msgs, err := replyMessages(t.table, sport)
+	if err != nil {
+		return err
+	}
+	t.claims.sport = sport
+	return t.eachOwner(func(st *nsState) error {
+		if err := sendBatch(st.owner, msgs); err != nil {
+			return fmt.Errorf("add reply rules to table inet %s in %v: %w", t.table, st.ns, err)
+		}
+		return nil
+	})
+}
+
+// eachOwner calls fn for each namespace whose table is in place, on up to installWorkers
+// of them at once: each batch waits for its commit, and in parallel the waits overlap.
+// The errors are joined.
+func (t *Tracer) eachOwner(fn func(*nsState) error) error {
+	errs := make([]error, len(t.nss))
+	work := make(chan int)
+	var wg sync.WaitGroup
+	for range min(installWorkers, len(t.nss)) {
+		wg.Go(func() {
+			for i := range work {
+				errs[i] = fn(t.nss[i])
+			}
+		})
+	}
+	for i, st := range t.nss {
+		if st.owner != nil {
+			work <- i
+		}
+	}
+	close(work)
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // Close deletes the helper table in every namespace, closes the sockets, and ends a Drain
@@ -352,28 +505,12 @@ func (t *Tracer) Close() error {
 		errs = append(errs, err)
 	}
 	if del != nil {
-		// Each delete waits for its commit: in parallel, the waits overlap.
-		delErrs := make([]error, len(t.nss))
-		work := make(chan int)
-		var wg sync.WaitGroup
-		for range min(installWorkers, len(t.nss)) {
-			wg.Go(func() {
-				for i := range work {
-					st := t.nss[i]
-					if err := sendBatch(st.owner, del); err != nil && !errors.Is(err, unix.ENOENT) {
-						delErrs[i] = fmt.Errorf("delete table inet %s in %v: %w", t.table, st.ns, err)
-					}
-				}
-			})
-		}
-		for i, st := range t.nss {
-			if st.owner != nil {
-				work <- i
+		errs = append(errs, t.eachOwner(func(st *nsState) error {
+			if err := sendBatch(st.owner, del); err != nil && !errors.Is(err, unix.ENOENT) {
+				return fmt.Errorf("delete table inet %s in %v: %w", t.table, st.ns, err)
 			}
-		}
-		close(work)
-		wg.Wait()
-		errs = append(errs, delErrs...)
+			return nil
+		}))
 	}
 	for _, st := range t.nss {
 		if st.owner != nil {

@@ -1,4 +1,4 @@
-// Package ping sends the probes: ICMP and ICMPv6 echo requests with one echo id per run, or
-// TCP SYNs marked by their sequence numbers, and, through kernel socket filters, receives
-// only the answers to that run.
+// Package ping sends the probes: ICMP and ICMPv6 echo requests with one echo id per run, TCP
+// SYNs marked by their sequence numbers, or UDP datagrams marked in their payloads, and receives
+// only the answers to that run: through kernel socket filters, and by the marks.
 package ping

@@ -122,9 +122,9 @@ func tcpAnswerFilter(family int, port uint16) (filterProgram, error) {
 	return assemble(prog), nil
 }
 
-// icmpErrorFilter builds the filter of a TCP prober's raw ICMP socket: it
-// accepts the ICMP errors that quote a packet. Which packet is checked in
-// Go. (ICMPv6 sockets get the same from ICMP6_FILTER.)
+// icmpErrorFilter builds the filter of a TCP or UDP prober's raw ICMP
+// socket: it accepts the ICMP errors that quote a packet. Which packet is
+// checked in Go. (ICMPv6 sockets get the same from ICMP6_FILTER.)
 func icmpErrorFilter() filterProgram {
 	return assemble([]insn{
 		{code: ldxMSH, comment: "X = IPv4 header length, 4*IHL"},

@@ -83,3 +83,11 @@ func withoutCapability(tb testing.TB, c int, fn func() error) error {
 	}
 	return err
 }
+
+// expectIgnored fails tb unless p ignored want packets.
+func expectIgnored(tb testing.TB, p interface{ Ignored() uint64 }, want uint64) {
+	tb.Helper()
+	if got := p.Ignored(); got != want {
+		tb.Errorf("Ignored() = %d, want %d", got, want)
+	}
+}

@@ -34,8 +34,8 @@ const (
 // another process that happened to pick the same echo id are ignored.
 type cookie [cookieLen]byte
 
-// Reasons a received packet is not a reply to this pinger. Receive ignores
-// such packets and counts them (see Pinger.Ignored).
+// Reasons a received packet is not a reply to this pinger or prober.
+// Receive ignores such packets and counts them (see Pinger.Ignored).
 var (
 	errTruncated    = errors.New("truncated packet")
 	errMalformed    = errors.New("malformed packet")
@@ -45,8 +45,13 @@ var (
 	// the prober's.
 	errOtherProtocol = errors.New("quoted packet of another protocol")
 	errForeignID     = errors.New("echo id is not ours")
-	errForeignRun    = errors.New("payload cookie is not ours")
-	errChecksum      = errors.New("bad icmp checksum")
+	// errForeignPort and errForeignMark are a TCP or UDP packet, or the
+	// quote of one, to or from a port the prober does not hold, or marked
+	// for another run (the TCP sequence number, the UDP payload's mark).
+	errForeignPort = errors.New("port is not ours")
+	errForeignMark = errors.New("mark is not of this run")
+	errForeignRun  = errors.New("payload cookie is not ours")
+	errChecksum    = errors.New("bad icmp checksum")
 )
 
 // echo is an ICMP or ICMPv6 echo request or reply. Its wire layout must match

@@ -72,6 +72,23 @@ var (
 
 func cat(bs ...[]byte) []byte { return bytes.Join(bs, nil) }
 
+// parsed fails t unless err matches wantErr, or is nil when wantErr is,
+// and says whether the parse succeeded: then the caller checks what it
+// returned.
+func parsed(t *testing.T, err, wantErr error) bool {
+	t.Helper()
+	if wantErr != nil {
+		if !errors.Is(err, wantErr) {
+			t.Fatalf("error %v, want %v", err, wantErr)
+		}
+		return false
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return true
+}
+
 func TestMarshalEchoRequest(t *testing.T) {
 	if got := marshalEchoRequest(false, 0x1234, 7, testCookie, testSent, payloadLen); !bytes.Equal(got, echoRequestV4) {
 		t.Errorf("ipv4 echo request:\n got %x\nwant %x", got, echoRequestV4)
@@ -130,14 +147,8 @@ func TestParseReply(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := parseReply(tc.v6, tc.pkt, tc.id, tc.cookie, payloadLen)
-			if tc.wantErr != nil {
-				if !errors.Is(err, tc.wantErr) {
-					t.Fatalf("parseReply error = %v, want %v", err, tc.wantErr)
-				}
+			if !parsed(t, err, tc.wantErr) {
 				return
-			}
-			if err != nil {
-				t.Fatalf("parseReply: %v", err)
 			}
 			if got != tc.want {
 				t.Errorf("parseReply = %+v, want %+v", got, tc.want)
@@ -213,14 +224,8 @@ func TestParseError(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r, err := parseError(tc.v6, tc.pkt, 0x1234, testCookie)
-			if tc.wantErr != nil {
-				if !errors.Is(err, tc.wantErr) {
-					t.Fatalf("parseError error = %v, want %v", err, tc.wantErr)
-				}
+			if !parsed(t, err, tc.wantErr) {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			if r.Seq != 7 || r.Error == nil || *r.Error != tc.want {
 				t.Errorf("parseError = seq %d, %+v; want seq 7, %+v", r.Seq, r.Error, tc.want)

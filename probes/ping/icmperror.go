@@ -3,10 +3,14 @@ package ping
 import (
 	"encoding/binary"
 	"fmt"
+	"os"
+	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // ICMPError is an ICMP or ICMPv6 error message (RFC 792, RFC 4443) that
-// quoted one of our echo requests or TCP SYNs.
+// quoted one of our echo requests, TCP SYNs or UDP probes.
 type ICMPError struct {
 	Type, Code uint8
 	// MTU is the next-hop MTU of a "fragmentation needed" (IPv4) or "packet
@@ -99,4 +103,48 @@ func parseICMPError(v6 bool, b []byte, proto uint8) (parsedReply, []byte, error)
 	}
 	r.TTL, r.Size, r.Error = ttl, len(msg), e
 	return r, quoted, nil
+}
+
+// errorICMPv6Types are what a TCP or UDP prober's ICMPv6 socket lets
+// through: the errors that quote a packet.
+var errorICMPv6Types = []int{icmpv6DestUnreach, icmpv6PacketTooBig, icmpv6TimeExceeded, icmpv6ParamProblem}
+
+// openICMPErrorSocket opens the raw ICMP (v6: ICMPv6) socket on which a
+// TCP or UDP prober reads the errors about its probes, with opts; probes
+// names them in the file's name.
+func openICMPErrorSocket(v6 bool, opts Options, probes string) (*os.File, syscall.RawConn, error) {
+	fd, family, name, err := rawSocket(v6)
+	if err != nil {
+		return nil, nil, err
+	}
+	f := os.NewFile(uintptr(fd), fmt.Sprintf("%s errors for %s", name, probes))
+	if err := setupICMPErrorSocket(fd, family, opts); err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("set up raw %s socket: %w", name, err)
+	}
+	conn, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	return f, conn, nil
+}
+
+// setupICMPErrorSocket applies opts to the raw ICMP or ICMPv6 socket fd and
+// narrows what it receives to errors quoting a packet.
+func setupICMPErrorSocket(fd, family int, opts Options) error {
+	if err := applyOptions(fd, family == unix.AF_INET6, opts); err != nil {
+		return err
+	}
+	if family == unix.AF_INET {
+		return attachFilter(fd, icmpErrorFilter())
+	}
+	f := icmpv6Filter(errorICMPv6Types...)
+	if err := unix.SetsockoptICMPv6Filter(fd, unix.SOL_ICMPV6, unix.ICMPV6_FILTER, &f); err != nil {
+		return fmt.Errorf("set ICMP6_FILTER: %w", err)
+	}
+	if err := recvHopLimit(fd); err != nil {
+		return err
+	}
+	return drain(fd)
 }

@@ -86,7 +86,8 @@ type Pinger struct {
 }
 
 // Reply is an echo reply to one of our requests, a TCP answer to one of our
-// SYNs (TCPFlags set) or, when Error is set, an ICMP error about either.
+// SYNs (TCPFlags set), a UDP reply to one of our datagrams (TCPFlags
+// decode.UDPAnswer) or, when Error is set, an ICMP error about any of them.
 type Reply struct {
 	Seq  uint16
 	From netip.Addr
@@ -97,10 +98,12 @@ type Reply struct {
 	// TTL is the IPv4 TTL or the IPv6 hop limit of the reply; 0 if unknown.
 	TTL int
 	// Size is the length of the ICMP message, header included, like ping's
-	// "64 bytes from"; for a TCP answer, of the TCP segment.
+	// "64 bytes from"; for a TCP answer, of the TCP segment; for a UDP
+	// reply, of the UDP payload.
 	Size int
 	// TCPFlags are the flags of a TCP answer: SYN|ACK from an open port,
-	// RST|ACK from a closed one; 0 for an echo reply or an ICMP error.
+	// RST|ACK from a closed one; decode.UDPAnswer for a UDP reply; 0 for an
+	// echo reply or an ICMP error.
 	TCPFlags uint8
 }
 
@@ -269,7 +272,7 @@ func (p *Pinger) Receive(deadline time.Time) (Reply, error) {
 			p.ignored.Add(1)
 			continue
 		}
-		return pkt.reply(p.v6, r), nil
+		return pkt.reply(r), nil
 	}
 }
 

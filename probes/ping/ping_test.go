@@ -148,9 +148,7 @@ func TestPingLoopback(t *testing.T) {
 					t.Errorf("reply received at %v, before the request was sent at %v", r.Received, sent)
 				}
 			}
-			if p.Ignored() != 0 {
-				t.Errorf("Ignored() = %d, want 0", p.Ignored())
-			}
+			expectIgnored(t, p, 0)
 		})
 	}
 }

@@ -15,7 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The socket plumbing the pinger and the TCP prober share: options, routes,
+// The socket plumbing the pinger and the TCP and UDP probers share: options, routes,
 // filters, sends and reads on non-blocking raw sockets.
 
 // noRouteError marks an errno as ErrNoRoute.
@@ -82,6 +82,15 @@ func applyOptions(fd int, v6 bool, opts Options) error {
 func recvHopLimit(fd int) error {
 	if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_RECVHOPLIMIT, 1); err != nil {
 		return fmt.Errorf("set IPV6_RECVHOPLIMIT: %w", err)
+	}
+	return nil
+}
+
+// recvTTL asks for the TTL of received IPv4 packets as ancillary data: a
+// datagram socket does not see the IP header.
+func recvTTL(fd int) error {
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_RECVTTL, 1); err != nil {
+		return fmt.Errorf("set IP_RECVTTL: %w", err)
 	}
 	return nil
 }
@@ -215,13 +224,10 @@ type route struct {
 // connect keep their errno.
 func lookupRoute(to unix.Sockaddr, opts Options) (route, error) {
 	family, level, opt := unix.AF_INET, unix.IPPROTO_IP, unix.IP_MTU
-	var dst unix.Sockaddr
-	switch sa := to.(type) {
+	switch to.(type) {
 	case *unix.SockaddrInet4:
-		dst = &unix.SockaddrInet4{Port: 9, Addr: sa.Addr}
 	case *unix.SockaddrInet6:
 		family, level, opt = unix.AF_INET6, unix.IPPROTO_IPV6, unix.IPV6_MTU
-		dst = &unix.SockaddrInet6{Port: 9, Addr: sa.Addr, ZoneId: sa.ZoneId}
 	default:
 		return route{}, fmt.Errorf("look up route: %w", unix.EAFNOSUPPORT)
 	}
@@ -233,27 +239,37 @@ func lookupRoute(to unix.Sockaddr, opts Options) (route, error) {
 	if err := applyOptions(fd, family == unix.AF_INET6, Options{Mark: opts.Mark, Interface: opts.Interface, Source: opts.Source}); err != nil {
 		return route{}, fmt.Errorf("look up route: %w", err)
 	}
-	if err := unix.Connect(fd, dst); err != nil {
+	if err := unix.Connect(fd, withPort(to, 9)); err != nil {
 		return route{}, fmt.Errorf("look up route: %w", noRoute(err))
 	}
 	src, err := unix.Getsockname(fd)
 	if err != nil {
 		return route{}, fmt.Errorf("look up route: read source address: %w", err)
 	}
-	switch sa := src.(type) {
-	case *unix.SockaddrInet4:
-		sa.Port = 0
-	case *unix.SockaddrInet6:
-		sa.Port = 0
-	}
 	mtu, err := unix.GetsockoptInt(fd, level, opt)
 	if err != nil {
 		mtu = 0
 	}
-	return route{src: src, mtu: mtu}, nil
+	return route{src: withPort(src, 0), mtu: mtu}, nil
 }
 
-// packet is one packet read from a raw socket.
+// withPort returns a copy of sa, an IPv4 or IPv6 socket address, with
+// port; any other address as it is.
+func withPort(sa unix.Sockaddr, port int) unix.Sockaddr {
+	switch sa := sa.(type) {
+	case *unix.SockaddrInet4:
+		c := *sa
+		c.Port = port
+		return &c
+	case *unix.SockaddrInet6:
+		c := *sa
+		c.Port = port
+		return &c
+	}
+	return sa
+}
+
+// packet is one packet read from a raw or UDP socket.
 type packet struct {
 	data      []byte // aliases the read buffer
 	oob       []byte // ancillary data, aliases the buffer
@@ -262,7 +278,7 @@ type packet struct {
 	received  time.Time
 }
 
-// recvPacket reads the next packet from conn, a non-blocking raw socket,
+// recvPacket reads the next packet from conn, a non-blocking socket,
 // into buf and oob, waiting as long as conn's read deadline allows.
 func recvPacket(conn syscall.RawConn, buf, oob []byte) (packet, error) {
 	var (
@@ -293,11 +309,12 @@ func recvPacket(conn syscall.RawConn, buf, oob []byte) (packet, error) {
 	}, nil
 }
 
-// reply is the Reply that r, parsed from pkt, makes: the IPv6 hop limit
-// comes from the ancillary data.
-func (pkt packet) reply(v6 bool, r parsedReply) Reply {
-	if v6 {
-		r.TTL = hopLimit(pkt.oob)
+// reply is the Reply that r, parsed from pkt, makes: a TTL not read from
+// an IPv4 header (an IPv6 hop limit, a UDP socket's IPv4 TTL) comes from
+// the ancillary data.
+func (pkt packet) reply(r parsedReply) Reply {
+	if r.TTL == 0 {
+		r.TTL = ancillaryTTL(pkt.oob)
 	}
 	return Reply{
 		Seq:      r.Seq,
@@ -319,14 +336,16 @@ func closedErr(closed *atomic.Bool, err error) error {
 	return err
 }
 
-// hopLimit returns the IPV6_HOPLIMIT ancillary data in oob, or 0.
-func hopLimit(oob []byte) int {
+// ancillaryTTL returns the IPV6_HOPLIMIT or IP_TTL ancillary data in oob,
+// or 0.
+func ancillaryTTL(oob []byte) int {
 	msgs, err := unix.ParseSocketControlMessage(oob)
 	if err != nil {
 		return 0
 	}
 	for _, m := range msgs {
-		if m.Header.Level == unix.IPPROTO_IPV6 && m.Header.Type == unix.IPV6_HOPLIMIT && len(m.Data) >= 4 {
+		h := m.Header
+		if (h.Level == unix.IPPROTO_IPV6 && h.Type == unix.IPV6_HOPLIMIT || h.Level == unix.IPPROTO_IP && h.Type == unix.IP_TTL) && len(m.Data) >= 4 {
 			return int(int32(binary.NativeEndian.Uint32(m.Data)))
 		}
 	}

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -44,21 +42,7 @@ type TCPProber struct {
 	// socket's SYNs as they are.
 	sentOnce bool
 
-	closed  atomic.Bool
-	ignored atomic.Uint64
-
-	// One goroutine per raw socket reads it and hands what it parsed to
-	// Receive; done, closed by Close, ends them.
-	answers chan answer
-	done    chan struct{}
-	readers sync.WaitGroup
-}
-
-// answer is what a reader hands to Receive: a reply, or the error that
-// ended it.
-type answer struct {
-	reply Reply
-	err   error
+	rx *receiver
 }
 
 // Default maximum segment sizes when the path MTU is unknown: RFC 9293's
@@ -67,10 +51,6 @@ const (
 	defaultMSS4 = 536
 	defaultMSS6 = 1280 - ipv6HeaderLen - tcpHeaderLen
 )
-
-// tcpICMPv6Types are what a TCP prober's ICMPv6 socket lets through: the
-// errors that quote a packet.
-var tcpICMPv6Types = []int{icmpv6DestUnreach, icmpv6PacketTooBig, icmpv6TimeExceeded, icmpv6ParamProblem}
 
 // OpenTCP opens a TCP prober for target:port in the calling thread's
 // network namespace, sending SYNs marked by mark. The source address is the
@@ -112,20 +92,16 @@ func OpenTCP(target netip.Addr, port uint16, mark decode.TCPMark, opts Options) 
 
 // newTCPProber returns a prober without sockets yet.
 func newTCPProber(target netip.Addr, port uint16, mark decode.TCPMark) *TCPProber {
-	return &TCPProber{
-		mark: mark, target: target, port: port, hold: -1,
-		answers: make(chan answer), done: make(chan struct{}),
-	}
+	return &TCPProber{mark: mark, target: target, port: port, hold: -1, rx: newReceiver("tcp")}
 }
 
 // start starts the readers of the raw sockets.
 func (p *TCPProber) start() {
-	p.readers.Add(2)
-	go p.read(p.sendConn, func(b []byte) (parsedReply, error) {
-		return parseTCPAnswer(p.v6(), b, p.sport, p.mark)
+	p.rx.start(p.sendConn, func(pkt packet) (parsedReply, error) {
+		return parseTCPAnswer(p.v6(), pkt.data, p.sport, p.mark)
 	})
-	go p.read(p.icmpConn, func(b []byte) (parsedReply, error) {
-		return parseTCPError(p.v6(), b, p.sport, p.mark)
+	p.rx.start(p.icmpConn, func(pkt packet) (parsedReply, error) {
+		return parseTCPError(p.v6(), pkt.data, p.sport, p.mark)
 	})
 }
 
@@ -172,15 +148,7 @@ func (p *TCPProber) open(src unix.Sockaddr, opts Options) error {
 		return err
 	}
 
-	fd, _, name, err := rawSocket(v6)
-	if err != nil {
-		return err
-	}
-	p.icmp = os.NewFile(uintptr(fd), fmt.Sprintf("%s errors for tcp %s", name, netip.AddrPortFrom(p.target, p.port)))
-	if err := setupICMPErrorSocket(fd, family, bound); err != nil {
-		return fmt.Errorf("set up raw %s socket: %w", name, err)
-	}
-	p.icmpConn, err = p.icmp.SyscallConn()
+	p.icmp, p.icmpConn, err = openICMPErrorSocket(v6, bound, fmt.Sprintf("tcp %s", netip.AddrPortFrom(p.target, p.port)))
 	return err
 }
 
@@ -200,25 +168,6 @@ func setupTCPSocket(fd, family int, port uint16, opts Options) error {
 		return err
 	}
 	return attachFilter(fd, prog)
-}
-
-// setupICMPErrorSocket applies opts to the raw ICMP or ICMPv6 socket fd and
-// narrows what it receives to errors quoting a packet.
-func setupICMPErrorSocket(fd, family int, opts Options) error {
-	if err := applyOptions(fd, family == unix.AF_INET6, opts); err != nil {
-		return err
-	}
-	if family == unix.AF_INET {
-		return attachFilter(fd, icmpErrorFilter())
-	}
-	f := icmpv6Filter(tcpICMPv6Types...)
-	if err := unix.SetsockoptICMPv6Filter(fd, unix.SOL_ICMPV6, unix.ICMPV6_FILTER, &f); err != nil {
-		return fmt.Errorf("set ICMP6_FILTER: %w", err)
-	}
-	if err := recvHopLimit(fd); err != nil {
-		return err
-	}
-	return drain(fd)
 }
 
 // mssFor is the MSS a SYN offers on a path of mtu bytes (0 if unknown).
@@ -261,7 +210,7 @@ func (p *TCPProber) Source() netip.Addr { return p.src }
 // Ignored returns how many packets reached the prober's sockets but were
 // not an answer to this run: another run's mark, a segment that answers
 // nothing, an ICMP error about another packet, truncated or corrupt packets.
-func (p *TCPProber) Ignored() uint64 { return p.ignored.Load() }
+func (p *TCPProber) Ignored() uint64 { return p.rx.ignored.Load() }
 
 // Send sends SYN seq, whose initial sequence number is the mark's ISN(seq);
 // returns the time it was sent. When the target cannot be reached from
@@ -273,7 +222,7 @@ func (p *TCPProber) Send(seq uint16) (time.Time, error) {
 	sent := time.Now()
 	err := sendError(sendTo(p.sendConn, msg, p.to), p.sentOnce, p.to)
 	if err != nil {
-		return time.Time{}, fmt.Errorf("send tcp syn %d to %s: %w", seq, netip.AddrPortFrom(p.target, p.port), closedErr(&p.closed, err))
+		return time.Time{}, fmt.Errorf("send tcp syn %d to %s: %w", seq, netip.AddrPortFrom(p.target, p.port), closedErr(&p.rx.closed, err))
 	}
 	p.sentOnce = true
 	return sent, nil
@@ -285,91 +234,15 @@ func (p *TCPProber) Send(seq uint16) (time.Time, error) {
 //
 // On timeout the error matches os.ErrDeadlineExceeded; when the prober is
 // closed, including by a Close during Receive, it matches os.ErrClosed.
-func (p *TCPProber) Receive(deadline time.Time) (Reply, error) {
-	if p.closed.Load() {
-		return Reply{}, fmt.Errorf("receive tcp answer: %w", os.ErrClosed)
-	}
-	var timeout <-chan time.Time
-	if !deadline.IsZero() {
-		wait := time.Until(deadline)
-		if wait <= 0 {
-			return Reply{}, fmt.Errorf("receive tcp answer: %w", os.ErrDeadlineExceeded)
-		}
-		t := time.NewTimer(wait)
-		defer t.Stop()
-		timeout = t.C
-	}
-	select {
-	case a := <-p.answers:
-		return a.reply, a.err
-	case <-p.done:
-		return Reply{}, fmt.Errorf("receive tcp answer: %w", os.ErrClosed)
-	case <-timeout:
-		return Reply{}, fmt.Errorf("receive tcp answer: %w", os.ErrDeadlineExceeded)
-	}
-}
-
-// read reads conn until Close, and hands Receive what parse accepts. A
-// read error other than Close's is handed over too, and ends the reader.
-func (p *TCPProber) read(conn syscall.RawConn, parse func([]byte) (parsedReply, error)) {
-	defer p.readers.Done()
-	buf, oob := make([]byte, recvBufLen), make([]byte, unix.CmsgSpace(4))
-	for {
-		pkt, err := recvPacket(conn, buf, oob)
-		if err != nil {
-			if !p.closed.Load() {
-				p.hand(answer{err: fmt.Errorf("receive tcp answer: %w", err)})
-			}
-			return
-		}
-		if pkt.truncated {
-			p.ignored.Add(1)
-			continue
-		}
-		r, err := parse(pkt.data)
-		if err != nil {
-			p.ignored.Add(1)
-			continue
-		}
-		if !p.hand(answer{reply: pkt.reply(p.v6(), r)}) {
-			return
-		}
-	}
-}
-
-// hand gives a to Receive; false when the prober was closed first.
-func (p *TCPProber) hand(a answer) bool {
-	select {
-	case p.answers <- a:
-		return true
-	case <-p.done:
-		return false
-	}
-}
+func (p *TCPProber) Receive(deadline time.Time) (Reply, error) { return p.rx.receive(deadline) }
 
 // Close closes the sockets, releasing the port, and waits for the readers
 // to end. A pending Receive returns an error matching os.ErrClosed.
-func (p *TCPProber) Close() error {
-	if !p.closed.CompareAndSwap(false, true) {
-		return fmt.Errorf("close tcp prober: %w", os.ErrClosed)
-	}
-	close(p.done)
-	err := p.closeSockets()
-	p.readers.Wait()
-	if err != nil {
-		return fmt.Errorf("close tcp prober: %w", err)
-	}
-	return nil
-}
+func (p *TCPProber) Close() error { return p.rx.close(p.closeSockets) }
 
 // closeSockets closes what open opened.
 func (p *TCPProber) closeSockets() error {
-	var errs []error
-	for _, f := range []*os.File{p.send, p.icmp} {
-		if f != nil {
-			errs = append(errs, f.Close())
-		}
-	}
+	errs := closeFiles(p.send, p.icmp)
 	if p.hold >= 0 {
 		errs = append(errs, unix.Close(p.hold))
 	}

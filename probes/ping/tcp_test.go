@@ -2,11 +2,13 @@ package ping
 
 import (
 	"errors"
+	"io"
 	"net/netip"
 	"os"
 	"runtime"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -34,35 +36,37 @@ func socketpairTCPProber(tb testing.TB, target netip.Addr) (p *TCPProber, tcpPee
 	p = newTCPProber(target, 80, testMark)
 	p.sport = 40000
 	p.to, _ = sockaddr(target)
-	var peers [2]int
-	for i, f := range []**os.File{&p.send, &p.icmp} {
-		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		peers[i] = fds[1]
-		tb.Cleanup(func() { unix.Close(fds[1]) })
-		*f = os.NewFile(uintptr(fds[0]), "socketpair")
-	}
-	var err error
-	if p.sendConn, err = p.send.SyscallConn(); err != nil {
-		tb.Fatal(err)
-	}
-	if p.icmpConn, err = p.icmp.SyscallConn(); err != nil {
-		tb.Fatal(err)
-	}
+	tcpPeer = socketpair(tb, &p.send, &p.sendConn)
+	icmpPeer = socketpair(tb, &p.icmp, &p.icmpConn)
 	p.start()
 	tb.Cleanup(func() { p.Close() })
-	return p, peers[0], peers[1]
+	return p, tcpPeer, icmpPeer
 }
 
-// readersRunning reports whether a goroutine still runs TCPProber.read a
+// socketpair sets *f and *conn to one end of a datagram socketpair, for a
+// prober to read as it would a socket, and returns the other end, closed
+// when tb ends.
+func socketpair(tb testing.TB, f **os.File, conn *syscall.RawConn) int {
+	tb.Helper()
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { unix.Close(fds[1]) })
+	*f = os.NewFile(uintptr(fds[0]), "socketpair")
+	if *conn, err = (*f).SyscallConn(); err != nil {
+		tb.Fatal(err)
+	}
+	return fds[1]
+}
+
+// readersRunning reports whether a goroutine still runs receiver.read a
 // second after the call. Close returns once every reader has called Done, in
 // its deferred return: a reader may still be on its way out for a moment.
 func readersRunning() bool {
 	buf := make([]byte, 1<<20)
 	for deadline := time.Now().Add(time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if !strings.Contains(string(buf[:runtime.Stack(buf, true)]), "ping.(*TCPProber).read(") {
+		if !strings.Contains(string(buf[:runtime.Stack(buf, true)]), "ping.(*receiver).read(") {
 			return false
 		}
 		if time.Now().After(deadline) {
@@ -141,11 +145,21 @@ func TestTCPReceiveSkipsForeignPackets(t *testing.T) {
 	}
 }
 
-// TestTCPCloseUnblocksReceive: Close ends a pending Receive and the readers,
-// and a closed prober refuses everything with os.ErrClosed.
 func TestTCPCloseUnblocksReceive(t *testing.T) {
 	p, _, _ := socketpairTCPProber(t, testDst4)
 	p.src = testSrc4
+	checkCloseUnblocksReceive(t, p)
+}
+
+// checkCloseUnblocksReceive checks that Close ends a pending Receive and
+// the readers of p, a TCP or UDP prober, and that p, closed, refuses
+// everything with os.ErrClosed.
+func checkCloseUnblocksReceive(t *testing.T, p interface {
+	Send(uint16) (time.Time, error)
+	Receive(time.Time) (Reply, error)
+	Close() error
+}) {
+	t.Helper()
 	closeDuringReceive(t, p)
 	if readersRunning() {
 		t.Error("a reader goroutine outlived Close")
@@ -188,68 +202,19 @@ func TestTCPOptions(t *testing.T) {
 	n := newTCPNet(t)
 	for _, f := range n.families {
 		t.Run(f.name, func(t *testing.T) {
-			// A second client address, which the kernel would not pick.
-			src := f.client.Next().Next()
-			bits := 24
-			if src.Is6() {
-				bits = 64
-			}
-			if err := n.topo.AddAddr("eth0", n.client, netip.PrefixFrom(src, bits)); err != nil {
-				t.Fatal(err)
-			}
+			f.client = n.secondClientAddr(t, f)
 			port := n.listen(t, f.server)
-			if err := n.topo.CheckOwnRoute(n.client, f.server); err != nil {
-				t.Fatal(err)
+			p := openInClient(t, n, f, f.server, func() (*TCPProber, error) {
+				return OpenTCP(f.server, port, testMark, testOptions(f.client))
+			})
+			if p.ID() != testMark.EchoID {
+				t.Errorf("ID() = %#x, want %#x", p.ID(), testMark.EchoID)
 			}
-			opts := Options{TTL: 9, PMTUDisc: "do", Interface: "eth0", Source: src, Mark: 7}
-			var p *TCPProber
-			if err := n.client.Do(func() (err error) {
-				p, err = OpenTCP(f.server, port, testMark, opts)
-				return err
-			}); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { p.Close() })
-			if p.Source() != src || p.ID() != testMark.EchoID {
-				t.Errorf("Source() = %v, ID() = %#x; want %v, %#x", p.Source(), p.ID(), src, testMark.EchoID)
-			}
-			ttlLevel, ttlOpt := unix.IPPROTO_IP, unix.IP_TTL
-			if src.Is6() {
-				ttlLevel, ttlOpt = unix.IPPROTO_IPV6, unix.IPV6_UNICAST_HOPS
-			}
-			for _, s := range []struct {
-				name string
-				fd   int
-				ttl  int // 0: not checked
-			}{
-				{"hold", p.hold, 0},
-				{"send", int(p.send.Fd()), 9},
-				{"icmp", int(p.icmp.Fd()), 0},
-			} {
-				fd := s.fd
-				mark, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_MARK)
-				if err != nil {
-					t.Fatal(err)
-				}
-				dev, err := unix.GetsockoptString(fd, unix.SOL_SOCKET, unix.SO_BINDTODEVICE)
-				if err != nil {
-					t.Fatal(err)
-				}
-				sa, err := unix.Getsockname(fd)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if mark != 7 || strings.TrimRight(dev, "\x00") != "eth0" || addrFrom(sa) != src {
-					t.Errorf("%s socket: mark %d, device %q, bound to %v; want 7, eth0, %v", s.name, mark, dev, addrFrom(sa), src)
-				}
-				if s.name == "hold" && (sockaddrPort(sa) != int(p.SourcePort()) || p.SourcePort() == 0) {
-					t.Errorf("hold socket bound to port %d, SourcePort() %d", sockaddrPort(sa), p.SourcePort())
-				}
-				if s.ttl != 0 {
-					if ttl, err := unix.GetsockoptInt(fd, ttlLevel, ttlOpt); err != nil || ttl != s.ttl {
-						t.Errorf("%s socket: ttl %d (%v), want %d", s.name, ttl, err, s.ttl)
-					}
-				}
+			checkSocketOptions(t, "hold", p.hold, f.client, 0)
+			checkSocketOptions(t, "send", int(p.send.Fd()), f.client, 9)
+			checkSocketOptions(t, "icmp", int(p.icmp.Fd()), f.client, 0)
+			if sa, err := unix.Getsockname(p.hold); err != nil || sockaddrPort(sa) != int(p.SourcePort()) || p.SourcePort() == 0 {
+				t.Errorf("hold socket bound to %v (%v), SourcePort() %d", sa, err, p.SourcePort())
 			}
 			if acc, err := unix.GetsockoptInt(p.hold, unix.SOL_SOCKET, unix.SO_ACCEPTCONN); err != nil || acc != 0 {
 				t.Errorf("hold socket: SO_ACCEPTCONN %d (%v), want 0", acc, err)
@@ -265,10 +230,88 @@ func TestTCPOptions(t *testing.T) {
 	}
 }
 
-// TestTCPOpenLeaksNoFD: OpenTCP failing at each step, and Close, leave no
-// file descriptor open. Nothing is sent: the target is loopback and no
-// probe goes out.
-func TestTCPOpenLeaksNoFD(t *testing.T) {
+// secondClientAddr adds to the client an address of f the kernel would
+// not pick, and returns it.
+func (n *tcpNet) secondClientAddr(tb testing.TB, f tcpFamily) netip.Addr {
+	tb.Helper()
+	src := f.client.Next().Next()
+	bits := 24
+	if src.Is6() {
+		bits = 64
+	}
+	if err := n.topo.AddAddr("eth0", n.client, netip.PrefixFrom(src, bits)); err != nil {
+		tb.Fatal(err)
+	}
+	return src
+}
+
+// testOptions are the options the options tests open a prober with: a TTL
+// of 9, path MTU discovery, the device eth0, source src and mark 7.
+func testOptions(src netip.Addr) Options {
+	return Options{TTL: 9, PMTUDisc: "do", Interface: "eth0", Source: src, Mark: 7}
+}
+
+// checkSocketOptions checks that the socket fd carries testOptions(src):
+// the mark, the device, bound to src, and the TTL and path MTU discovery
+// when ttl is not 0.
+func checkSocketOptions(t *testing.T, name string, fd int, src netip.Addr, ttl int) {
+	t.Helper()
+	mark, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_MARK)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev, err := unix.GetsockoptString(fd, unix.SOL_SOCKET, unix.SO_BINDTODEVICE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mark != 7 || strings.TrimRight(dev, "\x00") != "eth0" || addrFrom(sa) != src {
+		t.Errorf("%s socket: mark %d, device %q, bound to %v; want 7, eth0, %v", name, mark, dev, addrFrom(sa), src)
+	}
+	if ttl == 0 {
+		return
+	}
+	level, ttlOpt, pmtuOpt, do := unix.IPPROTO_IP, unix.IP_TTL, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DO
+	if src.Is6() {
+		level, ttlOpt, pmtuOpt, do = unix.IPPROTO_IPV6, unix.IPV6_UNICAST_HOPS, unix.IPV6_MTU_DISCOVER, unix.IPV6_PMTUDISC_DO
+	}
+	if got, err := unix.GetsockoptInt(fd, level, ttlOpt); err != nil || got != ttl {
+		t.Errorf("%s socket: ttl %d (%v), want %d", name, got, err, ttl)
+	}
+	if got, err := unix.GetsockoptInt(fd, level, pmtuOpt); err != nil || got != do {
+		t.Errorf("%s socket: path MTU discovery %d (%v), want %d (do)", name, got, err, do)
+	}
+}
+
+// openFunc opens a TCP or UDP prober for port 9 of target with opts.
+type openFunc func(target netip.Addr, opts Options) (io.Closer, error)
+
+func openTCP9(target netip.Addr, opts Options) (io.Closer, error) {
+	return asCloser(OpenTCP(target, 9, testMark, opts))
+}
+
+func openUDP9(target netip.Addr, opts Options) (io.Closer, error) {
+	return asCloser(OpenUDP(target, 9, testUDPMark, opts))
+}
+
+// asCloser returns what an open returned: nil on error, never an interface
+// holding a nil prober.
+func asCloser[P io.Closer](p P, err error) (io.Closer, error) {
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func TestTCPOpenLeaksNoFD(t *testing.T) { testOpenLeaksNoFD(t, openTCP9) }
+
+// testOpenLeaksNoFD: open failing at each step, and Close, leave no file
+// descriptor open. Nothing is sent: the target is loopback and no probe
+// goes out.
+func testOpenLeaksNoFD(t *testing.T, open openFunc) {
 	testenv.RequireRoot(t)
 	countFDs := func() int {
 		ents, err := os.ReadDir("/proc/self/fd")
@@ -279,7 +322,7 @@ func TestTCPOpenLeaksNoFD(t *testing.T) {
 	}
 	lo := netip.MustParseAddr("127.0.0.1")
 	// The first open also sets up the runtime's poller, which stays.
-	p, err := OpenTCP(lo, 9, testMark, Options{})
+	p, err := open(lo, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -290,31 +333,31 @@ func TestTCPOpenLeaksNoFD(t *testing.T) {
 		open func() error // fails, but for the first
 	}{
 		{"open and close", func() error {
-			p, err := OpenTCP(lo, 9, testMark, Options{})
+			p, err := open(lo, Options{})
 			if err != nil {
 				return err
 			}
 			return p.Close()
 		}},
 		{"no such interface", func() error {
-			_, err := OpenTCP(lo, 9, testMark, Options{Interface: "tpnosuch0"})
+			_, err := open(lo, Options{Interface: "tpnosuch0"})
 			return err
 		}},
 		{"source not local", func() error {
-			_, err := OpenTCP(lo, 9, testMark, Options{Source: netip.MustParseAddr("192.0.2.77")})
+			_, err := open(lo, Options{Source: netip.MustParseAddr("192.0.2.77")})
 			return err
 		}},
-		{"bad ttl on the raw socket", func() error {
-			_, err := OpenTCP(lo, 9, testMark, Options{TTL: 300})
+		{"bad ttl on the sending socket", func() error {
+			_, err := open(lo, Options{TTL: 300})
 			return err
 		}},
-		{"bad pmtu mode on the raw socket", func() error {
-			_, err := OpenTCP(lo, 9, testMark, Options{PMTUDisc: "probe"})
+		{"bad pmtu mode on the sending socket", func() error {
+			_, err := open(lo, Options{PMTUDisc: "probe"})
 			return err
 		}},
 		{"no CAP_NET_RAW", func() error {
 			return withoutCapability(t, unix.CAP_NET_RAW, func() error {
-				_, err := OpenTCP(lo, 9, testMark, Options{})
+				_, err := open(lo, Options{})
 				if err != nil && !errors.Is(err, os.ErrPermission) {
 					t.Errorf("error %v, want one matching %v", err, os.ErrPermission)
 				}
@@ -333,22 +376,24 @@ func TestTCPOpenLeaksNoFD(t *testing.T) {
 	}
 }
 
-// TestTCPOpenNoRoute opens probers for loopback in a fresh network
-// namespace, whose lo is down: the kernel has no route, and says so before
-// anything is sent.
-func TestTCPOpenNoRoute(t *testing.T) {
+func TestTCPOpenNoRoute(t *testing.T) { testOpenNoRoute(t, openTCP9) }
+
+// testOpenNoRoute opens probers for loopback in a fresh network namespace,
+// whose lo is down: the kernel has no route, and says so before anything
+// is sent.
+func testOpenNoRoute(t *testing.T, open openFunc) {
 	testenv.RequireRoot(t)
 	for _, lo := range loopbacks {
 		t.Run(lo.name, func(t *testing.T) {
 			err := inNewNetns(t, func() error {
-				p, err := OpenTCP(lo.addr, 9, testMark, Options{})
+				p, err := open(lo.addr, Options{})
 				if err == nil {
 					p.Close()
 				}
 				return err
 			})
 			if !errors.Is(err, ErrNoRoute) {
-				t.Fatalf("OpenTCP error = %v, want one matching ErrNoRoute", err)
+				t.Fatalf("open error = %v, want one matching ErrNoRoute", err)
 			}
 			t.Log(err)
 		})

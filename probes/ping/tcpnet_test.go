@@ -79,10 +79,22 @@ func newTCPNet(tb testing.TB) *tcpNet {
 }
 
 // openTCP opens a prober in the client for target:port with a fresh mark of
-// count probes, closed when tb ends. It refuses, opening nothing, unless
-// target is reached over the topology's links; the VIP, which the server
-// does not route, is checked through the server, its gateway.
+// count probes, closed when tb ends.
 func (n *tcpNet) openTCP(tb testing.TB, f tcpFamily, target netip.Addr, port uint16, count int) *TCPProber {
+	tb.Helper()
+	mark := decode.NewTCPMark(randomIDs(tb, 1)[0], rand.Uint32(), count)
+	return openInClient(tb, n, f, target, func() (*TCPProber, error) { return OpenTCP(target, port, mark, Options{}) })
+}
+
+// openInClient opens a prober for target in the client with open, closed
+// when tb ends, and checks it sends from the client's address. It refuses,
+// opening nothing, unless target is reached over the topology's links; the
+// VIP, which the server does not route, is checked through the server, its
+// gateway.
+func openInClient[P interface {
+	Source() netip.Addr
+	Close() error
+}](tb testing.TB, n *tcpNet, f tcpFamily, target netip.Addr, open func() (P, error)) P {
 	tb.Helper()
 	check := target
 	if target == f.vip {
@@ -91,11 +103,9 @@ func (n *tcpNet) openTCP(tb testing.TB, f tcpFamily, target netip.Addr, port uin
 	if err := n.topo.CheckOwnRoute(n.client, check); err != nil {
 		tb.Fatalf("not probing: %v", err)
 	}
-	id := randomIDs(tb, 1)[0]
-	mark := decode.NewTCPMark(id, rand.Uint32(), count)
-	var p *TCPProber
+	var p P
 	if err := n.client.Do(func() (err error) {
-		p, err = OpenTCP(target, port, mark, Options{})
+		p, err = open()
 		return err
 	}); err != nil {
 		tb.Fatal(err)
@@ -120,17 +130,6 @@ func (n *tcpNet) listen(tb testing.TB, addr netip.Addr) uint16 {
 	}
 	tb.Cleanup(func() { l.Close() })
 	return uint16(l.Addr().(*net.TCPAddr).Port)
-}
-
-// nft loads ruleset into the nftables of ns, one of the tcpNet's: the
-// tables go with the namespace.
-func nft(tb testing.TB, ns *topology.Netns, ruleset string) {
-	tb.Helper()
-	cmd := exec.Command("ip", "netns", "exec", ns.Name, "nft", "-f", "-")
-	cmd.Stdin = strings.NewReader(ruleset)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		tb.Fatalf("nft -f in %v: %v\n%s\nruleset:\n%s", ns, err, out, ruleset)
-	}
 }
 
 // ss runs ss -Htan with args in ns and returns its lines.
@@ -182,9 +181,12 @@ func allListeners(lines []string) bool {
 	return true
 }
 
-// expectAnswer receives the next answer from p and checks it is probe seq's
-// from from, with TCP flags and ICMP error e, sent by the server's kernel.
-func expectAnswer(tb testing.TB, p *TCPProber, seq uint16, from netip.Addr, flags uint8, e *ICMPError) Reply {
+// expectAnswer receives the next answer from p, a TCP or UDP prober, and
+// checks it is probe seq's from from, with TCP flags (decode.UDPAnswer for a
+// UDP reply) and ICMP error e, sent by the server's kernel.
+func expectAnswer(tb testing.TB, p interface {
+	Receive(time.Time) (Reply, error)
+}, seq uint16, from netip.Addr, flags uint8, e *ICMPError) Reply {
 	tb.Helper()
 	r, err := p.Receive(time.Now().Add(replyTimeout))
 	if err != nil {
@@ -246,9 +248,7 @@ func TestTCPOpenPort(t *testing.T) {
 				t.Errorf("answer received at %v (sent %v), %d bytes", r.Received, sent, r.Size)
 			}
 			n.checkNoConnection(t)
-			if p.Ignored() != 0 {
-				t.Errorf("Ignored() = %d, want 0", p.Ignored())
-			}
+			expectIgnored(t, p, 0)
 		})
 	}
 }
@@ -306,7 +306,7 @@ func TestTCPFirewall(t *testing.T) {
 	for _, f := range n.families {
 		t.Run(f.name, func(t *testing.T) {
 			reset, icmp, drop := n.listen(t, f.server), n.listen(t, f.server), n.listen(t, f.server)
-			nft(t, n.server, fmt.Sprintf(`table inet tptcp_%s {
+			testenv.Nft(t, n.server, fmt.Sprintf(`table inet tptcp_%s {
 	chain input {
 		type filter hook input priority filter; policy accept;
 		tcp dport %d reject with tcp reset
@@ -341,12 +341,27 @@ func TestTCPFirewall(t *testing.T) {
 				if r, err := p.Receive(time.Now().Add(quietPeriod)); !errors.Is(err, os.ErrDeadlineExceeded) {
 					t.Errorf("Receive = %+v, %v; want %v", r, err, os.ErrDeadlineExceeded)
 				}
-				if p.Ignored() != 0 {
-					t.Errorf("Ignored() = %d, want 0", p.Ignored())
-				}
+				expectIgnored(t, p, 0)
 			})
 		})
 	}
+}
+
+// dnatVIP has the server DNAT what comes to its VIP on proto (tcp, udp)
+// port vport to its own address and port.
+func (n *tcpNet) dnatVIP(tb testing.TB, f tcpFamily, proto string, vport, port uint16) {
+	tb.Helper()
+	family, to := "ip", fmt.Sprintf("%s:%d", f.server, port)
+	if f.server.Is6() {
+		family, to = "ip6", fmt.Sprintf("[%s]:%d", f.server, port)
+	}
+	testenv.Nft(tb, n.server, fmt.Sprintf(`table %s tpnat {
+	chain prerouting {
+		type nat hook prerouting priority dstnat; policy accept;
+		%s daddr %s %s dport %d dnat to %s
+	}
+}
+`, family, family, f.vip, proto, vport, to))
 }
 
 // TestTCPDNAT probes a VIP that the server DNATs to a listener: the answer
@@ -357,17 +372,7 @@ func TestTCPDNAT(t *testing.T) {
 	for _, f := range n.families {
 		t.Run(f.name, func(t *testing.T) {
 			port := n.listen(t, f.server)
-			family, daddr, to := "ip", "ip daddr", fmt.Sprintf("%s:%d", f.server, port)
-			if f.server.Is6() {
-				family, daddr, to = "ip6", "ip6 daddr", fmt.Sprintf("[%s]:%d", f.server, port)
-			}
-			nft(t, n.server, fmt.Sprintf(`table %s tpnat {
-	chain prerouting {
-		type nat hook prerouting priority dstnat; policy accept;
-		%s %s tcp dport 80 dnat to %s
-	}
-}
-`, family, daddr, f.vip, to))
+			n.dnatVIP(t, f, "tcp", 80, port)
 			p := n.openTCP(t, f, f.vip, 80, 2)
 			for seq := range uint16(2) {
 				if _, err := p.Send(seq); err != nil {
@@ -400,9 +405,7 @@ func TestTCPStaleAnswerIgnored(t *testing.T) {
 				t.Fatal(err)
 			}
 			expectAnswer(t, p, 0, f.server, synAckFlags, nil)
-			if p.Ignored() != 1 {
-				t.Errorf("Ignored() = %d, want 1 (the stale SYN-ACK)", p.Ignored())
-			}
+			expectIgnored(t, p, 1) // the stale SYN-ACK
 			if r, err := p.Receive(time.Now().Add(quietPeriod)); !errors.Is(err, os.ErrDeadlineExceeded) {
 				t.Errorf("extra answer %+v, error %v; want %v", r, err, os.ErrDeadlineExceeded)
 			}
@@ -414,7 +417,7 @@ func TestTCPStaleAnswerIgnored(t *testing.T) {
 // with EPERM, which is not a missing capability nor a missing route.
 func TestTCPSendRefused(t *testing.T) {
 	n := newTCPNet(t)
-	nft(t, n.client, `table inet tpout {
+	testenv.Nft(t, n.client, `table inet tpout {
 	chain output {
 		type filter hook output priority filter; policy accept;
 		tcp dport 9 drop

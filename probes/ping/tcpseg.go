@@ -26,12 +26,8 @@ const (
 	quotedTCPLen = 8
 )
 
-// Reasons a TCP segment or an ICMP error is not an answer to this prober.
-var (
-	errForeignPort = errors.New("tcp port is not ours")
-	errNotAnswer   = errors.New("not an answer to a syn")
-	errForeignMark = errors.New("tcp sequence number is not of this run")
-)
+// errNotAnswer is a TCP segment that answers no SYN.
+var errNotAnswer = errors.New("not an answer to a syn")
 
 // segment is a TCP header. Its wire layout must match struct tcphdr in
 // <linux/tcp.h>: source and destination port, sequence and acknowledgement

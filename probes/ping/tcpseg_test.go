@@ -142,14 +142,8 @@ func TestTCPParseAnswer(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := parseTCPAnswer(tc.v6, tc.pkt, 40000, testMark)
-			if tc.wantErr != nil {
-				if !errors.Is(err, tc.wantErr) {
-					t.Fatalf("parseTCPAnswer error = %v, want %v", err, tc.wantErr)
-				}
+			if !parsed(t, err, tc.wantErr) {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			if got != tc.want {
 				t.Errorf("parseTCPAnswer = %+v, want %+v", got, tc.want)
@@ -191,14 +185,8 @@ func TestTCPParseError(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r, err := parseTCPError(tc.v6, tc.pkt, 40000, testMark)
-			if tc.wantErr != nil {
-				if !errors.Is(err, tc.wantErr) {
-					t.Fatalf("parseTCPError error = %v, want %v", err, tc.wantErr)
-				}
+			if !parsed(t, err, tc.wantErr) {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			if r.Seq != 0 || r.TCPFlags != 0 || r.Error == nil || *r.Error != tc.want {
 				t.Errorf("parseTCPError = seq %d flags %#x, %+v; want seq 0, flags 0, %+v", r.Seq, r.TCPFlags, r.Error, tc.want)
@@ -312,8 +300,8 @@ func TestTCPFilterVerdicts(t *testing.T) {
 	}
 }
 
-func TestTCPICMPv6Filter(t *testing.T) {
-	f := icmpv6Filter(tcpICMPv6Types...)
+func TestErrorICMPv6Filter(t *testing.T) {
+	f := icmpv6Filter(errorICMPv6Types...)
 	for typ := range 256 {
 		blocked := f.Data[typ>>5]&(1<<(typ&31)) != 0
 		if want := typ < 1 || typ > 4; blocked != want {

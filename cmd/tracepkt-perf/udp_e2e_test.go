@@ -1,0 +1,248 @@
+package main
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tracepkt/tracepkt-perf/internal/testenv"
+	"github.com/tracepkt/tracepkt-perf/internal/topology"
+)
+
+// dnsResponder answers, in ns on port (both families), the DNS queries
+// it is sent as a name server with nothing to say would: the query's id
+// and question, the response bit, no records, no EDNS option echoed (so
+// the answer carries no mark of the prober's). Anything else it reads and
+// leaves unanswered, as DNS servers do with what is not a query. It checks
+// with ss that the socket is there.
+func dnsResponder(t *testing.T, ns *topology.Netns, port int) {
+	t.Helper()
+	var conn net.PacketConn
+	if err := ns.Do(func() (err error) {
+		conn, err = net.ListenPacket("udp", fmt.Sprintf(":%d", port))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	t.Cleanup(func() {
+		conn.Close()
+		<-done
+	})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := conn.ReadFrom(buf)
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			if err != nil {
+				continue
+			}
+			if answer := dnsAnswer(buf[:n]); answer != nil {
+				conn.WriteTo(answer, from)
+			}
+		}
+	}()
+	if out := inNetns(t, ns, "ss", "-Huln", fmt.Sprintf("sport = :%d", port)); !strings.Contains(out, fmt.Sprintf(":%d", port)) {
+		t.Fatalf("no UDP socket on %d in %s: %q", port, ns, out)
+	}
+}
+
+// dnsAnswer is the answer to a DNS query of one question (RFC 1035), nil
+// for anything else.
+func dnsAnswer(q []byte) []byte {
+	if len(q) < 12 || q[2]&0x80 != 0 || binary.BigEndian.Uint16(q[4:]) != 1 {
+		return nil
+	}
+	end := 12
+	for end < len(q) && q[end] != 0 {
+		end += int(q[end]) + 1
+	}
+	end += 5 // the root label, type, class
+	if end > len(q) {
+		return nil
+	}
+	a := append([]byte(nil), q[:end]...)
+	a[2] |= 0x80                          // a response
+	a[3] = 0x80                           // recursion available, no error
+	binary.BigEndian.PutUint16(a[10:], 0) // no additional records
+	return a
+}
+
+// occupy holds, in ns, a UDP flow from from to to that to answered, so its
+// conntrack entry takes from: a masquerade to from's address and a port
+// range holding from's port must pick another port.
+func occupy(t *testing.T, ns *topology.Netns, from, to netip.AddrPort) {
+	t.Helper()
+	var conn *net.UDPConn
+	if err := ns.Do(func() (err error) {
+		conn, err = net.DialUDP("udp", net.UDPAddrFromAddrPort(from), net.UDPAddrFromAddrPort(to))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	q := []byte{0xab, 0xcd, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 1}
+	if _, err := conn.Write(q); err != nil {
+		t.Fatal(err)
+	}
+	conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := conn.Read(make([]byte, 512)); err != nil {
+		t.Fatalf("the flow %s -> %s holding the port got no answer: %v", from, to, err)
+	}
+}
+
+// TestE2EUDPThroughServiceNAT: DNS to a Service through kube-proxy's
+// iptables rules, with the masquerade forced off the client's port by a
+// flow that holds the first port of its range: the reply, which carries no
+// mark of ours, is followed back by its tuple.
+func TestE2EUDPThroughServiceNAT(t *testing.T) {
+	n, vip4, vip6, epPort := serviceNode(t, "iptables-restore", "ip6tables-restore", udpServices)
+	a, r, b := inode(t, n.A), inode(t, n.R), inode(t, n.B)
+	families(t, vip4, vip6, func(t *testing.T, vip netip.Addr) {
+		ep, ra, rb, iptables := n.Target4, n.RA4.Addr(), n.RB4.Addr(), "iptables"
+		if vip.Is6() {
+			ep, ra, rb, iptables = n.Target6, n.RA6.Addr(), n.RB6.Addr(), "ip6tables"
+		}
+		to := func(a netip.Addr, p int) string { return netip.AddrPortFrom(a, uint16(p)).String() }
+		// Masquerade to the ports 40000-40009 of R, the first held by R's own flow.
+		inNetns(t, n.R, iptables, "-t", "nat", "-I", "POSTROUTING", "1", "-p", "udp", "-d", ep.String(), "--dport", fmt.Sprint(epPort),
+			"-j", "MASQUERADE", "--to-ports", "40000-40009")
+		occupy(t, n.R, netip.AddrPortFrom(rb, 40000), netip.AddrPortFrom(ep, uint16(epPort)))
+		t.Run("reply", func(t *testing.T) {
+			e, _ := probeJSON(t, n.A, 0, "-W", "2s", "--udp", "53", vip.String())
+			if e.Result != "reply" || e.Protocol != "udp" || e.Port != 53 || e.AnswerFrom != vip.String() || e.RTTNs <= 0 {
+				t.Errorf("result %q protocol %q port %d answer from %q rtt %d", e.Result, e.Protocol, e.Port, e.AnswerFrom, e.RTTNs)
+			}
+			want := []string{
+				row(a, "eth0", "out", "request"), row(r, "eth0", "in", "request"), row(r, "eth1", "out", "request"), row(b, "eth0", "in", "request"),
+				row(b, "eth0", "out", "reply"), row(r, "eth1", "in", "reply"), row(r, "eth0", "out", "reply"), row(a, "eth0", "in", "reply"),
+			}
+			if got := rows(e); strings.Join(got, "\n") != strings.Join(want, "\n") {
+				t.Errorf("rows:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+			}
+			var sport uint16
+			var nat []string
+			replyForwarded := false
+			for _, h := range e.Hops {
+				if h.Type == "request" && h.Netns == uint32(a) {
+					sport = h.Sport
+				}
+				// The reply is traced in R from where R's NAT gave it back the
+				// prober's port on.
+				if nf := h.Netfilter; nf != nil && h.Type == "reply" && h.Netns == uint32(r) && nf.Chain == "FORWARD" && nf.Verdict == "ACCEPT" {
+					replyForwarded = true
+				}
+				for _, x := range h.NAT {
+					nat = append(nat, fmt.Sprintf("%s %s %s -> %s @%d", row(uint64(h.Netns), h.Ifname, h.Dir, h.Type), x.Kind, x.Before, x.After, x.Netns))
+				}
+			}
+			src := to(n.A4.Addr(), int(sport))
+			if vip.Is6() {
+				src = to(n.A6.Addr(), int(sport))
+			}
+			if !replyForwarded {
+				t.Errorf("no FORWARD verdict on the reply in %s", n.R.Name)
+			}
+			// The port the masquerade took, as R's conntrack has it: in the
+			// range, not the held one.
+			out := inNetns(t, n.R, "conntrack", "-L", "-f", map[bool]string{false: "ipv4", true: "ipv6"}[vip.Is6()], "-p", "udp", "--orig-port-src", fmt.Sprint(sport))
+			var masq int
+			if _, after, ok := strings.Cut(out, fmt.Sprintf("sport=%d dport=", epPort)); ok {
+				fmt.Sscan(after, &masq)
+			}
+			if masq <= 40000 || masq > 40009 {
+				t.Fatalf("conntrack in %s: source port %d masqueraded to %d, want 40001-40009:\n%s", n.R.Name, sport, masq, out)
+			}
+			wantNAT := []string{
+				fmt.Sprintf("%s DNAT %s -> %s @%d", row(r, "eth1", "out", "request"), to(vip, 53), to(ep, epPort), r),
+				fmt.Sprintf("%s SNAT %s -> %s @%d", row(r, "eth1", "out", "request"), src, to(rb, masq), r),
+				fmt.Sprintf("%s reverse SNAT %s -> %s @%d", row(r, "eth0", "out", "reply"), to(rb, masq), src, r),
+				fmt.Sprintf("%s reverse DNAT %s -> %s @%d", row(r, "eth0", "out", "reply"), to(ep, epPort), to(vip, 53), r),
+			}
+			if strings.Join(nat, "\n") != strings.Join(wantNAT, "\n") {
+				t.Errorf("translations:\n%s\nwant:\n%s", strings.Join(nat, "\n"), strings.Join(wantNAT, "\n"))
+			}
+		})
+		t.Run("recorded, replayed, summed up", func(t *testing.T) {
+			hostOnly(t, "recording and replay, of the journey the JSON case asserts")
+			rec := filepath.Join(t.TempDir(), "dns.tpk")
+			live := runTool(t, n.A, "--json", "-c", "3", "-i", "0", "-W", "2s", "--record", rec, "--udp", "53", vip.String())
+			if live.code != 0 {
+				t.Fatalf("exit %d\n%s%s", live.code, live.stderr, live.stdout)
+			}
+			replayed := runTool(t, nil, "--json", "--replay", rec)
+			if replayed.code != 0 || replayed.stdout != live.stdout {
+				t.Errorf("replay: exit %d, output differs from the live run's:\n%s\nlive:\n%s", replayed.code, replayed.stdout, live.stdout)
+			}
+			for i, e := range decodeEchoes(t, live.stdout) {
+				if e.Seq != uint16(i+1) || e.Result != "reply" {
+					t.Errorf("probe %d: seq %d result %q", i+1, e.Seq, e.Result)
+				}
+			}
+			st := runTool(t, nil, "--stats", "--replay", rec)
+			want := fmt.Sprintf("3 UDP probes to %s: 3 replies\n", netip.AddrPortFrom(vip, 53))
+			if st.code != 0 || !strings.HasPrefix(st.stdout, want) {
+				t.Errorf("--stats: exit %d, want it to start %q:\n%s%s", st.code, want, st.stderr, st.stdout)
+			}
+			pcap := filepath.Join(t.TempDir(), "dns.pcapng")
+			if res := runTool(t, nil, "--replay", rec, "--pcapng", pcap); res.code != 0 {
+				t.Fatalf("--pcapng: exit %d\n%s", res.code, res.stderr)
+			}
+			testenv.RequireCommands(t, "tshark")
+			out, err := exec.Command("tshark", "-r", pcap, "-T", "fields", "-e", "udp.dstport", "-e", "dns.flags.response").Output()
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Each probe: 4 request hops to 53 then 5353, 4 reply hops.
+			if lines := strings.Fields(string(out)); !strings.Contains(string(out), "5353\t0") || !strings.Contains(string(out), "\t1") || len(lines) != 3*8*2 {
+				t.Errorf("tshark of the export:\n%s", out)
+			}
+		})
+		t.Run("closed", func(t *testing.T) {
+			e, res := probeJSON(t, n.A, 1, "-W", "2s", "--udp", "54", vip.String())
+			code := uint8(3)
+			if vip.Is6() {
+				code = 4
+			}
+			if e.Result != "closed" || e.ICMPError == nil || e.ICMPError.Code != code || e.ICMPError.From != vip.String() {
+				t.Errorf("result %q icmp error %+v, want closed, port unreachable from %s", e.Result, e.ICMPError, vip)
+			}
+			text := runTool(t, n.A, "-W", "2s", "--udp", "54", vip.String())
+			want := fmt.Sprintf("closed: no socket on %s (seq 1): %s answered \"destination unreachable: port unreachable\" (sent from network namespace %s (%d))", to(vip, 54), vip, n.B.Name, b)
+			if text.code != 1 || !strings.Contains(text.stdout, want) {
+				t.Errorf("exit %d, no %q in\n%s%s\n(json: %s)", text.code, want, text.stderr, text.stdout, res.stdout)
+			}
+		})
+		t.Run("no endpoints", func(t *testing.T) {
+			e, _ := probeJSON(t, n.A, 1, "-W", "2s", "--udp", "55", vip.String())
+			// REJECTed in the node's filter table, answered from its address toward A.
+			if e.Result != "unreachable" || e.ICMPError == nil || e.ICMPError.From != ra.String() {
+				t.Errorf("result %q icmp error %+v, want unreachable from %s", e.Result, e.ICMPError, ra)
+			}
+		})
+		t.Run("no answer", func(t *testing.T) {
+			// Not a DNS query: the responder's socket takes it and says nothing.
+			res := runTool(t, n.A, "-W", "1s", "--udp", "53", "--payload", "00", vip.String())
+			want := fmt.Sprintf("the request was last seen entering eth0 in network namespace %s (%d), no drop seen there: a socket took it and did not answer", n.B.Name, b)
+			if res.code != 1 || !strings.Contains(res.stdout, want) {
+				t.Errorf("exit %d, no %q in\n%s%s", res.code, want, res.stderr, res.stdout)
+			}
+		})
+		t.Run("dropped in FORWARD", func(t *testing.T) {
+			e, _ := probeJSON(t, n.A, 1, "-W", "1s", "--udp", "56", vip.String())
+			if e.Result != "dropped" || e.Drop == nil || e.Drop.Netns != uint32(r) || e.Drop.Type != "request" {
+				t.Errorf("result %q drop %+v, want dropped in %d", e.Result, e.Drop, r)
+			}
+		})
+	})
+}
