@@ -121,10 +121,11 @@ func answerSection(cfg config, progress io.Writer) (section, error) {
 command in turn. answer: exec to the first reply line on stdout; exit: exec to exit.
 Median, p90 in brackets. exit/ping compares medians with the bare ping -c1 of the same run.
 --attach selects the probe attachment (auto, perf, raw); --netfilter off leaves out the
-nftables trace tables. The --tcp %d rows probe the bench's echo service (RFC 862) on TCP
-port %d in the namespace, netfilter source on: answer is exec to the first "open:" line (the
-SYN-ACK). "before:" rows, when present, are an earlier build measured in the same run
-(bench -before), echoes only.`, cfg.runs, servicePort, servicePort),
+nftables trace tables. The --tcp %d and --udp %d rows probe the bench's echo service
+(RFC 862) on TCP and UDP port %d in the namespace, netfilter source on: answer is exec to
+the first "open:" line (the SYN-ACK) or "reply:" line (the datagram echoed back). "before:"
+rows, when present, are an earlier build measured in the same run (bench -before), echoes
+only.`, cfg.runs, servicePort, servicePort, servicePort),
 		table: table(rows),
 	}, nil
 }

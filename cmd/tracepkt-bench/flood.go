@@ -219,14 +219,17 @@ The last table does the same per probe mode, default attachment, netfilter sourc
 three floods of %d round trips each through the same veth pair: ping -f; TCP round trips,
 %d-byte requests over one connection to the bench's echo service (RFC 862) on TCP port %d in
 the namespace, each sent once the one before came back; UDP round trips, the same as
-datagrams to its UDP port %d. Under each, a waiting tracer probing echoes, and one probing
---tcp %d, the port the TCP flood goes to: none of the flood's packets are the tracer's, so
-each program's ns/hit is what its in-kernel reject of others' ICMP, TCP or UDP packets costs
-in that mode. hits/round trip is the program's runs per echo or request and answer. A --tcp
-run reads its answers on a raw TCP socket: the kernel clones every TCP packet the host
-receives to it and frees the clone its socket filter refuses, which the kfree_skb program
-sees (once per TCP round trip, the answer).`, cfg.flood, hopsPerEcho, cfg.pairs, hopsPerEcho,
-			cfg.flood, floodPayload, servicePort, servicePort, servicePort),
+datagrams to its UDP port %d. Under each, a waiting tracer probing echoes, one probing
+--tcp %d and one probing --udp %d, the port the floods go to: none of the flood's packets
+are the tracer's, so each program's ns/hit is what its in-kernel reject of others' ICMP, TCP
+or UDP packets costs in that mode (a TCP packet: its sequence or acknowledgement number
+against the run's span; a UDP packet: its inverted tuple looked up in the run's tuple map,
+then the mark read from its payload, which the flood's requests are long enough to hold).
+hits/round trip is the program's runs per echo or request and answer. A --tcp run
+reads its answers on a raw TCP socket: the kernel clones every TCP packet the host receives
+to it and frees the clone its socket filter refuses, which the kfree_skb program sees (once
+per TCP round trip, the answer).`, cfg.flood, hopsPerEcho, cfg.pairs, hopsPerEcho,
+			cfg.flood, floodPayload, servicePort, servicePort, servicePort, servicePort),
 		table: table(rows) + "\n" + table(statRows) + "\n" + table(probeRows),
 	}, nil
 }

@@ -15,8 +15,8 @@ import (
 )
 
 // servicePort is where the bench's echo service (RFC 862) listens in its
-// namespace, on TCP and UDP: the port the tool probes with --tcp, and the
-// one the TCP and UDP floods go to.
+// namespace, on TCP and UDP: the port the tool probes with --tcp and --udp,
+// and the one the TCP and UDP floods go to.
 const servicePort = 7
 
 // probeMode is what the tool probes: echoes, or the echo service's port.
@@ -29,12 +29,13 @@ type probeMode struct {
 var (
 	echoProbes = probeMode{nil, "reply from", "reply"}
 	tcpProbes  = probeMode{[]string{"--tcp", strconv.Itoa(servicePort)}, "open:", "open"}
+	udpProbes  = probeMode{[]string{"--udp", strconv.Itoa(servicePort)}, "reply:", "reply"}
 )
 
 // portProbes are the modes that probe the echo service; probeModes are
 // every mode, echoes first.
 var (
-	portProbes = []probeMode{tcpProbes}
+	portProbes = []probeMode{tcpProbes, udpProbes}
 	probeModes = slices.Concat([]probeMode{echoProbes}, portProbes)
 )
 

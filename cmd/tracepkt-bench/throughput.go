@@ -190,11 +190,12 @@ func throughputSection(cfg config, progress io.Writer) (section, error) {
 	return section{
 		title: "Lossless throughput and loss accounting",
 		method: fmt.Sprintf(`Back-to-back traced probes (tracepkt-perf --json -c %d -i 0) through a veth pair:
-echoes, and with --tcp %d SYNs to the bench's echo service (RFC 862) on TCP port %d in the
-namespace, each answered by a SYN-ACK that the tool's kernel resets: probes/s and events/s
-(hops received) from the first probe line to the last, lost the lost_samples summed over
-the run. Each probe waits for its answer and then drains the rings, so the rate is bound
-by one round trip plus one drain per probe, not by the rings.
+echoes; with --tcp %d SYNs to the bench's echo service (RFC 862) on TCP port %d in the
+namespace, each answered by a SYN-ACK that the tool's kernel resets; with --udp %d datagrams
+to its UDP port %d, each echoed back. probes/s and events/s (hops received) from the first
+probe line to the last, lost the lost_samples summed over the run. Each probe waits for its
+answer and then drains the rings, so the rate is bound by one round trip plus one drain per
+probe, not by the rings.
 
 Loss: a line of %d routers (this namespace, %d forwarding namespaces, a target, one /24 of
 /30s), so that one echo makes about %d device records on one CPU (%d bytes each with the
@@ -208,7 +209,7 @@ notice only when a later record fits in that ring (once the drain after the repl
 or during a later echo), so a loss is reported with the echo in whose drain the notice
 arrives, not always its own; losses after the last record of a ring stay unreported:
 "unreported at exit" is sent - received - reported.`,
-			count, servicePort, servicePort, chainRouters, chainRouters, 4*(chainRouters+1), perfSampleSize, lossCount),
+			count, servicePort, servicePort, servicePort, servicePort, chainRouters, chainRouters, 4*(chainRouters+1), perfSampleSize, lossCount),
 		table: table(rows) + "\n" + table(lossRows),
 	}, nil
 }
