@@ -2,18 +2,25 @@ package probes
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
+	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tracepkt/tracepkt-perf/decode"
 )
 
-// factsCacheVersion changes whenever kernelFacts or what it is read from
-// changes: a file of another version is not used.
+// factsCacheVersion changes whenever how kernelFacts are read changes in a
+// way factsSchema cannot see: a file of another version is not used.
 const factsCacheVersion = 1
 
 // factsCache keeps the kernel facts of a kernel build in dir, in a file
@@ -34,7 +41,47 @@ type factsFile struct {
 	Version int
 	BuildID string
 	BTFSize int64
-	Facts   kernelFacts
+	// Schema is factsSchema of the build that wrote the file.
+	Schema string
+	Facts  kernelFacts
+}
+
+// factsSchema names what this build's facts are: the types, members and
+// raw tracepoints it looks up, and the fields it keeps of them. A file
+// written by a build that looked up other members, or kept other fields,
+// has another schema and is not used: a member added to Offsets can never
+// be read as 0 from an older file.
+var factsSchema = sync.OnceValue(func() string {
+	names, members := deviceTypeNames()
+	var b strings.Builder
+	fmt.Fprintf(&b, "%q %q", names, members)
+	for _, p := range decode.Probes() {
+		_, event := p.Tracepoint()
+		fmt.Fprintf(&b, " %s", event)
+	}
+	describeType(&b, reflect.TypeFor[kernelFacts]())
+	sum := sha256.Sum256([]byte(b.String()))
+	return hex.EncodeToString(sum[:16])
+})
+
+// describeType writes t's shape: its kind, and a struct's fields, a map's
+// key and element, recursively.
+func describeType(b *strings.Builder, t reflect.Type) {
+	fmt.Fprintf(b, " %s", t.Kind())
+	switch t.Kind() {
+	case reflect.Struct:
+		b.WriteString("{")
+		for f := range t.Fields() {
+			fmt.Fprintf(b, " %s", f.Name)
+			describeType(b, f.Type)
+		}
+		b.WriteString("}")
+	case reflect.Map:
+		describeType(b, t.Key())
+		describeType(b, t.Elem())
+	case reflect.Slice, reflect.Array, reflect.Pointer:
+		describeType(b, t.Elem())
+	}
 }
 
 // defaultFactsCache is the cache of the running kernel under
@@ -102,7 +149,7 @@ func (c factsCache) load() (*kernelFacts, bool) {
 	if err := dec.Decode(&ff); err != nil || dec.More() {
 		return nil, false
 	}
-	if ff.Version != factsCacheVersion || ff.BuildID != c.buildID || ff.BTFSize != c.btfSize || ff.Facts.Raw == nil {
+	if ff.Version != factsCacheVersion || ff.BuildID != c.buildID || ff.BTFSize != c.btfSize || ff.Schema != factsSchema() || ff.Facts.Raw == nil {
 		return nil, false
 	}
 	return &ff.Facts, true
@@ -121,7 +168,7 @@ func (c factsCache) store(facts *kernelFacts) {
 	if err := unix.Lstat(c.dir, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR || !trusted(&st) {
 		return
 	}
-	data, err := json.Marshal(factsFile{Version: factsCacheVersion, BuildID: c.buildID, BTFSize: c.btfSize, Facts: *facts})
+	data, err := json.Marshal(factsFile{Version: factsCacheVersion, BuildID: c.buildID, BTFSize: c.btfSize, Schema: factsSchema(), Facts: *facts})
 	if err != nil {
 		return
 	}

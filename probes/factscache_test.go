@@ -1,9 +1,11 @@
 package probes
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/tracepkt/tracepkt-perf/internal/testenv"
@@ -115,6 +117,8 @@ func TestFactsCacheCorrupt(t *testing.T) {
 		"empty":     nil,
 		"trailing":  append(append([]byte{}, data...), "{}"...),
 		"no facts":  []byte(`{"Version":1,"BuildID":"0123abcd","BTFSize":5000000}`),
+		// Written by a build that looked up other members, or kept other fields.
+		"other schema": bytes.Replace(data, []byte(factsSchema()), []byte(strings.Repeat("0", len(factsSchema()))), 1),
 	} {
 		if err := os.WriteFile(c.path(), bad, 0o600); err != nil {
 			t.Fatal(err)
@@ -126,6 +130,38 @@ func TestFactsCacheCorrupt(t *testing.T) {
 	c.store(facts)
 	if got, ok := c.load(); !ok || got.Offsets != facts.Offsets {
 		t.Errorf("after a store over a corrupt file: %+v, %v", got, ok)
+	}
+}
+
+// The schema tells apart facts of other shapes: a field added to Offsets,
+// or one of another type, makes another schema.
+func TestFactsSchema(t *testing.T) {
+	shape := func(t reflect.Type) string {
+		var b strings.Builder
+		describeType(&b, t)
+		return b.String()
+	}
+	type offsets struct{ A, B uint32 }
+	type more struct{ A, B, C uint32 }
+	type wider struct {
+		A uint32
+		B uint64
+	}
+	type facts struct {
+		O   offsets
+		Raw map[string]DropFields
+	}
+	base := shape(reflect.TypeFor[offsets]())
+	for _, other := range []reflect.Type{reflect.TypeFor[more](), reflect.TypeFor[wider](), reflect.TypeFor[facts]()} {
+		if got := shape(other); got == base {
+			t.Errorf("%v and offsets: one shape %q", other, got)
+		}
+	}
+	if got, want := shape(reflect.TypeFor[facts]()), " struct{ O struct{ A uint32 B uint32} Raw map string struct{ Location int16 Reason int16}}"; got != want {
+		t.Errorf("shape %q, want %q", got, want)
+	}
+	if len(factsSchema()) != 32 {
+		t.Errorf("schema %q: want 32 hex digits", factsSchema())
 	}
 }
 
