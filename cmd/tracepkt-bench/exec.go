@@ -4,11 +4,14 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
 	"slices"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/tracepkt/tracepkt-perf/internal/phases"
 )
 
 // result is one run of a command: times from exec to the first line holding
@@ -19,10 +22,18 @@ type result struct {
 	cpu          time.Duration // user + system time of the process
 	lines        []string
 	at           []time.Duration // when each kept line arrived, since exec
+	profile      []phases.Phase  // the tool's start-up profile, when asked
 }
 
 // runOnce runs a command to its end. keep says whether to keep its output.
 func runOnce(marker string, keep bool, argv ...string) (result, error) {
+	return runProfiled(marker, keep, false, argv...)
+}
+
+// runProfiled is runOnce, asking the tool for its start-up profile when
+// profile is set (TRACEPKT_PERF_PROFILE, with the time just before exec):
+// the profile's lines come back in r.profile.
+func runProfiled(marker string, keep, profile bool, argv ...string) (result, error) {
 	var r result
 	cmd := exec.Command(argv[0], argv[1:]...)
 	out, err := cmd.StdoutPipe()
@@ -32,6 +43,9 @@ func runOnce(marker string, keep bool, argv ...string) (result, error) {
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	start := time.Now()
+	if profile {
+		cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%d", phases.EnvVar, start.UnixNano()))
+	}
 	if err := cmd.Start(); err != nil {
 		return r, err
 	}
@@ -55,6 +69,11 @@ func runOnce(marker string, keep bool, argv ...string) (result, error) {
 	}
 	if err != nil || r.answer == 0 {
 		return r, fmt.Errorf("%s: no %q line (%v): %s", strings.Join(argv, " "), marker, err, strings.TrimSpace(stderr.String()))
+	}
+	if profile {
+		if r.profile, err = phases.Parse(stderr.String()); err != nil {
+			return r, fmt.Errorf("%s: %w", strings.Join(argv, " "), err)
+		}
 	}
 	return r, nil
 }

@@ -65,6 +65,7 @@ type sectionRunner struct {
 
 var sections = []sectionRunner{
 	{"answer", false, answerSection},
+	{"profile", false, profileSection},
 	{"flood", false, floodSection},
 	{"throughput", false, throughputSection},
 	{"memory", false, memorySection},

@@ -13,8 +13,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// guestMarker starts each result line the bench prints inside a guest.
-const guestMarker = "tracepkt-bench-guest\t"
+// guestMarker starts each result line the bench prints inside a guest, and
+// guestProfileMarker each line of its start-up profile.
+const (
+	guestMarker        = "tracepkt-bench-guest\t"
+	guestProfileMarker = "tracepkt-bench-guest-profile\t"
+)
 
 // guestRuns is how many runs of each command a guest gets (TCG is slow).
 const guestRuns = 5
@@ -49,6 +53,7 @@ func matrixSection(cfg config, progress io.Writer) (section, error) {
 		return section{}, err
 	}
 	rows := [][]string{{"kernel", "command", "answer", "exit", "exit/ping"}}
+	profiles := [][]string{append([]string{"kernel"}, profileHeader...)}
 	for _, k := range kernels {
 		fmt.Fprintf(progress, "matrix: %s\n", k)
 		args := []string{"-kernel", k, "-timeout", "10m", "-workdir", wd, "--",
@@ -69,7 +74,9 @@ func matrixSection(cfg config, progress io.Writer) (section, error) {
 		var log []string
 		for s.Scan() {
 			line := strings.TrimRight(s.Text(), "\r")
-			if _, fields, ok := strings.Cut(line, guestMarker); ok {
+			if _, fields, ok := strings.Cut(line, guestProfileMarker); ok {
+				profiles = append(profiles, strings.Split(fields, "\t"))
+			} else if _, fields, ok := strings.Cut(line, guestMarker); ok {
 				rows = append(rows, strings.Split(fields, "\t"))
 			} else {
 				log = append(log, line)
@@ -85,8 +92,10 @@ func matrixSection(cfg config, progress io.Writer) (section, error) {
 under QEMU (TCG, 2 vCPUs, no KVM) through tracepkt-vmtest and runs this bench's guest part: a
 veth pair to a namespace, then ping -c1 and tracepkt-perf -c1 (per attachment mode) to it, %d
 runs each, one of each in turn; medians. TCG emulation makes every absolute figure slow: read
-the exit/ping ratio, measured in the same guest.`, guestRuns),
-		table: table(rows),
+the exit/ping ratio, measured in the same guest. The second table is each guest's start-up
+profile, %d runs of tracepkt-perf -c1 after the others:
+%s`, guestRuns, guestRuns, profileMethod),
+		table: table(rows) + "\n\n" + table(profiles),
 	}, nil
 }
 
@@ -109,6 +118,13 @@ func guestRun(cfg config, stdout io.Writer) error {
 	for i, c := range cmds {
 		fmt.Fprintf(stdout, "%s%s\t%s\t%s\t%s\t%.1fx\n", guestMarker, release, strings.TrimSpace(c.name),
 			ms(answers[i].median()), ms(exits[i].median()), float64(exits[i].median())/float64(exits[0].median()))
+	}
+	profile, err := profileRuns(cfg.tool, n.Target4, cfg.runs)
+	if err != nil {
+		return err
+	}
+	for _, row := range profile {
+		fmt.Fprintf(stdout, "%s%s\t%s\n", guestProfileMarker, release, strings.Join(row, "\t"))
 	}
 	return nil
 }

@@ -15,6 +15,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -72,9 +73,20 @@ func (s Span) End() {
 	mu.Unlock()
 }
 
-// Write writes the phases timed so far, in the order they started, each
-// with its start and end in ms from the origin, and how long it took all
-// its times together.
+// Phase is one phase of a profile: when it first started and last ended,
+// from the origin, how long its times took together, and how many there were.
+type Phase struct {
+	Name       string
+	Start, End time.Duration
+	Total      time.Duration
+	N          int
+}
+
+// linePrefix starts each line of a profile.
+const linePrefix = "tracepkt-perf: profile: "
+
+// Write writes the phases timed so far, in the order they started, one line
+// each (Parse reads them back).
 func Write(w io.Writer) {
 	if !enabled {
 		return
@@ -86,30 +98,51 @@ func Write(w io.Writer) {
 		all = append(all, span{name: "exec to package init", start: origin, end: initTime})
 	}
 	slices.SortStableFunc(all, func(a, b span) int { return a.start.Compare(b.start) })
-	type phase struct {
-		span
-		total time.Duration
-		n     int
-	}
-	var order []*phase
-	byName := map[string]*phase{}
+	var order []*Phase
+	byName := map[string]*Phase{}
 	for _, s := range all {
 		p := byName[s.name]
 		if p == nil {
-			p = &phase{span: s}
+			p = &Phase{Name: s.name, Start: s.start.Sub(origin)}
 			byName[s.name] = p
 			order = append(order, p)
 		}
-		p.end = s.end
-		p.total += s.end.Sub(s.start)
-		p.n++
+		p.End = max(p.End, s.end.Sub(origin))
+		p.Total += s.end.Sub(s.start)
+		p.N++
 	}
-	ms := func(d time.Duration) string { return strconv.FormatFloat(float64(d)/1e6, 'f', 2, 64) }
 	for _, p := range order {
-		times := ""
-		if p.n > 1 {
-			times = fmt.Sprintf(" (%d times)", p.n)
-		}
-		fmt.Fprintf(w, "tracepkt-perf: profile: %-26s %8s -> %8s ms  %7s ms%s\n", p.name, ms(p.start.Sub(origin)), ms(p.end.Sub(origin)), ms(p.total), times)
+		fmt.Fprintf(w, "%s%s\t%s\t%s\t%s\t%d\n", linePrefix, p.Name, ms(p.Start), ms(p.End), ms(p.Total), p.N)
 	}
 }
+
+// Parse reads the phases of a profile from a run's stderr; other lines
+// are skipped.
+func Parse(stderr string) ([]Phase, error) {
+	var out []Phase
+	for line := range strings.Lines(stderr) {
+		rest, ok := strings.CutPrefix(strings.TrimRight(line, "\n"), linePrefix)
+		if !ok {
+			continue
+		}
+		f := strings.Split(rest, "\t")
+		if len(f) != 5 {
+			return nil, fmt.Errorf("profile line %q: want 5 fields", line)
+		}
+		p := Phase{Name: f[0]}
+		var err error
+		for i, d := range []*time.Duration{&p.Start, &p.End, &p.Total} {
+			if *d, err = time.ParseDuration(f[i+1] + "ms"); err != nil {
+				return nil, fmt.Errorf("profile line %q: %w", line, err)
+			}
+		}
+		if p.N, err = strconv.Atoi(f[4]); err != nil {
+			return nil, fmt.Errorf("profile line %q: %w", line, err)
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// ms is d in milliseconds, to the µs.
+func ms(d time.Duration) string { return strconv.FormatFloat(float64(d)/1e6, 'f', 3, 64) }
