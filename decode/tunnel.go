@@ -1,5 +1,13 @@
 package decode
 
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+)
+
 // Tunnels the filter looks into, by how the outer packet says so: UDP to a
 // VXLAN or Geneve port, or an IP protocol.
 const (
@@ -15,3 +23,177 @@ const (
 	EtherIPv6 = 0x86dd
 	EtherTEB  = 0x6558 // transparent Ethernet bridging: an Ethernet frame follows
 )
+
+// TunnelKind names a tunnel as `ip link add ... type` does.
+type TunnelKind uint8
+
+const (
+	// TunnelUnknown: the capture ends before the outer headers say.
+	TunnelUnknown TunnelKind = iota
+	TunnelVXLAN
+	TunnelGeneve
+	TunnelIPIP   // IPv4 in IPv4
+	TunnelSIT    // IPv6 in IPv4
+	TunnelIP6TNL // IPv4 or IPv6 in IPv6
+	TunnelGRE
+	TunnelGRETAP // Ethernet in GRE
+)
+
+var tunnelNames = [...]string{"tunnel", "vxlan", "geneve", "ipip", "sit", "ip6tnl", "gre", "gretap"}
+
+func (k TunnelKind) String() string {
+	if int(k) < len(tunnelNames) {
+		return tunnelNames[k]
+	}
+	return tunnelNames[TunnelUnknown]
+}
+
+// Encap is what the outer headers say of a packet of ours seen in a
+// tunnel. Fields the capture does not hold are zero.
+type Encap struct {
+	Kind TunnelKind
+	// VNI is the network identifier of VXLAN and Geneve.
+	VNI uint32
+	// Key is GRE's key, when HasKey.
+	Key    uint32
+	HasKey bool
+	// Src and Dst are the outer addresses; Sport and Dport the outer UDP
+	// ports of VXLAN and Geneve.
+	Src, Dst     netip.Addr
+	Sport, Dport uint16
+}
+
+// Encap reads the outer headers of a record of a packet in a tunnel from
+// its captured bytes; ok is false for a packet that was not in one.
+func (r *Record) Encap() (e Encap, ok bool) {
+	if r.Tunnel == 0 {
+		return Encap{}, false
+	}
+	p := r.Packet[:min(int(r.Tunnel), int(r.CapLen))]
+	var proto uint8
+	var l4 int
+	switch {
+	case len(p) >= 20 && p[0]>>4 == 4:
+		e.Src, e.Dst = netip.AddrFrom4([4]byte(p[12:16])), netip.AddrFrom4([4]byte(p[16:20]))
+		proto, l4 = p[9], int(p[0]&0xf)*4
+	case len(p) >= 40 && p[0]>>4 == 6:
+		e.Src, e.Dst = netip.AddrFrom16([16]byte(p[8:24])), netip.AddrFrom16([16]byte(p[24:40]))
+		proto, l4 = p[6], 40
+	default:
+		return e, true
+	}
+	be := binary.BigEndian
+	switch proto {
+	case ProtoIPIP, ProtoIPv6:
+		switch {
+		case e.Src.Is6():
+			e.Kind = TunnelIP6TNL
+		case proto == ProtoIPIP:
+			e.Kind = TunnelIPIP
+		default:
+			e.Kind = TunnelSIT
+		}
+	case ProtoUDP:
+		if len(p) < l4+8 {
+			return e, true
+		}
+		e.Sport, e.Dport = be.Uint16(p[l4:]), be.Uint16(p[l4+2:])
+		if e.Dport == PortGeneve {
+			e.Kind = TunnelGeneve
+		} else {
+			e.Kind = TunnelVXLAN
+		}
+		// VXLAN and Geneve both have the VNI in bytes 4-6 of their header.
+		if len(p) >= l4+8+7 {
+			e.VNI = be.Uint32(p[l4+8+4:]) >> 8
+		}
+	case ProtoGRE:
+		if len(p) < l4+4 {
+			return e, true
+		}
+		flags := be.Uint16(p[l4:])
+		e.Kind = TunnelGRE
+		if be.Uint16(p[l4+2:]) == EtherTEB {
+			e.Kind = TunnelGRETAP
+		}
+		key := l4 + 4
+		if flags&0x8000 != 0 {
+			key += 4
+		}
+		if flags&0x2000 != 0 && len(p) >= key+4 {
+			e.Key, e.HasKey = be.Uint32(p[key:]), true
+		}
+	}
+	return e, true
+}
+
+// String says the tunnel as a hop row shows it: `vxlan vni 42 192.168.0.1
+// -> 192.168.0.2:4789`, `gre key 5 10.0.0.1 -> 10.0.0.2`.
+func (e Encap) String() string {
+	return strings.Join(append([]string{e.Kind.String()}, e.Details()...), " ")
+}
+
+// Details are the tunnel's ID and Path, those it has.
+func (e Encap) Details() []string {
+	var d []string
+	for _, p := range []string{e.ID(), e.Path()} {
+		if p != "" {
+			d = append(d, p)
+		}
+	}
+	return d
+}
+
+// ID names the tunnel's network: "vni 42", "key 5", or "" for a tunnel
+// without one.
+func (e Encap) ID() string {
+	switch {
+	case e.Kind == TunnelVXLAN || e.Kind == TunnelGeneve:
+		return fmt.Sprintf("vni %d", e.VNI)
+	case e.HasKey:
+		return fmt.Sprintf("key %d", e.Key)
+	}
+	return ""
+}
+
+// Path is the outer packet's way: "192.168.0.1 -> 192.168.0.2:4789", ""
+// when the capture does not hold it.
+func (e Encap) Path() string {
+	switch {
+	case !e.Src.IsValid():
+		return ""
+	case e.Dport != 0:
+		return fmt.Sprintf("%v -> %v", e.Src, netip.AddrPortFrom(e.Dst, e.Dport))
+	}
+	return fmt.Sprintf("%v -> %v", e.Src, e.Dst)
+}
+
+// TunnelCrossing is one tunnel a packet of a journey went through: the
+// hops of one packet type (PacketType) with the same outer headers, from
+// the namespace of the first to that of the last.
+type TunnelCrossing struct {
+	Encap
+	Packet   string
+	From, To uint32
+}
+
+// Tunnels are the journey's tunnel crossings, in the order of their first
+// hops.
+func (j *Journey) Tunnels() []TunnelCrossing {
+	var out []TunnelCrossing
+	for i := range j.Hops {
+		h := &j.Hops[i]
+		e, ok := h.Encap()
+		if !ok {
+			continue
+		}
+		c := TunnelCrossing{Encap: e, Packet: h.PacketType(), From: h.Netns, To: h.Netns}
+		k := slices.IndexFunc(out, func(o TunnelCrossing) bool { return o.Encap == c.Encap && o.Packet == c.Packet })
+		if k < 0 {
+			out = append(out, c)
+		} else {
+			out[k].To = h.Netns
+		}
+	}
+	return out
+}
