@@ -69,20 +69,60 @@ func (r *Record) Encap() (e Encap, ok bool) {
 	if r.Tunnel == 0 {
 		return Encap{}, false
 	}
-	p := r.Packet[:min(int(r.Tunnel), int(r.CapLen))]
-	var proto uint8
-	var l4 int
+	e, _ = outerHeaders(r.Packet[:min(int(r.Tunnel), int(r.CapLen))])
+	return e, true
+}
+
+// FindTunnel sets r.Tunnel from r's captured bytes, for a record read
+// from a recording, which does not keep it: a packet whose own IP header
+// does not have the record's addresses is a tunnel's, whose inner header
+// starts where its outer headers say (as the filter found it).
+func (r *Record) FindTunnel() {
+	r.Tunnel = 0
+	p := r.Packet[:r.CapLen]
+	if r.IsNetfilter() || len(p) < 1 {
+		return
+	}
+	if src, dst := packetAddrs(p); src == r.Src && dst == r.Dst {
+		return
+	}
+	if _, inner := outerHeaders(p); inner > 0 {
+		r.Tunnel = uint16(inner)
+	}
+}
+
+// packetAddrs are the addresses of the IP header p starts with.
+func packetAddrs(p []byte) (src, dst netip.Addr) {
 	switch {
 	case len(p) >= 20 && p[0]>>4 == 4:
-		e.Src, e.Dst = netip.AddrFrom4([4]byte(p[12:16])), netip.AddrFrom4([4]byte(p[16:20]))
-		proto, l4 = p[9], int(p[0]&0xf)*4
+		return netip.AddrFrom4([4]byte(p[12:16])), netip.AddrFrom4([4]byte(p[16:20]))
 	case len(p) >= 40 && p[0]>>4 == 6:
-		e.Src, e.Dst = netip.AddrFrom16([16]byte(p[8:24])), netip.AddrFrom16([16]byte(p[24:40]))
-		proto, l4 = p[6], 40
-	default:
-		return e, true
+		return netip.AddrFrom16([16]byte(p[8:24])), netip.AddrFrom16([16]byte(p[24:40]))
+	}
+	return netip.Addr{}, netip.Addr{}
+}
+
+// outerHeaders reads the tunnel whose outer headers p starts with, and
+// where its inner header starts (0 if p does not hold the headers that
+// say). Fields p does not hold are left zero.
+func outerHeaders(p []byte) (e Encap, inner int) {
+	e.Src, e.Dst = packetAddrs(p)
+	if !e.Src.IsValid() {
+		return e, 0
+	}
+	proto, l4 := p[6], 40
+	if e.Src.Is4() {
+		proto, l4 = p[9], int(p[0]&0xf)*4
 	}
 	be := binary.BigEndian
+	// etherAt is where the inner header starts after an Ethernet header
+	// at off, of a tunnel whose protocol type, if it has one, is typ.
+	etherAt := func(off int, typ uint16) int {
+		if typ == EtherTEB {
+			return off + 14
+		}
+		return off
+	}
 	switch proto {
 	case ProtoIPIP, ProtoIPv6:
 		switch {
@@ -93,38 +133,51 @@ func (r *Record) Encap() (e Encap, ok bool) {
 		default:
 			e.Kind = TunnelSIT
 		}
+		return e, l4
 	case ProtoUDP:
 		if len(p) < l4+8 {
-			return e, true
+			return e, 0
 		}
 		e.Sport, e.Dport = be.Uint16(p[l4:]), be.Uint16(p[l4+2:])
+		e.Kind = TunnelVXLAN
 		if e.Dport == PortGeneve {
 			e.Kind = TunnelGeneve
-		} else {
-			e.Kind = TunnelVXLAN
 		}
 		// VXLAN and Geneve both have the VNI in bytes 4-6 of their header.
-		if len(p) >= l4+8+7 {
-			e.VNI = be.Uint32(p[l4+8+4:]) >> 8
+		hdr := l4 + 8
+		if len(p) < hdr+8 {
+			return e, 0
 		}
+		e.VNI = be.Uint32(p[hdr+4:]) >> 8
+		if e.Kind == TunnelVXLAN {
+			return e, etherAt(hdr+8, EtherTEB)
+		}
+		return e, etherAt(hdr+8+int(p[hdr]&0x3f)*4, be.Uint16(p[hdr+2:]))
 	case ProtoGRE:
 		if len(p) < l4+4 {
-			return e, true
+			return e, 0
 		}
-		flags := be.Uint16(p[l4:])
+		flags, typ := be.Uint16(p[l4:]), be.Uint16(p[l4+2:])
 		e.Kind = TunnelGRE
-		if be.Uint16(p[l4+2:]) == EtherTEB {
+		if typ == EtherTEB {
 			e.Kind = TunnelGRETAP
 		}
-		key := l4 + 4
+		off := l4 + 4
 		if flags&0x8000 != 0 {
-			key += 4
+			off += 4
 		}
-		if flags&0x2000 != 0 && len(p) >= key+4 {
-			e.Key, e.HasKey = be.Uint32(p[key:]), true
+		if flags&0x2000 != 0 {
+			if len(p) >= off+4 {
+				e.Key, e.HasKey = be.Uint32(p[off:]), true
+			}
+			off += 4
 		}
+		if flags&0x1000 != 0 {
+			off += 4
+		}
+		return e, etherAt(off, typ)
 	}
-	return e, true
+	return e, 0
 }
 
 // String says the tunnel as a hop row shows it: `vxlan vni 42 192.168.0.1

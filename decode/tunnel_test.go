@@ -54,6 +54,20 @@ func TestEncap(t *testing.T) {
 		if !ok || e.String() != tc.want {
 			t.Errorf("%s: Encap = %q, %v; want %q", tc.name, e, ok, tc.want)
 		}
+		// A recording keeps the bytes and the inner addresses, from
+		// which the offset is found again.
+		if tc.capLen == 0 {
+			r.Src, r.Dst = netip.MustParseAddr("10.244.1.5"), netip.MustParseAddr("10.244.2.7")
+			r.Tunnel = 0
+			if r.FindTunnel(); int(r.Tunnel) != tc.off {
+				t.Errorf("%s: FindTunnel: %d, want %d", tc.name, r.Tunnel, tc.off)
+			}
+		}
+	}
+	plain := tunnelRecord(outer4(1, make([]byte, 8)), 0)
+	plain.Src, plain.Dst = netip.MustParseAddr("192.168.0.1"), netip.MustParseAddr("192.168.0.2")
+	if plain.FindTunnel(); plain.Tunnel != 0 {
+		t.Errorf("an echo outside a tunnel: FindTunnel: %d", plain.Tunnel)
 	}
 	if e, ok := (&Record{Family: 4, CapLen: 20}).Encap(); ok {
 		t.Errorf("a record outside a tunnel: Encap = %v, true", e)
