@@ -29,39 +29,74 @@ type Clause struct {
 	Fill func(family int, l4 int16, at string) asm.Instructions
 }
 
-// EchoClause keeps ICMP and ICMPv6 echo requests and replies carrying id.
-func EchoClause(id uint16) Clause {
+// EchoClause keeps ICMP and ICMPv6 echo requests and replies of the run
+// marked by id and cookie (see echoOurs).
+func EchoClause(id uint16, cookie uint32) Clause {
 	return Clause{
 		Name:    "echo",
 		Proto4:  1,
 		Proto6:  58,
-		L4Bytes: 8,
+		L4Bytes: echoBytes(cookie),
 		Test: func(family int, l4 int16, ours, next string) asm.Instructions {
-			request, reply := int32(8), int32(0)
-			if family == 6 {
-				request, reply = 128, 129
-			}
-			return asm.Instructions{
-				asm.LoadMem(asm.R1, asm.RFP, l4+4, asm.Half).WithSource(asm.Comment("echo id, then request or reply")),
-				asm.JNE.Imm(asm.R1, wire(id), next),
-				asm.LoadMem(asm.R1, asm.RFP, l4, asm.Byte),
-				asm.JEq.Imm(asm.R1, request, ours),
-				asm.JEq.Imm(asm.R1, reply, ours),
-				asm.Ja.Label(next),
-			}
+			return note("echo id or cookie, then request or reply", echoTest(family, id, cookie, l4, ours, ours, next))
 		},
-		Fill: func(_ int, l4 int16, _ string) asm.Instructions { return icmpFields(l4, l4+4) },
+		Fill: func(_ int, l4 int16, _ string) asm.Instructions { return icmpFields(id, l4, l4) },
 	}
 }
 
-// icmpFields copies the ICMP type at typ and the echo id and sequence at
-// echo into the record.
-func icmpFields(typ, echo int16) asm.Instructions {
+// echoBytes is how much of an echo message the echo clauses read: its
+// header, and the cookie where there is one.
+func echoBytes(cookie uint32) int32 {
+	if cookie == 0 {
+		return 8
+	}
+	return 12
+}
+
+// echoTest jumps to ours when the message at echo is an echo request or
+// reply of the run (echoOurs), else to next. Its labels start with at.
+func echoTest(family int, id uint16, cookie uint32, echo int16, at, ours, next string) asm.Instructions {
+	request, reply := int32(8), int32(0)
+	if family == 6 {
+		request, reply = 128, 129
+	}
+	return append(echoOurs(id, cookie, echo, at+"_echo", next),
+		asm.LoadMem(asm.R1, asm.RFP, echo, asm.Byte).WithSymbol(at+"_echo"),
+		asm.JEq.Imm(asm.R1, request, ours),
+		asm.JEq.Imm(asm.R1, reply, ours),
+		asm.Ja.Label(next),
+	)
+}
+
+// echoOurs jumps to match when the echo message at echo carries id, or,
+// where cookie is not 0, when its payload starts with cookie (the first 4
+// bytes of the pinger's): a NAT that rewrote the id (a masquerade with
+// random ports) leaves the payload alone. Else it jumps to next.
+func echoOurs(id uint16, cookie uint32, echo int16, match, next string) asm.Instructions {
+	if cookie == 0 {
+		return asm.Instructions{
+			asm.LoadMem(asm.R1, asm.RFP, echo+4, asm.Half),
+			asm.JNE.Imm(asm.R1, wire(id), next),
+		}
+	}
 	return asm.Instructions{
-		asm.LoadMem(asm.R1, asm.RFP, typ, asm.Byte).WithSource(asm.Comment("ICMP type, echo id and sequence")),
+		asm.LoadMem(asm.R1, asm.RFP, echo+4, asm.Half),
+		asm.JEq.Imm(asm.R1, wire(id), match),
+		asm.LoadMem(asm.R1, asm.RFP, echo+8, asm.Word),
+		asm.JNE.Imm32(asm.R1, wire32(cookie), next),
+	}
+}
+
+// icmpFields copies the ICMP type at typ and the sequence of the echo
+// message at echo into the record, with the run's echo id: the one the
+// message carries, unless a NAT rewrote it.
+func icmpFields(id uint16, typ, echo int16) asm.Instructions {
+	return asm.Instructions{
+		asm.LoadMem(asm.R1, asm.RFP, typ, asm.Byte).WithSource(asm.Comment("ICMP type, the run's echo id, the sequence")),
 		asm.StoreMem(asm.RFP, rec(decode.OffICMPType), asm.R1, asm.Byte),
-		asm.LoadMem(asm.R1, asm.RFP, echo, asm.Word),
-		asm.StoreMem(asm.RFP, rec(decode.OffEchoID), asm.R1, asm.Word),
+		asm.StoreImm(asm.RFP, rec(decode.OffEchoID), int64(wire(id)), asm.Half),
+		asm.LoadMem(asm.R1, asm.RFP, echo+6, asm.Half),
+		asm.StoreMem(asm.RFP, rec(decode.OffSeq), asm.R1, asm.Half),
 	}
 }
 
@@ -110,32 +145,25 @@ func quoting(family int, l4 int16, proto int32, at, next string) asm.Instruction
 }
 
 // ErrorClause keeps ICMP and ICMPv6 errors whose quoted packet is an echo
-// request or reply carrying id. The record takes the error's type and the
-// quoted echo's id and sequence.
-func ErrorClause(id uint16) Clause {
+// request or reply of the run marked by id and cookie (see echoOurs). The
+// record takes the error's type, the run's echo id and the quoted echo's
+// sequence.
+func ErrorClause(id uint16, cookie uint32) Clause {
 	return Clause{
 		Name:    "error",
 		Proto4:  1,
 		Proto6:  58,
-		L4Bytes: errorL4Bytes,
+		L4Bytes: quotedL4v6 + echoBytes(cookie),
 		Test: func(family int, l4 int16, ours, next string) asm.Instructions {
-			proto, request, reply := int32(58), int32(128), int32(129)
+			proto := int32(58)
 			if family == 4 {
-				proto, request, reply = 1, 8, 0
+				proto = 1
 			}
 			insns := note("an error quoting an echo of ours", quoting(family, l4, proto, ours, next))
-			echo := quotedL4(family, l4)
-			return append(insns,
-				asm.LoadMem(asm.R1, asm.RFP, echo+4, asm.Half),
-				asm.JNE.Imm(asm.R1, wire(id), next),
-				asm.LoadMem(asm.R1, asm.RFP, echo, asm.Byte),
-				asm.JEq.Imm(asm.R1, request, ours),
-				asm.JEq.Imm(asm.R1, reply, ours),
-				asm.Ja.Label(next),
-			)
+			return append(insns, echoTest(family, id, cookie, quotedL4(family, l4), ours, ours, next)...)
 		},
 		Fill: func(family int, l4 int16, _ string) asm.Instructions {
-			return icmpFields(l4, quotedL4(family, l4)+4)
+			return icmpFields(id, l4, quotedL4(family, l4))
 		},
 	}
 }
@@ -255,9 +283,11 @@ func quotedISN(m decode.TCPMark, family int, l4 int16) asm.Instructions {
 	}
 }
 
-// OursClauses are the clauses of a trace of the echo id: its echoes, and
-// ICMP errors about them.
-func OursClauses(id uint16) []Clause { return []Clause{EchoClause(id), ErrorClause(id)} }
+// OursClauses are the clauses of a trace of the echoes of id and cookie:
+// its echoes, and ICMP errors about them.
+func OursClauses(id uint16, cookie uint32) []Clause {
+	return []Clause{EchoClause(id, cookie), ErrorClause(id, cookie)}
+}
 
 // TCPClauses are the clauses of a trace of the TCP run marked by m: its
 // packets, and ICMP errors about its SYNs.

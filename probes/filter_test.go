@@ -13,7 +13,7 @@ import (
 // Two clauses on one protocol: the second is tried when the first fails,
 // on both paths (L4 bytes read with the IP header, and read on their own).
 func TestFilterClausesChain(t *testing.T) {
-	clauses := []Clause{EchoClause(1), EchoClause(2)}
+	clauses := []Clause{EchoClause(1, 0), EchoClause(2, 0)}
 	clauses[1].Name = "echo2"
 	for _, typed := range []bool{false, true} {
 		insns := TracepointProgram(ProgramParams{Offsets: goldenOffsets, Probe: decode.ProbeNetifReceiveSkb, Clauses: clauses, Typed: typed})
@@ -29,13 +29,13 @@ func TestFilterClausesChain(t *testing.T) {
 		}
 	}
 	// A clause with more L4 bytes than the IP read holds is always read on its own.
-	big := EchoClause(1)
-	big.L4Bytes = 36
+	big := EchoClause(1, 0)
+	big.L4Bytes = ipBytes - ipv4HeaderLen + 1
 	insns := TracepointProgram(ProgramParams{Offsets: goldenOffsets, Probe: decode.ProbeNetDevQueue, Clauses: []Clause{big}})
 	assertResolved(t, "chain", insns)
 	for _, ins := range insns {
 		if ins.Symbol() == "clause0_4_fixed" || ins.Symbol() == "clause0_6_fixed" {
-			t.Errorf("%s: a 36-byte clause tested from the IP read", ins.Symbol())
+			t.Errorf("%s: a clause of %d bytes tested from the IP read", ins.Symbol(), big.L4Bytes)
 		}
 	}
 }

@@ -119,7 +119,7 @@ func TestKprobeProgramsGolden(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		p := KprobeParams{Offsets: goldenOffsets, NF: nf, Probe: tc.probe, Clauses: OursClauses(0xbeef)}
+		p := KprobeParams{Offsets: goldenOffsets, NF: nf, Probe: tc.probe, Clauses: OursClauses(0xbeef, 0xc0ffee01)}
 		entry, ret := KprobeEntryProgram(p), KprobeReturnProgram(p)
 		assertResolved(t, "kprobe_"+tc.name, entry)
 		assertResolved(t, "kretprobe_"+tc.name, ret)

@@ -55,9 +55,10 @@ const (
 	markSlot = tupleKey - decode.MarkLen
 	// ipBytes from the network header on hold what decides IPv4 (version,
 	// fragment, header length, protocol) and IPv6 (version, next header),
-	// and the first 8 bytes of the L4 header after an IPv4 header without
-	// options or an IPv6 header without extensions: one read for most packets.
-	ipBytes = 48
+	// and the first 16 bytes of the L4 header after an IPv4 header without
+	// options or an IPv6 header without extensions (an echo's header and
+	// cookie, a TCP header to its flags): one read for most packets.
+	ipBytes = 56
 	// l4Max bounds Clause.L4Bytes.
 	l4Max = 64
 )

@@ -72,17 +72,17 @@ func assertResolved(t *testing.T, name string, insns asm.Instructions) {
 func TestTracepointProgramGolden(t *testing.T) {
 	for _, p := range decode.Probes() {
 		// skb:kfree_skb as on 6.18: location at 16, reason at 36 after rx_sk.
-		insns := TracepointProgram(ProgramParams{Offsets: goldenOffsets, SkbOffset: 8, Probe: p, Clauses: OursClauses(0xbeef), Drop: DropFields{16, 36}})
+		insns := TracepointProgram(ProgramParams{Offsets: goldenOffsets, SkbOffset: 8, Probe: p, Clauses: OursClauses(0xbeef, 0xc0ffee01), Drop: DropFields{16, 36}})
 		assertResolved(t, p.String(), insns)
 		golden(t, "program_"+p.String(), fmt.Sprintf("%v", insns))
 		// As a tp_btf program: the skb is the first argument, the drop's
 		// location and reason the second and third.
-		typed := TracepointProgram(ProgramParams{Offsets: goldenOffsets, SkbOffset: 0, Probe: p, Clauses: OursClauses(0xbeef), Typed: true, Drop: DropFields{8, 16}})
+		typed := TracepointProgram(ProgramParams{Offsets: goldenOffsets, SkbOffset: 0, Probe: p, Clauses: OursClauses(0xbeef, 0xc0ffee01), Typed: true, Drop: DropFields{8, 16}})
 		assertResolved(t, p.String()+"_tp_btf", typed)
 		golden(t, "program_"+p.String()+"_tp_btf", fmt.Sprintf("%v", typed))
 	}
 	// A kernel without drop reasons (5.10) records the location alone.
-	insns := TracepointProgram(ProgramParams{Offsets: goldenOffsets, SkbOffset: 8, Probe: decode.ProbeKfreeSkb, Clauses: OursClauses(0xbeef), Drop: DropFields{16, -1}})
+	insns := TracepointProgram(ProgramParams{Offsets: goldenOffsets, SkbOffset: 8, Probe: decode.ProbeKfreeSkb, Clauses: OursClauses(0xbeef, 0xc0ffee01), Drop: DropFields{16, -1}})
 	golden(t, "program_kfree_skb_no_reason", fmt.Sprintf("%v", insns))
 	// A TCP or UDP run's programs: its clauses take the place of the echo's.
 	for run, cfg := range map[string]Config{"tcp": goldenTCP, "udp": goldenUDP} {
@@ -123,8 +123,8 @@ func TestDropFieldsOf(t *testing.T) {
 }
 
 func TestTracepointProgramDependsOnEchoID(t *testing.T) {
-	a := fmt.Sprint(TracepointProgram(ProgramParams{Offsets: goldenOffsets, Probe: decode.ProbeNetDevQueue, Clauses: OursClauses(1)}))
-	b := fmt.Sprint(TracepointProgram(ProgramParams{Offsets: goldenOffsets, Probe: decode.ProbeNetDevQueue, Clauses: OursClauses(2)}))
+	a := fmt.Sprint(TracepointProgram(ProgramParams{Offsets: goldenOffsets, Probe: decode.ProbeNetDevQueue, Clauses: OursClauses(1, 0)}))
+	b := fmt.Sprint(TracepointProgram(ProgramParams{Offsets: goldenOffsets, Probe: decode.ProbeNetDevQueue, Clauses: OursClauses(2, 0)}))
 	if a == b {
 		t.Error("programs for different echo ids are identical")
 	}

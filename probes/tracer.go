@@ -11,6 +11,9 @@ import (
 // Config selects what a Tracer attaches.
 type Config struct {
 	EchoID uint16
+	// EchoCookie, when not 0, also keeps an echo whose id a NAT rewrote by
+	// its payload's first 4 bytes (big-endian), the pinger's cookie.
+	EchoCookie uint32
 	// TCP, when set, makes this the trace of a TCP run marked by it (its
 	// EchoID is the one records carry; Config.EchoID is then unused); nil
 	// is the trace of an echo run.
@@ -45,7 +48,7 @@ func (cfg Config) Clauses() []Clause {
 	case cfg.UDP != nil:
 		return UDPClauses(*cfg.UDP)
 	}
-	return OursClauses(cfg.EchoID)
+	return OursClauses(cfg.EchoID, cfg.EchoCookie)
 }
 
 // Tracer is one trace: the Reader of the rings and the Attachments that

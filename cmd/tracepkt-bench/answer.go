@@ -42,24 +42,31 @@ type command struct {
 }
 
 // answerCommands are ping and the tool in each attachment mode, with and
-// without the netfilter source, for one target.
+// without the netfilter source, for one target; and this build's probes of
+// the echo service's port in each mode.
 func answerCommands(cfg config, target netip.Addr) []command {
 	cmds := []command{{"ping -c1 " + target.String(), "bytes from", []string{"ping", "-n", "-c1", "-W1", target.String()}}}
-	type build struct{ name, tool, mode string }
+	type build struct {
+		name, tool, mode string
+		ports            []probeMode
+	}
 	var builds []build
 	if cfg.before != "" {
-		builds = append(builds, build{"before: tracepkt-perf", cfg.before, "default"})
+		builds = append(builds, build{"before: tracepkt-perf", cfg.before, "default", nil})
 	}
 	for _, mode := range cfg.modes {
-		builds = append(builds, build{"tracepkt-perf", cfg.tool, mode})
+		builds = append(builds, build{"tracepkt-perf", cfg.tool, mode, portProbes})
 	}
 	for _, b := range builds {
 		mode := b.mode
 		name := b.name + " -c1 " + strings.Join(append(attachArgs(mode), target.String()), " ")
 		base := slices.Concat([]string{b.tool, "-c1", "-W1"}, attachArgs(mode))
 		cmds = append(cmds,
-			command{name, "reply from", slices.Concat(base, []string{target.String()})},
-			command{"  same, --netfilter off", "reply from", slices.Concat(base, []string{"--netfilter", "off", target.String()})})
+			command{name, echoProbes.marker, slices.Concat(base, []string{target.String()})},
+			command{"  same, --netfilter off", echoProbes.marker, slices.Concat(base, []string{"--netfilter", "off", target.String()})})
+		for _, p := range b.ports {
+			cmds = append(cmds, command{"  same, " + strings.Join(p.args, " "), p.marker, slices.Concat(base, p.args, []string{target.String()})})
+		}
 	}
 	return cmds
 }
@@ -90,7 +97,7 @@ func answerSection(cfg config, progress io.Writer) (section, error) {
 	if _, err := exec.LookPath("ping"); err != nil {
 		return section{}, fmt.Errorf("the baseline needs ping (iputils-ping): %w", err)
 	}
-	n, closeFn, err := vethTarget("tb")
+	n, closeFn, err := serviceTarget("tb")
 	if err != nil {
 		return section{}, err
 	}
@@ -114,8 +121,11 @@ func answerSection(cfg config, progress io.Writer) (section, error) {
 command in turn. answer: exec to the first reply line on stdout; exit: exec to exit.
 Median, p90 in brackets. exit/ping compares medians with the bare ping -c1 of the same run.
 --attach selects the probe attachment (auto, perf, raw); --netfilter off leaves out the
-nftables trace tables. "before:" rows, when present, are an earlier build measured in the
-same run (bench -before).`, cfg.runs),
+nftables trace tables. The --tcp %d and --udp %d rows probe the bench's echo service
+(RFC 862) on TCP and UDP port %d in the namespace, netfilter source on: answer is exec to
+the first "open:" line (the SYN-ACK) or "reply:" line (the datagram echoed back). "before:"
+rows, when present, are an earlier build measured in the same run (bench -before), echoes
+only.`, cfg.runs, servicePort, servicePort, servicePort),
 		table: table(rows),
 	}, nil
 }

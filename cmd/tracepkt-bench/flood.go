@@ -30,10 +30,10 @@ type waitingTracer struct {
 	done chan struct{}
 }
 
-// startTracer starts the tool and returns once its first echo was answered,
-// so its probes are attached.
-func startTracer(tool string, target netip.Addr, args ...string) (*waitingTracer, error) {
-	argv := slices.Concat(args, []string{"-c", "600", "-i", "1", "-W", "1", target.String()})
+// startTracer starts the tool probing in mode and returns once its first
+// probe was answered, so its probes are attached.
+func startTracer(tool string, target netip.Addr, mode probeMode, args ...string) (*waitingTracer, error) {
+	argv := slices.Concat(args, mode.args, []string{"-c", "600", "-i", "1", "-W", "1", target.String()})
 	cmd := exec.Command(tool, argv...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -50,7 +50,7 @@ func startTracer(tool string, target netip.Addr, args ...string) (*waitingTracer
 		s := bufio.NewScanner(out)
 		seen := false
 		for s.Scan() {
-			if !seen && strings.Contains(s.Text(), "reply from") {
+			if !seen && strings.Contains(s.Text(), mode.marker) {
 				seen = true
 				close(ready)
 			}
@@ -89,14 +89,32 @@ func floodTime(target netip.Addr, n int) (wall, cpu time.Duration, err error) {
 // floodVariant is a tracer command line measured against the flood.
 type floodVariant struct {
 	name, tool string
+	mode       probeMode
 	args       []string
 }
+
+// traffic is a flood of round trips that are not the tracer's: n of them
+// to target.
+type traffic struct {
+	name string
+	send func(target netip.Addr, n int) error
+}
+
+// pingFlood is the echoes of ping -f; floods are the traffic the tracer's
+// programs are measured under: those, and TCP and UDP round trips to the
+// echo service.
+var (
+	pingFlood = traffic{"ping -f", func(target netip.Addr, n int) error { _, _, err := floodTime(target, n); return err }}
+	floods    = []traffic{pingFlood,
+		{"TCP round trips", func(target netip.Addr, n int) error { return roundTrips("tcp", target, n) }},
+		{"UDP round trips", func(target netip.Addr, n int) error { return roundTrips("udp", target, n) }}}
+)
 
 func floodVariants(cfg config) []floodVariant {
 	var vs []floodVariant
 	add := func(name, tool, mode string) {
-		vs = append(vs, floodVariant{strings.TrimSpace(name + " " + strings.Join(attachArgs(mode), " ")), tool, attachArgs(mode)},
-			floodVariant{"  same, --netfilter off", tool, slices.Concat(attachArgs(mode), []string{"--netfilter", "off"})})
+		vs = append(vs, floodVariant{strings.TrimSpace(name + " " + strings.Join(attachArgs(mode), " ")), tool, echoProbes, attachArgs(mode)},
+			floodVariant{"  same, --netfilter off", tool, echoProbes, slices.Concat(attachArgs(mode), []string{"--netfilter", "off"})})
 	}
 	if cfg.before != "" {
 		add("before: tracer", cfg.before, "default")
@@ -108,7 +126,7 @@ func floodVariants(cfg config) []floodVariant {
 }
 
 func floodSection(cfg config, progress io.Writer) (section, error) {
-	n, closeFn, err := vethTarget("tf")
+	n, closeFn, err := serviceTarget("tf")
 	if err != nil {
 		return section{}, err
 	}
@@ -124,7 +142,7 @@ func floodSection(cfg config, progress io.Writer) (section, error) {
 			var a, b, aCPU, bCPU time.Duration
 			measureA := func() (err error) { a, aCPU, err = floodTime(target, cfg.flood); return err }
 			measureB := func() error {
-				t, err := startTracer(v.tool, target, v.args...)
+				t, err := startTracer(v.tool, target, v.mode, v.args...)
 				if err != nil {
 					return err
 				}
@@ -159,12 +177,26 @@ func floodSection(cfg config, progress io.Writer) (section, error) {
 			fmt.Sprintf("%.0f", medianF(cpuWithout)), fmt.Sprintf("%.0f", medianF(cpuWith)),
 			fmt.Sprintf("%+.0f", medianF(cpuAdded)), fmt.Sprintf("%.0f..%.0f", cpuAdded[0], cpuAdded[len(cpuAdded)-1])})
 
-		stats, err := programStats(cfg.flood, v, target)
+		stats, err := programStats(cfg.flood, v, target, pingFlood)
 		if err != nil {
 			return section{}, err
 		}
 		for _, s := range stats {
-			statRows = append(statRows, []string{v.name, s.name, fmt.Sprintf("%.2f", s.hitsPerEcho), fmt.Sprintf("%.0f", s.nsPerHit)})
+			statRows = append(statRows, []string{v.name, s.name, fmt.Sprintf("%.2f", s.hitsPerTrip), fmt.Sprintf("%.0f", s.nsPerHit)})
+		}
+	}
+	probeRows := [][]string{{"flood", "waiting tracer", "program", "hits/round trip", "ns/hit"}}
+	for _, f := range floods {
+		for _, mode := range probeModes {
+			v := floodVariant{name: strings.Join(append([]string{"tracer"}, mode.args...), " "), tool: cfg.tool, mode: mode}
+			fmt.Fprintf(progress, "flood: %s, %d %s to %s\n", v.name, cfg.flood, f.name, target)
+			stats, err := programStats(cfg.flood, v, target, f)
+			if err != nil {
+				return section{}, err
+			}
+			for _, s := range stats {
+				probeRows = append(probeRows, []string{f.name, v.name, s.name, fmt.Sprintf("%.2f", s.hitsPerTrip), fmt.Sprintf("%.0f", s.nsPerHit)})
+			}
 		}
 	}
 	return section{
@@ -181,8 +213,24 @@ Then, with BPF run-time statistics on (BPF_ENABLE_STATS, off again when the benc
 one more traced flood gives each program's hits per echo and run time per hit
 (run_time_ns / run_cnt, the figures bpftool prog show prints), next to an empty raw_tp
 program on net_dev_queue: what the statistics' own clock reads add to every run. "before:" rows, when present,
-are an earlier build measured in the same run (bench -before).`, cfg.flood, hopsPerEcho, cfg.pairs, hopsPerEcho),
-		table: table(rows) + "\n" + table(statRows),
+are an earlier build measured in the same run (bench -before).
+
+The last table does the same per probe mode, default attachment, netfilter source on, under
+three floods of %d round trips each through the same veth pair: ping -f; TCP round trips,
+%d-byte requests over one connection to the bench's echo service (RFC 862) on TCP port %d in
+the namespace, each sent once the one before came back; UDP round trips, the same as
+datagrams to its UDP port %d. Under each, a waiting tracer probing echoes, one probing
+--tcp %d and one probing --udp %d, the port the floods go to: none of the flood's packets
+are the tracer's, so each program's ns/hit is what its in-kernel reject of others' ICMP, TCP
+or UDP packets costs in that mode (a TCP packet: its sequence or acknowledgement number
+against the run's span; a UDP packet: its inverted tuple looked up in the run's tuple map,
+then the mark read from its payload, which the flood's requests are long enough to hold).
+hits/round trip is the program's runs per echo or request and answer. A --tcp run
+reads its answers on a raw TCP socket: the kernel clones every TCP packet the host receives
+to it and frees the clone its socket filter refuses, which the kfree_skb program sees (once
+per TCP round trip, the answer).`, cfg.flood, hopsPerEcho, cfg.pairs, hopsPerEcho,
+			cfg.flood, floodPayload, servicePort, servicePort, servicePort, servicePort),
+		table: table(rows) + "\n" + table(statRows) + "\n" + table(probeRows),
 	}, nil
 }
 
@@ -195,12 +243,13 @@ func medianF(v []float64) float64 {
 // progStat is one program's share of a traced flood.
 type progStat struct {
 	name                  string
-	hitsPerEcho, nsPerHit float64
+	hitsPerTrip, nsPerHit float64
 }
 
-// programStats runs one traced flood with BPF statistics on and returns the
-// run count and run time of each program the tracer loaded.
-func programStats(echoes int, v floodVariant, target netip.Addr) ([]progStat, error) {
+// programStats runs one flood of f traced by v with BPF statistics on and
+// returns the run count per round trip and run time of each program the
+// tracer loaded.
+func programStats(trips int, v floodVariant, target netip.Addr, f traffic) ([]progStat, error) {
 	stats, err := ebpf.EnableStats(unix.BPF_STATS_RUN_TIME)
 	if err != nil {
 		return nil, fmt.Errorf("enable BPF statistics: %w", err)
@@ -210,7 +259,7 @@ func programStats(echoes int, v floodVariant, target netip.Addr) ([]progStat, er
 	if err != nil {
 		return nil, err
 	}
-	t, err := startTracer(v.tool, target, v.args...)
+	t, err := startTracer(v.tool, target, v.mode, v.args...)
 	if err != nil {
 		return nil, err
 	}
@@ -257,7 +306,7 @@ func programStats(echoes int, v floodVariant, target netip.Addr) ([]progStat, er
 		}
 		start[i] = *s
 	}
-	if _, _, err := floodTime(target, echoes); err != nil {
+	if err := f.send(target, trips); err != nil {
 		return nil, err
 	}
 	var out []progStat
@@ -280,7 +329,7 @@ func programStats(echoes int, v floodVariant, target netip.Addr) ([]progStat, er
 		}
 		out = append(out, progStat{
 			name:        name,
-			hitsPerEcho: float64(runs) / float64(echoes),
+			hitsPerTrip: float64(runs) / float64(trips),
 			nsPerHit:    float64(s.Runtime-start[i].Runtime) / float64(runs),
 		})
 	}

@@ -37,7 +37,7 @@ type config struct {
 	runs    int      // runs of each command for time to answer
 	modes   []string // --attach values to measure; "default" passes none
 	pairs   int      // A/B pairs of the flood
-	flood   int      // echoes per flood
+	flood   int      // echoes (round trips) per flood
 	scale   []int    // namespace counts
 	kernels string   // globs of the matrix kernels, space-separated
 }
@@ -80,7 +80,7 @@ func run(args []string, stdout io.Writer) error {
 	runs := fs.Int("n", 20, "runs of each command for time to answer")
 	modes := fs.String("modes", "auto,perf,raw", `attachment modes (--attach) to measure; "default" passes no --attach`)
 	pairs := fs.Int("pairs", 7, "A/B pairs of the flood, without and with a tracer")
-	flood := fs.Int("flood", 20000, "echoes per flood")
+	flood := fs.Int("flood", 20000, "echoes (round trips) per flood")
 	scale := fs.String("scale", "10,100,300", "namespace counts for the scale curve")
 	only := fs.String("sections", "", "comma-separated sections to run (default all): "+sectionNames())
 	out := fs.String("out", "BENCHMARKS.md", `file the tables and their method are written to ("" for none)`)

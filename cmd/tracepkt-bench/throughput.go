@@ -30,8 +30,8 @@ type tracedRun struct {
 	res    result
 }
 
-func backToBack(cfg config, count int, target string, extra ...string) (tracedRun, error) {
-	argv := slices.Concat([]string{cfg.tool, "--json", "-c", fmt.Sprint(count), "-i", "0", "-W", "1"}, extra, []string{target})
+func backToBack(cfg config, count int, target string, mode probeMode, extra ...string) (tracedRun, error) {
+	argv := slices.Concat([]string{cfg.tool, "--json", "-c", fmt.Sprint(count), "-i", "0", "-W", "1"}, mode.args, extra, []string{target})
 	res, err := runOnce(`"seq":`, true, argv...)
 	if err != nil {
 		return tracedRun{}, err
@@ -42,7 +42,7 @@ func backToBack(cfg config, count int, target string, extra ...string) (tracedRu
 		if err := json.Unmarshal([]byte(l), &e); err != nil {
 			return tracedRun{}, fmt.Errorf("decode %q: %w", l, err)
 		}
-		if e.Result != "reply" {
+		if e.Result != mode.result {
 			return tracedRun{}, fmt.Errorf("echo %d: %s", e.Seq, e.Result)
 		}
 		run.echoes = append(run.echoes, e)
@@ -115,25 +115,28 @@ const chainRouters = 6
 const perfSampleSize = (8 + 4 + decode.RecordSize + 7) &^ 7
 
 func throughputSection(cfg config, progress io.Writer) (section, error) {
-	n, closeFn, err := vethTarget("tt")
+	n, closeFn, err := serviceTarget("tt")
 	if err != nil {
 		return section{}, err
 	}
 	defer closeFn()
 	const count = 2000
-	rows := [][]string{{"command", "echoes", "echoes/s", "events/s", "lost"}}
+	rows := [][]string{{"command", "probes", "probes/s", "events/s", "lost"}}
 	for _, mode := range cfg.modes {
 		for _, nf := range [][]string{{"--netfilter", "off"}, nil} {
-			args := slices.Concat(attachArgs(mode), nf)
-			fmt.Fprintf(progress, "throughput: -c %d -i 0 %v\n", count, args)
-			run, err := backToBack(cfg, count, n.Target4.String(), args...)
-			if err != nil {
-				return section{}, err
+			extra := slices.Concat(attachArgs(mode), nf)
+			for _, probes := range probeModes {
+				args := slices.Concat(probes.args, extra)
+				fmt.Fprintf(progress, "throughput: -c %d -i 0 %v\n", count, args)
+				run, err := backToBack(cfg, count, n.Target4.String(), probes, extra...)
+				if err != nil {
+					return section{}, err
+				}
+				events, lost := run.totals(1)
+				secs := run.span.Seconds()
+				rows = append(rows, []string{fmt.Sprintf("-c %d -i 0 %v", count, args), fmt.Sprint(count),
+					fmt.Sprintf("%.0f", float64(count-1)/secs), fmt.Sprintf("%.0f", float64(events)/secs), fmt.Sprint(lost)})
 			}
-			events, lost := run.totals(1)
-			secs := run.span.Seconds()
-			rows = append(rows, []string{fmt.Sprintf("-c %d -i 0 %v", count, args), fmt.Sprint(count),
-				fmt.Sprintf("%.0f", float64(count-1)/secs), fmt.Sprintf("%.0f", float64(events)/secs), fmt.Sprint(lost)})
 		}
 	}
 
@@ -153,7 +156,7 @@ func throughputSection(cfg config, progress io.Writer) (section, error) {
 	for _, pages := range []int{8, 4, 2, 1} {
 		fmt.Fprintf(progress, "ring loss: %d routers, --ring-pages %d\n", chainRouters, pages)
 		file := filepath.Join(dir, fmt.Sprintf("pages%d.tpk", pages))
-		if _, err := backToBack(cfg, lossCount, target.String(), "--netfilter", "off", "--ring-pages", fmt.Sprint(pages), "--record", file); err != nil {
+		if _, err := backToBack(cfg, lossCount, target.String(), echoProbes, "--netfilter", "off", "--ring-pages", fmt.Sprint(pages), "--record", file); err != nil {
 			return section{}, err
 		}
 		// The recording holds the records as they came out of the rings,
@@ -186,10 +189,13 @@ func throughputSection(cfg config, progress io.Writer) (section, error) {
 	}
 	return section{
 		title: "Lossless throughput and loss accounting",
-		method: fmt.Sprintf(`Back-to-back traced echoes (tracepkt-perf --json -c %d -i 0) through a veth pair:
-echoes/s and events/s (hops received) from the first echo line to the last, lost the
-lost_samples summed over the run. Each echo waits for its reply and then drains the
-rings, so the rate is bound by one round trip plus one drain per echo, not by the rings.
+		method: fmt.Sprintf(`Back-to-back traced probes (tracepkt-perf --json -c %d -i 0) through a veth pair:
+echoes; with --tcp %d SYNs to the bench's echo service (RFC 862) on TCP port %d in the
+namespace, each answered by a SYN-ACK that the tool's kernel resets; with --udp %d datagrams
+to its UDP port %d, each echoed back. probes/s and events/s (hops received) from the first
+probe line to the last, lost the lost_samples summed over the run. Each probe waits for its
+answer and then drains the rings, so the rate is bound by one round trip plus one drain per
+probe, not by the rings.
 
 Loss: a line of %d routers (this namespace, %d forwarding namespaces, a target, one /24 of
 /30s), so that one echo makes about %d device records on one CPU (%d bytes each with the
@@ -203,7 +209,7 @@ notice only when a later record fits in that ring (once the drain after the repl
 or during a later echo), so a loss is reported with the echo in whose drain the notice
 arrives, not always its own; losses after the last record of a ring stay unreported:
 "unreported at exit" is sent - received - reported.`,
-			count, chainRouters, chainRouters, 4*(chainRouters+1), perfSampleSize, lossCount),
+			count, servicePort, servicePort, servicePort, servicePort, chainRouters, chainRouters, 4*(chainRouters+1), perfSampleSize, lossCount),
 		table: table(rows) + "\n" + table(lossRows),
 	}, nil
 }

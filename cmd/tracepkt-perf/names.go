@@ -163,6 +163,7 @@ func openProber(target netip.Addr, port uint16, id uint16, m marks, opts ping.Op
 		case m.udp != nil:
 			return asProber(ping.OpenUDP(target, port, *m.udp, opts))
 		}
+		opts.Cookie = m.echo
 		return asProber(ping.Open(target, id, opts))
 	}
 	if from == nil {

@@ -490,30 +490,37 @@ func TestE2ETCPThroughKubeProxyNftables(t *testing.T) {
 	})
 }
 
-// TestE2ETCPThroughLegacyIptables: kube-proxy's rules in iptables-legacy,
+// TestE2ETCPThroughLegacyIptables: kube-proxy's rules in iptables-legacy, for TCP and UDP,
 // which only the kprobe source sees, chain by chain: the translations are
 // tied to the nat table's chains at their hooks.
 func TestE2ETCPThroughLegacyIptables(t *testing.T) {
 	requireKprobes(t)
-	n, vip4, vip6, epPort := serviceNode(t, "iptables-legacy-restore", "ip6tables-legacy-restore", tcpServices)
-	r := inode(t, n.R)
-	families(t, vip4, vip6, func(t *testing.T, vip netip.Addr) {
-		ep := n.Target4
-		if vip.Is6() {
-			ep = n.Target6
-		}
-		e, _ := probeJSON(t, n.A, 0, "--netfilter", "kprobe", "-W", "2s", "--tcp", "80", vip.String())
-		var got []string
-		for _, h := range e.Hops {
-			for _, x := range h.NAT {
-				got = append(got, fmt.Sprintf("%s %s %d %s.%s", x.Kind, x.After, x.Netns, x.Table, x.Chain))
-			}
-		}
-		if e.Result != "open" || len(got) < 1 || got[0] != fmt.Sprintf("DNAT %s %d nat.PREROUTING", netip.AddrPortFrom(ep, uint16(epPort)), r) {
-			t.Errorf("result %q, translations:\n%s\nwant first DNAT to %s in %d by nat.PREROUTING", e.Result, strings.Join(got, "\n"), ep, r)
-		}
-		if len(got) < 2 || !strings.HasPrefix(got[1], "SNAT ") || !strings.HasSuffix(got[1], fmt.Sprintf(" %d nat.POSTROUTING", r)) {
-			t.Errorf("translations:\n%s\nwant a SNAT by nat.POSTROUTING second", strings.Join(got, "\n"))
-		}
-	})
+	for _, c := range []struct {
+		services svcPorts
+		result   string
+	}{{tcpServices, "open"}, {udpServices, "reply"}} {
+		t.Run(c.services.Proto, func(t *testing.T) {
+			n, vip4, vip6, epPort := serviceNode(t, "iptables-legacy-restore", "ip6tables-legacy-restore", c.services)
+			r := inode(t, n.R)
+			families(t, vip4, vip6, func(t *testing.T, vip netip.Addr) {
+				ep := n.Target4
+				if vip.Is6() {
+					ep = n.Target6
+				}
+				e, _ := probeJSON(t, n.A, 0, "--netfilter", "kprobe", "-W", "2s", "--"+c.services.Proto, fmt.Sprint(c.services.Port), vip.String())
+				var got []string
+				for _, h := range e.Hops {
+					for _, x := range h.NAT {
+						got = append(got, fmt.Sprintf("%s %s %d %s.%s", x.Kind, x.After, x.Netns, x.Table, x.Chain))
+					}
+				}
+				if e.Result != c.result || len(got) < 1 || got[0] != fmt.Sprintf("DNAT %s %d nat.PREROUTING", netip.AddrPortFrom(ep, uint16(epPort)), r) {
+					t.Errorf("result %q, translations:\n%s\nwant %s, first DNAT to %s in %d by nat.PREROUTING", e.Result, strings.Join(got, "\n"), c.result, ep, r)
+				}
+				if len(got) < 2 || !strings.HasPrefix(got[1], "SNAT ") || !strings.HasSuffix(got[1], fmt.Sprintf(" %d nat.POSTROUTING", r)) {
+					t.Errorf("translations:\n%s\nwant a SNAT by nat.POSTROUTING second", strings.Join(got, "\n"))
+				}
+			})
+		})
+	}
 }

@@ -252,7 +252,7 @@ func (s *session) openSources(target netip.Addr, o options) (_ *sources, err err
 	}()
 	// The nftables tables go in while the kernel's BTF may still be parsed.
 	if s.netfilter.sources&nfNftrace != 0 {
-		if src.nf, err = nftrace.Open(s.traced, nftrace.Match{EchoID: id, TCP: m.tcp, UDP: m.udp}); err != nil {
+		if src.nf, err = nftrace.Open(s.traced, nftrace.Match{EchoID: id, EchoCookie: m.echoCookie(), TCP: m.tcp, UDP: m.udp}); err != nil {
 			return nil, fmt.Errorf("netfilter: %w", err)
 		}
 	}
@@ -261,7 +261,7 @@ func (s *session) openSources(target netip.Addr, o options) (_ *sources, err err
 		return nil, err
 	}
 	// auto's kprobes that cannot be added are a note.
-	cfg := probes.Config{EchoID: id, TCP: m.tcp, UDP: m.udp, Netfilter: s.netfilter.kprobes, NetfilterOptional: s.netfilter.auto,
+	cfg := probes.Config{EchoID: id, EchoCookie: m.echoCookie(), TCP: m.tcp, UDP: m.udp, Netfilter: s.netfilter.kprobes, NetfilterOptional: s.netfilter.auto,
 		RingPages: o.ringPages, Attach: o.attach}
 	if src.tracer, err = probes.Open(s.fs, offsets, cfg); err != nil {
 		return nil, err
@@ -287,20 +287,27 @@ func (s *session) openSources(target netip.Addr, o options) (_ *sources, err err
 }
 
 // marks are what mark a run's probes: a TCP run's or a UDP run's, both nil
-// for an echo run's, whose id marks them.
+// for an echo run's, marked by its id and echo, the pinger's payload cookie.
 type marks struct {
-	tcp *decode.TCPMark
-	udp *decode.UDPMark
+	tcp  *decode.TCPMark
+	udp  *decode.UDPMark
+	echo [8]byte
 }
 
-// newMarks draws the cookie of a TCP or UDP run of id.
+// echoCookie is what the traces test of the pinger's cookie: its first 4
+// bytes.
+func (m marks) echoCookie() uint32 { return binary.BigEndian.Uint32(m.echo[:4]) }
+
+// newMarks draws the cookie of a run of id: the pinger's payload cookie,
+// never 0 where the traces test it, or a TCP or UDP run's.
 func newMarks(id uint16, o options) (marks, error) {
-	if o.proto == 0 {
-		return marks{}, nil
-	}
-	var b [4]byte
+	var b [8]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		return marks{}, fmt.Errorf("read random cookie: %w", err)
+	}
+	if o.proto == 0 {
+		b[0] |= 0x80
+		return marks{echo: b}, nil
 	}
 	cookie := binary.BigEndian.Uint32(b[:])
 	if o.proto == decode.ProtoUDP {

@@ -132,9 +132,15 @@ func TestE2EUDPThroughServiceNAT(t *testing.T) {
 			}
 			var sport uint16
 			var nat []string
+			replyForwarded := false
 			for _, h := range e.Hops {
 				if h.Type == "request" && h.Netns == uint32(a) {
 					sport = h.Sport
+				}
+				// The reply is traced in R from where R's NAT gave it back the
+				// prober's port on.
+				if nf := h.Netfilter; nf != nil && h.Type == "reply" && h.Netns == uint32(r) && nf.Chain == "FORWARD" && nf.Verdict == "ACCEPT" {
+					replyForwarded = true
 				}
 				for _, x := range h.NAT {
 					nat = append(nat, fmt.Sprintf("%s %s %s -> %s @%d", row(uint64(h.Netns), h.Ifname, h.Dir, h.Type), x.Kind, x.Before, x.After, x.Netns))
@@ -143,6 +149,9 @@ func TestE2EUDPThroughServiceNAT(t *testing.T) {
 			src := to(n.A4.Addr(), int(sport))
 			if vip.Is6() {
 				src = to(n.A6.Addr(), int(sport))
+			}
+			if !replyForwarded {
+				t.Errorf("no FORWARD verdict on the reply in %s", n.R.Name)
 			}
 			// The port the masquerade took, as R's conntrack has it: in the
 			// range, not the held one.

@@ -79,7 +79,14 @@ func isHelperTable(family uint8, name string) bool {
 //	meta l4proto icmp      @th,32,16 <id> meta nftrace set 1
 //	meta l4proto ipv6-icmp @th,32,16 <id> meta nftrace set 1
 //
-// Bytes 4-5 of an ICMP or ICMPv6 echo message are its identifier. For a TCP run (see
+// Bytes 4-5 of an ICMP or ICMPv6 echo message are its identifier. With Match.EchoCookie,
+// also
+//
+//	meta l4proto icmp      @th,64,32 <cookie> meta nftrace set 1
+//	meta l4proto ipv6-icmp @th,64,32 <cookie> meta nftrace set 1
+//
+// for an echo whose id a NAT rewrote (the payload's first 4 bytes are the pinger's
+// cookie; claim takes echoes only). For a TCP run (see
 // decode.TCPMark; NewTCPMark keeps cookie + span from wrapping):
 //
 //	meta l4proto tcp @th,32,32 <cookie>-<cookie + span - 1> meta nftrace set 1
@@ -132,10 +139,15 @@ func traceRules(match Match) [][]expr.Any {
 		}
 	}
 	id := binary.BigEndian.AppendUint16(nil, match.EchoID)
-	rule := func(proto byte) []expr.Any {
-		return slices.Concat(l4proto(proto), []expr.Any{payload(4, 2), eq(id)}, setNftrace())
+	rule := func(proto byte, off, n uint32, data []byte) []expr.Any {
+		return slices.Concat(l4proto(proto), []expr.Any{payload(off, n), eq(data)}, setNftrace())
 	}
-	return [][]expr.Any{rule(unix.IPPROTO_ICMP), rule(unix.IPPROTO_ICMPV6)}
+	rules := [][]expr.Any{rule(unix.IPPROTO_ICMP, 4, 2, id), rule(unix.IPPROTO_ICMPV6, 4, 2, id)}
+	if match.EchoCookie != 0 {
+		cookie := binary.BigEndian.AppendUint32(nil, match.EchoCookie)
+		rules = append(rules, rule(unix.IPPROTO_ICMP, 8, 4, cookie), rule(unix.IPPROTO_ICMPV6, 8, 4, cookie))
+	}
+	return rules
 }
 
 // seqBits is the width of a UDP probe's number.
@@ -228,9 +240,10 @@ func explainOffset(err error, match Match) error {
 // proto-src) would take no other host's datagram to that port, but any ct expression takes
 // a reference on conntrack in the namespace (nf_ct_netns_get), switching connection
 // tracking and defragmentation on where nothing used them: a change to the user's
-// namespaces we do not make. A namespace that rewrites the source port of the request
-// (masquerade with a port clash) sees the reply to the new port until its NAT restores
-// it: its chains before that are not traced.
+// namespaces we do not make. A namespace that rewrites the source port of the request (a
+// masquerade) sees the reply to the new port until its NAT restores it: the rule is also
+// in a chain of its own right after that (see replyMessages), so the namespace's chains
+// from then on are traced.
 func replyRules(sport uint16) [][]expr.Any {
 	return [][]expr.Any{slices.Concat(l4proto(unix.IPPROTO_UDP),
 		[]expr.Any{payload(2, 2), eq(binary.BigEndian.AppendUint16(nil, sport))}, setNftrace())}
@@ -328,14 +341,23 @@ func installMessages(name string, match Match, owner bool) ([]netlink.Message, e
 	return msgs, nil
 }
 
-// addRulesMessages returns the batch that appends rules to each chain of the helper table
-// name.
-func addRulesMessages(name string, rules [][]expr.Any) ([]netlink.Message, error) {
+// chainReplies is the helper chain that sees a reply right after a namespace's NAT has
+// undone the request's source NAT, at prerouting's destination NAT (NF_IP_PRI_NAT_DST):
+// a masqueraded request's reply reaches the prober's port only there.
+const chainReplies = "replies"
+
+// replyMessages returns the batch that appends replyRules(sport) to each chain of the
+// helper table name, and adds chainReplies with them.
+func replyMessages(name string, sport uint16) ([]netlink.Message, error) {
+	rules := replyRules(sport)
 	msgs, err := buildBatch(func(c *nftables.Conn) {
-		_, chains := helperTable(name)
+		t, chains := helperTable(name)
 		for _, ch := range chains {
 			addRules(c, ch, rules)
 		}
+		afterNAT := nftables.ChainPriorityRef(*nftables.ChainPriorityNATDest + 1)
+		addRules(c, c.AddChain(&nftables.Chain{Name: chainReplies, Table: t, Type: nftables.ChainTypeFilter,
+			Hooknum: nftables.ChainHookPrerouting, Priority: afterNAT}), rules)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("build rules of table %s: %w", name, err)

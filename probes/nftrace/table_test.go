@@ -92,6 +92,13 @@ func TestTraceRules(t *testing.T) {
 			t.Errorf("rule %d:\n%s\nwant:\n%s", i, got, want[i])
 		}
 	}
+	// With a cookie, the payload's first 4 bytes too, for an echo whose id a NAT rewrote.
+	withCookie := traceRules(Match{EchoID: 0x4242, EchoCookie: 0xfeed0001})
+	if len(withCookie) != 4 || listExprs(t, withCookie[0]) != want[0] ||
+		!strings.Contains(listExprs(t, withCookie[2]), "payload load 4b @ transport header + 8 => reg 1 ]\n  [ cmp eq reg 1 0x0100edfe ]") ||
+		!strings.Contains(listExprs(t, withCookie[3]), "cmp eq reg 1 0x0000003a") {
+		t.Errorf("rules with a cookie: %d, %q", len(withCookie), withCookie)
+	}
 	// The echo id is compared in network byte order.
 	if got := listExprs(t, traceRules(Match{EchoID: 0x1234})[0]); !strings.Contains(got, "cmp eq reg 1 0x00003412") {
 		t.Errorf("echo id 0x1234:\n%s", got)

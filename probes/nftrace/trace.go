@@ -54,11 +54,12 @@ type traceMsg struct {
 type packet struct {
 	Src, Dst netip.Addr
 	// Echo is true for an ICMP or ICMPv6 echo request or reply; then ICMPType, EchoID and
-	// Seq are set.
+	// Seq are set, and Cookie, the payload's first 4 bytes, where the trace shows them.
 	Echo     bool
 	ICMPType uint8
 	EchoID   uint16
 	Seq      uint16
+	Cookie   uint32
 	// TCP is true for a TCP segment; then TCPFlags and Key, its decode.Key, are set.
 	TCP      bool
 	TCPFlags uint8
@@ -238,6 +239,9 @@ func parsePacket(network, transport []byte) packet {
 		p.ICMPType = typ
 		p.EchoID = binary.BigEndian.Uint16(transport[4:6])
 		p.Seq = binary.BigEndian.Uint16(transport[6:8])
+		if len(transport) >= 12 {
+			p.Cookie = binary.BigEndian.Uint32(transport[8:12])
+		}
 	}
 	return p
 }

@@ -43,7 +43,7 @@ var (
 )
 
 func TestParseTrace(t *testing.T) {
-	echoRequest := packet{Src: capturedA4Addr, Dst: capturedB4Addr, Echo: true, ICMPType: 8, EchoID: 0x4242, Seq: 1}
+	echoRequest := packet{Src: capturedA4Addr, Dst: capturedB4Addr, Echo: true, ICMPType: 8, EchoID: 0x4242, Seq: 1, Cookie: 0x80b6c47c}
 	for _, tc := range []struct {
 		name string
 		msg  []byte
@@ -79,7 +79,7 @@ func TestParseTrace(t *testing.T) {
 			Family: unix.NFPROTO_INET, NFProto: unix.NFPROTO_IPV4, Table: capturedTable, Chain: "prerouting",
 			RuleHandle: 2, Type: unix.NFT_TRACETYPE_RULE, Verdict: unix.NFT_CONTINUE, HasVerdict: true,
 			ID: 0x8613874f, Iif: 2, HasPacket: true,
-			Packet: packet{Src: capturedB4Addr, Dst: capturedA4Addr, Echo: true, ICMPType: 0, EchoID: 0x4242, Seq: 1},
+			Packet: packet{Src: capturedB4Addr, Dst: capturedA4Addr, Echo: true, ICMPType: 0, EchoID: 0x4242, Seq: 1, Cookie: 0x80b6c47c},
 		}},
 		{"end of regular chain", capturedR4[4], traceMsg{
 			Family: unix.NFPROTO_INET, NFProto: unix.NFPROTO_IPV4, Table: "filt", Chain: "chk",
@@ -89,7 +89,7 @@ func TestParseTrace(t *testing.T) {
 			Family: unix.NFPROTO_INET, NFProto: unix.NFPROTO_IPV6, Table: "filt", Chain: "forward",
 			RuleHandle: 4, Type: unix.NFT_TRACETYPE_RULE, Verdict: 1, HasVerdict: true,
 			ID: 0x9f383026, Iif: 2, Oif: 3, HasPacket: true,
-			Packet: packet{Src: capturedA6Addr, Dst: capturedB6Addr, Echo: true, ICMPType: 128, EchoID: 0x4242, Seq: 2},
+			Packet: packet{Src: capturedA6Addr, Dst: capturedB6Addr, Echo: true, ICMPType: 128, EchoID: 0x4242, Seq: 2, Cookie: 0x6b305b85},
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -159,7 +159,7 @@ func TestParsePacket(t *testing.T) {
 		network, transport []byte
 		want               packet
 	}{
-		{"ipv4 echo request", v4, icmp, packet{Src: capturedA4Addr, Dst: capturedB4Addr, Echo: true, ICMPType: 8, EchoID: 0x4242, Seq: 1}},
+		{"ipv4 echo request", v4, icmp, packet{Src: capturedA4Addr, Dst: capturedB4Addr, Echo: true, ICMPType: 8, EchoID: 0x4242, Seq: 1, Cookie: 0x80b6c47c}},
 		{"ipv4 udp", v4udp, udp, packet{Src: capturedA4Addr, Dst: capturedB4Addr, UDP: true, Sport: 40000, Dport: 53, UDPLen: 16,
 			Payload: [12]byte{0xc0, 0xff, 0xee, 0x00, 0, 3, 0x42, 0x42}, Visible: 8}},
 		{"ipv4 udp, 12 bytes of payload shown", v4udp, long, packet{Src: capturedA4Addr, Dst: capturedB4Addr, UDP: true, Sport: 40000, Dport: 53, UDPLen: 520,
@@ -216,6 +216,9 @@ func TestMatchClaim(t *testing.T) {
 		{"echo of the id", Match{EchoID: 0x7c03}, packet{Echo: true, ICMPType: 8, EchoID: 0x7c03, Seq: 1}, true, 1},
 		{"echo of another id", Match{EchoID: 0x7c03}, packet{Echo: true, ICMPType: 8, EchoID: 0x7c04, Seq: 1}, false, 0},
 		{"TCP in an echo run", Match{EchoID: 0x7c03}, packet{TCP: true, TCPFlags: 0x02, Key: 0xc0ffee04}, false, 0},
+		{"echo whose id a NAT rewrote, by its cookie", Match{EchoID: 0x7c03, EchoCookie: 0xfeed0001}, packet{Echo: true, ICMPType: 0, EchoID: 0x9911, Seq: 4, Cookie: 0xfeed0001}, true, 4},
+		{"echo of another id and cookie", Match{EchoID: 0x7c03, EchoCookie: 0xfeed0001}, packet{Echo: true, ICMPType: 8, EchoID: 0x9911, Seq: 4, Cookie: 0xfeed0002}, false, 0},
+		{"another id, a run without cookie", Match{EchoID: 0x7c03}, packet{Echo: true, ICMPType: 8, EchoID: 0x9911, Seq: 4}, false, 0},
 	} {
 		p := tc.p
 		ours := (&claimer{match: tc.match}).claim(&p, 0)

@@ -44,8 +44,11 @@ var ErrClosed = errors.New("nftrace: tracer closed")
 // traceRules).
 type Match struct {
 	EchoID uint16
-	TCP    *decode.TCPMark
-	UDP    *decode.UDPMark
+	// EchoCookie, when not 0, also traces an echo whose id a NAT rewrote by its payload's
+	// first 4 bytes (big-endian), the pinger's cookie.
+	EchoCookie uint32
+	TCP        *decode.TCPMark
+	UDP        *decode.UDPMark
 }
 
 // claimer decides which traced packets are of its match. For a UDP run it also holds the
@@ -102,7 +105,11 @@ func (c *claimer) claim(p *packet, id uint32) bool {
 	case c.match.UDP != nil:
 		return c.claimUDP(p, id)
 	}
-	return p.Echo && p.EchoID == c.match.EchoID
+	if !p.Echo || p.EchoID != c.match.EchoID && (c.match.EchoCookie == 0 || p.Cookie != c.match.EchoCookie) {
+		return false
+	}
+	p.EchoID = c.match.EchoID // a NAT may have rewritten it
+	return true
 }
 
 // claimUDP claims a UDP run's request or reply.
@@ -428,7 +435,7 @@ func (st *nsState) receive(m *traceMsg, c *claimer) {
 
 // TraceReplies traces, from now on, the replies to the prober of a UDP run, whose source
 // port is sport: known only once the prober has opened, after Open. It adds replyRules to
-// the helper table in every namespace, and from then on a UDP datagram to sport from
+// the helper table in every namespace (see replyMessages), and from then on a UDP datagram to sport from
 // another port is claimed as a reply (see claimer.claimUDP). It may be called once, for a
 // UDP match only. When it fails in some namespaces, the rule is in the others and their
 // replies are traced; the errors of all namespaces are joined.
@@ -445,7 +452,7 @@ func (t *Tracer) TraceReplies(sport uint16) error {
 	case t.claims.sport != 0:
 		return fmt.Errorf("nftrace: replies to port %d are traced already", t.claims.sport)
 	}
-	msgs, err := addRulesMessages(t.table, replyRules(sport))
+	msgs, err := replyMessages(t.table, sport)
 	if err != nil {
 		return err
 	}

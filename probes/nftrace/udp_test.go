@@ -2,9 +2,11 @@ package nftrace
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +15,7 @@ import (
 	"github.com/tracepkt/tracepkt-perf/internal/testenv"
 	"github.com/tracepkt/tracepkt-perf/internal/topology"
 	"github.com/tracepkt/tracepkt-perf/probes/netns"
+	"golang.org/x/sys/unix"
 )
 
 // udpRouterRules is R's ruleset for TestUDPRun (B's addresses filled in): a request to
@@ -128,6 +131,17 @@ func TestUDPRun(t *testing.T) {
 				t.Fatal(err)
 			}
 			conn := udpClient(t, r.A)
+			if tc.user != nil && !longPayloadOffsets(t, r.A.Name) {
+				// A kernel of 8-bit payload offsets (before Linux 6.2, as nft itself
+				// finds above) cannot load the mark: Open says so, and how long a
+				// payload can be.
+				_, err := Open(netnsList(r.A, r.R, r.B), Match{EchoID: m.EchoID, UDP: &m})
+				want := fmt.Sprintf("the mark behind a payload of %d bytes needs %d: payloads of at most 241 bytes can be traced here", len(tc.user), 8+len(tc.user)+6)
+				if err == nil || !errors.Is(err, unix.ERANGE) || !strings.Contains(err.Error(), want) {
+					t.Fatalf("Open on a kernel of 8-bit payload offsets: %v, want ERANGE and %q", err, want)
+				}
+				return
+			}
 			tr := openUDPTracer(t, netnsList(r.A, r.R, r.B), m)
 			sport := uint16(conn.LocalAddr().(*net.UDPAddr).Port)
 			if err := tr.TraceReplies(sport); err != nil {
@@ -194,6 +208,25 @@ func TestUDPRun(t *testing.T) {
 		})
 	}
 	checkRulesetsUnchanged(t, before)
+}
+
+// longPayloadOffsets tells whether the kernel loads packet bytes further than 255 bytes
+// into the transport header, asking nft itself in ns: a rule that loads a byte 520 bytes
+// in, in a table of its own, removed after.
+func longPayloadOffsets(tb testing.TB, ns string) bool {
+	tb.Helper()
+	table := topology.UniqueName("off")
+	cmd := exec.Command("ip", "netns", "exec", ns, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(fmt.Sprintf("table inet %s {\n\tchain c {\n\t\t@th,4160,8 1\n\t}\n}\n", table))
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		run(tb, ns, "", "nft", "delete", "table", "inet", table)
+		return true
+	}
+	if !strings.Contains(string(out), "out of range") {
+		tb.Fatalf("nft: a rule loading 520 bytes into the transport header: %v\n%s", err, out)
+	}
+	return false
 }
 
 // openUDPTracer opens a tracer of a UDP run and closes it when tb ends.

@@ -57,6 +57,9 @@ type Options struct {
 	Source    netip.Addr
 	// Mark is the socket's fwmark (ping -m); 0 keeps none.
 	Mark uint32
+	// Cookie starts an echo's payload; all zero draws a random one. A
+	// trace given its first bytes keeps an echo whose id a NAT rewrote.
+	Cookie [8]byte
 }
 
 // Pinger sends ICMP/ICMPv6 echo requests with one echo id and receives the
@@ -128,9 +131,11 @@ func Open(target netip.Addr, id uint16, opts Options) (*Pinger, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open pinger for %s: %w", target, err)
 	}
-	var c cookie
-	if _, err := rand.Read(c[:]); err != nil {
-		return nil, fmt.Errorf("open pinger: read random cookie: %w", err)
+	c := cookie(opts.Cookie)
+	if c == (cookie{}) {
+		if _, err := rand.Read(c[:]); err != nil {
+			return nil, fmt.Errorf("open pinger: read random cookie: %w", err)
+		}
 	}
 
 	fd, family, name, err := rawSocket(target.Is6())
