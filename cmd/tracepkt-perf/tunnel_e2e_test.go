@@ -19,6 +19,7 @@ import (
 	"github.com/tracepkt/tracepkt-perf/internal/testenv"
 	"github.com/tracepkt/tracepkt-perf/internal/topology"
 	"github.com/tracepkt/tracepkt-perf/internal/vmtest"
+	"github.com/tracepkt/tracepkt-perf/tracefs"
 )
 
 // tunnelKind is one kind of overlay the tunnel tests build between two
@@ -352,12 +353,14 @@ func (n *overlayNet) wantRows(t *testing.T) (request, reply []string) {
 // test's addresses say), the summary naming the crossings; a recording of
 // the run replays as the live run printed it, and its table has the
 // tunnel's column. A firewall dropping VXLAN on the far node's underlay is
-// named as the drop, on that node's underlay hop.
+// named as the drop, on that node's underlay hop; a missing FDB entry, on
+// the near node's VXLAN device.
 func TestE2ETunnel(t *testing.T) {
 	for _, k := range tunnelKinds {
 		t.Run(k.name, func(t *testing.T) { testTunnelEcho(t, k) })
 	}
 	t.Run("vxlan-nft-drop", testTunnelDrop)
+	t.Run("vxlan-no-fdb", testTunnelNoFDB)
 }
 
 func testTunnelEcho(t *testing.T, k tunnelKind) {
@@ -461,4 +464,49 @@ func testTunnelDrop(t *testing.T) {
 func jsonOf(v any) string {
 	b, _ := json.Marshal(v)
 	return string(b)
+}
+
+// testTunnelNoFDB: node A's VXLAN device has lost its FDB entry for the
+// other node. The request dies in node A, in the VXLAN driver's transmit,
+// on the VXLAN device: no underlay hop. Where the kernel names it, the
+// reason is NO_TX_TARGET.
+func testTunnelNoFDB(t *testing.T) {
+	topo, n := newOverlay(t, tunnelKinds[0])
+	// Resolve the pods' neighbours first, so that the echo leaves pod A1
+	// and node A's bridge knows pod B1's MAC behind the VXLAN port.
+	if err := testenv.Ping(t, topo, n.podA, n.podB4); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("bridge", "-n", n.nodeA.Name, "fdb", "del", "00:00:00:00:00:00", "dev", n.tunA, "dst", n.underB.String()).CombinedOutput(); err != nil {
+		t.Fatalf("bridge fdb del in %s: %v\n%s", n.nodeA.Name, err, out)
+	}
+	request, _ := n.wantRows(t)
+	e := traceLost(t, n.podA, n.podB4, "-W", "1s")
+	if got := rows(e); strings.Join(got, "\n") != strings.Join(request[:3], "\n") {
+		t.Errorf("rows:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(request[:3], "\n"))
+	}
+	d := e.Drop
+	if e.Result != "dropped" || d == nil {
+		t.Fatalf("result %q drop %s, want dropped", e.Result, jsonOf(d))
+	}
+	if uint64(d.Netns) != inode(t, n.nodeA) || d.Ifname != n.tunA || !strings.HasPrefix(d.Location, "vxlan_xmit+") || d.Type != "request" {
+		t.Errorf("drop %s, want the request's in %s on %s in vxlan_xmit", jsonOf(d), n.nodeA.Name, n.tunA)
+	}
+	if err := testenv.KernelLocation(t, d.Location); err != nil {
+		t.Error(err)
+	}
+	fs, err := tracefs.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fs.Close()
+	reasons, err := fs.Symbols("skb", "kfree_skb", "reason")
+	if err != nil && kernelReasons(t) {
+		t.Fatalf("the drop reasons of skb:kfree_skb: %v", err)
+	}
+	for _, name := range reasons {
+		if name == "NO_TX_TARGET" && d.Reason != name {
+			t.Errorf("drop reason %q, want %s", d.Reason, name)
+		}
+	}
 }
