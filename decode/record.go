@@ -30,6 +30,7 @@ const (
 	OffCapLen   = 88 // u16 valid bytes in Packet
 	OffProto    = 90 // u8 the probe's protocol (ProtoTCP, ProtoUDP); 0 for an echo's packets and errors
 	OffTCPFlags = 91 // u8 TCP flags of a TCP packet of ours, UDPAnswer for a UDP answer; 0 for ICMP
+	OffTunnel   = 92 // u16 offset in Packet of the inner network header of a packet seen inside a tunnel; 0 for one that is not
 	OffPacket   = 96 // [PacketBytes]byte from the network header on
 	PacketBytes = 128
 	// The drop probe's fields; zero in the records of other probes.
@@ -115,6 +116,11 @@ type Record struct {
 	// a UDP datagram answering ours.
 	Proto    uint8
 	TCPFlags uint8
+	// Tunnel, when not zero, says the packet of ours was seen inside a
+	// tunnel: Src, Dst and the fields above are the inner packet's, Packet
+	// starts at the outer network header and Tunnel is where the inner one
+	// starts in it (possibly past what was captured). See Record.Encap.
+	Tunnel uint16
 	// CapLen and Packet are the packet bytes of a device record.
 	CapLen uint16
 	Packet [PacketBytes]byte
@@ -160,6 +166,7 @@ func (r *Record) Decode(b []byte) error {
 	r.Seq = binary.BigEndian.Uint16(b[OffSeq:])
 	r.Proto = b[OffProto]
 	r.TCPFlags = b[OffTCPFlags]
+	r.Tunnel = ne.Uint16(b[OffTunnel:])
 	copy(r.Ifname[:], b[OffIfname:OffIfname+16])
 	switch r.Family {
 	case 4:
@@ -186,6 +193,16 @@ func (r *Record) Decode(b []byte) error {
 	r.Location = ne.Uint64(b[OffDropLocation:])
 	r.Reason = ne.Uint32(b[OffDropReason:])
 	return nil
+}
+
+// Inner is the captured bytes of the packet of ours from its network
+// header on: past the outer headers of a packet in a tunnel, none if the
+// capture ends before it.
+func (r *Record) Inner() []byte {
+	if int(r.Tunnel) > int(r.CapLen) {
+		return nil
+	}
+	return r.Packet[r.Tunnel:r.CapLen]
 }
 
 // IfName is the interface name as the kernel had it when the probe fired.

@@ -145,7 +145,7 @@ func (r *Record) Ports() (src, dst uint16, ok bool) {
 	if (r.Proto != ProtoTCP && r.Proto != ProtoUDP) || r.ICMPType != 0 {
 		return 0, 0, false
 	}
-	p := r.Packet[:r.CapLen]
+	p := r.Inner()
 	var l4 int
 	switch {
 	case r.Family == 4 && len(p) >= 20:

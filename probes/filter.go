@@ -2,6 +2,7 @@ package probes
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/cilium/ebpf/asm"
 
@@ -309,65 +310,90 @@ type Filter struct {
 	Direct bool
 }
 
-// Program builds the filter.
+// Program builds the filter: the outer pass, the tunnels it looks into,
+// the inner pass, then the clauses both passes jump to.
 func (f Filter) Program() asm.Instructions {
 	insns := f.networkHeader()
-	insns = append(insns, ipHeader()...)
-	insns = append(insns, f.ipv4()...)
-	insns = append(insns, f.ipv6()...)
+	insns = append(insns, ipHeader(outerPass)...)
+	insns = append(insns, f.ipv4(outerPass)...)
+	insns = append(insns, f.ipv6(outerPass)...)
+	insns = append(insns, f.tunnelTests()...)
+	insns = append(insns, asm.Add.Reg(rNet, rInner).WithSymbol("decap").WithSource(asm.Comment("inner pass: net = the inner network header")))
+	insns = append(insns, ipHeader(innerPass)...)
+	insns = append(insns, f.ipv4(innerPass)...)
+	insns = append(insns, f.ipv6(innerPass)...)
 	for _, family := range []int{4, 6} {
 		insns = append(insns, f.clauses(family)...)
 	}
 	return insns
 }
 
+// A pass of the filter over one IP header: the outer pass reads the
+// packet as the device has it, the inner pass the packet a tunnel carries
+// (one level deep). Labels of the inner pass start with its name.
+type pass string
+
+const (
+	outerPass pass = ""
+	innerPass pass = "inner_"
+)
+
 // networkHeader sets rNet to the address of the network header. The skb's
 // pointers (data, head) are always copied with a probe read, so rNet is a
 // plain number on every verifier: a plain load of a pointer field through a
 // BTF-typed skb is a scalar to some verifiers and untrusted read-only memory
 // to others (6.18 builds), which then refuse arithmetic and narrow spills of
-// what is derived from it. Direct loads only the skb's scalar fields.
+// what is derived from it. Direct loads only the skb's scalar fields. What
+// it reads stays in scratch0 and scratch1 until capture, which finds the
+// outer network header again from them (outerHeader).
 func (f Filter) networkHeader() asm.Instructions {
 	o := f.Offsets
 	if f.Dir == decode.In {
 		// On receive, the link-layer header has been pulled: data is the network header.
 		insns := note("net = skb->data", read(scratch0, 8, rSkb, int32(o.SkbData), "exit"))
-		return append(insns, asm.LoadMem(rNet, asm.RFP, scratch0, asm.DWord))
+		return append(insns, f.outerHeader(rNet)...)
 	}
 	// On transmit, data points at the link-layer header the device sends.
 	insns := note("net = skb->head + skb->network_header", read(scratch0, 8, rSkb, int32(o.SkbHead), "exit"))
-	if f.Direct {
-		return append(insns,
-			asm.LoadMem(rNet, asm.RFP, scratch0, asm.DWord),
-			asm.LoadMem(asm.R1, rSkb, int16(o.SkbNetworkHeader), asm.Half),
-			asm.Add.Reg(rNet, asm.R1),
-		)
+	if !f.Direct {
+		insns = append(insns, read(scratch1, 2, rSkb, int32(o.SkbNetworkHeader), "exit")...)
 	}
-	insns = append(insns, read(scratch1, 2, rSkb, int32(o.SkbNetworkHeader), "exit")...)
-	return append(insns,
-		asm.LoadMem(rNet, asm.RFP, scratch0, asm.DWord),
-		asm.LoadMem(asm.R1, asm.RFP, scratch1, asm.Half),
-		asm.Add.Reg(rNet, asm.R1),
-	)
+	return append(insns, f.outerHeader(rNet)...)
+}
+
+// outerHeader sets dst to the network header of the packet as the device
+// has it, from what networkHeader read into scratch0 and scratch1.
+func (f Filter) outerHeader(dst asm.Register) asm.Instructions {
+	insns := asm.Instructions{asm.LoadMem(dst, asm.RFP, scratch0, asm.DWord)}
+	switch {
+	case f.Dir == decode.In:
+		return insns
+	case f.Direct:
+		insns = append(insns, asm.LoadMem(asm.R1, rSkb, int16(f.Offsets.SkbNetworkHeader), asm.Half))
+	default:
+		insns = append(insns, asm.LoadMem(asm.R1, asm.RFP, scratch1, asm.Half))
+	}
+	return append(insns, asm.Add.Reg(dst, asm.R1))
 }
 
 // ipHeader reads the first ipBytes of the network header and branches on
 // the IP version.
-func ipHeader() asm.Instructions {
-	insns := note("IP version", read(ipSlot, ipBytes, rNet, 0, "exit"))
+func ipHeader(p pass) asm.Instructions {
+	insns := note(string(p)+"IP version", read(ipSlot, ipBytes, rNet, 0, "exit"))
 	return append(insns,
 		asm.LoadMem(asm.R1, asm.RFP, ipSlot, asm.Byte),
 		asm.RSh.Imm(asm.R1, 4),
-		asm.JEq.Imm(asm.R1, 4, "ipv4"),
-		asm.JEq.Imm(asm.R1, 6, "ipv6"),
+		asm.JEq.Imm(asm.R1, 4, string(p)+"ipv4"),
+		asm.JEq.Imm(asm.R1, 6, string(p)+"ipv6"),
 		asm.Ja.Label("exit"),
 	)
 }
 
 // ipv4 keeps first fragments, sets rL4Off and branches on the protocol.
-func (f Filter) ipv4() asm.Instructions {
+func (f Filter) ipv4(p pass) asm.Instructions {
+	options := string(p) + "ipv4_options"
 	insns := asm.Instructions{
-		asm.LoadMem(asm.R1, asm.RFP, ipSlot+6, asm.Half).WithSymbol("ipv4").WithSource(asm.Comment("IPv4: first fragment, header length, protocol")),
+		asm.LoadMem(asm.R1, asm.RFP, ipSlot+6, asm.Half).WithSymbol(string(p) + "ipv4").WithSource(asm.Comment("IPv4: first fragment, header length, protocol")),
 		asm.And.Imm(asm.R1, wire(0x1fff)),
 		asm.JNE.Imm(asm.R1, 0, "exit"),
 		asm.LoadMem(rL4Off, asm.RFP, ipSlot, asm.Byte),
@@ -375,26 +401,27 @@ func (f Filter) ipv4() asm.Instructions {
 		asm.LSh.Imm(rL4Off, 2),
 		asm.JLT.Imm(rL4Off, 20, "exit"),
 		asm.LoadMem(asm.R1, asm.RFP, ipSlot+9, asm.Byte),
-		asm.JNE.Imm(rL4Off, ipv4HeaderLen, "ipv4_options"),
+		asm.JNE.Imm(rL4Off, ipv4HeaderLen, options),
 	}
-	insns = append(insns, f.protocols(4, true)...)
+	insns = append(insns, f.protocols(4, p, true)...)
+	insns = append(insns, f.tunnelProtocols(4, p, true)...)
 	insns = append(insns, asm.Ja.Label("exit"))
-	return append(insns, label("ipv4_options", append(f.protocols(4, false), asm.Ja.Label("exit")))...)
+	return append(insns, label(options, append(f.protocols(4, p, false), asm.Ja.Label("exit")))...)
 }
 
 // ipv6 walks up to ipv6ExtHeaders extension headers to a protocol a clause
 // looks at, with rL4Off at its header.
-func (f Filter) ipv6() asm.Instructions {
+func (f Filter) ipv6(p pass) asm.Instructions {
 	insns := asm.Instructions{
-		asm.LoadMem(asm.R1, asm.RFP, ipSlot+6, asm.Byte).WithSymbol("ipv6").WithSource(asm.Comment("IPv6: walk extension headers")),
+		asm.LoadMem(asm.R1, asm.RFP, ipSlot+6, asm.Byte).WithSymbol(string(p) + "ipv6").WithSource(asm.Comment("IPv6: walk extension headers")),
 		asm.StoreMem(asm.RFP, nextHdr, asm.R1, asm.DWord),
 		asm.Mov.Imm(rL4Off, 40),
 	}
 	for i := 0; i <= ipv6ExtHeaders; i++ {
-		ext, opt, frag := fmt.Sprintf("ext%d", i), fmt.Sprintf("opt%d", i), fmt.Sprintf("frag%d", i)
-		next := fmt.Sprintf("ext%d", i+1)
+		ext, opt, frag := fmt.Sprintf("%sext%d", p, i), fmt.Sprintf("%sopt%d", p, i), fmt.Sprintf("%sfrag%d", p, i)
+		next := fmt.Sprintf("%sext%d", p, i+1)
 		insns = append(insns, asm.LoadMem(asm.R1, asm.RFP, nextHdr, asm.DWord).WithSymbol(ext))
-		insns = append(insns, f.protocols(6, i == 0)...)
+		insns = append(insns, f.protocols(6, p, i == 0)...)
 		if i == ipv6ExtHeaders {
 			insns = append(insns, asm.Ja.Label("exit"))
 			break
@@ -404,8 +431,9 @@ func (f Filter) ipv6() asm.Instructions {
 			asm.JEq.Imm(asm.R1, 0, opt),
 			asm.JEq.Imm(asm.R1, 43, opt),
 			asm.JEq.Imm(asm.R1, 60, opt),
-			asm.Ja.Label("exit"),
 		)
+		insns = append(insns, f.tunnelProtocols(6, p, i == 0)...)
+		insns = append(insns, asm.Ja.Label("exit"))
 		// Hop-by-hop, routing, destination options: length in 8-byte units, minus one.
 		insns = append(insns, label(opt, readL4(scratch2, 2, 0, "exit"))...)
 		insns = append(insns,
@@ -440,19 +468,51 @@ const (
 )
 
 // protocols jumps to the first clause of the family whose protocol is in r1.
-// fixed says the L4 header is right after a bare IP header.
-func (f Filter) protocols(family int, fixed bool) asm.Instructions {
+// fixed says the L4 header is right after a bare IP header. On the outer
+// pass, that is also where a tunnel is looked into: UDP goes to the tunnel
+// ports' test before the UDP clauses (tunnelProtocols has the others).
+func (f Filter) protocols(family int, p pass, fixed bool) asm.Instructions {
 	var insns asm.Instructions
 	seen := map[uint8]bool{}
-	for i, c := range f.Clauses {
+	for _, c := range f.Clauses {
 		proto := c.proto(family)
 		if proto == 0 || seen[proto] {
 			continue
 		}
 		seen[proto] = true
-		insns = append(insns, asm.JEq.Imm(asm.R1, int32(proto), clauseLabel(i, family, f.inIPSlot(c, family, fixed))))
+		target := f.firstClause(proto, family, fixed, 0)
+		if p == outerPass && fixed && proto == decode.ProtoUDP {
+			target = tunnelLabel("udp", family)
+		}
+		insns = append(insns, asm.JEq.Imm(asm.R1, int32(proto), target))
 	}
 	return insns
+}
+
+// tunnelProtocols jumps to the tunnel test of the protocol in r1, on the
+// outer pass past a bare IP header, for the protocols no clause has.
+func (f Filter) tunnelProtocols(family int, p pass, fixed bool) asm.Instructions {
+	if p != outerPass || !fixed {
+		return nil
+	}
+	var insns asm.Instructions
+	for _, t := range tunnels {
+		if !slices.ContainsFunc(f.Clauses, func(c Clause) bool { return c.proto(family) == t.proto }) {
+			insns = append(insns, asm.JEq.Imm(asm.R1, int32(t.proto), tunnelLabel(t.block, family)))
+		}
+	}
+	return insns
+}
+
+// firstClause is the label of the first clause from the from'th on whose
+// protocol of the family is proto, "exit" if there is none.
+func (f Filter) firstClause(proto uint8, family int, fixed bool, from int) string {
+	for j := from; j < len(f.Clauses); j++ {
+		if c := f.Clauses[j]; c.proto(family) == proto {
+			return clauseLabel(j, family, f.inIPSlot(c, family, fixed))
+		}
+	}
+	return "exit"
 }
 
 func (c Clause) proto(family int) uint8 {
@@ -493,13 +553,7 @@ func (f Filter) clauses(family int) asm.Instructions {
 			if proto == 0 || (fixed && !f.inIPSlot(c, family, true)) {
 				continue
 			}
-			next := "exit"
-			for j := i + 1; j < len(f.Clauses); j++ {
-				if f.Clauses[j].proto(family) == proto {
-					next = clauseLabel(j, family, f.inIPSlot(f.Clauses[j], family, fixed))
-					break
-				}
-			}
+			next := f.firstClause(proto, family, fixed, i+1)
 			here := clauseLabel(i, family, fixed)
 			ours := here + "_ours"
 			l4 := int16(l4Slot)
@@ -520,9 +574,11 @@ func (f Filter) clauses(family int) asm.Instructions {
 	return insns
 }
 
-// capture zeroes the record and fills its packet part: family, length, up to
-// PacketBytes of the linear data from the network header on, and the
-// addresses, taken from those bytes.
+// capture zeroes the record and fills its packet part: family, length, the
+// offset of the inner network header when the packet came out of a tunnel
+// (rNet less the outer header), up to PacketBytes of the linear data from
+// the outer network header on, and the addresses of the IP header in
+// ipSlot: the inner one's, for a packet in a tunnel.
 func (f Filter) capture(family int, block string) asm.Instructions {
 	insns := asm.Instructions{asm.Mov.Imm(asm.R1, 0).WithSource(asm.Comment("ours: zero the record"))}
 	for off := int16(recOff); off < 0; off += 8 {
@@ -530,8 +586,14 @@ func (f Filter) capture(family int, block string) asm.Instructions {
 	}
 	insns = append(insns, asm.StoreImm(asm.RFP, rec(decode.OffFamily), int64(family), asm.Byte))
 	insns = append(insns, read(rec(decode.OffLen), 4, rSkb, int32(f.Offsets.SkbLen), "exit")...)
+	insns = append(insns, note("tunnel = net - the outer network header", f.outerHeader(rOuter))...)
+	insns = append(insns,
+		asm.Mov.Reg(asm.R1, rNet),
+		asm.Sub.Reg(asm.R1, rOuter),
+		asm.StoreMem(asm.RFP, rec(decode.OffTunnel), asm.R1, asm.Half),
+	)
 	insns = append(insns, f.packetBytes(block+"_caplen")...)
-	return append(insns, addresses(family, pkt(0))...)
+	return append(insns, addresses(family, ipSlot)...)
 }
 
 // addresses copies the source and destination addresses from an IP header
@@ -557,18 +619,18 @@ func addresses(family int, hdr int16) asm.Instructions {
 	return insns
 }
 
-// packetBytes copies caplen = skb->len - skb->data_len - (net - data) bytes,
-// at most PacketBytes, from the network header into the record; done is a
-// label of its own.
+// packetBytes copies caplen = skb->len - skb->data_len - (outer - data)
+// bytes, at most PacketBytes, from the outer network header into the record;
+// done is a label of its own.
 func (f Filter) packetBytes(done string) asm.Instructions {
 	o := f.Offsets
-	insns := note("caplen = skb->len - skb->data_len - (net - data)", read(scratch0, 8, rSkb, int32(o.SkbData), "exit"))
+	insns := note("caplen = skb->len - skb->data_len - (outer - data)", read(scratch0, 8, rSkb, int32(o.SkbData), "exit"))
 	insns = append(insns, read(scratch1, 4, rSkb, int32(o.SkbDataLen), "exit")...)
 	return append(insns,
 		asm.LoadMem(asm.R1, asm.RFP, rec(decode.OffLen), asm.Word),
 		asm.LoadMem(asm.R2, asm.RFP, scratch1, asm.Word),
 		asm.Sub.Reg(asm.R1, asm.R2),
-		asm.Mov.Reg(asm.R2, rNet),
+		asm.Mov.Reg(asm.R2, rOuter),
 		asm.LoadMem(asm.R3, asm.RFP, scratch0, asm.DWord),
 		asm.Sub.Reg(asm.R2, asm.R3),
 		asm.Sub.Reg(asm.R1, asm.R2),
@@ -579,7 +641,7 @@ func (f Filter) packetBytes(done string) asm.Instructions {
 		asm.Mov.Reg(asm.R2, asm.R1),
 		asm.Mov.Reg(asm.R1, asm.RFP),
 		asm.Add.Imm(asm.R1, int32(pkt(0))),
-		asm.Mov.Reg(asm.R3, rNet),
+		asm.Mov.Reg(asm.R3, rOuter),
 		asm.FnProbeReadKernel.Call(),
 		asm.JNE.Imm(asm.R0, 0, "exit"),
 	)

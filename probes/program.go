@@ -73,6 +73,9 @@ const (
 	rSkb   = asm.R7
 	rNet   = asm.R8 // address of the network header
 	rL4Off = asm.R9 // in the filter: offset of the L4 header from rNet
+	rInner = asm.R9 // in a tunnel's test: offset of the inner network header from rNet
+	rFrom  = asm.R9 // in holds: rL4Off or rInner, whichever its caller has
+	rOuter = asm.R9 // in capture: address of the outer network header
 	rDev   = asm.R9 // in deviceFields: skb->dev, then its struct net
 )
 
@@ -112,12 +115,17 @@ func read(dst int16, size int32, src asm.Register, off int32, fail string) asm.I
 // readL4 copies size bytes at off from the current L4 offset (rNet + rL4Off
 // + off) to the stack.
 func readL4(dst int16, size, off int32, fail string) asm.Instructions {
+	return readNet(dst, size, rL4Off, off, fail)
+}
+
+// readNet copies size bytes at rNet + idx + off to the stack.
+func readNet(dst int16, size int32, idx asm.Register, off int32, fail string) asm.Instructions {
 	insns := read(dst, size, rNet, off, fail)
 	if off == 0 {
-		insns[4] = asm.Add.Reg(asm.R3, rL4Off)
+		insns[4] = asm.Add.Reg(asm.R3, idx)
 		return insns
 	}
-	return slices.Insert(insns, 4, asm.Add.Reg(asm.R3, rL4Off))
+	return slices.Insert(insns, 4, asm.Add.Reg(asm.R3, idx))
 }
 
 // TracepointProgram builds the program for one device probe: it finds the

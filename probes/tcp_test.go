@@ -366,36 +366,36 @@ func TestTCPFilterPackets(t *testing.T) {
 	}
 	nop := []byte{1, 1, 1, 1}
 	cases := []filterCase{
-		{"SYN", 4, ipv4Packet(c4, s4, 6, nil, syn(0)), true, 0, decode.TCPSyn, 0},
-		{"SYN-ACK", 4, ipv4Packet(s4, c4, 6, nil, answer(1, decode.TCPSyn|decode.TCPAck)), true, 1, decode.TCPSyn | decode.TCPAck, 0},
-		{"RST|ACK", 4, ipv4Packet(s4, c4, 6, nil, answer(2, decode.TCPRst|decode.TCPAck)), true, 2, decode.TCPRst | decode.TCPAck, 0},
-		{"own RST", 4, ipv4Packet(c4, s4, 6, nil, tcpHeader(40000, 443, m.ISN(3)+1, 0, decode.TCPRst)), true, 3, decode.TCPRst, 0},
-		{"SYN, IPv4 options", 4, ipv4Packet(c4, s4, 6, nop, syn(4)), true, 4, decode.TCPSyn, 0},
-		{"SYN-ACK, IPv4 options", 4, ipv4Packet(s4, c4, 6, nop, answer(5, decode.TCPSyn|decode.TCPAck)), true, 5, decode.TCPSyn | decode.TCPAck, 0},
-		{"unreachable quoting a SYN", 4, ipv4Packet(s4, c4, 1, nil, icmpError(3, 3, ipv4Packet(c4, s4, 6, nil, syn(6)))), true, 6, 0, 3},
-		{"time exceeded quoting a SYN, IPv4 options", 4, ipv4Packet(s4, c4, 1, nop, icmpError(11, 0, ipv4Packet(c4, s4, 6, nil, syn(7)))), true, 7, 0, 11},
-		{"SYN over IPv6", 6, ipv6Packet(c6, s6, 6, syn(8)), true, 8, decode.TCPSyn, 0},
-		{"RST|ACK over IPv6", 6, ipv6Packet(s6, c6, 6, answer(9, decode.TCPRst|decode.TCPAck)), true, 9, decode.TCPRst | decode.TCPAck, 0},
-		{"SYN-ACK after hop-by-hop options", 6, ipv6Packet(s6, c6, 0, ipv6Options(6, answer(10, decode.TCPSyn|decode.TCPAck))), true, 10, decode.TCPSyn | decode.TCPAck, 0},
-		{"ICMPv6 unreachable quoting a SYN", 6, ipv6Packet(s6, c6, 58, icmpError(1, 4, ipv6Packet(c6, s6, 6, syn(11)))), true, 11, 0, 1},
-		{"ICMPv6 too big quoting a SYN, destination options", 6, ipv6Packet(s6, c6, 60, ipv6Options(58, icmpError(2, 0, ipv6Packet(c6, s6, 6, syn(12))))), true, 12, 0, 2},
+		{"SYN", 4, ipv4Packet(c4, s4, 6, nil, syn(0)), true, 0, decode.TCPSyn, 0, 0},
+		{"SYN-ACK", 4, ipv4Packet(s4, c4, 6, nil, answer(1, decode.TCPSyn|decode.TCPAck)), true, 1, decode.TCPSyn | decode.TCPAck, 0, 0},
+		{"RST|ACK", 4, ipv4Packet(s4, c4, 6, nil, answer(2, decode.TCPRst|decode.TCPAck)), true, 2, decode.TCPRst | decode.TCPAck, 0, 0},
+		{"own RST", 4, ipv4Packet(c4, s4, 6, nil, tcpHeader(40000, 443, m.ISN(3)+1, 0, decode.TCPRst)), true, 3, decode.TCPRst, 0, 0},
+		{"SYN, IPv4 options", 4, ipv4Packet(c4, s4, 6, nop, syn(4)), true, 4, decode.TCPSyn, 0, 0},
+		{"SYN-ACK, IPv4 options", 4, ipv4Packet(s4, c4, 6, nop, answer(5, decode.TCPSyn|decode.TCPAck)), true, 5, decode.TCPSyn | decode.TCPAck, 0, 0},
+		{"unreachable quoting a SYN", 4, ipv4Packet(s4, c4, 1, nil, icmpError(3, 3, ipv4Packet(c4, s4, 6, nil, syn(6)))), true, 6, 0, 3, 0},
+		{"time exceeded quoting a SYN, IPv4 options", 4, ipv4Packet(s4, c4, 1, nop, icmpError(11, 0, ipv4Packet(c4, s4, 6, nil, syn(7)))), true, 7, 0, 11, 0},
+		{"SYN over IPv6", 6, ipv6Packet(c6, s6, 6, syn(8)), true, 8, decode.TCPSyn, 0, 0},
+		{"RST|ACK over IPv6", 6, ipv6Packet(s6, c6, 6, answer(9, decode.TCPRst|decode.TCPAck)), true, 9, decode.TCPRst | decode.TCPAck, 0, 0},
+		{"SYN-ACK after hop-by-hop options", 6, ipv6Packet(s6, c6, 0, ipv6Options(6, answer(10, decode.TCPSyn|decode.TCPAck))), true, 10, decode.TCPSyn | decode.TCPAck, 0, 0},
+		{"ICMPv6 unreachable quoting a SYN", 6, ipv6Packet(s6, c6, 58, icmpError(1, 4, ipv6Packet(c6, s6, 6, syn(11)))), true, 11, 0, 1, 0},
+		{"ICMPv6 too big quoting a SYN, destination options", 6, ipv6Packet(s6, c6, 60, ipv6Options(58, icmpError(2, 0, ipv6Packet(c6, s6, 6, syn(12))))), true, 12, 0, 2, 0},
 
-		{"SYN of another run", 4, ipv4Packet(c4, s4, 6, nil, tcpHeader(40000, 443, m.Cookie-2, 0, decode.TCPSyn)), false, 0, 0, 0},
-		{"SYN past the span", 4, ipv4Packet(c4, s4, 6, nil, tcpHeader(40000, 443, m.Cookie+m.Span, 0, decode.TCPSyn)), false, 0, 0, 0},
-		{"SYN, odd key", 4, ipv4Packet(c4, s4, 6, nil, tcpHeader(40000, 443, m.ISN(1)+1, 0, decode.TCPSyn)), false, 0, 0, 0},
-		{"SYN-ACK acknowledging the ISN itself", 4, ipv4Packet(s4, c4, 6, nil, tcpHeader(443, 40000, 0, m.ISN(1), decode.TCPSyn|decode.TCPAck)), false, 0, 0, 0},
-		{"ACK whose seq is an ISN", 4, ipv4Packet(c4, s4, 6, nil, tcpHeader(40000, 443, m.ISN(1), 0x01020304, decode.TCPAck)), false, 0, 0, 0},
-		{"own RST with the ISN", 4, ipv4Packet(c4, s4, 6, nil, tcpHeader(40000, 443, m.ISN(1), 0, decode.TCPRst)), false, 0, 0, 0},
-		{"SYN of another run over IPv6, options", 6, ipv6Packet(c6, s6, 0, ipv6Options(6, tcpHeader(40000, 443, 7, 0, decode.TCPSyn))), false, 0, 0, 0},
-		{"UDP with an ISN where TCP has its sequence", 4, ipv4Packet(c4, s4, 17, nil, syn(1)), false, 0, 0, 0},
-		{"unreachable quoting UDP", 4, ipv4Packet(s4, c4, 1, nil, icmpError(3, 3, ipv4Packet(c4, s4, 17, nil, syn(1)))), false, 0, 0, 0},
-		{"unreachable quoting a SYN of another run", 4, ipv4Packet(s4, c4, 1, nil, icmpError(3, 3, ipv4Packet(c4, s4, 6, nil, tcpHeader(40000, 443, 9, 0, decode.TCPSyn)))), false, 0, 0, 0},
-		{"echo request of the run's id", 4, ipv4Packet(c4, s4, 1, nil, []byte{8, 0, 0, 0, 0x7c, 0x02, 0, 1}), false, 0, 0, 0},
-		{"ICMPv6 echo reply quoting nothing", 6, ipv6Packet(s6, c6, 58, icmpError(129, 0, syn(1))), false, 0, 0, 0},
+		{"SYN of another run", 4, ipv4Packet(c4, s4, 6, nil, tcpHeader(40000, 443, m.Cookie-2, 0, decode.TCPSyn)), false, 0, 0, 0, 0},
+		{"SYN past the span", 4, ipv4Packet(c4, s4, 6, nil, tcpHeader(40000, 443, m.Cookie+m.Span, 0, decode.TCPSyn)), false, 0, 0, 0, 0},
+		{"SYN, odd key", 4, ipv4Packet(c4, s4, 6, nil, tcpHeader(40000, 443, m.ISN(1)+1, 0, decode.TCPSyn)), false, 0, 0, 0, 0},
+		{"SYN-ACK acknowledging the ISN itself", 4, ipv4Packet(s4, c4, 6, nil, tcpHeader(443, 40000, 0, m.ISN(1), decode.TCPSyn|decode.TCPAck)), false, 0, 0, 0, 0},
+		{"ACK whose seq is an ISN", 4, ipv4Packet(c4, s4, 6, nil, tcpHeader(40000, 443, m.ISN(1), 0x01020304, decode.TCPAck)), false, 0, 0, 0, 0},
+		{"own RST with the ISN", 4, ipv4Packet(c4, s4, 6, nil, tcpHeader(40000, 443, m.ISN(1), 0, decode.TCPRst)), false, 0, 0, 0, 0},
+		{"SYN of another run over IPv6, options", 6, ipv6Packet(c6, s6, 0, ipv6Options(6, tcpHeader(40000, 443, 7, 0, decode.TCPSyn))), false, 0, 0, 0, 0},
+		{"UDP with an ISN where TCP has its sequence", 4, ipv4Packet(c4, s4, 17, nil, syn(1)), false, 0, 0, 0, 0},
+		{"unreachable quoting UDP", 4, ipv4Packet(s4, c4, 1, nil, icmpError(3, 3, ipv4Packet(c4, s4, 17, nil, syn(1)))), false, 0, 0, 0, 0},
+		{"unreachable quoting a SYN of another run", 4, ipv4Packet(s4, c4, 1, nil, icmpError(3, 3, ipv4Packet(c4, s4, 6, nil, tcpHeader(40000, 443, 9, 0, decode.TCPSyn)))), false, 0, 0, 0, 0},
+		{"echo request of the run's id", 4, ipv4Packet(c4, s4, 1, nil, []byte{8, 0, 0, 0, 0x7c, 0x02, 0, 1}), false, 0, 0, 0, 0},
+		{"ICMPv6 echo reply quoting nothing", 6, ipv6Packet(s6, c6, 58, icmpError(129, 0, syn(1))), false, 0, 0, 0, 0},
 	}
 	// The last case is ours: once its records come, the others' have had
 	// time to.
-	cases = append(cases, filterCase{"SYN, last", 4, ipv4Packet(c4, s4, 6, nil, syn(13)), true, 13, decode.TCPSyn, 0})
+	cases = append(cases, filterCase{"SYN, last", 4, ipv4Packet(c4, s4, 6, nil, syn(13)), true, 13, decode.TCPSyn, 0, 0})
 
 	want := sendCases(t, n, decode.ProtoTCP, m.EchoID, cases, func(_ filterCase, r tcpRow) tcpRow { return r })
 	checkRows(t, readRows(t, tr, want, 300*time.Millisecond, tcpRowOf), want)
@@ -411,11 +411,15 @@ type filterCase struct {
 	k      uint16 // ours: the probe
 	flags  uint8  // ours: the TCP flags byte recorded
 	icmp   uint8  // ours: the ICMP type recorded
+	// tunnel is where the inner IP header (of family, which the
+	// addresses are taken from) starts in a packet sent in a tunnel.
+	tunnel int
 }
 
 // sendCases sends the packet of each case, in order, from a packet socket
 // on the client's end of n to a MAC address nobody has: the server's end
-// records it and drops it, unanswered. It returns the rows of the records
+// records it and drops it, unanswered (the packet's version says whether
+// it is sent as IPv4 or IPv6). It returns the rows of the records
 // of the cases that are ours, of protocol proto and echo id: leaving, then
 // entering, each as row makes it from the case and its tcpRow.
 func sendCases[R any](t *testing.T, n *tcpNet, proto uint8, echoID uint16, cases []filterCase, row func(filterCase, tcpRow) R) []R {
@@ -437,7 +441,7 @@ func sendCases[R any](t *testing.T, n *tcpNet, proto uint8, echoID uint16, cases
 	var want []R
 	for _, c := range cases {
 		ether := uint16(unix.ETH_P_IP)
-		if c.family == 6 {
+		if c.packet[0]>>4 == 6 {
 			ether = unix.ETH_P_IPV6
 		}
 		// A locally administered address nobody has: the other end keeps
@@ -449,7 +453,7 @@ func sendCases[R any](t *testing.T, n *tcpNet, proto uint8, echoID uint16, cases
 		if !c.ours {
 			continue
 		}
-		src, dst := packetAddrs(c.family, c.packet)
+		src, dst := packetAddrs(c.family, c.packet[c.tunnel:])
 		out := tcpRow{n.clientIno, n.c, decode.Out, c.family, proto, c.flags, c.icmp, echoID, c.k, src, dst}
 		in := out
 		in.Netns, in.Ifname, in.Dir = n.serverIno, n.s, decode.In

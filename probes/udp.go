@@ -117,7 +117,7 @@ func UDPErrorClause(m decode.UDPMark) Clause {
 		Test: func(family int, l4 int16, ours, next string) asm.Instructions {
 			insns := note("an error quoting a UDP request of ours", quoting(family, l4, decode.ProtoUDP, ours, next))
 			end := int32(quotedL4(family, 0)) + udpHeaderLen + int32(m.Offset)
-			insns = append(insns, quotes(family, end+decode.MarkLen, next)...)
+			insns = append(insns, holds(family, end+decode.MarkLen, next)...)
 			return append(insns, markTest(m, end, ours, next)...)
 		},
 		Fill: func(_ int, l4 int16, _ string) asm.Instructions {
@@ -130,23 +130,23 @@ func UDPErrorClause(m decode.UDPMark) Clause {
 	}
 }
 
-// quotes jumps to next unless the IP packet, by its length, holds the
-// first end bytes from the L4 header: an error quotes as much of a datagram
-// as fits, and bytes past its end are whatever the buffer held before.
-func quotes(family int, end int32, next string) asm.Instructions {
+// holds jumps to next unless the IP packet in ipSlot, by its length, holds
+// the first end bytes from the offset in rFrom: an error quotes as much of a datagram as fits, and bytes past a
+// packet's end are whatever the buffer held before.
+func holds(family int, end int32, next string) asm.Instructions {
 	if family == 4 {
 		return asm.Instructions{
-			asm.LoadMem(asm.R1, asm.RFP, ipSlot+2, asm.Half).WithSource(asm.Comment("the quote holds the mark: total length - L4 offset")),
+			asm.LoadMem(asm.R1, asm.RFP, ipSlot+2, asm.Half).WithSource(asm.Comment("the packet holds them: total length - offset")),
 			asm.HostTo(asm.BE, asm.R1, asm.Half),
-			asm.Sub.Reg(asm.R1, rL4Off),
+			asm.Sub.Reg(asm.R1, rFrom),
 			asm.JSLT.Imm(asm.R1, end, next),
 		}
 	}
 	return asm.Instructions{
-		asm.LoadMem(asm.R1, asm.RFP, ipSlot+4, asm.Half).WithSource(asm.Comment("the quote holds the mark: 40 + payload length - L4 offset")),
+		asm.LoadMem(asm.R1, asm.RFP, ipSlot+4, asm.Half).WithSource(asm.Comment("the packet holds them: 40 + payload length - offset")),
 		asm.HostTo(asm.BE, asm.R1, asm.Half),
 		asm.Add.Imm(asm.R1, ipv6HeaderLen),
-		asm.Sub.Reg(asm.R1, rL4Off),
+		asm.Sub.Reg(asm.R1, rFrom),
 		asm.JSLT.Imm(asm.R1, end, next),
 	}
 }

@@ -72,39 +72,39 @@ func TestUDPFilterPackets(t *testing.T) {
 	nop := []byte{1, 1, 1, 1}
 	pong := []byte("pong")
 	cases := []filterCase{
-		{"request", 4, ipv4Packet(c4, s4, 17, nil, request(40001, 1)), true, 1, 0, 0},
-		{"request, IPv4 options", 4, ipv4Packet(c4, s4, 17, nop, request(40002, 2)), true, 2, 0, 0},
-		{"request over IPv6", 6, ipv6Packet(c6, s6, 17, request(40003, 3)), true, 3, 0, 0},
-		{"request after hop-by-hop options", 6, ipv6Packet(c6, s6, 0, ipv6Options(17, request(40004, 4))), true, 4, 0, 0},
+		{"request", 4, ipv4Packet(c4, s4, 17, nil, request(40001, 1)), true, 1, 0, 0, 0},
+		{"request, IPv4 options", 4, ipv4Packet(c4, s4, 17, nop, request(40002, 2)), true, 2, 0, 0, 0},
+		{"request over IPv6", 6, ipv6Packet(c6, s6, 17, request(40003, 3)), true, 3, 0, 0, 0},
+		{"request after hop-by-hop options", 6, ipv6Packet(c6, s6, 0, ipv6Options(17, request(40004, 4))), true, 4, 0, 0, 0},
 
-		{"reply", 4, ipv4Packet(s4, c4, 17, nil, reply(40001, pong)), true, 1, decode.UDPAnswer, 0},
-		{"reply echoing another probe's mark", 4, ipv4Packet(s4, c4, 17, nil, reply(40002, m.Payload(7))), true, 2, decode.UDPAnswer, 0},
-		{"reply, IPv4 options", 4, ipv4Packet(s4, c4, 17, nop, reply(40001, pong)), true, 1, decode.UDPAnswer, 0},
-		{"reply over IPv6", 6, ipv6Packet(s6, c6, 17, reply(40003, nil)), true, 3, decode.UDPAnswer, 0},
-		{"reply after destination options", 6, ipv6Packet(s6, c6, 60, ipv6Options(17, reply(40004, pong))), true, 4, decode.UDPAnswer, 0},
-		{"port unreachable quoting a request", 4, ipv4Packet(s4, c4, 1, nil, icmpError(3, 3, ipv4Packet(c4, s4, 17, nil, request(40005, 5)))), true, 5, 0, 3},
-		{"ICMPv6 port unreachable quoting a request", 6, ipv6Packet(s6, c6, 58, icmpError(1, 4, ipv6Packet(c6, s6, 17, request(40006, 6)))), true, 6, 0, 1},
+		{"reply", 4, ipv4Packet(s4, c4, 17, nil, reply(40001, pong)), true, 1, decode.UDPAnswer, 0, 0},
+		{"reply echoing another probe's mark", 4, ipv4Packet(s4, c4, 17, nil, reply(40002, m.Payload(7))), true, 2, decode.UDPAnswer, 0, 0},
+		{"reply, IPv4 options", 4, ipv4Packet(s4, c4, 17, nop, reply(40001, pong)), true, 1, decode.UDPAnswer, 0, 0},
+		{"reply over IPv6", 6, ipv6Packet(s6, c6, 17, reply(40003, nil)), true, 3, decode.UDPAnswer, 0, 0},
+		{"reply after destination options", 6, ipv6Packet(s6, c6, 60, ipv6Options(17, reply(40004, pong))), true, 4, decode.UDPAnswer, 0, 0},
+		{"port unreachable quoting a request", 4, ipv4Packet(s4, c4, 1, nil, icmpError(3, 3, ipv4Packet(c4, s4, 17, nil, request(40005, 5)))), true, 5, 0, 3, 0},
+		{"ICMPv6 port unreachable quoting a request", 6, ipv6Packet(s6, c6, 58, icmpError(1, 4, ipv6Packet(c6, s6, 17, request(40006, 6)))), true, 6, 0, 1, 0},
 
-		{"another cookie", 4, ipv4Packet(c4, s4, 17, nil, udpDatagram(40010, server, 0, otherCookie.Payload(1))), false, 0, 0, 0},
-		{"another echo id", 4, ipv4Packet(c4, s4, 17, nil, udpDatagram(40011, server, 0, otherID.Payload(1))), false, 0, 0, 0},
-		{"another echo id over IPv6", 6, ipv6Packet(c6, s6, 17, udpDatagram(40011, server, 0, otherID.Payload(1))), false, 0, 0, 0},
-		{"the mark one byte late", 4, ipv4Packet(c4, s4, 17, nil, udpDatagram(40012, server, 0, shifted)), false, 0, 0, 0},
-		{"a UDP length that ends inside the mark", 4, ipv4Packet(c4, s4, 17, nil, udpDatagram(40013, server, 8+m.Offset+decode.MarkLen-1, m.Payload(1))), false, 0, 0, 0},
-		{"a request's tuple again, unmarked", 4, ipv4Packet(c4, s4, 17, nil, udpDatagram(40001, server, 0, []byte("hello"))), false, 0, 0, 0},
-		{"other ports between the same hosts", 4, ipv4Packet(c4, s4, 17, nil, udpDatagram(40001, server+1, 0, pong)), false, 0, 0, 0},
-		{"their answer", 4, ipv4Packet(s4, c4, 17, nil, udpDatagram(server+1, 40001, 0, pong)), false, 0, 0, 0},
-		{"an answer from another server port", 4, ipv4Packet(s4, c4, 17, nil, udpDatagram(server+1, 40002, 0, pong)), false, 0, 0, 0},
-		{"an answer over IPv6 to another client port", 6, ipv6Packet(s6, c6, 17, reply(40005, pong)), false, 0, 0, 0},
-		{"the mark in TCP", 4, ipv4Packet(c4, s4, 6, nil, udpDatagram(40001, server, 0, m.Payload(1))), false, 0, 0, 0},
-		{"unreachable quoting another cookie", 4, ipv4Packet(s4, c4, 1, nil, icmpError(3, 3, ipv4Packet(c4, s4, 17, nil, udpDatagram(40010, server, 0, otherCookie.Payload(1))))), false, 0, 0, 0},
-		{"unreachable whose IPv4 length ends inside the quoted mark", 4, shortened(ipv4Packet(s4, c4, 1, nil, icmpError(3, 3, ipv4Packet(c4, s4, 17, nil, request(40001, 1))))), false, 0, 0, 0},
-		{"ICMPv6 unreachable whose length ends inside the quoted mark", 6, shortened(ipv6Packet(s6, c6, 58, icmpError(1, 4, ipv6Packet(c6, s6, 17, request(40003, 3))))), false, 0, 0, 0},
-		{"unreachable quoting the mark in TCP", 4, ipv4Packet(s4, c4, 1, nil, icmpError(3, 3, ipv4Packet(c4, s4, 6, nil, request(40001, 1)))), false, 0, 0, 0},
-		{"echo request of the run's id", 4, ipv4Packet(c4, s4, 1, nil, []byte{8, 0, 0, 0, 0x7d, 0x01, 0, 1}), false, 0, 0, 0},
+		{"another cookie", 4, ipv4Packet(c4, s4, 17, nil, udpDatagram(40010, server, 0, otherCookie.Payload(1))), false, 0, 0, 0, 0},
+		{"another echo id", 4, ipv4Packet(c4, s4, 17, nil, udpDatagram(40011, server, 0, otherID.Payload(1))), false, 0, 0, 0, 0},
+		{"another echo id over IPv6", 6, ipv6Packet(c6, s6, 17, udpDatagram(40011, server, 0, otherID.Payload(1))), false, 0, 0, 0, 0},
+		{"the mark one byte late", 4, ipv4Packet(c4, s4, 17, nil, udpDatagram(40012, server, 0, shifted)), false, 0, 0, 0, 0},
+		{"a UDP length that ends inside the mark", 4, ipv4Packet(c4, s4, 17, nil, udpDatagram(40013, server, 8+m.Offset+decode.MarkLen-1, m.Payload(1))), false, 0, 0, 0, 0},
+		{"a request's tuple again, unmarked", 4, ipv4Packet(c4, s4, 17, nil, udpDatagram(40001, server, 0, []byte("hello"))), false, 0, 0, 0, 0},
+		{"other ports between the same hosts", 4, ipv4Packet(c4, s4, 17, nil, udpDatagram(40001, server+1, 0, pong)), false, 0, 0, 0, 0},
+		{"their answer", 4, ipv4Packet(s4, c4, 17, nil, udpDatagram(server+1, 40001, 0, pong)), false, 0, 0, 0, 0},
+		{"an answer from another server port", 4, ipv4Packet(s4, c4, 17, nil, udpDatagram(server+1, 40002, 0, pong)), false, 0, 0, 0, 0},
+		{"an answer over IPv6 to another client port", 6, ipv6Packet(s6, c6, 17, reply(40005, pong)), false, 0, 0, 0, 0},
+		{"the mark in TCP", 4, ipv4Packet(c4, s4, 6, nil, udpDatagram(40001, server, 0, m.Payload(1))), false, 0, 0, 0, 0},
+		{"unreachable quoting another cookie", 4, ipv4Packet(s4, c4, 1, nil, icmpError(3, 3, ipv4Packet(c4, s4, 17, nil, udpDatagram(40010, server, 0, otherCookie.Payload(1))))), false, 0, 0, 0, 0},
+		{"unreachable whose IPv4 length ends inside the quoted mark", 4, shortened(ipv4Packet(s4, c4, 1, nil, icmpError(3, 3, ipv4Packet(c4, s4, 17, nil, request(40001, 1))))), false, 0, 0, 0, 0},
+		{"ICMPv6 unreachable whose length ends inside the quoted mark", 6, shortened(ipv6Packet(s6, c6, 58, icmpError(1, 4, ipv6Packet(c6, s6, 17, request(40003, 3))))), false, 0, 0, 0, 0},
+		{"unreachable quoting the mark in TCP", 4, ipv4Packet(s4, c4, 1, nil, icmpError(3, 3, ipv4Packet(c4, s4, 6, nil, request(40001, 1)))), false, 0, 0, 0, 0},
+		{"echo request of the run's id", 4, ipv4Packet(c4, s4, 1, nil, []byte{8, 0, 0, 0, 0x7d, 0x01, 0, 1}), false, 0, 0, 0, 0},
 	}
 	// The last case is ours: once its records come, the others' have had
 	// time to.
-	cases = append(cases, filterCase{"request, last", 4, ipv4Packet(c4, s4, 17, nil, request(40007, 8)), true, 8, 0, 0})
+	cases = append(cases, filterCase{"request, last", 4, ipv4Packet(c4, s4, 17, nil, request(40007, 8)), true, 8, 0, 0, 0})
 
 	want := sendCases(t, n, decode.ProtoUDP, m.EchoID, cases, func(c filterCase, r tcpRow) udpRow {
 		sport, dport := sentPorts(c.family, c.icmp, c.packet)

@@ -43,7 +43,12 @@ func (t *tableWriter) Journey(j *decode.Journey) error {
 		out = append(out, '\n')
 	}
 	withNF := len(j.Netfilter) > 0
-	header := []string{"NETWORK NS", "INTERFACE", "DIR", "TYPE", "ADDRESSES", "+TIME", "+HOP"}
+	withTunnel := len(j.Tunnels()) > 0
+	header := []string{"NETWORK NS", "INTERFACE", "DIR", "TYPE", "ADDRESSES"}
+	if withTunnel {
+		header = append(header, "TUNNEL")
+	}
+	header = append(header, "+TIME", "+HOP")
 	if withNF {
 		header = append(header, "NETFILTER", "VERDICT", "RULE")
 	}
@@ -53,7 +58,11 @@ func (t *tableWriter) Journey(j *decode.Journey) error {
 	t.table.start(header)
 	rows := j.Rows()
 	for _, v := range viewsOf(t.rc, j, rows) {
-		cells := []string{t.rc.netnsCell(v.netns), v.ifname, v.dir, v.typ, v.src + " -> " + v.dst, v.since, v.delta}
+		cells := []string{t.rc.netnsCell(v.netns), v.ifname, v.dir, v.typ, v.src + " -> " + v.dst}
+		if withTunnel {
+			cells = append(cells, v.tunnel)
+		}
+		cells = append(cells, v.since, v.delta)
 		if withNF {
 			cells = append(cells, v.chain, v.verdict, v.rule)
 		}
@@ -95,6 +104,8 @@ type rowView struct {
 	ifindex                          uint32
 	dir, typ, src, dst, since, delta string
 	sport, dport                     uint16 // of a TCP packet
+	tunnel                           string // the outer headers of a packet in a tunnel
+	encap                            *decode.Encap
 	tNs, dtNs                        int64
 	timed                            bool
 	chain, verdict, rule, drop       string
@@ -135,6 +146,9 @@ func viewOf(rc *renderContext, j *decode.Journey, r decode.Row, start uint64) ro
 		if sport, dport, ok := h.Ports(); ok {
 			v.sport, v.dport = sport, dport
 			v.src, v.dst = netip.AddrPortFrom(h.Src, sport).String(), netip.AddrPortFrom(h.Dst, dport).String()
+		}
+		if e, ok := h.Encap(); ok {
+			v.encap, v.tunnel = &e, e.String()
 		}
 		v.since = sinceFirst(time.Duration(v.tNs))
 		return v
@@ -272,6 +286,9 @@ func summary(j *decode.Journey, rc *renderContext) string {
 	for _, t := range j.Translations() {
 		b.WriteString("\n  " + translationLine(t, rc))
 	}
+	for _, c := range j.Tunnels() {
+		b.WriteString("\n  " + tunnelLine(c, rc))
+	}
 	if ring := j.Lost - j.NetfilterLost; ring > 0 {
 		fmt.Fprintf(&b, "\n%s lost: the kernel's rings overflowed, rows may be missing", plural(int(ring), "event", "events"))
 	}
@@ -402,6 +419,8 @@ type jsonHop struct {
 	Sport uint16     `json:"sport,omitempty"`
 	Dport uint16     `json:"dport,omitempty"`
 	NAT   []*jsonNAT `json:"nat,omitempty"`
+	// Tunnel: the outer headers of a packet seen in a tunnel.
+	Tunnel *jsonTunnel `json:"tunnel,omitempty"`
 }
 
 // jsonNAT is a decode.Translation.
@@ -444,6 +463,33 @@ type jsonNetfilter struct {
 	Rule       string `json:"rule"`
 	Policy     bool   `json:"policy"`
 	Source     string `json:"source"`
+}
+
+type jsonTunnel struct {
+	Kind       string  `json:"kind"`
+	VNI        *uint32 `json:"vni,omitempty"`
+	Key        *uint32 `json:"key,omitempty"`
+	OuterSrc   string  `json:"outer_src,omitempty"`
+	OuterDst   string  `json:"outer_dst,omitempty"`
+	OuterSport uint16  `json:"outer_sport,omitempty"`
+	OuterDport uint16  `json:"outer_dport,omitempty"`
+}
+
+func tunnelJSON(e *decode.Encap) *jsonTunnel {
+	if e == nil {
+		return nil
+	}
+	t := &jsonTunnel{Kind: e.Kind.String(), OuterSport: e.Sport, OuterDport: e.Dport}
+	if e.Kind == decode.TunnelVXLAN || e.Kind == decode.TunnelGeneve {
+		t.VNI = &e.VNI
+	}
+	if e.HasKey {
+		t.Key = &e.Key
+	}
+	if e.Src.IsValid() {
+		t.OuterSrc, t.OuterDst = e.Src.String(), e.Dst.String()
+	}
+	return t
 }
 
 func (w jsonWriter) Journey(j *decode.Journey) error {
@@ -503,6 +549,7 @@ func (w jsonWriter) Journey(j *decode.Journey) error {
 		case v.hop != nil:
 			h.Probe, h.CPU, h.Len = v.hop.Probe.String(), v.hop.CPU, v.hop.Len
 			h.Sport, h.Dport, h.NAT = v.sport, v.dport, nat[v.hop]
+			h.Tunnel = tunnelJSON(v.encap)
 		case r.Drop != nil:
 			h.Probe = decode.ProbeKfreeSkb.String()
 		default:
@@ -552,6 +599,21 @@ func sentFrom(j *decode.Journey, rc *renderContext) string {
 		}
 	}
 	return ""
+}
+
+// tunnelLine says which tunnel a packet crossed, between which nodes: "the
+// request crossed a vxlan tunnel (vni 42, 192.168.0.1 -> 192.168.0.2:4789)
+// from network namespace node-a to network namespace node-b"; "in" one
+// namespace when it was not seen leaving the tunnel.
+func tunnelLine(c decode.TunnelCrossing, rc *renderContext) string {
+	line := fmt.Sprintf("the %s crossed a %s tunnel", c.Packet, c.Kind)
+	if about := c.Details(); len(about) > 0 {
+		line += " (" + strings.Join(about, ", ") + ")"
+	}
+	if c.From == c.To {
+		return line + " in network namespace " + rc.netnsCell(c.From) + ", not seen leaving it"
+	}
+	return line + fmt.Sprintf(" from network namespace %s to network namespace %s", rc.netnsCell(c.From), rc.netnsCell(c.To))
 }
 
 // translationLine says what NAT changed and where: "DNAT 10.96.0.10:80 ->

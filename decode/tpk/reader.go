@@ -116,6 +116,8 @@ func (r *Reader) Next(rec *decode.Record, snap *decode.Snapshot, out *EchoOutcom
 				*rec = *d
 				if rec.IsNetfilter() {
 					fromDisk(rec)
+				} else {
+					rec.FindTunnel()
 				}
 			}
 			return KindRecord, nil

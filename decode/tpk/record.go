@@ -34,6 +34,10 @@ import (
 //	fLost    uvarint, not 0
 //	fProto     u8, 0 or decode.ProtoTCP  from version 3 on
 //	fTCPFlags  u8                        from version 3 on
+//
+// A record's Tunnel is not written: the packet bytes and the (inner)
+// addresses say it again (decode.Record.FindTunnel), so recordings of
+// tunnels keep the format and every version's readers.
 const (
 	fTime = 1 << iota
 	fIface

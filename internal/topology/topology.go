@@ -451,3 +451,43 @@ func (t *Topology) AddAddr(link string, ns *Netns, prefix netip.Prefix) error {
 	}
 	return nil
 }
+
+// Link creates link, a device of any kind netlink knows (a tunnel: netlink.Vxlan, Geneve,
+// Iptun, Gretun), in ns and sets it up. It is t's like the links of the other methods: routes
+// may leave through it, and it is removed at Close. An error of a kind this kernel does not
+// have wraps unix.EOPNOTSUPP.
+func (t *Topology) Link(ns *Netns, link netlink.Link) error {
+	if err := t.check(ns); err != nil {
+		return err
+	}
+	name := link.Attrs().Name
+	if err := validLinkName(name); err != nil {
+		return err
+	}
+	what := fmt.Sprintf("%s %s", link.Type(), name)
+	h, err := ns.handle()
+	if err != nil {
+		return fmt.Errorf("create %s: %w", what, err)
+	}
+	defer h.Close()
+	if err := h.LinkAdd(link); err != nil {
+		return fmt.Errorf("create %s in %v: %w", what, ns, err)
+	}
+	l, err := h.LinkByName(name)
+	if err != nil {
+		return fmt.Errorf("find new %s in %v: %w", what, ns, err)
+	}
+	owned := ownedLink{ns, l.Attrs().Index, name}
+	var del *ownedLink
+	if !t.ownsNetns(ns) {
+		del = &owned
+	}
+	t.record(del, owned)
+	if err := noDAD(ns, name); err != nil {
+		return err
+	}
+	if err := h.LinkSetUp(l); err != nil {
+		return fmt.Errorf("set %s up in %v: %w", what, ns, err)
+	}
+	return nil
+}
