@@ -37,4 +37,4 @@ test-vm:
 		$(foreach p,$(VM_TEST_PKGS),-- env -C $(p) $(CURDIR)/.vmtest/$(call vm_test_bin,$(p)) $(VM_TEST_FLAGS) -test.timeout=$(VM_TEST_TIMEOUT)) \
 		2>&1 | tee $(TEST_LOGS)/$(if $(KERNEL),$(notdir $(KERNEL)),newest).log
 	$(if $(filter ./cmd/tracepkt-perf,$(VM_TEST_PKGS)),env -C cmd/tracepkt-perf TRACEPKT_GUEST_RECORDINGS=$(VM_FILES)/recordings \
-		$(CURDIR)/.vmtest/cmd_tracepkt-perf.test -test.run '^TestReplayGuestRecordings$$' $(VM_TEST_FLAGS))
+		$(CURDIR)/.vmtest/cmd_tracepkt-perf.test $(VM_TEST_FLAGS) -test.run '^TestReplayGuestRecordings$$')
