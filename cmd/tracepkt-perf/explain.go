@@ -64,7 +64,7 @@ func (s *session) explain(j *decode.Journey) error {
 	if f, ok := j.DropRecord(s.notDrop); ok {
 		d := j.NewDrop(f, s.reasonName(f.Reason), locs[f.Location])
 		j.Drop = &d
-		if _, byRule := j.NetfilterDrop(); byRule || d.Reason == "NETFILTER_DROP" || j.Error != nil && j.Error.Result() == "ttl-exceeded" {
+		if _, byRule := j.NetfilterDrop(); byRule || d.Reason == "NETFILTER_DROP" || byHook(d) || j.Error != nil && j.Error.Result() == "ttl-exceeded" {
 			return nil // the rule, or the error, says why (a kernel without reasons names no NETFILTER_DROP)
 		}
 		inode = d.Netns
@@ -102,6 +102,14 @@ func (s *session) explain(j *decode.Journey) error {
 		return fmt.Errorf("read the state of %v: %w", ns, err)
 	}
 	return nil
+}
+
+// byHook says whether a kernel without drop reasons freed the packet in
+// nf_hook_slow: a hook's NF_DROP verdict, where no trace rule saw the packet
+// (an outer tunnel header hides the probe from the trace rules). The route,
+// forwarding and neighbour state cannot explain it.
+func byHook(d decode.Drop) bool {
+	return d.Reason == "" && strings.HasPrefix(d.Location, "nf_hook_slow+")
 }
 
 // lateReply says, of a journey without a reply, whether the reply reached
