@@ -24,7 +24,9 @@ SHELL := /bin/bash
 
 # ./internal/vmtest -> internal_vmtest.test
 vm_test_bin = $(subst /,_,$(patsubst ./%,%,$(1))).test
-# What the guest's tests leave for the host (recordings made on its kernel).
+# What the guest's tests leave for the host (recordings made on its kernel),
+# replayed on the host after a run of the whole cmd package (a run that picks
+# tests with -test.run may not have recorded).
 VM_FILES = $(CURDIR)/.vmtest/files/$(if $(KERNEL),$(notdir $(KERNEL)),newest)
 
 .PHONY: test-vm
@@ -36,5 +38,5 @@ test-vm:
 	bin/tracepkt-vmtest $(if $(KERNEL),-kernel $(KERNEL)) -timeout $(VM_TIMEOUT) -workdir $(CURDIR) -files $(VM_FILES) \
 		$(foreach p,$(VM_TEST_PKGS),-- env -C $(p) $(CURDIR)/.vmtest/$(call vm_test_bin,$(p)) $(VM_TEST_FLAGS) -test.timeout=$(VM_TEST_TIMEOUT)) \
 		2>&1 | tee $(TEST_LOGS)/$(if $(KERNEL),$(notdir $(KERNEL)),newest).log
-	$(if $(filter ./cmd/tracepkt-perf,$(VM_TEST_PKGS)),env -C cmd/tracepkt-perf TRACEPKT_GUEST_RECORDINGS=$(VM_FILES)/recordings \
+	$(if $(and $(filter ./cmd/tracepkt-perf,$(VM_TEST_PKGS)),$(if $(findstring -test.run,$(VM_TEST_FLAGS)),,yes)),env -C cmd/tracepkt-perf TRACEPKT_GUEST_RECORDINGS=$(VM_FILES)/recordings \
 		$(CURDIR)/.vmtest/cmd_tracepkt-perf.test $(VM_TEST_FLAGS) -test.run '^TestReplayGuestRecordings$$')
