@@ -361,6 +361,7 @@ func TestE2ETunnel(t *testing.T) {
 	}
 	t.Run("vxlan-nft-drop", testTunnelDrop)
 	t.Run("vxlan-no-fdb", testTunnelNoFDB)
+	t.Run("vxlan-no-underlay-route", testTunnelNoUnderlayRoute)
 }
 
 func testTunnelEcho(t *testing.T, k tunnelKind) {
@@ -495,6 +496,10 @@ func testTunnelNoFDB(t *testing.T) {
 	if err := testenv.KernelLocation(t, d.Location); err != nil {
 		t.Error(err)
 	}
+	// The hint reads node A's FDB, not its routes: the device was chosen before.
+	if want := fmt.Sprintf("%s (vxlan vni %d) has no FDB entry with a remote and no group: frames to %s have no node to go to", n.tunA, n.id, n.podB4); !strings.HasPrefix(d.Hint, want) {
+		t.Errorf("drop hint %q, want %q", d.Hint, want)
+	}
 	fs, err := tracefs.Open()
 	if err != nil {
 		t.Fatal(err)
@@ -508,5 +513,33 @@ func testTunnelNoFDB(t *testing.T) {
 		if name == "NO_TX_TARGET" && d.Reason != name {
 			t.Errorf("drop reason %q, want %s", d.Reason, name)
 		}
+	}
+}
+
+// testTunnelNoUnderlayRoute: node A has lost its route to node B's underlay
+// address. The request dies in node A on the VXLAN device, whose FDB names
+// node B; the hint says the underlay cannot reach it.
+func testTunnelNoUnderlayRoute(t *testing.T) {
+	topo, n := newOverlay(t, tunnelKinds[0])
+	if err := testenv.Ping(t, topo, n.podA, n.podB4); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("ip", "-n", n.nodeA.Name, "route", "flush", "dev", n.uA).CombinedOutput(); err != nil {
+		t.Fatalf("ip route flush dev %s in %s: %v\n%s", n.uA, n.nodeA.Name, err, out)
+	}
+	request, _ := n.wantRows(t)
+	e := traceLost(t, n.podA, n.podB4, "-W", "1s")
+	if got := rows(e); strings.Join(got, "\n") != strings.Join(request[:3], "\n") {
+		t.Errorf("rows:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(request[:3], "\n"))
+	}
+	d := e.Drop
+	if e.Result != "dropped" || d == nil {
+		t.Fatalf("result %q drop %s, want dropped", e.Result, jsonOf(d))
+	}
+	if uint64(d.Netns) != inode(t, n.nodeA) || d.Ifname != n.tunA || d.Type != "request" {
+		t.Errorf("drop %s, want the request's in %s on %s", jsonOf(d), n.nodeA.Name, n.tunA)
+	}
+	if want := fmt.Sprintf("%s (vxlan vni %d) sends to %s, which the underlay has no route to", n.tunA, n.id, n.underB); !strings.HasPrefix(d.Hint, want) {
+		t.Errorf("drop hint %q, want %q", d.Hint, want)
 	}
 }

@@ -108,6 +108,10 @@ func explain(s state, l Loss) string {
 			return fmt.Sprintf("the packet (%d bytes) does not fit the MTU toward %s: %s has mtu %d", l.Len, l.Dst, dev, mtu)
 		}
 	}
+	// A frame leaving through a VXLAN device goes where its FDB says.
+	if h, ok := s.vxlan(l); ok {
+		return h
+	}
 	// IPv6 frees an unanswered request with no particular reason.
 	if (r == "" || r == "NOT_SPECIFIED") && l.Request && iif != "" && s.local(l.Dst) {
 		if h := s.unanswered(l); h != "" {
@@ -260,6 +264,51 @@ func (s state) link(ifindex int) string {
 		return fmt.Sprintf("link %s is up but has no carrier (mtu %d)", a.Name, a.MTU)
 	}
 	return ""
+}
+
+// vxlan explains a packet lost leaving through a VXLAN device (ok), whose
+// FDB sends frames to the other nodes: without an entry naming a remote, and
+// without a multicast group, the driver has nowhere to send them
+// (NO_TX_TARGET, or VXLAN_ENTRY_NOT_FOUND for a destination MAC it lacks).
+// The routes of the namespace do not come into it: the device was chosen
+// before.
+func (s state) vxlan(l Loss) (string, bool) {
+	if l.In || l.Ifindex == 0 {
+		return "", false
+	}
+	link, err := s.h.LinkByIndex(int(l.Ifindex))
+	if err != nil {
+		return "", false
+	}
+	vx, ok := link.(*netlink.Vxlan)
+	if !ok {
+		return "", false
+	}
+	name := vx.Attrs().Name
+	if vx.Group != nil && !vx.Group.IsUnspecified() {
+		return "", true // frames without an entry go to the group
+	}
+	fdb, err := s.h.NeighList(int(l.Ifindex), unix.AF_BRIDGE)
+	if err != nil {
+		return "", true
+	}
+	var remotes []net.IP
+	for _, n := range fdb {
+		if n.IP != nil && !n.IP.IsUnspecified() {
+			remotes = append(remotes, n.IP)
+		}
+	}
+	if len(remotes) == 0 {
+		return fmt.Sprintf("%s (vxlan vni %d) has no FDB entry with a remote and no group: frames to %s have no node to go to (bridge fdb show dev %s)",
+			name, vx.VxlanId, l.Dst, name), true
+	}
+	// The underlay must reach the remotes.
+	for _, ip := range remotes {
+		if _, err := s.h.RouteGet(ip); err != nil {
+			return fmt.Sprintf("%s (vxlan vni %d) sends to %s, which the underlay has no route to: %v", name, vx.VxlanId, ip, err), true
+		}
+	}
+	return "", false
 }
 
 // mtu names the MTU of the device toward the destination.
