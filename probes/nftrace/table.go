@@ -36,8 +36,12 @@ const (
 // nothing behind.
 const tableFlagOwner = 0x2
 
-// batchTimeout bounds the wait for the kernel's answer to a batch.
-const batchTimeout = 5 * time.Second
+// batchTimeout bounds the wait for the kernel's answer to a batch: a bound
+// against a kernel that never answers, not a measure of a slow one. The first
+// batch on a machine may have the kernel load nf_tables and its expressions
+// (modprobe through the usermode helper, the batch replayed after each),
+// which took over 5 s in an emulated 5.10 guest on a busy host.
+const batchTimeout = 30 * time.Second
 
 // newTableName returns a fresh helper table name for this process.
 func newTableName() (string, error) {
