@@ -90,8 +90,9 @@ func matrixSection(cfg config, progress io.Writer) (section, error) {
 		title: "Kernel matrix",
 		method: fmt.Sprintf(`Each Debian kernel of the matrix (6.1 and 6.12 in /boot, 5.10 unpacked by make deps) boots
 under QEMU (TCG, 2 vCPUs, no KVM) through tracepkt-vmtest and runs this bench's guest part: a
-veth pair to a namespace, then ping -c1 and tracepkt-perf -c1 (per attachment mode) to it, %d
-runs each, one of each in turn; medians. TCG emulation makes every absolute figure slow: read
+veth pair to a namespace running the bench's echo service, then ping -c1 and tracepkt-perf -c1
+(per attachment mode; echoes, --tcp 7 and --udp 7) to it, %d runs each, one of each in turn;
+medians. TCG emulation makes every absolute figure slow: read
 the exit/ping ratio, measured in the same guest. The second table is each guest's start-up
 profile, %d runs of tracepkt-perf -c1 after the others:
 %s`, guestRuns, guestRuns, profileMethod),
@@ -102,7 +103,7 @@ profile, %d runs of tracepkt-perf -c1 after the others:
 // guestRun is the part of the matrix that runs inside a guest: it prints one
 // marked line per command.
 func guestRun(cfg config, stdout io.Writer) error {
-	n, closeFn, err := vethTarget("tg")
+	n, closeFn, err := serviceTarget("tg")
 	if err != nil {
 		return err
 	}
