@@ -12,11 +12,12 @@ KERNEL ?=
 # installing it (internal/vmtest/fetch-debian-kernel.sh).
 VM_DEBIAN_SUITES ?= bullseye
 VM_KERNEL_CACHE ?= /var/cache/tracepkt-perf
-VM_TIMEOUT ?= 50m
+VM_TIMEOUT ?= 60m
 VM_TEST_FLAGS ?= -test.v
 # Each test binary in a guest stops after this long, naming the tests still
-# running: a hang fails fast instead of waiting out VM_TIMEOUT.
-VM_TEST_TIMEOUT ?= 30m
+# running: a hang fails fast instead of waiting out VM_TIMEOUT. The cmd
+# package takes close to 30 minutes in the emulated 5.10 guest.
+VM_TEST_TIMEOUT ?= 40m
 # Where test-vm keeps each guest's output (the main Makefile reads it for skips).
 TEST_LOGS ?= $(CURDIR)/.vmtest/logs
 SHELL := /bin/bash
