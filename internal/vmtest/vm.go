@@ -137,7 +137,8 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	fmt.Fprintf(cfg.Stdout, "vm: booting %s (%s) under qemu (tcg), %d command(s)\n", release, cfg.Kernel, len(cfg.Commands))
 	runCtx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
-	console := &crlfWriter{w: cfg.Stdout}
+	crash := &crashWatch{}
+	console := &crlfWriter{w: io.MultiWriter(cfg.Stdout, crash)}
 	cmd := exec.CommandContext(runCtx, "qemu-system-x86_64", qemuArgs(cfg.Kernel, initrd, outDir, cfg.Mem)...)
 	cmd.Stdout = console
 	cmd.Stderr = cfg.Stderr
@@ -182,6 +183,9 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		hint := ""
 		if qemuErr != nil {
 			hint = ", qemu: " + qemuErr.Error()
+		}
+		if s := crash.String(); s != "" {
+			hint += "; " + s
 		}
 		return res, fmt.Errorf("guest stopped after %d of %d commands without an exit status for command %d (it crashed or failed to boot: see its console output above%s): %w",
 			n, len(cfg.Commands), n+1, hint, ErrGuestDied)
