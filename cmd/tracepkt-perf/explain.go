@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -65,6 +66,7 @@ func (s *session) explain(j *decode.Journey) error {
 		d := j.NewDrop(f, s.reasonName(f.Reason), locs[f.Location])
 		j.Drop = &d
 		if _, byRule := j.NetfilterDrop(); byRule || d.Reason == "NETFILTER_DROP" || byHook(d) || j.Error != nil && j.Error.Result() == "ttl-exceeded" {
+			j.Hint = s.bypassHint(j)
 			return nil // the rule, or the error, says why (a kernel without reasons names no NETFILTER_DROP)
 		}
 		inode = d.Netns
@@ -103,6 +105,36 @@ func (s *session) explain(j *decode.Journey) error {
 	}
 	return nil
 }
+
+// bypassHint explains an answer netfilter dropped in a namespace its request
+// never crossed. Where the rule tests conntrack's state, it says why:
+// conntrack there holds no connection for the answer, so a TCP or ICMP
+// answer is invalid to it and a UDP one new.
+func (s *session) bypassHint(j *decode.Journey) string {
+	drop, path, ok := j.Bypassed()
+	if !ok {
+		return ""
+	}
+	went := make([]string, len(path))
+	for i, ns := range path {
+		went[i] = s.rc.netnsCell(ns)
+	}
+	typ, at := drop.PacketType(), s.rc.netnsCell(drop.Netns)
+	if !conntrackRule.MatchString(drop.RuleText()) {
+		return fmt.Sprintf("asymmetric routes: the request went %s, never through %s, where the %s was dropped", strings.Join(went, " -> "), at, typ)
+	}
+	state := "invalid (ct state invalid)"
+	if j.Proto == decode.ProtoUDP {
+		state = "new, not established (ct state new)"
+	}
+	return fmt.Sprintf("asymmetric routes: the request went %s, never through %s, so conntrack there has no connection for the %s: to it the %s is %s",
+		strings.Join(went, " -> "), at, typ, typ, state)
+}
+
+// conntrackRule matches the text of a rule that tests conntrack's state, as
+// nft prints it: nftables' own, and iptables-nft's conntrack and state
+// matches.
+var conntrackRule = regexp.MustCompile(`(?i)\bct state\b|ctstate|--state\b|\bconntrack\b`)
 
 // byHook says whether a kernel without drop reasons freed the packet in
 // nf_hook_slow: a hook's NF_DROP verdict, where no trace rule saw the packet
