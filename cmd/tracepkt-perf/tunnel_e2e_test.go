@@ -362,6 +362,9 @@ func TestE2ETunnel(t *testing.T) {
 	t.Run("vxlan-nft-drop", testTunnelDrop)
 	t.Run("vxlan-no-fdb", testTunnelNoFDB)
 	t.Run("vxlan-no-underlay-route", testTunnelNoUnderlayRoute)
+	t.Run("vxlan-vni-mismatch", func(t *testing.T) { testTunnelReceiver(t, "vni") })
+	t.Run("vxlan-no-device", func(t *testing.T) { testTunnelReceiver(t, "none") })
+	t.Run("vxlan-device-down", func(t *testing.T) { testTunnelReceiver(t, "down") })
 }
 
 func testTunnelEcho(t *testing.T, k tunnelKind) {
@@ -542,4 +545,93 @@ func testTunnelNoUnderlayRoute(t *testing.T) {
 	if want := fmt.Sprintf("%s (vxlan vni %d) sends to %s, which the underlay has no route to", n.tunA, n.id, n.underB); !strings.HasPrefix(d.Hint, want) {
 		t.Errorf("drop hint %q, want %q", d.Hint, want)
 	}
+}
+
+// testTunnelReceiver: node B's VXLAN device is replaced by one with another
+// VNI (flannel's VNI changed on one node only), or removed, or set down. The
+// request dies as it arrives at node B's underlay device: no VXLAN device
+// there takes its VNI (VXLAN_VNI_NOT_FOUND where the kernel names it), or
+// none takes its port (NO_SOCKET: a device that is down has closed its
+// socket). The hint says which devices node B has.
+func testTunnelReceiver(t *testing.T, change string) {
+	topo, n := newOverlay(t, tunnelKinds[0])
+	if err := testenv.Ping(t, topo, n.podA, n.podB4); err != nil {
+		t.Fatal(err)
+	}
+	if err := topo.Guard(n.podA, netip.PrefixFrom(n.podB4, 24).Masked()); err != nil {
+		t.Fatal(err)
+	}
+	const otherVNI = 43
+	switch change {
+	case "down":
+		inNetns(t, n.nodeB, "ip", "link", "set", n.tunB, "down")
+	default:
+		if err := topo.DeleteLink(n.nodeB, n.tunB); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if change == "vni" {
+		if err := topo.Link(n.nodeB, &netlink.Vxlan{LinkAttrs: linkAttrs(n.tunB), VxlanId: otherVNI, SrcAddr: n.underB.AsSlice(), Port: int(n.port)}); err != nil {
+			t.Fatal(err)
+		}
+		if err := topo.SetMaster(n.tunB, n.nodeB, n.brB); err != nil {
+			t.Fatal(err)
+		}
+	}
+	request, _ := n.wantRows(t)
+	e := traceLost(t, n.podA, n.podB4, "-W", "1s")
+	if got := rows(e); strings.Join(got, "\n") != strings.Join(request[:5], "\n") {
+		t.Errorf("rows:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(request[:5], "\n"))
+	}
+	d := e.Drop
+	if e.Result != "dropped" || d == nil {
+		t.Fatalf("result %q drop %s, want dropped", e.Result, jsonOf(d))
+	}
+	if uint64(d.Netns) != inode(t, n.nodeB) || d.Ifname != n.uB || d.Type != "request" {
+		t.Errorf("drop %s, want the request's in %s after %s", jsonOf(d), n.nodeB.Name, n.uB)
+	}
+	if err := testenv.KernelLocation(t, d.Location); err != nil {
+		t.Error(err)
+	}
+	want := fmt.Sprintf("no vxlan device in %s takes UDP port %d: the datagram from %s (vni %d) has no device to go to (ip -d link show type vxlan)",
+		n.nodeB.Name, n.port, n.underA, n.id)
+	reason := "NO_SOCKET"
+	switch change {
+	case "vni":
+		id, port := tunnelFacts(t, n.nodeB, n.tunB, "vxlan")
+		if port != n.port || id != otherVNI {
+			t.Fatalf("node B's new device: vni %d port %d, want %d and %d", id, port, otherVNI, n.port)
+		}
+		want = fmt.Sprintf("the vxlan datagram from %s carries vni %d, and no vxlan device in %s on UDP port %d has it: %s has vni %d (ip -d link show type vxlan)",
+			n.underA, n.id, n.nodeB.Name, n.port, n.tunB, id)
+		reason = "VXLAN_VNI_NOT_FOUND"
+	case "down":
+		want = fmt.Sprintf("%s (vxlan vni %d), which takes the datagrams from %s, is down", n.tunB, n.id, n.underA)
+	}
+	if d.Hint != want {
+		t.Errorf("drop hint %q\nwant %q", d.Hint, want)
+	}
+	if kernelReasons(t) && hasReason(t, reason) && d.Reason != reason {
+		t.Errorf("drop reason %q, want %s", d.Reason, reason)
+	}
+}
+
+// hasReason says whether this kernel's skb:kfree_skb names reason.
+func hasReason(t *testing.T, reason string) bool {
+	t.Helper()
+	fs, err := tracefs.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fs.Close()
+	reasons, err := fs.Symbols("skb", "kfree_skb", "reason")
+	if err != nil {
+		t.Fatalf("the drop reasons of skb:kfree_skb: %v", err)
+	}
+	for _, name := range reasons {
+		if name == reason {
+			return true
+		}
+	}
+	return false
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/tracepkt/tracepkt-perf/decode"
 	"github.com/tracepkt/tracepkt-perf/probes/netns"
 )
 
@@ -34,6 +35,9 @@ type Loss struct {
 	// namespace owning its destination and was never answered is
 	// explained by why that namespace could not answer.
 	Request bool
+	// Encap is the outer packet's tunnel, for a packet lost in one (Kind
+	// decode.TunnelUnknown: not in a tunnel).
+	Encap decode.Encap
 }
 
 // Explain enters the namespace of ns on a locked thread and returns one line
@@ -107,6 +111,11 @@ func explain(s state, l Loss) string {
 		if dev, mtu := s.routeMTU(l); mtu > 0 && int(l.Len) > mtu {
 			return fmt.Sprintf("the packet (%d bytes) does not fit the MTU toward %s: %s has mtu %d", l.Len, l.Dst, dev, mtu)
 		}
+	}
+	// A datagram arriving for a VXLAN or Geneve device needs one that
+	// takes its port and VNI.
+	if h, ok := s.tunnelIn(l); ok {
+		return h
 	}
 	// A frame leaving through a VXLAN device goes where its FDB says.
 	if h, ok := s.vxlan(l); ok {
@@ -309,6 +318,52 @@ func (s state) vxlan(l Loss) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// tunnelIn explains a VXLAN or Geneve datagram lost as it arrived: no
+// device of its kind here takes its UDP port, or none of those has its VNI
+// (VXLAN_VNI_NOT_FOUND where the kernel names it), or the one that has is
+// down. ok is false where a device is there and up: something else lost it.
+func (s state) tunnelIn(l Loss) (string, bool) {
+	e := l.Encap
+	if !l.In || e.Kind != decode.TunnelVXLAN && e.Kind != decode.TunnelGeneve {
+		return "", false
+	}
+	links, err := s.h.LinkList()
+	if err != nil {
+		return "", false
+	}
+	var others []string
+	for _, link := range links {
+		var vni uint32
+		var port int
+		switch d := link.(type) {
+		case *netlink.Vxlan:
+			vni, port = uint32(d.VxlanId), d.Port
+		case *netlink.Geneve:
+			vni, port = d.ID, int(d.Dport)
+		default:
+			continue
+		}
+		if link.Type() != e.Kind.String() || port != int(e.Dport) {
+			continue
+		}
+		name := link.Attrs().Name
+		switch {
+		case vni != e.VNI:
+			others = append(others, fmt.Sprintf("%s has vni %d", name, vni))
+		case link.Attrs().Flags&net.FlagUp == 0:
+			return fmt.Sprintf("%s (%s vni %d), which takes the datagrams from %s, is down", name, e.Kind, vni, e.Src), true
+		default:
+			return "", false
+		}
+	}
+	if len(others) == 0 {
+		return fmt.Sprintf("no %s device in %s takes UDP port %d: the datagram from %s (vni %d) has no device to go to (ip -d link show type %s)",
+			e.Kind, l.Netns, e.Dport, e.Src, e.VNI, e.Kind), true
+	}
+	return fmt.Sprintf("the %s datagram from %s carries vni %d, and no %s device in %s on UDP port %d has it: %s (ip -d link show type %s)",
+		e.Kind, e.Src, e.VNI, e.Kind, l.Netns, e.Dport, strings.Join(others, ", "), e.Kind), true
 }
 
 // mtu names the MTU of the device toward the destination.
