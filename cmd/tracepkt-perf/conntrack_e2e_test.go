@@ -21,13 +21,7 @@ func TestE2EAsymmetricConntrack(t *testing.T) {
 	topo, n := router(t)
 	d4, d6 := topology.TestNets()
 	// The direct link: A has the first address, B the second.
-	direct := func(p netip.Prefix, i int) netip.Prefix {
-		a := p.Masked().Addr()
-		for range i {
-			a = a.Next()
-		}
-		return netip.PrefixFrom(a, p.Bits())
-	}
+	direct := nthPrefix
 	if err := topo.Veth("eth1", n.A, "eth1", n.B); err != nil {
 		t.Fatal(err)
 	}
@@ -67,14 +61,7 @@ func TestE2EAsymmetricConntrack(t *testing.T) {
 			{"tcp", []string{"--tcp", "80"}, "syn", "syn-ack"},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
-				res := runTool(t, n.Source, append(append([]string{"--json", "-W", "500ms"}, tc.args...), target.String())...)
-				if res.code != 1 {
-					t.Fatalf("exit %d, want 1; stderr:\n%s\nstdout:\n%s", res.code, res.stderr, res.stdout)
-				}
-				var e jsonEcho
-				if err := jsonUnmarshal(res.stdout, &e); err != nil {
-					t.Fatal(err)
-				}
+				e := traceLost(t, n.Source, target, append([]string{"-W", "500ms"}, tc.args...)...)
 				want := []string{
 					row(a, "eth1", "out", tc.request),
 					row(b, "eth1", "in", tc.request),
@@ -107,10 +94,7 @@ func TestE2EAsymmetricConntrack(t *testing.T) {
 			if err := topo.CheckOwnRoute(n.Source, target); err != nil {
 				t.Fatal(err)
 			}
-			var e jsonEcho
-			if err := jsonUnmarshal(runTool(t, n.Source, "--json", "-W", "500ms", "--tcp", "80", target.String()).stdout, &e); err != nil {
-				t.Fatal(err)
-			}
+			e := traceLost(t, n.Source, target, "-W", "500ms", "--tcp", "80")
 			rows := rowsWithNetfilter(e)
 			if e.Result != "dropped" || len(rows) < 2 || rows[len(rows)-2] != nfWant(r, "eth1", "tpct.forward", "DROP", "tcp sport 80 counter drop") || e.Drop == nil || e.Drop.Hint != hint {
 				t.Errorf("%s: result %s, drop %+v, want the hint %q; rows:\n%s", name, e.Result, e.Drop, hint, strings.Join(rows, "\n"))

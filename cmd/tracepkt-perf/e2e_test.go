@@ -262,6 +262,15 @@ func routerNamed(t *testing.T, prefix string, v4, v6 netip.Prefix) (*topology.To
 	return topo, n
 }
 
+// nthPrefix is the i-th address of p's network, with p's length.
+func nthPrefix(p netip.Prefix, i int) netip.Prefix {
+	a := p.Masked().Addr()
+	for range i {
+		a = a.Next()
+	}
+	return netip.PrefixFrom(a, p.Bits())
+}
+
 func families(t *testing.T, target4, target6 netip.Addr, f func(t *testing.T, target netip.Addr)) {
 	t.Run("ipv4", func(t *testing.T) { f(t, target4) })
 	t.Run("ipv6", func(t *testing.T) { f(t, target6) })

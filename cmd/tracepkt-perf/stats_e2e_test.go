@@ -154,13 +154,6 @@ func recordSVGExample(t *testing.T) {
 	lan, _ := topology.TestNets()
 	link, _ := topology.TestNets()
 	dbNet, _ := topology.TestNets()
-	nth := func(p netip.Prefix, i int) netip.Prefix {
-		a := p.Masked().Addr()
-		for range i {
-			a = a.Next()
-		}
-		return netip.PrefixFrom(a, p.Bits())
-	}
 	must := func(err error) {
 		t.Helper()
 		if err != nil {
@@ -168,27 +161,27 @@ func recordSVGExample(t *testing.T) {
 		}
 	}
 	must(topo.Bridge("br0", host))
-	must(topo.AddAddr("br0", host, nth(lan, 1)))
+	must(topo.AddAddr("br0", host, nthPrefix(lan, 1)))
 	for i, web := range []string{"web-1", "web-2"} {
 		ns := nss["tp-"+web]
 		veth := "veth-" + strings.ReplaceAll(web, "-", "")
 		must(topo.Veth(veth, host, "eth0", ns))
 		must(topo.SetMaster(veth, host, "br0"))
-		must(topo.AddAddr("eth0", ns, nth(lan, 2+i)))
-		must(topo.AddRoute(ns, netip.MustParsePrefix("0.0.0.0/0"), nth(lan, 1).Addr()))
+		must(topo.AddAddr("eth0", ns, nthPrefix(lan, 2+i)))
+		must(topo.AddRoute(ns, netip.MustParsePrefix("0.0.0.0/0"), nthPrefix(lan, 1).Addr()))
 	}
 	must(topo.Veth("veth-rtr", host, "eth0", rtr))
-	must(topo.AddAddr("veth-rtr", host, nth(link, 1)))
-	must(topo.AddAddr("eth0", rtr, nth(link, 2)))
+	must(topo.AddAddr("veth-rtr", host, nthPrefix(link, 1)))
+	must(topo.AddAddr("eth0", rtr, nthPrefix(link, 2)))
 	must(topo.Veth("eth1", rtr, "eth0", db))
-	must(topo.AddAddr("eth1", rtr, nth(dbNet, 1)))
-	must(topo.AddAddr("eth0", db, nth(dbNet, 2)))
-	must(topo.AddRoute(host, dbNet, nth(link, 2).Addr()))
-	must(topo.AddRoute(rtr, lan, nth(link, 1).Addr()))
-	must(topo.AddRoute(db, netip.MustParsePrefix("0.0.0.0/0"), nth(dbNet, 1).Addr()))
+	must(topo.AddAddr("eth1", rtr, nthPrefix(dbNet, 1)))
+	must(topo.AddAddr("eth0", db, nthPrefix(dbNet, 2)))
+	must(topo.AddRoute(host, dbNet, nthPrefix(link, 2).Addr()))
+	must(topo.AddRoute(rtr, lan, nthPrefix(link, 1).Addr()))
+	must(topo.AddRoute(db, netip.MustParsePrefix("0.0.0.0/0"), nthPrefix(dbNet, 1).Addr()))
 	must(host.Forwarding(true))
 	must(rtr.Forwarding(true))
-	recordRun(t, topo, nss["tp-web-1"], nth(dbNet, 2).Addr(), "svg-example-ipv4", "-c", "20", "-i", "0.01")
+	recordRun(t, topo, nss["tp-web-1"], nthPrefix(dbNet, 2).Addr(), "svg-example-ipv4", "-c", "20", "-i", "0.01")
 }
 
 // TestE2EStats runs --stats live through a router: the table with 100

@@ -465,6 +465,26 @@ func testTunnelDrop(t *testing.T) {
 	}
 }
 
+// traceDrop traces an echo from pod A to pod B that the change made before
+// loses: its rows must be the request's first hops of the intact overlay,
+// and its drop the request's in ns on ifname.
+func (n *overlayNet) traceDrop(t *testing.T, hops int, ns *topology.Netns, ifname string) *jsonEchoDrop {
+	t.Helper()
+	request, _ := n.wantRows(t)
+	e := traceLost(t, n.podA, n.podB4, "-W", "1s")
+	if got := rows(e); strings.Join(got, "\n") != strings.Join(request[:hops], "\n") {
+		t.Errorf("rows:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(request[:hops], "\n"))
+	}
+	d := e.Drop
+	if e.Result != "dropped" || d == nil {
+		t.Fatalf("result %q drop %s, want dropped", e.Result, jsonOf(d))
+	}
+	if uint64(d.Netns) != inode(t, ns) || d.Ifname != ifname || d.Type != "request" {
+		t.Errorf("drop %s, want the request's in %s on %s", jsonOf(d), ns.Name, ifname)
+	}
+	return d
+}
+
 func jsonOf(v any) string {
 	b, _ := json.Marshal(v)
 	return string(b)
@@ -484,17 +504,9 @@ func testTunnelNoFDB(t *testing.T) {
 	if out, err := exec.Command("bridge", "-n", n.nodeA.Name, "fdb", "del", "00:00:00:00:00:00", "dev", n.tunA, "dst", n.underB.String()).CombinedOutput(); err != nil {
 		t.Fatalf("bridge fdb del in %s: %v\n%s", n.nodeA.Name, err, out)
 	}
-	request, _ := n.wantRows(t)
-	e := traceLost(t, n.podA, n.podB4, "-W", "1s")
-	if got := rows(e); strings.Join(got, "\n") != strings.Join(request[:3], "\n") {
-		t.Errorf("rows:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(request[:3], "\n"))
-	}
-	d := e.Drop
-	if e.Result != "dropped" || d == nil {
-		t.Fatalf("result %q drop %s, want dropped", e.Result, jsonOf(d))
-	}
-	if uint64(d.Netns) != inode(t, n.nodeA) || d.Ifname != n.tunA || !strings.HasPrefix(d.Location, "vxlan_xmit+") || d.Type != "request" {
-		t.Errorf("drop %s, want the request's in %s on %s in vxlan_xmit", jsonOf(d), n.nodeA.Name, n.tunA)
+	d := n.traceDrop(t, 3, n.nodeA, n.tunA)
+	if !strings.HasPrefix(d.Location, "vxlan_xmit+") {
+		t.Errorf("drop %s, want it in vxlan_xmit", jsonOf(d))
 	}
 	if err := testenv.KernelLocation(t, d.Location); err != nil {
 		t.Error(err)
@@ -530,18 +542,7 @@ func testTunnelNoUnderlayRoute(t *testing.T) {
 	if out, err := exec.Command("ip", "-n", n.nodeA.Name, "route", "flush", "dev", n.uA).CombinedOutput(); err != nil {
 		t.Fatalf("ip route flush dev %s in %s: %v\n%s", n.uA, n.nodeA.Name, err, out)
 	}
-	request, _ := n.wantRows(t)
-	e := traceLost(t, n.podA, n.podB4, "-W", "1s")
-	if got := rows(e); strings.Join(got, "\n") != strings.Join(request[:3], "\n") {
-		t.Errorf("rows:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(request[:3], "\n"))
-	}
-	d := e.Drop
-	if e.Result != "dropped" || d == nil {
-		t.Fatalf("result %q drop %s, want dropped", e.Result, jsonOf(d))
-	}
-	if uint64(d.Netns) != inode(t, n.nodeA) || d.Ifname != n.tunA || d.Type != "request" {
-		t.Errorf("drop %s, want the request's in %s on %s", jsonOf(d), n.nodeA.Name, n.tunA)
-	}
+	d := n.traceDrop(t, 3, n.nodeA, n.tunA)
 	if want := fmt.Sprintf("%s (vxlan vni %d) sends to %s, which the underlay has no route to", n.tunA, n.id, n.underB); !strings.HasPrefix(d.Hint, want) {
 		t.Errorf("drop hint %q, want %q", d.Hint, want)
 	}
@@ -578,18 +579,7 @@ func testTunnelReceiver(t *testing.T, change string) {
 			t.Fatal(err)
 		}
 	}
-	request, _ := n.wantRows(t)
-	e := traceLost(t, n.podA, n.podB4, "-W", "1s")
-	if got := rows(e); strings.Join(got, "\n") != strings.Join(request[:5], "\n") {
-		t.Errorf("rows:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(request[:5], "\n"))
-	}
-	d := e.Drop
-	if e.Result != "dropped" || d == nil {
-		t.Fatalf("result %q drop %s, want dropped", e.Result, jsonOf(d))
-	}
-	if uint64(d.Netns) != inode(t, n.nodeB) || d.Ifname != n.uB || d.Type != "request" {
-		t.Errorf("drop %s, want the request's in %s after %s", jsonOf(d), n.nodeB.Name, n.uB)
-	}
+	d := n.traceDrop(t, 5, n.nodeB, n.uB)
 	if err := testenv.KernelLocation(t, d.Location); err != nil {
 		t.Error(err)
 	}
