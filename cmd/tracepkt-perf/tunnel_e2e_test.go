@@ -365,6 +365,7 @@ func TestE2ETunnel(t *testing.T) {
 	t.Run("vxlan-vni-mismatch", func(t *testing.T) { testTunnelReceiver(t, "vni") })
 	t.Run("vxlan-no-device", func(t *testing.T) { testTunnelReceiver(t, "none") })
 	t.Run("vxlan-device-down", func(t *testing.T) { testTunnelReceiver(t, "down") })
+	t.Run("vxlan-mtu", testTunnelMTU)
 }
 
 func testTunnelEcho(t *testing.T, k tunnelKind) {
@@ -465,13 +466,13 @@ func testTunnelDrop(t *testing.T) {
 	}
 }
 
-// traceDrop traces an echo from pod A to pod B that the change made before
-// loses: its rows must be the request's first hops of the intact overlay,
+// traceDrop traces an echo from pod A to pod B (with args) that the change
+// made before loses: its rows must be the request's first hops of the intact overlay,
 // and its drop the request's in ns on ifname.
-func (n *overlayNet) traceDrop(t *testing.T, hops int, ns *topology.Netns, ifname string) *jsonEchoDrop {
+func (n *overlayNet) traceDrop(t *testing.T, hops int, ns *topology.Netns, ifname string, args ...string) *jsonEchoDrop {
 	t.Helper()
 	request, _ := n.wantRows(t)
-	e := traceLost(t, n.podA, n.podB4, "-W", "1s")
+	e := traceLost(t, n.podA, n.podB4, append([]string{"-W", "1s"}, args...)...)
 	if got := rows(e); strings.Join(got, "\n") != strings.Join(request[:hops], "\n") {
 		t.Errorf("rows:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(request[:hops], "\n"))
 	}
@@ -545,6 +546,27 @@ func testTunnelNoUnderlayRoute(t *testing.T) {
 	d := n.traceDrop(t, 3, n.nodeA, n.tunA)
 	if want := fmt.Sprintf("%s (vxlan vni %d) sends to %s, which the underlay has no route to", n.tunA, n.id, n.underB); !strings.HasPrefix(d.Hint, want) {
 		t.Errorf("drop hint %q, want %q", d.Hint, want)
+	}
+}
+
+// testTunnelMTU: node A's VXLAN device has the MTU flannel gives it (its
+// underlay's less VXLAN's 50 bytes), the pods keep 1500. A request of 1488
+// bytes does not fit the bridge port it must leave by, and the bridge drops
+// it without a reason; the hint says so, not that a route is missing.
+func testTunnelMTU(t *testing.T) {
+	topo, n := newOverlay(t, tunnelKinds[0])
+	if err := testenv.Ping(t, topo, n.podA, n.podB4); err != nil {
+		t.Fatal(err)
+	}
+	inNetns(t, n.nodeA, "ip", "link", "set", n.tunA, "mtu", "1450")
+	d := n.traceDrop(t, 2, n.nodeA, n.tunA, "-s", "1460")
+	want := fmt.Sprintf("the packet (1488 bytes) does not fit %s (vxlan, mtu 1450), the port of bridge %s it leaves by: a bridge drops frames larger than the port's MTU, so what is sent to %s must fit 1450 bytes (the senders' interface MTU)",
+		n.tunA, n.brA, n.podB4)
+	if d.Hint != want {
+		t.Errorf("drop hint %q\nwant %q", d.Hint, want)
+	}
+	if err := testenv.KernelLocation(t, d.Location); err != nil {
+		t.Error(err)
 	}
 }
 

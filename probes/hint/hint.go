@@ -112,6 +112,11 @@ func explain(s state, l Loss) string {
 			return fmt.Sprintf("the packet (%d bytes) does not fit the MTU toward %s: %s has mtu %d", l.Len, l.Dst, dev, mtu)
 		}
 	}
+	// A bridge drops, without a reason, a frame larger than the port it
+	// leaves by.
+	if h := s.portMTU(l); h != "" {
+		return h
+	}
 	// A datagram arriving for a VXLAN or Geneve device needs one that
 	// takes its port and VNI.
 	if h, ok := s.tunnelIn(l); ok {
@@ -318,6 +323,33 @@ func (s state) vxlan(l Loss) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// portMTU explains a packet lost leaving through a bridge port whose MTU
+// it exceeds: a bridge forwards no frame larger than the port it leaves by,
+// and says nothing (NOT_SPECIFIED, in br_dev_queue_push_xmit, or in
+// br_nf_dev_queue_xmit with br_netfilter). A tunnel port's MTU is its
+// underlay's less the encapsulation, so the senders behind the bridge must
+// keep under it: the usual cause is a pod MTU left at 1500 beside a VXLAN
+// device of 1450.
+func (s state) portMTU(l Loss) string {
+	if l.In || l.Ifindex == 0 || l.Len == 0 {
+		return ""
+	}
+	link, err := s.h.LinkByIndex(int(l.Ifindex))
+	if err != nil {
+		return ""
+	}
+	a := link.Attrs()
+	if a.MTU == 0 || int(l.Len) <= a.MTU || a.MasterIndex == 0 {
+		return ""
+	}
+	bridge, err := s.h.LinkByIndex(a.MasterIndex)
+	if err != nil || bridge.Type() != "bridge" {
+		return ""
+	}
+	return fmt.Sprintf("the packet (%d bytes) does not fit %s (%s, mtu %d), the port of bridge %s it leaves by: a bridge drops frames larger than the port's MTU, so what is sent to %s must fit %d bytes (the senders' interface MTU)",
+		l.Len, a.Name, link.Type(), a.MTU, bridge.Attrs().Name, l.Dst, a.MTU)
 }
 
 // tunnelIn explains a VXLAN or Geneve datagram lost as it arrived: no
