@@ -78,10 +78,16 @@ func TestE2EAsymmetricConntrack(t *testing.T) {
 				if e.Drop == nil || e.Drop.Hint != hint || uint64(e.Drop.Netns) != r {
 					t.Errorf("drop %+v\nwant in %d, with the hint %q", e.Drop, r, hint)
 				}
+				if tc.name != "echo" || target.Is6() {
+					return // each run is slow in an emulated guest: the table once
+				}
 				if table := runTool(t, n.Source, append(append([]string{"-W", "500ms"}, tc.args...), target.String())...); !strings.Contains(table.stdout, "\n  "+hint+"\n") {
 					t.Errorf("the table lacks the hint:\n%s", table.stdout)
 				}
 			})
+		}
+		if target.Is6() {
+			return // what follows depends on no family
 		}
 		// Another rule of R drops the SYN-ACK first: the hint says only
 		// where the request went.
