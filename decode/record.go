@@ -216,6 +216,21 @@ func cString(b []byte) string {
 	return string(b)
 }
 
+// IPLen is the length of the captured (outer) IP packet as its header says:
+// IPv4's total length, IPv6's payload length and fixed header. skb->len
+// (Len) also counts the link-layer header where the packet was seen with
+// it. 0 when the capture does not hold the field.
+func (r *Record) IPLen() uint32 {
+	p := r.Packet[:min(int(r.CapLen), len(r.Packet))]
+	switch {
+	case len(p) >= 4 && p[0]>>4 == 4:
+		return uint32(binary.BigEndian.Uint16(p[2:]))
+	case len(p) >= 6 && p[0]>>4 == 6:
+		return 40 + uint32(binary.BigEndian.Uint16(p[4:]))
+	}
+	return 0
+}
+
 // IsRequest reports whether the record carries an echo request or a TCP
 // probe's own packet (else a reply, or an ICMP error quoting one).
 func (r *Record) IsRequest() bool { return isRequest(r.Proto, r.ICMPType, r.TCPFlags) }

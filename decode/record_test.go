@@ -157,3 +157,28 @@ func TestNetfilterRecord(t *testing.T) {
 		t.Errorf("journey: %d hops, %d netfilter events; want the record as a netfilter event", len(j.Hops), len(j.Netfilter))
 	}
 }
+
+// TestIPLen: the length an IP header gives, not skb->len, which counts the
+// Ethernet header where a bridge frees a frame (5.10, br_dev_queue_push_xmit).
+func TestIPLen(t *testing.T) {
+	v4 := []byte{0x45, 0, 0x05, 0xd0, 0, 0, 0x40, 0, 64, 1} // total length 1488
+	v6 := []byte{0x60, 0, 0, 0, 0x05, 0xa8, 58, 64}         // payload length 1448
+	for _, tc := range []struct {
+		name   string
+		packet []byte
+		caplen int
+		want   uint32
+	}{
+		{"ipv4", v4, len(v4), 1488},
+		{"ipv6", v6, len(v6), 1488},
+		{"ipv4 cut before its length", v4, 3, 0},
+		{"ipv6 cut before its length", v6, 5, 0},
+		{"not IP", []byte{0x00, 0, 0x05, 0xd0}, 4, 0},
+	} {
+		r := Record{Len: 1502, CapLen: uint16(tc.caplen)}
+		copy(r.Packet[:], tc.packet)
+		if got := r.IPLen(); got != tc.want {
+			t.Errorf("%s: %d, want %d", tc.name, got, tc.want)
+		}
+	}
+}

@@ -70,7 +70,7 @@ func (s *session) explain(j *decode.Journey) error {
 			return nil // the rule, or the error, says why (a kernel without reasons names no NETFILTER_DROP)
 		}
 		inode = d.Netns
-		loss = hint.Loss{Src: f.Src, Dst: f.Dst, Ifindex: d.Ifindex, In: d.In, Reason: d.Reason, Len: f.Len, Request: d.IsRequest() && j.Proto == 0}
+		loss = hint.Loss{Src: f.Src, Dst: f.Dst, Ifindex: d.Ifindex, In: d.In, Reason: d.Reason, Len: f.IPLen(), Request: d.IsRequest() && j.Proto == 0}
 		loss.Encap, _ = f.Encap()
 	} else if len(j.Hops) > 0 {
 		h := &j.Hops[len(j.Hops)-1]

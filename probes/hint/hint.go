@@ -27,8 +27,8 @@ type Loss struct {
 	// Reason is the kernel's drop reason name, "" for a loss without a drop
 	// or a kernel without reasons (before 5.17).
 	Reason string
-	// Len is the packet's length where it was lost (skb->len from the
-	// network header on), 0 when unknown.
+	// Len is the packet's length where it was lost, as its IP header
+	// says, 0 when unknown.
 	Len uint32
 	// Request says the packet is an echo request (never a TCP probe's SYN,
 	// which unanswered's settings do not concern): one that entered a
