@@ -140,14 +140,14 @@ func (j *Journey) NoSocket() bool {
 	return !slices.ContainsFunc(j.Rows(), func(r Row) bool { return r.NF != nil && r.NF.Verdict == "DROP" })
 }
 
-// Bypassed says, of a journey whose answer netfilter dropped, whether the
-// request never crossed the namespace of the drop, whose conntrack therefore
-// holds no connection the answer belongs to: the routes are asymmetric.
-// path lists the namespaces the request crossed, in order.
-func (j *Journey) Bypassed() (drop NetfilterEvent, path []uint32, ok bool) {
-	drop, ok = j.NetfilterDrop()
-	if !ok || drop.IsRequest() {
-		return NetfilterEvent{}, nil, false
+// Bypassed says, of a journey whose answer netfilter dropped (drop, from
+// NetfilterDrop), whether the request never crossed the namespace of the
+// drop, whose conntrack therefore holds no connection the answer belongs
+// to: the routes are asymmetric. path lists the namespaces the request
+// crossed, in order.
+func (j *Journey) Bypassed(drop NetfilterEvent) (path []uint32, ok bool) {
+	if drop.IsRequest() {
+		return nil, false
 	}
 	for i := range j.Hops {
 		h := &j.Hops[i]
@@ -155,13 +155,13 @@ func (j *Journey) Bypassed() (drop NetfilterEvent, path []uint32, ok bool) {
 			continue
 		}
 		if h.Netns == drop.Netns {
-			return NetfilterEvent{}, nil, false
+			return nil, false
 		}
 		if len(path) == 0 || path[len(path)-1] != h.Netns {
 			path = append(path, h.Netns)
 		}
 	}
-	return drop, path, len(path) > 0
+	return path, len(path) > 0
 }
 
 // NetfilterDrop returns the netfilter verdict that ended the journey, if one did.

@@ -65,8 +65,10 @@ func (s *session) explain(j *decode.Journey) error {
 	if f, ok := j.DropRecord(s.notDrop); ok {
 		d := j.NewDrop(f, s.reasonName(f.Reason), locs[f.Location])
 		j.Drop = &d
-		if _, byRule := j.NetfilterDrop(); byRule || d.Reason == "NETFILTER_DROP" || byHook(d) || j.Error != nil && j.Error.Result() == "ttl-exceeded" {
-			j.Hint = s.bypassHint(j)
+		if nf, byRule := j.NetfilterDrop(); byRule || d.Reason == "NETFILTER_DROP" || byHook(d) || j.Error != nil && j.Error.Result() == "ttl-exceeded" {
+			if byRule {
+				j.Hint = s.bypassHint(j, nf)
+			}
 			return nil // the rule, or the error, says why (a kernel without reasons names no NETFILTER_DROP)
 		}
 		inode = d.Netns
@@ -107,12 +109,12 @@ func (s *session) explain(j *decode.Journey) error {
 	return nil
 }
 
-// bypassHint explains an answer netfilter dropped in a namespace its request
-// never crossed. Where the rule tests conntrack's state, it says why:
+// bypassHint explains an answer netfilter dropped (drop) in a namespace its
+// request never crossed. Where the rule tests conntrack's state, it says why:
 // conntrack there holds no connection for the answer, so a TCP or ICMP
 // answer is invalid to it and a UDP one new.
-func (s *session) bypassHint(j *decode.Journey) string {
-	drop, path, ok := j.Bypassed()
+func (s *session) bypassHint(j *decode.Journey, drop decode.NetfilterEvent) string {
+	path, ok := j.Bypassed(drop)
 	if !ok {
 		return ""
 	}

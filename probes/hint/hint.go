@@ -112,9 +112,11 @@ func explain(s state, l Loss) string {
 			return fmt.Sprintf("the packet (%d bytes) does not fit the MTU toward %s: %s has mtu %d", l.Len, l.Dst, dev, mtu)
 		}
 	}
+	// The device it was leaving by, read once for the checks of it.
+	out := s.outLink(l)
 	// A bridge drops, without a reason, a frame larger than the port it
 	// leaves by.
-	if h := s.portMTU(l); h != "" {
+	if h := s.portMTU(l, out); h != "" {
 		return h
 	}
 	// A datagram arriving for a VXLAN or Geneve device needs one that
@@ -123,7 +125,7 @@ func explain(s state, l Loss) string {
 		return h
 	}
 	// A frame leaving through a VXLAN device goes where its FDB says.
-	if h, ok := s.vxlan(l); ok {
+	if h, ok := s.vxlan(l, out); ok {
 		return h
 	}
 	// IPv6 frees an unanswered request with no particular reason.
@@ -280,21 +282,27 @@ func (s state) link(ifindex int) string {
 	return ""
 }
 
-// vxlan explains a packet lost leaving through a VXLAN device (ok), whose
+// outLink is the device the packet was leaving by when it was lost, nil
+// for a packet lost as it arrived, or a device gone since.
+func (s state) outLink(l Loss) netlink.Link {
+	if l.In || l.Ifindex == 0 {
+		return nil
+	}
+	link, err := s.h.LinkByIndex(int(l.Ifindex))
+	if err != nil {
+		return nil
+	}
+	return link
+}
+
+// vxlan explains a packet lost leaving through out, a VXLAN device (ok), whose
 // FDB sends frames to the other nodes: without an entry naming a remote, and
 // without a multicast group, the driver has nowhere to send them
 // (NO_TX_TARGET, or VXLAN_ENTRY_NOT_FOUND for a destination MAC it lacks).
 // The routes of the namespace do not come into it: the device was chosen
 // before.
-func (s state) vxlan(l Loss) (string, bool) {
-	if l.In || l.Ifindex == 0 {
-		return "", false
-	}
-	link, err := s.h.LinkByIndex(int(l.Ifindex))
-	if err != nil {
-		return "", false
-	}
-	vx, ok := link.(*netlink.Vxlan)
+func (s state) vxlan(l Loss, out netlink.Link) (string, bool) {
+	vx, ok := out.(*netlink.Vxlan)
 	if !ok {
 		return "", false
 	}
@@ -325,22 +333,18 @@ func (s state) vxlan(l Loss) (string, bool) {
 	return "", false
 }
 
-// portMTU explains a packet lost leaving through a bridge port whose MTU
+// portMTU explains a packet lost leaving through out, a bridge port whose MTU
 // it exceeds: a bridge forwards no frame larger than the port it leaves by,
 // and says nothing (NOT_SPECIFIED, in br_dev_queue_push_xmit, or in
 // br_nf_dev_queue_xmit with br_netfilter). A tunnel port's MTU is its
 // underlay's less the encapsulation, so the senders behind the bridge must
 // keep under it: the usual cause is a pod MTU left at 1500 beside a VXLAN
 // device of 1450.
-func (s state) portMTU(l Loss) string {
-	if l.In || l.Ifindex == 0 || l.Len == 0 {
+func (s state) portMTU(l Loss, out netlink.Link) string {
+	if out == nil || l.Len == 0 {
 		return ""
 	}
-	link, err := s.h.LinkByIndex(int(l.Ifindex))
-	if err != nil {
-		return ""
-	}
-	a := link.Attrs()
+	a := out.Attrs()
 	if a.MTU == 0 || int(l.Len) <= a.MTU || a.MasterIndex == 0 {
 		return ""
 	}
@@ -349,7 +353,7 @@ func (s state) portMTU(l Loss) string {
 		return ""
 	}
 	return fmt.Sprintf("the packet (%d bytes) does not fit %s (%s, mtu %d), the port of bridge %s it leaves by: a bridge drops frames larger than the port's MTU, so what is sent to %s must fit %d bytes (the senders' interface MTU)",
-		l.Len, a.Name, link.Type(), a.MTU, bridge.Attrs().Name, l.Dst, a.MTU)
+		l.Len, a.Name, out.Type(), a.MTU, bridge.Attrs().Name, l.Dst, a.MTU)
 }
 
 // tunnelIn explains a VXLAN or Geneve datagram lost as it arrived: no
