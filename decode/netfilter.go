@@ -69,7 +69,45 @@ type NetfilterEvent struct {
 	EchoID          uint16
 	Seq             uint16
 	Src, Dst        netip.Addr
-	Source          string // "nftrace" or "kprobe"
+	// Sport and Dport are a TCP or UDP packet's ports, where the source
+	// shows them (nftrace); 0 otherwise.
+	Sport, Dport uint16
+	// CT is the packet's conntrack state at this step, where the source
+	// shows it (nftrace, Linux 6.16 and later), 0 otherwise; CTReply says
+	// the packet goes its conntrack entry's reply way.
+	CT      CTState
+	CTReply bool
+	Source  string // "nftrace" or "kprobe"
+}
+
+// CTState is a packet's conntrack state as nftables' ct state expression
+// and its trace give it (NF_CT_STATE_* bits of
+// <linux/netfilter/nf_conntrack_common.h>); 0 says nothing is known.
+type CTState uint8
+
+const (
+	CTEstablished CTState = 1 << 1
+	CTRelated     CTState = 1 << 2
+	CTNew         CTState = 1 << 3
+	CTUntracked   CTState = 1 << 6
+)
+
+// String names the state as nft's ct state does: "new", "established",
+// "related", "untracked", "" for 0.
+func (s CTState) String() string {
+	switch s {
+	case 0:
+		return ""
+	case CTEstablished:
+		return "established"
+	case CTRelated:
+		return "related"
+	case CTNew:
+		return "new"
+	case CTUntracked:
+		return "untracked"
+	}
+	return fmt.Sprintf("ct(%#x)", uint8(s))
 }
 
 // IsRequest reports whether the event is about the echo request.

@@ -43,6 +43,7 @@ func (t *tableWriter) Journey(j *decode.Journey) error {
 		out = append(out, '\n')
 	}
 	withNF := len(j.Netfilter) > 0
+	withCT := showsCT(j.Netfilter)
 	withTunnel := len(j.Tunnels()) > 0
 	header := []string{"NETWORK NS", "INTERFACE", "DIR", "TYPE", "ADDRESSES"}
 	if withTunnel {
@@ -50,7 +51,11 @@ func (t *tableWriter) Journey(j *decode.Journey) error {
 	}
 	header = append(header, "+TIME", "+HOP")
 	if withNF {
-		header = append(header, "NETFILTER", "VERDICT", "RULE")
+		header = append(header, "NETFILTER")
+		if withCT {
+			header = append(header, "CT")
+		}
+		header = append(header, "VERDICT", "RULE")
 	}
 	if j.Drop != nil {
 		header = append(header, "DROP")
@@ -64,7 +69,11 @@ func (t *tableWriter) Journey(j *decode.Journey) error {
 		}
 		cells = append(cells, v.since, v.delta)
 		if withNF {
-			cells = append(cells, v.chain, v.verdict, v.rule)
+			cells = append(cells, v.chain)
+			if withCT {
+				cells = append(cells, v.ct)
+			}
+			cells = append(cells, v.verdict, v.rule)
 		}
 		if j.Drop != nil {
 			cells = append(cells, v.drop)
@@ -108,7 +117,7 @@ type rowView struct {
 	encap                            *decode.Encap
 	tNs, dtNs                        int64
 	timed                            bool
-	chain, verdict, rule, drop       string
+	chain, ct, verdict, rule, drop   string
 	nf                               *decode.NetfilterEvent
 	hop                              *decode.Record
 }
@@ -166,6 +175,11 @@ func viewOf(rc *renderContext, j *decode.Journey, r decode.Row, start uint64) ro
 	v.nf = e
 	v.netns, v.typ = e.Netns, e.PacketType()
 	v.src, v.dst = e.Src.String(), e.Dst.String()
+	if e.Sport != 0 || e.Dport != 0 {
+		v.sport, v.dport = e.Sport, e.Dport
+		v.src, v.dst = netip.AddrPortFrom(e.Src, e.Sport).String(), netip.AddrPortFrom(e.Dst, e.Dport).String()
+	}
+	v.ct = ctText(e)
 	v.ifindex = e.Oif
 	if e.Hook != decode.HookOutput && e.Hook != decode.HookPostrouting || e.Oif == 0 {
 		v.ifindex = e.Iif
@@ -182,6 +196,31 @@ func viewOf(rc *renderContext, j *decode.Journey, r decode.Row, start uint64) ro
 	}
 	v.rule = e.RuleText()
 	return v
+}
+
+// showsCT reports whether any of events has a conntrack state: the
+// netfilter source shows states (nftables tracing, Linux 6.16 and later).
+func showsCT(events []decode.NetfilterEvent) bool {
+	for i := range events {
+		if events[i].CT != 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// ctText is the CT cell of a netfilter row: the packet's conntrack state,
+// "new", "established reply", or "none" where the packet has no conntrack
+// entry (conntrack is not active in the namespace yet, or took the packet
+// for invalid): a kernel that shows states says nothing of those.
+func ctText(e *decode.NetfilterEvent) string {
+	switch {
+	case e.CT == 0:
+		return "none"
+	case e.CTReply:
+		return e.CT.String() + " reply"
+	}
+	return e.CT.String()
 }
 
 // sinceFirst formats a hop's time since the first hop: "0", "+850ns", "+3.1µs".
@@ -463,6 +502,11 @@ type jsonNetfilter struct {
 	Rule       string `json:"rule"`
 	Policy     bool   `json:"policy"`
 	Source     string `json:"source"`
+	// CT is the packet's conntrack state (ct state: new, established,
+	// related, untracked) where the source shows it, and CTDirection its
+	// direction (original, reply).
+	CT          string `json:"ct,omitempty"`
+	CTDirection string `json:"ct_direction,omitempty"`
 }
 
 type jsonTunnel struct {
@@ -558,7 +602,15 @@ func (w jsonWriter) Journey(j *decode.Journey) error {
 			h.Netfilter = &jsonNetfilter{
 				Family: nf.Family, Table: nf.Table, Chain: nf.Chain, Hook: nf.Hook.String(), Verdict: nf.Verdict,
 				Target: nf.Target, RuleHandle: nf.RuleHandle, Rule: nf.Rule, Policy: nf.Type == decode.TracePolicy, Source: nf.Source,
+				CT: nf.CT.String(),
 			}
+			if nf.CT != 0 {
+				h.Netfilter.CTDirection = "original"
+				if nf.CTReply {
+					h.Netfilter.CTDirection = "reply"
+				}
+			}
+			h.Sport, h.Dport = v.sport, v.dport
 		}
 		e.Hops = append(e.Hops, h)
 	}

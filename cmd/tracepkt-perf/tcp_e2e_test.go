@@ -479,6 +479,7 @@ func TestE2ETCPThroughKubeProxyNftables(t *testing.T) {
 				t.Errorf("no row of rule %d", h)
 			}
 		}
+		checkNetfilterTuples(t, e, uint64(handle), vip, 80)
 
 		res = runTool(t, n.A, "--json", "-W", "2s", "--tcp", "82", vip.String())
 		if res.code != 1 {
@@ -488,6 +489,51 @@ func TestE2ETCPThroughKubeProxyNftables(t *testing.T) {
 			t.Errorf("no endpoints: result %q, icmp error %+v", e.Result, e.ICMPError)
 		}
 	})
+}
+
+// checkNetfilterTuples checks the netfilter rows of a TCP probe's journey
+// e through a DNAT: the DNAT rule's row (handle) shows the SYN's ports as
+// the prober's first hop has them, toward vip:port, before the translation;
+// and, where the kernel sends conntrack states with its traces (Linux
+// 6.16), the SYN is new on every row, the SYN-ACK established in the reply
+// direction on every row.
+func checkNetfilterTuples(t *testing.T, e jsonEcho, handle uint64, vip netip.Addr, port uint16) {
+	t.Helper()
+	if len(e.Hops) == 0 || e.Hops[0].Sport == 0 {
+		t.Fatalf("no first hop with ports: %+v", e.Hops)
+	}
+	sent := e.Hops[0]
+	states := testenv.KernelAtLeast(t, 6, 16)
+	var dnatRows, replyRows int
+	for _, h := range e.Hops {
+		nf := h.Netfilter
+		if nf == nil {
+			continue
+		}
+		if nf.RuleHandle == handle {
+			dnatRows++
+			if h.Src != sent.Src || h.Dst != netip.AddrPortFrom(vip, port).String() || h.Sport != sent.Sport || h.Dport != port {
+				t.Errorf("DNAT row %s -> %s (ports %d, %d), want %s -> %s", h.Src, h.Dst, h.Sport, h.Dport, sent.Src, netip.AddrPortFrom(vip, port))
+			}
+		}
+		want, dir := "", ""
+		switch {
+		case !states:
+		case h.Type == "syn":
+			want, dir = "new", "original"
+		case h.Type == "syn-ack":
+			want, dir = "established", "reply"
+			replyRows++
+		default:
+			continue
+		}
+		if nf.CT != want || nf.CTDirection != dir {
+			t.Errorf("%s row %s.%s: ct %q %q, want %q %q", h.Type, nf.Table, nf.Chain, nf.CT, nf.CTDirection, want, dir)
+		}
+	}
+	if dnatRows != 1 || states && replyRows == 0 {
+		t.Errorf("%d rows of the DNAT rule, %d netfilter rows of the SYN-ACK", dnatRows, replyRows)
+	}
 }
 
 // TestE2ETCPThroughLegacyIptables: kube-proxy's rules in iptables-legacy, for TCP and UDP,

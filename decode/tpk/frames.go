@@ -150,8 +150,12 @@ func encodeOutcome(b []byte, o *EchoOutcome, v uint16) []byte {
 	// wrote them. Then list(netfilter event), the loss (see appendLoss)
 	// and after it, again only when there is something to say,
 	// NetfilterLost:uvarint list(Notes:string), and after that, for a TCP
-	// probe only (version 3), Proto:u8 Port:uvarint TCPFlags:u8 From:addr.
-	tcp := o.Proto != 0
+	// or UDP probe (version 3) or where the netfilter events show ports or
+	// conntrack states, Proto:u8 Port:uvarint TCPFlags:u8 From:addr, and
+	// after that, only in the second case, the netfilter events' ports and
+	// states (see appendNetfilterExtra).
+	extra := hasNetfilterExtra(o.Netfilter)
+	tcp := o.Proto != 0 || extra
 	more := o.NetfilterLost != 0 || len(o.Notes) > 0 || tcp
 	if len(o.Netfilter) == 0 && o.Error == nil && o.Drop == nil && o.Hint == "" && !more {
 		return b
@@ -175,7 +179,59 @@ func encodeOutcome(b []byte, o *EchoOutcome, v uint16) []byte {
 	b = append(b, o.Proto)
 	b = binary.AppendUvarint(b, uint64(o.Port))
 	b = append(b, o.TCPFlags)
-	return appendAddr(b, unzoned(o.From))
+	b = appendAddr(b, unzoned(o.From))
+	if !extra {
+		return b
+	}
+	return appendNetfilterExtra(b, o.Netfilter)
+}
+
+// hasNetfilterExtra reports whether any of events shows ports or a
+// conntrack state.
+func hasNetfilterExtra(events []decode.NetfilterEvent) bool {
+	for i := range events {
+		if e := &events[i]; e.Sport != 0 || e.Dport != 0 || e.CT != 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// ctReplyBit marks, in a netfilter event's conntrack byte, the reply
+// direction; the low bits are its decode.CTState, whose bit 7 is unused.
+const ctReplyBit = 1 << 7
+
+// appendNetfilterExtra: list(Sport Dport:uvarint CT:u8), an entry for each
+// netfilter event of the outcome, in their order; CT is the event's
+// decode.CTState, with ctReplyBit set for CTReply.
+func appendNetfilterExtra(b []byte, events []decode.NetfilterEvent) []byte {
+	b = binary.AppendUvarint(b, uint64(len(events)))
+	for i := range events {
+		e := &events[i]
+		b = binary.AppendUvarint(b, uint64(e.Sport))
+		b = binary.AppendUvarint(b, uint64(e.Dport))
+		ct := byte(e.CT)
+		if e.CTReply {
+			ct |= ctReplyBit
+		}
+		b = append(b, ct)
+	}
+	return b
+}
+
+// netfilterExtra decodes what appendNetfilterExtra wrote into events; a
+// count that is not theirs is corruption.
+func (c *frameCursor) netfilterExtra(events []decode.NetfilterEvent) {
+	if c.uvarint() != uint64(len(events)) {
+		c.bad = true
+		return
+	}
+	for i := range events {
+		e := &events[i]
+		e.Sport, e.Dport = c.uvarint16(), c.uvarint16()
+		ct := c.byte()
+		e.CT, e.CTReply = decode.CTState(ct&^ctReplyBit), ct&ctReplyBit != 0
+	}
 }
 
 // Flags of the loss fields after an outcome's netfilter events.
@@ -303,6 +359,9 @@ func decodeAppended(b []byte, o *EchoOutcome, v uint16) bool {
 		o.Port = c.uvarint16()
 		o.TCPFlags = c.byte()
 		o.From = c.addr()
+	}
+	if !c.bad && c.off < len(c.b) {
+		c.netfilterExtra(o.Netfilter)
 	}
 	return !c.bad
 }

@@ -361,9 +361,11 @@ func TestOutcomeKeepsNetfilterEvents(t *testing.T) {
 	nf := []decode.NetfilterEvent{
 		{Netns: 4026532500, Family: "inet", Table: "filt", Chain: "forward", Hook: decode.HookForward, Type: decode.TraceRule,
 			Verdict: "DROP", RuleHandle: 6, Rule: "icmp type echo-request drop", Iif: 2, Oif: 3, TraceID: 0xdeadbeef,
-			ICMPType: 8, EchoID: 7, Seq: 1, Src: netip.MustParseAddr("198.18.0.2"), Dst: netip.MustParseAddr("198.18.0.130"), Source: "nftrace"},
+			ICMPType: 8, EchoID: 7, Seq: 1, Src: netip.MustParseAddr("198.18.0.2"), Dst: netip.MustParseAddr("198.18.0.130"), CT: decode.CTNew, Source: "nftrace"},
 		{Time: 12345, Netns: 1, Family: "ip6", Table: "filter", Chain: "INPUT", Hook: decode.HookInput, Type: decode.TracePolicy,
-			Verdict: "JUMP", Target: "X", ICMPType: 129, EchoID: 7, Seq: 1, Src: netip.MustParseAddr("fd00::2"), Dst: netip.MustParseAddr("fd00::1"), Source: "kprobe"},
+			Verdict: "JUMP", Target: "X", ICMPType: 129, EchoID: 7, Seq: 1, Src: netip.MustParseAddr("fd00::2"), Dst: netip.MustParseAddr("fd00::1"), CT: decode.CTEstablished, CTReply: true, Source: "kprobe"},
+		{Netns: 1, Family: "ip", Table: "raw", Chain: "PREROUTING", Hook: decode.HookPrerouting, Type: decode.TracePolicy,
+			Verdict: "ACCEPT", ICMPType: 0, EchoID: 7, Seq: 1, Source: "nftrace"},
 	}
 	var buf bytes.Buffer
 	w, err := NewWriter(&buf, Header{ToolVersion: "test"})
@@ -385,8 +387,8 @@ func TestOutcomeKeepsNetfilterEvents(t *testing.T) {
 	if !reflect.DeepEqual(out.Netfilter, nf) {
 		t.Errorf("netfilter events\n got %+v\nwant %+v", out.Netfilter, nf)
 	}
-	if got := decode.NewJourney(out.Outcome, nil, out.Netfilter); len(got.Netfilter) != 2 {
-		t.Errorf("journey keeps %d netfilter events, want 2", len(got.Netfilter))
+	if got := decode.NewJourney(out.Outcome, nil, out.Netfilter); len(got.Netfilter) != 3 {
+		t.Errorf("journey keeps %d netfilter events, want 3", len(got.Netfilter))
 	}
 }
 

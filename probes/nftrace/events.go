@@ -224,6 +224,10 @@ func assemble(netns uint32, msgs []traceMsg, lastHook map[uint32]decode.Hook, ch
 		case m.HasVerdict:
 			verdict = verdictName(m.Verdict)
 		}
+		var sport, dport uint16
+		if m.Packet.Proto != 0 { // a TCP or UDP run's packet: its ports are read
+			sport, dport = m.Packet.Sport, m.Packet.Dport
+		}
 		events = append(events, decode.NetfilterEvent{
 			Netns:      netns,
 			Family:     familyName(m.Family),
@@ -244,6 +248,10 @@ func assemble(netns uint32, msgs []traceMsg, lastHook map[uint32]decode.Hook, ch
 			Seq:        m.Packet.Seq,
 			Src:        m.Packet.Src,
 			Dst:        m.Packet.Dst,
+			Sport:      sport,
+			Dport:      dport,
+			CT:         m.CT,
+			CTReply:    m.CTReply,
 			Source:     Source,
 		})
 	}

@@ -48,7 +48,20 @@ type traceMsg struct {
 	// the later ones of the same evaluation are tied to it by ID.
 	Packet    packet
 	HasPacket bool
+	// CT is the packet's conntrack state as NFTA_TRACE_CT_STATE gives it (decode.CTState
+	// bits), sent with the headers; 0 when the kernel sent none: before Linux 6.16, or a
+	// packet without a conntrack entry (not tracked in the namespace, or invalid).
+	// CTReply is NFTA_TRACE_CT_DIRECTION: the packet goes the entry's reply way.
+	CT      decode.CTState
+	CTReply bool
 }
+
+// Conntrack attributes of enum nft_trace_attributes (<linux/netfilter/nf_tables.h>, Linux
+// 6.16): x/sys/unix has not got them.
+const (
+	nftaTraceCTDirection = 19
+	nftaTraceCTState     = 21
+)
 
 // packet is what the trace headers say about a packet.
 type packet struct {
@@ -64,13 +77,14 @@ type packet struct {
 	TCP      bool
 	TCPFlags uint8
 	Key      uint32
-	// UDP is true for a UDP datagram; then Sport, Dport, UDPLen (the UDP header's length
-	// field) and the first Visible bytes of its payload, those the trace carries, are set.
-	UDP          bool
+	// Sport and Dport are a TCP segment's or a UDP datagram's ports.
 	Sport, Dport uint16
-	UDPLen       uint16
-	Payload      [transportHSize - udpHeaderLen]byte
-	Visible      uint8
+	// UDP is true for a UDP datagram; then UDPLen (the UDP header's length
+	// field) and the first Visible bytes of its payload, those the trace carries, are set.
+	UDP     bool
+	UDPLen  uint16
+	Payload [transportHSize - udpHeaderLen]byte
+	Visible uint8
 	// Proto is decode.ProtoTCP or decode.ProtoUDP once the packet is known to be of a TCP
 	// or UDP run (claimer.claim), which then also sets EchoID and Seq, and for a UDP reply
 	// TCPFlags to decode.UDPAnswer.
@@ -152,6 +166,10 @@ func parseTrace(b []byte, m *traceMsg) error {
 			m.Oif = ad.Uint32()
 		case unix.NFTA_TRACE_MARK:
 			m.Mark = ad.Uint32()
+		case nftaTraceCTState:
+			m.CT = decode.CTState(ad.Uint32())
+		case nftaTraceCTDirection:
+			m.CTReply = ad.Uint8() == 1
 		case unix.NFTA_TRACE_NETWORK_HEADER:
 			// Valid until the next read into the caller's buffer: parsed below.
 			ad.Do(func(b []byte) error { network = b; return nil })
@@ -225,10 +243,12 @@ func parsePacket(network, transport []byte) packet {
 	if len(transport) < udpHeaderLen {
 		return p
 	}
-	if udp {
-		p.UDP = true
+	if p.TCP || udp {
 		p.Sport = binary.BigEndian.Uint16(transport[0:2])
 		p.Dport = binary.BigEndian.Uint16(transport[2:4])
+	}
+	if udp {
+		p.UDP = true
 		p.UDPLen = binary.BigEndian.Uint16(transport[4:6])
 		p.Visible = uint8(copy(p.Payload[:], transport[udpHeaderLen:]))
 	}

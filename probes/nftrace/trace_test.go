@@ -1,12 +1,14 @@
 package nftrace
 
 import (
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"net/netip"
 	"slices"
 	"testing"
 
+	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/tracepkt/tracepkt-perf/decode"
@@ -137,6 +139,47 @@ func TestParseTraceMalformed(t *testing.T) {
 	}
 }
 
+// TestParseConntrack: the conntrack attributes Linux 6.16 adds to a trace
+// message with headers (nf_trace_fill_ct_info): the state as a big-endian
+// NF_CT_STATE bit, the direction as a byte; none for a packet without a
+// conntrack entry.
+func TestParseConntrack(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		state   uint32
+		dir     uint8
+		want    decode.CTState
+		reply   bool
+		present bool
+	}{
+		{"new", 1 << 3, 0, decode.CTNew, false, true},
+		{"established reply", 1 << 1, 1, decode.CTEstablished, true, true},
+		{"untracked", 1 << 6, 0, decode.CTUntracked, false, true},
+		{"no entry", 0, 0, 0, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ae := netlink.NewAttributeEncoder()
+			ae.ByteOrder = binary.BigEndian
+			ae.String(unix.NFTA_TRACE_TABLE, "t")
+			if tc.present {
+				ae.Uint32(nftaTraceCTState, tc.state)
+				ae.Uint8(nftaTraceCTDirection, tc.dir)
+			}
+			attrs, err := ae.Encode()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var m traceMsg
+			if err := parseTrace(append([]byte{unix.NFPROTO_INET, 0, 0, 0}, attrs...), &m); err != nil {
+				t.Fatal(err)
+			}
+			if m.Table != "t" || m.CT != tc.want || m.CTReply != tc.reply {
+				t.Errorf("table %q, ct %v reply %v, want %v %v", m.Table, m.CT, m.CTReply, tc.want, tc.reply)
+			}
+		})
+	}
+}
+
 func TestParsePacket(t *testing.T) {
 	v4 := mustHex("4500005439f440004001cc09c6135402c6135482")
 	icmp := mustHex("08000d934242000180b6c47cd9946cd018eb1d54")
@@ -177,13 +220,13 @@ func TestParsePacket(t *testing.T) {
 			Payload: [12]byte{0xc0, 0xff, 0xee, 0x00, 0, 3, 0x42, 0x42}, Visible: 8}},
 		{"ipv6 icmpv4 echo type", v6, slices.Concat([]byte{8}, icmp6[1:]), packet{Src: capturedA6Addr, Dst: capturedB6Addr}},
 		{"ipv6 cut", v6[:39], icmp6, packet{}},
-		{"ipv4 SYN", v4tcp, syn, packet{Src: capturedA4Addr, Dst: capturedB4Addr, TCP: true, TCPFlags: 0x02, Key: 0xc0ffee04}},
-		{"ipv4 SYN-ACK", v4tcp, synAck, packet{Src: capturedA4Addr, Dst: capturedB4Addr, TCP: true, TCPFlags: 0x12, Key: 0xc0ffee04}},
-		{"ipv4 own RST", v4tcp, rst, packet{Src: capturedA4Addr, Dst: capturedB4Addr, TCP: true, TCPFlags: 0x04, Key: 0xc0ffee04}},
+		{"ipv4 SYN", v4tcp, syn, packet{Src: capturedA4Addr, Dst: capturedB4Addr, TCP: true, TCPFlags: 0x02, Key: 0xc0ffee04, Sport: 40000, Dport: 443}},
+		{"ipv4 SYN-ACK", v4tcp, synAck, packet{Src: capturedA4Addr, Dst: capturedB4Addr, TCP: true, TCPFlags: 0x12, Key: 0xc0ffee04, Sport: 443, Dport: 40000}},
+		{"ipv4 own RST", v4tcp, rst, packet{Src: capturedA4Addr, Dst: capturedB4Addr, TCP: true, TCPFlags: 0x04, Key: 0xc0ffee04, Sport: 40000, Dport: 443}},
 		{"ipv4 tcp cut before its flags", v4tcp, syn[:13], packet{Src: capturedA4Addr, Dst: capturedB4Addr}},
 		{"ipv4 unreachable quoting a SYN: the trace's 20 bytes end before its seq", v4, slices.Concat([]byte{3, 3, 0xfc, 0xfc, 0, 0, 0, 0}, quotedV4[:12]),
 			packet{Src: capturedA4Addr, Dst: capturedB4Addr}},
-		{"ipv6 RST|ACK", slices.Concat(v6[:6], []byte{6}, v6[7:]), rstAck, packet{Src: capturedA6Addr, Dst: capturedB6Addr, TCP: true, TCPFlags: 0x14, Key: 0xc0ffee04}},
+		{"ipv6 RST|ACK", slices.Concat(v6[:6], []byte{6}, v6[7:]), rstAck, packet{Src: capturedA6Addr, Dst: capturedB6Addr, TCP: true, TCPFlags: 0x14, Key: 0xc0ffee04, Sport: 443, Dport: 40000}},
 		{"not ip", []byte{0x20}, icmp, packet{}},
 		{"empty", nil, nil, packet{}},
 	} {

@@ -411,6 +411,8 @@ func (t *Tracer) readAll() error {
 type tracedPacket struct {
 	packet   packet
 	iif, oif uint32
+	ct       decode.CTState
+	ctReply  bool
 }
 
 // receive keeps m if c claims its packet and it is not from a helper table. Messages without
@@ -420,9 +422,9 @@ func (st *nsState) receive(m *traceMsg, c *claimer) {
 		st.packets = make(map[uint32]tracedPacket)
 	}
 	if m.HasPacket {
-		st.packets[m.ID] = tracedPacket{m.Packet, m.Iif, m.Oif}
+		st.packets[m.ID] = tracedPacket{m.Packet, m.Iif, m.Oif, m.CT, m.CTReply}
 	} else if f, ok := st.packets[m.ID]; ok {
-		m.Packet, m.Iif, m.Oif = f.packet, f.iif, f.oif
+		m.Packet, m.Iif, m.Oif, m.CT, m.CTReply = f.packet, f.iif, f.oif, f.ct, f.ctReply
 	} else {
 		return
 	}
