@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"slices"
@@ -61,6 +62,9 @@ type claimer struct {
 	sport   uint16
 	lastSeq uint16
 	seqs    map[uint32]uint16 // trace id -> probe number the seq chain read
+	// ends are the sources and destinations the run's requests were traced
+	// with: a reply comes from one of them or goes to one.
+	ends map[netip.AddrPort]struct{}
 }
 
 // observe reads, from a message of our own helper table, what the seq chain says of the
@@ -115,9 +119,13 @@ func (c *claimer) claim(p *packet, id uint32) bool {
 // claimUDP claims a UDP run's request or reply.
 //
 // A reply carries no mark: once TraceReplies gave the prober's source port, a datagram to
-// that port from another is one (traced by its destination port alone, so any datagram to
-// the port is taken for one: the port is the prober's, held by its socket, but a router
-// also sees other hosts' flows from the same port number). Its Seq is that of the latest
+// that port from another is one when it comes from an address and port a request was
+// traced going to, or goes to one a request was traced coming from. It is traced by its
+// destination port alone (replyRules), and a router also sees other hosts' flows to the
+// same port number: those have other addresses. Before a node undoes its masquerade, a
+// reply goes to the node's address, not the prober's, but comes from the endpoint the
+// node's chains traced the request going to after its DNAT; after, it goes to the
+// prober's address and port. Its Seq is that of the latest
 // request claimed, which is the probe the reply answers as long as probes go one at a
 // time, each drained before the next is sent.
 //
@@ -129,6 +137,10 @@ func (c *claimer) claimUDP(p *packet, id uint32) bool {
 	}
 	m := c.match.UDP
 	if c.sport != 0 && p.Dport == c.sport && p.Sport != c.sport {
+		_, from := c.ends[netip.AddrPortFrom(p.Src, p.Sport)]
+		if _, to := c.ends[netip.AddrPortFrom(p.Dst, p.Dport)]; !from && !to {
+			return false
+		}
 		p.Proto, p.EchoID, p.Seq, p.TCPFlags = decode.ProtoUDP, m.EchoID, c.lastSeq, decode.UDPAnswer
 		return true
 	}
@@ -137,6 +149,11 @@ func (c *claimer) claimUDP(p *packet, id uint32) bool {
 		return false
 	}
 	c.lastSeq = seq
+	if c.ends == nil || len(c.ends) >= maxTraceIDs {
+		c.ends = make(map[netip.AddrPort]struct{})
+	}
+	c.ends[netip.AddrPortFrom(p.Src, p.Sport)] = struct{}{}
+	c.ends[netip.AddrPortFrom(p.Dst, p.Dport)] = struct{}{}
 	p.Proto, p.EchoID, p.Seq, p.TCPFlags = decode.ProtoUDP, m.EchoID, seq, 0
 	return true
 }

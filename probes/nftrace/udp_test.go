@@ -181,6 +181,46 @@ func TestUDPRun(t *testing.T) {
 		})
 	}
 
+	// Another flow to the prober's port number through a namespace that traces replies: B
+	// sends to R's own address, from another port, after a request of the run went
+	// through. R's rule for replies (udp dport <port>) marks it; it is neither from where
+	// a request went nor to where one came from, so it is not taken for a reply.
+	t.Run("another flow to the prober's port", func(t *testing.T) {
+		m, err := decode.NewUDPMark(0x7d00, 0x5eed0002, 7, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn := udpClient(t, r.A)
+		sport := uint16(conn.LocalAddr().(*net.UDPAddr).Port)
+		tr := openUDPTracer(t, netnsList(r.A, r.R, r.B), m)
+		if err := tr.TraceReplies(sport); err != nil {
+			t.Fatal(err)
+		}
+		if err := udpExchange(conn, r.Target4, m.Payload(1)); err != nil {
+			t.Fatal(err)
+		}
+		events, err := tr.Drain(5 * time.Millisecond)
+		if err != nil {
+			t.Fatalf("Drain: %v", err)
+		}
+		checkRows(t, events, rows(r.Target4))
+		var stray *net.UDPConn
+		if err := r.B.Do(func() (err error) {
+			stray, err = net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(r.RB4.Addr(), sport)))
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		defer stray.Close()
+		if _, err := stray.Write([]byte("not a reply")); err != nil {
+			t.Fatal(err)
+		}
+		if events, err = tr.Drain(50 * time.Millisecond); err != nil {
+			t.Fatalf("Drain: %v", err)
+		}
+		checkRows(t, events, nil)
+	})
+
 	// A datagram of another run, with another cookie: for a DNS query the trace does not
 	// show the cookie, so only the helper rule keeps it out.
 	for _, port := range []uint16{7, 53} {
