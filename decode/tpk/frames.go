@@ -150,7 +150,11 @@ func encodeOutcome(b []byte, o *EchoOutcome, v uint16) []byte {
 	// wrote them. Then list(netfilter event), the loss (see appendLoss)
 	// and after it, again only when there is something to say,
 	// NetfilterLost:uvarint list(Notes:string), and after that, for a TCP
-	// probe only (version 3), Proto:u8 Port:uvarint TCPFlags:u8 From:addr.
+	// or UDP probe only (version 3), Proto:u8 Port:uvarint TCPFlags:u8
+	// From:addr, and after them, when the probe's source is known, Source:addr
+	// SourcePort:uvarint (older version 3 readers stop before them; a
+	// writer that appends more after them writes none and 0 for an unknown
+	// source).
 	tcp := o.Proto != 0
 	more := o.NetfilterLost != 0 || len(o.Notes) > 0 || tcp
 	if len(o.Netfilter) == 0 && o.Error == nil && o.Drop == nil && o.Hint == "" && !more {
@@ -175,7 +179,12 @@ func encodeOutcome(b []byte, o *EchoOutcome, v uint16) []byte {
 	b = append(b, o.Proto)
 	b = binary.AppendUvarint(b, uint64(o.Port))
 	b = append(b, o.TCPFlags)
-	return appendAddr(b, unzoned(o.From))
+	b = appendAddr(b, unzoned(o.From))
+	if !o.Source.IsValid() {
+		return b
+	}
+	b = appendAddr(b, unzoned(o.Source.Addr()))
+	return binary.AppendUvarint(b, uint64(o.Source.Port()))
 }
 
 // Flags of the loss fields after an outcome's netfilter events.
@@ -304,6 +313,13 @@ func decodeAppended(b []byte, o *EchoOutcome, v uint16) bool {
 		o.TCPFlags = c.byte()
 		o.From = c.addr()
 	}
+	if !c.bad && c.off < len(c.b) {
+		src, port := c.addr(), c.uvarint16()
+		o.Source = netip.AddrPortFrom(src, port)
+		// A later writer with fields to append after it writes no source
+		// as none and port 0.
+		c.bad = c.bad || (!src.IsValid() && port != 0)
+	}
 	return !c.bad
 }
 
@@ -372,7 +388,7 @@ func (r *Reader) decodeOutcome(body []byte, o *EchoOutcome) error {
 	o.RTT = time.Duration(c.varint())
 	o.Timeout = time.Duration(c.varint())
 	o.Netfilter, o.Error, o.Drop, o.Hint, o.NetfilterLost, o.Notes = nil, nil, nil, "", 0, nil
-	o.Proto, o.Port, o.TCPFlags, o.From = 0, 0, 0, netip.Addr{}
+	o.Proto, o.Port, o.TCPFlags, o.From, o.Source = 0, 0, 0, netip.Addr{}, netip.AddrPort{}
 	if !c.bad && c.off < len(c.b) {
 		if !decodeAppended(c.b[c.off:], o, r.version) {
 			return r.corrupt("bad netfilter events, loss or TCP fields in outcome frame")
@@ -381,7 +397,7 @@ func (r *Reader) decodeOutcome(body []byte, o *EchoOutcome) error {
 	if c.bad {
 		return r.corrupt("bad outcome frame")
 	}
-	if r.version < tcpVersion && (o.Proto != 0 || o.Port != 0 || o.TCPFlags != 0 || o.From.IsValid()) {
+	if r.version < tcpVersion && (o.Proto != 0 || o.Port != 0 || o.TCPFlags != 0 || o.From.IsValid() || o.Source.IsValid()) {
 		return r.corrupt("a TCP probe's outcome in a version %d file", r.version)
 	}
 	return nil
