@@ -30,6 +30,11 @@ type Outcome struct {
 	TCPFlags uint8
 	// From is the address the TCP or UDP answer came from.
 	From netip.Addr
+	// Source is the address and port a TCP or UDP probe was sent from, as
+	// the prober's socket holds them: NAT in the prober's own namespace
+	// rewrites them before the first hop can see them. Invalid for an
+	// echo, and in recordings made before the tool kept it.
+	Source netip.AddrPort
 	// NetfilterLost counts the netfilter trace messages lost while this
 	// echo was traced (socket overflows, unparsable messages); the journey
 	// adds them to its Lost.

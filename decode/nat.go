@@ -24,9 +24,10 @@ type Translation struct {
 
 // Translations returns the NAT changes the hops of a TCP or UDP probe show,
 // in order, each once. Each packet (the SYN, the answer, the prober's RST;
-// the datagram and its reply) is followed on its own; its first hop, for a packet the prober sent, is
-// compared with the address and port it was sent to: a difference there
-// was made where it was sent (OUTPUT).
+// the datagram and its reply) is followed on its own; its first hop, for a
+// packet the prober sent, is compared with the addresses and ports it was
+// sent from (when the outcome has them) and to: a difference there was
+// made where it was sent (OUTPUT, or POSTROUTING before the first device).
 func (j *Journey) Translations() []Translation {
 	if j.Proto != ProtoTCP && j.Proto != ProtoUDP {
 		return nil
@@ -51,7 +52,7 @@ func (j *Journey) Translations() []Translation {
 		var prev *Record
 		var prevSrc, prevDst netip.AddrPort
 		if request {
-			prevDst = netip.AddrPortFrom(j.Target, j.Port)
+			prevSrc, prevDst = j.Source, netip.AddrPortFrom(j.Target, j.Port)
 		}
 		for i := range j.Hops {
 			h := &j.Hops[i]
@@ -80,12 +81,16 @@ func (j *Journey) Translations() []Translation {
 			prev, prevSrc, prevDst = h, src, dst
 		}
 	}
-	// The probe's source as it was sent is not recorded: a source NAT made
-	// where it was sent, before its first hop (netavark masquerades
-	// loopback to a published port), shows only undone, on the answer.
+	// Without the probe's source as it was sent (recordings made before
+	// the tool kept it), a source NAT made where it was sent, before its
+	// first hop (netavark masquerades loopback to a published port), shows
+	// only undone, on the answer.
 	// Conntrack undoes in a namespace exactly the change made there, so the
 	// probe's own change is the inverse, first seen where the probe's
 	// source is the translated one.
+	if j.Source.IsValid() {
+		return out
+	}
 	for _, rev := range slices.Clone(out) {
 		if rev.Kind != "reverse SNAT" || slices.ContainsFunc(out, func(o Translation) bool {
 			return o.Kind == "SNAT" && o.Netns == rev.Netns && o.Before == rev.After && o.After == rev.Before

@@ -186,10 +186,55 @@ func TestTranslations(t *testing.T) {
 		t.Errorf("loopback masqueraded where sent:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 
+	// With the source the probe was sent from, the masquerade is seen
+	// where it was made, not inferred from its undoing.
+	j.Source = netip.MustParseAddrPort(lo)
+	if tr := j.Translations(); len(tr) != 3 || tr[1].Kind != "SNAT" || tr[1].Before.String() != lo || tr[1].After.String() != gw ||
+		tr[1].Netns != node || tr[1].Hop != 0 || tr[1].Rule == nil || tr[1].Rule.RuleHandle != 7 {
+		t.Errorf("loopback masqueraded where sent, source known: %+v", tr)
+	}
+
 	// An echo has none.
 	j.Proto = 0
 	if tr := j.Translations(); tr != nil {
 		t.Errorf("an echo's translations: %+v", tr)
+	}
+}
+
+// TestTranslationsFromSource: a source NAT in the prober's own namespace,
+// before the first hop, shows only against the source the probe was sent
+// from: conntrack undoes it on the answer after the answer's last hop.
+func TestTranslationsFromSource(t *testing.T) {
+	const client, server = 1, 2
+	sent, snat, srv := "10.0.0.1:40000", "10.0.0.9:40000", "10.0.1.2:80"
+	for _, proto := range []uint8{ProtoTCP, ProtoUDP} {
+		request, answer := uint8(TCPSyn), uint8(TCPSyn|TCPAck)
+		if proto == ProtoUDP {
+			request, answer = 0, UDPAnswer
+		}
+		hop := func(t uint64, netns uint32, p Probe, flags uint8, src, dst string) Record {
+			h := tcpHop(t, netns, p, flags, src, dst)
+			h.Proto = proto
+			return h
+		}
+		j := Journey{Outcome: Outcome{Target: netip.MustParseAddr("10.0.1.2"), Port: 80, Proto: proto}, Hops: []Record{
+			hop(10, client, ProbeNetDevQueue, request, snat, srv),
+			hop(20, server, ProbeNetifReceiveSkb, request, snat, srv),
+			hop(30, server, ProbeNetDevQueue, answer, srv, snat),
+			hop(40, client, ProbeNetifReceiveSkb, answer, srv, snat),
+		}, Netfilter: []NetfilterEvent{
+			{Netns: client, Table: "nat", Chain: "postrouting", Hook: HookPostrouting, Type: TraceRule, Verdict: "ACCEPT",
+				RuleHandle: 4, Rule: "oifname \"eth0\" snat ip to 10.0.0.9", Proto: proto, TCPFlags: request},
+		}}
+		if tr := j.Translations(); tr != nil {
+			t.Errorf("proto %d, source not known: %+v", proto, tr)
+		}
+		j.Source = netip.MustParseAddrPort(sent)
+		tr := j.Translations()
+		if len(tr) != 1 || tr[0].Kind != "SNAT" || tr[0].Before.String() != sent || tr[0].After.String() != snat ||
+			tr[0].Netns != client || tr[0].Hop != 0 || tr[0].Rule == nil || tr[0].Rule.RuleHandle != 4 {
+			t.Errorf("proto %d: %+v", proto, tr)
+		}
 	}
 }
 

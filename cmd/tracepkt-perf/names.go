@@ -151,6 +151,20 @@ type prober interface {
 	Close() error
 }
 
+// sourceOf is the address and port a TCP or UDP prober sends from, which
+// its socket holds for the run; none for the pinger, whose raw socket
+// leaves the source address to each send's route.
+func sourceOf(p prober) netip.AddrPort {
+	s, ok := p.(interface {
+		Source() netip.Addr
+		SourcePort() uint16
+	})
+	if !ok {
+		return netip.AddrPort{}
+	}
+	return netip.AddrPortFrom(s.Source().WithZone(""), s.SourcePort())
+}
+
 // openProber opens the prober in from's namespace (this one when nil): its
 // sockets are created on a locked OS thread that entered it, so it sends,
 // routes and receives there, whichever thread uses it, while the rest of

@@ -469,7 +469,7 @@ func echo(ctx context.Context, p prober, t *probes.Tracer, nf *nftrace.Tracer, t
 	o := decode.Outcome{Target: target, EchoID: p.ID(), Seq: seq, Replied: replied, Timeout: timeout, Interrupted: interrupted,
 		NetfilterLost: nfLost, Notes: notes}
 	if port != 0 {
-		o.Proto, o.Port = proto, port
+		o.Proto, o.Port, o.Source = proto, port, sourceOf(p)
 		if answered && reply.Error == nil {
 			o.TCPFlags, o.From, o.RTT = reply.TCPFlags, reply.From.WithZone(""), reply.Received.Sub(sent)
 		}

@@ -62,7 +62,10 @@ import (
 // encodeOutcome). A writer writes version 3 only for a run of TCP probes
 // (Header.Proto); a run of echoes is still written as version 2, byte for
 // byte, so that older builds keep reading it. A reader refuses anything of a
-// TCP probe in a file of an older version: no writer put it there.
+// TCP probe in a file of an older version: no writer put it there. UDP
+// probes and, appended after the TCP fields of an outcome, the source a probe
+// was sent from came later in version 3: version 3 readers before them refuse
+// a UDP run's protocol and stop before the source.
 //
 // Blocks make the file durable: the writer emits whole blocks, so a crash loses
 // at most the block being written, and the reader stops at an incomplete last

@@ -151,9 +151,12 @@ func encodeOutcome(b []byte, o *EchoOutcome, v uint16) []byte {
 	// and after it, again only when there is something to say,
 	// NetfilterLost:uvarint list(Notes:string), and after that, for a TCP
 	// or UDP probe (version 3) or where the netfilter events show ports or
-	// conntrack states, Proto:u8 Port:uvarint TCPFlags:u8 From:addr, and
-	// after that, only in the second case, the netfilter events' ports and
-	// states (see appendNetfilterExtra).
+	// conntrack states, Proto:u8 Port:uvarint TCPFlags:u8 From:addr; after
+	// them, when the probe's source is known or netfilter events show ports
+	// or states, Source:addr SourcePort:uvarint (none and 0 for an unknown
+	// source); and after that, only in the second case, the netfilter
+	// events' ports and states (see appendNetfilterExtra). Older version 3
+	// readers stop before each of these.
 	extra := hasNetfilterExtra(o.Netfilter)
 	tcp := o.Proto != 0 || extra
 	more := o.NetfilterLost != 0 || len(o.Notes) > 0 || tcp
@@ -180,6 +183,11 @@ func encodeOutcome(b []byte, o *EchoOutcome, v uint16) []byte {
 	b = binary.AppendUvarint(b, uint64(o.Port))
 	b = append(b, o.TCPFlags)
 	b = appendAddr(b, unzoned(o.From))
+	if !o.Source.IsValid() && !extra {
+		return b
+	}
+	b = appendAddr(b, unzoned(o.Source.Addr()))
+	b = binary.AppendUvarint(b, uint64(o.Source.Port()))
 	if !extra {
 		return b
 	}
@@ -361,6 +369,13 @@ func decodeAppended(b []byte, o *EchoOutcome, v uint16) bool {
 		o.From = c.addr()
 	}
 	if !c.bad && c.off < len(c.b) {
+		src, port := c.addr(), c.uvarint16()
+		o.Source = netip.AddrPortFrom(src, port)
+		// A writer with netfilter ports or states to append writes an
+		// unknown source as none and port 0.
+		c.bad = c.bad || (!src.IsValid() && port != 0)
+	}
+	if !c.bad && c.off < len(c.b) {
 		c.netfilterExtra(o.Netfilter)
 	}
 	return !c.bad
@@ -431,7 +446,7 @@ func (r *Reader) decodeOutcome(body []byte, o *EchoOutcome) error {
 	o.RTT = time.Duration(c.varint())
 	o.Timeout = time.Duration(c.varint())
 	o.Netfilter, o.Error, o.Drop, o.Hint, o.NetfilterLost, o.Notes = nil, nil, nil, "", 0, nil
-	o.Proto, o.Port, o.TCPFlags, o.From = 0, 0, 0, netip.Addr{}
+	o.Proto, o.Port, o.TCPFlags, o.From, o.Source = 0, 0, 0, netip.Addr{}, netip.AddrPort{}
 	if !c.bad && c.off < len(c.b) {
 		if !decodeAppended(c.b[c.off:], o, r.version) {
 			return r.corrupt("bad netfilter events, loss or TCP fields in outcome frame")
@@ -440,7 +455,7 @@ func (r *Reader) decodeOutcome(body []byte, o *EchoOutcome) error {
 	if c.bad {
 		return r.corrupt("bad outcome frame")
 	}
-	if r.version < tcpVersion && (o.Proto != 0 || o.Port != 0 || o.TCPFlags != 0 || o.From.IsValid()) {
+	if r.version < tcpVersion && (o.Proto != 0 || o.Port != 0 || o.TCPFlags != 0 || o.From.IsValid() || o.Source.IsValid()) {
 		return r.corrupt("a TCP probe's outcome in a version %d file", r.version)
 	}
 	return nil

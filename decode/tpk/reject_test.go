@@ -80,9 +80,9 @@ func TestUnknownFramesAndFields(t *testing.T) {
 	// An outcome with a field appended by a newer writer, after the (empty)
 	// list of netfilter events, the loss flags (none), no netfilter messages
 	// lost, no notes, the TCP fields of an echo (protocol 0, port 0, no
-	// flags, no address) and the ports and states of its netfilter events
-	// (none).
-	craft(rec.w, frameOutcome, append(encodeOutcome(nil, &out, echoVersion), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x2a, 0x2a))
+	// flags, no address), no source (no address, port 0) and the ports and
+	// states of its netfilter events (none).
+	craft(rec.w, frameOutcome, append(encodeOutcome(nil, &out, echoVersion), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x2a, 0x2a))
 	rec.items = append(rec.items, tpkItem{kind: KindOutcome, out: out})
 	craft(rec.w, 1<<40, nil)
 	rec.flush()

@@ -183,6 +183,7 @@ func TestWriterRefusesTCPInEchoRun(t *testing.T) {
 		"a TCP outcome":       {Outcome: decode.Outcome{Proto: decode.ProtoTCP}},
 		"a port":              {Outcome: decode.Outcome{Port: 80}},
 		"an answer's address": {Outcome: decode.Outcome{From: testrecord.Ctr4}},
+		"a probe's source":    {Outcome: decode.Outcome{Source: netip.AddrPortFrom(testrecord.Host4, 40001)}},
 		"a TCP verdict":       {Netfilter: []decode.NetfilterEvent{{TCPFlags: decode.TCPSyn}}},
 		"a TCP drop":          {Outcome: decode.Outcome{Drop: &decode.Drop{Proto: decode.ProtoTCP}}},
 	} {
@@ -278,4 +279,45 @@ func TestTCPRunAsVersion2(t *testing.T) {
 // does an echo recording.
 func TestTCPTruncation(t *testing.T) {
 	checkTruncations(t, tcpRecording(t))
+}
+
+// TestTCPSource: the source a TCP or UDP probe was sent from is appended
+// after the TCP fields, so a version 3 reader that predates it reads the
+// outcome as it did (it stops before it) and recordings without it keep
+// their bytes; a source of no address with a port, or cut short, is
+// corrupt.
+func TestTCPSource(t *testing.T) {
+	rec := newRecording(t, tcpHeader())
+	recs, out := demoTCP(4, 1, true)
+	without := encodeOutcome(nil, &out, tcpVersion)
+	out.Source = netip.AddrPortFrom(testrecord.Host4, 40001)
+	with := encodeOutcome(nil, &out, tcpVersion)
+	if tail, ok := bytes.CutPrefix(with, without); !ok || !bytes.Equal(tail, append(appendAddr(nil, testrecord.Host4), 0xc1, 0xb8, 0x02)) {
+		t.Errorf("outcome with a source\n%x\nis not the one without\n%x\nand the source after it", with, without)
+	}
+	rec.echo(recs, out)
+	recs, out = demoTCP(6, 2, false)
+	out.Source = netip.AddrPortFrom(testrecord.Host6, 40002)
+	rec.echo(recs, out)
+	got, _, err := readAll(t, rec.bytes())
+	if err != io.EOF {
+		t.Fatal(err)
+	}
+	checkItems(t, got, rec.items)
+
+	for name, body := range map[string][]byte{
+		"no address with a port": append(bytes.Clone(without), 0, 0x2a),
+		"cut inside its address": with[:len(with)-4],
+		"cut before its port":    with[:len(with)-3],
+	} {
+		rec := newRecording(t, tcpHeader())
+		rec.echo(demoTCP(4, 1, false))
+		craft(rec.w, frameOutcome, body)
+		rec.flush()
+		got, _, err := readAll(t, rec.bytes())
+		if !errors.Is(err, ErrCorrupt) {
+			t.Errorf("%s: error %v, want ErrCorrupt", name, err)
+		}
+		checkItems(t, got, rec.items)
+	}
 }

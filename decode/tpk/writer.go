@@ -154,7 +154,7 @@ func (w *Writer) checkOutcome(o *EchoOutcome) error {
 	if err := w.checkTCP(o.Proto, o.TCPFlags); err != nil {
 		return err
 	}
-	if w.version < tcpVersion && (o.Port != 0 || o.From.IsValid()) {
+	if w.version < tcpVersion && (o.Port != 0 || o.From.IsValid() || o.Source.IsValid()) {
 		return ErrTCPInEchoRun
 	}
 	for i := range o.Netfilter {
