@@ -16,8 +16,9 @@ import (
 )
 
 // dockerPublishRules is the ruleset Docker writes (iptables backend) for its
-// default bridge with one container at ctr publishing port 8080 to its port
-// 80 (`docker run -p 8080:80`), in iptables-restore form for one family.
+// default bridge with one container at ctr publishing port 8080 to its TCP
+// port 80 and port 5353 to its UDP port 53 (`docker run -p 8080:80 -p
+// 5353:53/udp`), in iptables-restore form for one family.
 // Docker 27's shape is hostfw_e2e_test.go's dockerRules with the container's
 // per-port ACCEPT in filter DOCKER and its hairpin masquerade; Docker 28's
 // (moby's integration/network/bridge/iptablesdoc) moves the FORWARD rules
@@ -33,7 +34,7 @@ func dockerPublishRules(version int, bridge string, subnet netip.Prefix, ctr net
 		host, loopback = "/128", "::1/128"
 	}
 	r := strings.NewReplacer("BR", bridge, "SUBNET", subnet.String(), "CTRPORT", netip.AddrPortFrom(ctr, 80).String(),
-		"CTR", ctr.String()+host, "LOOPBACK", loopback)
+		"CTRDNS", netip.AddrPortFrom(ctr, 53).String(), "CTR", ctr.String()+host, "LOOPBACK", loopback)
 	if version == 27 {
 		return r.Replace(`*nat
 :DOCKER - [0:0]
@@ -41,8 +42,10 @@ func dockerPublishRules(version int, bridge string, subnet netip.Prefix, ctr net
 -A OUTPUT ! -d LOOPBACK -m addrtype --dst-type LOCAL -j DOCKER
 -A POSTROUTING -s SUBNET ! -o BR -j MASQUERADE
 -A POSTROUTING -s CTR -d CTR -p tcp -m tcp --dport 80 -j MASQUERADE
+-A POSTROUTING -s CTR -d CTR -p udp -m udp --dport 53 -j MASQUERADE
 -A DOCKER -i BR -j RETURN
 -A DOCKER ! -i BR -p tcp -m tcp --dport 8080 -j DNAT --to-destination CTRPORT
+-A DOCKER ! -i BR -p udp -m udp --dport 5353 -j DNAT --to-destination CTRDNS
 COMMIT
 *filter
 :FORWARD DROP [0:0]
@@ -57,6 +60,7 @@ COMMIT
 -A FORWARD -i BR ! -o BR -j ACCEPT
 -A FORWARD -i BR -o BR -j ACCEPT
 -A DOCKER -d CTR ! -i BR -o BR -p tcp -m tcp --dport 80 -j ACCEPT
+-A DOCKER -d CTR ! -i BR -o BR -p udp -m udp --dport 53 -j ACCEPT
 -A DOCKER-ISOLATION-STAGE-1 -i BR ! -o BR -j DOCKER-ISOLATION-STAGE-2
 -A DOCKER-ISOLATION-STAGE-1 -j RETURN
 -A DOCKER-ISOLATION-STAGE-2 -o BR -j DROP
@@ -74,6 +78,7 @@ COMMIT
 -A OUTPUT ! -d LOOPBACK -m addrtype --dst-type LOCAL -j DOCKER
 -A POSTROUTING -s SUBNET ! -o BR -j MASQUERADE
 -A DOCKER ! -i BR -p tcp -m tcp --dport 8080 -j DNAT --to-destination CTRPORT
+-A DOCKER ! -i BR -p udp -m udp --dport 5353 -j DNAT --to-destination CTRDNS
 COMMIT
 *filter
 :FORWARD DROP [0:0]
@@ -86,6 +91,7 @@ COMMIT
 -A FORWARD -j DOCKER-USER
 -A FORWARD -j DOCKER-FORWARD
 -A DOCKER -d CTR ! -i BR -o BR -p tcp -m tcp --dport 80 -j ACCEPT
+-A DOCKER -d CTR ! -i BR -o BR -p udp -m udp --dport 53 -j ACCEPT
 -A DOCKER ! -i BR -o BR -j DROP
 -A DOCKER-BRIDGE -o BR -j DOCKER
 -A DOCKER-CT -o BR -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
@@ -116,8 +122,9 @@ func firstSecond(p netip.Prefix) (netip.Prefix, netip.Prefix) {
 	return netip.PrefixFrom(a, p.Bits()), netip.PrefixFrom(a.Next(), p.Bits())
 }
 
-// dockerHost builds a dockerHostNet with forwarding on in the host, and a
-// TCP listener on port 80 in the container; everything is removed with t.
+// dockerHost builds a dockerHostNet with forwarding on in the host, a TCP
+// listener on port 80 and a DNS responder on port 53 in the container;
+// everything is removed with t.
 func dockerHost(t *testing.T) *dockerHostNet {
 	t.Helper()
 	topo := testenv.Topology(t)
@@ -171,6 +178,7 @@ func dockerHost(t *testing.T) *dockerHostNet {
 		return err
 	}))
 	t.Cleanup(func() { ln.Close() })
+	dnsResponder(t, n.Container, 53)
 	return n
 }
 
@@ -199,8 +207,58 @@ func TestE2EPublishedPortDocker(t *testing.T) {
 				}
 			}
 			publishedPortCases(t, n)
+			publishedUDPCases(t, n)
 		})
 	}
+}
+
+// natRows lists the translations of e, one a line (the hop's row, kind,
+// before and after, namespace, table.chain), and returns the last DNAT.
+func natRows(e jsonEcho) (got []string, dnat *jsonNAT) {
+	for _, hop := range e.Hops {
+		for _, x := range hop.NAT {
+			if x.Kind == "DNAT" {
+				dnat = x
+			}
+			got = append(got, fmt.Sprintf("%s %s %s -> %s @%d %s.%s", row(uint64(hop.Netns), hop.Ifname, hop.Dir, hop.Type), x.Kind, x.Before, x.After, x.Netns, x.Table, x.Chain))
+		}
+	}
+	return got, dnat
+}
+
+// wantDockerDNAT checks that dnat was made by the rule of the host's nat
+// DOCKER chain that DNATs to after, whose row in res carries the handle
+// `nft -a list` gives it.
+func wantDockerDNAT(t *testing.T, n *dockerHostNet, res toolResult, dnat *jsonNAT, after string) {
+	t.Helper()
+	family := "ip"
+	if netip.MustParseAddrPort(after).Addr().Is6() {
+		family = "ip6"
+	}
+	handle := ruleHandle(t, inNetns(t, n.Host, "nft", "-a", "list", "chain", family, "nat", "DOCKER"), "dnat to "+after)
+	if dnat == nil || dnat.Table != "nat" || dnat.Chain != "DOCKER" || !strings.Contains(dnat.Rule, "dnat to "+after) ||
+		!strings.Contains(res.stdout, fmt.Sprintf(`"rule_handle":%d,`, handle)) {
+		t.Errorf("DNAT rule %+v, want nat.DOCKER handle %d", dnat, handle)
+	}
+}
+
+// wantPublishedNAT checks the translations of e, a probe from the client
+// to the host's published port answered by the container's ctr: the DNAT
+// where the request leaves by the bridge (wantDockerDNAT), undone where
+// the answer (reply) leaves toward the client, and nothing else: the
+// client is not on the bridge's network, so nothing masquerades it.
+func wantPublishedNAT(t *testing.T, n *dockerHostNet, e jsonEcho, res toolResult, published, ctr netip.AddrPort, request, reply string) {
+	t.Helper()
+	h := inode(t, n.Host)
+	got, dnat := natRows(e)
+	want := []string{
+		fmt.Sprintf("%s DNAT %s -> %s @%d nat.DOCKER", row(h, n.Bridge, "out", request), published, ctr, h),
+		fmt.Sprintf("%s reverse DNAT %s -> %s @%d .", row(h, "eth0", "out", reply), ctr, published, h),
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("translations:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	wantDockerDNAT(t, n, res, dnat, ctr.String())
 }
 
 func publishedPortCases(t *testing.T, n *dockerHostNet) {
@@ -212,25 +270,9 @@ func publishedPortCases(t *testing.T, n *dockerHostNet) {
 			hostOnly(t, "IPv6 NAT, which the Service tests cover in the guests")
 			ctr, client, family, iptables = n.Ctr6, n.Client6, "ip6", "ip6tables"
 		}
-		dnatHandle := ruleHandle(t, inNetns(t, n.Host, "nft", "-a", "list", "chain", family, "nat", "DOCKER"), "dnat to "+to(ctr, 80))
-		// natOf lists the translations of e, one a line, and returns the DNAT.
-		natOf := func(e jsonEcho) (got []string, dnat *jsonNAT) {
-			for _, hop := range e.Hops {
-				for _, x := range hop.NAT {
-					if x.Kind == "DNAT" {
-						dnat = x
-					}
-					got = append(got, fmt.Sprintf("%s %s %s -> %s @%d %s.%s", row(uint64(hop.Netns), hop.Ifname, hop.Dir, hop.Type), x.Kind, x.Before, x.After, x.Netns, x.Table, x.Chain))
-				}
-			}
-			return got, dnat
-		}
 		wantDNAT := func(t *testing.T, res toolResult, dnat *jsonNAT) {
 			t.Helper()
-			if dnat == nil || dnat.Table != "nat" || dnat.Chain != "DOCKER" || !strings.Contains(dnat.Rule, "dnat to "+to(ctr, 80)) ||
-				!strings.Contains(res.stdout, fmt.Sprintf(`"rule_handle":%d,`, dnatHandle)) {
-				t.Errorf("DNAT rule %+v, want nat.DOCKER handle %d", dnat, dnatHandle)
-			}
+			wantDockerDNAT(t, n, res, dnat, to(ctr, 80))
 		}
 
 		t.Run("from a client", func(t *testing.T) {
@@ -246,17 +288,7 @@ func publishedPortCases(t *testing.T, n *dockerHostNet) {
 			if got := rows(e); strings.Join(got, "\n") != strings.Join(want, "\n") {
 				t.Errorf("rows:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 			}
-			// Only the destination is translated: the client is not on the
-			// bridge's network, so nothing masquerades it.
-			got, dnat := natOf(e)
-			wantNAT := []string{
-				fmt.Sprintf("%s DNAT %s -> %s @%d nat.DOCKER", row(h, n.Bridge, "out", "syn"), to(host, 8080), to(ctr, 80), h),
-				fmt.Sprintf("%s reverse DNAT %s -> %s @%d .", row(h, "eth0", "out", "syn-ack"), to(ctr, 80), to(host, 8080), h),
-			}
-			if strings.Join(got, "\n") != strings.Join(wantNAT, "\n") {
-				t.Errorf("translations:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(wantNAT, "\n"))
-			}
-			wantDNAT(t, res, dnat)
+			wantPublishedNAT(t, n, e, res, netip.AddrPortFrom(host, 8080), netip.AddrPortFrom(ctr, 80), "syn", "syn-ack")
 		})
 
 		t.Run("from the host", func(t *testing.T) {
@@ -274,7 +306,7 @@ func publishedPortCases(t *testing.T, n *dockerHostNet) {
 			if got := rows(e); strings.Join(got, "\n") != strings.Join(want, "\n") {
 				t.Errorf("rows:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 			}
-			got, dnat := natOf(e)
+			got, dnat := natRows(e)
 			wantFirst := fmt.Sprintf("%s DNAT %s -> %s @%d nat.DOCKER", row(h, n.Bridge, "out", "syn"), to(host, 8080), to(ctr, 80), h)
 			if len(got) == 0 || got[0] != wantFirst {
 				t.Errorf("translations:\n%s\nwant first:\n%s", strings.Join(got, "\n"), wantFirst)
@@ -292,7 +324,7 @@ func publishedPortCases(t *testing.T, n *dockerHostNet) {
 			if got := rows(e); strings.Join(got, "\n") != strings.Join(want, "\n") {
 				t.Errorf("rows:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 			}
-			if got, _ := natOf(e); len(got) != 0 {
+			if got, _ := natRows(e); len(got) != 0 {
 				t.Errorf("translations of a port not published:\n%s", strings.Join(got, "\n"))
 			}
 			table := runTool(t, n.Client, "-W", "2s", "--tcp", "8081", host.String())

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -57,6 +58,12 @@ func dnsResponder(t *testing.T, ns *topology.Netns, port int) {
 	}
 }
 
+// dnsQueryHex is a DNS query for the root's NS records (id 0xabcd, one
+// question, no EDNS), as `dig . NS` asks it: the payload of a probe to a
+// DNS server on a port other than 53, where the tool's default is not a
+// query.
+const dnsQueryHex = "abcd010000010000000000000000020001"
+
 // dnsAnswer is the answer to a DNS query of one question (RFC 1035), nil
 // for anything else.
 func dnsAnswer(q []byte) []byte {
@@ -91,7 +98,7 @@ func occupy(t *testing.T, ns *topology.Netns, from, to netip.AddrPort) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	q := []byte{0xab, 0xcd, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 1}
+	q, _ := hex.DecodeString(dnsQueryHex)
 	if _, err := conn.Write(q); err != nil {
 		t.Fatal(err)
 	}
@@ -306,5 +313,44 @@ func TestE2EUDPThroughKubeProxyNftables(t *testing.T) {
 			}
 		})
 		udpServiceUnanswered(t, n, vip)
+	})
+}
+
+// publishedUDPCases probe a Docker host's published UDP port (`-p
+// 5353:53/udp`, a DNS responder in the container) from a client: a DNS
+// query, given as the payload since the port probed is not 53, is answered
+// through the DNAT of the host's DOCKER chain; a port not published is
+// closed by the host's own kernel.
+func publishedUDPCases(t *testing.T, n *dockerHostNet) {
+	c, h, k := inode(t, n.Client), inode(t, n.Host), inode(t, n.Container)
+	t.Run("udp", func(t *testing.T) {
+		families(t, n.Host4, n.Host6, func(t *testing.T, host netip.Addr) {
+			ctr, code := n.Ctr4, uint8(3)
+			if host.Is6() {
+				hostOnly(t, "IPv6 NAT, which the Service tests cover in the guests")
+				ctr, code = n.Ctr6, 4
+			}
+			t.Run("from a client", func(t *testing.T) {
+				e, res := probeJSON(t, n.Client, 0, "-W", "2s", "--udp", "5353", "--payload", dnsQueryHex, host.String())
+				if e.Result != "reply" || e.Protocol != "udp" || e.Port != 5353 || e.AnswerFrom != host.String() {
+					t.Errorf("result %q protocol %q port %d answer from %q, want a UDP reply from %s", e.Result, e.Protocol, e.Port, e.AnswerFrom, host)
+				}
+				wantDeviceRows(t, e,
+					row(c, "eth0", "out", "request"), row(h, "eth0", "in", "request"), row(h, n.Bridge, "out", "request"), row(h, n.HostVeth, "out", "request"), row(k, "eth0", "in", "request"),
+					row(k, "eth0", "out", "reply"), row(h, n.HostVeth, "in", "reply"), row(h, n.Bridge, "in", "reply"), row(h, "eth0", "out", "reply"), row(c, "eth0", "in", "reply"))
+				wantPublishedNAT(t, n, e, res, netip.AddrPortFrom(host, 5353), netip.AddrPortFrom(ctr, 53), "request", "reply")
+			})
+			t.Run("not published", func(t *testing.T) {
+				// Nothing DNATs 5354: the host's own kernel has no socket there.
+				e, _ := probeJSON(t, n.Client, 1, "-W", "2s", "--udp", "5354", host.String())
+				if e.Result != "closed" || e.ICMPError == nil || e.ICMPError.Code != code || e.ICMPError.From != host.String() {
+					t.Errorf("result %q icmp error %+v, want closed, port unreachable from %s", e.Result, e.ICMPError, host)
+				}
+				wantDeviceRows(t, e, row(c, "eth0", "out", "request"), row(h, "eth0", "in", "request"), row(h, "eth0", "out", "unreachable"), row(c, "eth0", "in", "unreachable"))
+				if got, _ := natRows(e); len(got) != 0 {
+					t.Errorf("translations of a port not published:\n%s", strings.Join(got, "\n"))
+				}
+			})
+		})
 	})
 }
