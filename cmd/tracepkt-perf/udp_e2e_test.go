@@ -17,16 +17,26 @@ import (
 	"github.com/tracepkt/tracepkt-perf/internal/topology"
 )
 
-// dnsResponder answers, in ns on port (both families), the DNS queries
-// it is sent as a name server with nothing to say would: the query's id
-// and question, the response bit, no records, no EDNS option echoed (so
-// the answer carries no mark of the prober's). Anything else it reads and
-// leaves unanswered, as DNS servers do with what is not a query. It checks
+// dnsResponder answers DNS queries in ns on port (serveDNS), and checks
 // with ss that the socket is there.
 func dnsResponder(t *testing.T, ns *topology.Netns, port int) {
 	t.Helper()
+	serveDNS(t, ns.Do, port)
+	if out := inNetns(t, ns, "ss", "-Huln", fmt.Sprintf("sport = :%d", port)); !strings.Contains(out, fmt.Sprintf(":%d", port)) {
+		t.Fatalf("no UDP socket on %d in %s: %q", port, ns, out)
+	}
+}
+
+// serveDNS answers, until t ends, on port (both families) of a socket
+// opened inside enter, the DNS queries it is sent as a name server with
+// nothing to say would: the query's id and question, the response bit, no
+// records, no EDNS option echoed (so the answer carries no mark of the
+// prober's). Anything else it reads and leaves unanswered, as DNS servers
+// do with what is not a query.
+func serveDNS(t *testing.T, enter func(func() error) error, port int) {
+	t.Helper()
 	var conn net.PacketConn
-	if err := ns.Do(func() (err error) {
+	if err := enter(func() (err error) {
 		conn, err = net.ListenPacket("udp", fmt.Sprintf(":%d", port))
 		return err
 	}); err != nil {
@@ -53,9 +63,6 @@ func dnsResponder(t *testing.T, ns *topology.Netns, port int) {
 			}
 		}
 	}()
-	if out := inNetns(t, ns, "ss", "-Huln", fmt.Sprintf("sport = :%d", port)); !strings.Contains(out, fmt.Sprintf(":%d", port)) {
-		t.Fatalf("no UDP socket on %d in %s: %q", port, ns, out)
-	}
 }
 
 // dnsQueryHex is a DNS query for the root's NS records (id 0xabcd, one
