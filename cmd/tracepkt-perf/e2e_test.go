@@ -175,6 +175,14 @@ func rows(e jsonEcho) []string {
 	return out
 }
 
+// wantDeviceRows checks that the device rows of e are want, in order.
+func wantDeviceRows(t *testing.T, e jsonEcho, want ...string) {
+	t.Helper()
+	if got := rows(e); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("rows:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
 func assertJourney(t *testing.T, e jsonEcho, target netip.Addr, want []string) {
 	t.Helper()
 	if e.Result != "reply" || e.Target != target.String() || e.LostSamples != 0 || e.RTTNs <= 0 {

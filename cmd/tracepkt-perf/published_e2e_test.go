@@ -4,20 +4,18 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/tracepkt/tracepkt-perf/internal/testenv"
 	"github.com/tracepkt/tracepkt-perf/internal/topology"
 )
 
 // dockerPublishRules is the ruleset Docker writes (iptables backend) for its
-// default bridge with one container at ctr publishing port 8080 to its port
-// 80 (`docker run -p 8080:80`), in iptables-restore form for one family.
+// default bridge with one container at ctr publishing port 8080 to its TCP
+// port 80 and port 5353 to its UDP port 53 (`docker run -p 8080:80 -p
+// 5353:53/udp`), in iptables-restore form for one family.
 // Docker 27's shape is hostfw_e2e_test.go's dockerRules with the container's
 // per-port ACCEPT in filter DOCKER and its hairpin masquerade; Docker 28's
 // (moby's integration/network/bridge/iptablesdoc) moves the FORWARD rules
@@ -33,7 +31,7 @@ func dockerPublishRules(version int, bridge string, subnet netip.Prefix, ctr net
 		host, loopback = "/128", "::1/128"
 	}
 	r := strings.NewReplacer("BR", bridge, "SUBNET", subnet.String(), "CTRPORT", netip.AddrPortFrom(ctr, 80).String(),
-		"CTR", ctr.String()+host, "LOOPBACK", loopback)
+		"CTRDNS", netip.AddrPortFrom(ctr, 53).String(), "CTR", ctr.String()+host, "LOOPBACK", loopback)
 	if version == 27 {
 		return r.Replace(`*nat
 :DOCKER - [0:0]
@@ -41,8 +39,10 @@ func dockerPublishRules(version int, bridge string, subnet netip.Prefix, ctr net
 -A OUTPUT ! -d LOOPBACK -m addrtype --dst-type LOCAL -j DOCKER
 -A POSTROUTING -s SUBNET ! -o BR -j MASQUERADE
 -A POSTROUTING -s CTR -d CTR -p tcp -m tcp --dport 80 -j MASQUERADE
+-A POSTROUTING -s CTR -d CTR -p udp -m udp --dport 53 -j MASQUERADE
 -A DOCKER -i BR -j RETURN
 -A DOCKER ! -i BR -p tcp -m tcp --dport 8080 -j DNAT --to-destination CTRPORT
+-A DOCKER ! -i BR -p udp -m udp --dport 5353 -j DNAT --to-destination CTRDNS
 COMMIT
 *filter
 :FORWARD DROP [0:0]
@@ -57,6 +57,7 @@ COMMIT
 -A FORWARD -i BR ! -o BR -j ACCEPT
 -A FORWARD -i BR -o BR -j ACCEPT
 -A DOCKER -d CTR ! -i BR -o BR -p tcp -m tcp --dport 80 -j ACCEPT
+-A DOCKER -d CTR ! -i BR -o BR -p udp -m udp --dport 53 -j ACCEPT
 -A DOCKER-ISOLATION-STAGE-1 -i BR ! -o BR -j DOCKER-ISOLATION-STAGE-2
 -A DOCKER-ISOLATION-STAGE-1 -j RETURN
 -A DOCKER-ISOLATION-STAGE-2 -o BR -j DROP
@@ -74,6 +75,7 @@ COMMIT
 -A OUTPUT ! -d LOOPBACK -m addrtype --dst-type LOCAL -j DOCKER
 -A POSTROUTING -s SUBNET ! -o BR -j MASQUERADE
 -A DOCKER ! -i BR -p tcp -m tcp --dport 8080 -j DNAT --to-destination CTRPORT
+-A DOCKER ! -i BR -p udp -m udp --dport 5353 -j DNAT --to-destination CTRDNS
 COMMIT
 *filter
 :FORWARD DROP [0:0]
@@ -86,6 +88,7 @@ COMMIT
 -A FORWARD -j DOCKER-USER
 -A FORWARD -j DOCKER-FORWARD
 -A DOCKER -d CTR ! -i BR -o BR -p tcp -m tcp --dport 80 -j ACCEPT
+-A DOCKER -d CTR ! -i BR -o BR -p udp -m udp --dport 53 -j ACCEPT
 -A DOCKER ! -i BR -o BR -j DROP
 -A DOCKER-BRIDGE -o BR -j DOCKER
 -A DOCKER-CT -o BR -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
@@ -116,8 +119,9 @@ func firstSecond(p netip.Prefix) (netip.Prefix, netip.Prefix) {
 	return netip.PrefixFrom(a, p.Bits()), netip.PrefixFrom(a.Next(), p.Bits())
 }
 
-// dockerHost builds a dockerHostNet with forwarding on in the host, and a
-// TCP listener on port 80 in the container; everything is removed with t.
+// dockerHost builds a dockerHostNet with forwarding on in the host, a TCP
+// listener on port 80 and a DNS responder on port 53 in the container;
+// everything is removed with t.
 func dockerHost(t *testing.T) *dockerHostNet {
 	t.Helper()
 	topo := testenv.Topology(t)
@@ -171,6 +175,7 @@ func dockerHost(t *testing.T) *dockerHostNet {
 		return err
 	}))
 	t.Cleanup(func() { ln.Close() })
+	dnsResponder(t, n.Container, 53)
 	return n
 }
 
@@ -199,8 +204,58 @@ func TestE2EPublishedPortDocker(t *testing.T) {
 				}
 			}
 			publishedPortCases(t, n)
+			publishedUDPCases(t, n)
 		})
 	}
+}
+
+// natRows lists the translations of e, one a line (the hop's row, kind,
+// before and after, namespace, table.chain), and returns the last DNAT.
+func natRows(e jsonEcho) (got []string, dnat *jsonNAT) {
+	for _, hop := range e.Hops {
+		for _, x := range hop.NAT {
+			if x.Kind == "DNAT" {
+				dnat = x
+			}
+			got = append(got, fmt.Sprintf("%s %s %s -> %s @%d %s.%s", row(uint64(hop.Netns), hop.Ifname, hop.Dir, hop.Type), x.Kind, x.Before, x.After, x.Netns, x.Table, x.Chain))
+		}
+	}
+	return got, dnat
+}
+
+// wantDockerDNAT checks that dnat was made by the rule of the host's nat
+// DOCKER chain that DNATs to after, whose row in res carries the handle
+// `nft -a list` gives it.
+func wantDockerDNAT(t *testing.T, n *dockerHostNet, res toolResult, dnat *jsonNAT, after string) {
+	t.Helper()
+	family := "ip"
+	if netip.MustParseAddrPort(after).Addr().Is6() {
+		family = "ip6"
+	}
+	handle := ruleHandle(t, inNetns(t, n.Host, "nft", "-a", "list", "chain", family, "nat", "DOCKER"), "dnat to "+after)
+	if dnat == nil || dnat.Table != "nat" || dnat.Chain != "DOCKER" || !strings.Contains(dnat.Rule, "dnat to "+after) ||
+		!strings.Contains(res.stdout, fmt.Sprintf(`"rule_handle":%d,`, handle)) {
+		t.Errorf("DNAT rule %+v, want nat.DOCKER handle %d", dnat, handle)
+	}
+}
+
+// wantPublishedNAT checks the translations of e, a probe from the client
+// to the host's published port answered by the container's ctr: the DNAT
+// where the request leaves by the bridge (wantDockerDNAT), undone where
+// the answer (reply) leaves toward the client, and nothing else: the
+// client is not on the bridge's network, so nothing masquerades it.
+func wantPublishedNAT(t *testing.T, n *dockerHostNet, e jsonEcho, res toolResult, published, ctr netip.AddrPort, request, reply string) {
+	t.Helper()
+	h := inode(t, n.Host)
+	got, dnat := natRows(e)
+	want := []string{
+		fmt.Sprintf("%s DNAT %s -> %s @%d nat.DOCKER", row(h, n.Bridge, "out", request), published, ctr, h),
+		fmt.Sprintf("%s reverse DNAT %s -> %s @%d .", row(h, "eth0", "out", reply), ctr, published, h),
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("translations:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	wantDockerDNAT(t, n, res, dnat, ctr.String())
 }
 
 func publishedPortCases(t *testing.T, n *dockerHostNet) {
@@ -212,25 +267,9 @@ func publishedPortCases(t *testing.T, n *dockerHostNet) {
 			hostOnly(t, "IPv6 NAT, which the Service tests cover in the guests")
 			ctr, client, family, iptables = n.Ctr6, n.Client6, "ip6", "ip6tables"
 		}
-		dnatHandle := ruleHandle(t, inNetns(t, n.Host, "nft", "-a", "list", "chain", family, "nat", "DOCKER"), "dnat to "+to(ctr, 80))
-		// natOf lists the translations of e, one a line, and returns the DNAT.
-		natOf := func(e jsonEcho) (got []string, dnat *jsonNAT) {
-			for _, hop := range e.Hops {
-				for _, x := range hop.NAT {
-					if x.Kind == "DNAT" {
-						dnat = x
-					}
-					got = append(got, fmt.Sprintf("%s %s %s -> %s @%d %s.%s", row(uint64(hop.Netns), hop.Ifname, hop.Dir, hop.Type), x.Kind, x.Before, x.After, x.Netns, x.Table, x.Chain))
-				}
-			}
-			return got, dnat
-		}
 		wantDNAT := func(t *testing.T, res toolResult, dnat *jsonNAT) {
 			t.Helper()
-			if dnat == nil || dnat.Table != "nat" || dnat.Chain != "DOCKER" || !strings.Contains(dnat.Rule, "dnat to "+to(ctr, 80)) ||
-				!strings.Contains(res.stdout, fmt.Sprintf(`"rule_handle":%d,`, dnatHandle)) {
-				t.Errorf("DNAT rule %+v, want nat.DOCKER handle %d", dnat, dnatHandle)
-			}
+			wantDockerDNAT(t, n, res, dnat, to(ctr, 80))
 		}
 
 		t.Run("from a client", func(t *testing.T) {
@@ -246,17 +285,7 @@ func publishedPortCases(t *testing.T, n *dockerHostNet) {
 			if got := rows(e); strings.Join(got, "\n") != strings.Join(want, "\n") {
 				t.Errorf("rows:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 			}
-			// Only the destination is translated: the client is not on the
-			// bridge's network, so nothing masquerades it.
-			got, dnat := natOf(e)
-			wantNAT := []string{
-				fmt.Sprintf("%s DNAT %s -> %s @%d nat.DOCKER", row(h, n.Bridge, "out", "syn"), to(host, 8080), to(ctr, 80), h),
-				fmt.Sprintf("%s reverse DNAT %s -> %s @%d .", row(h, "eth0", "out", "syn-ack"), to(ctr, 80), to(host, 8080), h),
-			}
-			if strings.Join(got, "\n") != strings.Join(wantNAT, "\n") {
-				t.Errorf("translations:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(wantNAT, "\n"))
-			}
-			wantDNAT(t, res, dnat)
+			wantPublishedNAT(t, n, e, res, netip.AddrPortFrom(host, 8080), netip.AddrPortFrom(ctr, 80), "syn", "syn-ack")
 		})
 
 		t.Run("from the host", func(t *testing.T) {
@@ -274,7 +303,7 @@ func publishedPortCases(t *testing.T, n *dockerHostNet) {
 			if got := rows(e); strings.Join(got, "\n") != strings.Join(want, "\n") {
 				t.Errorf("rows:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 			}
-			got, dnat := natOf(e)
+			got, dnat := natRows(e)
 			wantFirst := fmt.Sprintf("%s DNAT %s -> %s @%d nat.DOCKER", row(h, n.Bridge, "out", "syn"), to(host, 8080), to(ctr, 80), h)
 			if len(got) == 0 || got[0] != wantFirst {
 				t.Errorf("translations:\n%s\nwant first:\n%s", strings.Join(got, "\n"), wantFirst)
@@ -292,7 +321,7 @@ func publishedPortCases(t *testing.T, n *dockerHostNet) {
 			if got := rows(e); strings.Join(got, "\n") != strings.Join(want, "\n") {
 				t.Errorf("rows:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 			}
-			if got, _ := natOf(e); len(got) != 0 {
+			if got, _ := natRows(e); len(got) != 0 {
 				t.Errorf("translations of a port not published:\n%s", strings.Join(got, "\n"))
 			}
 			table := runTool(t, n.Client, "-W", "2s", "--tcp", "8081", host.String())
@@ -327,148 +356,4 @@ func publishedPortCases(t *testing.T, n *dockerHostNet) {
 			}
 		})
 	})
-}
-
-// podmanFirewall restores, when t ends, what netavark leaves in the
-// machine's namespace after its last container: the iptables tables it
-// made (absent before the test) and IPv4 forwarding (off before the test).
-func podmanFirewall(t *testing.T) {
-	t.Helper()
-	testenv.RequireCommands(t, "nft")
-	tables := func() string {
-		out, err := exec.Command("nft", "list", "tables").CombinedOutput()
-		if err != nil {
-			t.Fatalf("nft list tables: %v\n%s", err, out)
-		}
-		return string(out)
-	}
-	before := tables()
-	forward, err := os.ReadFile("/proc/sys/net/ipv4/ip_forward")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		for _, line := range strings.Split(tables(), "\n") {
-			if line == "" || strings.Contains(before, line+"\n") {
-				continue
-			}
-			args := append([]string{"delete"}, strings.Fields(line)...)
-			if out, err := exec.Command("nft", args...).CombinedOutput(); err != nil {
-				t.Errorf("nft %s: %v\n%s", strings.Join(args, " "), err, out)
-			}
-		}
-		if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", forward, 0); err != nil {
-			t.Error(err)
-		}
-	})
-}
-
-// listening waits until a TCP socket listens on port in pid's namespace,
-// as /proc/<pid>/net/tcp and tcp6 show it (busybox httpd listens on ::).
-func listening(t *testing.T, pid, port int) {
-	t.Helper()
-	local := fmt.Sprintf(":%04X ", port)
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		var tcp []byte
-		for _, file := range []string{"tcp", "tcp6"} {
-			b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/net/" + file)
-			if err != nil && !os.IsNotExist(err) {
-				t.Fatal(err)
-			}
-			tcp = append(tcp, b...)
-		}
-		for _, line := range strings.Split(string(tcp), "\n") {
-			f := strings.Fields(line)
-			if len(f) > 3 && strings.HasSuffix(f[1]+" ", local) && f[3] == "0A" {
-				return
-			}
-		}
-	}
-	t.Fatalf("nothing listens on port %d in the namespace of pid %d", port, pid)
-}
-
-// TestE2EPublishedPortPodman probes a real podman container's published
-// port (`podman run -p 8080:80` of busybox httpd, netavark's rules in the
-// machine's namespace) at loopback, which netavark translates too, and
-// from a client namespace at a test-owned address of the machine's
-// namespace: open, translated to the container by netavark's DNAT rule,
-// and the container's namespace named as podman names it. IPv4 only:
-// podman's default network has no IPv6.
-func TestE2EPublishedPortPodman(t *testing.T) {
-	tag := podmanImage(t)
-	podmanFirewall(t)
-	topo, vp := vethPair(t)
-	name := topology.UniqueName("tpk-pub-")
-	id := podmanRun(t, name, "--publish", "8080:80", tag, "/bin/busybox", "httpd", "-f", "-p", "80", "-h", "/bin")
-	pid := podmanPid(t, name)
-	listening(t, pid, 80)
-	ctr, err := netip.ParseAddr(podman(t, "inspect", "--format", "{{.NetworkSettings.IPAddress}}", name))
-	if err != nil {
-		t.Fatalf("podman inspect %s: address: %v", name, err)
-	}
-	gw, err := netip.ParseAddr(podman(t, "inspect", "--format", "{{.NetworkSettings.Gateway}}", name))
-	if err != nil {
-		t.Fatalf("podman inspect %s: gateway: %v", name, err)
-	}
-	k, root := testenv.NetnsInodeOfPid(t, pid), inode(t, vp.Root)
-	dnatTo := "dnat to " + netip.AddrPortFrom(ctr, 80).String()
-	owner := jsonOwner{Kind: "podman", ID: id, Name: name, Pid: pid, Comm: "busybox"}
-	check := func(t *testing.T, res toolResult, target netip.Addr) (nat []*jsonNAT) {
-		t.Helper()
-		if res.code != 0 {
-			t.Fatalf("exit %d\n%s%s", res.code, res.stderr, res.stdout)
-		}
-		e := decodeEchoes(t, res.stdout)[0]
-		if e.Result != "open" || e.AnswerFrom != target.String() {
-			t.Errorf("result %q answer from %q, want open from %s", e.Result, e.AnswerFrom, target)
-		}
-		var inContainer bool
-		for _, h := range e.Hops {
-			nat = append(nat, h.NAT...)
-			if uint64(h.Netns) != k {
-				continue
-			}
-			inContainer = inContainer || (h.Type == "syn" && h.Dir == "in" && h.Dst == netip.AddrPortFrom(ctr, 80).String())
-			if o := h.NetnsOwner; h.NetnsName != name || o == nil || *o != owner {
-				t.Errorf("hop in the container's namespace %d named %q, owner %+v; want %s, %+v", k, h.NetnsName, o, name, owner)
-			}
-		}
-		if !inContainer {
-			t.Errorf("the SYN was not seen entering the container's namespace %d:\n%s", k, strings.Join(rows(e), "\n"))
-		}
-		if len(nat) == 0 || nat[0].Kind != "DNAT" || nat[0].Before != netip.AddrPortFrom(target, 8080).String() ||
-			nat[0].After != netip.AddrPortFrom(ctr, 80).String() || uint64(nat[0].Netns) != root ||
-			nat[0].Table != "nat" || !strings.HasPrefix(nat[0].Chain, "NETAVARK-DN-") || !strings.Contains(nat[0].Rule, dnatTo) {
-			t.Errorf("translations %s, want first the DNAT %s:8080 -> %s in %d by netavark's NETAVARK-DN- chain", natText(nat), target, dnatTo, root)
-		}
-		return nat
-	}
-	t.Run("loopback", func(t *testing.T) {
-		// Loopback never leaves the machine; netavark translates it in
-		// OUTPUT (route_localnet on its bridge) and masquerades it.
-		target := netip.MustParseAddr("127.0.0.1")
-		nat := check(t, runTool(t, nil, "--json", "-W", "2s", "--tcp", "8080", target.String()), target)
-		if len(nat) < 2 || nat[1].Kind != "SNAT" || !strings.HasPrefix(nat[1].Before, "127.0.0.1:") ||
-			!strings.HasPrefix(nat[1].After, gw.String()+":") || uint64(nat[1].Netns) != root ||
-			nat[1].Chain != "NETAVARK-HOSTPORT-MASQ" || !strings.Contains(nat[1].Rule, "masquerade") {
-			t.Errorf("translations %s, want second netavark's masquerade of loopback to %s in %d", natText(nat), gw, root)
-		}
-	})
-	t.Run("from a client", func(t *testing.T) {
-		// The client is vp.Netns, the address probed the root side of its
-		// link (on-link for both), both the test's own.
-		target := vp.Host4.Addr()
-		if err := topo.CheckOwnRoute(vp.Netns, target); err != nil {
-			t.Fatalf("not probing: %v", err)
-		}
-		check(t, runTool(t, vp.Netns, "--json", "-W", "2s", "--tcp", "8080", target.String()), target)
-	})
-}
-
-func natText(nat []*jsonNAT) string {
-	var b strings.Builder
-	for _, x := range nat {
-		fmt.Fprintf(&b, "\n  %+v", *x)
-	}
-	return b.String()
 }

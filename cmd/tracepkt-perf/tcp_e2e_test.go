@@ -91,34 +91,53 @@ COMMIT
 	return b.String()
 }
 
+// serviceRules loads a Service's rules for one family in the node: the
+// command that reads them and the rules it is given on standard input.
+type serviceRules func(vip, ep netip.Addr) (argv []string, rules string)
+
+// iptablesRules are kubeProxyRules for restore4 and restore6
+// (iptables-restore or iptables-legacy-restore and their IPv6 twins).
+// The client is outside the cluster network: its probes are masqueraded.
+func iptablesRules(restore4, restore6 string, s svcPorts) serviceRules {
+	return func(vip, ep netip.Addr) ([]string, string) {
+		restore := restore4
+		if vip.Is6() {
+			restore = restore6
+		}
+		return []string{restore, "--noflush"}, kubeProxyRules(vip, ep, netip.PrefixFrom(ep, ep.BitLen()), s)
+	}
+}
+
+// nftRules are kubeProxyNftRules, for `nft -f -`.
+func nftRules(s svcPorts) serviceRules {
+	return func(vip, ep netip.Addr) ([]string, string) {
+		return []string{"nft", "-f", "-"}, kubeProxyNftRules(vip, ep, s)
+	}
+}
+
 // serviceNode builds client A -> node R -> endpoint B, with a Service
-// address on no interface that R translates to B (kubeProxyRules, loaded
-// with restore4 and restore6: iptables-restore or iptables-legacy-restore
-// and their IPv6 twins), and in B a TCP listener or a DNS responder on
-// s.EpPort. It returns the Service addresses.
-func serviceNode(t *testing.T, restore4, restore6 string, s svcPorts) (n *topology.RouterNet, vip4, vip6 netip.Addr, epPort int) {
+// address on no interface that R translates to B (rules, loaded in R for
+// each family), and in B a TCP listener or a DNS responder on s.EpPort. It
+// returns the Service addresses.
+func serviceNode(t *testing.T, s svcPorts, rules serviceRules) (n *topology.RouterNet, vip4, vip6 netip.Addr, epPort int) {
 	t.Helper()
 	topo, n := router(t)
-	testenv.RequireCommands(t, restore4, restore6, "ss")
+	testenv.RequireCommands(t, "ss")
 	epPort = s.EpPort
 	// The Service addresses: unassigned addresses of B's networks, routed
 	// by R toward B, so a packet R does not translate stays in the topology.
 	vip4, vip6 = lastHost(n.B4), lastHost(n.B6)
-	for _, vip := range []netip.Addr{vip4, vip6} {
-		inNetns(t, n.R, "ip", "route", "add", netip.PrefixFrom(vip, vip.BitLen()).String(), "dev", n.RLinkB)
-		if err := topo.CheckOwnRoute(n.A, vip); err != nil {
+	for _, f := range []struct{ vip, ep netip.Addr }{{vip4, n.Target4}, {vip6, n.Target6}} {
+		inNetns(t, n.R, "ip", "route", "add", netip.PrefixFrom(f.vip, f.vip.BitLen()).String(), "dev", n.RLinkB)
+		if err := topo.CheckOwnRoute(n.A, f.vip); err != nil {
 			t.Fatalf("not probing: %v", err)
 		}
-	}
-	for _, f := range []struct {
-		restore string
-		vip, ep netip.Addr
-	}{{restore4, vip4, n.Target4}, {restore6, vip6, n.Target6}} {
-		// The client is outside the cluster network: its probes are masqueraded.
-		cmd := exec.Command("ip", "netns", "exec", n.R.Name, f.restore, "--noflush")
-		cmd.Stdin = strings.NewReader(kubeProxyRules(f.vip, f.ep, netip.PrefixFrom(f.ep, f.ep.BitLen()), s))
+		argv, text := rules(f.vip, f.ep)
+		testenv.RequireCommands(t, argv[0])
+		cmd := exec.Command("ip", append([]string{"netns", "exec", n.R.Name}, argv...)...)
+		cmd.Stdin = strings.NewReader(text)
 		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("%s: %v\n%s", f.restore, err, out)
+			t.Fatalf("%s: %v\n%s", strings.Join(argv, " "), err, out)
 		}
 	}
 	if s.Proto == "udp" {
@@ -199,7 +218,7 @@ func lastHost(p netip.Prefix) netip.Addr {
 }
 
 func TestE2ETCPThroughServiceNAT(t *testing.T) {
-	n, vip4, vip6, epPort := serviceNode(t, "iptables-restore", "ip6tables-restore", tcpServices)
+	n, vip4, vip6, epPort := serviceNode(t, tcpServices, iptablesRules("iptables-restore", "ip6tables-restore", tcpServices))
 	a, r, b := inode(t, n.A), inode(t, n.R), inode(t, n.B)
 	families(t, vip4, vip6, func(t *testing.T, vip netip.Addr) {
 		ep, rb := n.Target4, n.RB4.Addr()
@@ -383,27 +402,39 @@ func TestE2ETCPThroughServiceNAT(t *testing.T) {
 }
 
 // kubeProxyNftRules is a Service's rule set as kube-proxy's nftables mode
-// writes it (cut to one Service with an endpoint listening on epPort at
-// port 80, and one without endpoints at port 82), for `nft -f -`: a
-// services verdict map, a numgen-random per-Service chain, an endpoint
-// chain that DNATs, masquerade fully-random for marked packets, and the
-// no-endpoints reject.
-func kubeProxyNftRules(vip, ep netip.Addr, epPort int) string {
+// writes it (cut to one Service and its ports, as svcPorts lays them out:
+// s.Port+3 is left out), for `nft -f -`: a services verdict map, a
+// numgen-random chain per Service port, an endpoint chain that DNATs,
+// masquerade fully-random for marked packets, and the no-endpoints reject.
+func kubeProxyNftRules(vip, ep netip.Addr, s svcPorts) string {
 	family, addr, proto := "ip", "ipv4_addr", "ip"
 	if vip.Is6() {
 		family, addr, proto = "ip6", "ipv6_addr", "ip6"
 	}
-	svc := "service-TPKWEB00-default/web/tcp/http"
-	endpoint := fmt.Sprintf("endpoint-TPKEP000-default/web/tcp/http__ep/%d", epPort)
+	var services []string
+	var chains strings.Builder
+	for i := range 2 {
+		svc, endpoint := kubeProxyNftChains(s, i)
+		services = append(services, fmt.Sprintf("%s . %s . %d : goto %s", vip, s.Proto, s.Port+i, svc))
+		fmt.Fprintf(&chains, `	chain %[1]s {
+		%[3]s daddr %[4]s %[5]s dport %[6]d %[3]s saddr != %[7]s jump mark-for-masquerade
+		numgen random mod 1 vmap { 0 : goto %[2]s }
+	}
+	chain %[2]s {
+		%[3]s saddr %[7]s jump mark-for-masquerade
+		meta l4proto %[5]s dnat to %[8]s
+	}
+`, svc, endpoint, proto, vip, s.Proto, s.Port+i, ep, netip.AddrPortFrom(ep, uint16(s.EpPort+i)))
+	}
 	return fmt.Sprintf(`table %[1]s kube-proxy {
 	comment "rules for kube-proxy"
 	map service-ips {
 		type %[2]s . inet_proto . inet_service : verdict
-		elements = { %[4]s . tcp . 80 : goto %[6]s }
+		elements = { %[4]s }
 	}
 	map no-endpoint-services {
 		type %[2]s . inet_proto . inet_service : verdict
-		elements = { %[4]s . tcp . 82 : goto reject-chain }
+		elements = { %[5]s . %[6]s . %[7]d : goto reject-chain }
 	}
 	chain nat-prerouting { type nat hook prerouting priority -100; policy accept; jump services; }
 	chain nat-output { type nat hook output priority -100; policy accept; jump services; }
@@ -419,44 +450,29 @@ func kubeProxyNftRules(vip, ep netip.Addr, epPort int) string {
 	chain services { %[3]s daddr . meta l4proto . th dport vmap @service-ips; }
 	chain service-endpoints-check { %[3]s daddr . meta l4proto . th dport vmap @no-endpoint-services; }
 	chain reject-chain { reject; }
-	chain %[6]s {
-		%[3]s daddr %[4]s tcp dport 80 %[3]s saddr != %[5]s jump mark-for-masquerade
-		numgen random mod 1 vmap { 0 : goto %[7]s }
-	}
-	chain %[7]s {
-		%[3]s saddr %[5]s jump mark-for-masquerade
-		meta l4proto tcp dnat to %[8]s
-	}
+%[8]s}
+`, family, addr, proto, strings.Join(services, ", "), vip, s.Proto, s.Port+2, chains.String())
 }
-`, family, addr, proto, vip, ep, svc, endpoint, netip.AddrPortFrom(ep, uint16(epPort)))
+
+// kubeProxyNftChains are the names kubeProxyNftRules gives the chains of
+// the i-th Service port (0: s.Port, 1: s.Port+1) and of its endpoint, in
+// kube-proxy's shape: a hash, then namespace/name/protocol/port name.
+func kubeProxyNftChains(s svcPorts, i int) (svc, endpoint string) {
+	name := fmt.Sprintf("default/web/%s/p%d", s.Proto, s.Port+i)
+	return fmt.Sprintf("service-TPKSVC0%d-%s", i, name), fmt.Sprintf("endpoint-TPKEP00%d-%s__ep/%d", i, name, s.EpPort+i)
 }
 
 func TestE2ETCPThroughKubeProxyNftables(t *testing.T) {
-	topo, n := router(t)
-	testenv.RequireCommands(t, "nft", "ss")
-	const epPort = 8080
-	vip4, vip6 := lastHost(n.B4), lastHost(n.B6)
-	for _, f := range []struct{ vip, ep netip.Addr }{{vip4, n.Target4}, {vip6, n.Target6}} {
-		inNetns(t, n.R, "ip", "route", "add", netip.PrefixFrom(f.vip, f.vip.BitLen()).String(), "dev", n.RLinkB)
-		if err := topo.CheckOwnRoute(n.A, f.vip); err != nil {
-			t.Fatalf("not probing: %v", err)
-		}
-		cmd := exec.Command("ip", "netns", "exec", n.R.Name, "nft", "-f", "-")
-		cmd.Stdin = strings.NewReader(kubeProxyNftRules(f.vip, f.ep, epPort))
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("nft -f: %v\n%s", err, out)
-		}
-	}
-	listen(t, n.B, epPort)
+	n, vip4, vip6, epPort := serviceNode(t, tcpServices, nftRules(tcpServices))
 	r := inode(t, n.R)
 	families(t, vip4, vip6, func(t *testing.T, vip netip.Addr) {
 		ep, family := n.Target4, "ip"
 		if vip.Is6() {
 			ep, family = n.Target6, "ip6"
 		}
-		endpoint := fmt.Sprintf("endpoint-TPKEP000-default/web/tcp/http__ep/%d", epPort)
+		_, endpoint := kubeProxyNftChains(tcpServices, 0)
 		listing := inNetns(t, n.R, "nft", "-a", "list", "chain", family, "kube-proxy", endpoint)
-		dnat := "dnat to " + netip.AddrPortFrom(ep, epPort).String()
+		dnat := "dnat to " + netip.AddrPortFrom(ep, uint16(epPort)).String()
 		handle := ruleHandle(t, listing, dnat)
 		masq := ruleHandle(t, inNetns(t, n.R, "nft", "-a", "list", "chain", family, "kube-proxy", "masquerading"), "masquerade fully-random")
 
@@ -546,7 +562,7 @@ func TestE2ETCPThroughLegacyIptables(t *testing.T) {
 		result   string
 	}{{tcpServices, "open"}, {udpServices, "reply"}} {
 		t.Run(c.services.Proto, func(t *testing.T) {
-			n, vip4, vip6, epPort := serviceNode(t, "iptables-legacy-restore", "ip6tables-legacy-restore", c.services)
+			n, vip4, vip6, epPort := serviceNode(t, c.services, iptablesRules("iptables-legacy-restore", "ip6tables-legacy-restore", c.services))
 			r := inode(t, n.R)
 			families(t, vip4, vip6, func(t *testing.T, vip netip.Addr) {
 				ep := n.Target4

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -16,16 +17,26 @@ import (
 	"github.com/tracepkt/tracepkt-perf/internal/topology"
 )
 
-// dnsResponder answers, in ns on port (both families), the DNS queries
-// it is sent as a name server with nothing to say would: the query's id
-// and question, the response bit, no records, no EDNS option echoed (so
-// the answer carries no mark of the prober's). Anything else it reads and
-// leaves unanswered, as DNS servers do with what is not a query. It checks
+// dnsResponder answers DNS queries in ns on port (serveDNS), and checks
 // with ss that the socket is there.
 func dnsResponder(t *testing.T, ns *topology.Netns, port int) {
 	t.Helper()
+	serveDNS(t, ns.Do, port)
+	if out := inNetns(t, ns, "ss", "-Huln", fmt.Sprintf("sport = :%d", port)); !strings.Contains(out, fmt.Sprintf(":%d", port)) {
+		t.Fatalf("no UDP socket on %d in %s: %q", port, ns, out)
+	}
+}
+
+// serveDNS answers, until t ends, on port (both families) of a socket
+// opened inside enter, the DNS queries it is sent as a name server with
+// nothing to say would: the query's id and question, the response bit, no
+// records, no EDNS option echoed (so the answer carries no mark of the
+// prober's). Anything else it reads and leaves unanswered, as DNS servers
+// do with what is not a query.
+func serveDNS(t *testing.T, enter func(func() error) error, port int) {
+	t.Helper()
 	var conn net.PacketConn
-	if err := ns.Do(func() (err error) {
+	if err := enter(func() (err error) {
 		conn, err = net.ListenPacket("udp", fmt.Sprintf(":%d", port))
 		return err
 	}); err != nil {
@@ -52,10 +63,13 @@ func dnsResponder(t *testing.T, ns *topology.Netns, port int) {
 			}
 		}
 	}()
-	if out := inNetns(t, ns, "ss", "-Huln", fmt.Sprintf("sport = :%d", port)); !strings.Contains(out, fmt.Sprintf(":%d", port)) {
-		t.Fatalf("no UDP socket on %d in %s: %q", port, ns, out)
-	}
 }
+
+// dnsQueryHex is a DNS query for the root's NS records (id 0xabcd, one
+// question, no EDNS), as `dig . NS` asks it: the payload of a probe to a
+// DNS server on a port other than 53, where the tool's default is not a
+// query.
+const dnsQueryHex = "abcd010000010000000000000000020001"
 
 // dnsAnswer is the answer to a DNS query of one question (RFC 1035), nil
 // for anything else.
@@ -91,7 +105,7 @@ func occupy(t *testing.T, ns *topology.Netns, from, to netip.AddrPort) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	q := []byte{0xab, 0xcd, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 1}
+	q, _ := hex.DecodeString(dnsQueryHex)
 	if _, err := conn.Write(q); err != nil {
 		t.Fatal(err)
 	}
@@ -101,76 +115,124 @@ func occupy(t *testing.T, ns *topology.Netns, from, to netip.AddrPort) {
 	}
 }
 
+// udpServiceReply probes vip's port 53 from A, through R's Service NAT to
+// a DNS responder on B's epPort, and checks the reply: exit 0, its device
+// rows, and its translations in R, the DNAT by dnatBy and the masquerade
+// by snatBy (table.chain), to the port R's conntrack holds for the flow,
+// which it returns.
+func udpServiceReply(t *testing.T, n *topology.RouterNet, vip netip.Addr, epPort int, dnatBy, snatBy string) (e jsonEcho, masq int) {
+	t.Helper()
+	a, r, b := inode(t, n.A), inode(t, n.R), inode(t, n.B)
+	ep, client, rb, family := n.Target4, n.A4.Addr(), n.RB4.Addr(), "ipv4"
+	if vip.Is6() {
+		ep, client, rb, family = n.Target6, n.A6.Addr(), n.RB6.Addr(), "ipv6"
+	}
+	to := func(a netip.Addr, p int) string { return netip.AddrPortFrom(a, uint16(p)).String() }
+	e, _ = probeJSON(t, n.A, 0, "-W", "2s", "--udp", "53", vip.String())
+	if e.Result != "reply" || e.Protocol != "udp" || e.Port != 53 || e.AnswerFrom != vip.String() || e.RTTNs <= 0 {
+		t.Errorf("result %q protocol %q port %d answer from %q rtt %d", e.Result, e.Protocol, e.Port, e.AnswerFrom, e.RTTNs)
+	}
+	wantDeviceRows(t, e,
+		row(a, "eth0", "out", "request"), row(r, "eth0", "in", "request"), row(r, "eth1", "out", "request"), row(b, "eth0", "in", "request"),
+		row(b, "eth0", "out", "reply"), row(r, "eth1", "in", "reply"), row(r, "eth0", "out", "reply"), row(a, "eth0", "in", "reply"))
+	var sport uint16
+	var nat []string
+	for _, h := range e.Hops {
+		if h.Type == "request" && h.Netns == uint32(a) {
+			sport = h.Sport
+		}
+		for _, x := range h.NAT {
+			nat = append(nat, fmt.Sprintf("%s %s %s -> %s @%d %s.%s", row(uint64(h.Netns), h.Ifname, h.Dir, h.Type), x.Kind, x.Before, x.After, x.Netns, x.Table, x.Chain))
+		}
+	}
+	// The port the masquerade took, as R's conntrack has it.
+	out := inNetns(t, n.R, "conntrack", "-L", "-f", family, "-p", "udp", "--orig-port-src", fmt.Sprint(sport))
+	if _, after, ok := strings.Cut(out, fmt.Sprintf("sport=%d dport=", epPort)); ok {
+		fmt.Sscan(after, &masq)
+	}
+	if masq == 0 {
+		t.Fatalf("conntrack in %s: no reply tuple to the masquerade of source port %d:\n%s", n.R.Name, sport, out)
+	}
+	wantNAT := []string{
+		fmt.Sprintf("%s DNAT %s -> %s @%d %s", row(r, "eth1", "out", "request"), to(vip, 53), to(ep, epPort), r, dnatBy),
+		fmt.Sprintf("%s SNAT %s -> %s @%d %s", row(r, "eth1", "out", "request"), to(client, int(sport)), to(rb, masq), r, snatBy),
+		fmt.Sprintf("%s reverse SNAT %s -> %s @%d .", row(r, "eth0", "out", "reply"), to(rb, masq), to(client, int(sport)), r),
+		fmt.Sprintf("%s reverse DNAT %s -> %s @%d .", row(r, "eth0", "out", "reply"), to(ep, epPort), to(vip, 53), r),
+	}
+	if strings.Join(nat, "\n") != strings.Join(wantNAT, "\n") {
+		t.Errorf("translations:\n%s\nwant:\n%s", strings.Join(nat, "\n"), strings.Join(wantNAT, "\n"))
+	}
+	return e, masq
+}
+
+// udpServiceUnanswered probes, from A, the Service ports of vip that
+// svcPorts lays out with no answer: 54, translated to an endpoint port
+// with no socket, which B's kernel answers (closed), and 55, a Service
+// without endpoints, which R rejects, answering from its address on A's
+// side (unreachable). Both answers are a port unreachable, exit status 1.
+func udpServiceUnanswered(t *testing.T, n *topology.RouterNet, vip netip.Addr) {
+	t.Helper()
+	b := inode(t, n.B)
+	ra, code := n.RA4.Addr(), uint8(3)
+	if vip.Is6() {
+		ra, code = n.RA6.Addr(), 4
+	}
+	to := func(a netip.Addr, p int) string { return netip.AddrPortFrom(a, uint16(p)).String() }
+	t.Run("closed", func(t *testing.T) {
+		e, res := probeJSON(t, n.A, 1, "-W", "2s", "--udp", "54", vip.String())
+		if e.Result != "closed" || e.ICMPError == nil || e.ICMPError.Code != code || e.ICMPError.From != vip.String() {
+			t.Errorf("result %q icmp error %+v, want closed, port unreachable from %s", e.Result, e.ICMPError, vip)
+		}
+		text := runTool(t, n.A, "-W", "2s", "--udp", "54", vip.String())
+		want := fmt.Sprintf("closed: no socket on %s (seq 1): %s answered \"destination unreachable: port unreachable\" (sent from network namespace %s (%d))", to(vip, 54), vip, n.B.Name, b)
+		if text.code != 1 || !strings.Contains(text.stdout, want) {
+			t.Errorf("exit %d, no %q in\n%s%s\n(json: %s)", text.code, want, text.stderr, text.stdout, res.stdout)
+		}
+	})
+	t.Run("no endpoints", func(t *testing.T) {
+		e, _ := probeJSON(t, n.A, 1, "-W", "2s", "--udp", "55", vip.String())
+		if e.Result != "unreachable" || e.ICMPError == nil || e.ICMPError.Code != code || e.ICMPError.From != ra.String() {
+			t.Errorf("result %q icmp error %+v, want unreachable, port unreachable from %s", e.Result, e.ICMPError, ra)
+		}
+		for _, h := range e.Hops {
+			if len(h.NAT) != 0 {
+				t.Errorf("a Service without endpoints translated: %s", natText(h.NAT))
+			}
+		}
+	})
+}
+
 // TestE2EUDPThroughServiceNAT: DNS to a Service through kube-proxy's
 // iptables rules, with the masquerade forced off the client's port by a
 // flow that holds the first port of its range: the reply, which carries no
 // mark of ours, is followed back by its tuple.
 func TestE2EUDPThroughServiceNAT(t *testing.T) {
-	n, vip4, vip6, epPort := serviceNode(t, "iptables-restore", "ip6tables-restore", udpServices)
-	a, r, b := inode(t, n.A), inode(t, n.R), inode(t, n.B)
+	n, vip4, vip6, epPort := serviceNode(t, udpServices, iptablesRules("iptables-restore", "ip6tables-restore", udpServices))
+	r, b := inode(t, n.R), inode(t, n.B)
 	families(t, vip4, vip6, func(t *testing.T, vip netip.Addr) {
-		ep, ra, rb, iptables := n.Target4, n.RA4.Addr(), n.RB4.Addr(), "iptables"
+		ep, rb, iptables := n.Target4, n.RB4.Addr(), "iptables"
 		if vip.Is6() {
-			ep, ra, rb, iptables = n.Target6, n.RA6.Addr(), n.RB6.Addr(), "ip6tables"
+			ep, rb, iptables = n.Target6, n.RB6.Addr(), "ip6tables"
 		}
-		to := func(a netip.Addr, p int) string { return netip.AddrPortFrom(a, uint16(p)).String() }
 		// Masquerade to the ports 40000-40009 of R, the first held by R's own flow.
 		inNetns(t, n.R, iptables, "-t", "nat", "-I", "POSTROUTING", "1", "-p", "udp", "-d", ep.String(), "--dport", fmt.Sprint(epPort),
 			"-j", "MASQUERADE", "--to-ports", "40000-40009")
 		occupy(t, n.R, netip.AddrPortFrom(rb, 40000), netip.AddrPortFrom(ep, uint16(epPort)))
 		t.Run("reply", func(t *testing.T) {
-			e, _ := probeJSON(t, n.A, 0, "-W", "2s", "--udp", "53", vip.String())
-			if e.Result != "reply" || e.Protocol != "udp" || e.Port != 53 || e.AnswerFrom != vip.String() || e.RTTNs <= 0 {
-				t.Errorf("result %q protocol %q port %d answer from %q rtt %d", e.Result, e.Protocol, e.Port, e.AnswerFrom, e.RTTNs)
+			e, masq := udpServiceReply(t, n, vip, epPort, "nat.KUBE-SEP-TPKWEB1", "nat.POSTROUTING")
+			if masq <= 40000 || masq > 40009 {
+				t.Errorf("source port masqueraded to %d, want 40001-40009", masq)
 			}
-			want := []string{
-				row(a, "eth0", "out", "request"), row(r, "eth0", "in", "request"), row(r, "eth1", "out", "request"), row(b, "eth0", "in", "request"),
-				row(b, "eth0", "out", "reply"), row(r, "eth1", "in", "reply"), row(r, "eth0", "out", "reply"), row(a, "eth0", "in", "reply"),
-			}
-			if got := rows(e); strings.Join(got, "\n") != strings.Join(want, "\n") {
-				t.Errorf("rows:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
-			}
-			var sport uint16
-			var nat []string
+			// The reply is traced in R from where R's NAT gave it back the
+			// prober's port on.
 			replyForwarded := false
 			for _, h := range e.Hops {
-				if h.Type == "request" && h.Netns == uint32(a) {
-					sport = h.Sport
-				}
-				// The reply is traced in R from where R's NAT gave it back the
-				// prober's port on.
 				if nf := h.Netfilter; nf != nil && h.Type == "reply" && h.Netns == uint32(r) && nf.Chain == "FORWARD" && nf.Verdict == "ACCEPT" {
 					replyForwarded = true
 				}
-				for _, x := range h.NAT {
-					nat = append(nat, fmt.Sprintf("%s %s %s -> %s @%d", row(uint64(h.Netns), h.Ifname, h.Dir, h.Type), x.Kind, x.Before, x.After, x.Netns))
-				}
-			}
-			src := to(n.A4.Addr(), int(sport))
-			if vip.Is6() {
-				src = to(n.A6.Addr(), int(sport))
 			}
 			if !replyForwarded {
 				t.Errorf("no FORWARD verdict on the reply in %s", n.R.Name)
-			}
-			// The port the masquerade took, as R's conntrack has it: in the
-			// range, not the held one.
-			out := inNetns(t, n.R, "conntrack", "-L", "-f", map[bool]string{false: "ipv4", true: "ipv6"}[vip.Is6()], "-p", "udp", "--orig-port-src", fmt.Sprint(sport))
-			var masq int
-			if _, after, ok := strings.Cut(out, fmt.Sprintf("sport=%d dport=", epPort)); ok {
-				fmt.Sscan(after, &masq)
-			}
-			if masq <= 40000 || masq > 40009 {
-				t.Fatalf("conntrack in %s: source port %d masqueraded to %d, want 40001-40009:\n%s", n.R.Name, sport, masq, out)
-			}
-			wantNAT := []string{
-				fmt.Sprintf("%s DNAT %s -> %s @%d", row(r, "eth1", "out", "request"), to(vip, 53), to(ep, epPort), r),
-				fmt.Sprintf("%s SNAT %s -> %s @%d", row(r, "eth1", "out", "request"), src, to(rb, masq), r),
-				fmt.Sprintf("%s reverse SNAT %s -> %s @%d", row(r, "eth0", "out", "reply"), to(rb, masq), src, r),
-				fmt.Sprintf("%s reverse DNAT %s -> %s @%d", row(r, "eth0", "out", "reply"), to(ep, epPort), to(vip, 53), r),
-			}
-			if strings.Join(nat, "\n") != strings.Join(wantNAT, "\n") {
-				t.Errorf("translations:\n%s\nwant:\n%s", strings.Join(nat, "\n"), strings.Join(wantNAT, "\n"))
 			}
 		})
 		t.Run("recorded, replayed, summed up", func(t *testing.T) {
@@ -208,28 +270,7 @@ func TestE2EUDPThroughServiceNAT(t *testing.T) {
 				t.Errorf("tshark of the export:\n%s", out)
 			}
 		})
-		t.Run("closed", func(t *testing.T) {
-			e, res := probeJSON(t, n.A, 1, "-W", "2s", "--udp", "54", vip.String())
-			code := uint8(3)
-			if vip.Is6() {
-				code = 4
-			}
-			if e.Result != "closed" || e.ICMPError == nil || e.ICMPError.Code != code || e.ICMPError.From != vip.String() {
-				t.Errorf("result %q icmp error %+v, want closed, port unreachable from %s", e.Result, e.ICMPError, vip)
-			}
-			text := runTool(t, n.A, "-W", "2s", "--udp", "54", vip.String())
-			want := fmt.Sprintf("closed: no socket on %s (seq 1): %s answered \"destination unreachable: port unreachable\" (sent from network namespace %s (%d))", to(vip, 54), vip, n.B.Name, b)
-			if text.code != 1 || !strings.Contains(text.stdout, want) {
-				t.Errorf("exit %d, no %q in\n%s%s\n(json: %s)", text.code, want, text.stderr, text.stdout, res.stdout)
-			}
-		})
-		t.Run("no endpoints", func(t *testing.T) {
-			e, _ := probeJSON(t, n.A, 1, "-W", "2s", "--udp", "55", vip.String())
-			// REJECTed in the node's filter table, answered from its address toward A.
-			if e.Result != "unreachable" || e.ICMPError == nil || e.ICMPError.From != ra.String() {
-				t.Errorf("result %q icmp error %+v, want unreachable from %s", e.Result, e.ICMPError, ra)
-			}
-		})
+		udpServiceUnanswered(t, n, vip)
 		t.Run("no answer", func(t *testing.T) {
 			// Not a DNS query: the responder's socket takes it and says nothing.
 			res := runTool(t, n.A, "-W", "1s", "--udp", "53", "--payload", "00", vip.String())
@@ -243,6 +284,80 @@ func TestE2EUDPThroughServiceNAT(t *testing.T) {
 			if e.Result != "dropped" || e.Drop == nil || e.Drop.Netns != uint32(r) || e.Drop.Type != "request" {
 				t.Errorf("result %q drop %+v, want dropped in %d", e.Result, e.Drop, r)
 			}
+		})
+	})
+}
+
+// TestE2EUDPThroughKubeProxyNftables: DNS to a Service through kube-proxy's
+// nftables rules: the reply, translated by the endpoint chain's dnat (the
+// rule nft lists) and the masquerading chain; a Service port whose endpoint
+// has no socket; a Service without endpoints.
+func TestE2EUDPThroughKubeProxyNftables(t *testing.T) {
+	n, vip4, vip6, epPort := serviceNode(t, udpServices, nftRules(udpServices))
+	r := inode(t, n.R)
+	_, endpoint := kubeProxyNftChains(udpServices, 0)
+	families(t, vip4, vip6, func(t *testing.T, vip netip.Addr) {
+		ep, family := n.Target4, "ip"
+		if vip.Is6() {
+			ep, family = n.Target6, "ip6"
+		}
+		t.Run("reply", func(t *testing.T) {
+			dnat := "dnat to " + netip.AddrPortFrom(ep, uint16(epPort)).String()
+			handle := ruleHandle(t, inNetns(t, n.R, "nft", "-a", "list", "chain", family, "kube-proxy", endpoint), dnat)
+			e, _ := udpServiceReply(t, n, vip, epPort, "kube-proxy."+endpoint, "kube-proxy.masquerading")
+			// The DNAT's row: the rule nft lists, on the request in R.
+			var got []string
+			for _, h := range e.Hops {
+				if nf := h.Netfilter; nf != nil && nf.Chain == endpoint {
+					got = append(got, fmt.Sprintf("%s %d %s %s.%s %s %d %q", h.Type, h.Netns, nf.Family, nf.Table, nf.Chain, nf.Verdict, nf.RuleHandle, nf.Rule))
+				}
+			}
+			want := []string{
+				fmt.Sprintf("request %d %s kube-proxy.%s ACCEPT %d %q", r, family, endpoint, handle, "meta l4proto udp "+dnat),
+			}
+			if strings.Join(got, "\n") != strings.Join(want, "\n") {
+				t.Errorf("rows of %s:\n%s\nwant:\n%s", endpoint, strings.Join(got, "\n"), strings.Join(want, "\n"))
+			}
+		})
+		udpServiceUnanswered(t, n, vip)
+	})
+}
+
+// publishedUDPCases probe a Docker host's published UDP port (`-p
+// 5353:53/udp`, a DNS responder in the container) from a client: a DNS
+// query, given as the payload since the port probed is not 53, is answered
+// through the DNAT of the host's DOCKER chain; a port not published is
+// closed by the host's own kernel.
+func publishedUDPCases(t *testing.T, n *dockerHostNet) {
+	c, h, k := inode(t, n.Client), inode(t, n.Host), inode(t, n.Container)
+	t.Run("udp", func(t *testing.T) {
+		families(t, n.Host4, n.Host6, func(t *testing.T, host netip.Addr) {
+			ctr, code := n.Ctr4, uint8(3)
+			if host.Is6() {
+				hostOnly(t, "IPv6 NAT, which the Service tests cover in the guests")
+				ctr, code = n.Ctr6, 4
+			}
+			t.Run("from a client", func(t *testing.T) {
+				e, res := probeJSON(t, n.Client, 0, "-W", "2s", "--udp", "5353", "--payload", dnsQueryHex, host.String())
+				if e.Result != "reply" || e.Protocol != "udp" || e.Port != 5353 || e.AnswerFrom != host.String() {
+					t.Errorf("result %q protocol %q port %d answer from %q, want a UDP reply from %s", e.Result, e.Protocol, e.Port, e.AnswerFrom, host)
+				}
+				wantDeviceRows(t, e,
+					row(c, "eth0", "out", "request"), row(h, "eth0", "in", "request"), row(h, n.Bridge, "out", "request"), row(h, n.HostVeth, "out", "request"), row(k, "eth0", "in", "request"),
+					row(k, "eth0", "out", "reply"), row(h, n.HostVeth, "in", "reply"), row(h, n.Bridge, "in", "reply"), row(h, "eth0", "out", "reply"), row(c, "eth0", "in", "reply"))
+				wantPublishedNAT(t, n, e, res, netip.AddrPortFrom(host, 5353), netip.AddrPortFrom(ctr, 53), "request", "reply")
+			})
+			t.Run("not published", func(t *testing.T) {
+				// Nothing DNATs 5354: the host's own kernel has no socket there.
+				e, _ := probeJSON(t, n.Client, 1, "-W", "2s", "--udp", "5354", host.String())
+				if e.Result != "closed" || e.ICMPError == nil || e.ICMPError.Code != code || e.ICMPError.From != host.String() {
+					t.Errorf("result %q icmp error %+v, want closed, port unreachable from %s", e.Result, e.ICMPError, host)
+				}
+				wantDeviceRows(t, e, row(c, "eth0", "out", "request"), row(h, "eth0", "in", "request"), row(h, "eth0", "out", "unreachable"), row(c, "eth0", "in", "unreachable"))
+				if got, _ := natRows(e); len(got) != 0 {
+					t.Errorf("translations of a port not published:\n%s", strings.Join(got, "\n"))
+				}
+			})
 		})
 	})
 }
