@@ -92,20 +92,13 @@ const (
 	CTUntracked   CTState = 1 << 6
 )
 
+var ctStateNames = map[CTState]string{CTEstablished: "established", CTRelated: "related", CTNew: "new", CTUntracked: "untracked"}
+
 // String names the state as nft's ct state does: "new", "established",
 // "related", "untracked", "" for 0.
 func (s CTState) String() string {
-	switch s {
-	case 0:
-		return ""
-	case CTEstablished:
-		return "established"
-	case CTRelated:
-		return "related"
-	case CTNew:
-		return "new"
-	case CTUntracked:
-		return "untracked"
+	if n, ok := ctStateNames[s]; ok || s == 0 {
+		return n
 	}
 	return fmt.Sprintf("ct(%#x)", uint8(s))
 }
