@@ -112,3 +112,7 @@ func (e *ICMPError) Rejected() bool {
 	}
 	return e.Type == 3 && (e.Code == 3 || e.Code == 9 || e.Code == 10 || e.Code == 13)
 }
+
+// ListenMagic is the second half of every pinger's payload cookie, after the
+// run's 4 bytes: what a listener (--listen) keeps echoes by.
+const ListenMagic uint32 = 0x74706b21 // "tpk!"

@@ -56,16 +56,22 @@ func echoBytes(cookie uint32) int32 {
 // echoTest jumps to ours when the message at echo is an echo request or
 // reply of the run (echoOurs), else to next. Its labels start with at.
 func echoTest(family int, id uint16, cookie uint32, echo int16, at, ours, next string) asm.Instructions {
+	return append(echoOurs(id, cookie, echo, at+"_echo", next), echoTypes(family, echo, at, ours, next)...)
+}
+
+// echoTypes jumps to ours when the message at echo is an echo request or
+// reply, else to next. Its first instruction is labelled at+"_echo".
+func echoTypes(family int, echo int16, at, ours, next string) asm.Instructions {
 	request, reply := int32(8), int32(0)
 	if family == 6 {
 		request, reply = 128, 129
 	}
-	return append(echoOurs(id, cookie, echo, at+"_echo", next),
-		asm.LoadMem(asm.R1, asm.RFP, echo, asm.Byte).WithSymbol(at+"_echo"),
+	return asm.Instructions{
+		asm.LoadMem(asm.R1, asm.RFP, echo, asm.Byte).WithSymbol(at + "_echo"),
 		asm.JEq.Imm(asm.R1, request, ours),
 		asm.JEq.Imm(asm.R1, reply, ours),
 		asm.Ja.Label(next),
-	)
+	}
 }
 
 // echoOurs jumps to match when the echo message at echo carries id, or,

@@ -22,6 +22,9 @@ type Config struct {
 	// does (set one of them at most): Open then creates the trace's tuple
 	// map (TupleMap).
 	UDP *decode.UDPMark
+	// Listen makes this a listener's trace (ListenClauses): the echoes of
+	// any run, or of the run of echo id EchoID when it is not 0.
+	Listen bool
 	// Probes to attach; nil means decode.Probes().
 	Probes []decode.Probe
 	// Attach says how device probes may be attached; "" means AttachAuto.
@@ -43,6 +46,8 @@ type Config struct {
 // UDP run's packets and the errors about them, or an echo run's.
 func (cfg Config) Clauses() []Clause {
 	switch {
+	case cfg.Listen:
+		return ListenClauses(cfg.EchoID)
 	case cfg.TCP != nil:
 		return TCPClauses(*cfg.TCP)
 	case cfg.UDP != nil:
