@@ -13,7 +13,7 @@ import (
 
 // newHeader describes this run for a recording; proto is decode.ProtoTCP
 // or decode.ProtoUDP for a run of TCP or UDP probes.
-func newHeader(netfilter netfilterPlan, fs *tracefs.FS, proto uint8) tpk.Header {
+func newHeader(netfilter netfilterPlan, fs *tracefs.FS, proto uint8, listen bool) tpk.Header {
 	host, _ := os.Hostname()
 	boot, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
 	var ts unix.Timespec
@@ -35,7 +35,7 @@ func newHeader(netfilter netfilterPlan, fs *tracefs.FS, proto uint8) tpk.Header 
 	caps := runCaps{
 		netfilter: netfilter.sources, noKprobes: fs.KprobesSupported() != nil, legacyTables: strings.Join(legacyTables(), ","),
 		argsFromVersion: netfilter.argsFromVersion, kprobeNoBTF: netfilter.kprobeNoBTF,
-		nftraceMissing: netfilter.nftraceMissing,
+		nftraceMissing: netfilter.nftraceMissing, listen: listen,
 	}
 	h.Capabilities = append(h.Capabilities, caps.strings()...)
 	return h

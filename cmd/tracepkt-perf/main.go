@@ -30,6 +30,7 @@ import (
 const usageText = `usage: tracepkt-perf [flags] TARGET
        tracepkt-perf --demo [flags]
        tracepkt-perf --diff A.tpk B.tpk [--json] [--svg OUT]
+       tracepkt-perf --listen [--id N] [--duration D] [flags]
 
 Sends ICMP echo requests to TARGET (an IPv4 or IPv6 address or a host name)
 and shows every interface and network namespace the request and the reply
@@ -85,6 +86,11 @@ Flags:
       --diff A B       compare two recordings hop by hop: where B's path left
                        A's; exit 0 same path, 1 different, 2 unreadable
       --svg OUT        also draw the journey (or with --diff, both) to OUT
+      --listen         send nothing: trace the echoes of any tracepkt-perf run,
+                       from this machine or another, and show each one's
+                       journey here (a fragment) once it goes quiet for -W;
+                       until --duration D or a signal (exit 0)
+      --id N           with --listen: only the run of echo id N
       --version        the version, commit, and Go and cilium/ebpf versions
   -h, --help           this help
 
@@ -102,6 +108,7 @@ Examples:
   sudo tracepkt-perf --tcp 80 10.96.0.10
   sudo tracepkt-perf --udp 53 10.96.0.10
   sudo tracepkt-perf --record incident.tpk 172.17.0.2
+  sudo tracepkt-perf --listen --duration 60 --record node-b.tpk
   tracepkt-perf --replay incident.tpk --json
   tracepkt-perf --replay incident.tpk --pcapng incident.pcapng
   sudo tracepkt-perf -c 100 -i 0.01 --stats 172.17.0.2
@@ -195,6 +202,11 @@ type options struct {
 	proto   uint8
 	port    uint16
 	payload []byte
+	// listen runs a listener (--listen): nothing sent, the echoes of any
+	// run, or of run listenID, kept for duration (0: until a signal).
+	listen   bool
+	listenID uint16
+	duration time.Duration
 	// ringPages is a diagnostic (--ring-pages, not in the help): the data
 	// pages of each per-CPU ring, to make loss happen on purpose.
 	ringPages int
@@ -258,6 +270,10 @@ func parseArgs(args []string, stdout io.Writer) (options, error) {
 	fs.IntVar(&udpPort, "udp", 0, "")
 	var payload string
 	fs.StringVar(&payload, "payload", "", "")
+	fs.BoolVar(&o.listen, "listen", false, "")
+	var listenID int
+	fs.IntVar(&listenID, "id", 0, "")
+	fs.Var((*seconds)(&o.duration), "duration", "")
 	args = splitShortValues(fs, args)
 	var positional []string
 	for {
@@ -292,6 +308,9 @@ func parseArgs(args []string, stdout io.Writer) (options, error) {
 	o.attach, attachErr = probes.ParseAttachMode(attach)
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if o.listen || set["id"] || set["duration"] {
+		return o, listenArgs(&o, set, positional, listenID, attachErr)
+	}
 	// A size or TTL given is held to what it says, 0 included: only one
 	// not given means ping's default.
 	var sizeErr error
@@ -574,7 +593,7 @@ func run(args []string, stdout, stderr io.Writer) (err error) {
 	ctx, stop := signal.NotifyContext(context.Background(), stopSignals...)
 	defer stop()
 	var target netip.Addr
-	if !o.demo {
+	if !o.demo && !o.listen {
 		if target, err = resolve(ctx, net.DefaultResolver.LookupNetIP, o.target, o.only4, o.only6); err != nil {
 			return err
 		}
@@ -605,6 +624,12 @@ func run(args []string, stdout, stderr io.Writer) (err error) {
 		return err
 	}
 	defer s.Close()
+	if o.listen {
+		if err := s.listen(ctx, o, stderr); err != nil {
+			return err
+		}
+		return ro.finish()
+	}
 	if err := s.trace(ctx, target, o); err != nil && !errors.Is(err, errUnanswered) {
 		return err
 	} else if ferr := ro.finish(); ferr != nil {

@@ -37,6 +37,10 @@ func TestParseArgs(t *testing.T) {
 	if err != nil || o.fromNetns != "web-1" || !reflect.DeepEqual(o.netns, specList{"web-1", "db", "4242"}) {
 		t.Errorf("namespace flags: %+v, %v", o, err)
 	}
+	o, err = parseArgs([]string{"--listen", "--id", "4242", "--duration", "30", "-W", "0.5", "--record", "b.tpk", "--json"}, nil)
+	if err != nil || !o.listen || o.listenID != 4242 || o.duration != 30*time.Second || o.timeout != 500*time.Millisecond || o.record != "b.tpk" {
+		t.Errorf("--listen: %+v, %v", o, err)
+	}
 	if o, err = parseArgs([]string{"--check", "--verbose"}, nil); err != nil || !o.verbose {
 		t.Errorf("--check --verbose: %+v, %v", o, err)
 	}
@@ -98,6 +102,9 @@ func TestParseArgsErrors(t *testing.T) {
 		{"--payload", "00", "x"}, {"--tcp", "80", "--payload", "00", "x"}, {"--udp", "7", "--payload", "0g", "x"},
 		{"--udp", "7", "--payload", "abc", "x"}, {"--udp", "7", "--payload", "@/nonexistent/q.bin", "x"},
 		{"--udp", "7", "--payload", strings.Repeat("00", 505), "x"},
+		{"--listen", "x"}, {"--listen", "-c", "2"}, {"--listen", "--tcp", "80"}, {"--listen", "--replay", "a.tpk"},
+		{"--listen", "--id", "0"}, {"--listen", "--id", "65536"}, {"--listen", "--duration", "0"}, {"--listen", "--netfilter", "nftrace"},
+		{"--id", "7", "x"}, {"--duration", "5", "x"},
 	} {
 		_, err := parseArgs(args, nil)
 		var ue usageError

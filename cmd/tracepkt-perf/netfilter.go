@@ -102,6 +102,7 @@ func netfilterKprobes(fs *tracefs.FS, arch string) error {
 const (
 	capNetfilter    = "netfilter:"     // the netfilter sources used
 	capNoKprobes    = "kprobes:no"     // the kernel had no kprobes
+	capListen       = "listen"         // a listener's run (--listen): it sent nothing
 	capLegacyTables = "legacy-tables:" // iptables-legacy tables loaded, comma separated
 	// Kernels whose modules have no BTF (before 5.11):
 	capArgsFromVersion = "kprobe-args-from-version:" // fn(params): argument order from the kernel version
@@ -118,6 +119,7 @@ type runCaps struct {
 	// See netfilterPlan.
 	argsFromVersion, kprobeNoBTF []string
 	nftraceMissing               string
+	listen                       bool
 }
 
 // strings lists c as header capabilities.
@@ -138,6 +140,9 @@ func (c runCaps) strings() []string {
 	if c.nftraceMissing != "" {
 		caps = append(caps, capNftraceMissing+c.nftraceMissing)
 	}
+	if c.listen {
+		caps = append(caps, capListen)
+	}
 	return caps
 }
 
@@ -150,6 +155,8 @@ func parseCaps(caps []string) runCaps {
 			c.netfilter = parseNFSources(strings.TrimPrefix(s, capNetfilter))
 		case s == capNoKprobes:
 			c.noKprobes = true
+		case s == capListen:
+			c.listen = true
 		case strings.HasPrefix(s, capLegacyTables):
 			c.legacyTables = strings.TrimPrefix(s, capLegacyTables)
 		case strings.HasPrefix(s, capArgsFromVersion):

@@ -75,7 +75,7 @@ func TestNetfilterSourceWithoutNftrace(t *testing.T) {
 			continue
 		}
 		// The notes come from the header, so a replay shows them too.
-		notes := newRenderContext(newHeader(plan, c.fs, 0).Capabilities).notes
+		notes := newRenderContext(newHeader(plan, c.fs, 0, false).Capabilities).notes
 		if len(notes) != 1 || notes[0] != note {
 			t.Errorf("auto without nftrace (kprobes %v): notes %q, want only %q", c.fs == withKprobes, notes, note)
 		}

@@ -243,6 +243,9 @@ func plural(n int, one, many string) string {
 // where the request or the reply was last seen) and the state that
 // explains it.
 func summary(j *decode.Journey, rc *renderContext) string {
+	if rc.listen {
+		return listenSummary(j, rc)
+	}
 	var b strings.Builder
 	if j.Replied || j.Closed() {
 		nss, ifs := j.Crossed()
@@ -542,7 +545,7 @@ func (w jsonWriter) Journey(j *decode.Journey) error {
 		Family:        family(j.Target),
 		EchoID:        j.EchoID,
 		Seq:           j.Seq,
-		Result:        j.Result(),
+		Result:        journeyResult(j, w.rc),
 		LostSamples:   j.Lost,
 		NetfilterLost: j.NetfilterLost,
 		Hops:          []jsonHop{},
@@ -615,6 +618,15 @@ func (w jsonWriter) Journey(j *decode.Journey) error {
 		e.Hops = append(e.Hops, h)
 	}
 	return w.enc.Encode(e)
+}
+
+// journeyResult is JSON's result of j: a listener's fragment is "seen" or
+// "dropped" (listenResult), not an answer it never waited for.
+func journeyResult(j *decode.Journey, rc *renderContext) string {
+	if rc.listen {
+		return listenResult(j)
+	}
+	return j.Result()
 }
 
 // portAnswer says what answered a TCP or UDP probe: "open: 10.96.0.10:80

@@ -18,6 +18,8 @@ type renderContext struct {
 	// lookupIf names an interface in the running system; live runs that
 	// do not record set it (a recording's snapshot holds the interfaces).
 	lookupIf func(netns, ifindex uint32) string
+	// listen: the journeys are a listener's fragments (--listen).
+	listen bool
 }
 
 type ifaceKey struct{ netns, ifindex uint32 }
@@ -25,7 +27,7 @@ type ifaceKey struct{ netns, ifindex uint32 }
 func newRenderContext(caps []string) *renderContext {
 	c := parseCaps(caps)
 	return &renderContext{names: map[uint32]string{}, owners: map[uint32]decode.Owner{}, ifnames: map[ifaceKey]string{},
-		netfilter: c.netfilter, notes: c.notes()}
+		netfilter: c.netfilter, notes: c.notes(), listen: c.listen}
 }
 
 // setSnapshot learns the names in s: each namespace's owner's or, in

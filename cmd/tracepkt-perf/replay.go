@@ -76,7 +76,7 @@ func replayJourneys(r *tpk.Reader, path string, newWriter func(*renderContext) j
 		case tpk.KindOutcome:
 			echoes++
 			j := decode.NewJourney(out.Outcome, recs, out.Netfilter)
-			if !j.Replied {
+			if !j.Replied && !rc.listen { // a listener waits for no answer
 				unanswered++
 			}
 			if err := w.Journey(&j); err != nil {

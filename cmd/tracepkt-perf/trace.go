@@ -87,6 +87,14 @@ func openSession(o options, rec *outFile, newWriter func(*renderContext) journey
 	if s.netfilter, err = netfilterSource(o.netfilter, fs, runtime.GOARCH, nftrace.Supported); err != nil {
 		return nil, err
 	}
+	if o.listen && s.netfilter.sources&nfNftrace != 0 {
+		// A listener's netfilter rows come from kprobes only: nftables
+		// tracing keeps one run's echoes by its id.
+		s.netfilter.sources &^= nfNftrace
+		if s.netfilter.sources == 0 {
+			s.netfilter.sources = nfOff
+		}
+	}
 	s.netfilter.resolveKprobes()
 	if len(s.netfilter.kprobes) > 0 {
 		// Probes a run killed with SIGKILL left behind.
@@ -113,7 +121,7 @@ func openSession(o options, rec *outFile, newWriter func(*renderContext) journey
 	if err != nil {
 		return nil, err
 	}
-	hdr := newHeader(s.netfilter, fs, o.proto)
+	hdr := newHeader(s.netfilter, fs, o.proto, o.listen)
 	s.rc = newRenderContext(hdr.Capabilities)
 	s.rc.setSnapshot(snap)
 	if rec == nil {
@@ -186,17 +194,8 @@ func (s *session) trace(ctx context.Context, target netip.Addr, o options) (err 
 		}
 		sent++
 		j.Notes, notes = append(notes, j.Notes...), nil
-		snap, err := s.ns.learn(&j, s.rec != nil)
-		if err != nil {
+		if err := s.learn(&j); err != nil {
 			return err
-		}
-		if snap != nil {
-			s.rc.setSnapshot(snap)
-			if s.rec != nil {
-				if err := s.rec.WriteSnapshot(snap); err != nil {
-					return fmt.Errorf("record: %w", err)
-				}
-			}
 		}
 		if !j.Replied {
 			unanswered++
@@ -215,6 +214,22 @@ func (s *session) trace(ctx context.Context, target netip.Addr, o options) (err 
 	}
 	if unanswered > 0 {
 		return errUnanswered
+	}
+	return nil
+}
+
+// learn names the namespaces j crossed that the run had not seen yet, and
+// records their snapshot.
+func (s *session) learn(j *decode.Journey) error {
+	snap, err := s.ns.learn(j, s.rec != nil)
+	if err != nil || snap == nil {
+		return err
+	}
+	s.rc.setSnapshot(snap)
+	if s.rec != nil {
+		if err := s.rec.WriteSnapshot(snap); err != nil {
+			return fmt.Errorf("record: %w", err)
+		}
 	}
 	return nil
 }
@@ -326,7 +341,11 @@ func newMarks(id uint16, o options) (marks, error) {
 		return marks{}, fmt.Errorf("read random cookie: %w", err)
 	}
 	if o.proto == 0 {
+		// 2 random bytes, the run's echo id, and the magic a listener
+		// keeps echoes by (probes.ListenClauses).
 		b[0] |= 0x80
+		binary.BigEndian.PutUint16(b[2:], id)
+		binary.BigEndian.PutUint32(b[4:], decode.ListenMagic)
 		return marks{echo: b}, nil
 	}
 	cookie := binary.BigEndian.Uint32(b[:])
