@@ -118,7 +118,7 @@ func nftRules(s svcPorts) serviceRules {
 // serviceNode builds client A -> node R -> endpoint B, with a Service
 // address on no interface that R translates to B (rules, loaded in R for
 // each family), and in B a TCP listener or a DNS responder on s.EpPort. It
-// returns the Service addresses.
+// returns the Service addresses, which A, R and B can each probe.
 func serviceNode(t *testing.T, s svcPorts, rules serviceRules) (n *topology.RouterNet, vip4, vip6 netip.Addr, epPort int) {
 	t.Helper()
 	topo, n := router(t)
@@ -126,11 +126,18 @@ func serviceNode(t *testing.T, s svcPorts, rules serviceRules) (n *topology.Rout
 	epPort = s.EpPort
 	// The Service addresses: unassigned addresses of B's networks, routed
 	// by R toward B, so a packet R does not translate stays in the topology.
+	// B routes them through its gateway, as a pod's default route takes
+	// the Service range: B reaching itself through its Service (hairpin)
+	// goes through R.
 	vip4, vip6 = lastHost(n.B4), lastHost(n.B6)
-	for _, f := range []struct{ vip, ep netip.Addr }{{vip4, n.Target4}, {vip6, n.Target6}} {
-		inNetns(t, n.R, "ip", "route", "add", netip.PrefixFrom(f.vip, f.vip.BitLen()).String(), "dev", n.RLinkB)
-		if err := topo.CheckOwnRoute(n.A, f.vip); err != nil {
-			t.Fatalf("not probing: %v", err)
+	for _, f := range []struct{ vip, ep, rb netip.Addr }{{vip4, n.Target4, n.RB4.Addr()}, {vip6, n.Target6, n.RB6.Addr()}} {
+		host := netip.PrefixFrom(f.vip, f.vip.BitLen()).String()
+		inNetns(t, n.R, "ip", "route", "add", host, "dev", n.RLinkB)
+		inNetns(t, n.B, "ip", "route", "add", host, "via", f.rb.String(), "dev", n.BLink)
+		for _, src := range []*topology.Netns{n.A, n.R, n.B} {
+			if err := topo.CheckOwnRoute(src, f.vip); err != nil {
+				t.Fatalf("not probing: %v", err)
+			}
 		}
 		argv, text := rules(f.vip, f.ep)
 		testenv.RequireCommands(t, argv[0])
@@ -345,11 +352,6 @@ func TestE2ETCPThroughServiceNAT(t *testing.T) {
 			// The endpoint reaches itself through its Service: R sends the
 			// SYN back where it came from, translated to the endpoint and
 			// masqueraded to R's address, so the answer comes back through R.
-			// The Service range is routed through the endpoint's gateway, as
-			// a pod's default route takes it.
-			host := netip.PrefixFrom(vip, vip.BitLen()).String()
-			inNetns(t, n.B, "ip", "route", "add", host, "via", rb.String(), "dev", n.BLink)
-			t.Cleanup(func() { inNetns(t, n.B, "ip", "route", "del", host) })
 			e, _ := probeJSON(t, n.B, 0, "-W", "2s", "--tcp", "80", vip.String())
 			want := []string{
 				row(b, "eth0", "out", "syn"), row(r, "eth1", "in", "syn"), row(r, "eth1", "out", "syn"), row(b, "eth0", "in", "syn"),

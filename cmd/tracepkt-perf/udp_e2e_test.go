@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -115,54 +116,144 @@ func occupy(t *testing.T, ns *topology.Netns, from, to netip.AddrPort) {
 	}
 }
 
-// udpServiceReply probes vip's port 53 from A, through R's Service NAT to
-// a DNS responder on B's epPort, and checks the reply: exit 0, its device
-// rows, and its translations in R, the DNAT by dnatBy and the masquerade
-// by snatBy (table.chain), to the port R's conntrack holds for the flow,
-// which it returns.
-func udpServiceReply(t *testing.T, n *topology.RouterNet, vip netip.Addr, epPort int, dnatBy, snatBy string) (e jsonEcho, masq int) {
+// udpServiceReply probes vip's port 53 from src, through R's Service NAT
+// to a DNS responder on B's epPort: src is A, a client outside the cluster
+// network; R, the node itself, whose probe is translated before its first
+// hop (OUTPUT, POSTROUTING); or B, the endpoint reaching itself through
+// its Service (hairpin), which R sends back where it came from. It checks
+// the reply: exit 0, its device rows; the DNAT's row, the rule of dnatBy
+// (table.chain) with the handle `nft -a list` gives it, ACCEPT, on the
+// request in R; and the translations in R, the DNAT by dnatBy and the
+// masquerade by snatBy to the port R's conntrack holds for the flow, which
+// it returns, undone on the reply.
+func udpServiceReply(t *testing.T, n *topology.RouterNet, src *topology.Netns, vip netip.Addr, epPort int, dnatBy, snatBy string) (e jsonEcho, masq int) {
 	t.Helper()
-	a, r, b := inode(t, n.A), inode(t, n.R), inode(t, n.B)
-	ep, client, rb, family := n.Target4, n.A4.Addr(), n.RB4.Addr(), "ipv4"
+	s, r, b := inode(t, src), inode(t, n.R), inode(t, n.B)
+	ep, rb, a, family, nftFamily := n.Target4, n.RB4.Addr(), n.A4.Addr(), "ipv4", "ip"
 	if vip.Is6() {
-		ep, client, rb, family = n.Target6, n.A6.Addr(), n.RB6.Addr(), "ipv6"
+		ep, rb, a, family, nftFamily = n.Target6, n.RB6.Addr(), n.A6.Addr(), "ipv6", "ip6"
 	}
-	to := func(a netip.Addr, p int) string { return netip.AddrPortFrom(a, uint16(p)).String() }
-	e, _ = probeJSON(t, n.A, 0, "-W", "2s", "--udp", "53", vip.String())
+	// The probe's source, and the interface of R on its side.
+	client, rIn := rb, ""
+	switch src {
+	case n.A:
+		client, rIn = a, n.RLinkA
+	case n.B:
+		client, rIn = ep, n.RLinkB
+	}
+	table, chain, _ := strings.Cut(dnatBy, ".")
+	dnat := "dnat to " + netip.AddrPortFrom(ep, uint16(epPort)).String()
+	handle := ruleHandle(t, inNetns(t, n.R, "nft", "-a", "list", "chain", nftFamily, table, chain), dnat)
+
+	e, _ = probeJSON(t, src, 0, "-W", "2s", "--udp", "53", vip.String())
 	if e.Result != "reply" || e.Protocol != "udp" || e.Port != 53 || e.AnswerFrom != vip.String() || e.RTTNs <= 0 {
 		t.Errorf("result %q protocol %q port %d answer from %q rtt %d", e.Result, e.Protocol, e.Port, e.AnswerFrom, e.RTTNs)
 	}
-	wantDeviceRows(t, e,
-		row(a, "eth0", "out", "request"), row(r, "eth0", "in", "request"), row(r, "eth1", "out", "request"), row(b, "eth0", "in", "request"),
-		row(b, "eth0", "out", "reply"), row(r, "eth1", "in", "reply"), row(r, "eth0", "out", "reply"), row(a, "eth0", "in", "reply"))
-	var sport uint16
-	var nat []string
+	request := []string{row(r, n.RLinkB, "out", "request"), row(b, n.BLink, "in", "request")}
+	reply := []string{row(b, n.BLink, "out", "reply"), row(r, n.RLinkB, "in", "reply")}
+	if src != n.R {
+		request = append([]string{row(s, "eth0", "out", "request"), row(r, rIn, "in", "request")}, request...)
+		reply = append(reply, row(r, rIn, "out", "reply"), row(s, "eth0", "in", "reply"))
+	}
+	wantDeviceRows(t, e, append(request, reply...)...)
+
+	var sport uint16 // the prober's, where it sends from another namespace than R's
+	var rules []string
 	for _, h := range e.Hops {
-		if h.Type == "request" && h.Netns == uint32(a) {
+		if h.Type == "request" && h.Netns == uint32(s) && src != n.R && sport == 0 {
 			sport = h.Sport
 		}
-		for _, x := range h.NAT {
-			nat = append(nat, fmt.Sprintf("%s %s %s -> %s @%d %s.%s", row(uint64(h.Netns), h.Ifname, h.Dir, h.Type), x.Kind, x.Before, x.After, x.Netns, x.Table, x.Chain))
+		if nf := h.Netfilter; nf != nil && nf.RuleHandle == uint64(handle) && nf.Table == table && nf.Chain == chain {
+			rules = append(rules, fmt.Sprintf("%s %d %s %s %q", h.Type, h.Netns, nf.Family, nf.Verdict, nf.Rule))
 		}
 	}
-	// The port the masquerade took, as R's conntrack has it.
-	out := inNetns(t, n.R, "conntrack", "-L", "-f", family, "-p", "udp", "--orig-port-src", fmt.Sprint(sport))
-	if _, after, ok := strings.Cut(out, fmt.Sprintf("sport=%d dport=", epPort)); ok {
-		fmt.Sscan(after, &masq)
+	// The DNAT's row: the rule nft lists, once, on the request in R.
+	if len(rules) != 1 || !strings.HasPrefix(rules[0], fmt.Sprintf("request %d %s ACCEPT ", r, nftFamily)) || !strings.Contains(rules[0], dnat) {
+		t.Errorf("rows of %s rule %d:\n%s\nwant one: request %d %s ACCEPT, %q", dnatBy, handle, strings.Join(rules, "\n"), r, nftFamily, dnat)
 	}
-	if masq == 0 {
-		t.Fatalf("conntrack in %s: no reply tuple to the masquerade of source port %d:\n%s", n.R.Name, sport, out)
+	// The flow as R's conntrack has it: the prober's port (the node's own
+	// is masqueraded before any hop sees it), and the port the masquerade
+	// took, where the reply tuple's goes.
+	filter := []string{"-f", family, "--orig-src", client.String(), "--orig-dst", vip.String(), "--orig-port-dst", "53"}
+	if sport != 0 {
+		filter = append(filter, "--orig-port-src", fmt.Sprint(sport))
 	}
+	ports, out := udpFlow(t, n.R, filter...)
+	if ports[1] != 53 || ports[2] != epPort || sport != 0 && ports[0] != int(sport) {
+		t.Fatalf("conntrack in %s: not one flow from %s (port %d) to %s, reply from port %d:\n%s", n.R.Name, client, sport, netip.AddrPortFrom(vip, 53), epPort, out)
+	}
+	sport, masq = uint16(ports[0]), ports[3]
+	to := func(a netip.Addr, p int) string { return netip.AddrPortFrom(a, uint16(p)).String() }
+	// Both seen where the request leaves R, toward B; undone where the
+	// reply leaves R. In the node's own probe, the reply is undone after
+	// its last hop, where no device sees it: only the request's show.
 	wantNAT := []string{
-		fmt.Sprintf("%s DNAT %s -> %s @%d %s", row(r, "eth1", "out", "request"), to(vip, 53), to(ep, epPort), r, dnatBy),
-		fmt.Sprintf("%s SNAT %s -> %s @%d %s", row(r, "eth1", "out", "request"), to(client, int(sport)), to(rb, masq), r, snatBy),
-		fmt.Sprintf("%s reverse SNAT %s -> %s @%d .", row(r, "eth0", "out", "reply"), to(rb, masq), to(client, int(sport)), r),
-		fmt.Sprintf("%s reverse DNAT %s -> %s @%d .", row(r, "eth0", "out", "reply"), to(ep, epPort), to(vip, 53), r),
+		fmt.Sprintf("%s DNAT %s -> %s @%d %s", request[len(request)-2], to(vip, 53), to(ep, epPort), r, dnatBy),
+		fmt.Sprintf("%s SNAT %s -> %s @%d %s", request[len(request)-2], to(client, int(sport)), to(rb, masq), r, snatBy),
 	}
-	if strings.Join(nat, "\n") != strings.Join(wantNAT, "\n") {
-		t.Errorf("translations:\n%s\nwant:\n%s", strings.Join(nat, "\n"), strings.Join(wantNAT, "\n"))
+	if src != n.R {
+		wantNAT = append(wantNAT,
+			fmt.Sprintf("%s reverse SNAT %s -> %s @%d .", reply[2], to(rb, masq), to(client, int(sport)), r),
+			fmt.Sprintf("%s reverse DNAT %s -> %s @%d .", reply[2], to(ep, epPort), to(vip, 53), r))
+	}
+	if got, _ := natRows(e); strings.Join(got, "\n") != strings.Join(wantNAT, "\n") {
+		t.Errorf("translations:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(wantNAT, "\n"))
+	}
+	// The reply's netfilter rows: R forwards it back to the prober's port,
+	// from the endpoint still (conntrack undoes the DNAT in POSTROUTING),
+	// and accepts it. To the node itself it goes to R's INPUT, where
+	// neither rule set has a chain: no rows.
+	var replyRows []string
+	for _, h := range e.Hops {
+		if nf := h.Netfilter; nf != nil && h.Type == "reply" {
+			replyRows = append(replyRows, fmt.Sprintf("%d %s %s -> %s %s", h.Netns, nf.Hook, h.Src, h.Dst, nf.Verdict))
+		}
+	}
+	forwarded := fmt.Sprintf("%d FORWARD %s -> %s ", r, to(ep, epPort), to(client, int(sport)))
+	bad := src != n.R && (len(replyRows) == 0 || !strings.HasSuffix(replyRows[len(replyRows)-1], " ACCEPT")) || src == n.R && len(replyRows) != 0
+	for _, row := range replyRows {
+		bad = bad || !strings.HasPrefix(row, forwarded)
+	}
+	if bad {
+		t.Errorf("netfilter rows of the reply:\n%s\nwant (none from the node): %s..., the last ACCEPT", strings.Join(replyRows, "\n"), forwarded)
 	}
 	return e, masq
+}
+
+// udpFlow returns the ports of the one UDP flow that conntrack lists in ns
+// for filter (options of conntrack -L): the source and destination ports
+// of its original tuple, then of its reply tuple; all 0 unless one flow
+// is listed. It returns the listing too.
+func udpFlow(t *testing.T, ns *topology.Netns, filter ...string) (ports [4]int, listing string) {
+	t.Helper()
+	listing = inNetns(t, ns, append([]string{"conntrack", "-L", "-p", "udp"}, filter...)...)
+	var flows [][]string // the lines of flows, not conntrack's count of them
+	for _, line := range strings.Split(listing, "\n") {
+		if f := strings.Fields(line); len(f) > 0 && f[0] == "udp" {
+			flows = append(flows, f)
+		}
+	}
+	if len(flows) != 1 {
+		return ports, listing
+	}
+	i := 0
+	for _, f := range flows[0] {
+		if k, v, _ := strings.Cut(f, "="); (k == "sport" || k == "dport") && i < len(ports) {
+			ports[i], _ = strconv.Atoi(v)
+			i++
+		}
+	}
+	return ports, listing
+}
+
+// udpServiceFromNodeAndHairpin are the cases of udpServiceReply from R,
+// the node, and from B, the endpoint (hairpin): both masqueraded by
+// kube-proxy's own rules, R's traffic as from outside the cluster network,
+// B's as an endpoint reaching itself.
+func udpServiceFromNodeAndHairpin(t *testing.T, n *topology.RouterNet, vip netip.Addr, epPort int, dnatBy, masqBy string) {
+	t.Helper()
+	t.Run("from the node", func(t *testing.T) { udpServiceReply(t, n, n.R, vip, epPort, dnatBy, masqBy) })
+	t.Run("hairpin", func(t *testing.T) { udpServiceReply(t, n, n.B, vip, epPort, dnatBy, masqBy) })
 }
 
 // udpServiceUnanswered probes, from A, the Service ports of vip that
@@ -210,29 +301,21 @@ func TestE2EUDPThroughServiceNAT(t *testing.T) {
 	n, vip4, vip6, epPort := serviceNode(t, udpServices, iptablesRules("iptables-restore", "ip6tables-restore", udpServices))
 	r, b := inode(t, n.R), inode(t, n.B)
 	families(t, vip4, vip6, func(t *testing.T, vip netip.Addr) {
-		ep, rb, iptables := n.Target4, n.RB4.Addr(), "iptables"
+		ep, rb, a, iptables := n.Target4, n.RB4.Addr(), n.A4.Addr(), "iptables"
 		if vip.Is6() {
-			ep, rb, iptables = n.Target6, n.RB6.Addr(), "ip6tables"
+			ep, rb, a, iptables = n.Target6, n.RB6.Addr(), n.A6.Addr(), "ip6tables"
 		}
-		// Masquerade to the ports 40000-40009 of R, the first held by R's own flow.
-		inNetns(t, n.R, iptables, "-t", "nat", "-I", "POSTROUTING", "1", "-p", "udp", "-d", ep.String(), "--dport", fmt.Sprint(epPort),
+		// Masquerade A's flows to the ports 40000-40009 of R, the first held
+		// by R's own flow; the node's and the endpoint's own are kube-proxy's.
+		inNetns(t, n.R, iptables, "-t", "nat", "-I", "POSTROUTING", "1", "-p", "udp", "-s", a.String(), "-d", ep.String(), "--dport", fmt.Sprint(epPort),
 			"-j", "MASQUERADE", "--to-ports", "40000-40009")
 		occupy(t, n.R, netip.AddrPortFrom(rb, 40000), netip.AddrPortFrom(ep, uint16(epPort)))
 		t.Run("reply", func(t *testing.T) {
-			e, masq := udpServiceReply(t, n, vip, epPort, "nat.KUBE-SEP-TPKWEB1", "nat.POSTROUTING")
+			// The reply is traced in R from where R's NAT gave it back the
+			// prober's port on (udpServiceReply checks its FORWARD rows).
+			_, masq := udpServiceReply(t, n, n.A, vip, epPort, "nat.KUBE-SEP-TPKWEB1", "nat.POSTROUTING")
 			if masq <= 40000 || masq > 40009 {
 				t.Errorf("source port masqueraded to %d, want 40001-40009", masq)
-			}
-			// The reply is traced in R from where R's NAT gave it back the
-			// prober's port on.
-			replyForwarded := false
-			for _, h := range e.Hops {
-				if nf := h.Netfilter; nf != nil && h.Type == "reply" && h.Netns == uint32(r) && nf.Chain == "FORWARD" && nf.Verdict == "ACCEPT" {
-					replyForwarded = true
-				}
-			}
-			if !replyForwarded {
-				t.Errorf("no FORWARD verdict on the reply in %s", n.R.Name)
 			}
 		})
 		t.Run("recorded, replayed, summed up", func(t *testing.T) {
@@ -270,6 +353,7 @@ func TestE2EUDPThroughServiceNAT(t *testing.T) {
 				t.Errorf("tshark of the export:\n%s", out)
 			}
 		})
+		udpServiceFromNodeAndHairpin(t, n, vip, epPort, "nat.KUBE-SEP-TPKWEB1", "nat.KUBE-POSTROUTING")
 		udpServiceUnanswered(t, n, vip)
 		t.Run("no answer", func(t *testing.T) {
 			// Not a DNS query: the responder's socket takes it and says nothing.
@@ -294,31 +378,12 @@ func TestE2EUDPThroughServiceNAT(t *testing.T) {
 // has no socket; a Service without endpoints.
 func TestE2EUDPThroughKubeProxyNftables(t *testing.T) {
 	n, vip4, vip6, epPort := serviceNode(t, udpServices, nftRules(udpServices))
-	r := inode(t, n.R)
 	_, endpoint := kubeProxyNftChains(udpServices, 0)
 	families(t, vip4, vip6, func(t *testing.T, vip netip.Addr) {
-		ep, family := n.Target4, "ip"
-		if vip.Is6() {
-			ep, family = n.Target6, "ip6"
-		}
 		t.Run("reply", func(t *testing.T) {
-			dnat := "dnat to " + netip.AddrPortFrom(ep, uint16(epPort)).String()
-			handle := ruleHandle(t, inNetns(t, n.R, "nft", "-a", "list", "chain", family, "kube-proxy", endpoint), dnat)
-			e, _ := udpServiceReply(t, n, vip, epPort, "kube-proxy."+endpoint, "kube-proxy.masquerading")
-			// The DNAT's row: the rule nft lists, on the request in R.
-			var got []string
-			for _, h := range e.Hops {
-				if nf := h.Netfilter; nf != nil && nf.Chain == endpoint {
-					got = append(got, fmt.Sprintf("%s %d %s %s.%s %s %d %q", h.Type, h.Netns, nf.Family, nf.Table, nf.Chain, nf.Verdict, nf.RuleHandle, nf.Rule))
-				}
-			}
-			want := []string{
-				fmt.Sprintf("request %d %s kube-proxy.%s ACCEPT %d %q", r, family, endpoint, handle, "meta l4proto udp "+dnat),
-			}
-			if strings.Join(got, "\n") != strings.Join(want, "\n") {
-				t.Errorf("rows of %s:\n%s\nwant:\n%s", endpoint, strings.Join(got, "\n"), strings.Join(want, "\n"))
-			}
+			udpServiceReply(t, n, n.A, vip, epPort, "kube-proxy."+endpoint, "kube-proxy.masquerading")
 		})
+		udpServiceFromNodeAndHairpin(t, n, vip, epPort, "kube-proxy."+endpoint, "kube-proxy.masquerading")
 		udpServiceUnanswered(t, n, vip)
 	})
 }
