@@ -26,7 +26,7 @@ func diffRuns(o options, stdout, stderr io.Writer) error {
 	defer ro.close()
 	var runs [2]*loadedRun
 	for i, path := range o.diffFiles {
-		r, err := loadRun(path, stderr)
+		r, err := loadRun("diff", path, stderr)
 		if err != nil {
 			return err
 		}
@@ -244,16 +244,16 @@ type loadedRun struct {
 	journeys []decode.Journey
 }
 
-// loadRun reads a whole recording for --diff.
-func loadRun(path string, stderr io.Writer) (*loadedRun, error) {
+// loadRun reads a whole recording for mode (diff, merge).
+func loadRun(mode, path string, stderr io.Writer) (*loadedRun, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("diff: %w", err)
+		return nil, fmt.Errorf("%s: %w", mode, err)
 	}
 	defer f.Close()
 	r, err := tpk.NewReader(bufio.NewReaderSize(f, 1<<16))
 	if err != nil {
-		return nil, fmt.Errorf("diff %s: %w", path, err)
+		return nil, fmt.Errorf("%s %s: %w", mode, path, err)
 	}
 	l := &loadedRun{path: path, hdr: r.Header()}
 	all := &collector{}

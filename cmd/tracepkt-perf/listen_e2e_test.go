@@ -86,7 +86,8 @@ func TestE2EListen(t *testing.T) {
 	rec := t.TempDir() + "/listen.tpk"
 	all := startListener(t, "--json", "-W", "0.3", "--record", rec)
 	other := startListener(t, "--json", "--id", "65535")
-	e, _ := probeJSON(t, n.A, 0, "-c", "2", "-i", "0.2", n.Target4.String())
+	sent := t.TempDir() + "/run.tpk"
+	e, _ := probeJSON(t, n.A, 0, "-c", "2", "-i", "0.2", "--record", sent, n.Target4.String())
 	if e.EchoID == 65535 {
 		t.Skip("the prober drew the other listener's id")
 	}
@@ -118,6 +119,26 @@ func TestE2EListen(t *testing.T) {
 	replayed := runTool(t, nil, "--replay", rec, "--json")
 	if replayed.code != 0 || replayed.stdout != out {
 		t.Errorf("replay: exit %d, %s\n%s\nwant what the listener printed:\n%s", replayed.code, replayed.stderr, replayed.stdout, out)
+	}
+
+	// Both recordings are of this machine: a merge keeps each row once, on
+	// its one clock, named by the host.
+	host, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	merged := runTool(t, nil, "--merge", rec, sent, "--json")
+	joined := decodeEchoes(t, merged.stdout)
+	if merged.code != 0 || len(joined) != 2 {
+		t.Fatalf("--merge: exit %d, %s, %d journeys:\n%s", merged.code, merged.stderr, len(joined), merged.stdout)
+	}
+	for i, j := range joined {
+		if got := rows(j); strings.Join(got, "\n") != strings.Join(want, "\n") || j.Result != "reply" || j.Hops[0].Host != host {
+			t.Errorf("merged journey %d: result %q, host %q, rows:\n%s\nwant reply, %q:\n%s", i, j.Result, j.Hops[0].Host, strings.Join(got, "\n"), host, strings.Join(want, "\n"))
+		}
+	}
+	if text := runTool(t, nil, "--merge", sent, rec); !strings.Contains(text.stdout, "clock: "+rec+" is recorded on "+host+"'s machine") {
+		t.Errorf("--merge says nothing of the one clock:\n%s", text.stdout)
 	}
 
 	// B's firewall drops the request: the listener names the drop where

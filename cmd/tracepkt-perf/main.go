@@ -31,6 +31,7 @@ const usageText = `usage: tracepkt-perf [flags] TARGET
        tracepkt-perf --demo [flags]
        tracepkt-perf --diff A.tpk B.tpk [--json] [--svg OUT]
        tracepkt-perf --listen [--id N] [--duration D] [flags]
+       tracepkt-perf --merge A.tpk B.tpk ... [--json] [--stats] [--svg OUT]
 
 Sends ICMP echo requests to TARGET (an IPv4 or IPv6 address or a host name)
 and shows every interface and network namespace the request and the reply
@@ -91,6 +92,9 @@ Flags:
                        journey here (a fragment) once it goes quiet for -W;
                        until --duration D or a signal (exit 0)
       --id N           with --listen: only the run of echo id N
+      --merge A B ...  join recordings of one run made on several machines
+                       (a run's and listeners'): one journey per echo, each
+                       row naming its machine, on one clock
       --version        the version, commit, and Go and cilium/ebpf versions
   -h, --help           this help
 
@@ -202,6 +206,9 @@ type options struct {
 	proto   uint8
 	port    uint16
 	payload []byte
+	// merge joins the recordings mergeFiles of several machines (--merge).
+	merge      bool
+	mergeFiles []string
 	// listen runs a listener (--listen): nothing sent, the echoes of any
 	// run, or of run listenID, kept for duration (0: until a signal).
 	listen   bool
@@ -271,6 +278,7 @@ func parseArgs(args []string, stdout io.Writer) (options, error) {
 	var payload string
 	fs.StringVar(&payload, "payload", "", "")
 	fs.BoolVar(&o.listen, "listen", false, "")
+	fs.BoolVar(&o.merge, "merge", false, "")
 	var listenID int
 	fs.IntVar(&listenID, "id", 0, "")
 	fs.Var((*seconds)(&o.duration), "duration", "")
@@ -301,6 +309,16 @@ func parseArgs(args []string, stdout io.Writer) (options, error) {
 		o.diffFiles = [2]string(positional)
 		if o.replay != "" || o.record != "" || o.demo || o.check || o.stats || o.pcapng != "" {
 			return o, usageError{"--diff excludes --replay, --record, --demo, --check, --stats and --pcapng"}
+		}
+		return o, nil
+	}
+	if o.merge {
+		if len(positional) < 2 {
+			return o, usageError{fmt.Sprintf("--merge takes two recordings or more, A.tpk B.tpk ..., not %d", len(positional))}
+		}
+		o.mergeFiles = positional
+		if o.replay != "" || o.record != "" || o.demo || o.check || o.diff || o.pcapng != "" || o.listen {
+			return o, usageError{"--merge excludes --replay, --record, --demo, --check, --diff, --pcapng and --listen"}
 		}
 		return o, nil
 	}
@@ -571,6 +589,9 @@ func run(args []string, stdout, stderr io.Writer) (err error) {
 	}
 	if o.diff {
 		return diffRuns(o, stdout, stderr)
+	}
+	if o.merge {
+		return mergeRuns(o, stdout, stderr)
 	}
 	if o.version {
 		return printVersion(stdout)

@@ -58,6 +58,22 @@ func (ro *runOutput) writer(rc *renderContext) journeyWriter {
 	return teeWriter{each, ro.all}
 }
 
+// end finishes the output of a run shown from recordings, of which
+// unanswered echoes got no answer: its exit status says so.
+func (ro *runOutput) end(unanswered int) error {
+	if err := ro.finish(); err != nil {
+		return err
+	}
+	if unanswered > 0 {
+		return errUnanswered
+	}
+	return nil
+}
+
+// unanswered reports whether journey j, shown with rc, counts as an echo
+// without its answer: a listener's fragments wait for none.
+func unanswered(j *decode.Journey, rc *renderContext) bool { return !j.Replied && !rc.listen }
+
 // finish prints the statistics and draws the picture, as asked.
 func (ro *runOutput) finish() error {
 	if ro.all == nil {

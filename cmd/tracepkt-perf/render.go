@@ -416,6 +416,7 @@ type jsonEchoDrop struct {
 	Reason    string `json:"reason"`
 	Location  string `json:"location"`
 	Netns     uint32 `json:"netns"`
+	Host      string `json:"host,omitempty"`
 	NetnsName string `json:"netns_name,omitempty"`
 	Ifname    string `json:"ifname"`
 	Hint      string `json:"hint"`
@@ -444,16 +445,18 @@ type jsonHop struct {
 	Netns      uint32     `json:"netns"`
 	NetnsName  string     `json:"netns_name,omitempty"`
 	NetnsOwner *jsonOwner `json:"netns_owner,omitempty"`
-	Ifname     string     `json:"ifname"`
-	Ifindex    uint32     `json:"ifindex"`
-	Probe      string     `json:"probe"`
-	Type       string     `json:"type"`
-	Src        string     `json:"src"`
-	Dst        string     `json:"dst"`
-	Dir        string     `json:"dir"`
-	KtimeNs    uint64     `json:"ktime_ns"`
-	CPU        uint32     `json:"cpu"`
-	Len        uint32     `json:"len"`
+	// Host is the machine of the row's namespace, in a merge (--merge).
+	Host    string `json:"host,omitempty"`
+	Ifname  string `json:"ifname"`
+	Ifindex uint32 `json:"ifindex"`
+	Probe   string `json:"probe"`
+	Type    string `json:"type"`
+	Src     string `json:"src"`
+	Dst     string `json:"dst"`
+	Dir     string `json:"dir"`
+	KtimeNs uint64 `json:"ktime_ns"`
+	CPU     uint32 `json:"cpu"`
+	Len     uint32 `json:"len"`
 	// Netfilter is set on rows with probe "netfilter".
 	Netfilter *jsonNetfilter `json:"netfilter,omitempty"`
 	// Sport and Dport are a TCP packet's ports; NAT are the translations
@@ -579,7 +582,7 @@ func (w jsonWriter) Journey(j *decode.Journey) error {
 		}
 	}
 	if d := j.Drop; d != nil {
-		e.Drop = &jsonEchoDrop{Reason: d.Reason, Location: d.Location, Netns: d.Netns, NetnsName: w.rc.names[d.Netns],
+		e.Drop = &jsonEchoDrop{Reason: d.Reason, Location: d.Location, Netns: w.rc.inode(d.Netns), Host: w.rc.hosts[d.Netns], NetnsName: w.rc.names[d.Netns],
 			Ifname: d.Ifname, Hint: j.Hint, Type: d.PacketType(), KtimeNs: d.Time}
 	} else {
 		e.Hint = j.Hint
@@ -588,7 +591,7 @@ func (w jsonWriter) Journey(j *decode.Journey) error {
 	for i, v := range viewsOf(w.rc, j, rows) {
 		r := rows[i]
 		h := jsonHop{
-			TNs: v.tNs, DtNs: v.dtNs, Netns: v.netns, NetnsName: w.rc.names[v.netns], Ifname: v.ifname, Ifindex: v.ifindex,
+			TNs: v.tNs, DtNs: v.dtNs, Netns: w.rc.inode(v.netns), Host: w.rc.hosts[v.netns], NetnsName: w.rc.names[v.netns], Ifname: v.ifname, Ifindex: v.ifindex,
 			Type: v.typ, Src: v.src, Dst: v.dst, Dir: v.dir, KtimeNs: r.Time,
 		}
 		h.NetnsOwner = w.rc.jsonOwner(v.netns)

@@ -20,6 +20,11 @@ type renderContext struct {
 	lookupIf func(netns, ifindex uint32) string
 	// listen: the journeys are a listener's fragments (--listen).
 	listen bool
+	// hosts name the machine of each namespace of a merge (--merge),
+	// whose numbers for another machine's namespaces are its own: inodes
+	// has the namespace's inode on its machine.
+	hosts  map[uint32]string
+	inodes map[uint32]uint32
 }
 
 type ifaceKey struct{ netns, ifindex uint32 }
@@ -75,9 +80,29 @@ func (rc *renderContext) ifName(j *decode.Journey, netns, ifindex uint32) string
 // netnsCell shows a namespace as people know it, with its inode: "web-1
 // (4026533448)"; the inode alone when it has no name.
 func (rc *renderContext) netnsCell(inode uint32) string {
-	s := strconv.FormatUint(uint64(inode), 10)
+	s := strconv.FormatUint(uint64(rc.inode(inode)), 10)
 	if name := rc.names[inode]; name != "" {
-		return name + " (" + s + ")"
+		s = name + " (" + s + ")"
+	}
+	if host := rc.hosts[inode]; host != "" {
+		return host + ": " + s
 	}
 	return s
+}
+
+// setHost says that namespace n of a merge is namespace inode of machine
+// host.
+func (rc *renderContext) setHost(n, inode uint32, host string) {
+	if rc.hosts == nil {
+		rc.hosts, rc.inodes = map[uint32]string{}, map[uint32]uint32{}
+	}
+	rc.hosts[n], rc.inodes[n] = host, inode
+}
+
+// inode is namespace n's inode on its machine: n itself but in a merge.
+func (rc *renderContext) inode(n uint32) uint32 {
+	if i, ok := rc.inodes[n]; ok {
+		return i
+	}
+	return n
 }

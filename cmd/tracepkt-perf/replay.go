@@ -34,23 +34,17 @@ func replay(o options, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer ro.close()
-	unanswered, err := replayJourneys(r, o.replay, ro.writer, stderr)
+	n, err := replayJourneys(r, o.replay, ro.writer, stderr)
 	if err != nil {
 		return err
 	}
-	if err := ro.finish(); err != nil {
-		return err
-	}
-	if unanswered > 0 {
-		return errUnanswered
-	}
-	return nil
+	return ro.end(n)
 }
 
 // replayJourneys rebuilds the journeys of the recording r (read from path)
 // and hands them to the writer newWriter makes once the header is known. It
 // returns how many echoes got no reply.
-func replayJourneys(r *tpk.Reader, path string, newWriter func(*renderContext) journeyWriter, stderr io.Writer) (unanswered int, err error) {
+func replayJourneys(r *tpk.Reader, path string, newWriter func(*renderContext) journeyWriter, stderr io.Writer) (n int, err error) {
 	rc := newRenderContext(r.Header().Capabilities)
 	w := newWriter(rc)
 	var (
@@ -66,7 +60,7 @@ func replayJourneys(r *tpk.Reader, path string, newWriter func(*renderContext) j
 			break
 		}
 		if err != nil {
-			return unanswered, fmt.Errorf("replay %s: %w", path, err)
+			return n, fmt.Errorf("replay %s: %w", path, err)
 		}
 		switch kind {
 		case tpk.KindSnapshot:
@@ -76,20 +70,20 @@ func replayJourneys(r *tpk.Reader, path string, newWriter func(*renderContext) j
 		case tpk.KindOutcome:
 			echoes++
 			j := decode.NewJourney(out.Outcome, recs, out.Netfilter)
-			if !j.Replied && !rc.listen { // a listener waits for no answer
-				unanswered++
+			if unanswered(&j, rc) {
+				n++
 			}
 			if err := w.Journey(&j); err != nil {
-				return unanswered, err
+				return n, err
 			}
 			recs = recs[:0]
 		}
 	}
 	warnCutOff(stderr, path, r)
 	if echoes == 0 {
-		return unanswered, noEchoError(path)
+		return n, noEchoError(path)
 	}
-	return unanswered, nil
+	return n, nil
 }
 
 // noEchoError is the error of a recording at path that holds no echo.

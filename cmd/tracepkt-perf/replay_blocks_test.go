@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -103,6 +105,157 @@ func TestReplayBlockSequence(t *testing.T) {
 				strings.Count(res.stderr, "\n") != 1 {
 				t.Errorf("%s: %v: exit %d, stderr %q; want exit 2 and one line %q...%q", c.name, mode, res.code, res.stderr, want, c.want)
 			}
+		}
+	}
+}
+
+// A two-machine echo, each machine on its own kernel clock: node-a sends
+// from its root namespace; node-b's clock reads theta more, and its wall
+// clock 3ms more than node-a's; each way takes 40µs on the wire, and 25µs
+// pass in node-b, through its root namespace (the same inode as node-a's,
+// as init_net's often is) to pod web-2.
+const (
+	theta    = 5_000_000_000
+	a1       = 2_000_000
+	wire     = 40_000
+	b1       = a1 + wire + theta
+	b2       = b1 + 25_000
+	a2       = b2 - theta + wire
+	podNetns = 4026532400
+)
+
+// writeMachine writes a recording of host, boot id boot, whose kernel
+// clock started at ktime when its wall clock read wall, holding snap and
+// one echo: recs and out.
+func writeMachine(t *testing.T, path, host, boot string, ktime uint64, wall time.Time, caps []string, snap *decode.Snapshot, recs []decode.Record, out decode.Outcome) {
+	t.Helper()
+	var b bytes.Buffer
+	w, err := tpk.NewWriter(&b, tpk.Header{ToolVersion: "test", Hostname: host, BootID: boot, StartKtime: ktime, StartWall: wall, Capabilities: caps})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.WriteSnapshot(snap); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.WriteEcho(recs, &tpk.EchoOutcome{Outcome: out}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// twoMachines writes node-a's run and node-b's listener of one echo to dir.
+func twoMachines(t *testing.T, dir string) (string, string) {
+	t.Helper()
+	src, dst := testrecord.Host4, testrecord.Ctr4
+	req := testrecord.ICMPEcho(src, dst, true, testrecord.EchoID, 1, 1, testrecord.StartWall)
+	rep := testrecord.ICMPEcho(dst, src, false, testrecord.EchoID, 1, 2, testrecord.StartWall)
+	root := uint32(testrecord.RootNetns)
+	hop := func(ts uint64, netns, ifindex uint32, ifname string, p decode.Probe, pkt []byte) decode.Record {
+		return testrecord.HopRecord(ts, 0, netns, ifindex, ifname, p, 0, pkt)
+	}
+	a := filepath.Join(dir, "node-a.tpk")
+	writeMachine(t, a, "node-a", "boot-a", testrecord.StartKtime, testrecord.StartWall, nil,
+		&decode.Snapshot{Namespaces: []decode.Namespace{{Inode: root, Interfaces: []decode.Interface{{Ifindex: 2, Name: "eth0", Kind: "veth"}}}}},
+		[]decode.Record{hop(a1, root, 2, "eth0", decode.ProbeNetDevQueue, req), hop(a2, root, 2, "eth0", decode.ProbeNetifReceiveSkb, rep)},
+		decode.Outcome{Target: dst, EchoID: testrecord.EchoID, Seq: 1, Replied: true, RTT: time.Duration(a2 - a1)})
+	b := filepath.Join(dir, "node-b.tpk")
+	writeMachine(t, b, "node-b", "boot-b", testrecord.StartKtime+theta, testrecord.StartWall.Add(3*time.Millisecond), []string{capListen},
+		&decode.Snapshot{Namespaces: []decode.Namespace{
+			{Inode: root, Interfaces: []decode.Interface{{Ifindex: 2, Name: "eth0", Kind: "veth"}, {Ifindex: 7, Name: "veth-web", Kind: "veth"}}},
+			{Inode: podNetns, Names: []string{"web-2"}, Interfaces: []decode.Interface{{Ifindex: 2, Name: "eth0", Kind: "veth"}}},
+		}},
+		[]decode.Record{
+			hop(b1, root, 2, "eth0", decode.ProbeNetifReceiveSkb, req), hop(b1+2_000, root, 7, "veth-web", decode.ProbeNetDevQueue, req),
+			hop(b1+5_000, podNetns, 2, "eth0", decode.ProbeNetifReceiveSkb, req), hop(b1+20_000, podNetns, 2, "eth0", decode.ProbeNetDevQueue, rep),
+			hop(b1+22_000, root, 7, "veth-web", decode.ProbeNetifReceiveSkb, rep), hop(b2, root, 2, "eth0", decode.ProbeNetDevQueue, rep),
+		},
+		decode.Outcome{Target: dst, EchoID: testrecord.EchoID, Seq: 1})
+	return a, b
+}
+
+// TestMergeTwoMachines: a run's recording and another machine's listener's
+// join into one journey: every row in the order the packet took, named by
+// its machine (the two root namespaces kept apart though their inodes are
+// the same), at times on node-a's clock (node-b's offset found from the
+// crossings: theta, within half of the 80µs on the wire), and a line that
+// gives node-b's wall clock against node-a's (3ms ahead, ±40µs). The files'
+// order does not matter: the run is the reference.
+func TestMergeTwoMachines(t *testing.T) {
+	a, b := twoMachines(t, t.TempDir())
+	root := uint64(testrecord.RootNetns)
+	want := []string{
+		"node-a " + row(root, "eth0", "out", "request"), "node-b " + row(root, "eth0", "in", "request"),
+		"node-b " + row(root, "veth-web", "out", "request"), "node-b " + row(podNetns, "eth0", "in", "request"),
+		"node-b " + row(podNetns, "eth0", "out", "reply"), "node-b " + row(root, "veth-web", "in", "reply"),
+		"node-b " + row(root, "eth0", "out", "reply"), "node-a " + row(root, "eth0", "in", "reply"),
+	}
+	wantT := []int64{0, wire, wire + 2_000, wire + 5_000, wire + 20_000, wire + 22_000, wire + 25_000, a2 - a1}
+	for _, files := range [][]string{{a, b}, {b, a}} {
+		var out, errOut bytes.Buffer
+		if err := run(append([]string{"--merge", "--json"}, files...), &out, &errOut); err != nil {
+			t.Fatalf("--merge %v: %v %s", files, err, errOut.String())
+		}
+		e := decodeEchoes(t, out.String())[0]
+		var got []string
+		var gotT []int64
+		for _, h := range e.Hops {
+			got = append(got, h.Host+" "+row(uint64(h.Netns), h.Ifname, h.Dir, h.Type))
+			gotT = append(gotT, h.TNs)
+		}
+		if strings.Join(got, "\n") != strings.Join(want, "\n") || fmt.Sprint(gotT) != fmt.Sprint(wantT) {
+			t.Errorf("--merge %v rows:\n%s\n%v\nwant:\n%s\n%v", files, strings.Join(got, "\n"), gotT, strings.Join(want, "\n"), wantT)
+		}
+		if e.Result != "reply" {
+			t.Errorf("result %q, want reply", e.Result)
+		}
+	}
+	var out bytes.Buffer
+	if err := run([]string{"--merge", a, b}, &out, new(bytes.Buffer)); err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range []string{
+		"node-b: web-2 (4026532400)  eth0",
+		"clock: node-b's wall clock is 3ms ahead of node-a's, ±40µs (from the crossings of seq 1)",
+	} {
+		if !strings.Contains(out.String(), line) {
+			t.Errorf("--merge output:\n%s\nwant a line with %q", out.String(), line)
+		}
+	}
+}
+
+// TestMergeRefuses: recordings that cannot be joined are refused with one
+// line and exit status 2: the same file twice, two runs that share no echo,
+// a file that is not a recording, a missing file, and one recording alone.
+func TestMergeRefuses(t *testing.T) {
+	dir := t.TempDir()
+	a, b := twoMachines(t, dir)
+	other := filepath.Join(dir, "other.tpk")
+	writeMachine(t, other, "node-c", "boot-c", testrecord.StartKtime, testrecord.StartWall, nil, testrecord.Snapshot(), nil,
+		decode.Outcome{Target: testrecord.Ctr4, EchoID: testrecord.EchoID + 1, Seq: 1, Timeout: time.Second})
+	junk := filepath.Join(dir, "junk.tpk")
+	if err := os.WriteFile(junk, []byte("not a recording at all"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{a, a}, a + " and " + a + " are the same recording"},
+		{[]string{a, b, other}, other + " shares no echo with " + a + ": recordings of unrelated runs"},
+		{[]string{a, junk}, "merge " + junk + ": not a tracepkt-perf recording"},
+		{[]string{a, filepath.Join(dir, "missing.tpk")}, "no such file or directory"},
+		{[]string{a}, "--merge takes two recordings or more"},
+	} {
+		var out bytes.Buffer
+		err := run(append([]string{"--merge"}, c.args...), &out, new(bytes.Buffer))
+		code := exitCode(err, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "\n") || out.Len() != 0 || code != 2 {
+			t.Errorf("--merge %v: %v (exit %d), printed %q; want one line with %q, exit 2, nothing printed", c.args, err, code, out.String(), c.want)
 		}
 	}
 }
