@@ -218,6 +218,14 @@ func TestMergeTwoMachines(t *testing.T) {
 	if err := run([]string{"--merge", a, b}, &out, new(bytes.Buffer)); err != nil {
 		t.Fatal(err)
 	}
+	// The picture names each namespace by its machine too.
+	pic := filepath.Join(t.TempDir(), "merge.svg")
+	if err := run([]string{"--merge", a, b, "--svg", pic}, io.Discard, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if doc, err := os.ReadFile(pic); err != nil || !bytes.Contains(doc, []byte("node-b: web-2")) || !bytes.Contains(doc, []byte("node-a: 4026531833")) {
+		t.Errorf("--merge --svg: %v, the picture names no namespace by its machine", err)
+	}
 	for _, line := range []string{
 		"node-b: web-2 (4026532400)  eth0",
 		"clock: node-b's wall clock is 3ms ahead of node-a's, ±40µs (from the crossings of seq 1)",

@@ -41,6 +41,15 @@ func (rc *renderContext) statsNames() stats.Names {
 			n[inode] = stats.Name{Name: name, Owner: o.Kind}
 		}
 	}
+	// A merge's namespaces go by their machine too.
+	for inode, host := range rc.hosts {
+		name := n[inode]
+		if name.Name == "" {
+			name.Name = strconv.FormatUint(uint64(rc.inode(inode)), 10)
+		}
+		name.Name = host + ": " + name.Name
+		n[inode] = name
+	}
 	return n
 }
 
