@@ -92,6 +92,7 @@ Flags:
                        journey here (a fragment) once it goes quiet for -W;
                        until --duration D or a signal (exit 0)
       --id N           with --listen: only the run of echo id N
+      --duration D     with --listen: stop after D (default: at a signal)
       --merge A B ...  join recordings of one run made on several machines
                        (a run's and listeners'): one journey per echo, each
                        row naming its machine, on one clock

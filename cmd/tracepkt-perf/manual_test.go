@@ -116,7 +116,7 @@ func bashCompletion(t *testing.T, usage string) string {
 		pattern := strings.Join(f.names, "|")
 		switch {
 		case f.arg == "":
-		case f.arg == "FILE" || f.arg == "OUT" || f.arg == "A B":
+		case f.arg == "FILE" || f.arg == "OUT" || f.arg == "A B" || f.arg == "A B ...":
 			files = append(files, pattern)
 		case valueWords[f.names[len(f.names)-1]] != "":
 			words = append(words, pattern+`) COMPREPLY=($(compgen -W "`+valueWords[f.names[len(f.names)-1]]+`" -- "$cur")); return ;;`)
