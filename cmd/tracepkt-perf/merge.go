@@ -266,8 +266,14 @@ func (m *merger) clockLine(mc *machine) string {
 		wall, ahead = -wall, "behind"
 	}
 	if !mc.offset.TwoWay {
-		return fmt.Sprintf("clock: %s's rows placed right after the request left %s (seq %d): no reply crossed back, so its clock's offset is not known; its wall clock reads %s %s %s's",
-			h, ref, mc.offset.Seq, stats.FormatDuration(time.Duration(wall)), ahead, ref)
+		// The request took some time on the wire: the offset is at most the
+		// one that takes none.
+		bound := "at most " + stats.FormatDuration(time.Duration(wall)) + " ahead of"
+		if ahead != "ahead of" {
+			bound = "at least " + stats.FormatDuration(time.Duration(wall)) + " behind"
+		}
+		return fmt.Sprintf("clock: %s's rows placed right after the request left %s (seq %d): no reply crossed back, so its wall clock is only known to be %s %s's",
+			h, ref, mc.offset.Seq, bound, ref)
 	}
 	return fmt.Sprintf("clock: %s's wall clock is %s %s %s's, ±%s (from the crossings of seq %d)",
 		h, stats.FormatDuration(time.Duration(wall)), ahead, ref, stats.FormatDuration(time.Duration(mc.offset.Uncertainty)), mc.offset.Seq)

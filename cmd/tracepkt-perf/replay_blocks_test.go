@@ -267,3 +267,40 @@ func TestMergeRefuses(t *testing.T) {
 		}
 	}
 }
+
+// TestMergeDropOnTheFarSide: node-a's run saw its request leave and no
+// reply; node-b's listener saw the request reach pod web-2 and a rule drop
+// it there. The merged journey ends in that drop, named by node-b's
+// machine, and only one way crossed: the clock line says so.
+func TestMergeDropOnTheFarSide(t *testing.T) {
+	dir := t.TempDir()
+	src, dst := testrecord.Host4, testrecord.Ctr4
+	req := testrecord.ICMPEcho(src, dst, true, testrecord.EchoID, 1, 1, testrecord.StartWall)
+	root := uint32(testrecord.RootNetns)
+	a := filepath.Join(dir, "node-a.tpk")
+	writeMachine(t, a, "node-a", "boot-a", testrecord.StartKtime, testrecord.StartWall, nil,
+		&decode.Snapshot{Namespaces: []decode.Namespace{{Inode: root, Interfaces: []decode.Interface{{Ifindex: 2, Name: "eth0", Kind: "veth"}}}}},
+		[]decode.Record{testrecord.HopRecord(a1, 0, root, 2, "eth0", decode.ProbeNetDevQueue, 0, req)},
+		decode.Outcome{Target: dst, EchoID: testrecord.EchoID, Seq: 1, Timeout: time.Second})
+	b := filepath.Join(dir, "node-b.tpk")
+	in := testrecord.HopRecord(b1, 0, podNetns, 2, "eth0", decode.ProbeNetifReceiveSkb, 0, req)
+	drop := decode.Drop{Time: b1 + 9_000, Netns: podNetns, Ifindex: 2, Ifname: "eth0", Family: 4, ICMPType: 8, Src: src, Dst: dst,
+		Reason: "NETFILTER_DROP", Location: "nft_do_chain+0x46f", In: true}
+	writeMachine(t, b, "node-b", "boot-b", testrecord.StartKtime+theta, testrecord.StartWall, []string{capListen},
+		&decode.Snapshot{Namespaces: []decode.Namespace{{Inode: podNetns, Names: []string{"web-2"}, Interfaces: []decode.Interface{{Ifindex: 2, Name: "eth0", Kind: "veth"}}}}},
+		[]decode.Record{in}, decode.Outcome{Target: dst, EchoID: testrecord.EchoID, Seq: 1, Drop: &drop})
+	var out bytes.Buffer
+	err := run([]string{"--merge", b, a}, &out, io.Discard)
+	if exitCode(err, io.Discard) != 1 {
+		t.Errorf("--merge of an echo without a reply: %v, want exit 1", err)
+	}
+	for _, line := range []string{
+		"dropped in netns node-b: web-2 (4026532400) after eth0: NETFILTER_DROP (nft_do_chain+0x46f)",
+		"clock: node-b's rows placed right after the request left node-a (seq 1): no reply crossed back, so its wall clock is only known to be at most 40µs ahead of node-a's",
+	} {
+		if !strings.Contains(out.String(), line) {
+			t.Errorf("--merge output:\n%s\nwant a line with %q", out.String(), line)
+		}
+	}
+}
+
