@@ -226,14 +226,8 @@ func TestMergeTwoMachines(t *testing.T) {
 	if doc, err := os.ReadFile(pic); err != nil || !bytes.Contains(doc, []byte("node-b: web-2")) || !bytes.Contains(doc, []byte("node-a: 4026531833")) {
 		t.Errorf("--merge --svg: %v, the picture names no namespace by its machine", err)
 	}
-	for _, line := range []string{
-		"node-b: web-2 (4026532400)  eth0",
-		"clock: node-b's wall clock is 3ms ahead of node-a's, ±40µs (from the crossings of seq 1)",
-	} {
-		if !strings.Contains(out.String(), line) {
-			t.Errorf("--merge output:\n%s\nwant a line with %q", out.String(), line)
-		}
-	}
+	wantLines(t, out.String(), "node-b: web-2 (4026532400)  eth0",
+		"clock: node-b's wall clock is 3ms ahead of node-a's, ±40µs (from the crossings of seq 1)")
 }
 
 // TestMergeRefuses: recordings that cannot be joined are refused with one
@@ -294,13 +288,16 @@ func TestMergeDropOnTheFarSide(t *testing.T) {
 	if exitCode(err, io.Discard) != 1 {
 		t.Errorf("--merge of an echo without a reply: %v, want exit 1", err)
 	}
-	for _, line := range []string{
-		"dropped in netns node-b: web-2 (4026532400) after eth0: NETFILTER_DROP (nft_do_chain+0x46f)",
-		"clock: node-b's rows placed right after the request left node-a (seq 1): no reply crossed back, so its wall clock is only known to be at most 40µs ahead of node-a's",
-	} {
-		if !strings.Contains(out.String(), line) {
-			t.Errorf("--merge output:\n%s\nwant a line with %q", out.String(), line)
+	wantLines(t, out.String(), "dropped in netns node-b: web-2 (4026532400) after eth0: NETFILTER_DROP (nft_do_chain+0x46f)",
+		"clock: node-b's rows placed right after the request left node-a (seq 1): no reply crossed back, so its wall clock is only known to be at most 40µs ahead of node-a's")
+}
+
+// wantLines checks that a merge's output out has each of lines.
+func wantLines(t *testing.T, out string, lines ...string) {
+	t.Helper()
+	for _, line := range lines {
+		if !strings.Contains(out, line) {
+			t.Errorf("--merge output:\n%s\nwant a line with %q", out, line)
 		}
 	}
 }
-
