@@ -28,17 +28,13 @@ var listenUnused = []string{"c", "count", "i", "interval", "s", "size", "t", "tt
 // listenArgs checks the flags of a listener's run (--listen, --id,
 // --duration) and sets o's from them.
 func listenArgs(o *options, set map[string]bool, positional []string, id int, attachErr error) error {
-	var unused []string
-	for _, name := range listenUnused {
-		if set[name] {
-			unused = append(unused, flagName(name))
-		}
+	if !o.listen {
+		return usageError{"--id and --duration go with --listen"}
+	}
+	if err := refuseUnusedFlags(*o, set); err != nil {
+		return err
 	}
 	switch {
-	case !o.listen:
-		return usageError{"--id and --duration go with --listen"}
-	case len(unused) > 0:
-		return usageError{fmt.Sprintf("%s does not apply to --listen: a listener sends nothing", strings.Join(unused, ", "))}
 	case len(positional) > 0:
 		return usageError{fmt.Sprintf("--listen takes no target, got %s", strings.Join(positional, " "))}
 	case set["id"] && (id < 1 || id > 0xffff):
@@ -54,14 +50,6 @@ func listenArgs(o *options, set map[string]bool, positional []string, id int, at
 	}
 	o.listenID = uint16(id)
 	return nil
-}
-
-// flagName is name as a user types it: -c, --count.
-func flagName(name string) string {
-	if len(name) == 1 {
-		return "-" + name
-	}
-	return "--" + name
 }
 
 // fragment is what a listener saw of one echo: its records, and when the

@@ -482,6 +482,8 @@ func refuseUnusedFlags(o options, set map[string]bool) error {
 	var mode string
 	var unused []string
 	switch {
+	case o.listen:
+		mode, unused = "--listen", listenUnused
 	case o.version:
 		return nil
 	case o.check:

@@ -102,7 +102,7 @@ func TestParseArgsErrors(t *testing.T) {
 		{"--payload", "00", "x"}, {"--tcp", "80", "--payload", "00", "x"}, {"--udp", "7", "--payload", "0g", "x"},
 		{"--udp", "7", "--payload", "abc", "x"}, {"--udp", "7", "--payload", "@/nonexistent/q.bin", "x"},
 		{"--udp", "7", "--payload", strings.Repeat("00", 505), "x"},
-		{"--listen", "x"}, {"--listen", "-c", "2"}, {"--listen", "--tcp", "80"}, {"--listen", "--replay", "a.tpk"},
+		{"--listen", "x"}, {"--listen", "-c", "2"}, {"--listen", "--version"}, {"--listen", "--tcp", "80"}, {"--listen", "--replay", "a.tpk"},
 		{"--listen", "--id", "0"}, {"--listen", "--id", "65536"}, {"--listen", "--duration", "0"}, {"--listen", "--netfilter", "nftrace"},
 		{"--id", "7", "x"}, {"--duration", "5", "x"},
 	} {

@@ -206,8 +206,9 @@ func (m *merger) journey(k [2]uint16) decode.Journey {
 		if e == nil {
 			continue
 		}
+		seen := records(ref) // rows both tools saw of one kernel are kept once
 		for _, r := range records(e) {
-			if i > 0 && mc.same && slices.ContainsFunc(records(ref), func(x decode.Record) bool { return sameRow(x, r) }) {
+			if i > 0 && mc.same && slices.ContainsFunc(seen, func(x decode.Record) bool { return sameRow(x, r) }) {
 				continue // both tools saw this row of the one kernel
 			}
 			recs = append(recs, m.moved(mc, r))
