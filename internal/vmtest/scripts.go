@@ -49,7 +49,12 @@ mount -t devtmpfs devtmpfs /dev
 		fmt.Fprintf(&b, "insmod /lib/modules/%s.ko || fail 'insmod %s failed'\n", m.Name, m.Name)
 	}
 	fmt.Fprintf(&b, `opts=trans=virtio,version=9p2000.L,msize=%d
-mount -t 9p -o ro,$opts host /host || fail 'mount the host root over 9p failed'
+# The host root is read-only here and nothing changes it while the guest
+# runs: cache=loose keeps what the guest read in its page cache, so each
+# exec of ip, nft or the test binary is not read over 9p again (120 execs
+# of ip, nft and iptables took 15.3 s uncached in the 6.1 guest, 6.1 s
+# cached). The out share, which both sides write, stays uncached.
+mount -t 9p -o ro,cache=loose,$opts host /host || fail 'mount the host root over 9p failed'
 mount -t proc proc /host/proc || fail 'mount proc failed'
 mount -t sysfs sysfs /host/sys || fail 'mount sysfs failed'
 mount -t devtmpfs devtmpfs /host/dev || fail 'mount devtmpfs failed'
