@@ -1,11 +1,18 @@
 package main
 
 import (
+	"bytes"
+	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/tracepkt/tracepkt-perf/internal/testenv"
 	"github.com/tracepkt/tracepkt-perf/internal/vmtest"
@@ -83,4 +90,238 @@ func TestReplayGuestRecordings(t *testing.T) {
 			}
 		})
 	}
+}
+
+// nodeScript sets up guest node i (1 or 2) of TestTwoGuestsMerge: eth0 on
+// the link between the guests (192.168.77.i), a bridge cni0 (10.244.i.1)
+// with two pod namespaces behind it (pod-X1 and pod-X2, 10.244.i.2 and .3),
+// a route to the other node's pods over the link, and the inode of each
+// namespace, read from /proc, in $TRACEPKT_VM_FILES/netns. Then what is
+// particular to the node follows.
+func nodeScript(i int, name, then string) string {
+	j := 3 - i
+	return fmt.Sprintf(`set -eu
+files=$%[1]s
+hostname node-%[4]s
+ip link set lo up
+ip link set eth0 up
+ip addr add 192.168.77.%[2]d/24 dev eth0
+echo 1 >/proc/sys/net/ipv4/ip_forward
+ip link add cni0 type bridge
+ip addr add 10.244.%[2]d.1/24 dev cni0
+ip link set cni0 up
+for p in 1 2; do
+	ip netns add pod-%[4]s$p
+	ip link add veth$p type veth peer name eth0 netns pod-%[4]s$p
+	ip link set veth$p master cni0 up
+	ip -n pod-%[4]s$p link set lo up
+	ip -n pod-%[4]s$p addr add 10.244.%[2]d.$((p+1))/24 dev eth0
+	echo "pod-%[4]s$p $(stat -L -c %%i /run/netns/pod-%[4]s$p)" >>$files/netns
+done
+ip -n pod-%[4]s2 link set eth0 up
+ip -n pod-%[4]s2 route add default via 10.244.%[2]d.1
+ip route add 10.244.%[3]d.0/24 via 192.168.77.%[3]d dev eth0
+echo "host $(stat -L -c %%i /proc/self/ns/net)" >>$files/netns
+pod_up() {
+	ip -n pod-%[4]s1 link set eth0 up
+	ip -n pod-%[4]s1 route add default via 10.244.%[2]d.1
+}
+tool="env %[5]s=1 $TOOL"
+%[6]s`, vmtest.GuestFilesEnvVar, i, j, name, asToolEnv, then)
+}
+
+// TestTwoGuestsMerge boots two guests of the newest kernel in /boot, joined
+// by one virtual link and nothing else, each a node with pods behind a
+// bridge. Node b listens (--listen --record) and brings its pod up only once
+// it listens; node a traces an echo from its pod to b's (--record), then asks
+// b's wall clock over the link, the way NTP does, and that ends b's
+// listener. On the host, --merge of the two recordings must give the one
+// journey: every hop on both nodes in order, each named by its node, in the
+// namespaces each guest's /proc names; the prober's rows and the listener's
+// as each recorded them; and a clock offset within the bounds the exchange
+// of wall clocks gives, widened by the uncertainty the merge states.
+func TestTwoGuestsMerge(t *testing.T) {
+	if os.Getenv(vmtest.GuestEnvVar) == "1" {
+		t.Skip("boots guests of its own: it runs in the host suite")
+	}
+	testenv.RequireRoot(t)
+	testenv.RequireCommands(t, "qemu-system-x86_64", "busybox")
+	kernel, err := vmtest.NewestKernel("/boot")
+	testenv.Require(t, err)
+	var ports [2]int
+	for k := range ports {
+		c, err := net.ListenPacket("udp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ports[k] = c.LocalAddr().(*net.UDPAddr).Port
+		c.Close()
+	}
+	scripts := map[string]string{
+		"a": nodeScript(1, "a", `pod_up
+n=0
+until ip netns exec pod-a1 ping -c1 -W1 10.244.2.2 >/dev/null 2>&1; do
+	n=$((n+1)); [ $n -lt 300 ] || { echo "node b's pod never answered" >&2; exit 1; }
+done
+ip -n pod-a1 route get 10.244.2.2 | grep -q "via 10.244.1.1 dev eth0"
+ip netns exec pod-a1 $tool --json -c1 -W 3 --record $files/a.tpk 10.244.2.2 >$files/a.json
+t1=$(date +%s%N); t2=$(busybox nc 192.168.77.2 7778 </dev/null); t3=$(date +%s%N)
+echo "$t1 $t2 $t3" >$files/clock
+`),
+		"b": nodeScript(2, "b", `$tool --listen --json -W 1 --record $files/b.tpk >$files/b.json 2>$files/b.err &
+listener=$!
+n=0
+until grep -q "listening for the echoes" $files/b.err; do
+	n=$((n+1)); [ $n -lt 1200 ] || { cat $files/b.err >&2; exit 1; }; sleep 0.1
+done
+pod_up
+timeout 600 busybox nc -l -p 7778 -e /usr/bin/date +%s%N
+kill -INT $listener
+wait $listener
+`),
+	}
+	type guest struct {
+		files           string
+		console, stderr bytes.Buffer // qemu's two, each written on a goroutine of its own
+		err             error
+	}
+	guests := map[string]*guest{"a": {files: t.TempDir()}, "b": {files: t.TempDir()}}
+	workdir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for k, name := range []string{"a", "b"} {
+		g := guests[name]
+		cfg := vmtest.Config{
+			Kernel:      kernel,
+			ModulesRoot: vmtest.ModulesRoot(kernel),
+			Busybox:     "/bin/busybox",
+			Mem:         "1024",
+			Timeout:     10 * time.Minute,
+			Workdir:     workdir,
+			Commands:    [][]string{{"sh", "-c", scripts[name]}},
+			Env:         append(vmtest.CommandEnv(os.LookupEnv), "TOOL="+testBinary(t)),
+			Files:       g.files,
+			Link:        &vmtest.Link{Local: ports[k], Remote: ports[1-k], MAC: fmt.Sprintf("52:54:00:77:00:0%d", k+1)},
+			Stdout:      &g.console,
+			Stderr:      &g.stderr,
+		}
+		wg.Go(func() {
+			res, err := vmtest.Run(t.Context(), cfg)
+			if err == nil && (len(res.Statuses) != 1 || res.Statuses[0] != 0) {
+				err = fmt.Errorf("node %s: exit statuses %v", name, res.Statuses)
+			}
+			g.err = err
+		})
+	}
+	wg.Wait()
+	for name, g := range guests {
+		if g.err != nil {
+			t.Fatalf("node %s: %v\n%s%s", name, g.err, g.console.String(), g.stderr.String())
+		}
+	}
+	netns := func(name string) map[string]uint64 {
+		b, err := os.ReadFile(filepath.Join(guests[name].files, "netns"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := map[string]uint64{}
+		for line := range strings.Lines(string(b)) {
+			var ns string
+			var ino uint64
+			if _, err := fmt.Sscanf(line, "%s %d", &ns, &ino); err != nil {
+				t.Fatalf("node %s: netns line %q: %v", name, line, err)
+			}
+			m[ns] = ino
+		}
+		return m
+	}
+	a, b := netns("a"), netns("b")
+	read := func(name, file string) string {
+		data, err := os.ReadFile(filepath.Join(guests[name].files, file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(data)
+	}
+	hostRow := func(host string, ino uint64, ifname, dir, typ string) string {
+		return host + " " + row(ino, ifname, dir, typ)
+	}
+	wantA := []string{
+		hostRow("node-a", a["pod-a1"], "eth0", "out", "request"), hostRow("node-a", a["host"], "veth1", "in", "request"),
+		hostRow("node-a", a["host"], "cni0", "in", "request"), hostRow("node-a", a["host"], "eth0", "out", "request"),
+	}
+	wantB := []string{
+		hostRow("node-b", b["host"], "eth0", "in", "request"), hostRow("node-b", b["host"], "cni0", "out", "request"),
+		hostRow("node-b", b["host"], "veth1", "out", "request"), hostRow("node-b", b["pod-b1"], "eth0", "in", "request"),
+		hostRow("node-b", b["pod-b1"], "eth0", "out", "reply"), hostRow("node-b", b["host"], "veth1", "in", "reply"),
+		hostRow("node-b", b["host"], "cni0", "in", "reply"), hostRow("node-b", b["host"], "eth0", "out", "reply"),
+	}
+	wantA2 := []string{
+		hostRow("node-a", a["host"], "eth0", "in", "reply"), hostRow("node-a", a["host"], "cni0", "out", "reply"),
+		hostRow("node-a", a["host"], "veth1", "out", "reply"), hostRow("node-a", a["pod-a1"], "eth0", "in", "reply"),
+	}
+	hostRows := func(e jsonEcho, host string) []string {
+		var out []string
+		for _, h := range e.Hops {
+			if h.Probe == "net_dev_queue" || h.Probe == "netif_receive_skb" {
+				if h.Host != "" {
+					host = h.Host
+				}
+				out = append(out, hostRow(host, uint64(h.Netns), h.Ifname, h.Dir, h.Type))
+			}
+		}
+		return out
+	}
+	check := func(what string, got, want []string) {
+		t.Helper()
+		if strings.Join(got, "\n") != strings.Join(want, "\n") {
+			t.Errorf("%s rows:\n%s\nwant:\n%s", what, strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
+	}
+	probe := decodeEchoes(t, read("a", "a.json"))
+	frags := decodeEchoes(t, read("b", "b.json"))
+	if len(probe) != 1 || len(frags) != 1 {
+		t.Fatalf("%d echoes on node a, %d fragments on node b, want 1 and 1", len(probe), len(frags))
+	}
+	check("node a's own", hostRows(probe[0], "node-a"), slices.Concat(wantA, wantA2))
+	check("node b's listener", hostRows(frags[0], "node-b"), wantB)
+
+	aTpk, bTpk := filepath.Join(guests["a"].files, "a.tpk"), filepath.Join(guests["b"].files, "b.tpk")
+	merged := runTool(t, nil, "--merge", aTpk, bTpk, "--json")
+	journeys := decodeEchoes(t, merged.stdout)
+	if merged.code != 0 || len(journeys) != 1 {
+		t.Fatalf("--merge: exit %d, %s, %d journeys:\n%s", merged.code, merged.stderr, len(journeys), merged.stdout)
+	}
+	check("merged", hostRows(journeys[0], "?"), slices.Concat(wantA, wantB, wantA2))
+	if journeys[0].Result != "reply" {
+		t.Errorf("merged result %q, want reply", journeys[0].Result)
+	}
+
+	// The wall clocks: b answered a's question between a's t1 and t3, so
+	// b's clock less a's lies in [t2-t3, t2-t1].
+	var t1, t2, t3 int64
+	if _, err := fmt.Sscanf(read("a", "clock"), "%d %d %d", &t1, &t2, &t3); err != nil {
+		t.Fatal(err)
+	}
+	text := runTool(t, nil, "--merge", aTpk, bTpk).stdout
+	m := regexp.MustCompile(`clock: node-b's wall clock is (\S+) (ahead of|behind) node-a's, ±(\S+) \(from the crossings of seq 1\)`).FindStringSubmatch(text)
+	if m == nil {
+		t.Fatalf("no two-way clock line:\n%s", text)
+	}
+	est, err1 := time.ParseDuration(m[1])
+	unc, err2 := time.ParseDuration(m[3])
+	if err1 != nil || err2 != nil {
+		t.Fatalf("clock line %q: %v %v", m[0], err1, err2)
+	}
+	if m[2] == "behind" {
+		est = -est
+	}
+	// Three significant digits in print.
+	slack := unc + est.Abs()/100 + time.Microsecond
+	if lo, hi := time.Duration(t2-t3), time.Duration(t2-t1); est < lo-slack || est > hi+slack {
+		t.Errorf("merge says b's clock is %v from a's (±%v); the exchange of wall clocks bounds it to [%v, %v]", est, unc, lo, hi)
+	}
+	t.Logf("merge: b's clock %v from a's, ±%v; exchange: [%v, %v]", est, unc, time.Duration(t2-t3), time.Duration(t2-t1))
 }

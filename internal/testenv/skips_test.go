@@ -19,7 +19,7 @@ var skipsOutsideRequire = map[string]string{
 	"cmd/tracepkt-perf/podman_e2e_test.go":      "podman cannot keep its storage on the test VM's read-only root: it runs in the host suite",
 	"cmd/tracepkt-perf/tcp_e2e_test.go":         "hostOnly: cases with no kernel behaviour of their own run in the host suite, not again under emulation",
 	"cmd/tracepkt-perf/tunnel_e2e_test.go":      "the development kernel has VXLAN but not Geneve, IPIP or GRE: those run in the matrix kernels, where their absence fails",
-	"cmd/tracepkt-perf/guest_recording_test.go": "records inside a matrix guest, and replays on the host what a guest recorded: make test-vm runs each where it belongs",
+	"cmd/tracepkt-perf/guest_recording_test.go": "records inside a matrix guest, and replays on the host what a guest recorded: make test-vm runs each where it belongs; the two-guest merge boots its own guests from the host suite",
 }
 
 // TestSkipsGoThroughRequire: a test that skips must do it through Require

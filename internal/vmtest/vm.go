@@ -44,8 +44,17 @@ type Config struct {
 	Commands    [][]string    // argv of each command, run in order
 	Env         []string      // KEY=value: the commands' environment, besides GuestFilesEnvVar
 	Files       string        // when set, receives what the commands left in $GuestFilesEnvVar
+	Link        *Link         // when set, the guest's eth0 is joined to another guest's
 	Stdout      io.Writer     // the guest's serial console
 	Stderr      io.Writer     // qemu's own messages
+}
+
+// Link is a virtual Ethernet link between two guests: each sends its frames
+// as UDP datagrams from 127.0.0.1:Local to 127.0.0.1:Remote, so two guests
+// whose ports cross are joined, whichever boots first. Nothing else is on it.
+type Link struct {
+	Local, Remote int
+	MAC           string // the guest's eth0
 }
 
 // Result says how a boot went, as far as it got.
@@ -118,7 +127,11 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	}
 	defer os.RemoveAll(tmp)
 	initrd := filepath.Join(tmp, "initramfs.cpio")
-	if err := writeInitramfsFile(initrd, cfg.Busybox, modulesDir, deps.LoadOrder(bootModules...)); err != nil {
+	modules := bootModules
+	if cfg.Link != nil {
+		modules = append(slices.Clip(modules), "virtio_net")
+	}
+	if err := writeInitramfsFile(initrd, cfg.Busybox, modulesDir, deps.LoadOrder(modules...)); err != nil {
 		return res, err
 	}
 	outDir := filepath.Join(tmp, "out")
@@ -139,7 +152,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	defer cancel()
 	crash := &crashWatch{}
 	console := &crlfWriter{w: io.MultiWriter(cfg.Stdout, crash)}
-	cmd := exec.CommandContext(runCtx, "qemu-system-x86_64", qemuArgs(cfg.Kernel, initrd, outDir, cfg.Mem)...)
+	cmd := exec.CommandContext(runCtx, "qemu-system-x86_64", qemuArgs(cfg.Kernel, initrd, outDir, cfg.Mem, cfg.Link)...)
 	cmd.Stdout = console
 	cmd.Stderr = cfg.Stderr
 	// Own process group: a terminal's ^C reaches only the runner, which then
@@ -234,8 +247,8 @@ func writeInitramfsFile(name, busybox, modulesDir string, modules []Module) erro
 	return nil
 }
 
-func qemuArgs(kernel, initrd, outDir, mem string) []string {
-	return []string{
+func qemuArgs(kernel, initrd, outDir, mem string, link *Link) []string {
+	args := []string{
 		"-accel", "tcg", "-cpu", "max", "-m", mem, "-smp", "2",
 		// What -nographic does, less SeaBIOS's serial console, whose
 		// terminal-reset escapes would land in the output.
@@ -250,6 +263,12 @@ func qemuArgs(kernel, initrd, outDir, mem string) []string {
 		"-virtfs", "local,path=/,mount_tag=host,security_model=none,readonly=on,multidevs=remap",
 		"-virtfs", "local,path=" + qemuOptEscape(outDir) + ",mount_tag=out,security_model=none",
 	}
+	if link != nil {
+		args = append(args,
+			"-netdev", fmt.Sprintf("dgram,id=link,local.type=inet,local.host=127.0.0.1,local.port=%d,remote.type=inet,remote.host=127.0.0.1,remote.port=%d", link.Local, link.Remote),
+			"-device", "virtio-net-pci,netdev=link,mac="+link.MAC)
+	}
+	return args
 }
 
 // qemuOptEscape escapes a value inside a qemu option list, where ',' separates
