@@ -31,7 +31,7 @@ const usageText = `usage: tracepkt-perf [flags] TARGET
        tracepkt-perf --demo [flags]
        tracepkt-perf --diff A.tpk B.tpk [--json] [--svg OUT]
        tracepkt-perf --listen [--id N] [--duration D] [flags]
-       tracepkt-perf --merge A.tpk B.tpk ... [--json] [--stats] [--svg OUT]
+       tracepkt-perf --merge A.tpk B.tpk ... [--json] [--stats] [--svg OUT] [--pcapng OUT]
 
 Sends ICMP echo requests to TARGET (an IPv4 or IPv6 address or a host name)
 and shows every interface and network namespace the request and the reply
@@ -81,7 +81,8 @@ Flags:
                        tracepoint, else a perf tracepoint event), raw or perf
       --record FILE    also record the run to FILE (a .tpk recording)
       --replay FILE    show a recording, on any machine, without root
-      --pcapng OUT     with --replay: export the packets to OUT for Wireshark
+      --pcapng OUT     with --replay or --merge: export the packets to OUT for
+                       Wireshark
       --stats          per-hop latency percentiles, losses, drops and verdicts
                        over every echo (with -c N, or --replay), grouped by path
       --diff A B       compare two recordings hop by hop: where B's path left
@@ -318,8 +319,11 @@ func parseArgs(args []string, stdout io.Writer) (options, error) {
 			return o, usageError{fmt.Sprintf("--merge takes two recordings or more, A.tpk B.tpk ..., not %d", len(positional))}
 		}
 		o.mergeFiles = positional
-		if o.replay != "" || o.record != "" || o.demo || o.check || o.diff || o.pcapng != "" || o.listen {
-			return o, usageError{"--merge excludes --replay, --record, --demo, --check, --diff, --pcapng and --listen"}
+		if o.replay != "" || o.record != "" || o.demo || o.check || o.diff || o.listen {
+			return o, usageError{"--merge excludes --replay, --record, --demo, --check, --diff and --listen"}
+		}
+		if o.pcapng != "" && (o.jsonOut || o.stats || o.svg != "") {
+			return o, usageError{"--merge with --pcapng writes packets only: --json, --stats and --svg do not apply"}
 		}
 		return o, nil
 	}
@@ -374,7 +378,7 @@ func parseArgs(args []string, stdout io.Writer) (options, error) {
 	case o.ringPages < 0 || o.ringPages > maxRingPages || o.ringPages&(o.ringPages-1) != 0:
 		return o, usageError{fmt.Sprintf("--ring-pages must be a power of two up to %d, not %d", maxRingPages, o.ringPages)}
 	case o.pcapng != "" && o.replay == "":
-		return o, usageError{"--pcapng exports a recording: use it with --replay FILE"}
+		return o, usageError{"--pcapng exports recordings: use it with --replay FILE or --merge A.tpk B.tpk ..."}
 	case (o.stats || o.svg != "") && (o.demo || o.check || o.pcapng != ""):
 		return o, usageError{"--stats and --svg work with a target or --replay, not with --demo, --check or --pcapng"}
 	case o.version && len(set) > 1:

@@ -88,7 +88,7 @@ func TestParseArgsErrors(t *testing.T) {
 		{"--replay", "a.tpk", "x"}, {"--check", "--demo"},
 		{"--diff", "a.tpk"}, {"--diff", "a.tpk", "b.tpk", "c.tpk"}, {"--diff", "a.tpk", "b.tpk", "--stats"},
 		{"--diff", "a.tpk", "b.tpk", "--replay", "c.tpk"}, {"--stats", "--demo"}, {"--svg", "o.svg", "--check"},
-		{"--replay", "a.tpk", "--pcapng", "o.pcapng", "--stats"},
+		{"--replay", "a.tpk", "--pcapng", "o.pcapng", "--stats"}, {"--merge", "a.tpk", "b.tpk", "--pcapng", "o.pcapng", "--json"},
 		{"-s", "15", "x"}, {"-s", "65508", "10.0.0.2"}, {"-t", "256", "x"}, {"-t", "-1", "x"}, {"-M", "probe", "x"},
 		{"-m", "4294967296", "x"}, {"-m", "-1", "x"}, {"-s", "big", "x"},
 		{"--ring-pages", "3", "x"}, {"--ring-pages", "2048", "x"}, {"--attach", "kprobe", "x"},

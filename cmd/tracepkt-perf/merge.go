@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tracepkt/tracepkt-perf/decode"
+	"github.com/tracepkt/tracepkt-perf/decode/pcapng"
 	"github.com/tracepkt/tracepkt-perf/decode/stats"
 )
 
@@ -71,11 +72,6 @@ func mergeRuns(o options, stdout, stderr io.Writer) error {
 		ref = 0
 	}
 	files[0], files[ref] = files[ref], files[0]
-	ro, err := newRunOutput(o, stdout)
-	if err != nil {
-		return err
-	}
-	defer ro.close()
 	rc := newRenderContext(files[0].hdr.Capabilities)
 	rc.listen = files[0].listen
 	m := merger{rc: rc, ref: files[0]}
@@ -84,6 +80,14 @@ func mergeRuns(o options, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
+	if o.pcapng != "" {
+		return m.exportPcapng(o.pcapng, stderr)
+	}
+	ro, err := newRunOutput(o, stdout)
+	if err != nil {
+		return err
+	}
+	defer ro.close()
 	w := ro.writer(rc)
 	n := 0
 	for _, k := range files[0].order {
@@ -96,6 +100,33 @@ func mergeRuns(o options, stdout, stderr io.Writer) error {
 		}
 	}
 	return ro.end(n)
+}
+
+// exportPcapng writes the packets of every merged journey to path, on the
+// reference's clock, each interface described by its machine and namespace
+// as the table names them.
+func (m *merger) exportPcapng(path string, stderr io.Writer) error {
+	n, err := writePcapngFile(path, func(w io.Writer) (int, error) {
+		p, err := pcapng.NewWriter(w, &m.ref.hdr, nil)
+		if err != nil {
+			return 0, err
+		}
+		p.Netns = m.rc.netnsCell
+		n := 0
+		for _, k := range m.ref.order {
+			j := m.journey(k)
+			c, err := p.WriteJourney(&j)
+			if n += c; err != nil {
+				return n, err
+			}
+		}
+		return n, p.Close()
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "wrote %d packets to %s\n", n, path)
+	return nil
 }
 
 // merger holds the machines of a merge: how each one's namespaces are told

@@ -6,13 +6,17 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/tracepkt/tracepkt-perf/decode"
 	"github.com/tracepkt/tracepkt-perf/decode/tpk"
+	"github.com/tracepkt/tracepkt-perf/internal/testenv"
 	"github.com/tracepkt/tracepkt-perf/internal/testrecord"
 )
 
@@ -228,6 +232,47 @@ func TestMergeTwoMachines(t *testing.T) {
 	}
 	wantLines(t, out.String(), "node-b: web-2 (4026532400)  eth0",
 		"clock: node-b's wall clock is 3ms ahead of node-a's, ±40µs (from the crossings of seq 1)")
+
+	// The packets, for Wireshark: one per row, in the rows' order, each
+	// interface described by its machine and namespace as the table names
+	// them, each time node-a's wall clock at the run's start plus the row's.
+	pcap := filepath.Join(t.TempDir(), "merge.pcapng")
+	var errOut bytes.Buffer
+	if err := run([]string{"--merge", b, a, "--pcapng", pcap}, io.Discard, &errOut); err != nil || errOut.String() != "wrote 8 packets to "+pcap+"\n" {
+		t.Fatalf("--merge --pcapng: %v, %q", err, errOut.String())
+	}
+	testenv.RequireCommands(t, "tshark")
+	fields, err := exec.Command("tshark", "-r", pcap, "-T", "fields", "-E", "separator=|", "-e", "frame.interface_name", "-e", "frame.interface_description", "-e", "frame.time_epoch").Output()
+	if err != nil {
+		t.Fatalf("tshark: %v", err)
+	}
+	var cells []string
+	for line := range strings.Lines(out.String()) {
+		if f := strings.SplitN(line, "  ", 2); len(f) == 2 && strings.HasPrefix(f[0], "node-") {
+			cells = append(cells, f[0])
+		}
+	}
+	var got, wantPkts []string
+	for i, line := range strings.Split(strings.TrimSpace(string(fields)), "\n") {
+		f := strings.Split(line, "|")
+		if len(f) != 3 || i >= len(want) || i >= len(cells) {
+			t.Fatalf("tshark line %q: %d rows, %d table cells", line, len(want), len(cells))
+		}
+		sec, frac, _ := strings.Cut(f[2], ".")
+		ns, err1 := strconv.ParseInt(sec, 10, 64)
+		nsec, err2 := strconv.ParseInt((frac + "000000000")[:9], 10, 64)
+		if err1 != nil || err2 != nil {
+			t.Fatalf("tshark time %q", f[2])
+		}
+		got = append(got, fmt.Sprintf("%s %s %d", f[1], f[0], ns*1e9+nsec-testrecord.StartWall.UnixNano()))
+		wantPkts = append(wantPkts, fmt.Sprintf("%s %s %d", cells[i], strings.Fields(want[i])[2], a1+wantT[i]-testrecord.StartKtime))
+	}
+	if strings.Join(got, "\n") != strings.Join(wantPkts, "\n") {
+		t.Errorf("--merge --pcapng packets (description, interface, ns after node-a's start):\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(wantPkts, "\n"))
+	}
+	if !slices.Contains(cells, "node-b: web-2 (4026532400)") || !slices.Contains(cells, "node-a: 4026531833") {
+		t.Errorf("table cells %q", cells)
+	}
 }
 
 // TestMergeRefuses: recordings that cannot be joined are refused with one

@@ -41,6 +41,11 @@ const (
 // Writer exports hop records as a pcapng file for Wireshark: one
 // interface per (network namespace, ifindex) seen, one packet per hop.
 type Writer struct {
+	// Netns, when set, names namespace n in interface descriptions and
+	// packet comments, instead of "netns n" and the snapshot's names (a
+	// merge numbers the namespaces of its machines itself).
+	Netns func(n uint32) string
+
 	w         *bufio.Writer
 	wallBase  int64 // StartWall - StartKtime, in ns since the epoch
 	netns     map[uint32]*decode.Namespace
@@ -135,7 +140,11 @@ func (p *Writer) WriteRecord(r *decode.Record, notes ...string) error {
 	// What the packet is: an echo's "request" or "reply", a TCP probe's
 	// "syn", "syn-ack" or "rst", or the result an ICMP error quoting either
 	// gives ("unreachable").
-	comment := fmt.Sprintf("%s %s %s (%s) netns %d", r.PacketType(), dir, r.IfName(), r.Probe, r.Netns)
+	netns := "netns " + strconv.FormatUint(uint64(r.Netns), 10)
+	if p.Netns != nil {
+		netns = p.Netns(r.Netns)
+	}
+	comment := fmt.Sprintf("%s %s %s (%s) %s", r.PacketType(), dir, r.IfName(), r.Probe, netns)
 	for _, n := range notes {
 		comment += "; " + n
 	}
@@ -162,18 +171,19 @@ func (p *Writer) Close() error {
 func (p *Writer) writeInterface(r *decode.Record) {
 	name := r.IfName()
 	desc := "netns " + strconv.FormatUint(uint64(r.Netns), 10)
-	if ns := p.netns[r.Netns]; ns != nil {
-		switch {
-		case ns.Owner.Name != "":
-			desc += " (" + ns.Owner.Name + ")"
-		case len(ns.Names) > 0:
-			desc += " (" + strings.Join(ns.Names, ", ") + ")"
-		}
-		if name == "" {
-			for _, ifc := range ns.Interfaces {
-				if ifc.Ifindex == r.Ifindex {
-					name = ifc.Name
-				}
+	ns := p.netns[r.Netns]
+	switch {
+	case p.Netns != nil:
+		desc = p.Netns(r.Netns)
+	case ns != nil && ns.Owner.Name != "":
+		desc += " (" + ns.Owner.Name + ")"
+	case ns != nil && len(ns.Names) > 0:
+		desc += " (" + strings.Join(ns.Names, ", ") + ")"
+	}
+	if ns != nil && name == "" {
+		for _, ifc := range ns.Interfaces {
+			if ifc.Ifindex == r.Ifindex {
+				name = ifc.Name
 			}
 		}
 	}
@@ -274,12 +284,10 @@ func Export(w io.Writer, r *tpk.Reader) (int, error) {
 			recs = append(recs, rec)
 		case tpk.KindOutcome:
 			j := decode.NewJourney(out.Outcome, recs, out.Netfilter)
-			notes := verdictHops(&j)
-			for i := range j.Hops {
-				if err := p.WriteRecord(&j.Hops[i], notes[i]...); err != nil {
-					return n, err
-				}
-				n++
+			k, err := p.WriteJourney(&j)
+			n += k
+			if err != nil {
+				return n, err
 			}
 			recs = recs[:0]
 		}
@@ -294,6 +302,18 @@ func Export(w io.Writer, r *tpk.Reader) (int, error) {
 		}
 	}
 	return n, p.Close()
+}
+
+// WriteJourney writes the packet of each hop of j, its netfilter verdicts
+// in the packet's comment (see verdictHops), and returns how many it wrote.
+func (p *Writer) WriteJourney(j *decode.Journey) (int, error) {
+	notes := verdictHops(j)
+	for i := range j.Hops {
+		if err := p.WriteRecord(&j.Hops[i], notes[i]...); err != nil {
+			return i, err
+		}
+	}
+	return len(j.Hops), nil
 }
 
 // verdictHops gives each hop of j the netfilter verdicts that belong to its
