@@ -139,7 +139,9 @@ tool="env %[5]s=1 $TOOL"
 // journey: every hop on both nodes in order, each named by its node, in the
 // namespaces each guest's /proc names; the prober's rows and the listener's
 // as each recorded them; and a clock offset within the bounds the exchange
-// of wall clocks gives, widened by the uncertainty the merge states.
+// of wall clocks gives, widened by the uncertainty the merge states. A
+// second echo, to node-b's other pod, whose firewall drops it: node-a sees
+// no reply, and the merge takes node-b's drop, in that pod, on node-b.
 func TestTwoGuestsMerge(t *testing.T) {
 	if os.Getenv(vmtest.GuestEnvVar) == "1" {
 		t.Skip("boots guests of its own: it runs in the host suite")
@@ -165,10 +167,21 @@ until ip netns exec pod-a1 ping -c1 -W1 10.244.2.2 >/dev/null 2>&1; do
 done
 ip -n pod-a1 route get 10.244.2.2 | grep -q "via 10.244.1.1 dev eth0"
 ip netns exec pod-a1 $tool --json -c1 -W 3 --record $files/a.tpk 10.244.2.2 >$files/a.json
+rc=0
+ip netns exec pod-a1 $tool --json -c1 -W 2 --record $files/drop.tpk 10.244.2.3 >$files/drop.json || rc=$?
+echo $rc >$files/drop.code
 t1=$(date +%s%N); t2=$(busybox nc 192.168.77.2 7778 </dev/null); t3=$(date +%s%N)
 echo "$t1 $t2 $t3" >$files/clock
 `),
-		"b": nodeScript(2, "b", `$tool --listen --json -W 1 --record $files/b.tpk >$files/b.json 2>$files/b.err &
+		"b": nodeScript(2, "b", `ip netns exec pod-b2 nft -f - <<EOF
+table inet tpdrop {
+	chain input {
+		type filter hook input priority 0
+		icmp type echo-request drop
+	}
+}
+EOF
+$tool --listen --json -W 1 --record $files/b.tpk >$files/b.json 2>$files/b.err &
 listener=$!
 n=0
 until grep -q "listening for the echoes" $files/b.err; do
@@ -281,9 +294,10 @@ wait $listener
 		}
 	}
 	probe := decodeEchoes(t, read("a", "a.json"))
+	dropped := decodeEchoes(t, read("a", "drop.json"))
 	frags := decodeEchoes(t, read("b", "b.json"))
-	if len(probe) != 1 || len(frags) != 1 {
-		t.Fatalf("%d echoes on node a, %d fragments on node b, want 1 and 1", len(probe), len(frags))
+	if len(probe) != 1 || len(dropped) != 1 || len(frags) != 2 || frags[0].EchoID != probe[0].EchoID || frags[1].EchoID != dropped[0].EchoID {
+		t.Fatalf("node a: %d and %d echoes, node b: %d fragments, want 1, 1 and one fragment of each run, in order:\n%s", len(probe), len(dropped), len(frags), read("b", "b.json"))
 	}
 	check("node a's own", hostRows(probe[0], "node-a"), slices.Concat(wantA, wantA2))
 	check("node b's listener", hostRows(frags[0], "node-b"), wantB)
@@ -297,6 +311,23 @@ wait $listener
 	check("merged", hostRows(journeys[0], "?"), slices.Concat(wantA, wantB, wantA2))
 	if journeys[0].Result != "reply" {
 		t.Errorf("merged result %q, want reply", journeys[0].Result)
+	}
+
+	// pod-b2's firewall drops the second run's request: node-a saw no
+	// reply, node-b saw the drop, and the merged journey says where.
+	if code := strings.TrimSpace(read("a", "drop.code")); code != "1" || dropped[0].Result != "timeout" {
+		t.Errorf("node a, the dropped echo: exit %s, result %q, want 1 and timeout", code, dropped[0].Result)
+	}
+	merged = runTool(t, nil, "--merge", filepath.Join(guests["a"].files, "drop.tpk"), bTpk, "--json")
+	journeys = decodeEchoes(t, merged.stdout)
+	if merged.code != 1 || len(journeys) != 1 {
+		t.Fatalf("--merge of the dropped echo: exit %d, %s, %d journeys:\n%s", merged.code, merged.stderr, len(journeys), merged.stdout)
+	}
+	check("merged, dropped", hostRows(journeys[0], "?"), append(slices.Clone(wantA),
+		hostRow("node-b", b["host"], "eth0", "in", "request"), hostRow("node-b", b["host"], "cni0", "out", "request"),
+		hostRow("node-b", b["host"], "veth2", "out", "request"), hostRow("node-b", b["pod-b2"], "eth0", "in", "request")))
+	if d := journeys[0].Drop; journeys[0].Result != "dropped" || d == nil || d.Reason != "NETFILTER_DROP" || d.Host != "node-b" || uint64(d.Netns) != b["pod-b2"] || d.Ifname != "eth0" {
+		t.Errorf("merged, dropped: result %q, drop %+v, want NETFILTER_DROP on node-b in %d after eth0", journeys[0].Result, d, b["pod-b2"])
 	}
 
 	// The wall clocks: b answered a's question between a's t1 and t3, so
