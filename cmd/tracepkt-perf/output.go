@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"slices"
 
 	"github.com/tracepkt/tracepkt-perf/decode"
 	"github.com/tracepkt/tracepkt-perf/decode/stats"
@@ -85,7 +86,7 @@ func (ro *runOutput) finish() error {
 			return err
 		}
 	}
-	return ro.writeSVG(func(w io.Writer) error { return journeySVG(w, &s) })
+	return ro.writeSVG(func(w io.Writer) error { return journeySVG(w, &s, ro.rc) })
 }
 
 // teeWriter hands each journey to every writer.
@@ -125,9 +126,14 @@ func (ro *runOutput) writeSVG(draw func(io.Writer) error) error {
 	return nil
 }
 
-// journeySVG draws the path most echoes of a run took.
-func journeySVG(w io.Writer, s *stats.Summary) error {
-	g := s.Main()
+// journeySVG draws the path most echoes of a run took, each namespace with
+// its inode on its machine (a merge numbers other machines' itself).
+func journeySVG(w io.Writer, s *stats.Summary, rc *renderContext) error {
+	g := *s.Main()
+	g.Hops = slices.Clone(g.Hops)
+	for i := range g.Hops {
+		g.Hops[i].Inode = rc.inode(g.Hops[i].Inode)
+	}
 	h := svg.Header{Title: fmt.Sprintf("%s to %s", probeCount(s, s.Echoes), probed(s))}
 	switch {
 	case len(g.Hops) == 0:
@@ -145,7 +151,7 @@ func journeySVG(w io.Writer, s *stats.Summary) error {
 	if len(s.Groups) > 1 {
 		h.Lines = append(h.Lines, fmt.Sprintf("the path of %d of the %d echoes; %d other paths were taken (see --stats)", g.Echoes, s.Echoes, len(s.Groups)-1))
 	}
-	return svg.Journey(w, h, g)
+	return svg.Journey(w, h, &g)
 }
 
 // diffSVG draws the main paths of two runs overlaid.

@@ -227,8 +227,59 @@ func TestMergeTwoMachines(t *testing.T) {
 	if err := run([]string{"--merge", a, b, "--svg", pic}, io.Discard, io.Discard); err != nil {
 		t.Fatal(err)
 	}
-	if doc, err := os.ReadFile(pic); err != nil || !bytes.Contains(doc, []byte("node-b: web-2")) || !bytes.Contains(doc, []byte("node-a: 4026531833")) {
-		t.Errorf("--merge --svg: %v, the picture names no namespace by its machine", err)
+	doc, err := os.ReadFile(pic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One box per machine, in the order the echo met them, around exactly
+	// its namespaces' boxes; inside, a namespace goes by its own name and
+	// its inode on its machine.
+	els := testenv.SVGElements(t, doc)
+	span := func(e testenv.SVGElement) (float64, float64) {
+		x, err1 := strconv.ParseFloat(e.Attrs["x"], 64)
+		w, err2 := strconv.ParseFloat(e.Attrs["width"], 64)
+		if err1 != nil || err2 != nil {
+			t.Fatalf("rect %v", e.Attrs)
+		}
+		return x, x + w
+	}
+	var hosts []string
+	inside := map[string][]string{}
+	for _, m := range testenv.Classed(els, "machine") {
+		if m.Name != "rect" {
+			continue
+		}
+		host := m.Attrs["data-host"]
+		hosts = append(hosts, host)
+		lo, hi := span(m)
+		for _, b := range testenv.Classed(els, "netns") {
+			if b.Name != "rect" {
+				continue
+			}
+			if x0, x1 := span(b); x0 >= lo && x1 <= hi {
+				inside[host] = append(inside[host], b.Attrs["data-netns"])
+			}
+		}
+	}
+	var labels []string
+	for _, g := range testenv.Classed(els, "netns") {
+		if g.Name == "g" {
+			var texts []string
+			for _, in := range g.Inner {
+				if in.Name == "text" && in.Attrs["class"] == "" {
+					texts = append(texts, strings.TrimSpace(in.Text))
+				}
+			}
+			labels = append(labels, strings.Join(texts, " / "))
+		}
+	}
+	wantInside := map[string][]string{"node-a": {"node-a: 4026531833"}, "node-b": {"node-b: 4026531833", "node-b: web-2"}}
+	if fmt.Sprint(hosts) != "[node-a node-b]" || fmt.Sprint(inside) != fmt.Sprint(wantInside) {
+		t.Errorf("--merge --svg: machines %v holding %v, want [node-a node-b] holding %v", hosts, inside, wantInside)
+	}
+	// (Each name twice: its title, then the name drawn, cut to its box.)
+	if want := "[40265318334026531833 / unnamed namespa… 40265318334026531833 / unnamed namespace web-2web-2 / inode 4026532400]"; fmt.Sprint(labels) != want {
+		t.Errorf("--merge --svg: namespace labels %q, want %s", labels, want)
 	}
 	wantLines(t, out.String(), "node-b: web-2 (4026532400)  eth0",
 		"clock: node-b's wall clock is 3ms ahead of node-a's, ±40µs (from the crossings of seq 1)")

@@ -47,7 +47,7 @@ func (rc *renderContext) statsNames() stats.Names {
 		if name.Name == "" {
 			name.Name = strconv.FormatUint(uint64(rc.inode(inode)), 10)
 		}
-		name.Name = host + ": " + name.Name
+		name.Name, name.Host = host+": "+name.Name, host
 		n[inode] = name
 	}
 	return n

@@ -13,8 +13,9 @@ import (
 )
 
 // Name is what a run knew of a network namespace: its name (from /run/netns,
-// a container runtime, ...) and its owner (e.g. "docker"), either possibly "".
-type Name struct{ Name, Owner string }
+// a container runtime, ...) and its owner (e.g. "docker"), either possibly "",
+// and in a merge of several machines' recordings, its machine's host name.
+type Name struct{ Name, Owner, Host string }
 
 // Names gives the Name of each namespace inode the run saw.
 type Names map[uint32]Name
@@ -26,6 +27,7 @@ type Place struct {
 	// of the journey, in the order the echo met them.
 	Netns  string
 	Owner  string
+	Host   string // the machine, in a merge; else ""
 	Ifname string
 	Dir    decode.Direction
 	// Type is the packet's, as decode.Record.PacketType names it:
@@ -264,7 +266,7 @@ func newEcho(j *decode.Journey, names Names) echo {
 			}
 			n.Name = unnamed[h.Netns]
 		}
-		e.places[i] = Place{Netns: n.Name, Owner: n.Owner, Ifname: h.IfName(), Dir: h.Probe.Direction(), Type: h.PacketType(), Side: sideOf(h)}
+		e.places[i] = Place{Netns: n.Name, Owner: n.Owner, Host: n.Host, Ifname: h.IfName(), Dir: h.Probe.Direction(), Type: h.PacketType(), Side: sideOf(h)}
 	}
 	// A verdict belongs to the hop before it, or to the first hop for the
 	// output chains the request met before leaving its namespace.

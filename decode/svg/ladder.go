@@ -1,9 +1,11 @@
 package svg
 
 import (
+	"cmp"
 	"encoding/xml"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -19,12 +21,13 @@ type Header struct {
 // ladder is a picture before layout: interface columns grouped in namespace
 // boxes, and one row per hop, in the order drawn.
 type ladder struct {
-	cols    []column
-	boxes   []box
-	rows    []row
-	diff    bool
-	divider int // the divergence bar goes above this row (or below the last); -1 for none
-	divText string
+	cols     []column
+	boxes    []box
+	machines []machine // in a merge: the boxes of each machine, side by side
+	rows     []row
+	diff     bool
+	divider  int // the divergence bar goes above this row (or below the last); -1 for none
+	divText  string
 }
 
 type column struct{ netns, ifname string }
@@ -33,6 +36,12 @@ type column struct{ netns, ifname string }
 type box struct {
 	netns, label, sub string
 	first, last       int
+}
+
+// machine is a machine of a merge around the columns first..last.
+type machine struct {
+	host        string
+	first, last int
 }
 
 type row struct {
@@ -63,6 +72,7 @@ const (
 	rowH    = 34
 	noteH   = 16
 	boxHead = 62  // namespace name, its inode or owner, the interface names
+	hostH   = 26  // a machine's name, above its namespaces
 	charW   = 6.4 // a character of 11px text, about
 	boldW   = 7.6 // a character of 12px bold text, about
 	titleW  = 10  // a character of the title, about
@@ -104,13 +114,31 @@ func (l *ladder) layout(paths ...[]stats.Hop) {
 			}
 		}
 	}
+	// A merge's namespaces go in one box per machine, the machines in the
+	// order the paths meet them.
+	var hosts []string
+	for _, ns := range order {
+		if h := first[ns].Host; !contains(hosts, h) {
+			hosts = append(hosts, h)
+		}
+	}
+	slices.SortStableFunc(order, func(a, b string) int {
+		return cmp.Compare(slices.Index(hosts, first[a].Host), slices.Index(hosts, first[b].Host))
+	})
 	for _, ns := range order {
 		b := box{netns: ns, first: len(l.cols)}
 		h := first[ns]
-		// Below the name, the inode: a box has no room for more.
-		b.label, b.sub = ns, "inode "+strconv.FormatUint(uint64(h.Inode), 10)
-		if strings.HasPrefix(ns, "#") {
+		// Below the name, the inode: a box has no room for more. Inside its
+		// machine's box, a namespace goes by its own name.
+		b.label, b.sub = strings.TrimPrefix(ns, h.Host+": "), "inode "+strconv.FormatUint(uint64(h.Inode), 10)
+		if strings.HasPrefix(ns, "#") || b.label == strconv.FormatUint(uint64(h.Inode), 10) {
 			b.label, b.sub = strconv.FormatUint(uint64(h.Inode), 10), "unnamed namespace"
+		}
+		if h.Host != "" {
+			if n := len(l.machines); n == 0 || l.machines[n-1].host != h.Host {
+				l.machines = append(l.machines, machine{host: h.Host, first: len(l.cols)})
+			}
+			l.machines[len(l.machines)-1].last = len(l.cols) + len(ifaces[ns]) - 1
 		}
 
 		for _, ifn := range ifaces[ns] {
@@ -206,6 +234,10 @@ func (l *ladder) draw(w io.Writer, h Header) error {
 	y := 30.0
 	headTop := y
 	y += 20*float64(len(title)) + 17*float64(len(head)) + 22 // title, lines, legend
+	hostTop := y
+	if len(l.machines) > 0 {
+		y += hostH
+	}
 	boxTop := y
 	rowY := make([]float64, len(l.rows))
 	divY := -1.0
@@ -249,6 +281,18 @@ func (l *ladder) draw(w io.Writer, h Header) error {
 	}
 	ly += 22
 	l.legend(s, ly)
+
+	// Machines, around their namespaces.
+	for _, m := range l.machines {
+		x := margin + float64(m.first)*colW + 1 // a gap between two machines
+		mw := float64(m.last-m.first+1)*colW - 2
+		s.printf(`<g class="machine" data-host="%s">`+"\n", esc(m.host))
+		s.printf(`<rect class="machine" data-host="%s" x="%.0f" y="%.0f" width="%.0f" height="%.0f" rx="10" fill="none" stroke="%s" stroke-width="2"/>`+"\n",
+			esc(m.host), x, hostTop, mw, bottom-hostTop+4, colText)
+		s.printf(`<text class="host" x="%.0f" y="%.0f" font-size="13" font-weight="bold" text-anchor="middle" fill="%s"><title>%s</title>%s</text>`+"\n",
+			x+mw/2, hostTop+17, colText, esc(m.host), esc(ellipsis(m.host, mw-8)))
+		s.printf("</g>\n")
+	}
 
 	// Namespace boxes, interface names and lifelines.
 	for _, b := range l.boxes {
