@@ -141,7 +141,9 @@ tool="env %[5]s=1 $TOOL"
 // as each recorded them; and a clock offset within the bounds the exchange
 // of wall clocks gives, widened by the uncertainty the merge states. A
 // second echo, to node-b's other pod, whose firewall drops it: node-a sees
-// no reply, and the merge takes node-b's drop, in that pod, on node-b.
+// no reply, and the merge takes node-b's drop, in that pod, on node-b. A
+// third, which node-a's own firewall drops: the merge is node-a's alone,
+// and says node-b saw none of it.
 func TestTwoGuestsMerge(t *testing.T) {
 	if os.Getenv(vmtest.GuestEnvVar) == "1" {
 		t.Skip("boots guests of its own: it runs in the host suite")
@@ -170,6 +172,17 @@ ip netns exec pod-a1 $tool --json -c1 -W 3 --record $files/a.tpk 10.244.2.2 >$fi
 rc=0
 ip netns exec pod-a1 $tool --json -c1 -W 2 --record $files/drop.tpk 10.244.2.3 >$files/drop.json || rc=$?
 echo $rc >$files/drop.code
+nft -f - <<EOF
+table inet tpdropa {
+	chain forward {
+		type filter hook forward priority 0
+		ip daddr 10.244.2.4 drop
+	}
+}
+EOF
+rc=0
+ip netns exec pod-a1 $tool --json -c1 -W 2 --record $files/near.tpk 10.244.2.4 >$files/near.json || rc=$?
+echo $rc >$files/near.code
 t1=$(date +%s%N); t2=$(busybox nc 192.168.77.2 7778 </dev/null); t3=$(date +%s%N)
 echo "$t1 $t2 $t3" >$files/clock
 `),
@@ -328,6 +341,27 @@ wait $listener
 		hostRow("node-b", b["host"], "veth2", "out", "request"), hostRow("node-b", b["pod-b2"], "eth0", "in", "request")))
 	if d := journeys[0].Drop; journeys[0].Result != "dropped" || d == nil || d.Reason != "NETFILTER_DROP" || d.Host != "node-b" || uint64(d.Netns) != b["pod-b2"] || d.Ifname != "eth0" {
 		t.Errorf("merged, dropped: result %q, drop %+v, want NETFILTER_DROP on node-b in %d after eth0", journeys[0].Result, d, b["pod-b2"])
+	}
+
+	// node-a's own firewall drops the third run's request on its way to
+	// node-b: the merge is node-a's journey and drop, and says node-b,
+	// listening all along, saw none of it.
+	near := decodeEchoes(t, read("a", "near.json"))
+	if code := strings.TrimSpace(read("a", "near.code")); code != "1" || len(near) != 1 || near[0].Result != "dropped" {
+		t.Fatalf("node a, the echo dropped there: exit %s, %d echoes, want 1 and one dropped:\n%s", code, len(near), read("a", "near.json"))
+	}
+	nearTpk := filepath.Join(guests["a"].files, "near.tpk")
+	merged = runTool(t, nil, "--merge", nearTpk, bTpk, "--json")
+	journeys = decodeEchoes(t, merged.stdout)
+	if merged.code != 1 || len(journeys) != 1 {
+		t.Fatalf("--merge of the echo dropped on node-a: exit %d, %s, %d journeys:\n%s", merged.code, merged.stderr, len(journeys), merged.stdout)
+	}
+	check("merged, dropped on node-a", hostRows(journeys[0], "?"), wantA[:3])
+	if d := journeys[0].Drop; journeys[0].Result != "dropped" || d == nil || d.Reason != "NETFILTER_DROP" || d.Host != "node-a" || uint64(d.Netns) != a["host"] || d.Ifname != "cni0" {
+		t.Errorf("merged, dropped on node-a: result %q, drop %+v, want NETFILTER_DROP on node-a in %d after cni0", journeys[0].Result, d, a["host"])
+	}
+	if text := runTool(t, nil, "--merge", nearTpk, bTpk).stdout; !strings.Contains(text, "node-b saw none of these echoes: "+bTpk+" listened there from before the run began") {
+		t.Errorf("--merge of the echo dropped on node-a does not say node-b saw none of it:\n%s", text)
 	}
 
 	// The wall clocks: b answered a's question between a's t1 and t3, so

@@ -145,6 +145,7 @@ type machine struct {
 	netns  map[uint32]uint32 // the file's inode -> the merge's
 	offset decode.ClockOffset
 	same   bool // recorded on the reference's machine: its clock, its namespaces
+	unseen bool // a listener that saw none of the run's echoes: no clock, no rows
 }
 
 // add adds file f, the i-th: its namespaces, named after its host, and its
@@ -158,10 +159,14 @@ func (m *merger) add(f *mergeFile, i int) error {
 				crossings[k[1]] = crossing(records(r), records(e))
 			}
 		}
-		if len(crossings) == 0 {
+		switch {
+		case len(crossings) == 0 && (!f.listen || m.ref.listen || f.hdr.StartWall.After(m.ref.hdr.StartWall)):
 			return fmt.Errorf("merge: %s shares no echo with %s: recordings of unrelated runs", f.path, m.ref.path)
-		}
-		if !mc.same {
+		case len(crossings) == 0:
+			// A listener that listened from before the run began, and
+			// kept none of its echoes: they never reached its machine.
+			mc.unseen = true
+		case !mc.same:
 			var ok bool
 			if mc.offset, ok = decode.EstimateOffset(crossings); !ok {
 				return fmt.Errorf("merge: %s and %s saw none of the same echoes' packets: no clock to join them by", f.path, m.ref.path)
@@ -286,6 +291,9 @@ func (m *merger) moved(mc *machine, r decode.Record) decode.Record {
 // clockLine says how machine mc's clock was joined to the reference's.
 func (m *merger) clockLine(mc *machine) string {
 	h, ref := mc.file.hdr.Hostname, m.ref.hdr.Hostname
+	if mc.unseen {
+		return fmt.Sprintf("%s saw none of these echoes: %s listened there from before the run began, and kept none of them", h, mc.file.path)
+	}
 	if mc.same {
 		return fmt.Sprintf("clock: %s is recorded on %s's machine (boot %s): one clock", mc.file.path, ref, m.ref.hdr.BootID)
 	}

@@ -388,6 +388,49 @@ func TestMergeDropOnTheFarSide(t *testing.T) {
 		"clock: node-b's rows placed right after the request left node-a (seq 1): no reply crossed back, so its wall clock is only known to be at most 40µs ahead of node-a's")
 }
 
+// TestMergeDropOnTheNearSide: node-a's run was dropped on node-a, before
+// its request could leave; node-b's listener, listening from before the
+// run began, kept another run's echo and none of this one's. The merge is
+// node-a's journey and drop, and says that node-b saw none of it. A
+// listener that began after the run, or a run, sharing no echo is still
+// refused.
+func TestMergeDropOnTheNearSide(t *testing.T) {
+	dir := t.TempDir()
+	src, dst := testrecord.Host4, testrecord.Ctr4
+	req := testrecord.ICMPEcho(src, dst, true, testrecord.EchoID, 1, 1, testrecord.StartWall)
+	root := uint32(testrecord.RootNetns)
+	snap := &decode.Snapshot{Namespaces: []decode.Namespace{{Inode: root, Interfaces: []decode.Interface{{Ifindex: 2, Name: "eth0", Kind: "veth"}}}}}
+	a := filepath.Join(dir, "node-a.tpk")
+	drop := decode.Drop{Time: a1 + 3_000, Netns: root, Ifindex: 2, Ifname: "eth0", Family: 4, ICMPType: 8, Src: src, Dst: dst,
+		Reason: "NETFILTER_DROP", Location: "nft_do_chain+0x46f", In: true}
+	writeMachine(t, a, "node-a", "boot-a", testrecord.StartKtime, testrecord.StartWall, nil, snap,
+		[]decode.Record{testrecord.HopRecord(a1, 0, root, 2, "eth0", decode.ProbeNetifReceiveSkb, 0, req)},
+		decode.Outcome{Target: dst, EchoID: testrecord.EchoID, Seq: 1, Timeout: time.Second, Drop: &drop})
+	listener := func(name string, wall time.Time) string {
+		other := testrecord.ICMPEcho(src, dst, true, testrecord.EchoID+1, 1, 1, testrecord.StartWall)
+		path := filepath.Join(dir, name)
+		writeMachine(t, path, "node-b", "boot-b", testrecord.StartKtime+theta, wall, []string{capListen}, snap,
+			[]decode.Record{testrecord.HopRecord(b1, 0, root, 2, "eth0", decode.ProbeNetifReceiveSkb, 0, other)},
+			decode.Outcome{Target: dst, EchoID: testrecord.EchoID + 1, Seq: 1})
+		return path
+	}
+	before, after := listener("before.tpk", testrecord.StartWall.Add(-time.Minute)), listener("after.tpk", testrecord.StartWall.Add(time.Minute))
+	var out bytes.Buffer
+	err := run([]string{"--merge", before, a}, &out, io.Discard)
+	if exitCode(err, io.Discard) != 1 {
+		t.Errorf("--merge of an echo dropped on node-a: %v, want exit 1", err)
+	}
+	wantLines(t, out.String(), "dropped in netns node-a: 4026531833 after eth0: NETFILTER_DROP",
+		"node-b saw none of these echoes: "+before+" listened there from before the run began, and kept none of them")
+	if strings.Contains(out.String(), "node-b: ") {
+		t.Errorf("--merge shows rows of node-b, which saw none of the run:\n%s", out.String())
+	}
+	err = run([]string{"--merge", a, after}, new(bytes.Buffer), io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "shares no echo with") {
+		t.Errorf("--merge with a listener that began after the run: %v, want it refused", err)
+	}
+}
+
 // wantLines checks that a merge's output out has each of lines.
 func wantLines(t *testing.T, out string, lines ...string) {
 	t.Helper()
