@@ -143,7 +143,8 @@ tool="env %[5]s=1 $TOOL"
 // second echo, to node-b's other pod, whose firewall drops it: node-a sees
 // no reply, and the merge takes node-b's drop, in that pod, on node-b. A
 // third, which node-a's own firewall drops: the merge is node-a's alone,
-// and says node-b saw none of it.
+// and says node-b saw none of it. A fourth, to a network node-a routes to
+// node-b and node-b has no route for: node-b's drop and its ICMP error.
 func TestTwoGuestsMerge(t *testing.T) {
 	if os.Getenv(vmtest.GuestEnvVar) == "1" {
 		t.Skip("boots guests of its own: it runs in the host suite")
@@ -183,6 +184,10 @@ EOF
 rc=0
 ip netns exec pod-a1 $tool --json -c1 -W 2 --record $files/near.tpk 10.244.2.4 >$files/near.json || rc=$?
 echo $rc >$files/near.code
+ip route add 10.244.3.0/24 via 192.168.77.2 dev eth0
+rc=0
+ip netns exec pod-a1 $tool --json -c1 -W 2 --record $files/noroute.tpk 10.244.3.2 >$files/noroute.json || rc=$?
+echo $rc >$files/noroute.code
 t1=$(date +%s%N); t2=$(busybox nc 192.168.77.2 7778 </dev/null); t3=$(date +%s%N)
 echo "$t1 $t2 $t3" >$files/clock
 `),
@@ -194,6 +199,7 @@ table inet tpdrop {
 	}
 }
 EOF
+grep -w ip_error /proc/kallsyms >$files/kallsyms || true
 $tool --listen --json -W 1 --record $files/b.tpk >$files/b.json 2>$files/b.err &
 listener=$!
 n=0
@@ -309,7 +315,7 @@ wait $listener
 	probe := decodeEchoes(t, read("a", "a.json"))
 	dropped := decodeEchoes(t, read("a", "drop.json"))
 	frags := decodeEchoes(t, read("b", "b.json"))
-	if len(probe) != 1 || len(dropped) != 1 || len(frags) != 2 || frags[0].EchoID != probe[0].EchoID || frags[1].EchoID != dropped[0].EchoID {
+	if len(probe) != 1 || len(dropped) != 1 || len(frags) != 3 || frags[0].EchoID != probe[0].EchoID || frags[1].EchoID != dropped[0].EchoID {
 		t.Fatalf("node a: %d and %d echoes, node b: %d fragments, want 1, 1 and one fragment of each run, in order:\n%s", len(probe), len(dropped), len(frags), read("b", "b.json"))
 	}
 	check("node a's own", hostRows(probe[0], "node-a"), slices.Concat(wantA, wantA2))
@@ -362,6 +368,38 @@ wait $listener
 	}
 	if text := runTool(t, nil, "--merge", nearTpk, bTpk).stdout; !strings.Contains(text, "node-b saw none of these echoes: "+bTpk+" listened there from before the run began") {
 		t.Errorf("--merge of the echo dropped on node-a does not say node-b saw none of it:\n%s", text)
+	}
+
+	// node-a routes 10.244.3.0/24 to node-b, which has no route for it:
+	// node-b answers network unreachable and frees the request, and the
+	// merge says so, on node-b.
+	merged = runTool(t, nil, "--merge", filepath.Join(guests["a"].files, "noroute.tpk"), bTpk, "--json")
+	journeys = decodeEchoes(t, merged.stdout)
+	if code := strings.TrimSpace(read("a", "noroute.code")); code != "1" || merged.code != 1 || len(journeys) != 1 {
+		t.Fatalf("the echo node-b has no route for: exit %s on node-a, --merge exit %d, %s, %d journeys:\n%s", code, merged.code, merged.stderr, len(journeys), merged.stdout)
+	}
+	unreach := func(host string, ino uint64, ifname, dir string) string {
+		return hostRow(host, ino, ifname, dir, "unreachable")
+	}
+	check("merged, no route on node-b", hostRows(journeys[0], "?"), slices.Concat(wantA, []string{
+		hostRow("node-b", b["host"], "eth0", "in", "request"), unreach("node-b", b["host"], "eth0", "out"),
+		unreach("node-a", a["host"], "eth0", "in"), unreach("node-a", a["host"], "cni0", "out"),
+		unreach("node-a", a["host"], "veth1", "out"), unreach("node-a", a["pod-a1"], "eth0", "in"),
+	}))
+	j := journeys[0]
+	fn, _, _ := strings.Cut(func() string {
+		if j.Drop != nil {
+			return j.Drop.Location
+		}
+		return ""
+	}(), "+")
+	switch {
+	case j.Result != "unreachable" || j.ICMPError == nil || j.ICMPError.From != "192.168.77.2" || j.ICMPError.Type != 3 || j.ICMPError.Code != 0:
+		t.Errorf("no route on node-b: result %q, icmp_error %+v, want unreachable, type 3 code 0 from 192.168.77.2", j.Result, j.ICMPError)
+	case j.Drop == nil || j.Drop.Reason != "IP_INNOROUTES" || j.Drop.Host != "node-b" || uint64(j.Drop.Netns) != b["host"] || j.Drop.Ifname != "eth0":
+		t.Errorf("no route on node-b: drop %+v, want IP_INNOROUTES on node-b in %d after eth0", j.Drop, b["host"])
+	case fn != "ip_error" || !slices.Contains(strings.Fields(read("b", "kallsyms")), fn):
+		t.Errorf("no route on node-b: the drop's location %q, want ip_error+OFF, a function of node-b's kernel (its /proc/kallsyms: %q)", j.Drop.Location, read("b", "kallsyms"))
 	}
 
 	// The wall clocks: b answered a's question between a's t1 and t3, so
