@@ -75,12 +75,14 @@ test-host: build
 
 # The kernel matrix: the root tests inside every Debian amd64 kernel in /boot
 # (make deps installs 6.1 and 6.12) and in $(VM_KERNEL_CACHE) (make deps
-# unpacks 5.10 there), one guest boot per kernel. Listed when the recipe
-# runs, since make deps may have just installed them.
-test-matrix:
+# unpacks 5.10 there), one guest boot per kernel, VM_JOBS guests at a time
+# (each keeps one CPU busy). Listed when the recipe runs, since make deps
+# may have just installed them.
+VM_JOBS ?= $(shell nproc)
+test-matrix: vm-bins
 	@kernels=$$(ls /boot/vmlinuz-*-amd64 $(VM_KERNEL_CACHE)/*/boot/vmlinuz-*-amd64 2>/dev/null); \
 	if [ -z "$$kernels" ]; then echo "no distro kernel in /boot for the matrix: run make deps"; exit 1; fi; \
-	for k in $$kernels; do $(MAKE) --no-print-directory test-vm KERNEL=$$k || exit 1; done
+	bash internal/vmtest/run-matrix.sh $(VM_JOBS) .vmtest/out $$kernels
 
 test: deps lint
 	rm -rf $(TEST_LOGS)

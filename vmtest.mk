@@ -30,14 +30,27 @@ vm_test_bin = $(subst /,_,$(patsubst ./%,%,$(1))).test
 # tests with -test.run may not have recorded).
 VM_FILES = $(CURDIR)/.vmtest/files/$(if $(KERNEL),$(notdir $(KERNEL)),newest)
 
-.PHONY: test-vm
-test-vm:
+.PHONY: test-vm vm-bins vm-guest
+# One guest: build, then boot KERNEL and run the packages' tests in it.
+test-vm: vm-bins
+	$(vm_guest)
+
+# The runner and the test binaries every guest runs.
+vm-bins:
 	CGO_ENABLED=0 go build -o bin/tracepkt-vmtest ./cmd/tracepkt-vmtest
 	mkdir -p .vmtest
 	set -e; $(foreach p,$(VM_TEST_PKGS),go test -c -o .vmtest/$(call vm_test_bin,$(p)) $(p);)
-	mkdir -p $(TEST_LOGS)
-	bin/tracepkt-vmtest $(if $(KERNEL),-kernel $(KERNEL)) -timeout $(VM_TIMEOUT) -workdir $(CURDIR) -files $(VM_FILES) \
-		$(foreach p,$(VM_TEST_PKGS),-- env -C $(p) $(CURDIR)/.vmtest/$(call vm_test_bin,$(p)) $(VM_TEST_FLAGS) -test.timeout=$(VM_TEST_TIMEOUT)) \
-		2>&1 | tee $(TEST_LOGS)/$(if $(KERNEL),$(notdir $(KERNEL)),newest).log
-	$(if $(and $(filter ./cmd/tracepkt-perf,$(VM_TEST_PKGS)),$(if $(findstring -test.run,$(VM_TEST_FLAGS)),,yes)),env -C cmd/tracepkt-perf TRACEPKT_GUEST_RECORDINGS=$(VM_FILES)/recordings \
-		$(CURDIR)/.vmtest/cmd_tracepkt-perf.test $(VM_TEST_FLAGS) -test.run '^TestReplayGuestRecordings$$')
+
+# One guest with what vm-bins built: the kernel matrix runs several at once
+# (internal/vmtest/run-matrix.sh), after building once.
+vm-guest:
+	$(vm_guest)
+
+define vm_guest
+mkdir -p $(TEST_LOGS)
+bin/tracepkt-vmtest $(if $(KERNEL),-kernel $(KERNEL)) -timeout $(VM_TIMEOUT) -workdir $(CURDIR) -files $(VM_FILES) \
+	$(foreach p,$(VM_TEST_PKGS),-- env -C $(p) $(CURDIR)/.vmtest/$(call vm_test_bin,$(p)) $(VM_TEST_FLAGS) -test.timeout=$(VM_TEST_TIMEOUT)) \
+	2>&1 | tee $(TEST_LOGS)/$(if $(KERNEL),$(notdir $(KERNEL)),newest).log
+$(if $(and $(filter ./cmd/tracepkt-perf,$(VM_TEST_PKGS)),$(if $(findstring -test.run,$(VM_TEST_FLAGS)),,yes)),env -C cmd/tracepkt-perf TRACEPKT_GUEST_RECORDINGS=$(VM_FILES)/recordings \
+	$(CURDIR)/.vmtest/cmd_tracepkt-perf.test $(VM_TEST_FLAGS) -test.run '^TestReplayGuestRecordings$$')
+endef
