@@ -122,6 +122,9 @@ func deviceTypeNames() (names, members []string) {
 		_, event := p.Tracepoint()
 		names = append(names, tracepointTypedef(event))
 	}
+	for _, p := range netfilterProbes {
+		names = append(names, p.Kprobe())
+	}
 	return names, members
 }
 

@@ -128,25 +128,8 @@ func trusted(st *unix.Stat_t) bool {
 // load returns the facts cached for this kernel, if the cache holds them
 // and may be trusted.
 func (c factsCache) load() (*kernelFacts, bool) {
-	if c.buildID == "" {
-		return nil, false
-	}
-	var st unix.Stat_t
-	if err := unix.Lstat(c.dir, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR || !trusted(&st) {
-		return nil, false
-	}
-	f, err := os.OpenFile(c.path(), os.O_RDONLY|unix.O_NOFOLLOW, 0)
-	if err != nil {
-		return nil, false
-	}
-	defer f.Close()
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG || !trusted(&st) {
-		return nil, false
-	}
 	var ff factsFile
-	dec := json.NewDecoder(f)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&ff); err != nil || dec.More() {
+	if !c.read(c.path(), &ff) {
 		return nil, false
 	}
 	if ff.Version != factsCacheVersion || ff.BuildID != c.buildID || ff.BTFSize != c.btfSize || ff.Schema != factsSchema() || ff.Facts.Raw == nil {
@@ -158,6 +141,37 @@ func (c factsCache) load() (*kernelFacts, bool) {
 // store keeps facts for this kernel, replacing the file at once; it gives
 // up quietly where the directory cannot be made, trusted or written.
 func (c factsCache) store(facts *kernelFacts) {
+	c.write(c.path(), factsFile{Version: factsCacheVersion, BuildID: c.buildID, BTFSize: c.btfSize, Schema: factsSchema(), Facts: *facts})
+}
+
+// read decodes the cache file at path into v, when the kernel has a build
+// id, and the directory and the file belong to this process's user and no
+// one else can write them; false for anything else (no file, corrupt,
+// untrusted), which the caller reads from the BTF again.
+func (c factsCache) read(path string, v any) bool {
+	if c.buildID == "" {
+		return false
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(c.dir, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR || !trusted(&st) {
+		return false
+	}
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG || !trusted(&st) {
+		return false
+	}
+	dec := json.NewDecoder(f)
+	dec.DisallowUnknownFields()
+	return dec.Decode(v) == nil && !dec.More()
+}
+
+// write keeps v as the cache file at path, replacing it at once; it gives
+// up quietly where the directory cannot be made, trusted or written.
+func (c factsCache) write(path string, v any) {
 	if c.buildID == "" {
 		return
 	}
@@ -168,7 +182,7 @@ func (c factsCache) store(facts *kernelFacts) {
 	if err := unix.Lstat(c.dir, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR || !trusted(&st) {
 		return
 	}
-	data, err := json.Marshal(factsFile{Version: factsCacheVersion, BuildID: c.buildID, BTFSize: c.btfSize, Schema: factsSchema(), Facts: *facts})
+	data, err := json.Marshal(v)
 	if err != nil {
 		return
 	}
@@ -181,7 +195,7 @@ func (c factsCache) store(facts *kernelFacts) {
 		os.Remove(tmp.Name())
 		return
 	}
-	if os.Rename(tmp.Name(), c.path()) != nil {
+	if os.Rename(tmp.Name(), path) != nil {
 		os.Remove(tmp.Name())
 	}
 }

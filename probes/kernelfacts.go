@@ -17,6 +17,10 @@ type kernelFacts struct {
 	Offsets Offsets
 	// Raw are the raw tracepoints' facts, by event.
 	Raw map[string]rawFacts
+	// BuiltIn says, for each netfilter kprobe's function, whether vmlinux
+	// has it: where it has not and its module is not loaded, a run knows
+	// there is no kprobe to place without reading the whole BTF.
+	BuiltIn map[string]bool
 }
 
 // rawFacts are the facts of one raw tracepoint, or Err, why its arguments
@@ -65,7 +69,11 @@ func factsOf(types *kernelTypes) (*kernelFacts, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := &kernelFacts{Offsets: o, Raw: map[string]rawFacts{}}
+	f := &kernelFacts{Offsets: o, Raw: map[string]rawFacts{}, BuiltIn: map[string]bool{}}
+	for _, p := range netfilterProbes {
+		_, err := types.typeID(p.Kprobe(), kindFunc)
+		f.BuiltIn[p.Kprobe()] = err == nil
+	}
 	for _, p := range decode.Probes() {
 		_, event := p.Tracepoint()
 		r, err := rawFactsOf(types, p)

@@ -64,8 +64,8 @@ const (
 	btfTypeLen   = 12
 )
 
-// loadKernelTypes reads the running kernel's BTF for the structs and
-// typedefs names, and the struct members memberNames.
+// loadKernelTypes reads the running kernel's BTF for the structs,
+// typedefs and functions names, and the struct members memberNames.
 func loadKernelTypes(names, memberNames []string) (*kernelTypes, error) {
 	raw, err := vmlinuxBTF()
 	if err != nil {
@@ -139,7 +139,7 @@ func parseKernelTypes(raw []byte, names, memberNames []string) (*kernelTypes, er
 			return nil, err
 		}
 		kt.offsets = append(kt.offsets, uint32(off))
-		if (kind == kindStruct || kind == kindTypedef) && nameOff != 0 {
+		if (kind == kindStruct || kind == kindTypedef || kind == kindFunc) && nameOff != 0 {
 			name, err := kt.nameBytes(nameOff)
 			if err != nil {
 				return nil, err

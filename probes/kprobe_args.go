@@ -40,16 +40,9 @@ func (a NetfilterArgs) String() string {
 	return fmt.Sprintf("arguments %s from the kernel's BTF", params)
 }
 
-// KernelNetfilterArgs says how the arguments of probe p's function are found
-// on the running kernel; ErrModuleNotLoaded or ErrNoModuleBTF when they are
-// not.
-func KernelNetfilterArgs(p decode.Probe) (NetfilterArgs, error) {
-	base, err := KernelBTF()
-	if err != nil {
-		return NetfilterArgs{}, err
-	}
-	_, _, args, err := kernelNetfilterProto(base, p)
-	return args, err
+// moduleNotLoaded says that p's function is in a module not loaded.
+func moduleNotLoaded(p decode.Probe) error {
+	return fmt.Errorf("%s (module %s): %w", p.Kprobe(), netfilterModule[p], ErrModuleNotLoaded)
 }
 
 // kernelNetfilterProto finds the prototype of probe p's function on the
@@ -74,7 +67,7 @@ func kernelNetfilterProto(base *btf.Spec, p decode.Probe) (*btf.Spec, *btf.FuncP
 		return nil, nil, NetfilterArgs{}, err
 	}
 	if _, err := os.Stat("/sys/module/" + mod); err != nil {
-		return nil, nil, NetfilterArgs{}, fmt.Errorf("%s (module %s): %w", fn, mod, ErrModuleNotLoaded)
+		return nil, nil, NetfilterArgs{}, moduleNotLoaded(p)
 	}
 	if !isLegacyTable(p) {
 		return nil, nil, NetfilterArgs{}, fmt.Errorf("%s (module %s): %w: the structs it reads are not in vmlinux's BTF", fn, mod, ErrNoModuleBTF)

@@ -17,6 +17,9 @@ var ErrUnsupportedArch = errors.New("netfilter kprobes support amd64 only")
 // amd64ArgRegs are the pt_regs members holding the first arguments.
 var amd64ArgRegs = []string{"di", "si", "dx", "cx", "r8", "r9"}
 
+// netfilterProbes are the netfilter functions a kprobe can be placed on.
+var netfilterProbes = []decode.Probe{decode.ProbeIptDoTable, decode.ProbeIp6tDoTable, decode.ProbeNftDoChain}
+
 // netfilterModule is the module whose BTF describes a netfilter probe's
 // function, when it is not built in.
 var netfilterModule = map[decode.Probe]string{
@@ -32,15 +35,8 @@ func KernelNetfilterOffsets(p decode.Probe) (NetfilterOffsets, error) {
 	if runtime.GOARCH != "amd64" {
 		return NetfilterOffsets{}, ErrUnsupportedArch
 	}
-	base, err := KernelBTF()
-	if err != nil {
-		return NetfilterOffsets{}, err
-	}
-	spec, proto, _, err := kernelNetfilterProto(base, p)
-	if err != nil {
-		return NetfilterOffsets{}, err
-	}
-	return lookupNetfilterOffsets(base, spec, proto, p)
+	f, err := kernelNetfilterFacts(p)
+	return f.Offsets, err
 }
 
 // LookupNetfilterOffsets reads probe p's offsets from base (vmlinux) and
