@@ -61,7 +61,11 @@ mount -t devtmpfs devtmpfs /host/dev || fail 'mount devtmpfs failed'
 mount -t tracefs tracefs /host/sys/kernel/tracing || fail 'mount tracefs failed'
 mount -t bpf bpf /host/sys/fs/bpf || fail 'mount bpffs failed'
 mount -t tmpfs tmpfs /host/run || fail 'mount tmpfs on /run failed'
-%[5]smkdir /host%[4]s
+%[5]s# A machine's /var/cache is writable, and programs keep there what they
+# learn (the tool its kernel facts): in the guest it lasts for the boot.
+# After the modules' bind above, which may come from under it.
+mount -t tmpfs -o mode=0755 tmpfs /host/var/cache || fail 'mount tmpfs on /var/cache failed'
+mkdir /host%[4]s
 mkdir /host%[2]s
 mount -t 9p -o $opts out /host%[2]s || fail 'mount the out share failed'
 ip link set lo up || fail 'bring up lo failed'
