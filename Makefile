@@ -88,18 +88,20 @@ test: deps lint
 	rm -rf $(TEST_LOGS)
 	$(MAKE) --no-print-directory test-host test-matrix; status=$$?; $(MAKE) --no-print-directory skips; exit $$status
 
-# Every test that skipped, with its reason, on the host and in each guest:
-# on a complete machine only those that run elsewhere by design (the kprobe
-# tests on a kernel without kprobes, the guest-only tests on the host). A
-# test's reason is the last log line under its "=== RUN" (or CONT, NAME)
-# line: verbose output prints a subtest's "--- SKIP" line later, with its
-# parent's result.
+# Every test that skipped, with its reason, on the host and in each guest,
+# in two lists: the gaps (none on a complete machine), and the tests the
+# other suite runs by design (the kprobe tests on a kernel without kprobes,
+# the guest-only tests on the host), whose reason starts with
+# testenv.ElsewherePrefix. A test's reason is the last log line under its
+# "=== RUN" (or CONT, NAME) line: verbose output prints a subtest's
+# "--- SKIP" line later, with its parent's result.
 skips:
-	@echo "skipped tests (host and each guest):"
 	@awk 'FNR == 1 { delete reason; cur = "" } /^=== (RUN|CONT|NAME) / { cur = $$3 } \
 		/^[ \t]+[^ \t]+\.go:[0-9]+: / && cur != "" { r = $$0; sub(/^[ \t]+/, "", r); reason[cur] = r } \
-		/--- SKIP: / { f = FILENAME; sub(/.*\//, "", f); sub(/\.log$$/, "", f); print "  " f ": " $$3 ": " reason[$$3]; n++ } \
-		END { if (!n) print "  none" }' $(wildcard $(TEST_LOGS)/*.log) /dev/null
+		/--- SKIP: / { f = FILENAME; sub(/.*\//, "", f); sub(/\.log$$/, "", f); line = "  " f ": " $$3 ": " reason[$$3] "\n"; \
+			if (index(reason[$$3], ": runs elsewhere by design: ")) away = away line; else gaps = gaps line } \
+		END { printf "skipped tests (host and each guest):\n%s", gaps ? gaps : "  none\n"; \
+			printf "run by the other suite by design:\n%s", away ? away : "  none\n" }' $(wildcard $(TEST_LOGS)/*.log) /dev/null
 
 # Every cost of the tool (cmd/tracepkt-bench): prints each table and writes
 # BENCHMARKS.md. BENCH_FLAGS passes flags, e.g. -sections answer,flood or

@@ -30,7 +30,7 @@ const guestRecordingsEnv = "TRACEPKT_GUEST_RECORDINGS"
 func TestE2EGuestRecording(t *testing.T) {
 	dir := os.Getenv(vmtest.GuestFilesEnvVar)
 	if dir == "" {
-		t.Skipf("records for the host only in a guest of the kernel matrix (%s is not set): make test-vm runs it", vmtest.GuestFilesEnvVar)
+		testenv.Elsewhere(t, "records for the host only in a guest of the kernel matrix (%s is not set): make test-vm runs it", vmtest.GuestFilesEnvVar)
 	}
 	requireKprobes(t)
 	release := testenv.KernelRelease(t)
@@ -66,7 +66,7 @@ func TestE2EGuestRecording(t *testing.T) {
 func TestReplayGuestRecordings(t *testing.T) {
 	dir := os.Getenv(guestRecordingsEnv)
 	if dir == "" {
-		t.Skipf("%s is not set: make test-vm runs this after a guest recorded", guestRecordingsEnv)
+		testenv.Elsewhere(t, "%s is not set: make test-vm runs this after a guest recorded", guestRecordingsEnv)
 	}
 	tpks, err := filepath.Glob(filepath.Join(dir, "*.tpk"))
 	if err != nil {
@@ -147,7 +147,7 @@ tool="env %[5]s=1 $TOOL"
 // node-b and node-b has no route for: node-b's drop and its ICMP error.
 func TestTwoGuestsMerge(t *testing.T) {
 	if os.Getenv(vmtest.GuestEnvVar) == "1" {
-		t.Skip("boots guests of its own: it runs in the host suite")
+		testenv.Elsewhere(t, "boots guests of its own: it runs in the host suite")
 	}
 	testenv.RequireRoot(t)
 	testenv.RequireCommands(t, "qemu-system-x86_64", "busybox")

@@ -35,6 +35,18 @@ func Require(tb testing.TB, err error) {
 	tb.Skipf("skipping: %v", err)
 }
 
+// ElsewherePrefix starts the reason of a skip that leaves no gap: the test
+// runs in the other suite, the host's or a guest's, by design. make skips
+// lists these apart from the skips that are gaps.
+const ElsewherePrefix = "runs elsewhere by design: "
+
+// Elsewhere skips tb, which the other suite (the host's or a guest's) runs
+// by design, saying where.
+func Elsewhere(tb testing.TB, format string, args ...any) {
+	tb.Helper()
+	tb.Skipf(ElsewherePrefix+format, args...)
+}
+
 // RequireRoot skips (fails in CI) unless the test runs as root.
 func RequireRoot(tb testing.TB) {
 	tb.Helper()

@@ -26,7 +26,7 @@ const guestTracefs = "/sys/kernel/tracing"
 func requireGuest(tb testing.TB) {
 	tb.Helper()
 	if os.Getenv(GuestEnvVar) != "1" {
-		tb.Skipf("not inside a tracepkt-vmtest guest (%s is not 1): run it with make test-vm", GuestEnvVar)
+		testenv.Elsewhere(tb, "not inside a tracepkt-vmtest guest (%s is not 1): run it with make test-vm", GuestEnvVar)
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tracepkt/tracepkt-perf/internal/testenv"
 	"github.com/tracepkt/tracepkt-perf/internal/topology"
 )
 
@@ -21,7 +22,7 @@ var capture = flag.Bool("capture", false, "print the raw trace messages of route
 // trace socket in each, one IPv4 and one IPv6 echo. Run it with -args -capture.
 func TestCaptureTraceMessages(t *testing.T) {
 	if !*capture {
-		t.Skip("run with -args -capture")
+		testenv.Elsewhere(t, "a tool run by hand, not a test: go test -run TestCaptureTraceMessages -args -capture")
 	}
 	topo, r := routerSetup(t)
 	const id = 0x4242
