@@ -26,10 +26,12 @@ func Find(spec string, nss []Netns, owners map[uint32]decode.Owner) (Netns, erro
 	if strings.HasPrefix(spec, "/") || strings.HasPrefix(spec, ".") {
 		return at(spec, nss)
 	}
-	if pid, err := strconv.Atoi(spec); err == nil && pid > 0 {
-		if _, err := os.Stat("/proc/" + spec); err != nil {
-			return Netns{}, fmt.Errorf("%w: no process %d", ErrNotFound, pid)
-		}
+	// A number is a PID when there is such a process; else it may be the
+	// short id of a container (12 hex digits are all decimal ones about
+	// once in 280).
+	pid, err := strconv.Atoi(spec)
+	isPid := err == nil && pid > 0
+	if _, err := os.Stat("/proc/" + spec); isPid && err == nil {
 		return at("/proc/"+spec+"/ns/net", nss)
 	}
 	var found []int
@@ -57,6 +59,9 @@ func Find(spec string, nss []Netns, owners map[uint32]decode.Owner) (Netns, erro
 	case 0:
 		if strings.Contains(spec, "/") {
 			return at(spec, nss) // a relative path
+		}
+		if isPid {
+			return Netns{}, fmt.Errorf("%w: no process %d, and no container or pod called %q", ErrNotFound, pid, spec)
 		}
 		return Netns{}, fmt.Errorf("%w called %q: not an ip netns name, a container or pod, a PID or a path", ErrNotFound, spec)
 	case 1:

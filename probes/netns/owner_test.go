@@ -175,6 +175,7 @@ func TestUnitFindByName(t *testing.T) {
 		{Inode: 4, Path: "/proc/11/ns/net"},
 		{Inode: 5, Path: "/proc/12/ns/net"},
 		{Inode: 6, Path: "/var/run/docker/netns/f00", Names: []string{"docker/f00"}},
+		{Inode: 7, Path: "/proc/13/ns/net"},
 	}
 	owners := map[uint32]decode.Owner{
 		1: {Kind: decode.OwnerProcess, Name: "host", Pid: 1},
@@ -182,10 +183,13 @@ func TestUnitFindByName(t *testing.T) {
 		3: {Kind: decode.OwnerDocker, ID: idA, Name: "web-1"},
 		4: {Kind: decode.OwnerPod, ID: podID, Name: "shop/nginx"},
 		5: {Kind: decode.OwnerPodman, ID: "3f4e" + idB[4:], Name: "db-1"},
+		// A short id of decimal digits alone, which no process has.
+		7: {Kind: decode.OwnerDocker, ID: "929092132470" + idB[12:], Name: "cache-1"},
 		6: {Kind: decode.OwnerNetns, ID: "/var/run/docker/netns/f00", Name: "docker/f00"},
 	}
 	for spec, want := range map[string]uint32{
 		"host": 1, "blue": 2, "web-1": 3, idA: 3, idA[:12]: 3, "shop/nginx": 4, "nginx": 4, podID: 4, "db-1": 5, "docker/f00": 6,
+		"929092132470": 7,
 	} {
 		got, err := Find(spec, nss, owners)
 		if err != nil || got.Inode != want {
@@ -195,7 +199,7 @@ func TestUnitFindByName(t *testing.T) {
 	if _, err := Find("3f4e", nss, owners); err == nil || !strings.Contains(err.Error(), "names 2 network namespaces") {
 		t.Errorf("Find of an ambiguous prefix: %v", err)
 	}
-	for _, spec := range []string{"nosuch", "", "no/such", "/nonexistent/netns"} {
+	for _, spec := range []string{"nosuch", "", "no/such", "/nonexistent/netns", "4194305"} {
 		if _, err := Find(spec, nss, owners); err == nil {
 			t.Errorf("Find(%q) found something", spec)
 		} else if strings.Contains(err.Error(), "\n") {
