@@ -145,6 +145,9 @@ tool="env %[5]s=1 $TOOL"
 // third, which node-a's own firewall drops: the merge is node-a's alone,
 // and says node-b saw none of it. A fourth, to a network node-a routes to
 // node-b and node-b has no route for: node-b's drop and its ICMP error.
+// Then, with node-a listening too (from its start), two runs from node-a's
+// pod and one from node-b's at once: each run's merge with both listeners
+// has every echo's rows on both nodes, its own alone.
 func TestTwoGuestsMerge(t *testing.T) {
 	if os.Getenv(vmtest.GuestEnvVar) == "1" {
 		testenv.Elsewhere(t, "boots guests of its own: it runs in the host suite")
@@ -163,7 +166,13 @@ func TestTwoGuestsMerge(t *testing.T) {
 		c.Close()
 	}
 	scripts := map[string]string{
-		"a": nodeScript(1, "a", `pod_up
+		"a": nodeScript(1, "a", `$tool --listen --json --record $files/la.tpk >$files/la.json 2>$files/la.err &
+listener=$!
+n=0
+until grep -q "listening for the echoes" $files/la.err; do
+	n=$((n+1)); [ $n -lt 1200 ] || { cat $files/la.err >&2; exit 1; }; sleep 0.1
+done
+pod_up
 n=0
 until ip netns exec pod-a1 ping -c1 -W1 10.244.2.2 >/dev/null 2>&1; do
 	n=$((n+1)); [ $n -lt 300 ] || { echo "node b's pod never answered" >&2; exit 1; }
@@ -188,8 +197,23 @@ ip route add 10.244.3.0/24 via 192.168.77.2 dev eth0
 rc=0
 ip netns exec pod-a1 $tool --json -c1 -W 2 --record $files/noroute.tpk 10.244.3.2 >$files/noroute.json || rc=$?
 echo $rc >$files/noroute.code
+# Two runs from here and one from node-b, at once: node-b starts its own
+# when told to.
+n=0
+until busybox nc 192.168.77.2 7779 </dev/null; do
+	n=$((n+1)); [ $n -lt 300 ] || { echo "node b never waited for the go" >&2; exit 1; }; sleep 0.1
+done
+ip netns exec pod-a1 $tool --json -c 4 -i 0.3 -W 3 --record $files/x.tpk 10.244.2.2 >$files/x.json &
+x=$!
+ip netns exec pod-a1 $tool --json -c 4 -i 0.3 -W 3 --record $files/y.tpk 10.244.2.2 >$files/y.json &
+y=$!
+wait $x
+wait $y
+timeout 600 busybox nc -l -p 7780 >/dev/null
 t1=$(date +%s%N); t2=$(busybox nc 192.168.77.2 7778 </dev/null); t3=$(date +%s%N)
 echo "$t1 $t2 $t3" >$files/clock
+kill -INT $listener
+wait $listener
 `),
 		"b": nodeScript(2, "b", `ip netns exec pod-b2 nft -f - <<EOF
 table inet tpdrop {
@@ -207,6 +231,12 @@ until grep -q "listening for the echoes" $files/b.err; do
 	n=$((n+1)); [ $n -lt 1200 ] || { cat $files/b.err >&2; exit 1; }; sleep 0.1
 done
 pod_up
+timeout 600 busybox nc -l -p 7779 >/dev/null
+ip netns exec pod-b1 $tool --json -c 4 -i 0.3 -W 3 --record $files/z.tpk 10.244.1.2 >$files/z.json
+n=0
+until busybox nc 192.168.77.1 7780 </dev/null; do
+	n=$((n+1)); [ $n -lt 300 ] || { echo "node a never waited for the end of node b's run" >&2; exit 1; }; sleep 0.1
+done
 timeout 600 busybox nc -l -p 7778 -e /usr/bin/date +%s%N
 kill -INT $listener
 wait $listener
@@ -315,8 +345,11 @@ wait $listener
 	probe := decodeEchoes(t, read("a", "a.json"))
 	dropped := decodeEchoes(t, read("a", "drop.json"))
 	frags := decodeEchoes(t, read("b", "b.json"))
-	if len(probe) != 1 || len(dropped) != 1 || len(frags) != 3 || frags[0].EchoID != probe[0].EchoID || frags[1].EchoID != dropped[0].EchoID {
-		t.Fatalf("node a: %d and %d echoes, node b: %d fragments, want 1, 1 and one fragment of each run, in order:\n%s", len(probe), len(dropped), len(frags), read("b", "b.json"))
+	// node-b's listener keeps one fragment of the first, second and fourth
+	// runs (the third never reaches it), and 4 of each of the three runs
+	// at once, its own node's among them.
+	if len(probe) != 1 || len(dropped) != 1 || len(frags) != 15 || frags[0].EchoID != probe[0].EchoID || frags[1].EchoID != dropped[0].EchoID {
+		t.Fatalf("node a: %d and %d echoes, node b: %d fragments, want 1, 1 and 15, the first runs' in order:\n%s", len(probe), len(dropped), len(frags), read("b", "b.json"))
 	}
 	check("node a's own", hostRows(probe[0], "node-a"), slices.Concat(wantA, wantA2))
 	check("node b's listener", hostRows(frags[0], "node-b"), wantB)
@@ -400,6 +433,49 @@ wait $listener
 		t.Errorf("no route on node-b: drop %+v, want IP_INNOROUTES on node-b in %d after eth0", j.Drop, b["host"])
 	case fn != "ip_error" || !slices.Contains(strings.Fields(read("b", "kallsyms")), fn):
 		t.Errorf("no route on node-b: the drop's location %q, want ip_error+OFF, a function of node-b's kernel (its /proc/kallsyms: %q)", j.Drop.Location, read("b", "kallsyms"))
+	}
+
+	// Two runs from node-a's pod and one from node-b's, at once, with a
+	// listener on each node: the merge of each run with both listeners
+	// has, for each of its echoes, the rows of that echo alone.
+	runs := map[string][]jsonEcho{"x": decodeEchoes(t, read("a", "x.json")), "y": decodeEchoes(t, read("a", "y.json")), "z": decodeEchoes(t, read("b", "z.json"))}
+	ids := map[uint16]string{}
+	for name, echoes := range runs {
+		if len(echoes) != 4 {
+			t.Fatalf("run %s: %d echoes, want 4", name, len(echoes))
+		}
+		ids[echoes[0].EchoID] = name
+	}
+	if len(ids) != 3 {
+		t.Fatalf("the three runs drew the echo ids %v: two alike, which no merge tells apart", ids)
+	}
+	wantZ := []string{
+		hostRow("node-b", b["pod-b1"], "eth0", "out", "request"), hostRow("node-b", b["host"], "veth1", "in", "request"),
+		hostRow("node-b", b["host"], "cni0", "in", "request"), hostRow("node-b", b["host"], "eth0", "out", "request"),
+		hostRow("node-a", a["host"], "eth0", "in", "request"), hostRow("node-a", a["host"], "cni0", "out", "request"),
+		hostRow("node-a", a["host"], "veth1", "out", "request"), hostRow("node-a", a["pod-a1"], "eth0", "in", "request"),
+		hostRow("node-a", a["pod-a1"], "eth0", "out", "reply"), hostRow("node-a", a["host"], "veth1", "in", "reply"),
+		hostRow("node-a", a["host"], "cni0", "in", "reply"), hostRow("node-a", a["host"], "eth0", "out", "reply"),
+		hostRow("node-b", b["host"], "eth0", "in", "reply"), hostRow("node-b", b["host"], "cni0", "out", "reply"),
+		hostRow("node-b", b["host"], "veth1", "out", "reply"), hostRow("node-b", b["pod-b1"], "eth0", "in", "reply"),
+	}
+	laTpk := filepath.Join(guests["a"].files, "la.tpk")
+	for _, run := range []struct {
+		name, node string
+		want       []string
+	}{{"x", "a", slices.Concat(wantA, wantB, wantA2)}, {"y", "a", slices.Concat(wantA, wantB, wantA2)}, {"z", "b", wantZ}} {
+		merged := runTool(t, nil, "--merge", filepath.Join(guests[run.node].files, run.name+".tpk"), laTpk, bTpk, "--json")
+		journeys := decodeEchoes(t, merged.stdout)
+		if merged.code != 0 || len(journeys) != 4 {
+			t.Errorf("--merge of run %s with both listeners: exit %d, %s, %d journeys, want 4 replies:\n%s", run.name, merged.code, merged.stderr, len(journeys), merged.stdout)
+			continue
+		}
+		for _, j := range journeys {
+			if ids[j.EchoID] != run.name || j.Result != "reply" {
+				t.Errorf("--merge of run %s: echo id %d (run %q), result %q", run.name, j.EchoID, ids[j.EchoID], j.Result)
+			}
+			check(fmt.Sprintf("run %s, seq %d, merged", run.name, j.Seq), hostRows(j, "?"), run.want)
+		}
 	}
 
 	// The wall clocks: b answered a's question between a's t1 and t3, so
