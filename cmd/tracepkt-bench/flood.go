@@ -31,15 +31,25 @@ type waitingTracer struct {
 }
 
 // startTracer starts the tool probing in mode and returns once its first
-// probe was answered, so its probes are attached.
+// probe was answered (a listener: once it listens), so its probes are
+// attached.
 func startTracer(tool string, target netip.Addr, mode probeMode, args ...string) (*waitingTracer, error) {
 	argv := slices.Concat(args, mode.args, []string{"-c", "600", "-i", "1", "-W", "1", target.String()})
+	if mode.listen {
+		argv = slices.Concat(args, mode.args)
+	}
 	cmd := exec.Command(tool, argv...)
-	out, err := cmd.StdoutPipe()
+	var out io.Reader
+	var err error
+	if mode.listen {
+		out, err = cmd.StderrPipe()
+	} else {
+		out, err = cmd.StdoutPipe()
+		cmd.Stderr = os.Stderr
+	}
 	if err != nil {
 		return nil, err
 	}
-	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
@@ -187,7 +197,7 @@ func floodSection(cfg config, progress io.Writer) (section, error) {
 	}
 	probeRows := [][]string{{"flood", "waiting tracer", "program", "hits/round trip", "ns/hit"}}
 	for _, f := range floods {
-		for _, mode := range probeModes {
+		for _, mode := range append(slices.Clone(probeModes), listenProbes) {
 			v := floodVariant{name: strings.Join(append([]string{"tracer"}, mode.args...), " "), tool: cfg.tool, mode: mode}
 			fmt.Fprintf(progress, "flood: %s, %d %s to %s\n", v.name, cfg.flood, f.name, target)
 			stats, err := programStats(cfg.flood, v, target, f)
@@ -220,7 +230,8 @@ three floods of %d round trips each through the same veth pair: ping -f; TCP rou
 %d-byte requests over one connection to the bench's echo service (RFC 862) on TCP port %d in
 the namespace, each sent once the one before came back; UDP round trips, the same as
 datagrams to its UDP port %d. Under each, a waiting tracer probing echoes, one probing
---tcp %d and one probing --udp %d, the port the floods go to: none of the flood's packets
+--tcp %d and one probing --udp %d, the port the floods go to, and a listener (--listen),
+which keeps the probes of any run by the marks all runs' probes carry: none of the flood's packets
 are the tracer's, so each program's ns/hit is what its in-kernel reject of others' ICMP, TCP
 or UDP packets costs in that mode (a TCP packet: its sequence or acknowledgement number
 against the run's span; a UDP packet: its inverted tuple looked up in the run's tuple map,

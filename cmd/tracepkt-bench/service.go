@@ -22,14 +22,18 @@ const servicePort = 7
 // probeMode is what the tool probes: echoes, or the echo service's port.
 type probeMode struct {
 	args   []string // the tool's flags selecting it
-	marker string   // in the text line of an answered probe
+	marker string   // in the text line of an answered probe; a listener's: in its ready line
 	result string   // --json result of an answered probe
+	listen bool     // a listener: sends nothing, ready when its stderr says so
 }
 
 var (
-	echoProbes = probeMode{nil, "reply from", "reply"}
-	tcpProbes  = probeMode{[]string{"--tcp", strconv.Itoa(servicePort)}, "open:", "open"}
-	udpProbes  = probeMode{[]string{"--udp", strconv.Itoa(servicePort)}, "reply:", "reply"}
+	echoProbes = probeMode{nil, "reply from", "reply", false}
+	tcpProbes  = probeMode{[]string{"--tcp", strconv.Itoa(servicePort)}, "open:", "open", false}
+	udpProbes  = probeMode{[]string{"--udp", strconv.Itoa(servicePort)}, "reply:", "reply", false}
+	// listenProbes keeps the probes of any run, by the marks every run's
+	// probes carry.
+	listenProbes = probeMode{[]string{"--listen"}, "tracepkt-perf: listening for the echoes", "", true}
 )
 
 // portProbes are the modes that probe the echo service; probeModes are
