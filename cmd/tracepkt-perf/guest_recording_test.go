@@ -127,6 +127,16 @@ pod_up() {
 	ip -n pod-%[4]s1 route add default via 10.244.%[2]d.1
 }
 tool="env %[5]s=1 $TOOL"
+# listen NAME: a listener recording $files/NAME.tpk, its pid in $listener,
+# once it listens.
+listen() {
+	$tool --listen --json -W 1 --record $files/$1.tpk >$files/$1.json 2>$files/$1.err &
+	listener=$!
+	n=0
+	until grep -q "listening for the echoes" $files/$1.err; do
+		n=$((n+1)); [ $n -lt 1200 ] || { cat $files/$1.err >&2; exit 1; }; sleep 0.1
+	done
+}
 %[6]s`, vmtest.GuestFilesEnvVar, i, j, name, asToolEnv, then)
 }
 
@@ -166,12 +176,7 @@ func TestTwoGuestsMerge(t *testing.T) {
 		c.Close()
 	}
 	scripts := map[string]string{
-		"a": nodeScript(1, "a", `$tool --listen --json --record $files/la.tpk >$files/la.json 2>$files/la.err &
-listener=$!
-n=0
-until grep -q "listening for the echoes" $files/la.err; do
-	n=$((n+1)); [ $n -lt 1200 ] || { cat $files/la.err >&2; exit 1; }; sleep 0.1
-done
+		"a": nodeScript(1, "a", `listen la
 pod_up
 n=0
 until ip netns exec pod-a1 ping -c1 -W1 10.244.2.2 >/dev/null 2>&1; do
@@ -224,12 +229,7 @@ table inet tpdrop {
 }
 EOF
 grep -w ip_error /proc/kallsyms >$files/kallsyms || true
-$tool --listen --json -W 1 --record $files/b.tpk >$files/b.json 2>$files/b.err &
-listener=$!
-n=0
-until grep -q "listening for the echoes" $files/b.err; do
-	n=$((n+1)); [ $n -lt 1200 ] || { cat $files/b.err >&2; exit 1; }; sleep 0.1
-done
+listen b
 pod_up
 timeout 600 busybox nc -l -p 7779 >/dev/null
 ip netns exec pod-b1 $tool --json -c 4 -i 0.3 -W 3 --record $files/z.tpk 10.244.1.2 >$files/z.json
