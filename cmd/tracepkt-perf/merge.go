@@ -315,6 +315,10 @@ func (m *merger) clockLine(mc *machine) string {
 		return fmt.Sprintf("clock: %s's rows placed right after the request left %s (seq %d): no reply crossed back, so its wall clock is only known to be %s %s's",
 			h, ref, mc.offset.Seq, bound, ref)
 	}
-	return fmt.Sprintf("clock: %s's wall clock is %s %s %s's, ±%s (from the crossings of seq %d)",
-		h, stats.FormatDuration(time.Duration(wall)), ahead, ref, stats.FormatDuration(time.Duration(mc.offset.Uncertainty)), mc.offset.Seq)
+	from := fmt.Sprintf("seq %d", mc.offset.Seq)
+	if mc.offset.Probes > 1 {
+		from = fmt.Sprintf("%d probes", mc.offset.Probes)
+	}
+	return fmt.Sprintf("clock: %s's wall clock is %s %s %s's, ±%s (from the crossings of %s)",
+		h, stats.FormatDuration(time.Duration(wall)), ahead, ref, stats.FormatDuration(time.Duration(mc.offset.Uncertainty)), from)
 }
