@@ -71,7 +71,7 @@ lint:
 test-host: build
 	mkdir -p $(TEST_LOGS)
 	unshare --mount --propagation private sh -c 'grep -w tracefs /proc/self/mounts | while read -r _ dir _; do umount -l "$$dir"; done; exec "$$@"' sh \
-		env CGO_ENABLED=1 $(GO) test -race -count=1 -p 1 -v ./... 2>&1 | tee $(TEST_LOGS)/host.log | grep -v -E '^(=== (RUN|PAUSE|CONT|NAME)|\s+--- PASS|--- PASS)'
+		env CGO_ENABLED=1 $(GO) test -race -count=1 -p 1 -timeout 40m -v ./... 2>&1 | tee $(TEST_LOGS)/host.log | grep -v -E '^(=== (RUN|PAUSE|CONT|NAME)|\s+--- PASS|--- PASS)'
 
 # The kernel matrix: the root tests inside every Debian amd64 kernel in /boot
 # (make deps installs 6.1 and 6.12) and in $(VM_KERNEL_CACHE) (make deps

@@ -203,19 +203,29 @@ rc=0
 ip netns exec pod-a1 $tool --json -c1 -W 2 --record $files/noroute.tpk 10.244.3.2 >$files/noroute.json || rc=$?
 echo $rc >$files/noroute.code
 # Two runs from here and one from node-b, at once: node-b starts its own
-# when told to.
+# when told to, and says when it ended.
 n=0
 until busybox nc 192.168.77.2 7779 </dev/null; do
-	n=$((n+1)); [ $n -lt 300 ] || { echo "node b never waited for the go" >&2; exit 1; }; sleep 0.1
+	n=$((n+1)); [ $n -lt 1200 ] || { echo "node b never waited for the go" >&2; exit 1; }; sleep 0.1
 done
+timeout 240 busybox nc -l -p 7780 >/dev/null &
+zdone=$!
 ip netns exec pod-a1 $tool --json -c 4 -i 0.3 -W 3 --record $files/x.tpk 10.244.2.2 >$files/x.json &
 x=$!
 ip netns exec pod-a1 $tool --json -c 4 -i 0.3 -W 3 --record $files/y.tpk 10.244.2.2 >$files/y.json &
 y=$!
 wait $x
 wait $y
-timeout 600 busybox nc -l -p 7780 >/dev/null
-t1=$(date +%s%N); t2=$(busybox nc 192.168.77.2 7778 </dev/null); t3=$(date +%s%N)
+wait $zdone || { echo "node b never said its run ended" >&2; exit 1; }
+# node-b listens for the question once it told its run ended: until then,
+# it refuses the connection.
+n=0
+while :; do
+	t1=$(date +%s%N)
+	if t2=$(busybox nc 192.168.77.2 7778 </dev/null) && [ -n "$t2" ]; then break; fi
+	n=$((n+1)); [ $n -lt 1200 ] || { echo "node b never told its wall clock" >&2; exit 1; }; sleep 0.1
+done
+t3=$(date +%s%N)
 echo "$t1 $t2 $t3" >$files/clock
 kill -INT $listener
 wait $listener
@@ -231,13 +241,13 @@ EOF
 grep -w ip_error /proc/kallsyms >$files/kallsyms || true
 listen b
 pod_up
-timeout 600 busybox nc -l -p 7779 >/dev/null
+timeout 240 busybox nc -l -p 7779 >/dev/null
 ip netns exec pod-b1 $tool --json -c 4 -i 0.3 -W 3 --record $files/z.tpk 10.244.1.2 >$files/z.json
 n=0
 until busybox nc 192.168.77.1 7780 </dev/null; do
-	n=$((n+1)); [ $n -lt 300 ] || { echo "node a never waited for the end of node b's run" >&2; exit 1; }; sleep 0.1
+	n=$((n+1)); [ $n -lt 1200 ] || { echo "node a never waited for the end of node b's run" >&2; exit 1; }; sleep 0.1
 done
-timeout 600 busybox nc -l -p 7778 -e /usr/bin/date +%s%N
+timeout 240 busybox nc -l -p 7778 -e /usr/bin/date +%s%N
 kill -INT $listener
 wait $listener
 `),
@@ -260,7 +270,7 @@ wait $listener
 			ModulesRoot: vmtest.ModulesRoot(kernel),
 			Busybox:     "/bin/busybox",
 			Mem:         "1024",
-			Timeout:     10 * time.Minute,
+			Timeout:     5 * time.Minute, // a hang fails here, with both consoles, before the package times out
 			Workdir:     workdir,
 			Commands:    [][]string{{"sh", "-c", scripts[name]}},
 			Env:         append(vmtest.CommandEnv(os.LookupEnv), "TOOL="+testBinary(t)),
